@@ -1,0 +1,155 @@
+//! The command line: parse arguments, load and check the config, run a command.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{AgentConfig, DEFAULT_CONFIG, TOKEN_ENV};
+use crate::run::Agent;
+
+#[derive(Parser)]
+#[command(
+    name = "posmon-agent",
+    version,
+    about = "Watches a POS terminal's network path, software versions and device health, and reports to the posmon collector.",
+    after_help = "Start with `posmon-agent print-default-config > agent.toml`, set terminal_id, collector_url and the token, check it with `posmon-agent check-config agent.toml`, then `posmon-agent run --config agent.toml`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: probe every interval and push reports to the collector.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, env = "POSMON_AGENT_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print an example configuration, every option with a comment and its default.
+    PrintDefaultConfig,
+    /// Check a configuration file and report the first problem, naming its key.
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+/// Runs the command line; the binary maps the error to an exit code.
+pub fn run() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let loaded = AgentConfig::from_file(&config)?;
+            read_token(&loaded)?;
+            println!(
+                "{}: ok (terminal {}, {} targets, {} components, reporting to {} every {} s)",
+                config.display(),
+                loaded.terminal_id,
+                loaded.targets.len(),
+                loaded.components.len(),
+                loaded.collector_url,
+                loaded.report_interval_seconds
+            );
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config = AgentConfig::from_file(&config)?;
+            let token = read_token(&config)?;
+            init_logging();
+            // One thread is plenty: the agent waits on the network almost all the time.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let agent = Agent::new(config.clone(), &token)?;
+                tracing::info!(
+                    terminal = %config.terminal_id,
+                    collector = %config.collector_url,
+                    interval_seconds = config.report_interval_seconds,
+                    targets = config.targets.len(),
+                    "Started; reporting every interval."
+                );
+                agent.run(shutdown_signal()).await;
+                tracing::info!("Stopped.");
+                Ok(())
+            })
+        }
+    }
+}
+
+/// The token from the environment, the config, or the token file, in that order.
+fn read_token(config: &AgentConfig) -> anyhow::Result<String> {
+    let token = if let Some(token) = std::env::var(TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        token
+    } else if let Some(token) = &config.token {
+        token.clone()
+    } else if let Some(path) = &config.token_file {
+        read_token_file(path)?
+    } else {
+        anyhow::bail!("config key token_file: no token configured");
+    };
+    let token = token.trim().to_string();
+    let well_formed =
+        !token.is_empty() && token.len() <= 256 && token.chars().all(|c| c.is_ascii_graphic());
+    anyhow::ensure!(
+        well_formed,
+        "the token must be 1 to 256 printable ASCII characters"
+    );
+    Ok(token)
+}
+
+fn read_token_file(path: &Path) -> anyhow::Result<String> {
+    let metadata = std::fs::metadata(path)
+        .with_context(|| format!("config key token_file: cannot read {}", path.display()))?;
+    anyhow::ensure!(
+        metadata.len() <= 4096,
+        "config key token_file: {} is larger than 4096 bytes",
+        path.display()
+    );
+    std::fs::read_to_string(path)
+        .with_context(|| format!("config key token_file: cannot read {}", path.display()))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSMON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}

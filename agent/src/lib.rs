@@ -1,0 +1,16 @@
+//! posmon-agent: a small daemon on each POS terminal host. Every interval it probes the path to
+//! the hosts the terminal needs, reads software versions and device status, and pushes a report
+//! to the collector.
+//!
+//! Data flows one way: `config` → `run` (schedule) → `probe`, `device`, `software` → `report`
+//! → `push`. Probes never return errors: a failure is a measurement in the report.
+
+pub mod cli;
+pub mod config;
+pub mod device;
+pub mod probe;
+pub mod push;
+pub mod report;
+pub mod run;
+pub mod sequence;
+pub mod software;

@@ -1,0 +1,170 @@
+//! The command line: parse arguments, merge config file → environment → flags, run a command.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG};
+use crate::http::{serve, AppState};
+use crate::secret::{load_keyring, SECRET_ENV};
+
+#[derive(Parser)]
+#[command(
+    name = "posmon-collector",
+    version,
+    about = "Collects health reports from POS terminals, diagnoses why a terminal cannot take payments, and serves the API and Prometheus metrics.",
+    after_help = "Start with `posmon-collector print-default-config > collector.toml`, edit it, then `posmon-collector serve --config collector.toml`. Give each terminal's agent the token printed by `posmon-collector token TERMINAL_ID`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector: accept reports, diagnose terminals, serve the API and /metrics.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on, e.g. 0.0.0.0:8080 (port 0 picks a free port) [config: listen].
+        #[arg(long, env = "POSMON_LISTEN", value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Print the default configuration, every option with a comment, to standard output.
+    PrintDefaultConfig,
+    /// Print the token a terminal's agent authenticates with.
+    Token {
+        #[command(flatten)]
+        common: Common,
+        /// The terminal's id, exactly as its agent reports it.
+        #[arg(value_name = "TERMINAL_ID")]
+        terminal_id: String,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// Configuration file (TOML); defaults apply when omitted.
+    #[arg(long, env = "POSMON_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory for the fleet secret and state [config: data_dir].
+    #[arg(long, env = "POSMON_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+fn env_secret() -> Option<String> {
+    std::env::var(SECRET_ENV).ok()
+}
+
+/// Runs the command line; the binary maps the error to an exit code.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(())
+        }
+        Command::Token {
+            common,
+            terminal_id,
+        } => {
+            posmon_protocol::validate::check_terminal_id(&terminal_id, "TERMINAL_ID")?;
+            let config = common.load()?;
+            let keyring = load_keyring(&config, env_secret())?;
+            println!(
+                "{}",
+                posmon_protocol::terminal_token(keyring.current(), &terminal_id)
+            );
+            Ok(())
+        }
+        Command::Serve { common, listen } => {
+            let mut config = common.load()?;
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            init_logging();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(run_server(config))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSMON_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run_server(config: Config) -> anyhow::Result<()> {
+    let keyring = load_keyring(&config, env_secret())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let state = Arc::new(AppState::new(config, keyring).context("cannot register metrics")?);
+    // One line on standard output that scripts and tests read to find the port.
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "posmon-collector listening on http://{address}")
+        .and_then(|()| stdout.flush())
+        .context("cannot write to standard output")?;
+    tracing::info!(%address, "Serving the API at http://{address}/api/v1/terminals and metrics at http://{address}/metrics.");
+    serve(listener, state, shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "Cannot listen for Ctrl-C.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Cannot listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("Shutting down.");
+}

@@ -1,0 +1,122 @@
+//! The API's one error type: a client mistake becomes a 4xx whose JSON body names the field and
+//! the reason; an internal fault becomes a 500, logged once.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use posmon_protocol::{ErrorBody, ErrorDetail};
+
+/// Why a request was refused: the stable `reason` of the error body and the label of
+/// `posmon_ingest_rejected_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    MalformedJson,
+    InvalidField,
+    UnsupportedSchemaVersion,
+    MissingToken,
+    InvalidToken,
+    WrongTerminal,
+    BodyTooLarge,
+    UnsupportedMediaType,
+    BadQuery,
+    NotFound,
+    Internal,
+}
+
+impl Reason {
+    /// The reasons a report request can be refused for.
+    pub const ALL: [Reason; 9] = [
+        Reason::MalformedJson,
+        Reason::InvalidField,
+        Reason::UnsupportedSchemaVersion,
+        Reason::MissingToken,
+        Reason::InvalidToken,
+        Reason::WrongTerminal,
+        Reason::BodyTooLarge,
+        Reason::UnsupportedMediaType,
+        Reason::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MalformedJson => "malformed_json",
+            Reason::InvalidField => "invalid_field",
+            Reason::UnsupportedSchemaVersion => "unsupported_schema_version",
+            Reason::MissingToken => "missing_token",
+            Reason::InvalidToken => "invalid_token",
+            Reason::WrongTerminal => "wrong_terminal",
+            Reason::BodyTooLarge => "body_too_large",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
+            Reason::BadQuery => "bad_query",
+            Reason::NotFound => "not_found",
+            Reason::Internal => "internal",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Reason::MalformedJson
+            | Reason::InvalidField
+            | Reason::UnsupportedSchemaVersion
+            | Reason::BadQuery => StatusCode::BAD_REQUEST,
+            Reason::MissingToken | Reason::InvalidToken => StatusCode::UNAUTHORIZED,
+            Reason::WrongTerminal => StatusCode::FORBIDDEN,
+            Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Reason::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Reason::NotFound => StatusCode::NOT_FOUND,
+            Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub reason: Reason,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        ApiError {
+            reason,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn field(reason: Reason, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            reason,
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// An internal fault: logged here, once, and answered without details.
+    pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "Internal error while {context}.");
+        ApiError::new(Reason::Internal, format!("internal error while {context}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.reason.status();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                reason: self.reason.as_str().to_string(),
+                field: self.field,
+                message: self.message,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,260 @@
+//! `POST /api/v1/reports`: limits, decode, validate, authenticate, diagnose, apply, acknowledge.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use posmon_protocol::{validate_batch, BatchAck, CredentialError, ReportBatch, SCHEMA_VERSION};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::error::{ApiError, Reason};
+use super::AppState;
+use crate::diagnose::{diagnose, Policy};
+use crate::fleet::Applied;
+
+pub async fn post_reports(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let outcome = ingest(&state, &headers, body).await;
+    state
+        .metrics
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
+    match outcome {
+        Ok(ack) => Json(ack).into_response(),
+        Err(error) => {
+            state
+                .metrics
+                .rejected_requests
+                .with_label_values(&[error.reason.as_str()])
+                .inc();
+            tracing::debug!(reason = error.reason.as_str(), message = %error.message, "Refused a report request.");
+            error.into_response()
+        }
+    }
+}
+
+async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<BatchAck, ApiError> {
+    check_content_type(headers)?;
+    let token = bearer_token(headers)?;
+    let limit = state.config.limits.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let bytes = to_bytes(body, limit).await.map_err(|error| {
+        if is_length_limit(&error) {
+            too_large(limit)
+        } else {
+            ApiError::new(
+                Reason::MalformedJson,
+                format!("cannot read request body: {error}"),
+            )
+        }
+    })?;
+    let batch = decode(&bytes)?;
+    validate_batch(&batch, state.config.limits.max_reports_per_request).map_err(|error| {
+        let reason = if error.unsupported_schema {
+            Reason::UnsupportedSchemaVersion
+        } else {
+            Reason::InvalidField
+        };
+        ApiError::field(reason, error.field, error.problem)
+    })?;
+    let terminal_id = batch.reports[0].terminal_id.clone();
+    if let Some(index) = batch
+        .reports
+        .iter()
+        .position(|report| report.terminal_id != terminal_id)
+    {
+        return Err(ApiError::field(
+            Reason::InvalidField,
+            format!("reports[{index}].terminal_id"),
+            format!("a batch carries the reports of one terminal ({terminal_id:?})"),
+        ));
+    }
+    state
+        .keyring
+        .verify(token, &terminal_id)
+        .map_err(|error| match error {
+            CredentialError::WrongTerminal(_) => ApiError::new(
+                Reason::WrongTerminal,
+                format!("the token is not valid for terminal {terminal_id:?}"),
+            ),
+            other => ApiError::new(Reason::InvalidToken, other.to_string()),
+        })?;
+
+    let policy = Policy {
+        versions: &state.config.version_policy,
+    };
+    let diagnosed: Vec<_> = batch
+        .reports
+        .into_iter()
+        .map(|report| {
+            let signals = diagnose(&report, &policy);
+            (report, signals)
+        })
+        .collect();
+    let now = OffsetDateTime::now_utc();
+    let (applied, duplicates, acknowledged_sequence) = {
+        let mut fleet = state
+            .fleet
+            .lock()
+            .map_err(|error| ApiError::internal("locking the fleet state", error))?;
+        let (mut applied, mut duplicates) = (0, 0);
+        for (report, signals) in diagnosed {
+            match fleet.apply(report, signals, now) {
+                Applied::Duplicate => duplicates += 1,
+                Applied::Applied { .. } => applied += 1,
+            }
+        }
+        (applied, duplicates, fleet.highest_sequence(&terminal_id))
+    };
+    state
+        .metrics
+        .reports
+        .with_label_values(&["applied"])
+        .inc_by(applied);
+    state
+        .metrics
+        .reports
+        .with_label_values(&["duplicate"])
+        .inc_by(duplicates);
+    Ok(BatchAck {
+        terminal_id,
+        acknowledged_sequence,
+        collector_time: OffsetDateTime::now_utc(),
+    })
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        Reason::BodyTooLarge,
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let is_json = value
+        .to_str()
+        .ok()
+        .and_then(|text| text.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            Reason::UnsupportedMediaType,
+            "content-type must be application/json",
+        ))
+    }
+}
+
+fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            Reason::MissingToken,
+            "missing Authorization: Bearer <token> header",
+        )
+    })?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|text| text.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                Reason::InvalidToken,
+                "Authorization header must be \"Bearer <token>\"",
+            )
+        })
+}
+
+/// Decodes a batch; a type error names the field by its path.
+fn decode(bytes: &[u8]) -> Result<ReportBatch, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let batch: Result<ReportBatch, _> = serde_path_to_error::deserialize(&mut deserializer);
+    let batch = match batch {
+        Ok(batch) => batch,
+        Err(error) => {
+            // A report of another schema version may fail to decode as v1: say so rather than
+            // naming whichever field differs.
+            if let Some(unsupported) = unsupported_schema(bytes) {
+                return Err(unsupported);
+            }
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            return Err(match inner.classify() {
+                serde_json::error::Category::Data => {
+                    let message = strip_position(&inner.to_string());
+                    ApiError::field(Reason::InvalidField, path, message)
+                }
+                _ => ApiError::new(Reason::MalformedJson, format!("malformed JSON: {inner}")),
+            });
+        }
+    };
+    deserializer.end().map_err(|error| {
+        ApiError::new(Reason::MalformedJson, format!("malformed JSON: {error}"))
+    })?;
+    Ok(batch)
+}
+
+/// serde_json appends " at line L column C"; with the field path given, it is noise.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(position) => message[..position].to_string(),
+        None => message.to_string(),
+    }
+}
+
+fn unsupported_schema(bytes: &[u8]) -> Option<ApiError> {
+    #[derive(Deserialize)]
+    struct VersionsOnly {
+        reports: Vec<VersionOnly>,
+    }
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        schema_version: Option<u64>,
+    }
+    let versions: VersionsOnly = serde_json::from_slice(bytes).ok()?;
+    versions
+        .reports
+        .iter()
+        .enumerate()
+        .find_map(|(index, report)| match report.schema_version {
+            Some(version) if version != u64::from(SCHEMA_VERSION) => Some(ApiError::field(
+                Reason::UnsupportedSchemaVersion,
+                format!("reports[{index}].schema_version"),
+                format!(
+                    "unsupported schema version {version} (this collector speaks {SCHEMA_VERSION})"
+                ),
+            )),
+            _ => None,
+        })
+}

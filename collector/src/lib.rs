@@ -1,0 +1,15 @@
+//! posmon-collector: ingests reports from a fleet of POS terminals, keeps fleet state, diagnoses
+//! each terminal and serves the HTTP API and Prometheus metrics.
+//!
+//! Data flows one way: `http` (limits, decode, validate, authenticate) → `diagnose` (pure rules)
+//! → `fleet` and `findings` (state) → `http` queries and `metrics`. See ARCHITECTURE.md.
+
+pub mod cli;
+pub mod config;
+pub mod diagnose;
+pub mod findings;
+pub mod fleet;
+pub mod http;
+pub mod metrics;
+pub mod secret;
+pub mod version;

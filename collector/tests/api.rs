@@ -1,0 +1,517 @@
+//! The collector's router exercised in-process: every kind of bad input gets the right status
+//! and an error naming the field and the reason, and the collector keeps serving and counts it.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use posmon_collector::config::{Config, VersionRule};
+use posmon_collector::http::{app, AppState};
+use posmon_protocol::{terminal_token, FleetKey, Keyring};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn keyring() -> Keyring {
+    let key = FleetKey::new("k1", b"a test fleet secret".to_vec())
+        .unwrap_or_else(|error| panic!("{error}"));
+    Keyring::new(key, vec![])
+}
+
+fn token(terminal_id: &str) -> String {
+    terminal_token(keyring().current(), terminal_id)
+}
+
+fn router() -> Router {
+    let mut config = Config::default();
+    config.limits.max_body_bytes = 4096;
+    config.limits.max_reports_per_request = 3;
+    config.version_policy.push(VersionRule {
+        component: "pos_app".into(),
+        model: None,
+        minimum: "2.10".into(),
+    });
+    let state = AppState::new(config, keyring()).unwrap_or_else(|error| panic!("{error}"));
+    app(Arc::new(state))
+}
+
+fn report(terminal_id: &str, sequence: u64) -> Value {
+    json!({
+        "schema_version": 1,
+        "terminal_id": terminal_id,
+        "sequence": sequence,
+        "observed_at": "2026-11-26T02:00:00Z",
+        "agent_version": "0.1.0",
+        "labels": { "region": "cn-east", "model": "A920" },
+        "software": { "pos_app": { "version": "2.9.1" } },
+        "probes": [ { "target": "pay", "address": "127.0.0.1:9",
+            "stages": [ { "stage": "tcp", "status": "failed", "error": "refused" } ] } ]
+    })
+}
+
+fn batch(reports: Vec<Value>) -> String {
+    json!({ "reports": reports }).to_string()
+}
+
+async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Value, String) {
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, value, text)
+}
+
+fn post(body: impl Into<Body>, token: Option<&str>) -> Request<Body> {
+    let mut builder =
+        Request::post("/api/v1/reports").header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    builder
+        .body(body.into())
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path)
+        .body(Body::empty())
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Sends `body` with T-1's token and checks status, reason, field and a fragment of the message.
+async fn check(
+    router: &Router,
+    request: Request<Body>,
+    status: StatusCode,
+    reason: &str,
+    field: Option<&str>,
+    fragment: &str,
+) {
+    let (got_status, body, text) = send(router, request).await;
+    assert_eq!(got_status, status, "{text}");
+    assert_eq!(body["error"]["reason"], reason, "{text}");
+    assert_eq!(body["error"]["field"].as_str(), field, "{text}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(fragment),
+        "{message:?} should contain {fragment:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_valid_batch_is_applied_once_and_diagnosed() {
+    let router = router();
+    let token = token("T-1");
+    let body = batch(vec![report("T-1", 1), report("T-1", 2)]);
+    let (status, ack, text) = send(&router, post(body.clone(), Some(&token))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(ack["acknowledged_sequence"], 2);
+    assert_eq!(ack["terminal_id"], "T-1");
+    assert!(ack["collector_time"].is_string());
+
+    // The same batch again is acknowledged but not applied twice.
+    let (status, ack, _) = send(&router, post(body, Some(&token))).await;
+    assert_eq!(
+        (status, ack["acknowledged_sequence"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+    let (_, metrics, text) = send(&router, get("/metrics")).await;
+    assert_eq!(metrics, Value::Null);
+    assert!(
+        text.contains("posmon_ingest_reports_total{result=\"applied\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("posmon_ingest_reports_total{result=\"duplicate\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("posmon_fleet_terminals{status=\"critical\"} 1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("terminal_id=\"T-1\""),
+        "per-terminal series are off by default"
+    );
+
+    let (_, findings, _) = send(&router, get("/api/v1/findings?terminal=T-1")).await;
+    let mut codes: Vec<&str> = findings["findings"]
+        .as_array()
+        .map(|list| list.iter().filter_map(|f| f["code"].as_str()).collect())
+        .unwrap_or_default();
+    codes.sort_unstable();
+    assert_eq!(codes, ["env.network.host_unreachable", "outdated.pos_app"]);
+    let (_, only_outdated, _) = send(
+        &router,
+        get("/api/v1/findings?category=outdated&region=cn-east"),
+    )
+    .await;
+    assert_eq!(only_outdated["findings"].as_array().map(Vec::len), Some(1));
+    assert_eq!(only_outdated["findings"][0]["party"], "software_vendor");
+    assert_eq!(
+        only_outdated["findings"][0]["evidence"][0]["threshold"],
+        ">= 2.10"
+    );
+
+    let (status, terminal, _) = send(&router, get("/api/v1/terminals/T-1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(terminal["status"], "critical");
+    assert_eq!(terminal["open_findings"].as_array().map(Vec::len), Some(2));
+    assert_eq!(terminal["last_report"]["sequence"], 2);
+    let (_, list, _) = send(&router, get("/api/v1/terminals")).await;
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["terminals"][0]["terminal_id"], "T-1");
+}
+
+#[tokio::test]
+async fn each_bad_input_gets_a_clear_error() {
+    let router = router();
+    let token = token("T-1");
+    let ok = || batch(vec![report("T-1", 1)]);
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut value = report("T-1", 1);
+        change(&mut value);
+        batch(vec![value])
+    };
+    use StatusCode as S;
+
+    check(
+        &router,
+        post("{\"reports\": [", Some(&token)),
+        S::BAD_REQUEST,
+        "malformed_json",
+        None,
+        "EOF while parsing",
+    )
+    .await;
+    check(
+        &router,
+        post("not json", Some(&token)),
+        S::BAD_REQUEST,
+        "malformed_json",
+        None,
+        "expected",
+    )
+    .await;
+    check(
+        &router,
+        post(format!("{} trailing", ok()), Some(&token)),
+        S::BAD_REQUEST,
+        "malformed_json",
+        None,
+        "trailing characters",
+    )
+    .await;
+    check(
+        &router,
+        post(with(&|r| r["sequence"] = json!("seven")), Some(&token)),
+        S::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[0].sequence"),
+        "invalid type: string \"seven\", expected u64",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            with(&|r| r["observed_at"] = json!("yesterday")),
+            Some(&token),
+        ),
+        S::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[0].observed_at"),
+        "",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            with(&|r| {
+                r.as_object_mut().map(|o| o.remove("terminal_id"));
+            }),
+            Some(&token),
+        ),
+        S::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[0]"),
+        "missing field `terminal_id`",
+    )
+    .await;
+    check(
+        &router,
+        post(with(&|r| r["schema_version"] = json!(2)), Some(&token)),
+        S::BAD_REQUEST,
+        "unsupported_schema_version",
+        Some("reports[0].schema_version"),
+        "unsupported schema version 2",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            with(&|r| {
+                r["schema_version"] = json!(3);
+                r["probes"] = json!("a v3 shape");
+            }),
+            Some(&token),
+        ),
+        S::BAD_REQUEST,
+        "unsupported_schema_version",
+        Some("reports[0].schema_version"),
+        "unsupported schema version 3",
+    )
+    .await;
+    check(
+        &router,
+        post(ok(), None),
+        S::UNAUTHORIZED,
+        "missing_token",
+        None,
+        "missing Authorization",
+    )
+    .await;
+    check(
+        &router,
+        post(ok(), Some("k1.AAAA")),
+        S::FORBIDDEN,
+        "wrong_terminal",
+        None,
+        "not valid for terminal \"T-1\"",
+    )
+    .await;
+    check(
+        &router,
+        post(ok(), Some("garbage")),
+        S::UNAUTHORIZED,
+        "invalid_token",
+        None,
+        "malformed",
+    )
+    .await;
+    check(
+        &router,
+        post(ok(), Some("k9.AAAA")),
+        S::UNAUTHORIZED,
+        "invalid_token",
+        None,
+        "key \"k9\"",
+    )
+    .await;
+    // A token of one terminal used for another.
+    check(
+        &router,
+        post(ok(), Some(&self::token("T-2"))),
+        S::FORBIDDEN,
+        "wrong_terminal",
+        None,
+        "not valid for terminal \"T-1\"",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            batch(vec![report("T-1", 1), report("T-2", 1)]),
+            Some(&token),
+        ),
+        S::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[1].terminal_id"),
+        "one terminal",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            format!("{{\"reports\": [], \"pad\": \"{}\"}}", "x".repeat(5000)),
+            Some(&token),
+        ),
+        S::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        None,
+        "limit of 4096 bytes",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            batch(vec![
+                report("T-1", 1),
+                report("T-1", 2),
+                report("T-1", 3),
+                report("T-1", 4),
+            ]),
+            Some(&token),
+        ),
+        S::BAD_REQUEST,
+        "invalid_field",
+        Some("reports"),
+        "too many reports (4 > 3)",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            with(&|r| {
+                r["labels"]["extra"] = json!((0..17)
+                    .map(|i| (format!("k{i}"), json!("v")))
+                    .collect::<serde_json::Map<_, _>>())
+            }),
+            Some(&token),
+        ),
+        S::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[0].labels.extra"),
+        "too many labels (17 > 16)",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            with(&|r| r["probes"] = json!(vec![r["probes"][0].clone(); 33])),
+            Some(&token),
+        ),
+        S::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[0].probes"),
+        "too many entries (33 > 32)",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            with(&|r| r["labels"]["merchant"] = json!("m".repeat(129))),
+            Some(&token),
+        ),
+        S::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[0].labels.merchant"),
+        "too long (129 characters > 128)",
+    )
+    .await;
+    check(
+        &router,
+        post(
+            with(&|r| r["terminal_id"] = json!("T-1/../../etc")),
+            Some(&token),
+        ),
+        S::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[0].terminal_id"),
+        "not allowed",
+    )
+    .await;
+    let text_plain = Request::post("/api/v1/reports")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::from(ok()))
+        .unwrap_or_else(|error| panic!("{error}"));
+    check(
+        &router,
+        text_plain,
+        S::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        None,
+        "application/json",
+    )
+    .await;
+    check(
+        &router,
+        get("/api/v1/findings?colour=red"),
+        S::BAD_REQUEST,
+        "bad_query",
+        Some("colour"),
+        "unknown query parameter",
+    )
+    .await;
+    check(
+        &router,
+        get("/api/v1/terminals?limit=many"),
+        S::BAD_REQUEST,
+        "bad_query",
+        Some("limit"),
+        "whole number",
+    )
+    .await;
+    check(
+        &router,
+        get("/api/v1/terminals/T-404"),
+        S::NOT_FOUND,
+        "not_found",
+        Some("terminal_id"),
+        "T-404",
+    )
+    .await;
+
+    // Still serving, and every rejection counted by reason.
+    let (status, _, _) = send(&router, post(ok(), Some(&token))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, _, metrics) = send(&router, get("/metrics")).await;
+    for (reason, count) in [
+        ("malformed_json", 3),
+        ("invalid_field", 9),
+        ("unsupported_schema_version", 2),
+        ("missing_token", 1),
+        ("invalid_token", 2),
+        ("wrong_terminal", 2),
+        ("body_too_large", 1),
+        ("unsupported_media_type", 1),
+    ] {
+        let line = format!("posmon_ingest_rejected_requests_total{{reason=\"{reason}\"}} {count}");
+        assert!(metrics.contains(&line), "missing {line:?} in\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused() {
+    let router = router();
+    let chunks = futures_stream(vec![vec![b' '; 3000], vec![b' '; 3000]]);
+    let request = Request::post("/api/v1/reports")
+        .header(header::AUTHORIZATION, format!("Bearer {}", token("T-1")))
+        .body(Body::from_stream(chunks))
+        .unwrap_or_else(|error| panic!("{error}"));
+    check(
+        &router,
+        request,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        None,
+        "4096",
+    )
+    .await;
+}
+
+fn futures_stream(
+    chunks: Vec<Vec<u8>>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    tokio_stream::iter(chunks.into_iter().map(Ok))
+}
+
+#[tokio::test]
+async fn health_and_unknown_paths() {
+    let router = router();
+    let (status, body, _) = send(&router, get("/healthz")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    check(
+        &router,
+        get("/nope"),
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+        "no such endpoint",
+    )
+    .await;
+}

@@ -1,0 +1,381 @@
+//! The report and batch types of protocol v1, as they appear on the wire.
+//!
+//! Compatibility rule: within v1, fields are only ever added, and every added field is optional
+//! (`#[serde(default)]`), so a collector accepts reports from older agents; unknown fields are
+//! ignored, so a collector accepts reports from newer agents. Enumerations carry an `Other`
+//! variant that an unknown value from a newer agent deserializes into.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One request body: the reports of one terminal, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportBatch {
+    pub reports: Vec<Report>,
+}
+
+/// What one terminal observed in one probe cycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    pub terminal_id: String,
+    /// Starts at 1 and grows by one per report; survives agent restarts.
+    pub sequence: u64,
+    /// When the cycle ran, by the terminal's clock.
+    #[serde(with = "time::serde::rfc3339")]
+    pub observed_at: OffsetDateTime,
+    pub agent_version: String,
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default)]
+    pub probes: Vec<ProbeResult>,
+    /// Software versions by component name (`os`, `kernel`, `agent`, `pos_app`, `firmware`, …).
+    #[serde(default)]
+    pub software: BTreeMap<String, ComponentVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockStatus>,
+    /// Reports the agent had to drop (spool full or too old) since the previous report it sent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped_reports: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+/// Where the terminal stands and what it is. The four well-known labels drive fleet
+/// aggregation and alert routing; `extra` holds free-form labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Labels {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// The path ladder towards one configured target, rung by rung, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// The target's configured name, e.g. `payment-host`.
+    pub target: String,
+    /// `host:port` or a URL, as configured.
+    pub address: String,
+    /// In ladder order (link, gateway, dns, tcp, tls, http); the first `failed` one names the
+    /// cause, later rungs are not attempted.
+    pub stages: Vec<StageResult>,
+}
+
+impl ProbeResult {
+    /// The first rung that failed, if any.
+    pub fn first_failure(&self) -> Option<&StageResult> {
+        self.stages
+            .iter()
+            .find(|stage| stage.status == StageStatus::Failed)
+    }
+}
+
+/// A rung of the path ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Link,
+    Gateway,
+    Dns,
+    Tcp,
+    Tls,
+    Http,
+    Icmp,
+    #[serde(other)]
+    Other,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Link => "link",
+            Stage::Gateway => "gateway",
+            Stage::Dns => "dns",
+            Stage::Tcp => "tcp",
+            Stage::Tls => "tls",
+            Stage::Http => "http",
+            Stage::Icmp => "icmp",
+            Stage::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageStatus {
+    Ok,
+    Failed,
+    /// The terminal cannot measure this rung (e.g. ICMP not permitted): not a failure.
+    Unavailable,
+}
+
+/// Why a rung failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NoCarrier,
+    NoAddress,
+    NoDefaultRoute,
+    Refused,
+    Timeout,
+    Unreachable,
+    Reset,
+    Nxdomain,
+    Servfail,
+    NoResolver,
+    CertificateExpired,
+    CertificateNotYetValid,
+    UnknownCa,
+    NameMismatch,
+    HandshakeFailed,
+    HttpStatus,
+    ProtocolError,
+    #[serde(other)]
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NoCarrier => "no_carrier",
+            ErrorKind::NoAddress => "no_address",
+            ErrorKind::NoDefaultRoute => "no_default_route",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Nxdomain => "nxdomain",
+            ErrorKind::Servfail => "servfail",
+            ErrorKind::NoResolver => "no_resolver",
+            ErrorKind::CertificateExpired => "certificate_expired",
+            ErrorKind::CertificateNotYetValid => "certificate_not_yet_valid",
+            ErrorKind::UnknownCa => "unknown_ca",
+            ErrorKind::NameMismatch => "name_mismatch",
+            ErrorKind::HandshakeFailed => "handshake_failed",
+            ErrorKind::HttpStatus => "http_status",
+            ErrorKind::ProtocolError => "protocol_error",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+/// The outcome of one rung in one cycle, over `attempts` tries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageResult {
+    pub stage: Stage,
+    pub status: StageStatus,
+    /// Set when `status` is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorKind>,
+    /// Human-readable detail: the OS error, the resolver's answer, the gateway address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Tries made this cycle (1 when omitted) and how many succeeded; loss is derived.
+    #[serde(default = "one")]
+    pub attempts: u32,
+    #[serde(default)]
+    pub successes: u32,
+    /// Latency over the successful tries, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<LatencyStats>,
+    /// HTTP rung: the response status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// TLS rung: the negotiated protocol version, e.g. `TLSv1.3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    /// TLS rung: whole days until the peer certificate expires (negative once expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_days_left: Option<i64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl StageResult {
+    /// Share of tries that failed, 0.0 to 1.0.
+    pub fn loss_ratio(&self) -> f64 {
+        if self.attempts == 0 {
+            return 0.0;
+        }
+        let failed = self.attempts.saturating_sub(self.successes);
+        f64::from(failed) / f64::from(self.attempts)
+    }
+}
+
+/// Latency of the successful tries of one rung, milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+    /// Mean absolute difference between consecutive tries.
+    #[serde(default)]
+    pub jitter: f64,
+}
+
+/// One software component's version, or why it is unknown. Exactly one field is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentVersion {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_reason: Option<String>,
+}
+
+impl ComponentVersion {
+    pub fn known(version: impl Into<String>) -> Self {
+        ComponentVersion {
+            version: Some(version.into()),
+            unknown_reason: None,
+        }
+    }
+
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        ComponentVersion {
+            version: None,
+            unknown_reason: Some(reason.into()),
+        }
+    }
+}
+
+/// The terminal host's resources and peripherals. Every field is optional: a terminal reports
+/// what it can measure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average_1m: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_available_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub temperatures: Vec<Temperature>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub battery: Option<BatteryStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<InterfaceStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peripherals: Vec<PeripheralStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    pub mount: String,
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Temperature {
+    pub sensor: String,
+    pub celsius: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatteryStatus {
+    pub percent: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charging: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    #[serde(default)]
+    pub up: bool,
+    #[serde(default)]
+    pub rx_errors: u64,
+    #[serde(default)]
+    pub tx_errors: u64,
+    #[serde(default)]
+    pub rx_dropped: u64,
+    #[serde(default)]
+    pub tx_dropped: u64,
+    /// Wi-Fi signal level in dBm, where the interface is wireless.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi_signal_dbm: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessStatus {
+    pub name: String,
+    pub running: bool,
+}
+
+/// A card reader, receipt printer, PIN pad or other device the POS application needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeripheralStatus {
+    pub name: String,
+    pub present: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The terminal clock against the collector's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockStatus {
+    /// Terminal clock minus collector clock, milliseconds.
+    pub offset_ms: f64,
+    /// Half the round trip the estimate came from, milliseconds.
+    pub uncertainty_ms: f64,
+    /// Whether a local NTP client (chrony, systemd-timesyncd) says it is synchronized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntp_synchronized: Option<bool>,
+}
+
+/// The collector's answer to an accepted batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAck {
+    pub terminal_id: String,
+    /// The highest sequence number the collector holds for this terminal: the agent may forget
+    /// every report up to and including it.
+    pub acknowledged_sequence: u64,
+    /// The collector's clock when it answered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub collector_time: OffsetDateTime,
+}
+
+/// The body of every 4xx and 5xx answer from the collector's API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable machine-readable reason, e.g. `invalid_field`, `unauthorized`.
+    pub reason: String,
+    /// The offending field as a path, e.g. `reports[0].labels.region`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+}
