@@ -14,6 +14,44 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Set (by `.ci/run`) to turn every "skip" of a test that lacks a program or root into a
+/// failure.
+pub const REQUIRE_ALL_ENV: &str = "POSMON_REQUIRE_ALL_TESTS";
+
+/// Whether a test that needs something this machine lacks must skip (`true`, after printing
+/// why) or fail (under CI, where [`REQUIRE_ALL_ENV`] is set: it panics with the reason).
+pub fn skip(reason: &str) -> bool {
+    if std::env::var_os(REQUIRE_ALL_ENV).is_some() {
+        panic!("{reason} (and {REQUIRE_ALL_ENV} is set, so this test may not skip)");
+    }
+    eprintln!("SKIPPED: {reason}");
+    true
+}
+
+/// The path of `program` if it is on PATH (or at an absolute path given), else `None`.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let candidate = Path::new(program);
+    if candidate.is_absolute() {
+        return candidate.exists().then(|| candidate.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|path| path.is_file())
+    })
+}
+
+/// `Some(path)` of a program a test needs; `None` after [`skip`] when it is missing.
+pub fn require_program(program: &str) -> Option<PathBuf> {
+    match find_program(program) {
+        Some(path) => Some(path),
+        None => {
+            skip(&format!("{program} is not installed"));
+            None
+        }
+    }
+}
+
 /// The path of a workspace binary built in the same profile as the running test.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|error| panic!("current_exe: {error}"));
