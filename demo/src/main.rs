@@ -1,6 +1,7 @@
 //! `posmon-demo`: everything on this machine, with nothing to set up. A collector, one real agent
 //! probing two real local targets (the collector itself and a stand-in for a payment host that
-//! the demo takes down and brings back on a schedule), with the URLs printed.
+//! the demo takes down and brings back on a schedule), a simulated fleet with scripted incidents,
+//! and the URLs printed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use posmon_agent::run::Agent;
 use posmon_collector::config::{Config, VersionRule};
 use posmon_collector::http::{serve, AppState};
 use posmon_collector::secret::load_keyring;
+use posmon_simulator::load::LoadConfig;
+use posmon_simulator::scenario::Scenario;
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -32,6 +35,12 @@ struct Cli {
     /// Seconds the payment-host stand-in stays up, then down, in turn.
     #[arg(long, default_value_t = 40)]
     outage_period_seconds: u64,
+    /// Simulated terminals beside the real agent (0 for none).
+    #[arg(long, default_value_t = 300)]
+    simulated_terminals: u64,
+    /// Seconds between two reports of one simulated terminal.
+    #[arg(long, default_value_t = 10.0)]
+    simulated_interval_seconds: f64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,7 +92,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ..Config::default()
     };
     let keyring = load_keyring(&config, None)?;
-    let token = posmon_protocol::terminal_token(keyring.current(), "DEMO-0001");
+    let fleet_key = keyring.current().clone();
+    let token = posmon_protocol::terminal_token(&fleet_key, "DEMO-0001");
     let state = Arc::new(AppState::new(config, keyring)?);
     let collector = tokio::spawn(serve(listener, state, std::future::pending()));
 
@@ -132,6 +142,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let agent = Agent::new(agent_config, &token)?;
     tokio::spawn(agent.run(std::future::pending()));
 
+    if cli.simulated_terminals > 0 {
+        anyhow::ensure!(
+            cli.simulated_interval_seconds.is_finite() && cli.simulated_interval_seconds > 0.0,
+            "--simulated-interval-seconds must be above 0"
+        );
+        let scenario = demo_scenario().context("the demo's incident script is invalid")?;
+        let load = LoadConfig {
+            collector_url: format!("http://{collector_address}"),
+            key: fleet_key,
+            terminals: cli.simulated_terminals,
+            rate_per_second: cli.simulated_terminals as f64 / cli.simulated_interval_seconds,
+            duration: None,
+            concurrency: 8,
+            seed: 1,
+            id_prefix: "SIM-".into(),
+            scenario,
+            request_timeout: Duration::from_secs(10),
+        };
+        tokio::spawn(async move {
+            match posmon_simulator::load::run(load, std::future::pending()).await {
+                Ok(summary) => println!("[demo] the simulated fleet stopped: {}", summary.render()),
+                Err(error) => println!("[demo] the simulated fleet could not start: {error}"),
+            }
+        });
+    }
+
     let base = format!("http://{collector_address}");
     println!("posmon demo is running (state in {}).", data_dir.display());
     println!();
@@ -148,6 +184,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "goes down for {0} s every {0} s, opening and closing env.network.host_unreachable.",
         cli.outage_period_seconds
     );
+    if cli.simulated_terminals > 0 {
+        println!(
+            "{} simulated terminals (SIM-0000000 …) report every {} s with scripted incidents that",
+            cli.simulated_terminals, cli.simulated_interval_seconds
+        );
+        println!("repeat every five minutes: a regional payment-host outage, broken routers, DNS");
+        println!(
+            "failures, latency, loss, old apps, overheating, full disks, missing card readers,"
+        );
+        println!("silent terminals and late backfills.");
+    }
     println!("Press Ctrl-C to stop.");
 
     tokio::select! {
@@ -186,5 +233,20 @@ async fn flapping_host(listener: TcpListener, period: Duration) {
             }
             Err(error) => println!("[demo] cannot reopen the payment host {address}: {error}"),
         }
+    }
+}
+
+fn demo_scenario() -> anyhow::Result<Scenario> {
+    let scenario: Scenario = toml::from_str(include_str!("incidents.toml"))?;
+    scenario.validate()?;
+    Ok(scenario)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_script_is_valid() {
+        let scenario = super::demo_scenario().unwrap();
+        assert!(scenario.incidents.len() >= 10);
     }
 }

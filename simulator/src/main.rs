@@ -1,0 +1,135 @@
+//! `posmon-simulator run`: see `--help`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use posmon_protocol::FleetKey;
+use posmon_simulator::load::{run, LoadConfig};
+use posmon_simulator::scenario::Scenario;
+
+#[derive(Parser)]
+#[command(
+    name = "posmon-simulator",
+    version,
+    about = "Plays a fleet of POS terminals against a posmon collector, with scripted faults, and reports the rate it achieved and its errors.",
+    after_help = "Example: posmon-simulator run --collector http://127.0.0.1:8080 --secret-file posmon-data/fleet-secret --terminals 10000 --rate 2000 --duration-seconds 60 --scenario simulator/examples/incidents.toml"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send reports from N simulated terminals at a set rate for a set time.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Base URL of the collector.
+    #[arg(long, value_name = "URL")]
+    collector: String,
+    /// File holding the collector's fleet secret (its data_dir/fleet-secret); or set
+    /// POSMON_FLEET_SECRET.
+    #[arg(long, value_name = "FILE")]
+    secret_file: Option<PathBuf>,
+    /// Id of the collector's current fleet key.
+    #[arg(long, default_value = "k1")]
+    key_id: String,
+    /// Number of distinct terminals.
+    #[arg(long, default_value_t = 1000)]
+    terminals: u64,
+    /// Reports per second over the whole fleet; 0 for as fast as the collector answers.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long to run; until Ctrl-C when omitted.
+    #[arg(long)]
+    duration_seconds: Option<f64>,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Seed of every simulated value: the same seed plays the same fleet.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Prefix of the terminal ids (SIM-0000001, …).
+    #[arg(long, default_value = "SIM-")]
+    id_prefix: String,
+    /// Scenario file with scripted incidents (see simulator/examples/incidents.toml).
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Seconds one request may take.
+    #[arg(long, default_value_t = 10.0)]
+    request_timeout_seconds: f64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    match main_result() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("posmon-simulator: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_result() -> anyhow::Result<ExitCode> {
+    let Command::Run(args) = Cli::parse().command;
+    let secret = match (&args.secret_file, std::env::var("POSMON_FLEET_SECRET")) {
+        (_, Ok(secret)) if !secret.trim().is_empty() => secret,
+        (Some(path), _) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the fleet secret from {}", path.display()))?,
+        (None, _) => anyhow::bail!("give --secret-file or set POSMON_FLEET_SECRET"),
+    };
+    let key = FleetKey::new(&args.key_id, secret.trim().as_bytes().to_vec())?;
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::from_file(path)?,
+        None => Scenario::default(),
+    };
+    let positive = |value: f64, name: &str| -> anyhow::Result<Duration> {
+        anyhow::ensure!(value.is_finite() && value > 0.0, "--{name} must be above 0");
+        Ok(Duration::from_secs_f64(value))
+    };
+    anyhow::ensure!(
+        args.rate.is_finite() && args.rate >= 0.0,
+        "--rate must be 0 or more"
+    );
+    let config = LoadConfig {
+        collector_url: args.collector,
+        key,
+        terminals: args.terminals,
+        rate_per_second: args.rate,
+        duration: args
+            .duration_seconds
+            .map(|seconds| positive(seconds, "duration-seconds"))
+            .transpose()?,
+        concurrency: args.concurrency,
+        seed: args.seed,
+        id_prefix: args.id_prefix,
+        scenario,
+        request_timeout: positive(args.request_timeout_seconds, "request-timeout-seconds")?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let summary = runtime.block_on(run(config, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{}", summary.render());
+    }
+    Ok(if summary.reports_accepted > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,299 @@
+//! Builds the report a simulated terminal sends at one instant, with its active faults applied.
+
+use posmon_protocol::*;
+use time::OffsetDateTime;
+
+use crate::fleet::{SimTerminal, OUTDATED_POS_APP};
+use crate::random::unit;
+use crate::scenario::{Active, Fault};
+
+/// The hosts every simulated terminal probes.
+pub const TARGETS: &[(&str, &str)] = &[
+    ("payment-host", "https://pay.acquirer.example/health"),
+    ("tms", "https://tms.vendor.example/ping"),
+];
+
+fn stage(kind: Stage, latency_ms: Option<f64>) -> StageResult {
+    StageResult {
+        stage: kind,
+        status: StageStatus::Ok,
+        error: None,
+        detail: None,
+        attempts: 1,
+        successes: 1,
+        latency_ms: latency_ms.map(|ms| LatencyStats {
+            min: ms,
+            avg: ms,
+            max: ms,
+            jitter: 0.0,
+        }),
+        http_status: None,
+        tls_version: None,
+        certificate_days_left: None,
+    }
+}
+
+fn failed(kind: Stage, error: ErrorKind, detail: &str) -> StageResult {
+    StageResult {
+        status: StageStatus::Failed,
+        error: Some(error),
+        detail: Some(detail.to_string()),
+        successes: 0,
+        latency_ms: None,
+        ..stage(kind, None)
+    }
+}
+
+/// What one terminal observes at one instant.
+pub struct Moment<'a> {
+    pub seed: u64,
+    pub terminal: &'a SimTerminal,
+    pub sequence: u64,
+    pub observed_at: OffsetDateTime,
+    /// Distinguishes the random draws of successive reports.
+    pub draw: u64,
+    pub faults: &'a Active<'a>,
+    pub dropped_reports: u64,
+}
+
+impl Moment<'_> {
+    fn random(&self, salt: u64) -> f64 {
+        unit(&[self.seed, self.terminal.index, self.draw, salt])
+    }
+
+    fn ladder(&self, target_index: usize, name: &str, address: &str) -> ProbeResult {
+        let salt = 100 * target_index as u64;
+        let mut stages = vec![stage(Stage::Link, None)];
+        let gateway_ms = 2.0 + 8.0 * self.random(salt + 1);
+        if self.faults.has(Fault::GatewayDown) {
+            stages.push(failed(
+                Stage::Gateway,
+                ErrorKind::Timeout,
+                "no ARP reply from 192.168.1.1",
+            ));
+            return finish(name, address, stages);
+        }
+        stages.push(stage(Stage::Gateway, Some(gateway_ms)));
+        if self.faults.has(Fault::DnsFailure) {
+            stages.push(failed(
+                Stage::Dns,
+                ErrorKind::Servfail,
+                "SERVFAIL from 10.0.0.53",
+            ));
+            return finish(name, address, stages);
+        }
+        stages.push(stage(Stage::Dns, Some(15.0 + 30.0 * self.random(salt + 2))));
+        if self.faults.hits(Fault::HostOutage, name) {
+            stages.push(failed(
+                Stage::Tcp,
+                ErrorKind::Timeout,
+                "connect timed out after 5s",
+            ));
+            return finish(name, address, stages);
+        }
+        let slow = self.faults.hits(Fault::HighLatency, name);
+        let round_trip = if slow {
+            1500.0 + 1500.0 * self.random(salt + 3)
+        } else {
+            30.0 + 60.0 * self.random(salt + 3)
+        };
+        let mut tcp = stage(Stage::Tcp, Some(round_trip));
+        if self.faults.hits(Fault::PacketLoss, name) {
+            tcp.attempts = 5;
+            tcp.successes = 2;
+        }
+        stages.push(tcp);
+        stages.push(StageResult {
+            tls_version: Some("TLSv1.3".into()),
+            certificate_days_left: Some(180),
+            ..stage(Stage::Tls, Some(round_trip * 2.0))
+        });
+        stages.push(StageResult {
+            http_status: Some(200),
+            ..stage(Stage::Http, Some(round_trip * 1.5))
+        });
+        finish(name, address, stages)
+    }
+
+    fn device(&self) -> DeviceStatus {
+        let terminal = self.terminal;
+        let gib = 1024 * 1024 * 1024;
+        let disk_total = 8 * gib;
+        let disk_available = if self.faults.has(Fault::DiskFull) {
+            disk_total / 100
+        } else {
+            disk_total / 2 + (self.random(11) * (disk_total / 4) as f64) as u64
+        };
+        let celsius = if self.faults.has(Fault::Overheat) {
+            85.0 + 10.0 * self.random(12)
+        } else {
+            42.0 + 12.0 * self.random(12)
+        };
+        let has_battery = matches!(terminal.model, "PAX-A920" | "Sunmi-P2");
+        let peripheral = |name: &str, present: bool| PeripheralStatus {
+            name: name.to_string(),
+            present,
+            detail: None,
+        };
+        DeviceStatus {
+            cpu_percent: Some(5.0 + 30.0 * self.random(13)),
+            load_average_1m: Some(0.2 + self.random(14)),
+            memory_total_bytes: Some(2 * gib),
+            memory_available_bytes: Some(gib / 2 + (self.random(15) * gib as f64) as u64),
+            swap_total_bytes: Some(0),
+            swap_used_bytes: Some(0),
+            uptime_seconds: Some(86_400 + terminal.index % 100_000),
+            disks: vec![DiskStatus {
+                mount: "/data".into(),
+                total_bytes: disk_total,
+                available_bytes: disk_available,
+            }],
+            temperatures: vec![Temperature {
+                sensor: "cpu_thermal".into(),
+                celsius,
+            }],
+            battery: has_battery.then(|| BatteryStatus {
+                percent: 40.0 + 60.0 * self.random(16),
+                charging: Some(true),
+            }),
+            interfaces: vec![InterfaceStatus {
+                name: "wwan0".into(),
+                up: true,
+                ..InterfaceStatus::default()
+            }],
+            processes: vec![ProcessStatus {
+                name: "posapp".into(),
+                running: true,
+            }],
+            peripherals: vec![
+                peripheral("card_reader", !self.faults.has(Fault::CardReaderMissing)),
+                peripheral("printer", true),
+                peripheral("pin_pad", true),
+            ],
+        }
+    }
+
+    /// The full report.
+    pub fn report(&self) -> Report {
+        let terminal = self.terminal;
+        let pos_app = if self.faults.has(Fault::OutdatedApp) {
+            OUTDATED_POS_APP
+        } else {
+            terminal.pos_app
+        };
+        let software = [
+            ("os", "PayOS 7.1"),
+            ("kernel", "4.19.157"),
+            ("agent", env!("CARGO_PKG_VERSION")),
+            ("pos_app", pos_app),
+            ("firmware", terminal.firmware),
+        ]
+        .into_iter()
+        .map(|(name, version)| (name.to_string(), ComponentVersion::known(version)))
+        .collect();
+        Report {
+            schema_version: SCHEMA_VERSION,
+            terminal_id: terminal.id.clone(),
+            sequence: self.sequence,
+            observed_at: self.observed_at,
+            agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            labels: terminal.labels(),
+            probes: TARGETS
+                .iter()
+                .enumerate()
+                .map(|(index, (name, address))| self.ladder(index, name, address))
+                .collect(),
+            software,
+            device: Some(self.device()),
+            clock: Some(ClockStatus {
+                offset_ms: 40.0 * (self.random(17) - 0.5),
+                uncertainty_ms: 20.0 + 30.0 * self.random(18),
+                ntp_synchronized: Some(true),
+            }),
+            dropped_reports: self.dropped_reports,
+        }
+    }
+}
+
+fn finish(name: &str, address: &str, stages: Vec<StageResult>) -> ProbeResult {
+    ProbeResult {
+        target: name.to_string(),
+        address: address.to_string(),
+        stages,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::DEFAULT_TARGET;
+
+    fn report(faults: Vec<(Fault, &'static str)>) -> Report {
+        let terminal = SimTerminal::new(1, "SIM-", 5);
+        let active = Active { faults };
+        Moment {
+            seed: 1,
+            terminal: &terminal,
+            sequence: 7,
+            observed_at: OffsetDateTime::UNIX_EPOCH,
+            draw: 7,
+            faults: &active,
+            dropped_reports: 0,
+        }
+        .report()
+    }
+
+    fn first_failure(report: &Report, target: usize) -> Option<(Stage, Option<ErrorKind>)> {
+        report.probes[target]
+            .first_failure()
+            .map(|stage| (stage.stage, stage.error))
+    }
+
+    #[test]
+    fn every_report_is_valid_and_faults_show_where_they_should() {
+        let healthy = report(vec![]);
+        validate_report(&healthy, "report").unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(first_failure(&healthy, 0), None);
+
+        let outage = report(vec![(Fault::HostOutage, DEFAULT_TARGET)]);
+        assert_eq!(
+            first_failure(&outage, 0),
+            Some((Stage::Tcp, Some(ErrorKind::Timeout)))
+        );
+        assert_eq!(first_failure(&outage, 1), None, "only the named target");
+
+        let router = report(vec![(Fault::GatewayDown, DEFAULT_TARGET)]);
+        assert_eq!(
+            first_failure(&router, 1),
+            Some((Stage::Gateway, Some(ErrorKind::Timeout)))
+        );
+
+        let everything = report(vec![
+            (Fault::DnsFailure, DEFAULT_TARGET),
+            (Fault::OutdatedApp, DEFAULT_TARGET),
+            (Fault::Overheat, DEFAULT_TARGET),
+            (Fault::DiskFull, DEFAULT_TARGET),
+            (Fault::CardReaderMissing, DEFAULT_TARGET),
+        ]);
+        validate_report(&everything, "report").unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            first_failure(&everything, 0),
+            Some((Stage::Dns, Some(ErrorKind::Servfail)))
+        );
+        assert_eq!(
+            everything.software["pos_app"].version.as_deref(),
+            Some(OUTDATED_POS_APP)
+        );
+        let device = everything.device.unwrap_or_default();
+        assert!(device.temperatures[0].celsius >= 85.0);
+        assert!(device.disks[0].available_bytes * 100 <= device.disks[0].total_bytes);
+        assert!(!device.peripherals[0].present);
+
+        let lossy = report(vec![(Fault::PacketLoss, DEFAULT_TARGET)]);
+        assert!((lossy.probes[0].stages[3].loss_ratio() - 0.6).abs() < 1e-9);
+        let slow = report(vec![(Fault::HighLatency, DEFAULT_TARGET)]);
+        assert!(slow.probes[0].stages[3]
+            .latency_ms
+            .is_some_and(|l| l.avg >= 1500.0));
+    }
+}
