@@ -15,7 +15,7 @@ use posmon_agent::run::Agent;
 use posmon_collector::config::{Config, VersionRule};
 use posmon_collector::http::{serve, AppState};
 use posmon_collector::secret::load_keyring;
-use posmon_simulator::load::LoadConfig;
+use posmon_simulator::load::{LoadConfig, Sink};
 use posmon_simulator::scenario::Scenario;
 use tokio::net::TcpListener;
 
@@ -150,6 +150,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let scenario = demo_scenario().context("the demo's incident script is invalid")?;
         let load = LoadConfig {
             collector_url: format!("http://{collector_address}"),
+            sink: Sink::Posmon,
             key: fleet_key,
             terminals: cli.simulated_terminals,
             rate_per_second: cli.simulated_terminals as f64 / cli.simulated_interval_seconds,

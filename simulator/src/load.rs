@@ -12,6 +12,7 @@ use posmon_protocol::{terminal_token, FleetKey, ReportBatch};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::exposition::samples;
 use crate::fleet::SimTerminal;
 use crate::report::Moment;
 use crate::scenario::{Active, Fault, Scenario, DEFAULT_TARGET};
@@ -19,10 +20,23 @@ use crate::scenario::{Active, Fault, Scenario, DEFAULT_TARGET};
 /// Reports per request at most (a backfill delivers its oldest reports first, in one batch).
 pub const MAX_BATCH: usize = 100;
 
+/// Where the load goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sink {
+    /// A posmon collector: JSON reports, one terminal's batch per request.
+    Posmon,
+    /// Prometheus Pushgateway: each report as samples, PUT to the terminal's group.
+    Pushgateway,
+    /// VictoriaMetrics: each report as samples, POSTed to /api/v1/import/prometheus.
+    Victoriametrics,
+}
+
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// Base URL of the collector.
+    /// Base URL of the collector (or of the store the sink names).
     pub collector_url: String,
+    pub sink: Sink,
     /// The fleet key the collector holds, to derive each terminal's token.
     pub key: FleetKey,
     pub terminals: u64,
@@ -163,8 +177,13 @@ pub async fn run(
     if config.concurrency == 0 {
         return Err(LoadError::Zero("concurrency"));
     }
+    let path = match config.sink {
+        Sink::Posmon => posmon_protocol::REPORTS_PATH,
+        Sink::Pushgateway => "/metrics/job/posmon/instance/",
+        Sink::Victoriametrics => "/api/v1/import/prometheus",
+    };
     let url = reqwest::Url::parse(&config.collector_url)
-        .and_then(|base| base.join(posmon_protocol::REPORTS_PATH))
+        .and_then(|base| base.join(path))
         .map_err(|error| LoadError::Url(error.to_string()))?;
     let client = reqwest::Client::builder()
         .timeout(config.request_timeout)
@@ -369,23 +388,44 @@ fn moment<'a>(
 
 async fn send(shared: &Shared, terminal: &SimTerminal, batch: &ReportBatch, tally: &mut Tally) {
     let count = batch.reports.len() as u64;
-    let body = match serde_json::to_vec(batch) {
-        Ok(body) => body,
-        Err(error) => {
-            tally.error(format!("cannot encode a report: {error}"));
-            return;
+    let request = match shared.config.sink {
+        Sink::Posmon => {
+            let body = match serde_json::to_vec(batch) {
+                Ok(body) => body,
+                Err(error) => {
+                    tally.error(format!("cannot encode a report: {error}"));
+                    return;
+                }
+            };
+            let token = terminal_token(&shared.config.key, &terminal.id);
+            shared
+                .client
+                .post(shared.url.clone())
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body)
+        }
+        Sink::Pushgateway => {
+            let body: String = batch
+                .reports
+                .iter()
+                .map(|report| samples(report, false))
+                .collect();
+            let mut url = shared.url.clone();
+            url.set_path(&format!("{}{}", shared.url.path(), terminal.id));
+            shared.client.put(url).body(body)
+        }
+        Sink::Victoriametrics => {
+            let body: String = batch
+                .reports
+                .iter()
+                .map(|report| samples(report, true))
+                .collect();
+            shared.client.post(shared.url.clone()).body(body)
         }
     };
-    let token = terminal_token(&shared.config.key, &terminal.id);
     let started = Instant::now();
-    let response = shared
-        .client
-        .post(shared.url.clone())
-        .bearer_auth(token)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
+    let response = request.send().await;
     tally.summary.requests += 1;
     tally.summary.reports_sent += count;
     match response {

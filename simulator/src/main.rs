@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use posmon_protocol::FleetKey;
-use posmon_simulator::load::{run, LoadConfig};
+use posmon_simulator::load::{run, LoadConfig, Sink};
 use posmon_simulator::scenario::Scenario;
 
 #[derive(Parser)]
@@ -30,9 +30,13 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Base URL of the collector.
+    /// Base URL of the collector (or of the store --sink names).
     #[arg(long, value_name = "URL")]
     collector: String,
+    /// Where to send: a posmon collector, or, for side-by-side benchmarks, the same reports as
+    /// Prometheus samples to a Pushgateway or VictoriaMetrics.
+    #[arg(long, value_enum, default_value = "posmon")]
+    sink: Sink,
     /// File holding the collector's fleet secret (its data_dir/fleet-secret); or set
     /// POSMON_FLEET_SECRET.
     #[arg(long, value_name = "FILE")]
@@ -85,6 +89,8 @@ fn main_result() -> anyhow::Result<ExitCode> {
         (_, Ok(secret)) if !secret.trim().is_empty() => secret,
         (Some(path), _) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the fleet secret from {}", path.display()))?,
+        // Stores other than posmon take no token; the key is then never used.
+        (None, _) if args.sink != Sink::Posmon => "unused-fleet-secret".to_string(),
         (None, _) => anyhow::bail!("give --secret-file or set POSMON_FLEET_SECRET"),
     };
     let key = FleetKey::new(&args.key_id, secret.trim().as_bytes().to_vec())?;
@@ -102,6 +108,7 @@ fn main_result() -> anyhow::Result<ExitCode> {
     );
     let config = LoadConfig {
         collector_url: args.collector,
+        sink: args.sink,
         key,
         terminals: args.terminals,
         rate_per_second: args.rate,
