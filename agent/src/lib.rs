@@ -5,8 +5,10 @@
 //! Data flows one way: `config` → `run` (schedule) → `probe`, `device`, `software` → `report`
 //! → `push`. Probes never return errors: a failure is a measurement in the report.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod device;
 pub mod probe;
 pub mod push;
@@ -14,3 +16,4 @@ pub mod report;
 pub mod run;
 pub mod sequence;
 pub mod software;
+pub mod spool;
