@@ -597,7 +597,7 @@ mod tests {
         let on_disk: u64 = spool.segments.iter().map(|segment| segment.bytes).sum();
         assert!(on_disk <= limits.max_bytes, "{on_disk}");
         assert_eq!(kept.last(), Some(&200), "the newest are kept");
-        assert_eq!(kept.windows(2).all(|pair| pair[1] == pair[0] + 1), true);
+        assert!(kept.windows(2).all(|pair| pair[1] == pair[0] + 1));
         let dropped = spool.take_dropped().unwrap();
         assert_eq!(dropped + kept.len() as u64, 200);
         assert_eq!(spool.take_dropped().unwrap(), 0, "counted once");
