@@ -23,17 +23,25 @@ fn token(terminal_id: &str) -> String {
     terminal_token(keyring().current(), terminal_id)
 }
 
-fn router() -> Router {
-    let mut config = Config::default();
+/// The in-process router over a fresh data directory (kept alive by the returned guard).
+fn router() -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     config.limits.max_body_bytes = 4096;
     config.limits.max_reports_per_request = 3;
     config.version_policy.push(VersionRule {
         component: "pos_app".into(),
         model: None,
         minimum: "2.10".into(),
+        latest: None,
+        latest_released_on: None,
+        update_within_days: 0,
     });
-    let state = AppState::new(config, keyring()).unwrap_or_else(|error| panic!("{error}"));
-    app(Arc::new(state))
+    let state = AppState::open(config, keyring(), None).unwrap_or_else(|error| panic!("{error}"));
+    (app(Arc::new(state)), dir)
 }
 
 fn report(terminal_id: &str, sequence: u64) -> Value {
@@ -111,7 +119,7 @@ async fn check(
 
 #[tokio::test]
 async fn a_valid_batch_is_applied_once_and_diagnosed() {
-    let router = router();
+    let (router, _dir) = router();
     let token = token("T-1");
     let body = batch(vec![report("T-1", 1), report("T-1", 2)]);
     let (status, ack, text) = send(&router, post(body.clone(), Some(&token))).await;
@@ -168,7 +176,9 @@ async fn a_valid_batch_is_applied_once_and_diagnosed() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(terminal["status"], "critical");
     assert_eq!(terminal["open_findings"].as_array().map(Vec::len), Some(2));
-    assert_eq!(terminal["last_report"]["sequence"], 2);
+    assert_eq!(terminal["sequence"], 2);
+    assert_eq!(terminal["versions"]["pos_app"], "2.9.1");
+    assert_eq!(terminal["targets"][0]["failed_stage"], "tcp");
     let (_, list, _) = send(&router, get("/api/v1/terminals")).await;
     assert_eq!(list["total"], 1);
     assert_eq!(list["terminals"][0]["terminal_id"], "T-1");
@@ -176,7 +186,7 @@ async fn a_valid_batch_is_applied_once_and_diagnosed() {
 
 #[tokio::test]
 async fn each_bad_input_gets_a_clear_error() {
-    let router = router();
+    let (router, _dir) = router();
     let token = token("T-1");
     let ok = || batch(vec![report("T-1", 1)]);
     let with = |change: &dyn Fn(&mut Value)| {
@@ -474,7 +484,7 @@ async fn each_bad_input_gets_a_clear_error() {
 
 #[tokio::test]
 async fn a_chunked_body_over_the_limit_is_refused() {
-    let router = router();
+    let (router, _dir) = router();
     let chunks = futures_stream(vec![vec![b' '; 3000], vec![b' '; 3000]]);
     let request = Request::post("/api/v1/reports")
         .header(header::AUTHORIZATION, format!("Bearer {}", token("T-1")))
@@ -499,7 +509,7 @@ fn futures_stream(
 
 #[tokio::test]
 async fn health_and_unknown_paths() {
-    let router = router();
+    let (router, _dir) = router();
     let (status, body, _) = send(&router, get("/healthz")).await;
     assert_eq!(
         (status, body["status"].as_str()),
