@@ -525,3 +525,106 @@ async fn health_and_unknown_paths() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn the_version_policy_is_read_and_replaced_with_the_admin_token_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let admin = "an admin token for tests";
+    let open = |token: Option<&str>| {
+        let state = AppState::open(config.clone(), keyring(), token.map(str::to_string)).unwrap();
+        app(Arc::new(state))
+    };
+    let request = |method: &str, token: Option<&str>, body: &str| {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri("/api/v1/policy/versions")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        builder.body(Body::from(body.to_string())).unwrap()
+    };
+    let disabled = open(None);
+    check(
+        &disabled,
+        request("GET", Some(admin), ""),
+        StatusCode::FORBIDDEN,
+        "admin_disabled",
+        None,
+        "no admin token",
+    )
+    .await;
+
+    let router = open(Some(admin));
+    check(
+        &router,
+        request("GET", None, ""),
+        StatusCode::UNAUTHORIZED,
+        "missing_token",
+        None,
+        "Bearer",
+    )
+    .await;
+    check(
+        &router,
+        request("GET", Some("not the admin token!"), ""),
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        None,
+        "admin",
+    )
+    .await;
+    check(
+        &router,
+        request(
+            "PUT",
+            Some(admin),
+            r#"{"rules":[{"component":"printer","minimum":"1"}]}"#,
+        ),
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("rules[0].component"),
+        "unknown component",
+    )
+    .await;
+    check(
+        &router,
+        request(
+            "PUT",
+            Some(admin),
+            r#"{"rules":[{"component":"pos_app","minimum":"1","latest_released_on":"May"}]}"#,
+        ),
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("rules[0].latest_released_on"),
+        "YYYY-MM-DD",
+    )
+    .await;
+    let policy = r#"{"rules":[{"component":"pos_app","minimum":"3.0","latest":"3.2","latest_released_on":"2026-11-01","update_within_days":7}]}"#;
+    let (status, _, text) = send(&router, request("PUT", Some(admin), policy)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (_, read, _) = send(&router, request("GET", Some(admin), "")).await;
+    assert_eq!(read["rules"][0]["latest_released_on"], "2026-11-01");
+
+    // The new policy applies to the next report; the 2.9.1 of `report` is now below 3.0.
+    let (status, _, _) = send(
+        &router,
+        post(batch(vec![report("T-1", 1)]), Some(&token("T-1"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, outdated, _) = send(&router, get("/api/v1/findings?code=outdated.pos_app")).await;
+    assert_eq!(
+        outdated["findings"][0]["evidence"][0]["threshold"],
+        ">= 3.0"
+    );
+
+    // It is stored: a collector opened on the same data directory has it.
+    let reopened = open(Some(admin));
+    let (_, read, _) = send(&reopened, request("GET", Some(admin), "")).await;
+    assert_eq!(read["rules"][0]["minimum"], "3.0");
+}
