@@ -591,14 +591,27 @@ impl Fleet {
                 let signal = silent::evaluate(terminal.last_seen, now, thresholds);
                 let silent = signal.is_some();
                 if let Some(signal) = signal.filter(|_| !terminal.is_silent()) {
-                    events.extend(terminal.findings.observe_scope(
+                    let mut opened = terminal.findings.observe_scope(
                         &terminal.id,
                         vec![signal],
                         now,
                         thresholds,
                         &mut next_id,
                         |kind| std::ptr::eq(kind, &SILENT),
-                    ));
+                    );
+                    // Silent since the last report, not since it was noticed.
+                    let since = terminal.last_seen;
+                    for finding in terminal
+                        .findings
+                        .findings_mut()
+                        .filter(|finding| std::ptr::eq(finding.kind, &SILENT))
+                    {
+                        finding.since = since;
+                    }
+                    for event in &mut opened {
+                        event.finding.since = since;
+                    }
+                    events.extend(opened);
                     shard.dirty.insert(Arc::clone(&terminal.id));
                 }
                 tally(terminal, silent, &mut tallies);
@@ -932,7 +945,7 @@ mod tests {
         let events = fleet.evaluate(T0 + time::Duration::minutes(4), &thresholds);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].finding.kind.code, "terminal.silent");
-        assert_eq!(events[0].finding.since, T0 + time::Duration::minutes(4));
+        assert_eq!(events[0].finding.since, T0, "silent since the last report");
         assert!(fleet
             .evaluate(T0 + time::Duration::minutes(5), &thresholds)
             .is_empty());
@@ -976,5 +989,63 @@ mod tests {
         }
         assert_eq!(fleet.history_of("T-1", 100).len(), 2);
         assert_eq!(fleet.take_changes().closed.len(), 5);
+    }
+
+    #[test]
+    fn half_of_a_carrier_going_silent_is_one_carrier_outage() {
+        let thresholds = DiagnosisConfig::default();
+        let fleet = Fleet::new(100, 30);
+        let send = |index: u64, sequence: u64, minute: i64| {
+            let mut report = report(sequence, minute, false);
+            report.terminal_id = format!("T-{index}");
+            report.labels.carrier = Some("china-mobile".into());
+            report.labels.region = Some("cn-east".into());
+            fleet.apply_batch(
+                &report.terminal_id.clone(),
+                diagnosed(vec![report]),
+                T0 + time::Duration::minutes(minute),
+                &thresholds,
+            );
+        };
+        for index in 0..10 {
+            send(index, 1, 0);
+        }
+        for index in 0..5 {
+            send(index, 2, 3);
+        }
+        let events = fleet.evaluate(T0 + time::Duration::minutes(4), &thresholds);
+        let count = |change: Change, code: &str| {
+            events
+                .iter()
+                .filter(|e| e.change == change && e.finding.kind.code == code)
+                .count()
+        };
+        assert_eq!(count(Change::Opened, "terminal.silent"), 5);
+        assert_eq!(count(Change::Opened, "upstream.carrier_outage"), 1);
+        assert_eq!(count(Change::Suppressed, "terminal.silent"), 5);
+        let outage = fleet.fleet_wide_findings();
+        assert_eq!(
+            outage
+                .iter()
+                .map(|f| (f.subject.as_str(), f.explains))
+                .collect::<Vec<_>>(),
+            [("china-mobile/cn-east", 5)]
+        );
+        assert_eq!(fleet.terminal("T-7").map(|t| t.status()), Some(Status::Ok));
+        // Three come back: 2 of 10 silent is under 30 %. The outage ends after three clean
+        // evaluations and the remaining silence is reported on its own again.
+        for index in 5..8 {
+            send(index, 2, 5);
+        }
+        for seconds in [0, 10, 20] {
+            let now = T0 + time::Duration::minutes(5) + time::Duration::seconds(seconds);
+            fleet.evaluate(now, &thresholds);
+        }
+        assert!(fleet.fleet_wide_findings().is_empty());
+        assert_eq!(
+            fleet.terminal("T-9").map(|t| t.status()),
+            Some(Status::Critical)
+        );
+        assert_eq!(fleet.history_of("", 10).len(), 1);
     }
 }
