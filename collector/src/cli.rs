@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::http::{serve, AppState};
-use crate::secret::{load_keyring, SECRET_ENV};
+use crate::secret::{load_admin_token, load_keyring, ADMIN_TOKEN_ENV, SECRET_ENV};
 
 #[derive(Parser)]
 #[command(
@@ -126,7 +126,15 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
     let address = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    let state = Arc::new(AppState::new(config, keyring).context("cannot register metrics")?);
+    let admin_token = load_admin_token(&config, std::env::var(ADMIN_TOKEN_ENV).ok())?;
+    if admin_token.is_none() {
+        tracing::info!(
+            "No admin token is configured: the version policy cannot be changed over the API."
+        );
+    }
+    let state = Arc::new(
+        AppState::open(config, keyring, admin_token).context("cannot start the collector")?,
+    );
     // One line on standard output that scripts and tests read to find the port.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "posmon-collector listening on http://{address}")

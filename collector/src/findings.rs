@@ -1,100 +1,294 @@
-//! Findings: signals that persist become open findings; a finding closes when a report no
-//! longer shows its signal. One open finding per (terminal, code, subject).
+//! Findings: signals that persist become open findings, with hysteresis. A finding opens after
+//! N bad observations in a row (or a bad streak lasting a duration) and closes after M good
+//! ones; one finding per (terminal, code, subject). Every open and close is returned as a
+//! [`FindingEvent`] for whoever must hear of it (history, metrics, a notifier).
+//!
+//! Plain data: no IO, no clock (callers pass the time), no locking.
 
-use serde::Serialize;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::diagnose::{Category, Evidence, Party, Severity, Signal, Text};
+use crate::config::DiagnosisConfig;
+use crate::diagnose::{kind_by_code, Evidence, FindingKind, Severity, Signal};
 
-/// A problem of one terminal, open or closed, with what to do about it and who must act.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A problem of one terminal (or, with an empty `terminal_id`, of the fleet), open or closed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub id: u64,
-    pub terminal_id: String,
-    pub code: &'static str,
-    pub category: Category,
+    /// Empty for a fleet-wide finding.
+    #[serde(default)]
+    pub terminal_id: Arc<str>,
+    #[serde(rename = "code", with = "by_code")]
+    pub kind: &'static FindingKind,
     pub severity: Severity,
-    pub party: Party,
-    /// What within the terminal the finding is about (a target, a component); empty for the
-    /// whole terminal.
+    /// What the finding is about (a target, a component; the scope of a fleet-wide finding);
+    /// empty for the whole terminal.
     pub subject: String,
-    pub title: Text,
-    pub remediation: Text,
     pub evidence: Vec<Evidence>,
-    /// The terminal's time of the first report that showed the problem.
+    /// When the problem was first seen: the terminal's time of the first bad report, or the
+    /// collector's time for silence and fleet-wide findings.
     #[serde(with = "time::serde::rfc3339")]
     pub since: OffsetDateTime,
-    /// The terminal's time of the latest report that showed it.
+    /// The latest observation that showed it.
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
-    /// The terminal's time of the first report that no longer showed it.
-    #[serde(with = "time::serde::rfc3339::option")]
+    /// The first observation of the good streak that closed it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub closed_at: Option<OffsetDateTime>,
+    /// The fleet-wide finding that explains this one, which is then not reported on its own.
+    #[serde(default)]
+    pub suppressed_by: Option<u64>,
+    /// For a fleet-wide finding: how many terminal findings it explains (and suppresses).
+    #[serde(default)]
+    pub explains: u32,
 }
 
-impl Finding {
-    fn matches(&self, signal: &Signal) -> bool {
-        self.code == signal.kind.code && self.subject == signal.subject
+/// Findings are stored by code; the kind (category, party, texts) comes back from the code.
+mod by_code {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::diagnose::FindingKind;
+
+    pub fn serialize<S: Serializer>(
+        kind: &&'static FindingKind,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(kind.code)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<&'static FindingKind, D::Error> {
+        let code = String::deserialize(deserializer)?;
+        super::kind_by_code(&code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown finding code {code:?}")))
     }
 }
 
-/// The findings that opened and closed when a terminal's signals were reconciled.
-#[derive(Debug, Default)]
-pub struct Changes {
-    pub opened: Vec<Finding>,
-    pub closed: Vec<Finding>,
+/// What happened to a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Change {
+    Opened,
+    Closed,
+    /// A fleet-wide finding now explains it.
+    Suppressed,
+    /// The fleet-wide finding that explained it closed while it stays open.
+    Unsuppressed,
 }
 
-/// Brings a terminal's open findings in line with the signals of its newest report observed at
-/// `observed_at`: new signals open findings (ids from `next_id`), persisting ones refresh their
-/// evidence, and findings without a signal close.
-pub fn reconcile(
-    terminal_id: &str,
-    open: &mut Vec<Finding>,
-    signals: Vec<Signal>,
-    observed_at: OffsetDateTime,
-    next_id: &mut u64,
-) -> Changes {
-    let mut changes = Changes::default();
-    let mut still_open = Vec::with_capacity(signals.len());
-    let mut previous = std::mem::take(open);
-    for signal in signals {
-        if let Some(position) = previous.iter().position(|finding| finding.matches(&signal)) {
-            let mut finding = previous.swap_remove(position);
-            finding.severity = signal.severity;
-            finding.evidence = signal.evidence;
-            finding.last_seen = observed_at;
-            still_open.push(finding);
-        } else if !still_open
-            .iter()
-            .any(|finding: &Finding| finding.matches(&signal))
-        {
-            *next_id += 1;
-            let finding = Finding {
-                id: *next_id,
-                terminal_id: terminal_id.to_string(),
-                code: signal.kind.code,
-                category: signal.kind.category,
-                severity: signal.severity,
-                party: signal.kind.party,
-                subject: signal.subject,
-                title: signal.kind.title,
-                remediation: signal.kind.remediation,
-                evidence: signal.evidence,
-                since: observed_at,
-                last_seen: observed_at,
-                closed_at: None,
-            };
-            changes.opened.push(finding.clone());
-            still_open.push(finding);
+impl Change {
+    pub const ALL: [Change; 4] = [
+        Change::Opened,
+        Change::Closed,
+        Change::Suppressed,
+        Change::Unsuppressed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Opened => "opened",
+            Change::Closed => "closed",
+            Change::Suppressed => "suppressed",
+            Change::Unsuppressed => "unsuppressed",
         }
     }
-    for mut finding in previous {
-        finding.closed_at = Some(observed_at);
-        changes.closed.push(finding);
+}
+
+/// One change of one finding, for subscribers (alerting) and the history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindingEvent {
+    pub change: Change,
+    pub finding: Finding,
+    /// The change happened in the past, in reports delivered late (from an agent's spool):
+    /// history to record, not news to alert on.
+    pub replayed: bool,
+}
+
+/// An open finding and the good streak that may close it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenFinding {
+    pub finding: Finding,
+    #[serde(default)]
+    good_streak: u32,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    first_good: Option<OffsetDateTime>,
+}
+
+/// A bad streak that has not (yet) opened a finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Pending {
+    #[serde(with = "by_code")]
+    kind: &'static FindingKind,
+    subject: String,
+    bad_streak: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    first_bad: OffsetDateTime,
+}
+
+/// The findings of one terminal (or of the fleet): open ones and bad streaks on their way.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tracker {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open: Vec<OpenFinding>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending: Vec<Pending>,
+}
+
+impl Tracker {
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty() && self.pending.is_empty()
     }
-    *open = still_open;
-    changes
+
+    /// The worst severity among open findings not explained by a fleet-wide one.
+    pub fn worst_severity(&self) -> Option<Severity> {
+        self.open
+            .iter()
+            .filter(|open| open.finding.suppressed_by.is_none())
+            .map(|open| open.finding.severity)
+            .max()
+    }
+
+    pub fn findings(&self) -> impl Iterator<Item = &Finding> {
+        self.open.iter().map(|open| &open.finding)
+    }
+
+    pub fn findings_mut(&mut self) -> impl Iterator<Item = &mut Finding> {
+        self.open.iter_mut().map(|open| &mut open.finding)
+    }
+
+    /// Takes in one observation at `at` of every code of the signals' scope: the codes of
+    /// the categories the signals come from (per report, or fleet-wide). A signal extends its
+    /// bad streak or refreshes its open finding; an open finding of that scope without a
+    /// signal counts a good observation. Returns what opened and closed.
+    pub fn observe(
+        &mut self,
+        terminal_id: &str,
+        signals: Vec<Signal>,
+        at: OffsetDateTime,
+        thresholds: &DiagnosisConfig,
+        next_id: &mut dyn FnMut() -> u64,
+    ) -> Vec<FindingEvent> {
+        self.observe_scope(terminal_id, signals, at, thresholds, next_id, |kind| {
+            kind.category.per_report()
+        })
+    }
+
+    /// [`Tracker::observe`] for the codes `in_scope` selects; findings of other codes are left
+    /// alone.
+    pub fn observe_scope(
+        &mut self,
+        terminal_id: &str,
+        signals: Vec<Signal>,
+        at: OffsetDateTime,
+        thresholds: &DiagnosisConfig,
+        next_id: &mut dyn FnMut() -> u64,
+        in_scope: impl Fn(&FindingKind) -> bool,
+    ) -> Vec<FindingEvent> {
+        let mut events = Vec::new();
+        let mut seen: Vec<(&'static str, String)> = Vec::with_capacity(signals.len());
+        for signal in signals {
+            let key = (signal.kind.code, signal.subject.clone());
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            if let Some(open) = self.open.iter_mut().find(|open| {
+                std::ptr::eq(open.finding.kind, signal.kind)
+                    && open.finding.subject == signal.subject
+            }) {
+                open.finding.severity = signal.severity;
+                open.finding.evidence = signal.evidence;
+                open.finding.last_seen = at;
+                open.good_streak = 0;
+                open.first_good = None;
+                continue;
+            }
+            let position = self
+                .pending
+                .iter()
+                .position(|p| std::ptr::eq(p.kind, signal.kind) && p.subject == signal.subject);
+            let pending = match position {
+                Some(position) => &mut self.pending[position],
+                None => {
+                    self.pending.push(Pending {
+                        kind: signal.kind,
+                        subject: signal.subject.clone(),
+                        bad_streak: 0,
+                        first_bad: at,
+                    });
+                    let last = self.pending.len() - 1;
+                    &mut self.pending[last]
+                }
+            };
+            pending.bad_streak += 1;
+            let hysteresis = thresholds.hysteresis_of(signal.kind);
+            let lasted = (at - pending.first_bad).whole_seconds();
+            let long_enough = hysteresis.open_after_seconds > 0
+                && lasted >= i64::try_from(hysteresis.open_after_seconds).unwrap_or(i64::MAX);
+            if pending.bad_streak >= hysteresis.open_after_observations || long_enough {
+                let since = pending.first_bad;
+                self.pending.retain(|p| {
+                    !(std::ptr::eq(p.kind, signal.kind) && p.subject == signal.subject)
+                });
+                let finding = Finding {
+                    id: next_id(),
+                    terminal_id: Arc::from(terminal_id),
+                    kind: signal.kind,
+                    severity: signal.severity,
+                    subject: signal.subject,
+                    evidence: signal.evidence,
+                    since,
+                    last_seen: at,
+                    closed_at: None,
+                    suppressed_by: None,
+                    explains: 0,
+                };
+                events.push(FindingEvent {
+                    change: Change::Opened,
+                    finding: finding.clone(),
+                    replayed: false,
+                });
+                self.open.push(OpenFinding {
+                    finding,
+                    good_streak: 0,
+                    first_good: None,
+                });
+            }
+        }
+        let signalled = |kind: &FindingKind, subject: &str| {
+            seen.iter()
+                .any(|(code, seen_subject)| *code == kind.code && seen_subject == subject)
+        };
+        // A bad streak without a signal this time is broken.
+        self.pending
+            .retain(|p| !in_scope(p.kind) || signalled(p.kind, &p.subject));
+        let mut still_open = Vec::with_capacity(self.open.len());
+        for mut open in std::mem::take(&mut self.open) {
+            let kind = open.finding.kind;
+            if !in_scope(kind) || signalled(kind, &open.finding.subject) {
+                still_open.push(open);
+                continue;
+            }
+            open.good_streak += 1;
+            let first_good = *open.first_good.get_or_insert(at);
+            if open.good_streak >= thresholds.hysteresis_of(kind).close_after_observations {
+                let mut finding = open.finding;
+                finding.closed_at = Some(first_good);
+                events.push(FindingEvent {
+                    change: Change::Closed,
+                    finding,
+                    replayed: false,
+                });
+            } else {
+                still_open.push(open);
+            }
+        }
+        self.open = still_open;
+        events
+    }
 }
 
 #[cfg(test)]
@@ -102,7 +296,7 @@ mod tests {
     use super::*;
     use crate::diagnose::rules::network_path::HOST_UNREACHABLE;
     use crate::diagnose::rules::outdated::POS_APP;
-    use crate::diagnose::FindingKind;
+    use crate::diagnose::Hysteresis;
     use time::macros::datetime;
 
     fn signal(kind: &'static FindingKind, subject: &str) -> Signal {
@@ -114,64 +308,120 @@ mod tests {
         }
     }
 
-    #[test]
-    fn findings_open_persist_and_close() {
-        let mut open = Vec::new();
+    /// Feeds observations (each a list of signals, one minute apart) and returns the changes
+    /// as (minute, change, code) triples.
+    fn check(
+        thresholds: &DiagnosisConfig,
+        observations: Vec<Vec<Signal>>,
+        expected: &[(i64, Change, &str)],
+    ) -> Tracker {
+        let mut tracker = Tracker::default();
         let mut next_id = 0;
-        let t0 = datetime!(2026-11-26 02:00 UTC);
-        let t1 = datetime!(2026-11-26 02:01 UTC);
-        let t2 = datetime!(2026-11-26 02:02 UTC);
+        let start = datetime!(2026-11-26 02:00 UTC);
+        let mut got = Vec::new();
+        for (minute, signals) in observations.into_iter().enumerate() {
+            let at = start + time::Duration::minutes(minute as i64);
+            let events = tracker.observe("T-1", signals, at, thresholds, &mut || {
+                next_id += 1;
+                next_id
+            });
+            got.extend(
+                events
+                    .into_iter()
+                    .map(|event| (minute as i64, event.change, event.finding.kind.code)),
+            );
+        }
+        assert_eq!(got, expected);
+        tracker
+    }
 
-        let changes = reconcile(
-            "T-1",
-            &mut open,
+    #[test]
+    fn hysteresis_opens_after_n_and_closes_after_m() {
+        let defaults = DiagnosisConfig::default();
+        let down = || vec![signal(&HOST_UNREACHABLE, "pay")];
+        use Change::*;
+        // Host unreachable: two bad in a row open, two good in a row close.
+        let tracker = check(
+            &defaults,
             vec![
-                signal(&HOST_UNREACHABLE, "pay"),
-                signal(&POS_APP, "pos_app"),
+                down(),
+                vec![],
+                down(),
+                down(),
+                down(),
+                vec![],
+                down(),
+                vec![],
+                vec![],
             ],
-            t0,
-            &mut next_id,
+            &[
+                (3, Opened, "env.network.host_unreachable"),
+                (8, Closed, "env.network.host_unreachable"),
+            ],
         );
-        assert_eq!((changes.opened.len(), changes.closed.len()), (2, 0));
-
-        let changes = reconcile(
-            "T-1",
-            &mut open,
-            vec![signal(&POS_APP, "pos_app")],
-            t1,
-            &mut next_id,
+        assert!(tracker.is_empty());
+        // The same signal twice in one observation counts once.
+        check(
+            &defaults,
+            vec![vec![
+                signal(&HOST_UNREACHABLE, "pay"),
+                signal(&HOST_UNREACHABLE, "pay"),
+            ]],
+            &[],
         );
-        assert_eq!((changes.opened.len(), changes.closed.len()), (0, 1));
-        assert_eq!(changes.closed[0].code, "env.network.host_unreachable");
-        assert_eq!(changes.closed[0].closed_at, Some(t1));
-        assert_eq!(open.len(), 1);
-        assert_eq!((open[0].since, open[0].last_seen), (t0, t1));
-
-        let changes = reconcile(
-            "T-1",
-            &mut open,
-            vec![signal(&HOST_UNREACHABLE, "pay")],
-            t2,
-            &mut next_id,
-        );
-        assert_eq!((changes.opened.len(), changes.closed.len()), (1, 1));
-        assert_eq!(
-            changes.opened[0].id, 3,
-            "a reopened problem is a new finding"
+        // Outdated opens and closes at once, independently of the path.
+        check(
+            &defaults,
+            vec![vec![signal(&POS_APP, "pos_app")], down(), down(), vec![]],
+            &[
+                (0, Opened, "outdated.pos_app"),
+                (1, Closed, "outdated.pos_app"),
+                (2, Opened, "env.network.host_unreachable"),
+            ],
         );
     }
 
     #[test]
-    fn the_same_signal_twice_opens_one_finding() {
-        let mut open = Vec::new();
+    fn since_is_the_first_bad_observation_and_closed_at_the_first_good_one() {
+        let mut tracker = Tracker::default();
         let mut next_id = 0;
-        let t0 = datetime!(2026-11-26 02:00 UTC);
-        let twice = vec![
-            signal(&HOST_UNREACHABLE, "pay"),
-            signal(&HOST_UNREACHABLE, "pay"),
-        ];
-        let changes = reconcile("T-1", &mut open, twice, t0, &mut next_id);
-        assert_eq!(changes.opened.len(), 1);
-        assert_eq!(open.len(), 1);
+        let thresholds = DiagnosisConfig::default();
+        let minute = |m: i64| datetime!(2026-11-26 02:00 UTC) + time::Duration::minutes(m);
+        let mut observe = |signals: Vec<Signal>, m: i64| {
+            tracker.observe("T-1", signals, minute(m), &thresholds, &mut || {
+                next_id += 1;
+                next_id
+            })
+        };
+        observe(vec![signal(&HOST_UNREACHABLE, "pay")], 0);
+        let opened = observe(vec![signal(&HOST_UNREACHABLE, "pay")], 1);
+        assert_eq!(opened[0].finding.since, minute(0));
+        assert_eq!(opened[0].finding.id, 1);
+        observe(vec![], 2);
+        let closed = observe(vec![], 3);
+        assert_eq!(closed[0].finding.closed_at, Some(minute(2)));
+        assert_eq!(closed[0].finding.last_seen, minute(1));
+    }
+
+    #[test]
+    fn a_configured_duration_opens_a_finding_before_the_count() {
+        let mut thresholds = DiagnosisConfig::default();
+        thresholds.hysteresis.insert(
+            "env.network.host_unreachable".into(),
+            Hysteresis {
+                open_after_observations: 10,
+                open_after_seconds: 120,
+                close_after_observations: 1,
+            },
+        );
+        let down = || vec![signal(&HOST_UNREACHABLE, "pay")];
+        check(
+            &thresholds,
+            vec![down(), down(), down(), vec![]],
+            &[
+                (2, Change::Opened, "env.network.host_unreachable"),
+                (3, Change::Closed, "env.network.host_unreachable"),
+            ],
+        );
     }
 }

@@ -1,17 +1,34 @@
-//! Fleet state: every terminal the collector has heard from, its latest report, its open
-//! findings, and the history of closed findings. Pure data: no IO, no locking (the HTTP layer
-//! holds the lock), no clock (callers pass the time).
+//! Fleet state: every terminal the collector has heard from as a compact summary (interned
+//! labels, versions, per-target state with a bounded latency series, findings), the fleet-wide
+//! findings, and a bounded history of closed findings.
+//!
+//! The state is split into shards, each behind its own lock, so that reports of different
+//! terminals are applied in parallel and no lock is held across IO: the store's writer takes
+//! snapshots of what changed ([`Fleet::take_changes`]) and writes them outside every lock.
+//! No IO and no clock here: callers pass the time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use posmon_protocol::{Labels, Report};
-use serde::Serialize;
+use posmon_protocol::{ErrorKind, Labels, ProbeResult, Report, Stage, StageStatus};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::diagnose::{Severity, Signal};
-use crate::findings::{reconcile, Finding};
+use crate::config::DiagnosisConfig;
+use crate::diagnose::rules::network_path::{HOST_UNREACHABLE, TLS_FAILURE};
+use crate::diagnose::rules::silent::{self, SILENT};
+use crate::diagnose::rules::upstream::{self, FleetTallies, CARRIER_OUTAGE, HOST_OUTAGE};
+use crate::diagnose::{Category, FindingKind, Severity, Signal};
+use crate::findings::{Change, Finding, FindingEvent, Tracker};
 
-/// A terminal's overall state, from its worst open finding.
+/// Shards of the terminal map: enough that two cores rarely wait on each other.
+const SHARDS: usize = 64;
+
+/// A terminal's overall state, from its worst open finding that is not explained by a
+/// fleet-wide one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -32,210 +49,1003 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone)]
+/// The well-known labels and the extra ones, interned: thousands of terminals share one
+/// region or model string.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TerminalLabels {
+    pub merchant: Option<Arc<str>>,
+    pub model: Option<Arc<str>>,
+    pub region: Option<Arc<str>>,
+    pub carrier: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<(Arc<str>, Arc<str>)>,
+}
+
+/// One latency measurement for charts: terminal time (Unix seconds) and milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyPoint(pub i64, pub f32);
+
+/// The latest state of the path to one target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetState {
+    pub name: Arc<str>,
+    pub address: Arc<str>,
+    /// The first failing rung of the latest report, if any.
+    pub failed_stage: Option<Stage>,
+    pub error: Option<ErrorKind>,
+    /// The connect latency of the latest reports, oldest first, bounded.
+    pub latency: VecDeque<LatencyPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Terminal {
-    pub id: String,
+    pub id: Arc<str>,
     pub highest_sequence: u64,
     /// Collector time of the first and of the latest accepted report.
+    #[serde(with = "time::serde::rfc3339")]
     pub first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
-    pub last_report: Report,
-    pub open_findings: Vec<Finding>,
+    /// Terminal time of the report the current state is from.
+    #[serde(with = "time::serde::rfc3339")]
+    pub observed_at: OffsetDateTime,
+    pub agent_version: Arc<str>,
+    pub labels: TerminalLabels,
+    /// Known software versions by component.
+    pub versions: Vec<(Arc<str>, Arc<str>)>,
+    pub targets: Vec<TargetState>,
+    pub findings: Tracker,
+    /// Hysteresis of reports delivered out of order (older than the current state), kept
+    /// apart so that they write history without touching the current findings. Not persisted:
+    /// a restart in the middle of such a delivery loses only history.
+    #[serde(skip)]
+    replay: Option<Box<Tracker>>,
 }
 
 impl Terminal {
-    pub fn labels(&self) -> &Labels {
-        &self.last_report.labels
+    fn new(id: Arc<str>, received_at: OffsetDateTime) -> Self {
+        Terminal {
+            id,
+            highest_sequence: 0,
+            first_seen: received_at,
+            last_seen: received_at,
+            observed_at: OffsetDateTime::UNIX_EPOCH,
+            agent_version: Arc::from(""),
+            labels: TerminalLabels::default(),
+            versions: Vec::new(),
+            targets: Vec::new(),
+            findings: Tracker::default(),
+            replay: None,
+        }
     }
 
     pub fn status(&self) -> Status {
-        match self
-            .open_findings
-            .iter()
-            .map(|finding| finding.severity)
-            .max()
-        {
+        match self.findings.worst_severity() {
             None => Status::Ok,
             Some(Severity::Warning) => Status::Warning,
             Some(Severity::Critical) => Status::Critical,
         }
     }
+
+    /// Open findings not explained by a fleet-wide one.
+    pub fn visible_findings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .findings()
+            .filter(|finding| finding.suppressed_by.is_none())
+    }
+
+    fn is_silent(&self) -> bool {
+        self.findings
+            .findings()
+            .any(|finding| std::ptr::eq(finding.kind, &SILENT))
+    }
+
+    /// Lost the network: every target fails, at a local rung or on more than one host.
+    fn lost_network(&self) -> bool {
+        let failing: Vec<&TargetState> = self
+            .targets
+            .iter()
+            .filter(|target| target.failed_stage.is_some())
+            .collect();
+        if failing.is_empty() || failing.len() < self.targets.len() {
+            return false;
+        }
+        let local = failing.iter().any(|target| {
+            matches!(
+                target.failed_stage,
+                Some(Stage::Link | Stage::Gateway | Stage::Dns)
+            )
+        });
+        let addresses: HashSet<&str> = failing.iter().map(|target| &*target.address).collect();
+        local || addresses.len() > 1
+    }
+
+    /// Takes the summary of a report that is the terminal's newest.
+    fn take_summary(&mut self, report: &Report, interner: &mut Interner, latency_points: usize) {
+        self.observed_at = report.observed_at;
+        self.agent_version = interner.intern(&report.agent_version);
+        self.labels = interner.labels(&report.labels);
+        self.versions = report
+            .software
+            .iter()
+            .filter_map(|(component, version)| {
+                let version = version.version.as_deref()?;
+                Some((interner.intern(component), interner.intern(version)))
+            })
+            .collect();
+        let at = report.observed_at.unix_timestamp();
+        let mut targets = Vec::with_capacity(report.probes.len());
+        for probe in &report.probes {
+            let previous = self
+                .targets
+                .iter()
+                .position(|target| *target.name == *probe.target)
+                .map(|position| self.targets.swap_remove(position));
+            let mut latency = previous.map(|target| target.latency).unwrap_or_default();
+            if let Some(milliseconds) = connect_latency(probe) {
+                if latency.len() >= latency_points {
+                    latency.pop_front();
+                }
+                if latency_points > 0 {
+                    latency.push_back(LatencyPoint(at, milliseconds as f32));
+                }
+            }
+            let failed = probe
+                .stages
+                .iter()
+                .find(|stage| stage.status == StageStatus::Failed && stage.stage != Stage::Icmp);
+            targets.push(TargetState {
+                name: interner.intern(&probe.target),
+                address: interner.intern(&probe.address),
+                failed_stage: failed.map(|stage| stage.stage),
+                error: failed.and_then(|stage| stage.error),
+                latency,
+            });
+        }
+        self.targets = targets;
+    }
+
+    /// Re-interns the strings of a terminal restored from the database.
+    fn intern_with(&mut self, interner: &mut Interner) {
+        self.id = interner.intern(&self.id);
+        self.agent_version = interner.intern(&self.agent_version);
+        let labels = &mut self.labels;
+        for label in [
+            &mut labels.merchant,
+            &mut labels.model,
+            &mut labels.region,
+            &mut labels.carrier,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *label = interner.intern(label);
+        }
+        for (key, value) in labels.extra.iter_mut().chain(self.versions.iter_mut()) {
+            *key = interner.intern(key);
+            *value = interner.intern(value);
+        }
+        for target in &mut self.targets {
+            target.name = interner.intern(&target.name);
+            target.address = interner.intern(&target.address);
+        }
+    }
 }
 
-/// What applying a report did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The sequence number was not above the highest held: acknowledged, not applied again.
-    Duplicate,
-    Applied {
-        opened: usize,
-        closed: usize,
-    },
+/// The latency of the deepest working rung that measured one (ICMP aside): the round trip to
+/// the host itself where the TCP rung measured it.
+pub fn connect_latency(probe: &ProbeResult) -> Option<f64> {
+    probe
+        .stages
+        .iter()
+        .filter(|stage| stage.status == StageStatus::Ok && stage.stage != Stage::Icmp)
+        .filter_map(|stage| stage.latency_ms.map(|latency| latency.avg))
+        .next_back()
+}
+
+/// One copy of each distinct string a shard holds.
+#[derive(Debug, Default)]
+struct Interner(HashSet<Arc<str>>);
+
+impl Interner {
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(existing) = self.0.get(text) {
+            return Arc::clone(existing);
+        }
+        let new: Arc<str> = Arc::from(text);
+        self.0.insert(Arc::clone(&new));
+        new
+    }
+
+    fn labels(&mut self, labels: &Labels) -> TerminalLabels {
+        let mut intern = |value: &Option<String>| value.as_deref().map(|text| self.intern(text));
+        TerminalLabels {
+            merchant: intern(&labels.merchant),
+            model: intern(&labels.model),
+            region: intern(&labels.region),
+            carrier: intern(&labels.carrier),
+            extra: labels
+                .extra
+                .iter()
+                .map(|(key, value)| (self.intern(key), self.intern(value)))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    terminals: HashMap<Arc<str>, Terminal>,
+    /// Terminals changed since the store's writer last took them.
+    dirty: HashSet<Arc<str>>,
+    interner: Interner,
+}
+
+/// Open fleet-wide findings by what they explain, for suppressing terminal findings.
+#[derive(Debug, Default)]
+struct Suppressions {
+    /// Host address → outage id.
+    hosts: HashMap<String, u64>,
+    /// `carrier/region` → outage id.
+    carriers: HashMap<String, u64>,
+}
+
+impl Suppressions {
+    fn from_open(findings: impl Iterator<Item = (u64, &'static FindingKind, String)>) -> Self {
+        let mut suppressions = Suppressions::default();
+        for (id, kind, subject) in findings {
+            if std::ptr::eq(kind, &HOST_OUTAGE) {
+                suppressions.hosts.insert(subject, id);
+            } else if std::ptr::eq(kind, &CARRIER_OUTAGE) {
+                suppressions.carriers.insert(subject, id);
+            }
+        }
+        suppressions
+    }
+
+    /// The fleet-wide finding that explains a terminal's finding, if any.
+    fn explaining(
+        &self,
+        labels: &TerminalLabels,
+        targets: &[TargetState],
+        finding: &Finding,
+    ) -> Option<u64> {
+        if !self.carriers.is_empty() {
+            if let (Some(carrier), Some(region)) = (&labels.carrier, &labels.region) {
+                let network = finding.kind.code.starts_with("env.network.")
+                    || std::ptr::eq(finding.kind, &SILENT);
+                if network {
+                    let scope = upstream::carrier_scope(carrier, region);
+                    if let Some(id) = self.carriers.get(&scope) {
+                        return Some(*id);
+                    }
+                }
+            }
+        }
+        let at_host = std::ptr::eq(finding.kind, &HOST_UNREACHABLE)
+            || std::ptr::eq(finding.kind, &TLS_FAILURE);
+        if !at_host || self.hosts.is_empty() {
+            return None;
+        }
+        let target = targets
+            .iter()
+            .find(|target| *target.name == *finding.subject)?;
+        self.hosts.get(&*target.address).copied()
+    }
+}
+
+/// Closed findings, newest last, bounded; and those the store has not written yet.
+#[derive(Debug, Default)]
+struct History {
+    recent: VecDeque<Finding>,
+    unwritten: Vec<Finding>,
+}
+
+#[derive(Debug, Default)]
+struct FleetWide {
+    tracker: Tracker,
+    changed: bool,
+}
+
+/// What applying one batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub applied: u64,
+    /// Reports with a sequence at or below the highest held: acknowledged, not applied again.
+    pub duplicates: u64,
+    pub highest_sequence: u64,
+    pub events: Vec<FindingEvent>,
+}
+
+/// What the store must write: every terminal changed since the last time, the findings closed
+/// since, the fleet-wide findings if they changed, and the next finding id.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub terminals: Vec<Terminal>,
+    pub closed: Vec<Finding>,
+    pub fleet_wide: Option<Tracker>,
+    pub next_finding_id: u64,
+}
+
+/// Everything restored from the database at start.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub terminals: Vec<Terminal>,
+    /// Oldest first.
+    pub history: Vec<Finding>,
+    pub fleet_wide: Tracker,
+    pub next_finding_id: u64,
 }
 
 #[derive(Debug)]
 pub struct Fleet {
-    terminals: BTreeMap<String, Terminal>,
-    /// Closed findings, oldest first, at most `history_limit`.
-    history: VecDeque<Finding>,
+    shards: Box<[Mutex<Shard>]>,
+    terminal_count: AtomicUsize,
+    next_finding_id: AtomicU64,
+    history: Mutex<History>,
     history_limit: usize,
-    next_finding_id: u64,
+    fleet_wide: Mutex<FleetWide>,
+    suppressions: RwLock<Arc<Suppressions>>,
+    latency_points: usize,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock cannot leave the plain data here half-changed in a way
+    // that matters more than losing the collector: carry on with it.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Fleet {
-    pub fn new(history_limit: usize) -> Self {
+    pub fn new(history_limit: usize, latency_points: usize) -> Self {
         Fleet {
-            terminals: BTreeMap::new(),
-            history: VecDeque::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            terminal_count: AtomicUsize::new(0),
+            next_finding_id: AtomicU64::new(0),
+            history: Mutex::new(History::default()),
             history_limit,
-            next_finding_id: 0,
+            fleet_wide: Mutex::new(FleetWide::default()),
+            suppressions: RwLock::new(Arc::new(Suppressions::default())),
+            latency_points,
         }
+    }
+
+    /// A fleet holding what the database held.
+    pub fn restore(restored: Restored, history_limit: usize, latency_points: usize) -> Self {
+        let fleet = Fleet::new(history_limit, latency_points);
+        fleet
+            .next_finding_id
+            .store(restored.next_finding_id, Ordering::Relaxed);
+        fleet
+            .terminal_count
+            .store(restored.terminals.len(), Ordering::Relaxed);
+        for mut terminal in restored.terminals {
+            let mut shard = lock(fleet.shard_of(&terminal.id));
+            terminal.intern_with(&mut shard.interner);
+            shard.terminals.insert(Arc::clone(&terminal.id), terminal);
+        }
+        {
+            let mut history = lock(&fleet.history);
+            let skip = restored.history.len().saturating_sub(history_limit);
+            history.recent = restored.history.into_iter().skip(skip).collect();
+        }
+        fleet.set_suppressions(&restored.fleet_wide);
+        lock(&fleet.fleet_wide).tracker = restored.fleet_wide;
+        fleet
+    }
+
+    fn shard_of(&self, terminal_id: &str) -> &Mutex<Shard> {
+        let mut hasher = DefaultHasher::new();
+        terminal_id.hash(&mut hasher);
+        &self.shards[(hasher.finish() as usize) % self.shards.len()]
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_finding_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Applies the validated, diagnosed reports of one terminal (oldest first), received at
+    /// `received_at` (collector time). Only reports with a sequence above the highest held are
+    /// applied. A report older (by its own time) than the current state only writes history;
+    /// the others move the current state forward, and the changes of all but the newest are
+    /// marked as replayed.
+    pub fn apply_batch(
+        &self,
+        terminal_id: &str,
+        reports: Vec<(Report, Vec<Signal>)>,
+        received_at: OffsetDateTime,
+        thresholds: &DiagnosisConfig,
+    ) -> BatchOutcome {
+        let suppressions = Arc::clone(
+            &self
+                .suppressions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let mut outcome = BatchOutcome::default();
+        let mut next_id = || self.next_id();
+        let count = reports.len();
+        let mut shard = lock(self.shard_of(terminal_id));
+        let shard = &mut *shard;
+        let terminal = match shard.terminals.get_mut(terminal_id) {
+            Some(terminal) => terminal,
+            None => {
+                let id = shard.interner.intern(terminal_id);
+                self.terminal_count.fetch_add(1, Ordering::Relaxed);
+                shard
+                    .terminals
+                    .entry(Arc::clone(&id))
+                    .or_insert_with(|| Terminal::new(id, received_at))
+            }
+        };
+        for (index, (report, signals)) in reports.into_iter().enumerate() {
+            if report.sequence <= terminal.highest_sequence {
+                outcome.duplicates += 1;
+                continue;
+            }
+            outcome.applied += 1;
+            terminal.highest_sequence = report.sequence;
+            if report.observed_at < terminal.observed_at {
+                let replay = terminal.replay.get_or_insert_with(Box::default);
+                let events = replay.observe(
+                    terminal_id,
+                    signals,
+                    report.observed_at,
+                    thresholds,
+                    &mut next_id,
+                );
+                outcome.events.extend(
+                    events
+                        .into_iter()
+                        .filter(|event| event.change == Change::Closed)
+                        .map(|event| FindingEvent {
+                            replayed: true,
+                            ..event
+                        }),
+                );
+                continue;
+            }
+            terminal.replay = None;
+            terminal.take_summary(&report, &mut shard.interner, self.latency_points);
+            let mut events = terminal.findings.observe(
+                terminal_id,
+                signals,
+                report.observed_at,
+                thresholds,
+                &mut next_id,
+            );
+            // A report is the end of a silence.
+            events.extend(terminal.findings.observe_scope(
+                terminal_id,
+                Vec::new(),
+                received_at,
+                thresholds,
+                &mut next_id,
+                |kind| std::ptr::eq(kind, &SILENT),
+            ));
+            let replayed = index + 1 < count;
+            let Terminal {
+                labels,
+                targets,
+                findings,
+                ..
+            } = terminal;
+            for event in &mut events {
+                event.replayed = replayed;
+                if event.change != Change::Opened {
+                    continue;
+                }
+                let explained = suppressions.explaining(labels, targets, &event.finding);
+                if let Some(outage) = explained {
+                    event.finding.suppressed_by = Some(outage);
+                    if let Some(open) = findings.findings_mut().find(|f| f.id == event.finding.id) {
+                        open.suppressed_by = Some(outage);
+                    }
+                }
+            }
+            outcome.events.extend(events);
+        }
+        outcome.highest_sequence = terminal.highest_sequence;
+        if outcome.applied > 0 {
+            terminal.last_seen = received_at;
+            shard.dirty.insert(Arc::clone(&terminal.id));
+        }
+        self.record_closed(&outcome.events);
+        outcome
+    }
+
+    fn record_closed(&self, events: &[FindingEvent]) {
+        if !events.iter().any(|event| event.change == Change::Closed) {
+            return;
+        }
+        let mut history = lock(&self.history);
+        for event in events.iter().filter(|event| event.change == Change::Closed) {
+            if history.recent.len() >= self.history_limit {
+                history.recent.pop_front();
+            }
+            history.recent.push_back(event.finding.clone());
+            history.unwritten.push(event.finding.clone());
+        }
+    }
+
+    fn set_suppressions(&self, fleet_wide: &Tracker) {
+        let open = fleet_wide
+            .findings()
+            .map(|finding| (finding.id, finding.kind, finding.subject.clone()));
+        *self
+            .suppressions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(Suppressions::from_open(open));
+    }
+
+    /// The periodic evaluation at `now` (collector time): opens silent findings, counts the
+    /// fleet's tallies, opens and closes fleet-wide findings, and suppresses the terminal
+    /// findings they explain.
+    pub fn evaluate(&self, now: OffsetDateTime, thresholds: &DiagnosisConfig) -> Vec<FindingEvent> {
+        let mut events = Vec::new();
+        let mut tallies = FleetTallies::default();
+        let mut next_id = || self.next_id();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let shard = &mut *shard;
+            for terminal in shard.terminals.values_mut() {
+                let signal = silent::evaluate(terminal.last_seen, now, thresholds);
+                let silent = signal.is_some();
+                if let Some(signal) = signal.filter(|_| !terminal.is_silent()) {
+                    let mut opened = terminal.findings.observe_scope(
+                        &terminal.id,
+                        vec![signal],
+                        now,
+                        thresholds,
+                        &mut next_id,
+                        |kind| std::ptr::eq(kind, &SILENT),
+                    );
+                    // Silent since the last report, not since it was noticed.
+                    let since = terminal.last_seen;
+                    for finding in terminal
+                        .findings
+                        .findings_mut()
+                        .filter(|finding| std::ptr::eq(finding.kind, &SILENT))
+                    {
+                        finding.since = since;
+                    }
+                    for event in &mut opened {
+                        event.finding.since = since;
+                    }
+                    events.extend(opened);
+                    shard.dirty.insert(Arc::clone(&terminal.id));
+                }
+                tally(terminal, silent, &mut tallies);
+            }
+        }
+        let signals = upstream::evaluate(&tallies, thresholds);
+        let fleet_wide = {
+            let mut fleet_wide = lock(&self.fleet_wide);
+            let changes = fleet_wide.tracker.observe_scope(
+                "",
+                signals,
+                now,
+                thresholds,
+                &mut next_id,
+                |kind| kind.category == Category::Upstream,
+            );
+            fleet_wide.changed = true;
+            events.extend(changes);
+            fleet_wide.tracker.clone()
+        };
+        self.set_suppressions(&fleet_wide);
+        let explains = self.apply_suppressions(&mut events);
+        {
+            let mut fleet_wide = lock(&self.fleet_wide);
+            for finding in fleet_wide.tracker.findings_mut() {
+                finding.explains = explains.get(&finding.id).copied().unwrap_or(0);
+            }
+        }
+        self.record_closed(&events);
+        events
+    }
+
+    /// Marks every open terminal finding with the fleet-wide finding that explains it (or
+    /// none), records the changes as events, and counts what each fleet-wide finding explains.
+    fn apply_suppressions(&self, events: &mut Vec<FindingEvent>) -> HashMap<u64, u32> {
+        let suppressions = Arc::clone(
+            &self
+                .suppressions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        let mut explains = HashMap::new();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let shard = &mut *shard;
+            for terminal in shard.terminals.values_mut() {
+                if terminal.findings.open.is_empty() {
+                    continue;
+                }
+                let Terminal {
+                    id,
+                    labels,
+                    targets,
+                    findings,
+                    ..
+                } = terminal;
+                let mut changed = false;
+                for finding in findings.findings_mut() {
+                    let wanted = suppressions.explaining(labels, targets, finding);
+                    if let Some(outage) = wanted {
+                        *explains.entry(outage).or_insert(0) += 1;
+                    }
+                    if wanted == finding.suppressed_by {
+                        continue;
+                    }
+                    let change = if wanted.is_some() {
+                        Change::Suppressed
+                    } else {
+                        Change::Unsuppressed
+                    };
+                    finding.suppressed_by = wanted;
+                    changed = true;
+                    events.push(FindingEvent {
+                        change,
+                        finding: finding.clone(),
+                        replayed: false,
+                    });
+                }
+                if changed {
+                    shard.dirty.insert(Arc::clone(id));
+                }
+            }
+        }
+        explains
+    }
+
+    /// A copy of one terminal's state.
+    pub fn terminal(&self, terminal_id: &str) -> Option<Terminal> {
+        lock(self.shard_of(terminal_id))
+            .terminals
+            .get(terminal_id)
+            .cloned()
     }
 
     /// The highest sequence number held for a terminal; 0 for an unknown one.
     pub fn highest_sequence(&self, terminal_id: &str) -> u64 {
-        self.terminals
+        lock(self.shard_of(terminal_id))
+            .terminals
             .get(terminal_id)
             .map_or(0, |terminal| terminal.highest_sequence)
     }
 
-    /// Applies a validated report and the signals diagnosis found in it, received at
-    /// `received_at` (collector time).
-    pub fn apply(
-        &mut self,
-        report: Report,
-        signals: Vec<Signal>,
-        received_at: OffsetDateTime,
-    ) -> Applied {
-        if report.sequence <= self.highest_sequence(&report.terminal_id) {
-            return Applied::Duplicate;
-        }
-        let observed_at = report.observed_at;
-        let terminal = self
-            .terminals
-            .entry(report.terminal_id.clone())
-            .or_insert_with(|| Terminal {
-                id: report.terminal_id.clone(),
-                highest_sequence: 0,
-                first_seen: received_at,
-                last_seen: received_at,
-                last_report: report.clone(),
-                open_findings: Vec::new(),
-            });
-        terminal.highest_sequence = report.sequence;
-        terminal.last_seen = received_at;
-        terminal.last_report = report;
-        let changes = reconcile(
-            &terminal.id,
-            &mut terminal.open_findings,
-            signals,
-            observed_at,
-            &mut self.next_finding_id,
-        );
-        let outcome = Applied::Applied {
-            opened: changes.opened.len(),
-            closed: changes.closed.len(),
-        };
-        for finding in changes.closed {
-            if self.history.len() >= self.history_limit {
-                self.history.pop_front();
+    /// Calls `visit` for every terminal, one shard locked at a time, in no particular order.
+    pub fn for_each_terminal(&self, mut visit: impl FnMut(&Terminal)) {
+        for shard in self.shards.iter() {
+            for terminal in lock(shard).terminals.values() {
+                visit(terminal);
             }
-            self.history.push_back(finding);
         }
-        outcome
-    }
-
-    pub fn terminal(&self, terminal_id: &str) -> Option<&Terminal> {
-        self.terminals.get(terminal_id)
-    }
-
-    /// Every terminal, ordered by id.
-    pub fn terminals(&self) -> impl Iterator<Item = &Terminal> {
-        self.terminals.values()
     }
 
     pub fn len(&self) -> usize {
-        self.terminals.len()
+        self.terminal_count.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.terminals.is_empty()
+        self.len() == 0
     }
 
-    /// Closed findings of one terminal, newest first.
-    pub fn history_of<'a>(
-        &'a self,
-        terminal_id: &'a str,
-    ) -> impl Iterator<Item = &'a Finding> + 'a {
-        self.history
+    /// The open fleet-wide findings.
+    pub fn fleet_wide_findings(&self) -> Vec<Finding> {
+        lock(&self.fleet_wide).tracker.findings().cloned().collect()
+    }
+
+    /// Closed findings of one terminal (the empty id: fleet-wide ones), newest first.
+    pub fn history_of(&self, terminal_id: &str, limit: usize) -> Vec<Finding> {
+        lock(&self.history)
+            .recent
             .iter()
             .rev()
-            .filter(move |finding| finding.terminal_id == terminal_id)
+            .filter(|finding| &*finding.terminal_id == terminal_id)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Closed findings held in memory.
+    pub fn history_len(&self) -> usize {
+        lock(&self.history).recent.len()
+    }
+
+    /// Takes what changed since the last call, for the store to write.
+    pub fn take_changes(&self) -> Changes {
+        let mut changes = Changes::default();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let shard = &mut *shard;
+            for id in shard.dirty.drain() {
+                if let Some(terminal) = shard.terminals.get(&id) {
+                    changes.terminals.push(terminal.clone());
+                }
+            }
+        }
+        changes.closed = std::mem::take(&mut lock(&self.history).unwritten);
+        {
+            let mut fleet_wide = lock(&self.fleet_wide);
+            if fleet_wide.changed {
+                fleet_wide.changed = false;
+                changes.fleet_wide = Some(fleet_wide.tracker.clone());
+            }
+        }
+        changes.next_finding_id = self.next_finding_id.load(Ordering::Relaxed);
+        changes
+    }
+}
+
+/// Adds one terminal to the fleet's tallies.
+fn tally(terminal: &Terminal, silent: bool, tallies: &mut FleetTallies) {
+    if let (Some(carrier), Some(region)) = (&terminal.labels.carrier, &terminal.labels.region) {
+        let group = tallies
+            .carriers
+            .entry((carrier.to_string(), region.to_string()))
+            .or_default();
+        group.total += 1;
+        if silent || terminal.lost_network() {
+            group.failing += 1;
+        }
+    }
+    // A silent terminal's last word on a host is stale.
+    if silent {
+        return;
+    }
+    let mut counted: Vec<&str> = Vec::with_capacity(terminal.targets.len());
+    for target in &terminal.targets {
+        if counted.contains(&&*target.address) {
+            continue;
+        }
+        counted.push(&target.address);
+        let host = tallies.hosts.entry(target.address.to_string()).or_default();
+        host.total += 1;
+        if matches!(
+            target.failed_stage,
+            Some(Stage::Tcp | Stage::Tls | Stage::Http | Stage::Other)
+        ) {
+            host.failing += 1;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::rules::network_path::HOST_UNREACHABLE;
-    use crate::diagnose::test_support::healthy_report;
+    use crate::diagnose::test_support::{healthy_report, stage};
+    use crate::diagnose::{diagnose, Policy};
     use time::macros::datetime;
 
-    fn report(sequence: u64) -> Report {
+    const T0: OffsetDateTime = datetime!(2026-11-26 02:00 UTC);
+
+    fn report(sequence: u64, minute: i64, host_down: bool) -> Report {
         let mut report = healthy_report();
         report.sequence = sequence;
+        report.observed_at = T0 + time::Duration::minutes(minute);
+        if host_down {
+            report.probes[0].stages = vec![stage(
+                Stage::Tcp,
+                StageStatus::Failed,
+                Some(ErrorKind::Refused),
+            )];
+        }
         report
     }
 
-    fn down() -> Vec<Signal> {
-        vec![Signal {
-            kind: &HOST_UNREACHABLE,
-            severity: Severity::Critical,
-            subject: "pay".into(),
-            evidence: vec![],
-        }]
+    fn diagnosed(reports: Vec<Report>) -> Vec<(Report, Vec<Signal>)> {
+        let thresholds = DiagnosisConfig::default();
+        let policy = Policy {
+            versions: &[],
+            thresholds: &thresholds,
+        };
+        reports
+            .into_iter()
+            .map(|report| {
+                let signals = diagnose(&report, &policy);
+                (report, signals)
+            })
+            .collect()
+    }
+
+    fn apply(fleet: &Fleet, reports: Vec<Report>, minute: i64) -> BatchOutcome {
+        fleet.apply_batch(
+            "T-1",
+            diagnosed(reports),
+            T0 + time::Duration::minutes(minute),
+            &DiagnosisConfig::default(),
+        )
+    }
+
+    fn changes(outcome: &BatchOutcome) -> Vec<(Change, bool)> {
+        outcome
+            .events
+            .iter()
+            .map(|event| (event.change, event.replayed))
+            .collect()
     }
 
     #[test]
     fn a_repeated_sequence_is_not_applied_twice() {
-        let now = datetime!(2026-11-26 02:00 UTC);
-        let mut fleet = Fleet::new(10);
+        let fleet = Fleet::new(10, 30);
+        let outcome = apply(&fleet, vec![report(5, 0, true), report(6, 1, true)], 1);
+        assert_eq!((outcome.applied, outcome.duplicates), (2, 0));
+        let outcome = apply(&fleet, vec![report(5, 2, false), report(6, 2, false)], 2);
+        assert_eq!((outcome.applied, outcome.duplicates), (0, 2));
+        assert_eq!(outcome.highest_sequence, 6);
+        assert_eq!(fleet.highest_sequence("T-1"), 6);
         assert_eq!(
-            fleet.apply(report(5), down(), now),
-            Applied::Applied {
-                opened: 1,
-                closed: 0
-            }
-        );
-        assert_eq!(fleet.apply(report(5), vec![], now), Applied::Duplicate);
-        assert_eq!(fleet.apply(report(4), vec![], now), Applied::Duplicate);
-        assert_eq!(fleet.highest_sequence("T-1"), 5);
-        assert_eq!(
-            fleet.terminal("T-1").map(Terminal::status),
+            fleet.terminal("T-1").map(|t| t.status()),
             Some(Status::Critical)
         );
+    }
+
+    #[test]
+    fn a_late_batch_from_a_spool_writes_the_outage_into_history() {
+        let fleet = Fleet::new(100, 30);
+        apply(&fleet, vec![report(9, 0, false)], 0);
+        // Reports 10..=50 arrive at once: the host was down from 20 to 29.
+        let spooled: Vec<Report> = (10..=50)
+            .map(|sequence| report(sequence, sequence as i64, (20..30).contains(&sequence)))
+            .collect();
+        let outcome = apply(&fleet, spooled, 51);
+        assert_eq!(outcome.applied, 41);
         assert_eq!(
-            fleet.apply(report(6), vec![], now),
-            Applied::Applied {
-                opened: 0,
-                closed: 1
-            }
+            changes(&outcome),
+            [(Change::Opened, true), (Change::Closed, true)]
         );
+        let history = fleet.history_of("T-1", 10);
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].since, T0 + time::Duration::minutes(20));
+        assert_eq!(history[0].closed_at, Some(T0 + time::Duration::minutes(30)));
+        let terminal = fleet.terminal("T-1");
         assert_eq!(
-            fleet.terminal("T-1").map(Terminal::status),
-            Some(Status::Ok)
+            terminal
+                .as_ref()
+                .map(|t| (t.highest_sequence, t.observed_at, t.status())),
+            Some((50, T0 + time::Duration::minutes(50), Status::Ok))
         );
-        assert_eq!(fleet.history_of("T-1").count(), 1);
+    }
+
+    #[test]
+    fn reports_older_than_the_current_state_write_history_only() {
+        let fleet = Fleet::new(100, 30);
+        // The current state is from minute 100, with the host down (open).
+        apply(&fleet, vec![report(1, 99, true), report(2, 100, true)], 100);
+        assert_eq!(
+            fleet.terminal("T-1").map(|t| t.status()),
+            Some(Status::Critical)
+        );
+        // Then reports with newer sequences but older times arrive: an outage that opened and
+        // closed, and a healthy end that must not close the current finding.
+        let late: Vec<Report> = (3..=8)
+            .map(|sequence| report(sequence, sequence as i64, (3..5).contains(&sequence)))
+            .collect();
+        let outcome = apply(&fleet, late, 101);
+        assert_eq!(changes(&outcome), [(Change::Closed, true)]);
+        let terminal = fleet.terminal("T-1");
+        assert_eq!(
+            terminal
+                .as_ref()
+                .map(|t| (t.status(), t.observed_at, t.highest_sequence)),
+            Some((Status::Critical, T0 + time::Duration::minutes(100), 8))
+        );
+        assert_eq!(fleet.history_of("T-1", 10).len(), 1);
+    }
+
+    #[test]
+    fn a_report_closes_the_silent_finding() {
+        let thresholds = DiagnosisConfig::default();
+        let fleet = Fleet::new(100, 30);
+        apply(&fleet, vec![report(1, 0, false)], 0);
+        assert!(fleet
+            .evaluate(T0 + time::Duration::minutes(3), &thresholds)
+            .is_empty());
+        let events = fleet.evaluate(T0 + time::Duration::minutes(4), &thresholds);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].finding.kind.code, "terminal.silent");
+        assert_eq!(events[0].finding.since, T0, "silent since the last report");
+        assert!(fleet
+            .evaluate(T0 + time::Duration::minutes(5), &thresholds)
+            .is_empty());
+        let outcome = apply(&fleet, vec![report(2, 6, false)], 6);
+        assert_eq!(changes(&outcome), [(Change::Closed, false)]);
+        assert_eq!(fleet.terminal("T-1").map(|t| t.status()), Some(Status::Ok));
+    }
+
+    #[test]
+    fn the_latency_series_is_bounded() {
+        let fleet = Fleet::new(100, 3);
+        for sequence in 1..=10u64 {
+            let mut report = report(sequence, sequence as i64, false);
+            report.probes[0].stages[0].latency_ms = Some(posmon_protocol::LatencyStats {
+                min: 1.0,
+                avg: sequence as f64,
+                max: 1.0,
+                jitter: 0.0,
+            });
+            apply(&fleet, vec![report], sequence as i64);
+        }
+        let terminal = fleet.terminal("T-1");
+        let series: Vec<f32> = terminal
+            .iter()
+            .flat_map(|t| t.targets[0].latency.iter().map(|point| point.1))
+            .collect();
+        assert_eq!(series, [8.0, 9.0, 10.0]);
     }
 
     #[test]
     fn history_is_bounded() {
-        let now = datetime!(2026-11-26 02:00 UTC);
-        let mut fleet = Fleet::new(2);
-        for sequence in 1..=10 {
-            let signals = if sequence % 2 == 1 { down() } else { vec![] };
-            fleet.apply(report(sequence), signals, now);
+        let fleet = Fleet::new(2, 30);
+        for sequence in 1..=20u64 {
+            // Two bad, two good: one finding opens and closes every four reports.
+            let down = sequence % 4 == 1 || sequence % 4 == 2;
+            apply(
+                &fleet,
+                vec![report(sequence, sequence as i64, down)],
+                sequence as i64,
+            );
         }
-        assert_eq!(fleet.history_of("T-1").count(), 2);
+        assert_eq!(fleet.history_of("T-1", 100).len(), 2);
+        assert_eq!(fleet.take_changes().closed.len(), 5);
+    }
+
+    #[test]
+    fn half_of_a_carrier_going_silent_is_one_carrier_outage() {
+        let thresholds = DiagnosisConfig::default();
+        let fleet = Fleet::new(100, 30);
+        let send = |index: u64, sequence: u64, minute: i64| {
+            let mut report = report(sequence, minute, false);
+            report.terminal_id = format!("T-{index}");
+            report.labels.carrier = Some("china-mobile".into());
+            report.labels.region = Some("cn-east".into());
+            fleet.apply_batch(
+                &report.terminal_id.clone(),
+                diagnosed(vec![report]),
+                T0 + time::Duration::minutes(minute),
+                &thresholds,
+            );
+        };
+        for index in 0..10 {
+            send(index, 1, 0);
+        }
+        for index in 0..5 {
+            send(index, 2, 3);
+        }
+        let events = fleet.evaluate(T0 + time::Duration::minutes(4), &thresholds);
+        let count = |change: Change, code: &str| {
+            events
+                .iter()
+                .filter(|e| e.change == change && e.finding.kind.code == code)
+                .count()
+        };
+        assert_eq!(count(Change::Opened, "terminal.silent"), 5);
+        assert_eq!(count(Change::Opened, "upstream.carrier_outage"), 1);
+        assert_eq!(count(Change::Suppressed, "terminal.silent"), 5);
+        let outage = fleet.fleet_wide_findings();
+        assert_eq!(
+            outage
+                .iter()
+                .map(|f| (f.subject.as_str(), f.explains))
+                .collect::<Vec<_>>(),
+            [("china-mobile/cn-east", 5)]
+        );
+        assert_eq!(fleet.terminal("T-7").map(|t| t.status()), Some(Status::Ok));
+        // Three come back: 2 of 10 silent is under 30 %. The outage ends after three clean
+        // evaluations and the remaining silence is reported on its own again.
+        for index in 5..8 {
+            send(index, 2, 5);
+        }
+        for seconds in [0, 10, 20] {
+            let now = T0 + time::Duration::minutes(5) + time::Duration::seconds(seconds);
+            fleet.evaluate(now, &thresholds);
+        }
+        assert!(fleet.fleet_wide_findings().is_empty());
+        assert_eq!(
+            fleet.terminal("T-9").map(|t| t.status()),
+            Some(Status::Critical)
+        );
+        assert_eq!(fleet.history_of("", 10).len(), 1);
     }
 }

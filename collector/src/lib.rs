@@ -2,7 +2,8 @@
 //! each terminal and serves the HTTP API and Prometheus metrics.
 //!
 //! Data flows one way: `http` (limits, decode, validate, authenticate) → `diagnose` (pure rules)
-//! → `fleet` and `findings` (state) → `http` queries and `metrics`. See ARCHITECTURE.md.
+//! → `fleet` and `findings` (state, events) → `store` (SQLite, written by a background thread),
+//! `http` queries and `metrics`. See ARCHITECTURE.md.
 
 pub mod cli;
 pub mod config;
@@ -12,4 +13,5 @@ pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod secret;
+pub mod store;
 pub mod version;

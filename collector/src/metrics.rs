@@ -1,25 +1,91 @@
 //! Every metric the collector exports, in one explicit registry.
 //!
 //! Naming: `posmon_<subsystem>_<name>_<unit>`, counters end in `_total`. Label values are
-//! bounded: rejection reasons, statuses, codes, categories, severities and parties are closed
-//! sets. Per-terminal series exist only when `metrics.per_terminal_series` is on.
+//! bounded: rejection reasons, statuses, codes, categories, severities, parties and changes are
+//! closed sets; regions, models and targets come from terminals, so each keeps at most
+//! `metrics.max_label_values` distinct values and exports the rest as `other`. Series per
+//! terminal exist only when `metrics.per_terminal_series` is on (a cardinality risk).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{PoisonError, RwLock};
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::diagnose::all_kinds;
+use crate::diagnose::{all_kinds, Severity};
+use crate::findings::Change;
 use crate::fleet::{Fleet, Status};
 use crate::http::error::Reason;
+
+/// The value exported for labels beyond the limit.
+const OTHER: &str = "other";
+/// The value exported for a terminal without the label.
+const UNKNOWN: &str = "unknown";
+
+/// Keeps the first `limit` distinct values of a label; later ones become `other`.
+struct BoundedValues {
+    limit: usize,
+    seen: RwLock<HashSet<String>>,
+}
+
+impl BoundedValues {
+    fn new(limit: usize) -> Self {
+        BoundedValues {
+            limit,
+            seen: RwLock::new(HashSet::new()),
+        }
+    }
+
+    fn value(&self, value: Option<&str>) -> String {
+        let Some(value) = value else {
+            return UNKNOWN.to_string();
+        };
+        // Almost always a value already seen: a shared lock on the ingest path.
+        if self
+            .seen
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(value)
+        {
+            return value.to_string();
+        }
+        let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(value) {
+            return value.to_string();
+        }
+        if seen.len() < self.limit {
+            seen.insert(value.to_string());
+            return value.to_string();
+        }
+        OTHER.to_string()
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
     pub reports: IntCounterVec,
     pub rejected_requests: IntCounterVec,
     pub request_duration: Histogram,
+    pub diagnosis_duration: Histogram,
+    pub evaluation_duration: Histogram,
+    pub finding_events: IntCounterVec,
+    probe_latency: HistogramVec,
+    pub persist_duration: Histogram,
+    pub persisted_terminals: IntCounter,
+    pub persist_failures: IntCounter,
+    history_findings: IntGauge,
     terminals: IntGaugeVec,
+    terminals_by_region: IntGaugeVec,
+    terminals_by_model: IntGaugeVec,
     findings_open: IntGaugeVec,
+    findings_open_by_region: IntGaugeVec,
+    findings_open_by_model: IntGaugeVec,
+    findings_suppressed: IntGauge,
+    regions: BoundedValues,
+    models: BoundedValues,
+    targets: BoundedValues,
     per_terminal: Option<PerTerminal>,
 }
 
@@ -37,8 +103,29 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(
     Ok(metric)
 }
 
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Result<Histogram> {
+    register(
+        registry,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+    )
+}
+
+fn gauges(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
 impl Metrics {
-    pub fn new(per_terminal_series: bool) -> prometheus::Result<Self> {
+    pub fn new(per_terminal_series: bool, max_label_values: usize) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let reports = register(
             &registry,
@@ -60,31 +147,114 @@ impl Metrics {
                 &["reason"],
             ),
         )?;
-        let request_duration = register(
+        let fast = prometheus::exponential_buckets(0.0001, 4.0, 8)?;
+        let request_duration = histogram(
             &registry,
-            Histogram::with_opts(
-                HistogramOpts::new(
-                    "posmon_ingest_request_duration_seconds",
-                    "Time to decode, validate, diagnose and apply one report request.",
-                )
-                .buckets(prometheus::exponential_buckets(0.0001, 4.0, 8)?),
-            ),
+            "posmon_ingest_request_duration_seconds",
+            "Time to decode, validate, diagnose and apply one report request.",
+            fast.clone(),
         )?;
-        let terminals = register(
+        let diagnosis_duration = histogram(
             &registry,
-            IntGaugeVec::new(
-                Opts::new("posmon_fleet_terminals", "Known terminals by status."),
-                &["status"],
-            ),
+            "posmon_diagnosis_duration_seconds",
+            "Time to diagnose and apply the reports of one request.",
+            fast.clone(),
         )?;
-        let findings_open = register(
+        let evaluation_duration = histogram(
             &registry,
-            IntGaugeVec::new(
+            "posmon_diagnosis_fleet_evaluation_duration_seconds",
+            "Time of one periodic evaluation of the fleet (silence, upstream outages).",
+            prometheus::exponential_buckets(0.001, 4.0, 8)?,
+        )?;
+        let finding_events = register(
+            &registry,
+            IntCounterVec::new(
                 Opts::new(
-                    "posmon_findings_open",
-                    "Open findings by code, category, severity and responsible party.",
+                    "posmon_findings_events_total",
+                    "Changes of findings, by change (opened, closed, suppressed, unsuppressed).",
                 ),
-                &["code", "category", "severity", "party"],
+                &["change"],
+            ),
+        )?;
+        let probe_latency = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "posmon_probe_latency_seconds",
+                    "Connect latency terminals report, by target.",
+                )
+                .buckets(prometheus::exponential_buckets(0.005, 2.0, 12)?),
+                &["target"],
+            ),
+        )?;
+        let persist_duration = histogram(
+            &registry,
+            "posmon_state_write_duration_seconds",
+            "Time of one write of the changed state to the database.",
+            prometheus::exponential_buckets(0.001, 4.0, 8)?,
+        )?;
+        let persisted_terminals = register(
+            &registry,
+            IntCounter::new(
+                "posmon_state_written_terminals_total",
+                "Terminal states written to the database.",
+            ),
+        )?;
+        let persist_failures = register(
+            &registry,
+            IntCounter::new(
+                "posmon_state_write_failures_total",
+                "Writes of the state to the database that failed (retried with the next).",
+            ),
+        )?;
+        let history_findings = register(
+            &registry,
+            IntGauge::new(
+                "posmon_state_history_findings",
+                "Closed findings held in memory.",
+            ),
+        )?;
+        let terminals = gauges(
+            &registry,
+            "posmon_fleet_terminals",
+            "Known terminals by status.",
+            &["status"],
+        )?;
+        let terminals_by_region = gauges(
+            &registry,
+            "posmon_fleet_region_terminals",
+            "Known terminals by region and status.",
+            &["region", "status"],
+        )?;
+        let terminals_by_model = gauges(
+            &registry,
+            "posmon_fleet_model_terminals",
+            "Known terminals by model and status.",
+            &["model", "status"],
+        )?;
+        let findings_open = gauges(
+            &registry,
+            "posmon_findings_open",
+            "Open findings (not suppressed) by code, category, severity and responsible party.",
+            &["code", "category", "severity", "party"],
+        )?;
+        let findings_open_by_region = gauges(
+            &registry,
+            "posmon_findings_region_open",
+            "Open findings (not suppressed) by region and category.",
+            &["region", "category"],
+        )?;
+        let findings_open_by_model = gauges(
+            &registry,
+            "posmon_findings_model_open",
+            "Open findings (not suppressed) by model and category.",
+            &["model", "category"],
+        )?;
+        let findings_suppressed = register(
+            &registry,
+            IntGauge::new(
+                "posmon_findings_suppressed",
+                "Open terminal findings explained (suppressed) by a fleet-wide finding.",
             ),
         )?;
         let per_terminal = if per_terminal_series {
@@ -119,15 +289,41 @@ impl Metrics {
         for result in ["applied", "duplicate"] {
             reports.with_label_values(&[result]);
         }
+        for change in Change::ALL {
+            finding_events.with_label_values(&[change.as_str()]);
+        }
         Ok(Metrics {
             registry,
             reports,
             rejected_requests,
             request_duration,
+            diagnosis_duration,
+            evaluation_duration,
+            finding_events,
+            probe_latency,
+            persist_duration,
+            persisted_terminals,
+            persist_failures,
+            history_findings,
             terminals,
+            terminals_by_region,
+            terminals_by_model,
             findings_open,
+            findings_open_by_region,
+            findings_open_by_model,
+            findings_suppressed,
+            regions: BoundedValues::new(max_label_values),
+            models: BoundedValues::new(max_label_values),
+            targets: BoundedValues::new(max_label_values),
             per_terminal,
         })
+    }
+
+    /// Records one reported connect latency towards a target.
+    pub fn observe_latency(&self, target: &str, milliseconds: f64) {
+        self.probe_latency
+            .with_label_values(&[&self.targets.value(Some(target))])
+            .observe(milliseconds / 1000.0);
     }
 
     /// Refreshes the fleet gauges from the fleet state and encodes every metric in the
@@ -140,60 +336,89 @@ impl Metrics {
     }
 
     fn refresh_fleet(&self, fleet: &Fleet) {
-        let mut by_status = [0i64; 3];
-        let mut findings = std::collections::HashMap::<(&str, &str, &str, &str), i64>::new();
+        let mut by_status: HashMap<&'static str, i64> = HashMap::new();
+        let mut by_region: HashMap<(String, &'static str), i64> = HashMap::new();
+        let mut by_model: HashMap<(String, &'static str), i64> = HashMap::new();
+        let mut findings: HashMap<(&'static str, Severity), i64> = HashMap::new();
+        let mut findings_by_region: HashMap<(String, &'static str), i64> = HashMap::new();
+        let mut findings_by_model: HashMap<(String, &'static str), i64> = HashMap::new();
+        let mut suppressed = 0;
         if let Some(per_terminal) = &self.per_terminal {
             per_terminal.last_report.reset();
             per_terminal.open_findings.reset();
         }
-        for terminal in fleet.terminals() {
-            let status = terminal.status();
-            by_status[Status::ALL.iter().position(|s| *s == status).unwrap_or(0)] += 1;
-            for finding in &terminal.open_findings {
+        fleet.for_each_terminal(|terminal| {
+            let status = terminal.status().as_str();
+            let region = self.regions.value(terminal.labels.region.as_deref());
+            let model = self.models.value(terminal.labels.model.as_deref());
+            *by_status.entry(status).or_default() += 1;
+            *by_region.entry((region.clone(), status)).or_default() += 1;
+            *by_model.entry((model.clone(), status)).or_default() += 1;
+            for finding in terminal.findings.findings() {
+                if finding.suppressed_by.is_some() {
+                    suppressed += 1;
+                    continue;
+                }
+                let category = finding.kind.category.as_str();
                 *findings
-                    .entry((
-                        finding.code,
-                        finding.category.as_str(),
-                        finding.severity.as_str(),
-                        finding.party.as_str(),
-                    ))
+                    .entry((finding.kind.code, finding.severity))
+                    .or_default() += 1;
+                *findings_by_region
+                    .entry((region.clone(), category))
+                    .or_default() += 1;
+                *findings_by_model
+                    .entry((model.clone(), category))
                     .or_default() += 1;
             }
             if let Some(per_terminal) = &self.per_terminal {
                 per_terminal
                     .last_report
-                    .with_label_values(&[terminal.id.as_str()])
+                    .with_label_values(&[&*terminal.id])
                     .set(terminal.last_seen.unix_timestamp() as f64);
                 per_terminal
                     .open_findings
-                    .with_label_values(&[terminal.id.as_str()])
-                    .set(terminal.open_findings.len() as i64);
+                    .with_label_values(&[&*terminal.id])
+                    .set(terminal.visible_findings().count() as i64);
             }
+        });
+        for finding in fleet.fleet_wide_findings() {
+            *findings
+                .entry((finding.kind.code, finding.severity))
+                .or_default() += 1;
         }
-        for (status, count) in Status::ALL.iter().zip(by_status) {
+        for status in Status::ALL {
             self.terminals
                 .with_label_values(&[status.as_str()])
-                .set(count);
+                .set(by_status.get(status.as_str()).copied().unwrap_or(0));
         }
-        self.findings_open.reset();
+        for (gauge, counts) in [
+            (&self.terminals_by_region, by_region),
+            (&self.terminals_by_model, by_model),
+            (&self.findings_open_by_region, findings_by_region),
+            (&self.findings_open_by_model, findings_by_model),
+        ] {
+            gauge.reset();
+            for ((value, second), count) in counts {
+                gauge
+                    .with_label_values(&[value.as_str(), second])
+                    .set(count);
+            }
+        }
         // Every known code is exported, at 0 when nothing is open, so that alert rules and
         // dashboards see the series before the first problem.
         for kind in all_kinds() {
-            for severity in ["warning", "critical"] {
+            for severity in Severity::ALL {
                 self.findings_open
                     .with_label_values(&[
                         kind.code,
                         kind.category.as_str(),
-                        severity,
+                        severity.as_str(),
                         kind.party.as_str(),
                     ])
-                    .set(0);
+                    .set(findings.get(&(kind.code, severity)).copied().unwrap_or(0));
             }
         }
-        for ((code, category, severity, party), count) in findings {
-            self.findings_open
-                .with_label_values(&[code, category, severity, party])
-                .set(count);
-        }
+        self.findings_suppressed.set(suppressed);
+        self.history_findings.set(fleet.history_len() as i64);
     }
 }

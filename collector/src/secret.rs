@@ -28,6 +28,8 @@ pub enum SecretError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("admin token: {0}")]
+    AdminToken(String),
     #[error("cannot generate a random fleet secret: {0}")]
     Random(String),
     #[error("fleet key {id}: {source}")]
@@ -35,6 +37,36 @@ pub enum SecretError {
         id: String,
         source: posmon_protocol::CredentialError,
     },
+}
+
+/// The environment variable that, when set, holds the admin token of the policy endpoints.
+pub const ADMIN_TOKEN_ENV: &str = "POSMON_ADMIN_TOKEN";
+
+/// Tokens shorter than this are too easy to guess.
+const ADMIN_TOKEN_MIN_CHARS: usize = 16;
+
+/// The admin token from `POSMON_ADMIN_TOKEN` (its value `env_token`) or from
+/// `auth.admin_token_file`; `None` when neither is set.
+pub fn load_admin_token(
+    config: &Config,
+    env_token: Option<String>,
+) -> Result<Option<String>, SecretError> {
+    let token = match env_token.filter(|value| !value.trim().is_empty()) {
+        Some(value) => value.trim().to_string(),
+        None => match &config.auth.admin_token_file {
+            Some(file) => {
+                let path = config.in_data_dir(file);
+                String::from_utf8_lossy(&read(&path)?).trim().to_string()
+            }
+            None => return Ok(None),
+        },
+    };
+    if token.chars().count() < ADMIN_TOKEN_MIN_CHARS || token.chars().any(char::is_whitespace) {
+        return Err(SecretError::AdminToken(format!(
+            "must be at least {ADMIN_TOKEN_MIN_CHARS} characters without spaces"
+        )));
+    }
+    Ok(Some(token))
 }
 
 /// Loads the keyring the config describes, creating the current secret file when absent and

@@ -23,17 +23,25 @@ fn token(terminal_id: &str) -> String {
     terminal_token(keyring().current(), terminal_id)
 }
 
-fn router() -> Router {
-    let mut config = Config::default();
+/// The in-process router over a fresh data directory (kept alive by the returned guard).
+fn router() -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     config.limits.max_body_bytes = 4096;
     config.limits.max_reports_per_request = 3;
     config.version_policy.push(VersionRule {
         component: "pos_app".into(),
         model: None,
         minimum: "2.10".into(),
+        latest: None,
+        latest_released_on: None,
+        update_within_days: 0,
     });
-    let state = AppState::new(config, keyring()).unwrap_or_else(|error| panic!("{error}"));
-    app(Arc::new(state))
+    let state = AppState::open(config, keyring(), None).unwrap_or_else(|error| panic!("{error}"));
+    (app(Arc::new(state)), dir)
 }
 
 fn report(terminal_id: &str, sequence: u64) -> Value {
@@ -111,7 +119,7 @@ async fn check(
 
 #[tokio::test]
 async fn a_valid_batch_is_applied_once_and_diagnosed() {
-    let router = router();
+    let (router, _dir) = router();
     let token = token("T-1");
     let body = batch(vec![report("T-1", 1), report("T-1", 2)]);
     let (status, ack, text) = send(&router, post(body.clone(), Some(&token))).await;
@@ -168,7 +176,9 @@ async fn a_valid_batch_is_applied_once_and_diagnosed() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(terminal["status"], "critical");
     assert_eq!(terminal["open_findings"].as_array().map(Vec::len), Some(2));
-    assert_eq!(terminal["last_report"]["sequence"], 2);
+    assert_eq!(terminal["sequence"], 2);
+    assert_eq!(terminal["versions"]["pos_app"], "2.9.1");
+    assert_eq!(terminal["targets"][0]["failed_stage"], "tcp");
     let (_, list, _) = send(&router, get("/api/v1/terminals")).await;
     assert_eq!(list["total"], 1);
     assert_eq!(list["terminals"][0]["terminal_id"], "T-1");
@@ -176,7 +186,7 @@ async fn a_valid_batch_is_applied_once_and_diagnosed() {
 
 #[tokio::test]
 async fn each_bad_input_gets_a_clear_error() {
-    let router = router();
+    let (router, _dir) = router();
     let token = token("T-1");
     let ok = || batch(vec![report("T-1", 1)]);
     let with = |change: &dyn Fn(&mut Value)| {
@@ -474,7 +484,7 @@ async fn each_bad_input_gets_a_clear_error() {
 
 #[tokio::test]
 async fn a_chunked_body_over_the_limit_is_refused() {
-    let router = router();
+    let (router, _dir) = router();
     let chunks = futures_stream(vec![vec![b' '; 3000], vec![b' '; 3000]]);
     let request = Request::post("/api/v1/reports")
         .header(header::AUTHORIZATION, format!("Bearer {}", token("T-1")))
@@ -499,7 +509,7 @@ fn futures_stream(
 
 #[tokio::test]
 async fn health_and_unknown_paths() {
-    let router = router();
+    let (router, _dir) = router();
     let (status, body, _) = send(&router, get("/healthz")).await;
     assert_eq!(
         (status, body["status"].as_str()),
@@ -514,4 +524,107 @@ async fn health_and_unknown_paths() {
         "no such endpoint",
     )
     .await;
+}
+
+#[tokio::test]
+async fn the_version_policy_is_read_and_replaced_with_the_admin_token_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let admin = "an admin token for tests";
+    let open = |token: Option<&str>| {
+        let state = AppState::open(config.clone(), keyring(), token.map(str::to_string)).unwrap();
+        app(Arc::new(state))
+    };
+    let request = |method: &str, token: Option<&str>, body: &str| {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri("/api/v1/policy/versions")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        builder.body(Body::from(body.to_string())).unwrap()
+    };
+    let disabled = open(None);
+    check(
+        &disabled,
+        request("GET", Some(admin), ""),
+        StatusCode::FORBIDDEN,
+        "admin_disabled",
+        None,
+        "no admin token",
+    )
+    .await;
+
+    let router = open(Some(admin));
+    check(
+        &router,
+        request("GET", None, ""),
+        StatusCode::UNAUTHORIZED,
+        "missing_token",
+        None,
+        "Bearer",
+    )
+    .await;
+    check(
+        &router,
+        request("GET", Some("not the admin token!"), ""),
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+        None,
+        "admin",
+    )
+    .await;
+    check(
+        &router,
+        request(
+            "PUT",
+            Some(admin),
+            r#"{"rules":[{"component":"printer","minimum":"1"}]}"#,
+        ),
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("rules[0].component"),
+        "unknown component",
+    )
+    .await;
+    check(
+        &router,
+        request(
+            "PUT",
+            Some(admin),
+            r#"{"rules":[{"component":"pos_app","minimum":"1","latest_released_on":"May"}]}"#,
+        ),
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("rules[0].latest_released_on"),
+        "YYYY-MM-DD",
+    )
+    .await;
+    let policy = r#"{"rules":[{"component":"pos_app","minimum":"3.0","latest":"3.2","latest_released_on":"2026-11-01","update_within_days":7}]}"#;
+    let (status, _, text) = send(&router, request("PUT", Some(admin), policy)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (_, read, _) = send(&router, request("GET", Some(admin), "")).await;
+    assert_eq!(read["rules"][0]["latest_released_on"], "2026-11-01");
+
+    // The new policy applies to the next report; the 2.9.1 of `report` is now below 3.0.
+    let (status, _, _) = send(
+        &router,
+        post(batch(vec![report("T-1", 1)]), Some(&token("T-1"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, outdated, _) = send(&router, get("/api/v1/findings?code=outdated.pos_app")).await;
+    assert_eq!(
+        outdated["findings"][0]["evidence"][0]["threshold"],
+        ">= 3.0"
+    );
+
+    // It is stored: a collector opened on the same data directory has it.
+    let reopened = open(Some(admin));
+    let (_, read, _) = send(&reopened, request("GET", Some(admin), "")).await;
+    assert_eq!(read["rules"][0]["minimum"], "3.0");
 }

@@ -88,13 +88,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             component: "pos_app".into(),
             model: None,
             minimum: "2.4.0".into(),
+            latest: None,
+            latest_released_on: None,
+            update_within_days: 0,
         }],
         ..Config::default()
     };
     let keyring = load_keyring(&config, None)?;
     let fleet_key = keyring.current().clone();
     let token = posmon_protocol::terminal_token(&fleet_key, "DEMO-0001");
-    let state = Arc::new(AppState::new(config, keyring)?);
+    let state = Arc::new(AppState::open(config, keyring, None)?);
     let collector = tokio::spawn(serve(listener, state, std::future::pending()));
 
     let payment_host = TcpListener::bind("127.0.0.1:0").await?;

@@ -91,23 +91,18 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
         Vec::<String>::new(),
         "a newer vendor version is not outdated"
     );
+    // The detail is the compact summary the collector keeps, not the raw report.
     let detail = collector.get_json("/api/v1/terminals/T-E2E-1");
-    assert_eq!(
-        detail["last_report"]["software"]["pos_app"]["version"],
-        "V2.10.3_20240501"
-    );
-    assert_eq!(
-        detail["last_report"]["probes"][0]["stages"][0]["status"],
-        "ok"
-    );
-    assert!(detail["last_report"]["device"]["memory_total_bytes"]
-        .as_u64()
-        .is_some_and(|bytes| bytes > 0));
+    assert_eq!(detail["versions"]["pos_app"], "V2.10.3_20240501");
+    assert_eq!(detail["targets"][0]["target"], "payment-host");
+    assert_eq!(detail["targets"][0]["status"], "ok");
+    assert!(detail["targets"][0]["latency_ms"].is_array());
 
-    // The payment host goes away: an environment finding within two report intervals.
+    // The payment host goes away: an environment finding after two failed cycles (one failed
+    // cycle is a blip), so within three report intervals.
     target.close();
     let closed_at = Instant::now();
-    let opened = wait_for(Duration::from_secs(3 * INTERVAL_SECONDS), || {
+    let opened = wait_for(Duration::from_secs(4 * INTERVAL_SECONDS), || {
         collector
             .finding_codes("T-E2E-1")
             .contains(&"env.network.host_unreachable".to_string())
@@ -116,8 +111,8 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
     let opened = opened.unwrap_or_else(|| panic!("no finding; agent log:\n{}", agent.log()));
     let took = opened - closed_at;
     assert!(
-        took <= Duration::from_secs(2 * INTERVAL_SECONDS) + Duration::from_millis(500),
-        "the finding took {took:?}, more than two report intervals"
+        took <= Duration::from_secs(3 * INTERVAL_SECONDS) + Duration::from_millis(500),
+        "the finding took {took:?}, more than three report intervals"
     );
     let findings = collector.get_json("/api/v1/findings?code=env.network.host_unreachable");
     let finding = &findings["findings"][0];
@@ -135,9 +130,9 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
         "{metrics}"
     );
 
-    // The host comes back: the finding clears and moves to the history.
+    // The host comes back: after two good cycles the finding clears and moves to the history.
     target.reopen();
-    let cleared = wait_for(Duration::from_secs(3 * INTERVAL_SECONDS), || {
+    let cleared = wait_for(Duration::from_secs(4 * INTERVAL_SECONDS), || {
         collector.finding_codes("T-E2E-1").is_empty().then_some(())
     });
     assert!(

@@ -1,16 +1,17 @@
-//! Diagnosis: from one terminal's latest report to the signals of what is wrong with it.
+//! Diagnosis: from one terminal's report (or a view of the whole fleet) to the signals of what
+//! is wrong.
 //!
-//! This module does no IO and keeps no state: every rule is a pure function of a report and the
-//! policy, so rules are tested with plain data. Turning signals into findings that open and close
-//! over time is `findings.rs`'s job. A new rule is one file in `rules/` plus one line in
-//! `RULES`.
+//! This module does no IO and keeps no state: every rule is a pure function of its input, the
+//! policy and the time it is given, so rules are tested with plain data. Turning signals into
+//! findings that open and close over time (hysteresis) is `findings.rs`'s job. A new per-report
+//! rule is one file in `rules/` plus one line in `RULES` and one in `all_kinds`.
 
 pub mod rules;
 
 use posmon_protocol::Report;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::VersionRule;
+use crate::config::{DiagnosisConfig, VersionRule};
 
 /// Which kind of cause a finding belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -20,14 +21,33 @@ pub enum Category {
     Environment,
     /// Software older than the version policy allows.
     Outdated,
+    /// The terminal itself stopped reporting.
+    Availability,
+    /// A fault outside every single terminal: a host or a carrier, seen across the fleet.
+    Upstream,
 }
 
 impl Category {
+    pub const ALL: [Category; 4] = [
+        Category::Environment,
+        Category::Outdated,
+        Category::Availability,
+        Category::Upstream,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Category::Environment => "environment",
             Category::Outdated => "outdated",
+            Category::Availability => "availability",
+            Category::Upstream => "upstream",
         }
+    }
+
+    /// Whether findings of this category come from single reports (rather than from the
+    /// periodic evaluation of the fleet and the clock).
+    pub fn per_report(self) -> bool {
+        matches!(self, Category::Environment | Category::Outdated)
     }
 }
 
@@ -56,7 +76,7 @@ impl Party {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Warning,
@@ -64,6 +84,8 @@ pub enum Severity {
 }
 
 impl Severity {
+    pub const ALL: [Severity; 2] = [Severity::Warning, Severity::Critical];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Warning => "warning",
@@ -80,7 +102,31 @@ pub struct Text {
     pub zh_cn: &'static str,
 }
 
-/// A kind of finding: its stable code and what to tell people about it.
+/// When a finding opens and closes: after `open_after_observations` bad observations in a row
+/// (or a bad streak lasting `open_after_seconds`), and after `close_after_observations` good
+/// ones in a row. For fleet-wide codes an observation is one evaluation of the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hysteresis {
+    pub open_after_observations: u32,
+    /// 0: no duration rule, only the count.
+    #[serde(default)]
+    pub open_after_seconds: u64,
+    pub close_after_observations: u32,
+}
+
+impl Hysteresis {
+    pub const fn new(open_after_observations: u32, close_after_observations: u32) -> Self {
+        Hysteresis {
+            open_after_observations,
+            open_after_seconds: 0,
+            close_after_observations,
+        }
+    }
+}
+
+/// A kind of finding: its stable code, what to tell people about it and its default
+/// hysteresis.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FindingKind {
     pub code: &'static str,
@@ -88,14 +134,15 @@ pub struct FindingKind {
     pub party: Party,
     pub title: Text,
     pub remediation: Text,
+    pub hysteresis: Hysteresis,
 }
 
 /// One measured value behind a signal, and the threshold it crossed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
     pub name: String,
     pub value: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<String>,
 }
 
@@ -114,13 +161,14 @@ impl Evidence {
     }
 }
 
-/// "This report shows this problem": the input from which findings open and close.
+/// "This observation shows this problem": the input from which findings open and close.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
     pub kind: &'static FindingKind,
     pub severity: Severity,
-    /// What the finding is about within the terminal (a target or a component); empty when it
-    /// concerns the whole terminal. One finding per (terminal, code, subject).
+    /// What the finding is about (a target, a component, a sensor; for a fleet-wide finding its
+    /// scope); empty when it concerns the whole terminal. One finding per (terminal, code,
+    /// subject).
     pub subject: String,
     pub evidence: Vec<Evidence>,
 }
@@ -129,14 +177,27 @@ pub struct Signal {
 #[derive(Debug, Clone, Copy)]
 pub struct Policy<'a> {
     pub versions: &'a [VersionRule],
+    pub thresholds: &'a DiagnosisConfig,
 }
 
 type Rule = fn(&Report, &Policy<'_>, &mut Vec<Signal>);
 
-/// Every rule, in the order their signals are listed.
-const RULES: &[Rule] = &[rules::network_path::evaluate, rules::outdated::evaluate];
+/// Every per-report rule, in the order their signals are listed.
+const RULES: &[Rule] = &[
+    rules::network_path::evaluate,
+    rules::high_latency::evaluate,
+    rules::packet_loss::evaluate,
+    rules::clock_skew::evaluate,
+    rules::peripheral_missing::evaluate,
+    rules::disk_full::evaluate,
+    rules::memory_pressure::evaluate,
+    rules::overheat::evaluate,
+    rules::battery_low::evaluate,
+    rules::app_not_running::evaluate,
+    rules::outdated::evaluate,
+];
 
-/// Runs every rule over one report.
+/// Runs every per-report rule over one report.
 pub fn diagnose(report: &Report, policy: &Policy<'_>) -> Vec<Signal> {
     let mut signals = Vec::new();
     for rule in RULES {
@@ -145,18 +206,49 @@ pub fn diagnose(report: &Report, policy: &Policy<'_>) -> Vec<Signal> {
     signals
 }
 
-/// Every kind of finding, for documentation and for metrics that list all codes.
+/// Every kind of finding, in the order of the issue's list.
+static ALL_KINDS: &[&FindingKind] = &[
+    &rules::network_path::LINK_DOWN,
+    &rules::network_path::GATEWAY_UNREACHABLE,
+    &rules::network_path::DNS_FAILURE,
+    &rules::network_path::HOST_UNREACHABLE,
+    &rules::network_path::TLS_FAILURE,
+    &rules::high_latency::HIGH_LATENCY,
+    &rules::packet_loss::PACKET_LOSS,
+    &rules::clock_skew::CLOCK_SKEW,
+    &rules::peripheral_missing::PERIPHERAL_MISSING,
+    &rules::disk_full::DISK_FULL,
+    &rules::memory_pressure::MEMORY_PRESSURE,
+    &rules::overheat::OVERHEAT,
+    &rules::battery_low::BATTERY_LOW,
+    &rules::app_not_running::APP_NOT_RUNNING,
+    &rules::outdated::POS_APP,
+    &rules::outdated::OS,
+    &rules::outdated::FIRMWARE,
+    &rules::silent::SILENT,
+    &rules::upstream::HOST_OUTAGE,
+    &rules::upstream::CARRIER_OUTAGE,
+];
+
+/// Every kind of finding, for documentation, metrics that list all codes, and restoring
+/// findings from the database by code.
 pub fn all_kinds() -> impl Iterator<Item = &'static FindingKind> {
-    rules::network_path::KINDS
-        .iter()
-        .chain(rules::outdated::KINDS.iter())
-        .copied()
+    ALL_KINDS.iter().copied()
+}
+
+/// The kind with this code.
+pub fn kind_by_code(code: &str) -> Option<&'static FindingKind> {
+    all_kinds().find(|kind| kind.code == code)
 }
 
 #[cfg(test)]
 pub(crate) mod test_support {
     use posmon_protocol::*;
     use time::macros::datetime;
+
+    use crate::config::{DiagnosisConfig, VersionRule};
+    use crate::diagnose::{diagnose, Policy};
+    use crate::findings::Tracker;
 
     /// A healthy report to change in tests.
     pub fn healthy_report() -> Report {
@@ -191,6 +283,98 @@ pub(crate) mod test_support {
             dropped_reports: 0,
         }
     }
+
+    /// One stage result of a probe.
+    pub fn stage(stage: Stage, status: StageStatus, error: Option<ErrorKind>) -> StageResult {
+        StageResult {
+            stage,
+            status,
+            error,
+            detail: None,
+            attempts: 1,
+            successes: u32::from(status == StageStatus::Ok),
+            latency_ms: None,
+            http_status: None,
+            tls_version: None,
+            certificate_days_left: None,
+        }
+    }
+
+    /// A healthy report changed by `change`.
+    pub fn with(change: impl Fn(&mut Report)) -> Report {
+        let mut report = healthy_report();
+        change(&mut report);
+        report
+    }
+
+    /// A table row for one code: the reports that open it (in order), reports that must not
+    /// open it (each case in order, from a fresh terminal), and the reports that then close
+    /// it.
+    pub struct CodeCase {
+        pub code: &'static str,
+        pub opens: Vec<Report>,
+        pub must_not_open: Vec<Vec<Report>>,
+        pub closes: Vec<Report>,
+    }
+
+    /// Feeds reports, one minute apart, through the real diagnosis and hysteresis with the
+    /// default thresholds and `versions`, and returns the codes open after each report.
+    pub fn open_codes_after(reports: &[Report], versions: &[VersionRule]) -> Vec<Vec<String>> {
+        let thresholds = DiagnosisConfig::default();
+        let policy = Policy {
+            versions,
+            thresholds: &thresholds,
+        };
+        let mut tracker = Tracker::default();
+        let mut next_id = 0;
+        let start = datetime!(2026-11-26 02:00 UTC);
+        reports
+            .iter()
+            .enumerate()
+            .map(|(index, report)| {
+                let mut report = report.clone();
+                report.observed_at = start + time::Duration::minutes(index as i64);
+                let signals = diagnose(&report, &policy);
+                tracker.observe("T-1", signals, report.observed_at, &thresholds, &mut || {
+                    next_id += 1;
+                    next_id
+                });
+                let mut codes: Vec<String> = tracker
+                    .open
+                    .iter()
+                    .map(|open| open.finding.kind.code.to_string())
+                    .collect();
+                codes.sort();
+                codes.dedup();
+                codes
+            })
+            .collect()
+    }
+
+    /// Checks one code's table: it opens after exactly the `opens` reports (not before), never
+    /// opens in a `must_not_open` case, and closes after exactly the `closes` reports.
+    pub fn check_code(case: CodeCase, versions: &[VersionRule]) {
+        let code = case.code.to_string();
+        let mut sequence = case.opens.clone();
+        sequence.extend(case.closes.iter().cloned());
+        let after = open_codes_after(&sequence, versions);
+        let opened_at = case.opens.len() - 1;
+        for (index, codes) in after.iter().enumerate() {
+            let expected_open = index >= opened_at && index < opened_at + case.closes.len();
+            assert_eq!(
+                codes.contains(&code),
+                expected_open,
+                "{code}: after report {index} of opens+closes the open codes are {codes:?}"
+            );
+        }
+        for (number, reports) in case.must_not_open.iter().enumerate() {
+            let after = open_codes_after(reports, versions);
+            assert!(
+                after.iter().all(|codes| !codes.contains(&code)),
+                "{code}: case {number} must not open it, got {after:?}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -206,9 +390,23 @@ mod tests {
             let prefix = match kind.category {
                 Category::Environment => "env.",
                 Category::Outdated => "outdated.",
+                Category::Availability => "terminal.",
+                Category::Upstream => "upstream.",
             };
             assert!(kind.code.starts_with(prefix), "{}", kind.code);
             assert!(!kind.title.zh_cn.is_empty() && !kind.remediation.zh_cn.is_empty());
+            assert!(
+                kind.hysteresis.open_after_observations >= 1,
+                "{}",
+                kind.code
+            );
+            assert!(
+                kind.hysteresis.close_after_observations >= 1,
+                "{}",
+                kind.code
+            );
+            assert_eq!(kind_by_code(kind.code), Some(kind));
         }
+        assert_eq!(seen.len(), 20, "the issue names twenty codes");
     }
 }

@@ -20,6 +20,8 @@ pub enum Reason {
     UnsupportedMediaType,
     BadQuery,
     NotFound,
+    /// The admin endpoints are off: no admin token is configured.
+    AdminDisabled,
     Internal,
 }
 
@@ -49,6 +51,7 @@ impl Reason {
             Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::BadQuery => "bad_query",
             Reason::NotFound => "not_found",
+            Reason::AdminDisabled => "admin_disabled",
             Reason::Internal => "internal",
         }
     }
@@ -60,7 +63,7 @@ impl Reason {
             | Reason::UnsupportedSchemaVersion
             | Reason::BadQuery => StatusCode::BAD_REQUEST,
             Reason::MissingToken | Reason::InvalidToken => StatusCode::UNAUTHORIZED,
-            Reason::WrongTerminal => StatusCode::FORBIDDEN,
+            Reason::WrongTerminal | Reason::AdminDisabled => StatusCode::FORBIDDEN,
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reason::NotFound => StatusCode::NOT_FOUND,

@@ -1,41 +1,145 @@
-//! The HTTP edge: the only part of the collector that knows HTTP and JSON. [`app`] builds the
-//! router from the state; [`serve`] runs it until shutdown.
+//! The HTTP edge: the only part of the collector that knows HTTP and JSON. [`AppState::open`]
+//! restores the state from the database; [`app`] builds the router from it; [`serve`] runs it
+//! with the background work (the periodic fleet evaluation and the state writer) until
+//! shutdown.
 
 pub mod error;
+mod policy;
 mod queries;
 mod reports;
+mod views;
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::routing::{get, post};
 use axum::Router;
 use posmon_protocol::Keyring;
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::config::Config;
+use crate::config::{Config, VersionRule};
+use crate::findings::FindingEvent;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
+use crate::store::writer::{write_changes, Writer};
+use crate::store::{Store, StoreError};
+
+/// Finding events buffered for each subscriber; a subscriber that falls further behind
+/// loses the oldest (and is told how many by the channel).
+const EVENT_BUFFER: usize = 4096;
+
+/// Why the collector cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Everything a request handler can reach.
 pub struct AppState {
     pub config: Config,
     pub keyring: Keyring,
-    pub fleet: Mutex<Fleet>,
-    pub metrics: Metrics,
+    /// The bearer token of the policy endpoints; `None` turns them off.
+    admin_token: Option<String>,
+    pub fleet: Arc<Fleet>,
+    store: Arc<Store>,
+    /// The version policy in force: the stored one, else the config's.
+    policy: RwLock<Arc<Vec<VersionRule>>>,
+    pub metrics: Arc<Metrics>,
+    events: broadcast::Sender<FindingEvent>,
 }
 
 impl AppState {
-    pub fn new(config: Config, keyring: Keyring) -> Result<Self, prometheus::Error> {
-        let metrics = Metrics::new(config.metrics.per_terminal_series)?;
-        let fleet = Mutex::new(Fleet::new(config.limits.max_history_findings));
+    /// Opens the state database in the data directory and restores the fleet from it.
+    pub fn open(
+        config: Config,
+        keyring: Keyring,
+        admin_token: Option<String>,
+    ) -> Result<Self, StartError> {
+        let metrics = Metrics::new(
+            config.metrics.per_terminal_series,
+            config.metrics.max_label_values,
+        )?;
+        let store = Store::open(&config.data_dir)?;
+        let (restored, stored_policy) = store.load(config.limits.max_history_findings)?;
+        let restored_terminals = restored.terminals.len();
+        let fleet = Fleet::restore(
+            restored,
+            config.limits.max_history_findings,
+            config.state.latency_points_per_target,
+        );
+        if restored_terminals > 0 {
+            tracing::info!(
+                terminals = restored_terminals,
+                "Restored the fleet state from the database."
+            );
+        }
+        let policy = stored_policy.unwrap_or_else(|| config.version_policy.clone());
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         Ok(AppState {
             config,
             keyring,
-            fleet,
-            metrics,
+            admin_token,
+            fleet: Arc::new(fleet),
+            store: Arc::new(store),
+            policy: RwLock::new(Arc::new(policy)),
+            metrics: Arc::new(metrics),
+            events,
         })
+    }
+
+    /// Every finding change from now on: what a notifier subscribes to.
+    pub fn subscribe(&self) -> broadcast::Receiver<FindingEvent> {
+        self.events.subscribe()
+    }
+
+    fn publish(&self, events: Vec<FindingEvent>) {
+        for event in events {
+            self.metrics
+                .finding_events
+                .with_label_values(&[event.change.as_str()])
+                .inc();
+            // No subscriber is not an error: nobody is listening yet.
+            let _ = self.events.send(event);
+        }
+    }
+
+    pub fn version_policy(&self) -> Arc<Vec<VersionRule>> {
+        Arc::clone(&self.policy.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn set_version_policy(&self, rules: Vec<VersionRule>) -> Result<(), StoreError> {
+        self.store.save_policy(&rules)?;
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+        Ok(())
+    }
+
+    /// One evaluation of the fleet at `now`: silence and upstream outages. The server runs it
+    /// every `diagnosis.evaluation_interval_seconds`.
+    pub fn evaluate(&self, now: OffsetDateTime) {
+        let started = std::time::Instant::now();
+        let events = self.fleet.evaluate(now, &self.config.diagnosis);
+        self.metrics
+            .evaluation_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.publish(events);
+    }
+
+    /// Writes the changed state to the database now (the server's writer does it every
+    /// second). Returns whether it succeeded.
+    pub fn write_state(&self) -> bool {
+        write_changes(
+            &self.fleet,
+            &self.store,
+            &self.metrics,
+            self.config.limits.max_history_findings,
+            &mut None,
+        )
     }
 }
 
@@ -51,6 +155,11 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(queries::get_terminal),
         )
         .route("/api/v1/findings", get(queries::list_findings))
+        .route("/api/v1/fleet", get(queries::fleet))
+        .route(
+            "/api/v1/policy/versions",
+            get(policy::get_versions).put(policy::put_versions),
+        )
         .route("/metrics", get(queries::metrics))
         .route("/healthz", get(queries::healthz))
         .fallback(queries::not_found)
@@ -61,13 +170,46 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// Serves the API on `listener` until `shutdown` completes, with the periodic fleet
+/// evaluation and the state writer running beside it; then finishes in-flight requests and
+/// writes what is left.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    let writer = Writer::start(
+        Arc::clone(&state.fleet),
+        Arc::clone(&state.store),
+        Arc::clone(&state.metrics),
+        state.config.limits.max_history_findings,
+    )?;
+    let evaluator = tokio::spawn(evaluate_periodically(Arc::clone(&state)));
+    let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
+        .await;
+    evaluator.abort();
+    if tokio::task::spawn_blocking(move || writer.stop())
         .await
+        .is_err()
+    {
+        tracing::error!("The state writer did not stop cleanly.");
+    }
+    served
+}
+
+async fn evaluate_periodically(state: Arc<AppState>) {
+    let period = Duration::from_secs(state.config.diagnosis.evaluation_interval_seconds);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let state = Arc::clone(&state);
+        // A pass over every terminal: off the async workers.
+        let evaluated =
+            tokio::task::spawn_blocking(move || state.evaluate(OffsetDateTime::now_utc())).await;
+        if let Err(error) = evaluated {
+            tracing::error!(%error, "The fleet evaluation failed.");
+        }
+    }
 }

@@ -1,62 +1,27 @@
-//! Read-only endpoints: terminals, findings, metrics, health.
+//! The read endpoints: terminals, one terminal, findings, fleet counts, metrics, health.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use posmon_protocol::{Labels, Report};
-use serde::Serialize;
-use time::OffsetDateTime;
+use serde_json::json;
 
 use super::error::{ApiError, Reason};
+use super::views::{FindingView, TerminalDetail, TerminalSummary};
 use super::AppState;
 use crate::findings::Finding;
-use crate::fleet::{Fleet, Status, Terminal};
+use crate::fleet::Terminal;
 
-/// The most terminals one page lists.
+/// The most terminals or findings one page lists.
 const PAGE_MAX: usize = 10_000;
-
-#[derive(Serialize)]
-pub struct TerminalSummary<'a> {
-    terminal_id: &'a str,
-    status: Status,
-    labels: &'a Labels,
-    agent_version: &'a str,
-    sequence: u64,
-    open_findings: usize,
-    #[serde(with = "time::serde::rfc3339")]
-    observed_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    first_seen: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    last_seen: OffsetDateTime,
-}
-
-impl<'a> From<&'a Terminal> for TerminalSummary<'a> {
-    fn from(terminal: &'a Terminal) -> Self {
-        TerminalSummary {
-            terminal_id: &terminal.id,
-            status: terminal.status(),
-            labels: terminal.labels(),
-            agent_version: &terminal.last_report.agent_version,
-            sequence: terminal.highest_sequence,
-            open_findings: terminal.open_findings.len(),
-            observed_at: terminal.last_report.observed_at,
-            first_seen: terminal.first_seen,
-            last_seen: terminal.last_seen,
-        }
-    }
-}
-
-fn lock(state: &AppState) -> Result<std::sync::MutexGuard<'_, Fleet>, ApiError> {
-    state
-        .fleet
-        .lock()
-        .map_err(|error| ApiError::internal("locking the fleet state", error))
-}
+/// The most closed findings a terminal's detail lists.
+const HISTORY_MAX: usize = 1000;
+/// The most distinct values one count of `/api/v1/fleet` lists; the rest are summed as
+/// `other`.
+const COUNT_KEYS_MAX: usize = 1000;
 
 /// Refuses parameters the endpoint does not know, so a typo is not silently ignored.
 fn check_parameters(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
@@ -96,93 +61,202 @@ pub async fn list_terminals(
     check_parameters(&query, &["limit", "offset"])?;
     let limit = number(&query, "limit", 1000, PAGE_MAX)?;
     let offset = number(&query, "offset", 0, usize::MAX)?;
-    let fleet = lock(&state)?;
-    let terminals: Vec<TerminalSummary<'_>> = fleet
-        .terminals()
+    let mut ids = Vec::with_capacity(state.fleet.len());
+    state
+        .fleet
+        .for_each_terminal(|terminal| ids.push(Arc::clone(&terminal.id)));
+    ids.sort_unstable();
+    let page: Vec<Terminal> = ids
+        .iter()
         .skip(offset)
         .take(limit)
-        .map(TerminalSummary::from)
+        .filter_map(|id| state.fleet.terminal(id))
         .collect();
-    let body = serde_json::json!({
-        "total": fleet.len(),
+    let terminals: Vec<TerminalSummary<'_>> = page.iter().map(TerminalSummary::from).collect();
+    Ok(Json(json!({
+        "total": ids.len(),
         "offset": offset,
         "terminals": terminals,
-    });
-    Ok(Json(body))
-}
-
-#[derive(Serialize)]
-struct TerminalDetail<'a> {
-    #[serde(flatten)]
-    summary: TerminalSummary<'a>,
-    open_findings: &'a [Finding],
-    findings_history: Vec<&'a Finding>,
-    last_report: &'a Report,
+    })))
 }
 
 pub async fn get_terminal(
     State(state): State<Arc<AppState>>,
     Path(terminal_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let fleet = lock(&state)?;
-    let terminal = fleet.terminal(&terminal_id).ok_or_else(|| {
+    let terminal = state.fleet.terminal(&terminal_id).ok_or_else(|| {
         ApiError::field(
             Reason::NotFound,
             "terminal_id",
             format!("no terminal {terminal_id:?} has reported"),
         )
     })?;
-    let detail = TerminalDetail {
-        summary: TerminalSummary::from(terminal),
-        open_findings: &terminal.open_findings,
-        findings_history: fleet.history_of(&terminal.id).take(1000).collect(),
-        last_report: &terminal.last_report,
-    };
-    // Serialize under the lock: the detail borrows the fleet state.
-    let body = serde_json::to_value(&detail)
+    let history = state.fleet.history_of(&terminal.id, HISTORY_MAX);
+    let body = serde_json::to_value(TerminalDetail::new(&terminal, &history))
         .map_err(|error| ApiError::internal("encoding a terminal", error))?;
     Ok(Json(body))
 }
 
-const FINDING_FILTERS: &[&str] = &[
-    "code", "category", "severity", "party", "terminal", "region", "model", "carrier",
+const FINDING_PARAMETERS: &[&str] = &[
+    "code",
+    "category",
+    "severity",
+    "party",
+    "terminal",
+    "region",
+    "model",
+    "carrier",
+    "suppressed",
+    "limit",
+    "offset",
 ];
 
+/// Open findings, fleet-wide ones included, ordered by id. Findings explained by a fleet-wide
+/// one are left out unless `suppressed=include` (or `only`).
 pub async fn list_findings(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_parameters(&query, FINDING_FILTERS)?;
-    let wanted = |name: &str, value: &str| query.get(name).is_none_or(|wanted| wanted == value);
-    let fleet = lock(&state)?;
-    let mut findings = Vec::new();
-    for terminal in fleet.terminals() {
-        let labels = terminal.labels();
-        let label = |value: &Option<String>| value.clone().unwrap_or_default();
-        if !(wanted("terminal", &terminal.id)
-            && wanted("region", &label(&labels.region))
-            && wanted("model", &label(&labels.model))
-            && wanted("carrier", &label(&labels.carrier)))
-        {
-            continue;
-        }
-        findings.extend(terminal.open_findings.iter().filter(|finding| {
-            wanted("code", finding.code)
-                && wanted("category", finding.category.as_str())
-                && wanted("severity", finding.severity.as_str())
-                && wanted("party", finding.party.as_str())
-        }));
+    check_parameters(&query, FINDING_PARAMETERS)?;
+    let limit = number(&query, "limit", 1000, PAGE_MAX)?;
+    let offset = number(&query, "offset", 0, usize::MAX)?;
+    let suppressed = query.get("suppressed").map_or("exclude", String::as_str);
+    if !["exclude", "include", "only"].contains(&suppressed) {
+        return Err(ApiError::field(
+            Reason::BadQuery,
+            "suppressed",
+            "must be exclude, include or only",
+        ));
     }
-    let body = serde_json::json!({ "findings": findings });
-    Ok(Json(body))
+    let wanted = |name: &str, value: Option<&str>| {
+        query
+            .get(name)
+            .is_none_or(|wanted| Some(wanted.as_str()) == value)
+    };
+    let finding_wanted = |finding: &Finding| {
+        wanted("code", Some(finding.kind.code))
+            && wanted("category", Some(finding.kind.category.as_str()))
+            && wanted("severity", Some(finding.severity.as_str()))
+            && wanted("party", Some(finding.kind.party.as_str()))
+            && match suppressed {
+                "exclude" => finding.suppressed_by.is_none(),
+                "only" => finding.suppressed_by.is_some(),
+                _ => true,
+            }
+    };
+    let mut findings: Vec<Finding> = Vec::new();
+    state.fleet.for_each_terminal(|terminal| {
+        let labels = &terminal.labels;
+        if wanted("terminal", Some(&terminal.id))
+            && wanted("region", labels.region.as_deref())
+            && wanted("model", labels.model.as_deref())
+            && wanted("carrier", labels.carrier.as_deref())
+        {
+            findings.extend(
+                terminal
+                    .findings
+                    .findings()
+                    .filter(|f| finding_wanted(f))
+                    .cloned(),
+            );
+        }
+    });
+    // Fleet-wide findings belong to no terminal, region or model.
+    let terminal_filters = ["terminal", "region", "model", "carrier"];
+    if terminal_filters
+        .iter()
+        .all(|name| !query.contains_key(*name))
+    {
+        findings.extend(
+            state
+                .fleet
+                .fleet_wide_findings()
+                .into_iter()
+                .filter(|finding| finding_wanted(finding)),
+        );
+    }
+    findings.sort_unstable_by_key(|finding| finding.id);
+    let page: Vec<FindingView<'_>> = findings
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(FindingView::from)
+        .collect();
+    Ok(Json(json!({
+        "total": findings.len(),
+        "offset": offset,
+        "findings": page,
+    })))
+}
+
+/// Counts by key, at most [`COUNT_KEYS_MAX`] keys; beyond that they add up under `other`.
+#[derive(Default)]
+struct Counts(BTreeMap<String, u64>);
+
+impl Counts {
+    fn add(&mut self, key: &str) {
+        if let Some(count) = self.0.get_mut(key) {
+            *count += 1;
+        } else if self.0.len() < COUNT_KEYS_MAX {
+            self.0.insert(key.to_string(), 1);
+        } else {
+            *self.0.entry("other".to_string()).or_default() += 1;
+        }
+    }
+}
+
+/// Counts over the fleet: terminals by status, region, model and software version; open
+/// (not suppressed) findings by category, code and party.
+pub async fn fleet(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
+    let (mut status, mut region, mut model) =
+        (Counts::default(), Counts::default(), Counts::default());
+    let (mut category, mut code, mut party) =
+        (Counts::default(), Counts::default(), Counts::default());
+    let mut versions: BTreeMap<String, Counts> = BTreeMap::new();
+    let mut count_finding = |finding: &Finding| {
+        category.add(finding.kind.category.as_str());
+        code.add(finding.kind.code);
+        party.add(finding.kind.party.as_str());
+    };
+    state.fleet.for_each_terminal(|terminal| {
+        status.add(terminal.status().as_str());
+        region.add(terminal.labels.region.as_deref().unwrap_or("unknown"));
+        model.add(terminal.labels.model.as_deref().unwrap_or("unknown"));
+        for (component, version) in &terminal.versions {
+            if versions.len() < COUNT_KEYS_MAX || versions.contains_key(&**component) {
+                versions
+                    .entry(component.to_string())
+                    .or_default()
+                    .add(version);
+            }
+        }
+        terminal.visible_findings().for_each(&mut count_finding);
+    });
+    let fleet_wide = state.fleet.fleet_wide_findings();
+    fleet_wide.iter().for_each(&mut count_finding);
+    Ok(Json(json!({
+        "terminals": state.fleet.len(),
+        "status": status.0,
+        "region": region.0,
+        "model": model.0,
+        "versions": versions.into_iter().map(|(component, counts)| (component, counts.0)).collect::<BTreeMap<_, _>>(),
+        "findings": {
+            "category": category.0,
+            "code": code.0,
+            "party": party.0,
+        },
+    })))
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
-    let fleet = lock(&state)?;
-    let text = state
-        .metrics
-        .render(&fleet)
-        .map_err(|error| ApiError::internal("encoding metrics", error))?;
+    let rendered = {
+        let state = Arc::clone(&state);
+        // A pass over every terminal: off the async workers.
+        tokio::task::spawn_blocking(move || state.metrics.render(&state.fleet))
+            .await
+            .map_err(|error| ApiError::internal("encoding metrics", error))?
+    };
+    let text = rendered.map_err(|error| ApiError::internal("encoding metrics", error))?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -193,7 +267,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
 }
 
 pub async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
+    Json(json!({ "status": "ok" }))
 }
 
 pub async fn not_found() -> ApiError {

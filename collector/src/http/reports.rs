@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::error::{ApiError, Reason};
 use super::AppState;
 use crate::diagnose::{diagnose, Policy};
-use crate::fleet::Applied;
+use crate::fleet::connect_latency;
 
 pub async fn post_reports(
     State(state): State<Arc<AppState>>,
@@ -45,24 +45,7 @@ pub async fn post_reports(
 async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<BatchAck, ApiError> {
     check_content_type(headers)?;
     let token = bearer_token(headers)?;
-    let limit = state.config.limits.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(too_large(limit));
-    }
-    let bytes = to_bytes(body, limit).await.map_err(|error| {
-        if is_length_limit(&error) {
-            too_large(limit)
-        } else {
-            ApiError::new(
-                Reason::MalformedJson,
-                format!("cannot read request body: {error}"),
-            )
-        }
-    })?;
+    let bytes = read_body(headers, body, state.config.limits.max_body_bytes).await?;
     let batch = decode(&bytes)?;
     validate_batch(&batch, state.config.limits.max_reports_per_request).map_err(|error| {
         let reason = if error.unsupported_schema {
@@ -95,8 +78,16 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
             other => ApiError::new(Reason::InvalidToken, other.to_string()),
         })?;
 
+    for probe in batch.reports.iter().flat_map(|report| &report.probes) {
+        if let Some(milliseconds) = connect_latency(probe) {
+            state.metrics.observe_latency(&probe.target, milliseconds);
+        }
+    }
+    let started = Instant::now();
+    let versions = state.version_policy();
     let policy = Policy {
-        versions: &state.config.version_policy,
+        versions: &versions,
+        thresholds: &state.config.diagnosis,
     };
     let diagnosed: Vec<_> = batch
         .reports
@@ -106,35 +97,57 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
             (report, signals)
         })
         .collect();
-    let now = OffsetDateTime::now_utc();
-    let (applied, duplicates, acknowledged_sequence) = {
-        let mut fleet = state
-            .fleet
-            .lock()
-            .map_err(|error| ApiError::internal("locking the fleet state", error))?;
-        let (mut applied, mut duplicates) = (0, 0);
-        for (report, signals) in diagnosed {
-            match fleet.apply(report, signals, now) {
-                Applied::Duplicate => duplicates += 1,
-                Applied::Applied { .. } => applied += 1,
-            }
-        }
-        (applied, duplicates, fleet.highest_sequence(&terminal_id))
-    };
+    let outcome = state.fleet.apply_batch(
+        &terminal_id,
+        diagnosed,
+        OffsetDateTime::now_utc(),
+        &state.config.diagnosis,
+    );
+    state
+        .metrics
+        .diagnosis_duration
+        .observe(started.elapsed().as_secs_f64());
     state
         .metrics
         .reports
         .with_label_values(&["applied"])
-        .inc_by(applied);
+        .inc_by(outcome.applied);
     state
         .metrics
         .reports
         .with_label_values(&["duplicate"])
-        .inc_by(duplicates);
+        .inc_by(outcome.duplicates);
+    let acknowledged_sequence = outcome.highest_sequence;
+    state.publish(outcome.events);
     Ok(BatchAck {
         terminal_id,
         acknowledged_sequence,
         collector_time: OffsetDateTime::now_utc(),
+    })
+}
+
+/// Reads a JSON request body of at most `limit` bytes.
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large(limit));
+    }
+    to_bytes(body, limit).await.map_err(|error| {
+        if is_length_limit(&error) {
+            too_large(limit)
+        } else {
+            ApiError::new(
+                Reason::MalformedJson,
+                format!("cannot read request body: {error}"),
+            )
+        }
     })
 }
 
@@ -156,7 +169,7 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -175,7 +188,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub(super) fn bearer_token(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
         ApiError::new(
             Reason::MissingToken,

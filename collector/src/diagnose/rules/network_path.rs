@@ -3,7 +3,12 @@
 
 use posmon_protocol::{Report, Stage, StageResult};
 
-use crate::diagnose::{Category, Evidence, FindingKind, Party, Policy, Severity, Signal, Text};
+use crate::diagnose::{
+    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
+};
+
+/// One failed cycle can be a blip: two in a row open a finding, two good ones close it.
+const PATH_HYSTERESIS: Hysteresis = Hysteresis::new(2, 2);
 
 pub static LINK_DOWN: FindingKind = FindingKind {
     code: "env.network.link_down",
@@ -17,6 +22,7 @@ pub static LINK_DOWN: FindingKind = FindingKind {
         en: "The terminal has no network link. Check the cable, Wi-Fi or SIM card and the mobile signal; if they are fine, contact the network provider.",
         zh_cn: "终端没有网络连接。请检查网线、Wi-Fi 或 SIM 卡及信号；如均正常，请联系网络运营商。",
     },
+    hysteresis: PATH_HYSTERESIS,
 };
 
 pub static GATEWAY_UNREACHABLE: FindingKind = FindingKind {
@@ -30,7 +36,7 @@ pub static GATEWAY_UNREACHABLE: FindingKind = FindingKind {
     remediation: Text {
         en: "The terminal cannot reach its router. Restart the router or modem at the shop; if it persists, contact the network provider.",
         zh_cn: "终端无法连接到路由器。请重启门店的路由器或调制解调器；如仍未恢复，请联系网络运营商。",
-    },
+    },    hysteresis: PATH_HYSTERESIS,
 };
 
 pub static DNS_FAILURE: FindingKind = FindingKind {
@@ -44,7 +50,7 @@ pub static DNS_FAILURE: FindingKind = FindingKind {
     remediation: Text {
         en: "The terminal cannot resolve the host name. Check the DNS servers configured on the terminal or router; contact the network provider if their resolver fails.",
         zh_cn: "终端无法解析主机名。请检查终端或路由器上配置的 DNS 服务器；如运营商的解析服务故障，请联系网络运营商。",
-    },
+    },    hysteresis: PATH_HYSTERESIS,
 };
 
 pub static HOST_UNREACHABLE: FindingKind = FindingKind {
@@ -58,7 +64,7 @@ pub static HOST_UNREACHABLE: FindingKind = FindingKind {
     remediation: Text {
         en: "The terminal reaches the network but not this host. Check firewall rules and the route to the host; if many terminals fail the same host, the host itself is down: contact the acquirer.",
         zh_cn: "终端网络正常，但无法连接该主机。请检查防火墙规则和到该主机的路由；如多台终端同时无法连接同一主机，则为主机故障，请联系收单机构。",
-    },
+    },    hysteresis: PATH_HYSTERESIS,
 };
 
 pub static TLS_FAILURE: FindingKind = FindingKind {
@@ -72,16 +78,8 @@ pub static TLS_FAILURE: FindingKind = FindingKind {
     remediation: Text {
         en: "The secure connection to the host fails. Check the terminal's clock and CA certificates; an expired or wrong server certificate must be fixed by the host's operator.",
         zh_cn: "与主机的安全连接失败。请检查终端时钟和 CA 证书；如服务器证书过期或不匹配，需由主机运营方修复。",
-    },
+    },    hysteresis: PATH_HYSTERESIS,
 };
-
-pub static KINDS: &[&FindingKind] = &[
-    &LINK_DOWN,
-    &GATEWAY_UNREACHABLE,
-    &DNS_FAILURE,
-    &HOST_UNREACHABLE,
-    &TLS_FAILURE,
-];
 
 /// The finding kind for a failed rung, and whether it concerns the whole terminal (link and
 /// gateway) rather than one target. ICMP is a side measurement, not a rung: it opens nothing.
@@ -155,32 +153,10 @@ pub fn evaluate(report: &Report, _policy: &Policy<'_>, signals: &mut Vec<Signal>
 
 #[cfg(test)]
 mod tests {
+    use super::tests_support::{failed, ok};
     use super::*;
     use crate::diagnose::test_support::healthy_report;
-    use posmon_protocol::{ErrorKind, ProbeResult, StageStatus};
-
-    fn stage(stage: Stage, status: StageStatus, error: Option<ErrorKind>) -> StageResult {
-        StageResult {
-            stage,
-            status,
-            error,
-            detail: None,
-            attempts: 1,
-            successes: u32::from(status == StageStatus::Ok),
-            latency_ms: None,
-            http_status: None,
-            tls_version: None,
-            certificate_days_left: None,
-        }
-    }
-
-    fn ok(kind: Stage) -> StageResult {
-        stage(kind, StageStatus::Ok, None)
-    }
-
-    fn failed(kind: Stage, error: ErrorKind) -> StageResult {
-        stage(kind, StageStatus::Failed, Some(error))
-    }
+    use posmon_protocol::{ErrorKind, ProbeResult};
 
     /// Runs the rule over probes with the given ladders and returns (code, subject) pairs.
     fn check(ladders: Vec<(&str, Vec<StageResult>)>, expected: &[(&str, &str)]) {
@@ -194,7 +170,12 @@ mod tests {
             })
             .collect();
         let mut signals = Vec::new();
-        evaluate(&report, &Policy { versions: &[] }, &mut signals);
+        let thresholds = crate::config::DiagnosisConfig::default();
+        let policy = Policy {
+            versions: &[],
+            thresholds: &thresholds,
+        };
+        evaluate(&report, &policy, &mut signals);
         let got: Vec<(&str, &str)> = signals
             .iter()
             .map(|signal| (signal.kind.code, signal.subject.as_str()))
@@ -253,5 +234,81 @@ mod tests {
             ],
             &[("env.network.link_down", "")],
         );
+    }
+}
+
+#[cfg(test)]
+mod code_tables {
+    use super::tests_support::*;
+    use crate::diagnose::test_support::{check_code, CodeCase};
+    use posmon_protocol::{ErrorKind::*, Stage::*};
+
+    #[test]
+    fn each_path_code_opens_after_two_bad_cycles_and_closes_after_two_good_ones() {
+        let healthy = || ladder(vec![ok(Link), ok(Gateway), ok(Dns), ok(Tcp), ok(Tls)]);
+        for (code, broken) in [
+            ("env.network.link_down", vec![failed(Link, NoCarrier)]),
+            (
+                "env.network.gateway_unreachable",
+                vec![ok(Link), failed(Gateway, Timeout)],
+            ),
+            (
+                "env.network.dns_failure",
+                vec![ok(Link), ok(Gateway), failed(Dns, Nxdomain)],
+            ),
+            (
+                "env.network.host_unreachable",
+                vec![ok(Link), ok(Gateway), ok(Dns), failed(Tcp, Refused)],
+            ),
+            (
+                "env.network.tls_failure",
+                vec![
+                    ok(Link),
+                    ok(Gateway),
+                    ok(Dns),
+                    ok(Tcp),
+                    failed(Tls, UnknownCa),
+                ],
+            ),
+        ] {
+            let bad = || ladder(broken.clone());
+            check_code(
+                CodeCase {
+                    code,
+                    opens: vec![healthy(), bad(), bad()],
+                    must_not_open: vec![
+                        // One failed cycle is a blip.
+                        vec![bad(), healthy(), bad(), healthy()],
+                        vec![healthy(), healthy()],
+                        // A failed ICMP side measurement is not a broken path.
+                        vec![
+                            ladder(vec![ok(Tcp), failed(Icmp, Timeout)]),
+                            ladder(vec![ok(Tcp), failed(Icmp, Timeout)]),
+                        ],
+                    ],
+                    closes: vec![healthy(), healthy()],
+                },
+                &[],
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use crate::diagnose::test_support::{stage, with};
+    use posmon_protocol::{ErrorKind, Report, Stage, StageResult, StageStatus};
+
+    pub fn ok(kind: Stage) -> StageResult {
+        stage(kind, StageStatus::Ok, None)
+    }
+
+    pub fn failed(kind: Stage, error: ErrorKind) -> StageResult {
+        stage(kind, StageStatus::Failed, Some(error))
+    }
+
+    /// A report whose only probe has these stages.
+    pub fn ladder(stages: Vec<StageResult>) -> Report {
+        with(move |report| report.probes[0].stages = stages.clone())
     }
 }

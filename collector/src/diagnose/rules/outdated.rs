@@ -1,9 +1,13 @@
-//! Outdated system: a software component older than the minimum the version policy sets for
-//! the terminal's model.
+//! Outdated system: a software component older than the version policy for the terminal's
+//! model allows — critical below the minimum, a warning when behind the latest release for
+//! longer than the policy's grace period.
 
 use posmon_protocol::Report;
 
-use crate::diagnose::{Category, Evidence, FindingKind, Party, Policy, Severity, Signal, Text};
+use crate::config::VersionRule;
+use crate::diagnose::{
+    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
+};
 use crate::version::compare_versions;
 
 pub static POS_APP: FindingKind = FindingKind {
@@ -18,6 +22,8 @@ pub static POS_APP: FindingKind = FindingKind {
         en: "The POS application is older than the required minimum. Push the current release from the terminal management system or ask the software vendor to update it.",
         zh_cn: "POS 应用版本低于最低要求。请通过终端管理系统推送最新版本，或联系软件供应商升级。",
     },
+    // A version is not noisy: one report says it all, in both directions.
+    hysteresis: Hysteresis::new(1, 1),
 };
 
 pub static OS: FindingKind = FindingKind {
@@ -32,6 +38,8 @@ pub static OS: FindingKind = FindingKind {
         en: "The terminal's operating system or kernel is older than the required minimum. Schedule an OS update with the software vendor.",
         zh_cn: "终端操作系统或内核版本低于最低要求。请与软件供应商安排系统升级。",
     },
+    // A version is not noisy: one report says it all, in both directions.
+    hysteresis: Hysteresis::new(1, 1),
 };
 
 pub static FIRMWARE: FindingKind = FindingKind {
@@ -46,9 +54,9 @@ pub static FIRMWARE: FindingKind = FindingKind {
         en: "The terminal firmware or EMV kernel is older than the required minimum. Ask the POS vendor for the firmware update.",
         zh_cn: "终端固件或 EMV 内核版本低于最低要求。请联系 POS 厂商获取固件升级。",
     },
+    // A version is not noisy: one report says it all, in both directions.
+    hysteresis: Hysteresis::new(1, 1),
 };
-
-pub static KINDS: &[&FindingKind] = &[&POS_APP, &OS, &FIRMWARE];
 
 /// Components a version policy may name.
 pub const KNOWN_COMPONENTS: &[&str] = &["pos_app", "os", "kernel", "firmware", "emv_kernel"];
@@ -79,14 +87,38 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
         else {
             continue;
         };
-        if compare_versions(version, &rule.minimum).is_lt() {
+        if let Some((severity, threshold)) = judge(version, rule, report.observed_at.date()) {
             signals.push(Signal {
                 kind,
-                severity: Severity::Critical,
+                severity,
                 subject: rule.component.clone(),
-                evidence: vec![Evidence::new(rule.component.as_str(), version)
-                    .with_threshold(format!(">= {}", rule.minimum))],
+                evidence: vec![
+                    Evidence::new(rule.component.as_str(), version).with_threshold(threshold)
+                ],
             });
+        }
+    }
+}
+
+/// How far behind the policy `version` is on `today`, and the threshold it crossed.
+fn judge(version: &str, rule: &VersionRule, today: time::Date) -> Option<(Severity, String)> {
+    if compare_versions(version, &rule.minimum).is_lt() {
+        return Some((Severity::Critical, format!(">= {}", rule.minimum)));
+    }
+    let latest = rule.latest.as_deref()?;
+    if !compare_versions(version, latest).is_lt() {
+        return None;
+    }
+    match rule.latest_released_on {
+        None => Some((Severity::Warning, format!(">= {latest}"))),
+        Some(released) => {
+            let deadline = released + time::Duration::days(i64::from(rule.update_within_days));
+            (today > deadline).then(|| {
+                (
+                    Severity::Warning,
+                    format!(">= {latest} since {deadline} (released {released})"),
+                )
+            })
         }
     }
 }
@@ -94,15 +126,18 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::VersionRule;
-    use crate::diagnose::test_support::healthy_report;
+    use crate::diagnose::test_support::{check_code, healthy_report, with, CodeCase};
     use posmon_protocol::ComponentVersion;
+    use time::macros::date;
 
     fn rule(component: &str, model: Option<&str>, minimum: &str) -> VersionRule {
         VersionRule {
             component: component.into(),
             model: model.map(str::to_string),
             minimum: minimum.into(),
+            latest: None,
+            latest_released_on: None,
+            update_within_days: 0,
         }
     }
 
@@ -117,7 +152,12 @@ mod tests {
             },
         );
         let mut signals = Vec::new();
-        evaluate(&report, &Policy { versions: rules }, &mut signals);
+        let thresholds = crate::config::DiagnosisConfig::default();
+        let policy = Policy {
+            versions: rules,
+            thresholds: &thresholds,
+        };
+        evaluate(&report, &policy, &mut signals);
         let codes: Vec<&str> = signals.iter().map(|signal| signal.kind.code).collect();
         assert_eq!(codes, expected, "{model:?} {version:?}");
     }
@@ -144,5 +184,77 @@ mod tests {
         );
         check(Some("Verifone-V200c"), Some("2.9"), &policy, &[]);
         check(None, Some("2.9"), &policy, &[]);
+    }
+
+    #[test]
+    fn behind_the_latest_after_the_grace_period_is_a_warning() {
+        let mut policy = rule("firmware", None, "1.0");
+        policy.latest = Some("1.4".into());
+        policy.latest_released_on = Some(date!(2026 - 11 - 01));
+        policy.update_within_days = 14;
+        let check =
+            |policy: &VersionRule, version: &str, today: time::Date, expected: Option<Severity>| {
+                let got = judge(version, policy, today).map(|(severity, _)| severity);
+                assert_eq!(got, expected, "{version} on {today}");
+            };
+        check(&policy, "1.3", date!(2026 - 11 - 10), None);
+        check(
+            &policy,
+            "1.3",
+            date!(2026 - 11 - 16),
+            Some(Severity::Warning),
+        );
+        check(&policy, "1.4", date!(2026 - 11 - 26), None);
+        check(
+            &policy,
+            "0.9",
+            date!(2026 - 11 - 02),
+            Some(Severity::Critical),
+        );
+        policy.latest_released_on = None;
+        check(
+            &policy,
+            "1.3",
+            date!(2026 - 11 - 02),
+            Some(Severity::Warning),
+        );
+    }
+
+    #[test]
+    fn each_outdated_code_has_its_table() {
+        for (code, component) in [
+            ("outdated.pos_app", "pos_app"),
+            ("outdated.os", "os"),
+            ("outdated.os", "kernel"),
+            ("outdated.firmware", "firmware"),
+            ("outdated.firmware", "emv_kernel"),
+        ] {
+            let running = |version: &'static str| {
+                with(move |report| {
+                    report
+                        .software
+                        .insert(component.into(), ComponentVersion::known(version));
+                })
+            };
+            let mut policy = rule(component, None, "2.0");
+            policy.latest = Some("2.5".into());
+            check_code(
+                CodeCase {
+                    code,
+                    opens: vec![running("2.5"), running("1.9")],
+                    must_not_open: vec![
+                        vec![running("2.5"), running("V2.6_20261101")],
+                        vec![with(|report| {
+                            report
+                                .software
+                                .insert(component.into(), ComponentVersion::unknown("no file"));
+                        })],
+                    ],
+                    // A warning (behind the latest) is still open; the latest closes it.
+                    closes: vec![running("2.1"), running("2.5")],
+                },
+                &[policy],
+            );
+        }
     }
 }

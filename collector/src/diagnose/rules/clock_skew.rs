@@ -1,0 +1,97 @@
+//! Clock skew: the terminal's clock is off from the collector's by more than the allowed
+//! offset, beyond the uncertainty of the measurement. Card payments and TLS need a right clock.
+
+use posmon_protocol::Report;
+
+use crate::diagnose::{
+    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
+};
+
+pub static CLOCK_SKEW: FindingKind = FindingKind {
+    code: "env.clock_skew",
+    category: Category::Environment,
+    party: Party::Operations,
+    title: Text {
+        en: "Terminal clock is wrong",
+        zh_cn: "终端时钟不准",
+    },
+    remediation: Text {
+        en: "The terminal's clock is off. Enable time synchronisation (NTP) on the terminal and check that it can reach its time server; a wrong clock breaks TLS and transaction timestamps.",
+        zh_cn: "终端时钟偏差过大。请在终端上启用时间同步（NTP）并确认能访问时间服务器；时钟错误会导致 TLS 失败和交易时间戳错误。",
+    },
+    hysteresis: Hysteresis::new(2, 2),
+};
+
+/// An offset this many times the allowed one is critical: certificates and payment messages
+/// start to be refused.
+const CRITICAL_FACTOR: f64 = 10.0;
+
+pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>) {
+    let Some(clock) = &report.clock else {
+        return;
+    };
+    let allowed_ms = policy.thresholds.clock_skew_seconds * 1000.0;
+    // Only the part of the offset the measurement is sure of counts.
+    let certain_ms = clock.offset_ms.abs() - clock.uncertainty_ms;
+    if certain_ms <= allowed_ms {
+        return;
+    }
+    let severity = if certain_ms > allowed_ms * CRITICAL_FACTOR {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    let mut evidence =
+        vec![
+            Evidence::new("offset_seconds", format!("{:.1}", clock.offset_ms / 1000.0))
+                .with_threshold(format!(
+                    "within ±{} (±{:.1} uncertainty)",
+                    policy.thresholds.clock_skew_seconds,
+                    clock.uncertainty_ms / 1000.0
+                )),
+        ];
+    if let Some(synchronized) = clock.ntp_synchronized {
+        evidence.push(Evidence::new("ntp_synchronized", synchronized.to_string()));
+    }
+    signals.push(Signal {
+        kind: &CLOCK_SKEW,
+        severity,
+        subject: String::new(),
+        evidence,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::diagnose::test_support::{check_code, with, CodeCase};
+    use posmon_protocol::{ClockStatus, Report};
+
+    fn offset(offset_ms: f64, uncertainty_ms: f64) -> Report {
+        with(move |report| {
+            report.clock = Some(ClockStatus {
+                offset_ms,
+                uncertainty_ms,
+                ntp_synchronized: Some(false),
+            })
+        })
+    }
+
+    #[test]
+    fn clock_skew_table() {
+        let (skewed, right) = (|| offset(-120_000.0, 50.0), || offset(300.0, 50.0));
+        check_code(
+            CodeCase {
+                code: "env.clock_skew",
+                opens: vec![right(), skewed(), skewed()],
+                must_not_open: vec![
+                    vec![skewed(), right(), skewed(), right()],
+                    // The offset is within the uncertainty of a slow exchange.
+                    vec![offset(65_000.0, 10_000.0); 3],
+                    vec![offset(59_000.0, 0.0); 3],
+                ],
+                closes: vec![right(), right()],
+            },
+            &[],
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! The JSON shapes of the read API, converted from the domain types at the edge.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::diagnose::{Category, Evidence, Party, Severity, Text};
+use crate::findings::Finding;
+use crate::fleet::{Status, TargetState, Terminal, TerminalLabels};
+
+#[derive(Serialize)]
+pub struct FindingView<'a> {
+    id: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    terminal_id: &'a str,
+    code: &'static str,
+    category: Category,
+    severity: Severity,
+    party: Party,
+    subject: &'a str,
+    title: Text,
+    remediation: Text,
+    evidence: &'a [Evidence],
+    #[serde(with = "time::serde::rfc3339")]
+    since: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    closed_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    suppressed_by: Option<u64>,
+    /// Fleet-wide findings: the terminal findings it explains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explains: Option<u32>,
+}
+
+impl<'a> From<&'a Finding> for FindingView<'a> {
+    fn from(finding: &'a Finding) -> Self {
+        FindingView {
+            id: finding.id,
+            terminal_id: &finding.terminal_id,
+            code: finding.kind.code,
+            category: finding.kind.category,
+            severity: finding.severity,
+            party: finding.kind.party,
+            subject: &finding.subject,
+            title: finding.kind.title,
+            remediation: finding.kind.remediation,
+            evidence: &finding.evidence,
+            since: finding.since,
+            last_seen: finding.last_seen,
+            closed_at: finding.closed_at,
+            suppressed_by: finding.suppressed_by,
+            explains: (finding.kind.category == Category::Upstream).then_some(finding.explains),
+        }
+    }
+}
+
+/// Labels as the protocol writes them: the four well-known ones and `extra` as an object.
+#[derive(Serialize)]
+pub struct LabelsView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    merchant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    carrier: Option<&'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    extra: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'a> From<&'a TerminalLabels> for LabelsView<'a> {
+    fn from(labels: &'a TerminalLabels) -> Self {
+        LabelsView {
+            merchant: labels.merchant.as_deref(),
+            model: labels.model.as_deref(),
+            region: labels.region.as_deref(),
+            carrier: labels.carrier.as_deref(),
+            extra: labels.extra.iter().map(|(k, v)| (&**k, &**v)).collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TerminalSummary<'a> {
+    terminal_id: &'a str,
+    status: Status,
+    labels: LabelsView<'a>,
+    agent_version: &'a str,
+    sequence: u64,
+    /// Open findings not explained by a fleet-wide one.
+    open_findings: usize,
+    #[serde(with = "time::serde::rfc3339")]
+    observed_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    first_seen: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_seen: OffsetDateTime,
+}
+
+impl<'a> From<&'a Terminal> for TerminalSummary<'a> {
+    fn from(terminal: &'a Terminal) -> Self {
+        TerminalSummary {
+            terminal_id: &terminal.id,
+            status: terminal.status(),
+            labels: LabelsView::from(&terminal.labels),
+            agent_version: &terminal.agent_version,
+            sequence: terminal.highest_sequence,
+            open_findings: terminal.visible_findings().count(),
+            observed_at: terminal.observed_at,
+            first_seen: terminal.first_seen,
+            last_seen: terminal.last_seen,
+        }
+    }
+}
+
+/// The path to one target: its latest state and the latency series for charts.
+#[derive(Serialize)]
+pub struct TargetView<'a> {
+    target: &'a str,
+    address: &'a str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failed_stage: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+    /// `[unix_seconds, milliseconds]` pairs, oldest first (terminal time).
+    latency_ms: Vec<(i64, f32)>,
+}
+
+impl<'a> From<&'a TargetState> for TargetView<'a> {
+    fn from(target: &'a TargetState) -> Self {
+        TargetView {
+            target: &target.name,
+            address: &target.address,
+            status: if target.failed_stage.is_some() {
+                "failed"
+            } else {
+                "ok"
+            },
+            failed_stage: target.failed_stage.map(|stage| stage.as_str()),
+            error: target.error.map(|error| error.as_str()),
+            latency_ms: target
+                .latency
+                .iter()
+                .map(|point| (point.0, point.1))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TerminalDetail<'a> {
+    #[serde(flatten)]
+    pub summary: TerminalSummary<'a>,
+    /// Every open finding, suppressed ones included (with `suppressed_by`).
+    pub open_findings: Vec<FindingView<'a>>,
+    pub findings_history: Vec<FindingView<'a>>,
+    pub versions: BTreeMap<&'a str, &'a str>,
+    pub targets: Vec<TargetView<'a>>,
+}
+
+impl<'a> TerminalDetail<'a> {
+    pub fn new(terminal: &'a Terminal, history: &'a [Finding]) -> Self {
+        TerminalDetail {
+            summary: TerminalSummary::from(terminal),
+            open_findings: terminal
+                .findings
+                .findings()
+                .map(FindingView::from)
+                .collect(),
+            findings_history: history.iter().map(FindingView::from).collect(),
+            versions: terminal
+                .versions
+                .iter()
+                .map(|(component, version)| (&**component, &**version))
+                .collect(),
+            targets: terminal.targets.iter().map(TargetView::from).collect(),
+        }
+    }
+}

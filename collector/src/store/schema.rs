@@ -1,0 +1,74 @@
+//! The database schema, migrated by version (`PRAGMA user_version`): migration *n* brings a
+//! database from version *n* to *n + 1*. Never edit a released migration; add one.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: terminal registry with its state summary (JSON), closed findings, settings (the
+    //    version policy, the fleet-wide findings, the next finding id).
+    "CREATE TABLE terminals (
+         id TEXT PRIMARY KEY NOT NULL,
+         state TEXT NOT NULL
+     );
+     CREATE TABLE findings_history (
+         id INTEGER PRIMARY KEY NOT NULL,
+         terminal_id TEXT NOT NULL,
+         code TEXT NOT NULL,
+         closed_at TEXT,
+         finding TEXT NOT NULL
+     );
+     CREATE INDEX findings_history_by_terminal ON findings_history (terminal_id, id);
+     CREATE TABLE settings (
+         key TEXT PRIMARY KEY NOT NULL,
+         value TEXT NOT NULL
+     );",
+];
+
+/// The schema version this collector writes.
+pub const CURRENT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database to [`CURRENT_VERSION`], one migration per transaction. Refuses a
+/// database written by a newer collector.
+pub fn migrate(connection: &mut Connection) -> Result<u32, StoreError> {
+    let found: u32 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if found > CURRENT_VERSION {
+        return Err(StoreError::TooNew {
+            found,
+            supported: CURRENT_VERSION,
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(migration)?;
+        transaction.pragma_update(None, "user_version", index as u32 + 1)?;
+        transaction.commit()?;
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_database_is_migrated_and_a_newer_one_refused() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut connection).unwrap(), 0);
+        let version: u32 = connection
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, CURRENT_VERSION);
+        // Running again is a no-op.
+        assert_eq!(migrate(&mut connection).unwrap(), CURRENT_VERSION);
+        connection
+            .pragma_update(None, "user_version", CURRENT_VERSION + 1)
+            .unwrap();
+        let error = migrate(&mut connection).err().map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("the state database has schema version 2, newer than this collector's 1: upgrade the collector")
+        );
+    }
+}
