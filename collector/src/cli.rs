@@ -120,6 +120,12 @@ fn init_logging() {
 
 async fn run_server(config: Config) -> anyhow::Result<()> {
     let keyring = load_keyring(&config, env_secret())?;
+    let tls = config
+        .tls
+        .files()
+        .map(|(cert_file, key_file)| crate::tls::server_config(cert_file, key_file, &config.tls))
+        .transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -137,11 +143,11 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
     );
     // One line on standard output that scripts and tests read to find the port.
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "posmon-collector listening on http://{address}")
+    writeln!(stdout, "posmon-collector listening on {scheme}://{address}")
         .and_then(|()| stdout.flush())
         .context("cannot write to standard output")?;
-    tracing::info!(%address, "Serving the API at http://{address}/api/v1/terminals and metrics at http://{address}/metrics.");
-    serve(listener, state, shutdown_signal())
+    tracing::info!(%address, "Serving the API at {scheme}://{address}/api/v1/terminals and metrics at {scheme}://{address}/metrics.");
+    serve(listener, state, tls, shutdown_signal())
         .await
         .context("the HTTP server failed")?;
     tracing::info!("Stopped.");

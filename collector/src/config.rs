@@ -28,6 +28,7 @@ pub struct Config {
     /// /api/v1/policy/versions`), the stored one applies.
     pub version_policy: Vec<VersionRule>,
     pub metrics: MetricsConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -41,6 +42,7 @@ impl Default for Config {
             state: StateConfig::default(),
             version_policy: Vec::new(),
             metrics: MetricsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -86,6 +88,10 @@ pub struct LimitsConfig {
     pub max_reports_per_request: usize,
     /// Most findings kept in the closed-findings history (oldest dropped first).
     pub max_history_findings: usize,
+    /// Report requests processed at once; more are answered 503 with `Retry-After`.
+    pub max_concurrent_ingest: usize,
+    /// The `Retry-After` an overloaded collector answers with, in seconds (agents add jitter).
+    pub overload_retry_after_seconds: u64,
 }
 
 impl Default for LimitsConfig {
@@ -94,6 +100,8 @@ impl Default for LimitsConfig {
             max_body_bytes: 1024 * 1024,
             max_reports_per_request: 100,
             max_history_findings: 100_000,
+            max_concurrent_ingest: 512,
+            overload_retry_after_seconds: 10,
         }
     }
 }
@@ -262,6 +270,26 @@ impl Default for MetricsConfig {
     }
 }
 
+/// HTTPS on the collector's own listener (rustls). Off by default: plain HTTP, for a TLS proxy
+/// in front.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. With `key_file`, turns HTTPS on.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the leaf certificate.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA bundle: when set, every client must present a certificate it signed.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// The certificate and key files, when HTTPS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
+}
+
 /// A configuration that cannot be used, naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -325,6 +353,21 @@ impl Config {
         }
         if self.limits.max_body_bytes < 1024 {
             return invalid("limits.max_body_bytes", "must be at least 1024");
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return invalid("tls.key_file", "cert_file and key_file go together");
+        }
+        if self.tls.client_ca_file.is_some() && self.tls.cert_file.is_none() {
+            return invalid("tls.client_ca_file", "needs tls.cert_file and tls.key_file");
+        }
+        if self.limits.max_concurrent_ingest == 0 {
+            return invalid("limits.max_concurrent_ingest", "must be at least 1");
+        }
+        if !(1..=3600).contains(&self.limits.overload_retry_after_seconds) {
+            return invalid(
+                "limits.overload_retry_after_seconds",
+                "must be between 1 and 3600",
+            );
         }
         let max_batch = posmon_protocol::limits::REPORTS_PER_BATCH_MAX;
         if self.limits.max_reports_per_request == 0

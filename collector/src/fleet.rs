@@ -95,6 +95,10 @@ pub struct Terminal {
     pub versions: Vec<(Arc<str>, Arc<str>)>,
     pub targets: Vec<TargetState>,
     pub findings: Tracker,
+    /// Reports the agent dropped (spool full or too old, or refused as bad), as its reports
+    /// told, since the terminal first reported.
+    #[serde(default)]
+    pub dropped_reports: u64,
     /// Hysteresis of reports delivered out of order (older than the current state), kept
     /// apart so that they write history without touching the current findings. Not persisted:
     /// a restart in the middle of such a delivery loses only history.
@@ -115,6 +119,7 @@ impl Terminal {
             versions: Vec::new(),
             targets: Vec::new(),
             findings: Tracker::default(),
+            dropped_reports: 0,
             replay: None,
         }
     }
@@ -353,6 +358,8 @@ pub struct BatchOutcome {
     pub applied: u64,
     /// Reports with a sequence at or below the highest held: acknowledged, not applied again.
     pub duplicates: u64,
+    /// Reports the agent says it dropped, summed over the applied reports.
+    pub dropped_reports: u64,
     pub highest_sequence: u64,
     pub events: Vec<FindingEvent>,
 }
@@ -483,6 +490,10 @@ impl Fleet {
                 continue;
             }
             outcome.applied += 1;
+            outcome.dropped_reports += report.dropped_reports;
+            terminal.dropped_reports = terminal
+                .dropped_reports
+                .saturating_add(report.dropped_reports);
             terminal.highest_sequence = report.sequence;
             if report.observed_at < terminal.observed_at {
                 let replay = terminal.replay.get_or_insert_with(Box::default);

@@ -14,4 +14,5 @@ pub mod http;
 pub mod metrics;
 pub mod secret;
 pub mod store;
+pub mod tls;
 pub mod version;

@@ -66,6 +66,7 @@ impl BoundedValues {
 pub struct Metrics {
     registry: Registry,
     pub reports: IntCounterVec,
+    pub agent_dropped_reports: IntCounter,
     pub rejected_requests: IntCounterVec,
     pub request_duration: Histogram,
     pub diagnosis_duration: Histogram,
@@ -135,6 +136,13 @@ impl Metrics {
                     "Reports received in accepted requests, by result (applied, duplicate).",
                 ),
                 &["result"],
+            ),
+        )?;
+        let agent_dropped_reports = register(
+            &registry,
+            IntCounter::new(
+                "posmon_ingest_agent_dropped_reports_total",
+                "Reports agents say they dropped before delivery (spool full or too old, or refused as bad).",
             ),
         )?;
         let rejected_requests = register(
@@ -295,6 +303,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             reports,
+            agent_dropped_reports,
             rejected_requests,
             request_duration,
             diagnosis_duration,

@@ -1,6 +1,8 @@
 //! The collector's router exercised in-process: every kind of bad input gets the right status
 //! and an error naming the field and the reason, and the collector keeps serving and counts it.
 
+#![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap fails the test, as it should")]
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -627,4 +629,162 @@ async fn the_version_policy_is_read_and_replaced_with_the_admin_token_only() {
     let reopened = open(Some(admin));
     let (_, read, _) = send(&reopened, request("GET", Some(admin), "")).await;
     assert_eq!(read["rules"][0]["minimum"], "3.0");
+}
+
+fn compressed_post(body: Vec<u8>, encoding: &str, terminal_id: &str) -> Request<Body> {
+    Request::post("/api/v1/reports")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_ENCODING, encoding)
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", token(terminal_id)),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_and_zstd_bodies_are_accepted_within_the_decompressed_cap() {
+    let (router, _dir) = router();
+    let body = batch(vec![report("T-1", 1)]);
+    let (status, ack, text) = send(
+        &router,
+        compressed_post(gzip(body.as_bytes()), "gzip", "T-1"),
+    )
+    .await;
+    assert_eq!(
+        (status, ack["acknowledged_sequence"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{text}"
+    );
+    let body = batch(vec![report("T-1", 2)]);
+    let zstd = zstd::encode_all(body.as_bytes(), 3).unwrap();
+    let (status, ack, text) = send(&router, compressed_post(zstd, "zstd", "T-1")).await;
+    assert_eq!(
+        (status, ack["acknowledged_sequence"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{text}"
+    );
+
+    // 4 KiB is the limit: a small gzip body that inflates past it is refused.
+    let mut padded = report("T-1", 3);
+    padded["agent_version"] = json!("0.1.0");
+    let bomb = format!(
+        "{{\"reports\":[{padded}],\"pad\":\"{}\"}}",
+        " ".repeat(100_000)
+    );
+    let compressed = gzip(bomb.as_bytes());
+    assert!(compressed.len() < 4096);
+    check(
+        &router,
+        compressed_post(compressed, "gzip", "T-1"),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        None,
+        "limit of 4096 bytes",
+    )
+    .await;
+    check(
+        &router,
+        compressed_post(b"not gzip".to_vec(), "gzip", "T-1"),
+        StatusCode::BAD_REQUEST,
+        "bad_encoding",
+        None,
+        "cannot decompress the gzip body",
+    )
+    .await;
+    check(
+        &router,
+        compressed_post(body.into_bytes(), "br", "T-1"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        None,
+        "unsupported content-encoding \"br\"",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_overloaded_collector_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.limits.max_concurrent_ingest = 1;
+    config.limits.overload_retry_after_seconds = 7;
+    let router = app(Arc::new(AppState::open(config, keyring(), None).unwrap()));
+
+    // A request whose body never finishes holds the only permit.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    sender.send(Ok(b"{\"reports\":[".to_vec())).await.unwrap();
+    let stalled = Request::post("/api/v1/reports")
+        .header(header::AUTHORIZATION, format!("Bearer {}", token("T-1")))
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        ))
+        .unwrap();
+    let holder = tokio::spawn(router.clone().oneshot(stalled));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let response = router
+        .clone()
+        .oneshot(post(batch(vec![report("T-2", 1)]), Some(&token("T-2"))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("7")
+    );
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["reason"], "overloaded");
+
+    // Once the first request ends, the permit is back.
+    drop(sender);
+    let _ = holder.await.unwrap();
+    let (status, _, text) = send(
+        &router,
+        post(batch(vec![report("T-2", 1)]), Some(&token("T-2"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (_, _, metrics) = send(&router, get("/metrics")).await;
+    assert!(
+        metrics.contains("posmon_ingest_rejected_requests_total{reason=\"overloaded\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn dropped_reports_reach_the_terminal_and_the_metrics() {
+    let (router, _dir) = router();
+    let mut first = report("T-1", 1);
+    first["dropped_reports"] = json!(40);
+    let mut second = report("T-1", 2);
+    second["dropped_reports"] = json!(2);
+    let (status, _, text) = send(
+        &router,
+        post(batch(vec![first, second]), Some(&token("T-1"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (_, terminal, _) = send(&router, get("/api/v1/terminals/T-1")).await;
+    assert_eq!(terminal["dropped_reports"], 42);
+    let (_, _, metrics) = send(&router, get("/metrics")).await;
+    assert!(
+        metrics.contains("posmon_ingest_agent_dropped_reports_total 42"),
+        "{metrics}"
+    );
 }

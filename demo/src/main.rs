@@ -98,7 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let fleet_key = keyring.current().clone();
     let token = posmon_protocol::terminal_token(&fleet_key, "DEMO-0001");
     let state = Arc::new(AppState::open(config, keyring, None)?);
-    let collector = tokio::spawn(serve(listener, state, std::future::pending()));
+    let collector = tokio::spawn(serve(listener, state, None, std::future::pending()));
 
     let payment_host = TcpListener::bind("127.0.0.1:0").await?;
     let payment_address = payment_host.local_addr()?;

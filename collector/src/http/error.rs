@@ -22,12 +22,16 @@ pub enum Reason {
     NotFound,
     /// The admin endpoints are off: no admin token is configured.
     AdminDisabled,
+    /// A compressed body that does not decompress.
+    BadEncoding,
+    /// Too many report requests at once: come back after `Retry-After`.
+    Overloaded,
     Internal,
 }
 
 impl Reason {
     /// The reasons a report request can be refused for.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 11] = [
         Reason::MalformedJson,
         Reason::InvalidField,
         Reason::UnsupportedSchemaVersion,
@@ -36,6 +40,8 @@ impl Reason {
         Reason::WrongTerminal,
         Reason::BodyTooLarge,
         Reason::UnsupportedMediaType,
+        Reason::BadEncoding,
+        Reason::Overloaded,
         Reason::Internal,
     ];
 
@@ -52,6 +58,8 @@ impl Reason {
             Reason::BadQuery => "bad_query",
             Reason::NotFound => "not_found",
             Reason::AdminDisabled => "admin_disabled",
+            Reason::BadEncoding => "bad_encoding",
+            Reason::Overloaded => "overloaded",
             Reason::Internal => "internal",
         }
     }
@@ -61,12 +69,14 @@ impl Reason {
             Reason::MalformedJson
             | Reason::InvalidField
             | Reason::UnsupportedSchemaVersion
-            | Reason::BadQuery => StatusCode::BAD_REQUEST,
+            | Reason::BadQuery
+            | Reason::BadEncoding => StatusCode::BAD_REQUEST,
             Reason::MissingToken | Reason::InvalidToken => StatusCode::UNAUTHORIZED,
             Reason::WrongTerminal | Reason::AdminDisabled => StatusCode::FORBIDDEN,
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reason::NotFound => StatusCode::NOT_FOUND,
+            Reason::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -3,6 +3,7 @@
 //! with the background work (the periodic fleet evaluation and the state writer) until
 //! shutdown.
 
+mod encoding;
 pub mod error;
 mod policy;
 mod queries;
@@ -52,6 +53,8 @@ pub struct AppState {
     policy: RwLock<Arc<Vec<VersionRule>>>,
     pub metrics: Arc<Metrics>,
     events: broadcast::Sender<FindingEvent>,
+    /// One permit per report request in flight (`limits.max_concurrent_ingest`).
+    ingest_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -81,7 +84,11 @@ impl AppState {
         }
         let policy = stored_policy.unwrap_or_else(|| config.version_policy.clone());
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let ingest_permits = Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_concurrent_ingest,
+        ));
         Ok(AppState {
+            ingest_permits,
             config,
             keyring,
             admin_token,
@@ -170,12 +177,13 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, with the periodic fleet
-/// evaluation and the state writer running beside it; then finishes in-flight requests and
-/// writes what is left.
+/// Serves the API on `listener` (over TLS when `tls` is given) until `shutdown` completes,
+/// with the periodic fleet evaluation and the state writer running beside it; then finishes
+/// in-flight requests and writes what is left.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let writer = Writer::start(
@@ -185,9 +193,29 @@ pub async fn serve(
         state.config.limits.max_history_findings,
     )?;
     let evaluator = tokio::spawn(evaluate_periodically(Arc::clone(&state)));
-    let served = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let router = app(state);
+    let served = match tls {
+        None => {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
+            });
+            axum_server::from_tcp_rustls(
+                listener.into_std()?,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls),
+            )?
+            .handle(handle)
+            .serve(router.into_make_service())
+            .await
+        }
+    };
     evaluator.abort();
     if tokio::task::spawn_blocking(move || writer.stop())
         .await
@@ -197,6 +225,9 @@ pub async fn serve(
     }
     served
 }
+
+/// How long in-flight TLS requests may take to finish at shutdown.
+const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(10);
 
 async fn evaluate_periodically(state: Arc<AppState>) {
     let period = Duration::from_secs(state.config.diagnosis.evaluation_interval_seconds);

@@ -12,6 +12,7 @@ use posmon_protocol::{validate_batch, BatchAck, CredentialError, ReportBatch, SC
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::encoding::{decode as decode_body, EncodingError};
 use super::error::{ApiError, Reason};
 use super::AppState;
 use crate::diagnose::{diagnose, Policy};
@@ -23,6 +24,10 @@ pub async fn post_reports(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    // Shed load rather than queue it: a permit per request in flight, none to wait for.
+    let Ok(_permit) = Arc::clone(&state.ingest_permits).try_acquire_owned() else {
+        return overloaded(&state);
+    };
     let outcome = ingest(&state, &headers, body).await;
     state
         .metrics
@@ -42,10 +47,42 @@ pub async fn post_reports(
     }
 }
 
+/// 503 with `Retry-After`, counted like any refusal.
+fn overloaded(state: &AppState) -> Response {
+    let reason = Reason::Overloaded;
+    state
+        .metrics
+        .rejected_requests
+        .with_label_values(&[reason.as_str()])
+        .inc();
+    let seconds = state.config.limits.overload_retry_after_seconds;
+    let mut response = ApiError::new(
+        reason,
+        format!("too many report requests at once; retry after {seconds} s"),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    response
+}
+
 async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<BatchAck, ApiError> {
     check_content_type(headers)?;
     let token = bearer_token(headers)?;
-    let bytes = read_body(headers, body, state.config.limits.max_body_bytes).await?;
+    let limit = state.config.limits.max_body_bytes;
+    let bytes = read_body(headers, body, limit).await?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|value| value.to_str().unwrap_or("(not text)"));
+    let bytes = decode_body(encoding, bytes.to_vec(), limit).map_err(|error| {
+        let reason = match error {
+            EncodingError::Unsupported(_) => Reason::UnsupportedMediaType,
+            EncodingError::TooLarge(_) => Reason::BodyTooLarge,
+            EncodingError::Corrupt { .. } => Reason::BadEncoding,
+        };
+        ApiError::new(reason, error.to_string())
+    })?;
     let batch = decode(&bytes)?;
     validate_batch(&batch, state.config.limits.max_reports_per_request).map_err(|error| {
         let reason = if error.unsupported_schema {
@@ -117,6 +154,10 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
         .reports
         .with_label_values(&["duplicate"])
         .inc_by(outcome.duplicates);
+    state
+        .metrics
+        .agent_dropped_reports
+        .inc_by(outcome.dropped_reports);
     let acknowledged_sequence = outcome.highest_sequence;
     state.publish(outcome.events);
     Ok(BatchAck {

@@ -93,6 +93,8 @@ pub struct TerminalSummary<'a> {
     sequence: u64,
     /// Open findings not explained by a fleet-wide one.
     open_findings: usize,
+    /// Reports the agent dropped before delivery (its spool was full, or they were refused).
+    dropped_reports: u64,
     #[serde(with = "time::serde::rfc3339")]
     observed_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -110,6 +112,7 @@ impl<'a> From<&'a Terminal> for TerminalSummary<'a> {
             agent_version: &terminal.agent_version,
             sequence: terminal.highest_sequence,
             open_findings: terminal.visible_findings().count(),
+            dropped_reports: terminal.dropped_reports,
             observed_at: terminal.observed_at,
             first_seen: terminal.first_seen,
             last_seen: terminal.last_seen,
