@@ -1,7 +1,10 @@
 //! The collector's router exercised in-process: every kind of bad input gets the right status
 //! and an error naming the field and the reason, and the collector keeps serving and counts it.
 
-#![allow(clippy::unwrap_used, reason = "test helpers: a failed unwrap fails the test, as it should")]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap fails the test, as it should"
+)]
 
 use std::sync::Arc;
 

@@ -1,0 +1,300 @@
+//! Delivery against a collector that misbehaves in every way the network and an overloaded or
+//! broken server do: 500, a hang, a connection closed mid-body, 429 with Retry-After, a report
+//! refused as bad. Nothing is lost, nothing blocks the queue for good, waits are honoured.
+//!
+//! The misbehaving server is scripted here on loopback: the real collector does not produce these
+//! failures on demand.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap fails the test, as it should"
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use posmon_agent::deliver::{Deliverer, DeliveryConfig, Outcome};
+use posmon_agent::spool::{Spool, SpoolLimits};
+
+/// What the scripted collector does with one request.
+#[derive(Debug, Clone)]
+enum Step {
+    Status500,
+    Hang,
+    CloseMidBody,
+    TooMany {
+        retry_after_seconds: u64,
+    },
+    /// 400 naming `reports[index]` as bad.
+    BadReport {
+        index: usize,
+    },
+    Accept,
+}
+
+struct Received {
+    /// The sequences of each request's batch, in arrival order.
+    batches: Vec<Vec<u64>>,
+    /// Sequences acknowledged so far (highest held).
+    held: u64,
+    at: Vec<Instant>,
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut length = 0usize;
+    let mut gzip = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            length = value.trim().parse().ok()?;
+        }
+        if lower.starts_with("content-encoding:") && lower.contains("gzip") {
+            gzip = true;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    if gzip {
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut plain)
+            .ok()?;
+        body = plain;
+    }
+    Some(body)
+}
+
+fn sequences(body: &[u8]) -> Vec<u64> {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+    value["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|report| report["sequence"].as_u64().unwrap())
+        .collect()
+}
+
+fn respond(stream: &mut TcpStream, status: &str, headers: &str, body: &str) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    );
+}
+
+/// Serves `script` (then accepts everything) and records what arrived.
+fn scripted_collector(script: Vec<Step>) -> (String, Arc<Mutex<Received>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Received {
+        batches: vec![],
+        held: 0,
+        at: vec![],
+    }));
+    let record = Arc::clone(&received);
+    let steps = Arc::new(Mutex::new(script.into_iter()));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let record = Arc::clone(&record);
+            let steps = Arc::clone(&steps);
+            // A thread per connection: a hung one must not hold up the next.
+            std::thread::spawn(move || serve_connection(stream, &steps, &record));
+        }
+    });
+    (url, received)
+}
+
+fn serve_connection(
+    mut stream: TcpStream,
+    steps: &Mutex<std::vec::IntoIter<Step>>,
+    record: &Mutex<Received>,
+) {
+    // Keep-alive: serve requests on this connection until it closes.
+    while let Some(body) = read_request(&mut stream) {
+        let batch = sequences(&body);
+        let step = steps.lock().unwrap().next().unwrap_or(Step::Accept);
+        let mut received = record.lock().unwrap();
+        received.batches.push(batch.clone());
+        received.at.push(Instant::now());
+        match step {
+            Step::Status500 => respond(&mut stream, "500 Internal Server Error", "", "{}"),
+            Step::Hang => {
+                drop(received);
+                std::thread::sleep(Duration::from_secs(3));
+                break;
+            }
+            Step::CloseMidBody => {
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n{\"terminal_id\":");
+                break;
+            }
+            Step::TooMany {
+                retry_after_seconds,
+            } => respond(
+                &mut stream,
+                "429 Too Many Requests",
+                &format!("retry-after: {retry_after_seconds}\r\n"),
+                "{}",
+            ),
+            Step::BadReport { index } => respond(
+                &mut stream,
+                "400 Bad Request",
+                "",
+                &format!(
+                    r#"{{"error":{{"reason":"invalid_field","field":"reports[{index}].labels.region","message":"too long"}}}}"#
+                ),
+            ),
+            Step::Accept => {
+                received.held = received.held.max(*batch.iter().max().unwrap());
+                let ack = format!(
+                    r#"{{"terminal_id":"T-1","acknowledged_sequence":{},"collector_time":"2026-11-26T02:00:00Z"}}"#,
+                    received.held
+                );
+                respond(&mut stream, "200 OK", "", &ack);
+            }
+        }
+    }
+}
+
+fn deliverer(url: &str, dir: &std::path::Path) -> Deliverer {
+    Deliverer::new(DeliveryConfig {
+        collector_url: url.to_string(),
+        token: "k1.test".into(),
+        request_timeout: Duration::from_millis(700),
+        max_batch_reports: 4,
+        max_batch_bytes: 64 * 1024,
+        ca_file: None,
+        client_certificate: None,
+        rejected_dir: dir.join("rejected"),
+        backoff_base: Duration::from_millis(20),
+        backoff_cap: Duration::from_millis(200),
+    })
+    .unwrap()
+}
+
+fn spool_with(dir: &std::path::Path, count: u64) -> Spool {
+    let limits = SpoolLimits {
+        max_bytes: 1 << 20,
+        max_age_seconds: 86_400,
+    };
+    let (mut spool, _) = Spool::open(&dir.join("spool"), limits, 1000).unwrap();
+    for _ in 0..count {
+        let sequence = spool.next_sequence();
+        let payload =
+            format!(r#"{{"schema_version":1,"terminal_id":"T-1","sequence":{sequence}}}"#);
+        spool.append(1000, payload.as_bytes(), 1000).unwrap();
+    }
+    spool
+}
+
+/// Delivers until drained, sleeping as told between attempts; returns the delays asked for.
+async fn drain(deliverer: &mut Deliverer, spool: &mut Spool) -> Vec<Duration> {
+    let mut waits = Vec::new();
+    for _ in 0..50 {
+        match deliverer.deliver(spool).await.unwrap() {
+            Outcome::Drained => return waits,
+            Outcome::RetryAfter(delay) => {
+                waits.push(delay);
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    panic!("never drained; waits {waits:?}");
+}
+
+#[tokio::test]
+async fn failures_retry_with_backoff_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, received) = scripted_collector(vec![
+        Step::Status500,
+        Step::Hang,
+        Step::CloseMidBody,
+        Step::Status500,
+    ]);
+    let mut spool = spool_with(dir.path(), 10);
+    let mut deliverer = deliverer(&url, dir.path());
+    let waits = drain(&mut deliverer, &mut spool).await;
+    assert_eq!(waits.len(), 4, "one retry per failure: {waits:?}");
+    assert!(
+        waits.iter().all(|wait| *wait <= Duration::from_millis(200)),
+        "capped: {waits:?}"
+    );
+    let received = received.lock().unwrap();
+    assert_eq!(received.held, 10);
+    // The failed batch was sent again, and everything arrived in order.
+    let delivered: Vec<u64> = received.batches[4..].concat();
+    assert_eq!(delivered, (1..=10).collect::<Vec<_>>());
+    assert!(received.batches[..4]
+        .iter()
+        .all(|batch| batch == &[1, 2, 3, 4]));
+    assert_eq!(spool.pending_count(), 0);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, received) = scripted_collector(vec![Step::TooMany {
+        retry_after_seconds: 2,
+    }]);
+    let mut spool = spool_with(dir.path(), 3);
+    let mut deliverer = deliverer(&url, dir.path());
+    let waits = drain(&mut deliverer, &mut spool).await;
+    assert_eq!(waits.len(), 1);
+    assert!(
+        waits[0] >= Duration::from_secs(2) && waits[0] < Duration::from_secs(3),
+        "{waits:?}"
+    );
+    let received = received.lock().unwrap();
+    assert!(received.at[1] - received.at[0] >= Duration::from_secs(2));
+    assert_eq!(received.held, 3);
+}
+
+#[tokio::test]
+async fn a_refused_report_is_set_aside_and_does_not_block_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    // The batch [1..4] is refused at index 2: the agent sends [1, 2] alone, then [3, 4, 5, 6]
+    // is refused at index 0: report 3 is set aside, and the rest goes on.
+    let (url, received) = scripted_collector(vec![
+        Step::BadReport { index: 2 },
+        Step::Accept,
+        Step::BadReport { index: 0 },
+    ]);
+    let mut spool = spool_with(dir.path(), 8);
+    let mut deliverer = deliverer(&url, dir.path());
+    let waits = drain(&mut deliverer, &mut spool).await;
+    assert!(waits.is_empty(), "a bad report needs no wait: {waits:?}");
+    let received = received.lock().unwrap();
+    assert_eq!(
+        received.batches,
+        vec![
+            vec![1, 2, 3, 4],
+            vec![1, 2],
+            vec![3, 4, 5, 6],
+            vec![4, 5, 6, 7],
+            vec![8]
+        ]
+    );
+    assert_eq!(received.held, 8);
+    let kept = std::fs::read_to_string(dir.path().join("rejected").join(format!("{:020}.json", 3)))
+        .unwrap();
+    assert!(
+        kept.contains("too long") && kept.contains("\"sequence\":3"),
+        "{kept}"
+    );
+    assert_eq!(
+        spool.take_dropped().unwrap(),
+        1,
+        "the set-aside report is counted"
+    );
+}
