@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 /// The most bytes of a command's standard output kept.
 const OUTPUT_MAX_BYTES: u64 = 64 * 1024;
 
-/// How a command ended and what it printed (at most [`OUTPUT_MAX_BYTES`]).
+/// How a command ended and what it printed (at most 64 KiB of it).
 pub struct Finished {
     pub status: ExitStatus,
     pub stdout: String,

@@ -241,18 +241,10 @@ mod tests {
         assert_eq!(rung(&stage), expected);
     }
 
-    fn result(stage: Stage, status: StageStatus, error: Option<ErrorKind>) -> StageResult {
+    fn result(kind: Stage, status: StageStatus, error: Option<ErrorKind>) -> StageResult {
         StageResult {
-            stage,
-            status,
             error,
-            detail: None,
-            attempts: 1,
-            successes: u32::from(status == StageStatus::Ok),
-            latency_ms: None,
-            http_status: None,
-            tls_version: None,
-            certificate_days_left: None,
+            ..crate::probe::stage(kind, status)
         }
     }
 

@@ -24,7 +24,7 @@ impl SystemRoot {
         self.0.join(relative.strip_prefix("/").unwrap_or(relative))
     }
 
-    /// The file's text, at most [`FILE_MAX_BYTES`] of it.
+    /// The file's text, at most 1 MiB of it.
     pub fn read(&self, relative: impl AsRef<Path>) -> std::io::Result<String> {
         let mut text = String::new();
         std::fs::File::open(self.path(relative))?

@@ -68,12 +68,11 @@ fn neighbour_flags(arp: &str, address: Ipv4Addr, interface: &str) -> Option<u32>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::routes::routes;
-    use crate::system::tests::FakeTree;
+    use crate::probe::routes::tests::HEADER;
+    use crate::probe::rung_on_tree;
 
-    const ROUTES: &str =
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
-eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+    /// Routes below the header of `/proc/net/route`.
+    const ROUTES: &str = "eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
 eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
 ";
     const ARP_HEADER: &str =
@@ -84,7 +83,7 @@ eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
         arp: Option<&str>,
         expected: (StageStatus, Option<ErrorKind>, &str),
     ) {
-        let mut files = vec![("proc/net/route", routes_text.to_string())];
+        let mut files = vec![("proc/net/route", format!("{HEADER}{routes_text}"))];
         if let Some(arp) = arp {
             files.push(("proc/net/arp", format!("{ARP_HEADER}{arp}")));
         }
@@ -92,18 +91,8 @@ eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
             .iter()
             .map(|(path, text)| (*path, text.as_str()))
             .collect();
-        let tree = FakeTree::new(&files);
-        let root = tree.root();
-        let result = measure(&root, &routes(&root));
-        assert_eq!(
-            (
-                result.status,
-                result.error,
-                result.detail.as_deref().unwrap_or_default()
-            ),
-            expected,
-            "{arp:?}"
-        );
+        let (status, error, detail) = rung_on_tree(&files, measure);
+        assert_eq!((status, error, detail.as_str()), expected, "{arp:?}");
     }
 
     #[test]
@@ -137,7 +126,7 @@ eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
             ),
         );
         check(
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n",
+            "",
             None,
             (
                 StageStatus::Failed,
@@ -146,7 +135,7 @@ eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
             ),
         );
         check(
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\nppp0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n",
+            "ppp0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n",
             None,
             (StageStatus::Ok, None, "point-to-point link on ppp0"),
         );

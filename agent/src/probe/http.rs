@@ -1,5 +1,5 @@
 //! The HTTP rung: one `GET` over the connection the lower rungs opened, timed to the first byte
-//! of the answer. Only the status line is read (at most [`STATUS_LINE_MAX_BYTES`]); the body is
+//! of the answer. Only the status line is read (at most 1 KiB); the body is
 //! never downloaded, so the rung costs one small exchange on a metered link.
 
 use std::time::{Duration, Instant};

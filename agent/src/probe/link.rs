@@ -73,28 +73,16 @@ fn describe(interfaces: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::routes::routes;
-    use crate::system::tests::FakeTree;
+    use crate::probe::routes::tests::HEADER as ROUTE_HEADER;
+    use crate::probe::rung_on_tree;
     use posmon_protocol::StageStatus;
 
-    const ROUTE_HEADER: &str =
-        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
     const DEFAULT_VIA_ETH0: &str = "eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n";
     const SUBNET_ON_ETH0: &str = "eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n";
 
     fn check(files: &[(&str, &str)], expected: (StageStatus, Option<ErrorKind>, &str)) {
-        let tree = FakeTree::new(files);
-        let root = tree.root();
-        let result = measure(&root, &routes(&root));
-        assert_eq!(
-            (
-                result.status,
-                result.error,
-                result.detail.as_deref().unwrap_or_default()
-            ),
-            expected,
-            "{files:?}"
-        );
+        let (status, error, detail) = rung_on_tree(files, measure);
+        assert_eq!((status, error, detail.as_str()), expected, "{files:?}");
     }
 
     #[test]

@@ -351,7 +351,8 @@ fn latency_stats(latencies: &[f64]) -> Option<LatencyStats> {
     })
 }
 
-fn stage(stage: Stage, status: StageStatus) -> StageResult {
+/// A rung's result with nothing measured yet.
+pub(crate) fn stage(stage: Stage, status: StageStatus) -> StageResult {
     StageResult {
         stage,
         status,
@@ -381,6 +382,23 @@ fn failed(kind: Stage, error: ErrorKind, detail: &str) -> StageResult {
         detail: Some(bounded(detail, limits::DETAIL_MAX_CHARS)),
         ..stage(kind, StageStatus::Failed)
     }
+}
+
+/// Runs a rung measured from local state (link, gateway) on a fake tree holding `files`, and
+/// returns its verdict as (status, error, detail).
+#[cfg(test)]
+pub(crate) fn rung_on_tree(
+    files: &[(&str, &str)],
+    measure: fn(&SystemRoot, &[routes::Route]) -> StageResult,
+) -> (StageStatus, Option<ErrorKind>, String) {
+    let tree = crate::system::tests::FakeTree::new(files);
+    let root = tree.root();
+    let result = measure(&root, &routes::routes(&root));
+    (
+        result.status,
+        result.error,
+        result.detail.unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

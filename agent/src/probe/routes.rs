@@ -83,10 +83,11 @@ pub fn has_address(root: &SystemRoot, routes: &[Route], interface: &str) -> bool
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const HEADER: &str =
+    /// The header line of `/proc/net/route`.
+    pub const HEADER: &str =
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
 
     fn check(lines: &str, expected_default: Option<(&str, [u8; 4])>) {
