@@ -146,7 +146,9 @@ fn read_token(config: &AgentConfig) -> anyhow::Result<String> {
     } else if let Some(path) = &config.token_file {
         read_token_file(path)?
     } else {
-        anyhow::bail!("config key token_file: no token configured");
+        anyhow::bail!(
+            "config key token_file: one of token, token_file or the {TOKEN_ENV} environment variable must be set"
+        );
     };
     let token = token.trim().to_string();
     let well_formed =

@@ -400,17 +400,7 @@ impl AgentConfig {
                 "must be an http:// or https:// URL with a host",
             ));
         }
-        if self.token.is_none()
-            && self.token_file.is_none()
-            && std::env::var_os(TOKEN_ENV).is_none()
-        {
-            return Err(invalid(
-                "token_file",
-                format!(
-                    "one of token, token_file or the {TOKEN_ENV} environment variable must be set"
-                ),
-            ));
-        }
+        // The token is checked where it is needed (`run`, `check-config`): `probe` needs none.
         for (key, value, max) in [
             (
                 "report_interval_seconds",
