@@ -6,6 +6,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{AgentConfig, DEFAULT_CONFIG, TOKEN_ENV};
+use crate::cycle::Measurer;
+use crate::probe::Ladder;
+use crate::render::render;
+use crate::report::build;
 use crate::run::Agent;
 
 #[derive(Parser)]
@@ -28,6 +32,19 @@ enum Command {
         #[arg(long, env = "POSMON_AGENT_CONFIG", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Measure now and print the report: the path ladder per target, versions, device and
+    /// peripherals. Sends nothing to the collector and needs no token.
+    Probe {
+        /// Configuration file (TOML).
+        #[arg(long, env = "POSMON_AGENT_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// One cycle, then exit (without it, one cycle every report interval until Ctrl-C).
+        #[arg(long)]
+        once: bool,
+        /// Print the raw report as JSON (as it would be sent) instead of the readable form.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print an example configuration, every option with a comment and its default.
     PrintDefaultConfig,
     /// Check a configuration file and report the first problem, naming its key.
@@ -48,6 +65,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let loaded = AgentConfig::from_file(&config)?;
             read_token(&loaded)?;
+            // Reads every ca_file, so that a bad bundle is found now rather than at run time.
+            Ladder::new(&loaded)?;
             println!(
                 "{}: ok (terminal {}, {} targets, {} components, reporting to {} every {} s)",
                 config.display(),
@@ -59,16 +78,15 @@ pub fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Probe { config, once, json } => {
+            let config = AgentConfig::from_file(&config)?;
+            probe(&config, once, json)
+        }
         Command::Run { config } => {
             let config = AgentConfig::from_file(&config)?;
             let token = read_token(&config)?;
             init_logging();
-            // One thread is plenty: the agent waits on the network almost all the time.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(async {
+            runtime()?.block_on(async {
                 let agent = Agent::new(config.clone(), &token)?;
                 tracing::info!(
                     terminal = %config.terminal_id,
@@ -85,6 +103,37 @@ pub fn run() -> anyhow::Result<()> {
     }
 }
 
+/// One thread is plenty: the agent waits on the network almost all the time.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `posmon-agent probe`: measure, build the report as it would be sent, print it.
+fn probe(config: &AgentConfig, once: bool, json: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let mut measurer = Measurer::new(config)?;
+        let mut ticker = tokio::time::interval(config.report_interval());
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let cycle = measurer.measure(None).await;
+            // Sequence 0: this report is never sent, so it takes no number from the agent's.
+            let report = build(config, 0, cycle);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", render(&report));
+            }
+            if once {
+                return Ok(());
+            }
+        }
+    })
+}
+
 /// The token from the environment, the config, or the token file, in that order.
 fn read_token(config: &AgentConfig) -> anyhow::Result<String> {
     let token = if let Some(token) = std::env::var(TOKEN_ENV)
@@ -97,7 +146,9 @@ fn read_token(config: &AgentConfig) -> anyhow::Result<String> {
     } else if let Some(path) = &config.token_file {
         read_token_file(path)?
     } else {
-        anyhow::bail!("config key token_file: no token configured");
+        anyhow::bail!(
+            "config key token_file: one of token, token_file or the {TOKEN_ENV} environment variable must be set"
+        );
     };
     let token = token.trim().to_string();
     let well_formed =

@@ -1,6 +1,7 @@
 //! The agent's configuration: one TOML file, checked as a whole before the agent starts. A bad
 //! file names the key and the problem, and the agent refuses to start.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,12 +37,30 @@ pub struct AgentConfig {
     pub probe_timeout_seconds: u64,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// Tries per target per cycle, unless the target sets its own.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Whether to send ICMP echoes to each target beside the ladder.
+    #[serde(default = "default_icmp")]
+    pub icmp: bool,
+    /// The root under which `/sys`, `/proc`, `/etc/resolv.conf`, `/etc/hosts`, `/dev` and `/run`
+    /// are read.
+    #[serde(default = "default_system_root")]
+    pub system_root: PathBuf,
+    /// Nameservers (`ip` or `ip:port`) asked instead of those of `resolv.conf`.
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
     #[serde(default)]
     pub labels: LabelsConfig,
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
     #[serde(default)]
     pub components: Vec<ComponentConfig>,
+    /// Process names (as in `/proc/<pid>/comm`) whose running state is reported.
+    #[serde(default)]
+    pub processes: Vec<String>,
+    #[serde(default)]
+    pub peripherals: Vec<PeripheralConfig>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -56,6 +75,23 @@ fn default_probe_timeout() -> u64 {
 fn default_request_timeout() -> u64 {
     10
 }
+fn default_attempts() -> u32 {
+    3
+}
+fn default_icmp() -> bool {
+    true
+}
+fn default_system_root() -> PathBuf {
+    PathBuf::from("/")
+}
+fn default_command_timeout() -> u64 {
+    5
+}
+
+/// The most tries per target per cycle.
+const ATTEMPTS_MAX: u32 = 20;
+/// The most nameservers, process names and peripherals.
+const LIST_MAX: usize = 16;
 
 /// The terminal's labels as configured: the wire type, but strict about unknown keys so that a
 /// misplaced option is an error rather than silently ignored.
@@ -92,22 +128,187 @@ impl LabelsConfig {
 pub struct TargetConfig {
     /// Short name used in findings, e.g. `payment-host`.
     pub name: String,
-    /// `host:port`.
+    /// `host:port`, or an `http://` / `https://` URL.
     pub address: String,
+    /// Handshake TLS on a `host:port` target (a URL says it by its scheme).
+    #[serde(default)]
+    pub tls: bool,
+    /// Tries per cycle, instead of the global `attempts`.
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    /// PEM file of the CA certificates to verify this target against, instead of the public
+    /// web roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
-/// A software component whose version is read from a file.
+/// Where a target is and what is spoken there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: Host,
+    pub port: u16,
+    pub tls: bool,
+    /// The path and query of an HTTP target.
+    pub http_path: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    Name(String),
+    Address(IpAddr),
+}
+
+impl TargetConfig {
+    /// The endpoint the address describes, or what is wrong with it.
+    pub fn endpoint(&self) -> Result<Endpoint, String> {
+        let address = self.address.as_str();
+        if address.starts_with("http://") || address.starts_with("https://") {
+            let url =
+                reqwest::Url::parse(address).map_err(|error| format!("not a URL: {error}"))?;
+            let host = url
+                .host_str()
+                .filter(|host| !host.is_empty())
+                .ok_or_else(|| "the URL has no host".to_string())?;
+            let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+            let host = match unbracketed.parse::<IpAddr>() {
+                Ok(address) => Host::Address(address),
+                Err(_) => Host::Name(host.to_string()),
+            };
+            let port = url
+                .port_or_known_default()
+                .ok_or_else(|| "the URL has no port".to_string())?;
+            let mut path = url.path().to_string();
+            if let Some(query) = url.query() {
+                path = format!("{path}?{query}");
+            }
+            return Ok(Endpoint {
+                host,
+                port,
+                tls: url.scheme() == "https",
+                http_path: Some(path),
+            });
+        }
+        let problem = || {
+            format!("{address:?} must be host:port (e.g. pay.example.com:443 or [::1]:443) or an http(s):// URL")
+        };
+        let (host, port) = address.rsplit_once(':').ok_or_else(problem)?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(problem)?;
+        let bracketed = host
+            .strip_prefix('[')
+            .and_then(|host| host.strip_suffix(']'));
+        let host = match bracketed.unwrap_or(host).parse::<IpAddr>() {
+            // An IPv6 address needs its brackets: without them the port is ambiguous.
+            Ok(address) if bracketed.is_some() || address.is_ipv4() => Host::Address(address),
+            Err(_) if bracketed.is_none() && is_host_name(host) => Host::Name(host.to_string()),
+            _ => return Err(problem()),
+        };
+        Ok(Endpoint {
+            host,
+            port,
+            tls: self.tls,
+            http_path: None,
+        })
+    }
+}
+
+/// A DNS name: dot-separated labels of letters, digits, `-` and `_`, at most 253 characters.
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+impl Endpoint {
+    /// The name the TLS certificate must hold.
+    pub fn server_name(&self) -> Option<rustls::pki_types::ServerName<'static>> {
+        match &self.host {
+            Host::Name(name) => rustls::pki_types::ServerName::try_from(name.clone()).ok(),
+            Host::Address(address) => {
+                Some(rustls::pki_types::ServerName::IpAddress((*address).into()))
+            }
+        }
+    }
+
+    /// The `Host` header: the host, and the port unless it is the scheme's default.
+    pub fn host_header(&self) -> String {
+        let host = match &self.host {
+            Host::Name(name) => name.clone(),
+            Host::Address(IpAddr::V6(address)) => format!("[{address}]"),
+            Host::Address(address) => address.to_string(),
+        };
+        let default_port = if self.tls { 443 } else { 80 };
+        if self.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// A nameserver as configured: `ip` (port 53) or `ip:port` (`[v6]:port`).
+pub fn parse_dns_server(text: &str) -> Option<SocketAddr> {
+    text.parse::<SocketAddr>().ok().or_else(|| {
+        text.parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}
+
+/// A software component's version source: exactly one of `file`, `command` or `properties`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComponentConfig {
     /// Component name: `pos_app`, `firmware`, `emv_kernel`, …
     pub name: String,
-    /// File holding the version.
-    pub file: PathBuf,
+    /// A file holding the version.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// A command (program and arguments, no shell) whose output holds the version.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// A `key=value` property file; `key` names the entry holding the version.
+    #[serde(default)]
+    pub properties: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<String>,
     /// Optional regex: the first capture group (or the whole match) is the version. Without it,
-    /// the file's first non-empty line is.
+    /// the first non-empty line is.
     #[serde(default)]
     pub regex: Option<String>,
+    /// Seconds the command may run.
+    #[serde(default = "default_command_timeout")]
+    pub timeout_seconds: u64,
+}
+
+/// A peripheral the POS application needs, found by exactly one of a device node, a USB
+/// vendor:product id, or a check command's exit status.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeripheralConfig {
+    /// `card_reader`, `printer`, `pin_pad`, …
+    pub name: String,
+    /// A device node, e.g. `/dev/ttyACM0` (under `system_root`).
+    #[serde(default)]
+    pub device: Option<PathBuf>,
+    /// A USB `vendor:product` id in hex, e.g. `0b00:0080`, looked up in `/sys/bus/usb/devices`.
+    #[serde(default)]
+    pub usb: Option<String>,
+    /// A command (no shell) that exits 0 when the peripheral is there.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Seconds the command may run.
+    #[serde(default = "default_command_timeout")]
+    pub timeout_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,9 +356,15 @@ impl AgentConfig {
             report_interval_seconds: default_report_interval(),
             probe_timeout_seconds: default_probe_timeout(),
             request_timeout_seconds: default_request_timeout(),
+            attempts: default_attempts(),
+            icmp: default_icmp(),
+            system_root: default_system_root(),
+            dns_servers: Vec::new(),
             labels: LabelsConfig::default(),
             targets: Vec::new(),
             components: Vec::new(),
+            processes: Vec::new(),
+            peripherals: Vec::new(),
         }
     }
 
@@ -173,6 +380,14 @@ impl AgentConfig {
         Duration::from_secs(self.request_timeout_seconds)
     }
 
+    /// The configured nameservers (validated: every entry parses).
+    pub fn dns_server_addresses(&self) -> Vec<SocketAddr> {
+        self.dns_servers
+            .iter()
+            .filter_map(|server| parse_dns_server(server))
+            .collect()
+    }
+
     /// Checks every key; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         posmon_protocol::validate::check_terminal_id(&self.terminal_id, "terminal_id")
@@ -185,17 +400,7 @@ impl AgentConfig {
                 "must be an http:// or https:// URL with a host",
             ));
         }
-        if self.token.is_none()
-            && self.token_file.is_none()
-            && std::env::var_os(TOKEN_ENV).is_none()
-        {
-            return Err(invalid(
-                "token_file",
-                format!(
-                    "one of token, token_file or the {TOKEN_ENV} environment variable must be set"
-                ),
-            ));
-        }
+        // The token is checked where it is needed (`run`, `check-config`): `probe` needs none.
         for (key, value, max) in [
             (
                 "report_interval_seconds",
@@ -230,7 +435,69 @@ impl AgentConfig {
                     format!("duplicate target name {:?}", target.name),
                 ));
             }
-            check_host_port(&target.address, &format!("{key}.address"))?;
+            if target.address.chars().count() > limits::DETAIL_MAX_CHARS {
+                return Err(invalid(format!("{key}.address"), "too long"));
+            }
+            let endpoint = target
+                .endpoint()
+                .map_err(|problem| invalid(format!("{key}.address"), problem))?;
+            if endpoint.tls && endpoint.server_name().is_none() {
+                return Err(invalid(
+                    format!("{key}.address"),
+                    "not a name a TLS certificate can hold",
+                ));
+            }
+            if target.ca_file.is_some() && !endpoint.tls {
+                return Err(invalid(
+                    format!("{key}.ca_file"),
+                    "only for a TLS target (https:// or tls = true)",
+                ));
+            }
+            if let Some(attempts) = target.attempts {
+                check_attempts(attempts, &format!("{key}.attempts"))?;
+            }
+        }
+        check_attempts(self.attempts, "attempts")?;
+        check_count(self.dns_servers.len(), "dns_servers")?;
+        for (index, server) in self.dns_servers.iter().enumerate() {
+            if parse_dns_server(server).is_none() {
+                return Err(invalid(
+                    format!("dns_servers[{index}]"),
+                    format!("{server:?} must be an IP address, optionally with :port"),
+                ));
+            }
+        }
+        check_count(self.processes.len(), "processes")?;
+        for (index, name) in self.processes.iter().enumerate() {
+            check_name(name, &format!("processes[{index}]"))?;
+        }
+        check_count(self.peripherals.len(), "peripherals")?;
+        for (index, peripheral) in self.peripherals.iter().enumerate() {
+            let key = format!("peripherals[{index}]");
+            check_name(&peripheral.name, &format!("{key}.name"))?;
+            let sources = [
+                peripheral.device.is_some(),
+                peripheral.usb.is_some(),
+                peripheral.command.is_some(),
+            ];
+            if sources.iter().filter(|set| **set).count() != 1 {
+                return Err(invalid(key, "set exactly one of device, usb or command"));
+            }
+            if let Some(usb) = &peripheral.usb {
+                if parse_usb_id(usb).is_none() {
+                    return Err(invalid(
+                        format!("{key}.usb"),
+                        format!("{usb:?} must be vendor:product in hex, e.g. 0b00:0080"),
+                    ));
+                }
+            }
+            if let Some(command) = &peripheral.command {
+                check_command(command, &format!("{key}.command"))?;
+            }
+            check_timeout(
+                peripheral.timeout_seconds,
+                &format!("{key}.timeout_seconds"),
+            )?;
         }
         // Leave room for the built-in os, kernel and agent components.
         let max_components = limits::COMPONENTS_MAX - 3;
@@ -260,6 +527,27 @@ impl AgentConfig {
                     format!("{:?} is reported by the agent itself", component.name),
                 ));
             }
+            let sources = [
+                component.file.is_some(),
+                component.command.is_some(),
+                component.properties.is_some(),
+            ];
+            if sources.iter().filter(|set| **set).count() != 1 {
+                return Err(invalid(
+                    key,
+                    "set exactly one of file, command or properties",
+                ));
+            }
+            if component.properties.is_some() != component.key.is_some() {
+                return Err(invalid(
+                    format!("{key}.key"),
+                    "a properties source needs a key, and only it takes one",
+                ));
+            }
+            if let Some(command) = &component.command {
+                check_command(command, &format!("{key}.command"))?;
+            }
+            check_timeout(component.timeout_seconds, &format!("{key}.timeout_seconds"))?;
             if let Some(pattern) = &component.regex {
                 regex_lite::Regex::new(pattern).map_err(|error| {
                     invalid(
@@ -289,21 +577,52 @@ fn check_name(name: &str, key: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_host_port(address: &str, key: &str) -> Result<(), ConfigError> {
-    let problem = || {
-        invalid(
+fn check_attempts(attempts: u32, key: &str) -> Result<(), ConfigError> {
+    if attempts == 0 || attempts > ATTEMPTS_MAX {
+        return Err(invalid(
             key,
-            format!("{address:?} must be host:port (e.g. pay.example.com:443 or [::1]:443)"),
-        )
-    };
-    let (host, port) = address.rsplit_once(':').ok_or_else(problem)?;
-    if host.is_empty() || port.parse::<u16>().map_or(true, |port| port == 0) {
-        return Err(problem());
-    }
-    if address.chars().count() > limits::DETAIL_MAX_CHARS {
-        return Err(invalid(key, "too long"));
+            format!("must be between 1 and {ATTEMPTS_MAX}"),
+        ));
     }
     Ok(())
+}
+
+fn check_count(count: usize, key: &str) -> Result<(), ConfigError> {
+    if count > LIST_MAX {
+        return Err(invalid(key, format!("at most {LIST_MAX} entries")));
+    }
+    Ok(())
+}
+
+fn check_timeout(seconds: u64, key: &str) -> Result<(), ConfigError> {
+    if seconds == 0 || seconds > 300 {
+        return Err(invalid(key, "must be between 1 and 300"));
+    }
+    Ok(())
+}
+
+fn check_command(command: &[String], key: &str) -> Result<(), ConfigError> {
+    if command
+        .first()
+        .is_none_or(|program| program.trim().is_empty())
+    {
+        return Err(invalid(
+            key,
+            "must name a program: [\"program\", \"argument\", ...]",
+        ));
+    }
+    Ok(())
+}
+
+/// A USB `vendor:product` id in hex.
+pub fn parse_usb_id(text: &str) -> Option<(u16, u16)> {
+    let (vendor, product) = text.split_once(':')?;
+    let parse = |part: &str| {
+        (part.len() == 4)
+            .then(|| u16::from_str_radix(part, 16).ok())
+            .flatten()
+    };
+    Some((parse(vendor)?, parse(product)?))
 }
 
 #[cfg(test)]
@@ -332,6 +651,93 @@ mod tests {
         );
     }
 
+    fn endpoint(address: &str, tls: bool) -> Result<Endpoint, String> {
+        TargetConfig {
+            name: "t".into(),
+            address: address.into(),
+            tls,
+            attempts: None,
+            ca_file: None,
+        }
+        .endpoint()
+    }
+
+    #[test]
+    fn addresses_are_host_port_or_urls() {
+        let name = |name: &str| Host::Name(name.into());
+        let address = |text: &str| Host::Address(text.parse().unwrap());
+        let cases = [
+            (
+                "pay.example:443",
+                false,
+                name("pay.example"),
+                443,
+                false,
+                None,
+            ),
+            (
+                "pay.example:8443",
+                true,
+                name("pay.example"),
+                8443,
+                true,
+                None,
+            ),
+            ("[::1]:53", false, address("::1"), 53, false, None),
+            ("10.0.0.7:443", false, address("10.0.0.7"), 443, false, None),
+            (
+                "https://tms.example/health?x=1",
+                false,
+                name("tms.example"),
+                443,
+                true,
+                Some("/health?x=1"),
+            ),
+            (
+                "http://127.0.0.1:8080",
+                false,
+                address("127.0.0.1"),
+                8080,
+                false,
+                Some("/"),
+            ),
+            (
+                "https://[::1]:8443/",
+                false,
+                address("::1"),
+                8443,
+                true,
+                Some("/"),
+            ),
+        ];
+        for (text, tls, host, port, expected_tls, path) in cases {
+            let expected = Endpoint {
+                host,
+                port,
+                tls: expected_tls,
+                http_path: path.map(str::to_string),
+            };
+            assert_eq!(endpoint(text, tls), Ok(expected), "{text}");
+        }
+        for bad in [
+            "pay.example",
+            "pay.example:0",
+            ":443",
+            "a b:1",
+            "https://",
+            "::1:53",
+        ] {
+            assert!(endpoint(bad, false).is_err(), "{bad}");
+        }
+        let header = |text: &str| endpoint(text, false).map(|endpoint| endpoint.host_header());
+        assert_eq!(header("https://tms.example/x"), Ok("tms.example".into()));
+        assert_eq!(
+            header("http://tms.example:8080/x"),
+            Ok("tms.example:8080".into())
+        );
+        assert_eq!(header("https://[::1]:8443/"), Ok("[::1]:8443".into()));
+    }
+
     #[test]
     fn bad_configs_name_the_key_and_the_problem() {
         assert!(parse(BASE).is_ok());
@@ -342,6 +748,46 @@ mod tests {
         check(
             "[[targets]]\nname = \"pay\"\naddress = \"pay.example\"",
             "config key targets[0].address: \"pay.example\" must be host:port",
+        );
+        check(
+            "[[targets]]\nname = \"pay\"\naddress = \"bad host!:443\"",
+            "config key targets[0].address: \"bad host!:443\" must be host:port",
+        );
+        check(
+            "[[targets]]\nname = \"pay\"\naddress = \"a:1\"\nca_file = \"/ca.pem\"",
+            "config key targets[0].ca_file: only for a TLS target",
+        );
+        check(
+            "[[targets]]\nname = \"pay\"\naddress = \"a:1\"\nattempts = 0",
+            "config key targets[0].attempts: must be between 1 and 20",
+        );
+        check(
+            "attempts = 21",
+            "config key attempts: must be between 1 and 20",
+        );
+        check(
+            "dns_servers = [\"dns.example\"]",
+            "config key dns_servers[0]: \"dns.example\" must be an IP address",
+        );
+        check(
+            "[[components]]\nname = \"pos_app\"\nfile = \"/x\"\ncommand = [\"v\"]",
+            "config key components[0]: set exactly one of file, command or properties",
+        );
+        check(
+            "[[components]]\nname = \"pos_app\"\nproperties = \"/x\"",
+            "config key components[0].key: a properties source needs a key",
+        );
+        check(
+            "[[components]]\nname = \"pos_app\"\ncommand = []",
+            "config key components[0].command: must name a program",
+        );
+        check(
+            "[[peripherals]]\nname = \"pin_pad\"\nusb = \"0b00\"",
+            "config key peripherals[0].usb: \"0b00\" must be vendor:product in hex",
+        );
+        check(
+            "[[peripherals]]\nname = \"pin_pad\"",
+            "config key peripherals[0]: set exactly one of device, usb or command",
         );
         check(
             "[[targets]]\nname = \"pay\"\naddress = \"a:1\"\n[[targets]]\nname = \"pay\"\naddress = \"b:2\"",

@@ -2,18 +2,24 @@
 //! the hosts the terminal needs, reads software versions and device status, and pushes a report
 //! to the collector.
 //!
-//! Data flows one way: `config` → `run` (schedule) → `probe`, `device`, `software` → `report`
-//! → `push`. Probes never return errors: a failure is a measurement in the report.
+//! Data flows one way: `config` → `run` (schedule) → `cycle` (`probe`, `device`, `software`,
+//! `clock`) → `report` → `push`, or → `render` for `posmon-agent probe`. Probes never return
+//! errors: a failure is a measurement in the report.
 
 pub mod backoff;
 pub mod cli;
+pub mod clock;
+pub mod command;
 pub mod config;
+pub mod cycle;
 pub mod deliver;
 pub mod device;
 pub mod probe;
 pub mod push;
+pub mod render;
 pub mod report;
 pub mod run;
 pub mod sequence;
 pub mod software;
 pub mod spool;
+pub mod system;

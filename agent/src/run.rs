@@ -1,22 +1,17 @@
 //! The agent's loop: every interval, probe → report → push. Between cycles it sleeps.
 
 use posmon_protocol::{ClockStatus, ReportBatch};
-use time::OffsetDateTime;
-use tokio::task::JoinSet;
 
 use crate::config::AgentConfig;
-use crate::device::DeviceProbe;
-use crate::probe::tcp;
+use crate::cycle::Measurer;
 use crate::push::Pusher;
-use crate::report::{build, Cycle};
+use crate::report::build;
 use crate::sequence::Sequence;
-use crate::software::{inventory, ComponentSource};
 
 /// Everything the loop keeps between cycles.
 pub struct Agent {
     config: AgentConfig,
-    sources: Vec<ComponentSource>,
-    device: DeviceProbe,
+    measurer: Measurer,
     sequence: Sequence,
     pusher: Pusher,
     /// The clock offset from the latest exchange with the collector, sent with the next report.
@@ -25,17 +20,12 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(config: AgentConfig, token: &str) -> anyhow::Result<Self> {
-        let sources = config
-            .components
-            .iter()
-            .map(ComponentSource::new)
-            .collect::<Result<Vec<_>, _>>()?;
+        let measurer = Measurer::new(&config)?;
         let sequence = Sequence::open(&config.state_dir)?;
         let pusher = Pusher::new(&config, token)?;
         Ok(Agent {
             config,
-            sources,
-            device: DeviceProbe::new(),
+            measurer,
             sequence,
             pusher,
             clock: None,
@@ -57,15 +47,7 @@ impl Agent {
 
     /// One probe cycle and its delivery.
     pub async fn cycle(&mut self) {
-        let observed_at = OffsetDateTime::now_utc();
-        let probes = probe_all(&self.config).await;
-        let cycle = Cycle {
-            observed_at,
-            probes,
-            software: inventory(&self.sources),
-            device: self.device.measure(),
-            clock: self.clock.clone(),
-        };
+        let cycle = self.measurer.measure(self.clock.clone()).await;
         let sequence = match self.sequence.issue() {
             Ok(sequence) => sequence,
             Err(error) => {
@@ -88,22 +70,4 @@ impl Agent {
             Err(error) => tracing::warn!(sequence, %error, "Could not deliver a report."),
         }
     }
-}
-
-/// Probes every target at once; results keep the configured order.
-async fn probe_all(config: &AgentConfig) -> Vec<posmon_protocol::ProbeResult> {
-    let timeout = config.probe_timeout();
-    let mut tasks = JoinSet::new();
-    for (index, target) in config.targets.iter().cloned().enumerate() {
-        tasks.spawn(async move { (index, tcp::probe(&target, timeout).await) });
-    }
-    let mut results = Vec::with_capacity(config.targets.len());
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(result) => results.push(result),
-            Err(error) => tracing::error!(%error, "A probe task failed."),
-        }
-    }
-    results.sort_by_key(|(index, _)| *index);
-    results.into_iter().map(|(_, result)| result).collect()
 }

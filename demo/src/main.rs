@@ -128,16 +128,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             TargetConfig {
                 name: "payment-host".into(),
                 address: payment_address.to_string(),
+                tls: false,
+                attempts: None,
+                ca_file: None,
             },
             TargetConfig {
                 name: "collector".into(),
-                address: collector_address.to_string(),
+                address: format!("http://{collector_address}/healthz"),
+                tls: false,
+                attempts: None,
+                ca_file: None,
             },
         ],
         components: vec![ComponentConfig {
             name: "pos_app".into(),
-            file: version_file,
+            file: Some(version_file),
+            command: None,
+            properties: None,
+            key: None,
             regex: Some(r"version=(\S+)".into()),
+            timeout_seconds: 5,
         }],
         ..AgentConfig::example()
     };

@@ -289,3 +289,93 @@ impl Drop for TargetServer {
         self.close();
     }
 }
+
+/// Runs `posmon-agent probe --once --json` with `config_toml` written to `dir/<name>.toml`
+/// (through `wrapper`, e.g. `ip netns exec NS`, when given) and parses the report it prints.
+pub fn probe_once(
+    dir: &Path,
+    name: &str,
+    config_toml: &str,
+    wrapper: &[&str],
+) -> serde_json::Value {
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, config_toml).unwrap_or_else(|error| panic!("{error}"));
+    let agent = binary("posmon-agent");
+    let mut command = match wrapper.split_first() {
+        Some((program, arguments)) => {
+            let mut command = Command::new(program);
+            command.args(arguments).arg(&agent);
+            command
+        }
+        None => Command::new(&agent),
+    };
+    let output = command
+        .args(["probe", "--once", "--json", "--config"])
+        .arg(&config)
+        .env_remove("POSMON_AGENT_TOKEN")
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run posmon-agent probe: {error}"));
+    assert!(
+        output.status.success(),
+        "posmon-agent probe failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "posmon-agent probe printed no JSON report ({error}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The stages of the probe of `target` in a report, as (stage, status, error) strings.
+pub fn ladder_of(report: &serde_json::Value, target: &str) -> Vec<(String, String, String)> {
+    let probe = report["probes"]
+        .as_array()
+        .and_then(|probes| probes.iter().find(|probe| probe["target"] == target))
+        .unwrap_or_else(|| panic!("no probe of {target} in {report:#}"));
+    probe["stages"]
+        .as_array()
+        .map(|stages| {
+            stages
+                .iter()
+                .map(|stage| {
+                    let text = |key: &str| stage[key].as_str().unwrap_or("").to_string();
+                    (text("stage"), text("status"), text("error"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes a fake system root into `dir`: one Ethernet interface with carrier and an address,
+/// a default route through 192.168.1.1, whose ARP entry is complete, and `/etc/hosts` naming
+/// localhost. No packet is ever sent to the fake gateway: the agent only reads these files.
+pub fn healthy_system_root(dir: &Path) -> PathBuf {
+    let root = dir.join("system-root");
+    let files = [
+        ("sys/class/net/eth0/carrier", "1\n"),
+        ("sys/class/net/eth0/operstate", "up\n"),
+        (
+            "proc/net/route",
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+             eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
+        ),
+        (
+            "proc/net/arp",
+            "IP address       HW type     Flags       HW address            Mask     Device\n\
+             192.168.1.1      0x1         0x2         aa:bb:cc:dd:ee:ff     *        eth0\n",
+        ),
+        ("etc/hosts", "127.0.0.1 localhost\n"),
+        ("etc/resolv.conf", "# no nameserver\n"),
+    ];
+    for (path, content) in files {
+        let path = root.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap_or_else(|error| panic!("{error}"));
+        }
+        std::fs::write(&path, content).unwrap_or_else(|error| panic!("{error}"));
+    }
+    root
+}

@@ -27,7 +27,7 @@ fn every_command_has_help() {
         ),
         (
             "posmon-agent",
-            &["run", "print-default-config", "check-config"][..],
+            &["run", "probe", "print-default-config", "check-config"][..],
         ),
     ] {
         let output = run(name, &["--help"]);

@@ -1,16 +1,358 @@
-//! Probes: measurements of the path from the terminal to the hosts it needs. A failed probe is a
-//! measurement (`status: failed` with an error kind), never an `Err`. Every probe is bounded by
-//! the configured timeout.
+//! The network path ladder: per target, link → gateway → DNS → TCP → TLS → HTTP, in order, so
+//! that the first failing rung names the cause; ICMP echo beside it. Link and gateway are
+//! measured once per cycle and head every target's ladder; when either fails, no target goes
+//! further. A failed rung is a measurement (`status: failed` with an error kind), never an
+//! `Err`, and every network step is bounded by the configured timeout.
+//!
+//! One attempt walks down the rungs until one fails; a target gets `attempts` attempts per
+//! cycle, and each rung reports how often it was tried, how often it succeeded, and the latency
+//! statistics of its successes.
 
+pub mod dns;
+pub mod gateway;
+pub mod http;
+pub mod icmp;
+pub mod link;
+pub mod routes;
 pub mod tcp;
+pub mod tls;
 
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use posmon_protocol::{ErrorKind, LatencyStats, Stage, StageResult, StageStatus};
+use posmon_protocol::{
+    limits, ErrorKind, LatencyStats, ProbeResult, Stage, StageResult, StageStatus,
+};
+use rustls::pki_types::ServerName;
+use tokio::task::JoinSet;
 
+use crate::config::{AgentConfig, Endpoint, Host};
 use crate::software::bounded;
+use crate::system::SystemRoot;
+use dns::Resolver;
+use tls::{Trust, TrustError};
 
-fn stage(stage: Stage, status: StageStatus) -> StageResult {
+/// A rung's step that succeeded (what it produced, how long it took, a detail) or failed
+/// (why, and a detail).
+pub type Try<T> = Result<(T, Duration, String), (ErrorKind, String)>;
+
+/// A configured target, ready to probe.
+struct Target {
+    name: String,
+    address: String,
+    endpoint: Endpoint,
+    attempts: u32,
+    /// Set when the endpoint speaks TLS.
+    tls: Option<(Trust, ServerName<'static>)>,
+}
+
+/// Everything the ladder needs, prepared once from the configuration.
+pub struct Ladder {
+    root: SystemRoot,
+    dns_servers: Vec<SocketAddr>,
+    targets: Vec<Arc<Target>>,
+    timeout: Duration,
+    icmp: bool,
+}
+
+impl Ladder {
+    /// Prepares every target: its endpoint, and its trust anchors when it speaks TLS.
+    pub fn new(config: &AgentConfig) -> Result<Self, TrustError> {
+        let mut web: Option<Trust> = None;
+        let mut targets = Vec::with_capacity(config.targets.len());
+        for target in &config.targets {
+            // Config validation has checked the address; an unparsable one is skipped.
+            let Ok(endpoint) = target.endpoint() else {
+                continue;
+            };
+            let tls = if endpoint.tls {
+                let trust = match &target.ca_file {
+                    Some(path) => Trust::from_ca_file(path)?,
+                    None => web.get_or_insert_with(Trust::web).clone(),
+                };
+                endpoint.server_name().map(|name| (trust, name))
+            } else {
+                None
+            };
+            targets.push(Arc::new(Target {
+                name: target.name.clone(),
+                address: target.address.clone(),
+                endpoint,
+                attempts: target.attempts.unwrap_or(config.attempts),
+                tls,
+            }));
+        }
+        Ok(Ladder {
+            root: SystemRoot::new(&config.system_root),
+            dns_servers: config.dns_server_addresses(),
+            targets,
+            timeout: config.probe_timeout(),
+            icmp: config.icmp,
+        })
+    }
+
+    /// Every target's ladder, in the configured order.
+    pub async fn probe_all(&self) -> Vec<ProbeResult> {
+        let routes = routes::routes(&self.root);
+        let link = link::measure(&self.root, &routes);
+        let gateway = if link.status == StageStatus::Failed {
+            None
+        } else {
+            Some(gateway::measure(&self.root, &routes))
+        };
+        let shared: Vec<StageResult> = std::iter::once(link).chain(gateway).collect();
+        let blocked = shared
+            .iter()
+            .any(|stage| stage.status == StageStatus::Failed);
+        // Read every cycle: DHCP or the modem may have changed the nameservers.
+        let resolver = Arc::new(Resolver::new(&self.root, &self.dns_servers));
+        let mut tasks = JoinSet::new();
+        if !blocked {
+            for (index, target) in self.targets.iter().enumerate() {
+                let target = Arc::clone(target);
+                let resolver = Arc::clone(&resolver);
+                let (timeout, icmp) = (self.timeout, self.icmp);
+                tasks.spawn(async move { (index, climb(&target, &resolver, timeout, icmp).await) });
+            }
+        }
+        let mut climbed: Vec<Option<Vec<StageResult>>> = vec![None; self.targets.len()];
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((index, stages)) => climbed[index] = Some(stages),
+                Err(error) => tracing::error!(%error, "A probe task failed."),
+            }
+        }
+        self.targets
+            .iter()
+            .zip(climbed)
+            .map(|(target, stages)| {
+                let mut ladder = shared.clone();
+                ladder.extend(stages.unwrap_or_default());
+                ladder.truncate(limits::STAGES_MAX);
+                ProbeResult {
+                    target: target.name.clone(),
+                    address: target.address.clone(),
+                    stages: ladder,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The rungs past the gateway for one target, over its attempts; ICMP last.
+async fn climb(
+    target: &Target,
+    resolver: &Resolver,
+    timeout: Duration,
+    icmp: bool,
+) -> Vec<StageResult> {
+    let endpoint = &target.endpoint;
+    let mut dns = Tally::new(Stage::Dns);
+    let mut tcp = Tally::new(Stage::Tcp);
+    let mut tls = Tally::new(Stage::Tls);
+    let mut http = Tally::new(Stage::Http);
+    let mut echo_address: Option<IpAddr> = None;
+    for _ in 0..target.attempts {
+        let addresses = match &endpoint.host {
+            Host::Address(address) => vec![*address],
+            Host::Name(name) => {
+                let started = Instant::now();
+                match resolver.resolve(name, timeout).await {
+                    Ok((addresses, detail)) => {
+                        let listed: Vec<String> =
+                            addresses.iter().map(ToString::to_string).collect();
+                        dns.success(
+                            started.elapsed(),
+                            format!("{} ({detail})", listed.join(" ")),
+                        );
+                        addresses
+                    }
+                    Err((kind, detail)) => {
+                        dns.failure(kind, detail);
+                        continue;
+                    }
+                }
+            }
+        };
+        echo_address = echo_address.or(addresses.first().copied());
+        let socket_addresses: Vec<SocketAddr> = addresses
+            .iter()
+            .map(|address| SocketAddr::new(*address, endpoint.port))
+            .collect();
+        let stream = match tcp::connect(&socket_addresses, timeout).await {
+            Ok((stream, elapsed, detail)) => {
+                tcp.success(elapsed, detail);
+                stream
+            }
+            Err((kind, detail)) => {
+                tcp.failure(kind, detail);
+                continue;
+            }
+        };
+        let exchange = match &target.tls {
+            Some((trust, server_name)) => {
+                match tls::handshake(stream, server_name.clone(), trust, timeout).await {
+                    Ok(mut handshake) => {
+                        tls.certificate_days_left = handshake.days_left;
+                        tls.tls_version = handshake.version.clone();
+                        tls.success(handshake.elapsed, "certificate verified".to_string());
+                        match &endpoint.http_path {
+                            Some(path) => Some(
+                                http::get(
+                                    &mut handshake.stream,
+                                    &endpoint.host_header(),
+                                    path,
+                                    timeout,
+                                )
+                                .await,
+                            ),
+                            None => None,
+                        }
+                    }
+                    Err(failure) => {
+                        tls.certificate_days_left = failure.days_left;
+                        tls.failure(failure.error, failure.detail);
+                        continue;
+                    }
+                }
+            }
+            None => match &endpoint.http_path {
+                Some(path) => {
+                    let mut stream = stream;
+                    Some(http::get(&mut stream, &endpoint.host_header(), path, timeout).await)
+                }
+                None => None,
+            },
+        };
+        match exchange {
+            Some(Ok((status, first_byte))) => {
+                http.http_status = Some(status);
+                if status >= 500 {
+                    http.failure(
+                        ErrorKind::HttpStatus,
+                        format!("the server answered {status}"),
+                    );
+                } else {
+                    http.success(first_byte, format!("status {status}"));
+                }
+            }
+            Some(Err((kind, detail))) => http.failure(kind, detail),
+            None => {}
+        }
+    }
+    let mut stages: Vec<StageResult> = [dns, tcp, tls, http]
+        .into_iter()
+        .filter(Tally::attempted)
+        .map(Tally::finish)
+        .collect();
+    if let (true, Some(address)) = (icmp, echo_address) {
+        stages.push(icmp::echo(address, target.attempts, timeout).await);
+    }
+    stages
+}
+
+/// The tries of one rung in one cycle, folded into its [`StageResult`].
+pub struct Tally {
+    stage: Stage,
+    attempts: u32,
+    latencies_ms: Vec<f64>,
+    success_detail: Option<String>,
+    last_failure: Option<(ErrorKind, String)>,
+    http_status: Option<u16>,
+    tls_version: Option<String>,
+    certificate_days_left: Option<i64>,
+}
+
+impl Tally {
+    pub fn new(stage: Stage) -> Self {
+        Tally {
+            stage,
+            attempts: 0,
+            latencies_ms: Vec::new(),
+            success_detail: None,
+            last_failure: None,
+            http_status: None,
+            tls_version: None,
+            certificate_days_left: None,
+        }
+    }
+
+    pub fn success(&mut self, elapsed: Duration, detail: String) {
+        self.attempts += 1;
+        self.latencies_ms.push(elapsed.as_secs_f64() * 1000.0);
+        self.success_detail = Some(detail);
+    }
+
+    pub fn failure(&mut self, kind: ErrorKind, detail: String) {
+        self.attempts += 1;
+        self.last_failure = Some((kind, detail));
+    }
+
+    fn attempted(&self) -> bool {
+        self.attempts > 0
+    }
+
+    /// Ok when at least one try succeeded (the failures show as loss); failed with the last
+    /// failure's kind when none did.
+    pub fn finish(self) -> StageResult {
+        let successes = u32::try_from(self.latencies_ms.len()).unwrap_or(u32::MAX);
+        let (status, error, detail) = match (successes, self.last_failure) {
+            (0, Some((kind, detail))) => (StageStatus::Failed, Some(kind), Some(detail)),
+            (_, Some((_, failure))) => (
+                StageStatus::Ok,
+                None,
+                Some(format!(
+                    "{}; {} of {} tries failed, last: {failure}",
+                    self.success_detail.unwrap_or_default(),
+                    self.attempts - successes,
+                    self.attempts
+                )),
+            ),
+            (_, None) => (StageStatus::Ok, None, self.success_detail),
+        };
+        StageResult {
+            error,
+            detail: detail.map(|text| bounded(&text, limits::DETAIL_MAX_CHARS)),
+            attempts: self.attempts.min(limits::ATTEMPTS_MAX),
+            successes: successes.min(self.attempts.min(limits::ATTEMPTS_MAX)),
+            latency_ms: latency_stats(&self.latencies_ms),
+            http_status: self.http_status,
+            tls_version: self.tls_version,
+            certificate_days_left: self.certificate_days_left,
+            ..stage(self.stage, status)
+        }
+    }
+}
+
+/// min / avg / max and jitter (mean absolute difference of consecutive tries).
+fn latency_stats(latencies: &[f64]) -> Option<LatencyStats> {
+    let count = latencies.len();
+    if count == 0 {
+        return None;
+    }
+    let min = latencies.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = latencies.iter().copied().fold(0.0, f64::max);
+    let avg = latencies.iter().sum::<f64>() / count as f64;
+    let jitter = if count < 2 {
+        0.0
+    } else {
+        latencies
+            .windows(2)
+            .map(|pair| (pair[1] - pair[0]).abs())
+            .sum::<f64>()
+            / (count - 1) as f64
+    };
+    Some(LatencyStats {
+        min,
+        avg,
+        max,
+        jitter,
+    })
+}
+
+/// A rung's result with nothing measured yet.
+pub(crate) fn stage(stage: Stage, status: StageStatus) -> StageResult {
     StageResult {
         stage,
         status,
@@ -25,26 +367,91 @@ fn stage(stage: Stage, status: StageStatus) -> StageResult {
     }
 }
 
-/// A rung that succeeded after `elapsed`.
-pub fn succeeded(kind: Stage, elapsed: Duration, detail: Option<String>) -> StageResult {
-    let milliseconds = elapsed.as_secs_f64() * 1000.0;
+/// A rung measured from local state (link, gateway) that is fine.
+fn succeeded(kind: Stage, detail: String) -> StageResult {
     StageResult {
-        latency_ms: Some(LatencyStats {
-            min: milliseconds,
-            avg: milliseconds,
-            max: milliseconds,
-            jitter: 0.0,
-        }),
-        detail: detail.map(|text| bounded(&text, posmon_protocol::limits::DETAIL_MAX_CHARS)),
+        detail: Some(bounded(&detail, limits::DETAIL_MAX_CHARS)),
         ..stage(kind, StageStatus::Ok)
     }
 }
 
-/// A rung that failed, and why.
-pub fn failed(kind: Stage, error: ErrorKind, detail: &str) -> StageResult {
+/// A rung measured from local state that failed, and why.
+fn failed(kind: Stage, error: ErrorKind, detail: &str) -> StageResult {
     StageResult {
         error: Some(error),
-        detail: Some(bounded(detail, posmon_protocol::limits::DETAIL_MAX_CHARS)),
+        detail: Some(bounded(detail, limits::DETAIL_MAX_CHARS)),
         ..stage(kind, StageStatus::Failed)
+    }
+}
+
+/// Runs a rung measured from local state (link, gateway) on a fake tree holding `files`, and
+/// returns its verdict as (status, error, detail).
+#[cfg(test)]
+pub(crate) fn rung_on_tree(
+    files: &[(&str, &str)],
+    measure: fn(&SystemRoot, &[routes::Route]) -> StageResult,
+) -> (StageStatus, Option<ErrorKind>, String) {
+    let tree = crate::system::tests::FakeTree::new(files);
+    let root = tree.root();
+    let result = measure(&root, &routes::routes(&root));
+    (
+        result.status,
+        result.error,
+        result.detail.unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(
+        tries: &[Result<u64, ErrorKind>],
+        expected: (StageStatus, u32, u32, Option<ErrorKind>, Option<[f64; 4]>),
+    ) {
+        let mut tally = Tally::new(Stage::Tcp);
+        for attempt in tries {
+            match attempt {
+                Ok(milliseconds) => {
+                    tally.success(Duration::from_millis(*milliseconds), "ok".into())
+                }
+                Err(kind) => tally.failure(*kind, "broken".into()),
+            }
+        }
+        let result = tally.finish();
+        let latency = result
+            .latency_ms
+            .map(|stats| [stats.min, stats.avg, stats.max, stats.jitter]);
+        assert_eq!(
+            (
+                result.status,
+                result.attempts,
+                result.successes,
+                result.error,
+                latency
+            ),
+            expected,
+            "{tries:?}"
+        );
+    }
+
+    #[test]
+    fn tries_fold_into_loss_latency_and_jitter() {
+        check(
+            &[Ok(10), Ok(30), Ok(20)],
+            (StageStatus::Ok, 3, 3, None, Some([10.0, 20.0, 30.0, 15.0])),
+        );
+        check(
+            &[Ok(10), Err(ErrorKind::Timeout), Ok(10)],
+            (StageStatus::Ok, 3, 2, None, Some([10.0, 10.0, 10.0, 0.0])),
+        );
+        check(
+            &[Err(ErrorKind::Timeout), Err(ErrorKind::Refused)],
+            (StageStatus::Failed, 2, 0, Some(ErrorKind::Refused), None),
+        );
+        check(
+            &[Ok(5)],
+            (StageStatus::Ok, 1, 1, None, Some([5.0, 5.0, 5.0, 0.0])),
+        );
     }
 }

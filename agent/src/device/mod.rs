@@ -1,35 +1,46 @@
-//! Device status from the operating system: CPU, load, memory, swap, disks and uptime.
+//! Device status: CPU, load, memory, swap, disks and uptime (from sysinfo), and from the files
+//! under the system root: temperatures, battery, interface counters and Wi-Fi signal, the POS
+//! application's processes and the peripherals. Nothing here fails: what cannot be read is left
+//! out of the report.
+
+mod interfaces;
+mod peripherals;
+mod power;
+mod processes;
+mod thermal;
 
 use posmon_protocol::{limits, DeviceStatus, DiskStatus};
 use sysinfo::{Disks, System};
 
+use crate::config::{AgentConfig, PeripheralConfig};
 use crate::software::bounded;
+use crate::system::SystemRoot;
 
 /// Keeps the OS handles between cycles: CPU usage is measured between two refreshes.
 pub struct DeviceProbe {
     system: System,
     disks: Disks,
-}
-
-impl Default for DeviceProbe {
-    fn default() -> Self {
-        Self::new()
-    }
+    root: SystemRoot,
+    processes: Vec<String>,
+    peripherals: Vec<PeripheralConfig>,
 }
 
 impl DeviceProbe {
-    pub fn new() -> Self {
+    pub fn new(config: &AgentConfig) -> Self {
         let mut system = System::new();
         // The first refresh sets the baseline the first cycle's CPU usage is measured from.
         system.refresh_cpu_usage();
         DeviceProbe {
             system,
             disks: Disks::new(),
+            root: SystemRoot::new(&config.system_root),
+            processes: config.processes.clone(),
+            peripherals: config.peripherals.clone(),
         }
     }
 
     /// The device status now.
-    pub fn measure(&mut self) -> DeviceStatus {
+    pub async fn measure(&mut self) -> DeviceStatus {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
         self.disks.refresh(true);
@@ -64,7 +75,11 @@ impl DeviceProbe {
             swap_used_bytes: Some(self.system.used_swap()),
             uptime_seconds: Some(System::uptime()),
             disks,
-            ..DeviceStatus::default()
+            temperatures: thermal::temperatures(&self.root),
+            battery: power::battery(&self.root),
+            interfaces: interfaces::interfaces(&self.root),
+            processes: processes::processes(&self.root, &self.processes),
+            peripherals: peripherals::peripherals(&self.root, &self.peripherals).await,
         }
     }
 }
@@ -73,10 +88,10 @@ impl DeviceProbe {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_measurement_passes_the_protocols_validation() {
-        let mut probe = DeviceProbe::new();
-        let status = probe.measure();
+    #[tokio::test]
+    async fn a_measurement_passes_the_protocols_validation() {
+        let mut probe = DeviceProbe::new(&AgentConfig::example());
+        let status = probe.measure().await;
         assert!(status.memory_total_bytes.is_some_and(|total| total > 0));
         assert!(status.uptime_seconds.is_some());
         let mut report = crate::report::tests::minimal_report();

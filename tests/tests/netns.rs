@@ -1,0 +1,143 @@
+//! Rungs that need a network the test controls: a port blackholed by an nftables drop rule (TCP
+//! times out rather than being refused) and an address with no route (unreachable). Each test
+//! runs the real agent inside a network namespace it creates and deletes, so no packet leaves
+//! the namespace. Needs root, `ip` (iproute2) and `nft` (nftables): without them the tests skip
+//! on a developer's machine and fail under CI.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use posmon_e2e_tests::{healthy_system_root, ladder_of, probe_once, require_program, skip};
+
+/// A network namespace with loopback up, deleted when dropped (also when the test fails).
+struct Namespace {
+    name: String,
+}
+
+impl Namespace {
+    fn create() -> Option<Namespace> {
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
+        if !is_root {
+            skip("network namespace tests need root");
+            return None;
+        }
+        require_program("ip")?;
+        require_program("nft")?;
+        // Tests run in parallel in one process: the pid alone does not make a name unique.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "posmon-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let status = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(
+            status.is_ok_and(|status| status.success()),
+            "cannot create network namespace {name}"
+        );
+        // Owned (and so deleted on drop) only once it exists.
+        let namespace = Namespace { name };
+        namespace.run(
+            "ip",
+            &["-n", &namespace.name, "link", "set", "lo", "up"],
+            false,
+        );
+        Some(namespace)
+    }
+
+    /// Runs `program` (inside the namespace when `inside`), failing the test if it fails.
+    fn run(&self, program: &str, arguments: &[&str], inside: bool) {
+        let mut command = if inside {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", &self.name, program]);
+            command
+        } else {
+            Command::new(program)
+        };
+        let output = command
+            .args(arguments)
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+        assert!(
+            output.status.success(),
+            "{program} {arguments:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn wrapper(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.name]
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+#[test]
+fn a_blackholed_port_times_out_and_an_unroutable_address_is_unreachable() {
+    let Some(namespace) = Namespace::create() else {
+        return;
+    };
+    // Inside the namespace only: drop every SYN to port 7443 on loopback.
+    namespace.run(
+        "nft",
+        &["add table inet posmon; \
+             add chain inet posmon output { type filter hook output priority 0; }; \
+             add rule inet posmon output tcp dport 7443 drop"],
+        true,
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let root = healthy_system_root(dir.path());
+    // The namespace has no route at all, so nothing is sent towards 10.255.0.2.
+    let config = format!(
+        "terminal_id = \"T-NETNS\"\ncollector_url = \"http://127.0.0.1:9\"\ntoken = \"k1.x\"\n\
+         probe_timeout_seconds = 1\nattempts = 2\nicmp = false\nsystem_root = {:?}\n\
+         [[targets]]\nname = \"blackhole\"\naddress = \"127.0.0.1:7443\"\n\
+         [[targets]]\nname = \"unroutable\"\naddress = \"10.255.0.2:443\"\n",
+        root.display().to_string()
+    );
+    let report = probe_once(dir.path(), "netns", &config, &namespace.wrapper());
+    let tcp = |target: &str| {
+        ladder_of(&report, target)
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let failed = |error: &str| ("tcp".to_string(), "failed".to_string(), error.to_string());
+    assert_eq!(tcp("blackhole"), failed("timeout"), "{report:#}");
+    assert_eq!(tcp("unroutable"), failed("unreachable"), "{report:#}");
+    assert_eq!(
+        ladder_of(&report, "blackhole").len(),
+        3,
+        "link, gateway, tcp"
+    );
+}
+
+#[test]
+fn a_namespace_without_an_interface_has_no_link() {
+    let Some(namespace) = Namespace::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    // The real /sys and /proc as the namespace sees them: loopback only, no route.
+    let config = "terminal_id = \"T-NETNS\"\ncollector_url = \"http://127.0.0.1:9\"\n\
+                  token = \"k1.x\"\nprobe_timeout_seconds = 1\n\
+                  [[targets]]\nname = \"pay\"\naddress = \"127.0.0.1:443\"\n";
+    let report = probe_once(dir.path(), "no-link", config, &namespace.wrapper());
+    assert_eq!(
+        ladder_of(&report, "pay"),
+        vec![(
+            "link".to_string(),
+            "failed".to_string(),
+            "no_carrier".to_string()
+        )]
+    );
+}
