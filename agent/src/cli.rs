@@ -65,8 +65,10 @@ pub fn run() -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let loaded = AgentConfig::from_file(&config)?;
             read_token(&loaded)?;
-            // Reads every ca_file, so that a bad bundle is found now rather than at run time.
+            // Reads every ca_file and the client certificate, so that a bad file is found now
+            // rather than at run time.
             Ladder::new(&loaded)?;
+            crate::run::check_delivery(&loaded)?;
             println!(
                 "{}: ok (terminal {}, {} targets, {} components, reporting to {} every {} s)",
                 config.display(),
@@ -91,9 +93,10 @@ pub fn run() -> anyhow::Result<()> {
                 tracing::info!(
                     terminal = %config.terminal_id,
                     collector = %config.collector_url,
-                    interval_seconds = config.report_interval_seconds,
+                    probe_interval_seconds = config.probe_interval().as_secs(),
+                    report_interval_seconds = config.report_interval_seconds,
                     targets = config.targets.len(),
-                    "Started; reporting every interval."
+                    "Started: probing every probe interval, reporting on change and every report interval."
                 );
                 agent.run(shutdown_signal()).await;
                 tracing::info!("Stopped.");

@@ -28,15 +28,39 @@ pub struct AgentConfig {
     /// File holding the terminal's token.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
-    /// Directory for the agent's own state (the sequence counter).
+    /// Directory for the agent's own state: the spool of undelivered reports.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Seconds between probe cycles; a cycle whose outcome changed is reported at once.
+    #[serde(default = "default_probe_interval")]
+    pub probe_interval_seconds: u64,
+    /// Seconds between reports when nothing changes.
     #[serde(default = "default_report_interval")]
     pub report_interval_seconds: u64,
     #[serde(default = "default_probe_timeout")]
     pub probe_timeout_seconds: u64,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// Bytes the spool may hold on disk; beyond it the oldest reports are dropped (and counted).
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// Seconds a report may wait in the spool before it is dropped (and counted).
+    #[serde(default = "default_spool_max_age")]
+    pub spool_max_age_seconds: u64,
+    /// Reports per request at most when the spool is drained.
+    #[serde(default = "default_batch_max_reports")]
+    pub batch_max_reports: usize,
+    /// The cap of the delay between retries, in seconds.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_seconds: u64,
+    /// PEM CA bundle the collector's certificate must chain to (instead of the web roots).
+    #[serde(default)]
+    pub collector_ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for a collector that asks for one.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// Tries per target per cycle, unless the target sets its own.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
@@ -66,8 +90,23 @@ pub struct AgentConfig {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/posmon-agent")
 }
+fn default_probe_interval() -> u64 {
+    15
+}
 fn default_report_interval() -> u64 {
     60
+}
+fn default_spool_max_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_spool_max_age() -> u64 {
+    7 * 86_400
+}
+fn default_batch_max_reports() -> usize {
+    50
+}
+fn default_retry_max() -> u64 {
+    300
 }
 fn default_probe_timeout() -> u64 {
     5
@@ -353,9 +392,17 @@ impl AgentConfig {
             token: None,
             token_file: Some(PathBuf::from("/etc/posmon/agent-token")),
             state_dir: default_state_dir(),
+            probe_interval_seconds: default_probe_interval(),
             report_interval_seconds: default_report_interval(),
             probe_timeout_seconds: default_probe_timeout(),
             request_timeout_seconds: default_request_timeout(),
+            spool_max_bytes: default_spool_max_bytes(),
+            spool_max_age_seconds: default_spool_max_age(),
+            batch_max_reports: default_batch_max_reports(),
+            retry_max_seconds: default_retry_max(),
+            collector_ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             attempts: default_attempts(),
             icmp: default_icmp(),
             system_root: default_system_root(),
@@ -370,6 +417,14 @@ impl AgentConfig {
 
     pub fn report_interval(&self) -> Duration {
         Duration::from_secs(self.report_interval_seconds)
+    }
+
+    /// How often to probe: the probe interval, or the report interval when that is shorter.
+    pub fn probe_interval(&self) -> Duration {
+        Duration::from_secs(
+            self.probe_interval_seconds
+                .min(self.report_interval_seconds),
+        )
     }
 
     pub fn probe_timeout(&self) -> Duration {
@@ -407,12 +462,40 @@ impl AgentConfig {
                 self.report_interval_seconds,
                 86_400,
             ),
+            (
+                "probe_interval_seconds",
+                self.probe_interval_seconds,
+                86_400,
+            ),
             ("probe_timeout_seconds", self.probe_timeout_seconds, 300),
             ("request_timeout_seconds", self.request_timeout_seconds, 300),
+            (
+                "spool_max_age_seconds",
+                self.spool_max_age_seconds,
+                90 * 86_400,
+            ),
+            (
+                "batch_max_reports",
+                self.batch_max_reports as u64,
+                limits::REPORTS_PER_BATCH_MAX as u64,
+            ),
+            ("retry_max_seconds", self.retry_max_seconds, 3600),
         ] {
             if value == 0 || value > max {
                 return Err(invalid(key, format!("must be between 1 and {max}")));
             }
+        }
+        if !(16 * 1024..=1 << 30).contains(&self.spool_max_bytes) {
+            return Err(invalid(
+                "spool_max_bytes",
+                "must be between 16384 and 1073741824",
+            ));
+        }
+        if self.client_cert_file.is_some() != self.client_key_file.is_some() {
+            return Err(invalid(
+                "client_key_file",
+                "client_cert_file and client_key_file go together",
+            ));
         }
         // The labels must pass the collector's validation: check them the same way.
         posmon_protocol::validate::validate_labels(&self.labels.to_labels(), "labels")

@@ -175,13 +175,19 @@ impl Spool {
         self.acknowledged
     }
 
-    /// Reports dropped since the last call; the caller puts the count in its next report.
-    pub fn take_dropped(&mut self) -> Result<u64, SpoolError> {
-        let dropped = std::mem::take(&mut self.dropped_unreported);
-        if dropped > 0 {
-            self.write_state()?;
+    /// Reports dropped and not yet reported; the caller puts the count in its next report and,
+    /// once that report is spooled, calls [`Spool::forget_dropped`].
+    pub fn dropped(&self) -> u64 {
+        self.dropped_unreported
+    }
+
+    /// `count` dropped reports are now reported (drops since then stay counted).
+    pub fn forget_dropped(&mut self, count: u64) -> Result<(), SpoolError> {
+        if count == 0 {
+            return Ok(());
         }
-        Ok(dropped)
+        self.dropped_unreported = self.dropped_unreported.saturating_sub(count);
+        self.write_state()
     }
 
     pub fn pending_count(&self) -> usize {
@@ -498,6 +504,13 @@ mod tests {
         .into_bytes()
     }
 
+    /// The dropped count, then marked as reported.
+    fn take_dropped(spool: &mut Spool) -> u64 {
+        let dropped = spool.dropped();
+        spool.forget_dropped(dropped).unwrap();
+        dropped
+    }
+
     fn sequences(spool: &Spool) -> Vec<u64> {
         spool
             .pending(usize::MAX, usize::MAX)
@@ -598,9 +611,9 @@ mod tests {
         assert!(on_disk <= limits.max_bytes, "{on_disk}");
         assert_eq!(kept.last(), Some(&200), "the newest are kept");
         assert!(kept.windows(2).all(|pair| pair[1] == pair[0] + 1));
-        let dropped = spool.take_dropped().unwrap();
+        let dropped = take_dropped(&mut spool);
         assert_eq!(dropped + kept.len() as u64, 200);
-        assert_eq!(spool.take_dropped().unwrap(), 0, "counted once");
+        assert_eq!(take_dropped(&mut spool), 0, "counted once");
     }
 
     #[test]
@@ -620,11 +633,7 @@ mod tests {
         assert_eq!(sequences(&spool), [2, 3]);
         drop(spool);
         let (mut spool, _) = open(dir.path());
-        assert_eq!(
-            spool.take_dropped().unwrap(),
-            1,
-            "the count survives a restart"
-        );
+        assert_eq!(take_dropped(&mut spool), 1, "the count survives a restart");
     }
 
     #[test]
@@ -641,7 +650,7 @@ mod tests {
         // newest record is too old.
         spool.append(1200, &[b'y'; 5000], 1200).unwrap();
         assert_eq!(sequences(&spool), [3]);
-        assert_eq!(spool.take_dropped().unwrap(), 2);
+        assert_eq!(take_dropped(&mut spool), 2);
     }
 
     #[test]
