@@ -6,6 +6,9 @@
 //! `cargo build --workspace` before `cargo test --workspace` (the README's test command does).
 
 use std::io::{BufRead, BufReader};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -94,6 +97,26 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The exit status, if the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, `TERM`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|error| panic!("kill -s {name}: {error}"));
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// Sends SIGTERM and waits for an orderly exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.child.wait().unwrap_or_else(|error| panic!("{error}"))
+    }
+
     /// Sends SIGKILL and waits for the process to end.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -132,10 +155,15 @@ impl Collector {
     /// Writes `config_toml` (plus a loopback `listen` on port 0 and `data_dir` in `dir`) and
     /// starts `posmon-collector serve`, waiting for its "listening on" line.
     pub fn start(dir: &Path, config_toml: &str) -> Collector {
+        Collector::start_at(dir, config_toml, "127.0.0.1:0")
+    }
+
+    /// Like [`Collector::start`], listening on `listen` (to come back on the same port).
+    pub fn start_at(dir: &Path, config_toml: &str, listen: &str) -> Collector {
         let config = dir.join("collector.toml");
         let data_dir = dir.join("collector-data");
         let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{config_toml}",
+            "listen = \"{listen}\"\ndata_dir = {:?}\n{config_toml}",
             data_dir.display().to_string()
         );
         std::fs::write(&config, text).unwrap_or_else(|error| panic!("{error}"));
@@ -165,6 +193,15 @@ impl Collector {
             url,
             config,
         }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {}", self.url))
     }
 
     /// Runs `posmon-collector token` with this collector's config.
@@ -378,4 +415,65 @@ pub fn healthy_system_root(dir: &Path) -> PathBuf {
         std::fs::write(&path, content).unwrap_or_else(|error| panic!("{error}"));
     }
     root
+}
+
+/// A test CA, and leaf certificates it (or another CA) signs.
+pub struct Pki {
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let ca_key = KeyPair::generate().unwrap_or_else(|error| panic!("{error}"));
+        let mut params =
+            CertificateParams::new(Vec::new()).unwrap_or_else(|error| panic!("{error}"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let ca = params
+            .self_signed(&ca_key)
+            .unwrap_or_else(|error| panic!("{error}"));
+        Pki { ca, ca_key }
+    }
+
+    fn signed(
+        &self,
+        names: &[&str],
+        from: (i32, u8, u8),
+        until: (i32, u8, u8),
+    ) -> (rcgen::Certificate, KeyPair) {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap_or_else(|error| panic!("{error}"));
+        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
+        let key = KeyPair::generate().unwrap_or_else(|error| panic!("{error}"));
+        let certificate = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .unwrap_or_else(|error| panic!("{error}"));
+        (certificate, key)
+    }
+
+    /// A certificate for `names`, valid between the two dates (year, month, day), and its key.
+    pub fn leaf(
+        &self,
+        names: &[&str],
+        from: (i32, u8, u8),
+        until: (i32, u8, u8),
+    ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let (certificate, key) = self.signed(names, from, until);
+        (
+            certificate.der().clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+    }
+
+    /// A certificate for `names` valid from 2025 to 2035, and its key, both PEM.
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let (certificate, key) = self.signed(names, (2025, 1, 1), (2035, 1, 1));
+        (certificate.pem(), key.serialize_pem())
+    }
+
+    pub fn write_ca(&self, path: &Path) {
+        std::fs::write(path, self.ca.pem()).unwrap_or_else(|error| panic!("{error}"));
+    }
 }

@@ -13,9 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use posmon_e2e_tests::{healthy_system_root, ladder_of, probe_once};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use posmon_e2e_tests::{healthy_system_root, ladder_of, probe_once, Pki};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A DNS stub on loopback: `pay.test` is 127.0.0.1, `broken.test` fails (SERVFAIL), every other
 /// name does not exist (NXDOMAIN). Or, `silent`, a resolver that never answers.
@@ -69,51 +68,6 @@ fn answer(query: &[u8]) -> Option<Vec<u8>> {
         message.extend_from_slice(&address);
     }
     Some(message)
-}
-
-/// A test CA, and leaf certificates it (or another CA) signs.
-struct Pki {
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let ca = params.self_signed(&ca_key).unwrap();
-        Pki { ca, ca_key }
-    }
-
-    /// A certificate for `names`, valid between the two dates (year, month, day).
-    fn leaf(
-        &self,
-        names: &[&str],
-        from: (i32, u8, u8),
-        until: (i32, u8, u8),
-    ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let mut params = CertificateParams::new(
-            names
-                .iter()
-                .map(|name| name.to_string())
-                .collect::<Vec<_>>(),
-        )
-        .unwrap();
-        params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
-        params.not_after = rcgen::date_time_ymd(until.0, until.1, until.2);
-        let key = KeyPair::generate().unwrap();
-        let certificate = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        (
-            certificate.der().clone(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-    }
-
-    fn write_ca(&self, path: &Path) {
-        std::fs::write(path, self.ca.pem()).unwrap();
-    }
 }
 
 /// Answers every request on a connection with `status`.
