@@ -3,6 +3,7 @@
 //! with the background work (the periodic fleet evaluation and the state writer) until
 //! shutdown.
 
+mod alerts;
 pub mod error;
 mod policy;
 mod queries;
@@ -20,6 +21,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::alert::{AlertError, Alerts};
 use crate::config::{Config, VersionRule};
 use crate::findings::FindingEvent;
 use crate::fleet::Fleet;
@@ -38,6 +40,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Alerts(#[from] AlertError),
 }
 
 /// Everything a request handler can reach.
@@ -52,6 +56,8 @@ pub struct AppState {
     policy: RwLock<Arc<Vec<VersionRule>>>,
     pub metrics: Arc<Metrics>,
     events: broadcast::Sender<FindingEvent>,
+    /// Receivers, routes, the notification outbox and the silences.
+    pub alerts: Arc<Alerts>,
 }
 
 impl AppState {
@@ -81,6 +87,8 @@ impl AppState {
         }
         let policy = stored_policy.unwrap_or_else(|| config.version_policy.clone());
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let metrics = Arc::new(metrics);
+        let alerts = Alerts::open(&config.alerts, &config.data_dir, Arc::clone(&metrics))?;
         Ok(AppState {
             config,
             keyring,
@@ -88,8 +96,9 @@ impl AppState {
             fleet: Arc::new(fleet),
             store: Arc::new(store),
             policy: RwLock::new(Arc::new(policy)),
-            metrics: Arc::new(metrics),
+            metrics,
             events,
+            alerts: Arc::new(alerts),
         })
     }
 
@@ -143,6 +152,9 @@ impl AppState {
     }
 }
 
+/// How long deliveries in progress may take to finish at shutdown.
+const ALERT_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// A request that takes longer than this is answered 408 and dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -159,6 +171,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/api/v1/policy/versions",
             get(policy::get_versions).put(policy::put_versions),
+        )
+        .route(
+            "/api/v1/alerts/notifications",
+            get(alerts::list_notifications),
+        )
+        .route(
+            "/api/v1/alerts/silences",
+            get(alerts::list_silences).post(alerts::create_silence),
+        )
+        .route(
+            "/api/v1/alerts/silences/{id}",
+            axum::routing::delete(alerts::expire_silence),
         )
         .route("/metrics", get(queries::metrics))
         .route("/healthz", get(queries::healthz))
@@ -185,10 +209,15 @@ pub async fn serve(
         state.config.limits.max_history_findings,
     )?;
     let evaluator = tokio::spawn(evaluate_periodically(Arc::clone(&state)));
+    let notifier = state
+        .alerts
+        .start(Arc::clone(&state.fleet), state.subscribe())
+        .map_err(std::io::Error::other)?;
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     evaluator.abort();
+    notifier.stop(ALERT_STOP_GRACE).await;
     if tokio::task::spawn_blocking(move || writer.stop())
         .await
         .is_err()
