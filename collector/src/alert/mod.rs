@@ -2,8 +2,8 @@
 //! to act; when it closes, it hears that too; nothing is lost when a receiver or the collector
 //! is down.
 //!
-//! Data flows one way: fleet state → [`plan`] (routes, groups, silences: pure) → [`outbox`]
-//! (SQLite) → [`delivery`] (one task per receiver) → a receiver (one file each: `webhook.rs`,
+//! Data flows one way: fleet state → [`plan()`] (routes, groups, silences: pure) → [`outbox`]
+//! (SQLite) → `delivery` (one task per receiver) → a receiver (one file each: `webhook.rs`,
 //! `alertmanager.rs`, `dingtalk.rs`, `wecom.rs`, `feishu.rs`, `email.rs`). The notifier is
 //! state-based: every second, and on each finding event, it compares the open findings with
 //! what each receiver was told, so a lost event (the broadcast channel drops on lag) or a

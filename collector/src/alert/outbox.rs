@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::message::{AlertItem, Notification};
 use super::plan::{Planned, State};
 use super::silences::Silence;
-use crate::store::{StoreError, DATABASE_FILE};
+use crate::store::{open_connection, StoreError};
 
 /// A notification's delivery state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -146,21 +146,7 @@ pub struct Filter {
 impl Outbox {
     /// Opens the collector's database (already created and migrated by the store).
     pub fn open(data_dir: &Path) -> Result<Outbox, StoreError> {
-        let path = data_dir.join(DATABASE_FILE);
-        let open_error = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        let connection = Connection::open(&path).map_err(open_error)?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_error)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_error)?;
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_error)?;
+        let connection = open_connection(data_dir)?;
         Ok(Outbox {
             connection: Mutex::new(connection),
         })
