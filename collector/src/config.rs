@@ -29,6 +29,8 @@ pub struct Config {
     pub version_policy: Vec<VersionRule>,
     pub metrics: MetricsConfig,
     pub tls: TlsConfig,
+    /// Receivers, routes and delivery of alert notifications.
+    pub alerts: crate::alert::config::AlertsConfig,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             version_policy: Vec::new(),
             metrics: MetricsConfig::default(),
             tls: TlsConfig::default(),
+            alerts: crate::alert::config::AlertsConfig::default(),
         }
     }
 }
@@ -388,6 +391,9 @@ impl Config {
         if self.metrics.max_label_values == 0 {
             return invalid("metrics.max_label_values", "must be at least 1");
         }
+        if let Err((key, problem)) = self.alerts.validate() {
+            return invalid(&key, &problem);
+        }
         Ok(())
     }
 
@@ -564,6 +570,27 @@ mod tests {
                 .is_some_and(|text| text.contains("latest_released_on")
                     && text.contains("expected YYYY-MM-DD")),
             "{bad_date:?}"
+        );
+        let receiver = "[[alerts.receivers]]\nname = \"ops\"\nkind = \"wecom\"\nurl = \"http://127.0.0.1:1/\"\n";
+        check(
+            &format!("{receiver}[[alerts.routes]]\nname = \"hardware\"\nreceiver = \"vendor\""),
+            "config key alerts.routes[0] \"hardware\": no receiver is named \"vendor\"",
+        );
+        check(
+            &format!("{receiver}[[alerts.routes]]\nname = \"old\"\nreceiver = \"ops\"\nmatch = {{ code = [\"outdate.*\"] }}"),
+            "config key alerts.routes[0] \"old\" match.code[0]: \"outdate.*\" matches none of env.network.link_down, env.network.gateway_unreachable, env.network.dns_failure, env.network.host_unreachable, env.network.tls_failure, env.network.high_latency, env.network.packet_loss, env.clock_skew, env.hardware.peripheral_missing, env.hardware.disk_full, env.hardware.memory_pressure, env.hardware.overheat, env.hardware.battery_low, env.software.app_not_running, outdated.pos_app, outdated.os, outdated.firmware, terminal.silent, upstream.host_outage, upstream.carrier_outage",
+        );
+        check(
+            "[[alerts.receivers]]\nname = \"robot\"\nkind = \"dingtalk\"\nurl = \"http://x/\"\nsecret = \"inline\"",
+            "config key alerts.receivers[0] \"robot\": secret must come from { env = \"NAME\" } or { file = \"path\" }, not the config file",
+        );
+        check(
+            "[[alerts.receivers]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"http://x/\"",
+            "config key alerts.receivers[0] \"hook\": secret is required: the webhook's body is signed with it",
+        );
+        check(
+            "[alerts]\ndefault_receiver = \"nobody\"",
+            "config key alerts.default_receiver: no receiver is named \"nobody\"",
         );
         let unknown = Config::from_toml("listen_port = 1")
             .err()

@@ -3,8 +3,10 @@
 //!
 //! Data flows one way: `http` (limits, decode, validate, authenticate) → `diagnose` (pure rules)
 //! → `fleet` and `findings` (state, events) → `store` (SQLite, written by a background thread),
-//! `http` queries and `metrics`. See ARCHITECTURE.md.
+//! `http` queries and `metrics`; `alert` compares the open findings with what receivers were
+//! told and delivers notifications through an outbox. See ARCHITECTURE.md.
 
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod diagnose;

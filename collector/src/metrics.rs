@@ -76,6 +76,11 @@ pub struct Metrics {
     pub persist_duration: Histogram,
     pub persisted_terminals: IntCounter,
     pub persist_failures: IntCounter,
+    /// Delivery attempts of alert notifications, by receiver (from the config, so bounded)
+    /// and result (delivered, retried, failed, expired).
+    pub alert_notifications: IntCounterVec,
+    pub alert_outbox_pending: IntGauge,
+    pub alert_delivery_latency: HistogramVec,
     history_findings: IntGauge,
     terminals: IntGaugeVec,
     terminals_by_region: IntGaugeVec,
@@ -300,8 +305,39 @@ impl Metrics {
         for change in Change::ALL {
             finding_events.with_label_values(&[change.as_str()]);
         }
+        let alert_notifications = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "posmon_alert_notifications_total",
+                    "Alert notification delivery outcomes, by receiver and result (delivered, retried, failed, expired).",
+                ),
+                &["receiver", "result"],
+            ),
+        )?;
+        let alert_outbox_pending = register(
+            &registry,
+            IntGauge::new(
+                "posmon_alert_outbox_pending",
+                "Alert notifications queued and not yet delivered, failed or expired.",
+            ),
+        )?;
+        let alert_delivery_latency = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "posmon_alert_delivery_latency_seconds",
+                    "Time from queueing an alert notification to its delivery, by receiver.",
+                )
+                .buckets(prometheus::exponential_buckets(0.01, 4.0, 10)?),
+                &["receiver"],
+            ),
+        )?;
         Ok(Metrics {
             registry,
+            alert_notifications,
+            alert_outbox_pending,
+            alert_delivery_latency,
             reports,
             agent_dropped_reports,
             rejected_requests,

@@ -17,13 +17,25 @@ use posmon_e2e_tests::{healthy_system_root, start_agent, wait_for, Collector, Pk
 /// Forwards every connection to `upstream`, counting bytes in each direction.
 fn counting_proxy(upstream: String) -> (String, Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
-    let address = listener.local_addr().unwrap_or_else(|error| panic!("{error}"));
-    let (sent, received, connections) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let counters = (Arc::clone(&sent), Arc::clone(&received), Arc::clone(&connections));
+    let address = listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let (sent, received, connections) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let counters = (
+        Arc::clone(&sent),
+        Arc::clone(&received),
+        Arc::clone(&connections),
+    );
     std::thread::spawn(move || {
         for client in listener.incoming().map_while(Result::ok) {
             counters.2.fetch_add(1, Ordering::Relaxed);
-            let Ok(server) = TcpStream::connect(&upstream) else { continue };
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
             let pipe = |mut from: TcpStream, mut to: TcpStream, counter: Arc<AtomicU64>| {
                 std::thread::spawn(move || {
                     let mut buffer = [0u8; 16384];
@@ -36,7 +48,10 @@ fn counting_proxy(upstream: String) -> (String, Arc<AtomicU64>, Arc<AtomicU64>, 
                     let _ = to.shutdown(std::net::Shutdown::Write);
                 });
             };
-            let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone()) else { continue };
+            let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone())
+            else {
+                continue;
+            };
             pipe(client, server, Arc::clone(&counters.0));
             pipe(server_copy, client_copy, Arc::clone(&counters.1));
         }
@@ -58,18 +73,28 @@ fn measure(tls: bool, reports_wanted: u64) -> Measured {
     let mut agent_tls = String::new();
     if tls {
         let (cert, key) = pki.leaf_pem(&["127.0.0.1", "localhost"]);
-        std::fs::write(dir.path().join("server.crt"), cert).unwrap_or_else(|error| panic!("{error}"));
-        std::fs::write(dir.path().join("server.key"), key).unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(dir.path().join("server.crt"), cert)
+            .unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(dir.path().join("server.key"), key)
+            .unwrap_or_else(|error| panic!("{error}"));
         pki.write_ca(&dir.path().join("ca.crt"));
         collector_config = format!(
             "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
             dir.path().join("server.crt").display(),
             dir.path().join("server.key").display()
         );
-        agent_tls = format!("collector_ca_file = \"{}\"\n", dir.path().join("ca.crt").display());
+        agent_tls = format!(
+            "collector_ca_file = \"{}\"\n",
+            dir.path().join("ca.crt").display()
+        );
     }
     let collector = Collector::start(dir.path(), &collector_config);
-    let upstream = collector.url.split("://").nth(1).unwrap_or_default().to_string();
+    let upstream = collector
+        .url
+        .split("://")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     let (proxy, up, down, connections) = counting_proxy(upstream);
     let scheme = if tls { "https" } else { "http" };
     let target = TargetServer::start();
@@ -105,8 +130,11 @@ address = "http://127.0.0.1:{port}/healthz"
     );
     let agent = start_agent(dir.path(), "agent", &config);
     let sequence = || collector_sequence(&collector);
-    let done = wait_for(Duration::from_secs(reports_wanted * 3 + 20), || sequence().filter(|s| *s >= reports_wanted));
-    let reports = done.unwrap_or_else(|| panic!("the agent did not deliver; log:\n{}", agent.log()));
+    let done = wait_for(Duration::from_secs(reports_wanted * 3 + 20), || {
+        sequence().filter(|s| *s >= reports_wanted)
+    });
+    let reports =
+        done.unwrap_or_else(|| panic!("the agent did not deliver; log:\n{}", agent.log()));
     Measured {
         reports,
         up: up.load(Ordering::Relaxed),

@@ -130,9 +130,32 @@ impl Drop for Process {
     }
 }
 
+impl Process {
+    /// Starts an external program (Alertmanager, …) with its output in `log`.
+    pub fn spawn_program(program: &Path, args: &[&str], log: &Path) -> Process {
+        let log_file =
+            std::fs::File::create(log).unwrap_or_else(|error| panic!("{}: {error}", log.display()));
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+        Process {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+}
+
 fn spawn(binary_name: &str, args: &[&str], log: &Path, stdout: Stdio) -> Child {
-    let log_file =
-        std::fs::File::create(log).unwrap_or_else(|error| panic!("{}: {error}", log.display()));
+    // Append: a collector started again in the same directory keeps the earlier log.
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|error| panic!("{}: {error}", log.display()));
     Command::new(binary(binary_name))
         .args(args)
         .env("POSMON_LOG", "debug")
@@ -167,6 +190,13 @@ impl Collector {
             data_dir.display().to_string()
         );
         std::fs::write(&config, text).unwrap_or_else(|error| panic!("{error}"));
+        Collector::start_again(dir)
+    }
+
+    /// Starts `posmon-collector serve` again with the config and data [`Collector::start`]
+    /// wrote in `dir` (on a new port), as after a crash or a restart.
+    pub fn start_again(dir: &Path) -> Collector {
+        let config = dir.join("collector.toml");
         let log = dir.join("collector.log");
         let config_arg = config.display().to_string();
         let mut child = spawn(
@@ -476,4 +506,334 @@ impl Pki {
     pub fn write_ca(&self, path: &Path) {
         std::fs::write(path, self.ca.pem()).unwrap_or_else(|error| panic!("{error}"));
     }
+}
+/// One HTTP request an [`HttpSink`] received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("{error}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// A loopback HTTP server the test owns: records every request and answers each with a set
+/// status and body (`Connection: close`). Stops when dropped.
+pub struct HttpSink {
+    pub address: std::net::SocketAddr,
+    requests: Arc<std::sync::Mutex<Vec<Request>>>,
+    reply: Arc<std::sync::Mutex<(u16, String)>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpSink {
+    /// Listens on a free loopback port, answering 200 with `{}`.
+    pub fn start() -> HttpSink {
+        HttpSink::start_on("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Listens on `address` (a port picked earlier, for a receiver that comes back).
+    pub fn start_on(address: std::net::SocketAddr) -> HttpSink {
+        let (listener, address) = listen(address);
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let reply = Arc::new(std::sync::Mutex::new((200, "{}".to_string())));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen, answer, stopping) =
+            (Arc::clone(&requests), Arc::clone(&reply), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (seen, answer) = (Arc::clone(&seen), Arc::clone(&answer));
+                        std::thread::spawn(move || serve_http(stream, &seen, &answer));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        HttpSink {
+            address,
+            requests,
+            reply,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_reply(&self, status: u16, body: &str) {
+        *self.reply.lock().unwrap_or_else(|e| e.into_inner()) = (status, body.to_string());
+    }
+}
+
+impl Drop for HttpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A non-blocking listener on `address` and the address it got.
+fn listen(address: std::net::SocketAddr) -> (TcpListener, std::net::SocketAddr) {
+    let listener =
+        TcpListener::bind(address).unwrap_or_else(|error| panic!("bind {address}: {error}"));
+    let address = listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("{error}"));
+    listener
+        .set_nonblocking(true)
+        .unwrap_or_else(|error| panic!("{error}"));
+    (listener, address)
+}
+
+/// Accepts connections on a non-blocking listener until `stop`, handing each to `handle`.
+fn accept_loop(
+    listener: TcpListener,
+    stop: &Arc<AtomicBool>,
+    handle: impl Fn(std::net::TcpStream) + Send + 'static,
+) -> JoinHandle<()> {
+    let stopping = Arc::clone(stop);
+    std::thread::spawn(move || {
+        while !stopping.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => handle(stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    })
+}
+
+fn serve_http(
+    stream: std::net::TcpStream,
+    seen: &std::sync::Mutex<Vec<Request>>,
+    answer: &std::sync::Mutex<(u16, String)>,
+) {
+    use std::io::{Read, Write};
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(&stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+            return;
+        }
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+        }
+    }
+    let length = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .and_then(|(_, value)| value.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let (status, reply) = answer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    seen.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Request {
+            method,
+            target,
+            headers,
+            body,
+        });
+    let mut stream = &stream;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    let _ = stream.flush();
+}
+
+/// A loopback SMTP server the test owns: speaks just enough SMTP (220, 250, 354, 221) to
+/// accept mail and records each message's DATA.
+pub struct SmtpSink {
+    pub address: std::net::SocketAddr,
+    messages: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SmtpSink {
+    pub fn start() -> SmtpSink {
+        let (listener, address) = listen("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")));
+        let messages = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&messages);
+        let thread = accept_loop(listener, &stop, move |stream| {
+            let seen = Arc::clone(&seen);
+            std::thread::spawn(move || serve_smtp(stream, &seen));
+        });
+        SmtpSink {
+            address,
+            messages,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The DATA of every message received so far.
+    pub fn messages(&self) -> Vec<String> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve_smtp(stream: std::net::TcpStream, seen: &std::sync::Mutex<Vec<String>>) {
+    use std::io::Write;
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(&stream);
+    let mut writer = &stream;
+    let _ = writer.write_all(b"220 sink ESMTP\r\n");
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let command = line.trim_end().to_ascii_uppercase();
+        let answer: &[u8] = if command.starts_with("DATA") {
+            let _ = writer.write_all(b"354 go ahead\r\n");
+            let mut data = String::new();
+            loop {
+                let mut data_line = String::new();
+                if reader.read_line(&mut data_line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if data_line == ".\r\n" {
+                    break;
+                }
+                data.push_str(&data_line);
+            }
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(data);
+            b"250 queued\r\n"
+        } else if command.starts_with("QUIT") {
+            let _ = writer.write_all(b"221 bye\r\n");
+            return;
+        } else {
+            // EHLO, MAIL FROM, RCPT TO, RSET, NOOP
+            b"250 ok\r\n"
+        };
+        let _ = writer.write_all(answer);
+    }
+}
+
+/// A loopback port free right now, for a server a test starts later.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// HMAC-SHA256 computed by `openssl` (an implementation independent of the collector's), as
+/// (hex, base64). `None` after [`skip`] when openssl is missing.
+pub fn openssl_hmac(key: &[u8], message: &[u8]) -> Option<(String, String)> {
+    use std::io::Write;
+    let openssl = require_program("openssl")?;
+    // The key as hex, so that any byte (a newline in DingTalk's and Feishu's keys) passes.
+    let hex_key: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
+    let mut child = Command::new(openssl)
+        .args([
+            "dgst",
+            "-sha256",
+            "-mac",
+            "HMAC",
+            "-macopt",
+            &format!("hexkey:{hex_key}"),
+            "-binary",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("openssl: {error}"));
+    child
+        .stdin
+        .take()
+        .unwrap_or_else(|| panic!("no stdin"))
+        .write_all(message)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let output = child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(output.status.success(), "openssl failed");
+    let hex = output
+        .stdout
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let base64 = Command::new("base64")
+        .arg("-w0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child
+                .stdin
+                .take()
+                .map(|mut stdin| stdin.write_all(&output.stdout))
+                .transpose()?;
+            child.wait_with_output()
+        })
+        .unwrap_or_else(|error| panic!("base64: {error}"));
+    Some((
+        hex,
+        String::from_utf8_lossy(&base64.stdout).trim().to_string(),
+    ))
 }

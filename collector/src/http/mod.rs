@@ -3,6 +3,7 @@
 //! with the background work (the periodic fleet evaluation and the state writer) until
 //! shutdown.
 
+mod alerts;
 mod encoding;
 pub mod error;
 mod policy;
@@ -21,6 +22,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 use tower_http::timeout::TimeoutLayer;
 
+use crate::alert::{AlertError, Alerts};
 use crate::config::{Config, VersionRule};
 use crate::findings::FindingEvent;
 use crate::fleet::Fleet;
@@ -39,6 +41,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Alerts(#[from] AlertError),
 }
 
 /// Everything a request handler can reach.
@@ -55,6 +59,8 @@ pub struct AppState {
     events: broadcast::Sender<FindingEvent>,
     /// One permit per report request in flight (`limits.max_concurrent_ingest`).
     ingest_permits: Arc<tokio::sync::Semaphore>,
+    /// Receivers, routes, the notification outbox and the silences.
+    pub alerts: Arc<Alerts>,
 }
 
 impl AppState {
@@ -87,6 +93,8 @@ impl AppState {
         let ingest_permits = Arc::new(tokio::sync::Semaphore::new(
             config.limits.max_concurrent_ingest,
         ));
+        let metrics = Arc::new(metrics);
+        let alerts = Alerts::open(&config.alerts, &config.data_dir, Arc::clone(&metrics))?;
         Ok(AppState {
             ingest_permits,
             config,
@@ -95,8 +103,9 @@ impl AppState {
             fleet: Arc::new(fleet),
             store: Arc::new(store),
             policy: RwLock::new(Arc::new(policy)),
-            metrics: Arc::new(metrics),
+            metrics,
             events,
+            alerts: Arc::new(alerts),
         })
     }
 
@@ -150,6 +159,9 @@ impl AppState {
     }
 }
 
+/// How long deliveries in progress may take to finish at shutdown.
+const ALERT_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// A request that takes longer than this is answered 408 and dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -166,6 +178,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/api/v1/policy/versions",
             get(policy::get_versions).put(policy::put_versions),
+        )
+        .route(
+            "/api/v1/alerts/notifications",
+            get(alerts::list_notifications),
+        )
+        .route(
+            "/api/v1/alerts/silences",
+            get(alerts::list_silences).post(alerts::create_silence),
+        )
+        .route(
+            "/api/v1/alerts/silences/{id}",
+            axum::routing::delete(alerts::expire_silence),
         )
         .route("/metrics", get(queries::metrics))
         .route("/healthz", get(queries::healthz))
@@ -193,6 +217,10 @@ pub async fn serve(
         state.config.limits.max_history_findings,
     )?;
     let evaluator = tokio::spawn(evaluate_periodically(Arc::clone(&state)));
+    let notifier = state
+        .alerts
+        .start(Arc::clone(&state.fleet), state.subscribe())
+        .map_err(std::io::Error::other)?;
     let router = app(state);
     let served = match tls {
         None => {
@@ -217,6 +245,7 @@ pub async fn serve(
         }
     };
     evaluator.abort();
+    notifier.stop(ALERT_STOP_GRACE).await;
     if tokio::task::spawn_blocking(move || writer.stop())
         .await
         .is_err()

@@ -24,7 +24,7 @@ pub struct VersionPolicy {
 }
 
 /// Refuses a request without the admin token (compared in constant time).
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.admin_token else {
         return Err(ApiError::new(
             Reason::AdminDisabled,

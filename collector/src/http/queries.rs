@@ -24,7 +24,10 @@ const HISTORY_MAX: usize = 1000;
 const COUNT_KEYS_MAX: usize = 1000;
 
 /// Refuses parameters the endpoint does not know, so a typo is not silently ignored.
-fn check_parameters(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+pub(super) fn check_parameters(
+    query: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
     match query.keys().find(|key| !known.contains(&key.as_str())) {
         Some(unknown) => Err(ApiError::field(
             Reason::BadQuery,
@@ -35,7 +38,7 @@ fn check_parameters(query: &HashMap<String, String>, known: &[&str]) -> Result<(
     }
 }
 
-fn number(
+pub(super) fn number(
     query: &HashMap<String, String>,
     name: &str,
     default: usize,

@@ -62,24 +62,7 @@ impl Store {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let path = data_dir.join(DATABASE_FILE);
-        let open_error = |source| StoreError::Open {
-            path: path.clone(),
-            source,
-        };
-        let mut connection = Connection::open(&path).map_err(open_error)?;
-        // WAL: readers do not block the writer; NORMAL sync: a crash of the collector loses
-        // nothing committed (an OS crash may lose the last commits, within the one-second
-        // budget's spirit).
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_error)?;
-        connection
-            .pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_error)?;
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_error)?;
+        let mut connection = open_connection(data_dir)?;
         schema::migrate(&mut connection)?;
         Ok(Store {
             connection: Mutex::new(connection),
@@ -247,6 +230,29 @@ impl Store {
         })?;
         put_setting(&self.connection(), POLICY_KEY, &text)
     }
+}
+
+/// A connection to the database in `data_dir`, in WAL mode: readers do not block the writer,
+/// and the alert outbox writes beside the state writer. NORMAL sync: a crash of the collector
+/// loses nothing committed (an OS crash may lose the last commits, within the one-second
+/// budget's spirit).
+pub fn open_connection(data_dir: &Path) -> Result<Connection, StoreError> {
+    let path = data_dir.join(DATABASE_FILE);
+    let open_error = |source| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
+    let connection = Connection::open(&path).map_err(open_error)?;
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_error)?;
+    connection
+        .pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_error)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_error)?;
+    Ok(connection)
 }
 
 fn setting(connection: &Connection, key: &str) -> Result<Option<String>, StoreError> {

@@ -24,6 +24,42 @@ const MIGRATIONS: &[&str] = &[
          key TEXT PRIMARY KEY NOT NULL,
          value TEXT NOT NULL
      );",
+    // 2: alerting (alert/outbox.rs): the outbox of notifications, what each receiver was told,
+    //    when each group was last sent, and the silences.
+    "CREATE TABLE alert_outbox (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         idempotency_key TEXT NOT NULL UNIQUE,
+         receiver TEXT NOT NULL,
+         group_key TEXT NOT NULL,
+         notification TEXT NOT NULL,
+         status TEXT NOT NULL,
+         attempts INTEGER NOT NULL,
+         last_error TEXT,
+         created_at INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL,
+         next_attempt_at INTEGER NOT NULL,
+         delivered_at INTEGER
+     );
+     CREATE INDEX alert_outbox_by_receiver ON alert_outbox (receiver, status, id);
+     CREATE INDEX alert_outbox_by_status ON alert_outbox (status, id);
+     CREATE TABLE alert_notified (
+         receiver TEXT NOT NULL,
+         alert_key TEXT NOT NULL,
+         group_key TEXT NOT NULL,
+         item TEXT NOT NULL,
+         PRIMARY KEY (receiver, alert_key)
+     );
+     CREATE TABLE alert_groups (
+         receiver TEXT NOT NULL,
+         group_key TEXT NOT NULL,
+         last_sent_at INTEGER NOT NULL,
+         PRIMARY KEY (receiver, group_key)
+     );
+     CREATE TABLE alert_silences (
+         id INTEGER PRIMARY KEY NOT NULL,
+         silence TEXT NOT NULL,
+         ends_at INTEGER NOT NULL
+     );",
 ];
 
 /// The schema version this collector writes.
@@ -68,7 +104,7 @@ mod tests {
         let error = migrate(&mut connection).err().map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
-            Some("the state database has schema version 2, newer than this collector's 1: upgrade the collector")
+            Some("the state database has schema version 3, newer than this collector's 2: upgrade the collector")
         );
     }
 }

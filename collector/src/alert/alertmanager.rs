@@ -1,0 +1,108 @@
+//! Prometheus Alertmanager: `POST <url>/api/v2/alerts` with one alert per finding, labelled
+//! with the finding and its terminal. Firing alerts carry no `endsAt`, so Alertmanager keeps
+//! them for its `resolve_timeout` (5 minutes by default) and they are re-sent well within it
+//! (every [`RESEND_SECONDS`] at most); a resolved alert carries `endsAt`, its close time.
+//! Alertmanager does its own grouping, silencing and routing from there.
+
+use serde_json::{json, Map, Value};
+
+use super::config::ReceiverConfig;
+use super::message::{rfc3339, AlertItem};
+use super::receiver::{post_json, url, Context, Delivery, DeliveryError, DeliveryFuture, Receiver};
+
+/// The longest a firing alert goes without being re-sent: well under Alertmanager's default
+/// `resolve_timeout` of 5 minutes.
+pub const RESEND_SECONDS: u64 = 60;
+
+pub struct Alertmanager {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+/// The alert Alertmanager gets for one finding.
+pub fn alert(item: &AlertItem, resolved: bool) -> Value {
+    let mut labels = Map::new();
+    let mut label = |name: &str, value: &str| {
+        // Alertmanager treats an empty label as absent: leave it out.
+        if !value.is_empty() {
+            labels.insert(name.into(), Value::String(value.into()));
+        }
+    };
+    label("alertname", &item.code);
+    label("code", &item.code);
+    label("severity", &item.severity);
+    label("category", &item.category);
+    label("party", &item.party);
+    label("terminal", &item.terminal_id);
+    label("subject", &item.subject);
+    for (name, value) in [
+        ("region", &item.region),
+        ("carrier", &item.carrier),
+        ("model", &item.model),
+        ("merchant", &item.merchant),
+    ] {
+        label(name, value.as_deref().unwrap_or_default());
+    }
+    label("finding_id", &item.finding_id.to_string());
+    let evidence: Vec<String> = item
+        .evidence
+        .iter()
+        .map(|evidence| format!("{}={}", evidence.name, evidence.value))
+        .collect();
+    let (title, remediation) = crate::diagnose::kind_by_code(&item.code)
+        .map(|kind| (kind.title.en, kind.remediation.en))
+        .unwrap_or_default();
+    let mut alert = json!({
+        "labels": labels,
+        "annotations": {
+            "summary": title,
+            "remediation": remediation,
+            "evidence": evidence.join(", "),
+            "dashboard": item.link,
+        },
+        "startsAt": rfc3339(item.since),
+        "generatorURL": item.link,
+    });
+    if let (true, Some(object)) = (resolved, alert.as_object_mut()) {
+        let ends = item.closed_at.unwrap_or(item.since);
+        object.insert("endsAt".into(), Value::String(rfc3339(ends)));
+    }
+    alert
+}
+
+impl Alertmanager {
+    pub fn new(config: &ReceiverConfig, context: &Context<'_>) -> Result<Self, String> {
+        let mut url = url(config, context.data_dir)?;
+        let path = format!("{}/api/v2/alerts", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        Ok(Alertmanager {
+            client: context.client.clone(),
+            url,
+        })
+    }
+
+    async fn send(&self, delivery: Delivery<'_>) -> Result<(), DeliveryError> {
+        let notification = delivery.notification;
+        let alerts: Vec<Value> = notification
+            .firing
+            .iter()
+            .map(|item| alert(item, false))
+            .chain(notification.resolved.iter().map(|item| alert(item, true)))
+            .collect();
+        let body = serde_json::to_vec(&alerts).map_err(|error| {
+            DeliveryError::permanent(format!("cannot encode the body: {error}"))
+        })?;
+        post_json(&self.client, self.url.clone(), body, &[]).await?;
+        Ok(())
+    }
+}
+
+impl Receiver for Alertmanager {
+    fn deliver<'a>(&'a self, delivery: Delivery<'a>) -> DeliveryFuture<'a> {
+        Box::pin(self.send(delivery))
+    }
+
+    fn repeat_cap_seconds(&self) -> Option<u64> {
+        Some(RESEND_SECONDS)
+    }
+}

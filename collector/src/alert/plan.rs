@@ -1,0 +1,480 @@
+//! The notification plan: compares the alerts that should be known (open findings, not
+//! suppressed by a fleet-wide one, not silenced) with what each receiver was already told,
+//! and decides which notifications go out now — like Alertmanager reconciles firing alerts.
+//! Findings events only wake the notifier; this comparison is the truth, so a lost event
+//! loses nothing.
+//!
+//! Per (receiver, group): new alerts or resolutions wait `group_wait` after the first of them
+//! (then `group_interval` after the last message) and go out together; a group that still
+//! fires with nothing new is repeated every `repeat_interval`.
+//!
+//! Pure: no IO, no clock (callers pass the time and the state).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::message::{AlertItem, Notification, ALERTS_PER_NOTIFICATION_MAX};
+use super::routing::{facts, group_of, Routes, Timing};
+use super::silences::Silence;
+
+/// One open finding as alerting sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Active {
+    pub item: AlertItem,
+    /// Explained by a fleet-wide finding, which is sent instead.
+    pub suppressed: bool,
+}
+
+/// Identifies an alert across restarts: the finding id alone could be reused if the last
+/// second of state was lost in a crash, so the finding's terminal, code and subject are in it.
+pub fn alert_key(item: &AlertItem) -> String {
+    format!(
+        "{}|{}|{}|{}",
+        item.finding_id, item.terminal_id, item.code, item.subject
+    )
+}
+
+/// (receiver, group key)
+pub type GroupId = (String, String);
+
+/// What the receivers were told (persisted), and when groups first had news (in memory).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    /// (receiver, alert key) → the group it was sent in and the alert as sent.
+    pub notified: BTreeMap<(String, String), (String, AlertItem)>,
+    /// When each group's last notification was queued.
+    pub last_sent: HashMap<GroupId, OffsetDateTime>,
+    /// When each group first had news not yet sent; restarts with `group_wait` after a
+    /// restart.
+    pub news_since: HashMap<GroupId, OffsetDateTime>,
+}
+
+/// One notification to queue, and how it changes the state once queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub notification: Notification,
+    /// Unique per (receiver, group, the changes it tells): the outbox refuses a second row with
+    /// it, and receivers get it to drop a repeat.
+    pub idempotency_key: String,
+    pub added: Vec<(String, AlertItem)>,
+    pub removed: Vec<String>,
+}
+
+impl State {
+    /// Records a queued notification.
+    pub fn apply(&mut self, planned: &Planned) {
+        let receiver = &planned.notification.receiver;
+        let group = &planned.notification.group_key;
+        for (key, item) in &planned.added {
+            self.notified.insert(
+                (receiver.clone(), key.clone()),
+                (group.clone(), item.clone()),
+            );
+        }
+        for key in &planned.removed {
+            self.notified.remove(&(receiver.clone(), key.clone()));
+        }
+        let id = (receiver.clone(), group.clone());
+        self.news_since.remove(&id);
+        self.last_sent.insert(id, planned.notification.created_at);
+    }
+}
+
+#[derive(Default)]
+struct Group {
+    labels: BTreeMap<String, String>,
+    timing: Option<Timing>,
+    /// (alert key, alert) routed here now.
+    desired: Vec<(String, AlertItem)>,
+}
+
+/// What to send at `now`. `closed_at` holds the close time of findings that closed recently
+/// (from events); others that vanished are resolved at `now`. Updates `state.news_since`.
+pub fn plan(
+    active: &[Active],
+    routes: &Routes,
+    silences: &[Silence],
+    state: &mut State,
+    closed_at: &HashMap<u64, OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Vec<Planned> {
+    let mut groups: BTreeMap<GroupId, Group> = BTreeMap::new();
+    let mut still_open: HashSet<String> = HashSet::with_capacity(active.len());
+    for alert in active {
+        let key = alert_key(&alert.item);
+        still_open.insert(key.clone());
+        let facts = facts(&alert.item);
+        if alert.suppressed || silences.iter().any(|silence| silence.silences(&facts, now)) {
+            continue;
+        }
+        for route in routes.route(&facts) {
+            let (group_key, labels) = group_of(route, &alert.item);
+            let group = groups
+                .entry((route.receiver.clone(), group_key))
+                .or_default();
+            if group.timing.is_none() {
+                group.timing = Some(route.timing);
+                group.labels = labels;
+            }
+            if !group.desired.iter().any(|(existing, _)| *existing == key) {
+                group.desired.push((key.clone(), alert.item.clone()));
+            }
+        }
+    }
+    // Groups with alerts sent earlier, which may have resolved.
+    let mut resolved: BTreeMap<GroupId, Vec<(String, AlertItem)>> = BTreeMap::new();
+    for ((receiver, key), (group_key, item)) in &state.notified {
+        if still_open.contains(key) {
+            continue;
+        }
+        let mut item = item.clone();
+        item.closed_at = Some(closed_at.get(&item.finding_id).copied().unwrap_or(now));
+        resolved
+            .entry((receiver.clone(), group_key.clone()))
+            .or_default()
+            .push((key.clone(), item));
+    }
+    let ids: Vec<GroupId> = groups
+        .keys()
+        .chain(resolved.keys())
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut planned = Vec::new();
+    for id in ids {
+        let group = groups.remove(&id).unwrap_or_default();
+        let gone = resolved.remove(&id).unwrap_or_default();
+        let (receiver, group_key) = &id;
+        let timing = group.timing.unwrap_or(routes.default_timing);
+        let (old, new): (Vec<_>, Vec<_>) = group.desired.into_iter().partition(|(key, _)| {
+            state
+                .notified
+                .contains_key(&(receiver.clone(), key.clone()))
+        });
+        let last_sent = state.last_sent.get(&id).copied();
+        let repeat = if !new.is_empty() || !gone.is_empty() {
+            let since = *state.news_since.entry(id.clone()).or_insert(now);
+            let due = match last_sent {
+                None => since + timing.group_wait,
+                Some(sent) => (sent + timing.group_interval).max(since + timing.group_wait),
+            };
+            if now < due {
+                continue;
+            }
+            false
+        } else {
+            state.news_since.remove(&id);
+            let repeat_due = last_sent.is_some_and(|sent| now >= sent + timing.repeat_interval);
+            if old.is_empty() || !repeat_due {
+                continue;
+            }
+            true
+        };
+        let labels = if group.labels.is_empty() {
+            parse_group_key(group_key)
+        } else {
+            group.labels
+        };
+        planned.push(build(
+            receiver, group_key, labels, repeat, old, new, gone, last_sent, now,
+        ));
+    }
+    planned
+}
+
+fn parse_group_key(group_key: &str) -> BTreeMap<String, String> {
+    group_key
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)] // reason: the parts of one notification, named
+fn build(
+    receiver: &str,
+    group_key: &str,
+    group_labels: BTreeMap<String, String>,
+    repeat: bool,
+    old: Vec<(String, AlertItem)>,
+    new: Vec<(String, AlertItem)>,
+    gone: Vec<(String, AlertItem)>,
+    last_sent: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Planned {
+    let mut hasher = Sha256::new();
+    for part in [receiver, "\n", group_key, "\n"] {
+        hasher.update(part.as_bytes());
+    }
+    for (key, _) in &new {
+        hasher.update(format!("{key} opened\n").as_bytes());
+    }
+    for (key, _) in &gone {
+        hasher.update(format!("{key} closed\n").as_bytes());
+    }
+    if repeat {
+        let after = last_sent.map_or(0, |sent| sent.unix_timestamp_nanos());
+        hasher.update(format!("repeat after {after}\n").as_bytes());
+    }
+    let idempotency_key: String = hasher.finalize()[..16]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let sorted = |list: &[(String, AlertItem)]| {
+        let mut items: Vec<AlertItem> = list.iter().map(|(_, item)| item.clone()).collect();
+        items.sort_by(|a, b| {
+            (&a.terminal_id, &a.code, &a.subject).cmp(&(&b.terminal_id, &b.code, &b.subject))
+        });
+        let more = items.len().saturating_sub(ALERTS_PER_NOTIFICATION_MAX);
+        items.truncate(ALERTS_PER_NOTIFICATION_MAX);
+        (items, more)
+    };
+    let mut firing_all = old;
+    firing_all.extend(new.iter().cloned());
+    let (firing, more_firing) = sorted(&firing_all);
+    let (resolved, more_resolved) = sorted(&gone);
+    Planned {
+        notification: Notification {
+            receiver: receiver.to_string(),
+            group_key: group_key.to_string(),
+            group_labels,
+            repeat,
+            firing,
+            resolved,
+            more_firing,
+            more_resolved,
+            created_at: now,
+        },
+        idempotency_key,
+        added: new,
+        removed: gone.into_iter().map(|(key, _)| key).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::config::AlertsConfig;
+    use crate::alert::matchers::Matchers;
+    use crate::alert::message::tests::item;
+    use time::macros::datetime;
+    use time::Duration;
+
+    fn routes() -> Routes {
+        let config = AlertsConfig {
+            default_receiver: Some("ops".into()),
+            group_wait_seconds: 10,
+            group_interval_seconds: 60,
+            repeat_interval_seconds: 600,
+            receivers: vec![],
+            ..AlertsConfig::default()
+        };
+        Routes::from_config(&config, |_| None)
+    }
+
+    fn alert(terminal: &str, id: u64, region: &str) -> Active {
+        let mut item = item(terminal, "env.network.host_unreachable", region);
+        item.finding_id = id;
+        Active {
+            item,
+            suppressed: false,
+        }
+    }
+
+    /// Runs the plan at each second offset with the alerts given for it, applying what it
+    /// queues, and returns (second, firing terminals, resolved terminals, repeat) per message.
+    fn check(
+        steps: &[(i64, Vec<Active>)],
+        silences: &[Silence],
+        expected: &[(i64, Vec<&str>, Vec<&str>, bool)],
+    ) {
+        let start = datetime!(2026-11-26 02:00 UTC);
+        let mut state = State::default();
+        let mut got = Vec::new();
+        for (second, active) in steps {
+            let now = start + Duration::seconds(*second);
+            for planned in plan(
+                active,
+                &routes(),
+                silences,
+                &mut state,
+                &HashMap::new(),
+                now,
+            ) {
+                state.apply(&planned);
+                let names = |items: &[AlertItem]| -> Vec<String> {
+                    items.iter().map(|item| item.terminal_id.clone()).collect()
+                };
+                got.push((
+                    *second,
+                    names(&planned.notification.firing),
+                    names(&planned.notification.resolved),
+                    planned.notification.repeat,
+                ));
+            }
+        }
+        let expected: Vec<(i64, Vec<String>, Vec<String>, bool)> = expected
+            .iter()
+            .map(|(second, firing, resolved, repeat)| {
+                (
+                    *second,
+                    firing.iter().map(|s| s.to_string()).collect(),
+                    resolved.iter().map(|s| s.to_string()).collect(),
+                    *repeat,
+                )
+            })
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_group_waits_then_goes_out_once_with_every_alert() {
+        let a = || alert("T-1", 1, "cn-east");
+        let b = || alert("T-2", 2, "cn-east");
+        let west = || alert("T-3", 3, "cn-west");
+        check(
+            &[
+                (0, vec![a()]),
+                (5, vec![a(), b(), west()]),
+                (10, vec![a(), b(), west()]),
+                (14, vec![a(), b(), west()]),
+                (15, vec![a(), b(), west()]),
+                (30, vec![a(), b(), west()]),
+            ],
+            &[],
+            &[
+                (10, vec!["T-1", "T-2"], vec![], false),
+                (15, vec!["T-3"], vec![], false),
+            ],
+        );
+    }
+
+    #[test]
+    fn resolutions_wait_for_the_group_interval_and_repeats_come_while_firing() {
+        let a = || alert("T-1", 1, "cn-east");
+        let b = || alert("T-2", 2, "cn-east");
+        check(
+            &[
+                (0, vec![a(), b()]),
+                (10, vec![a(), b()]),
+                (20, vec![a()]),
+                (69, vec![a()]),
+                (70, vec![a()]),
+                (600, vec![a()]),
+                (670, vec![a()]),
+                (680, vec![]),
+                (740, vec![]),
+            ],
+            &[],
+            &[
+                (10, vec!["T-1", "T-2"], vec![], false),
+                (70, vec!["T-1"], vec!["T-2"], false),
+                (670, vec!["T-1"], vec![], true),
+                (740, vec![], vec!["T-1"], false),
+            ],
+        );
+    }
+
+    #[test]
+    fn suppressed_and_silenced_alerts_are_not_sent_and_not_resolved() {
+        let mut suppressed = alert("T-1", 1, "cn-east");
+        suppressed.suppressed = true;
+        let silence = Silence {
+            id: 1,
+            matchers: Matchers {
+                region: vec!["cn-west".into()],
+                ..Matchers::default()
+            },
+            starts_at: datetime!(2026-11-26 02:00 UTC),
+            ends_at: datetime!(2026-11-26 03:00 UTC),
+            created_by: "ops".into(),
+            comment: String::new(),
+            created_at: datetime!(2026-11-26 02:00 UTC),
+        };
+        let west = || alert("T-3", 3, "cn-west");
+        check(
+            &[
+                (0, vec![suppressed.clone(), west()]),
+                (10, vec![suppressed.clone(), west()]),
+                (20, vec![alert("T-1", 1, "cn-east"), west()]),
+                (30, vec![alert("T-1", 1, "cn-east"), west()]),
+            ],
+            std::slice::from_ref(&silence),
+            &[(30, vec!["T-1"], vec![], false)],
+        );
+        // Sent before the silence: no resolution while silenced and open.
+        let mut state = State::default();
+        let start = datetime!(2026-11-26 01:00 UTC);
+        for planned in plan(
+            &[west()],
+            &routes(),
+            &[],
+            &mut state,
+            &HashMap::new(),
+            start,
+        ) {
+            state.apply(&planned);
+        }
+        let later = start + Duration::seconds(10);
+        let sent = plan(
+            &[west()],
+            &routes(),
+            &[],
+            &mut state,
+            &HashMap::new(),
+            later,
+        );
+        assert_eq!(sent.len(), 1);
+        state.apply(&sent[0]);
+        let silenced_now = datetime!(2026-11-26 02:30 UTC);
+        let nothing = plan(
+            &[west()],
+            &routes(),
+            &[silence],
+            &mut state,
+            &HashMap::new(),
+            silenced_now,
+        );
+        assert!(nothing.is_empty(), "{nothing:?}");
+    }
+
+    #[test]
+    fn the_idempotency_key_names_the_changes() {
+        let mut state = State::default();
+        let start = datetime!(2026-11-26 02:00 UTC);
+        let once = |state: &mut State| {
+            plan(
+                &[alert("T-1", 1, "x")],
+                &routes(),
+                &[],
+                state,
+                &HashMap::new(),
+                start,
+            );
+            plan(
+                &[alert("T-1", 1, "x")],
+                &routes(),
+                &[],
+                state,
+                &HashMap::new(),
+                start + Duration::seconds(10),
+            )
+        };
+        let first = once(&mut state.clone());
+        let again = once(&mut state);
+        assert_eq!(first[0].idempotency_key, again[0].idempotency_key);
+        assert_eq!(first[0].idempotency_key.len(), 32);
+        let other = plan(
+            &[alert("T-1", 2, "x")],
+            &routes(),
+            &[],
+            &mut State::default(),
+            &HashMap::new(),
+            start,
+        );
+        assert!(other.is_empty(), "waits for group_wait");
+    }
+}

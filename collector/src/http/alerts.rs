@@ -1,0 +1,181 @@
+//! The alerting endpoints: recent notifications with their delivery state, and silences
+//! (listed by anyone who can read the API; created and expired with the admin token).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use super::error::{ApiError, Reason};
+use super::policy::authorize;
+use super::queries::{check_parameters, number};
+use super::reports::{check_content_type, read_body};
+use super::AppState;
+use crate::alert::message::rfc3339;
+use crate::alert::outbox::{Filter, Row, Status};
+use crate::alert::silences::{NewSilence, Silence};
+
+/// The most notifications one page lists.
+const PAGE_MAX: usize = 1000;
+/// A silence request is small.
+const SILENCE_BODY_MAX_BYTES: usize = 64 * 1024;
+
+fn notification_view(row: &Row) -> Value {
+    let notification = &row.notification;
+    let mut codes: Vec<&str> = notification
+        .firing
+        .iter()
+        .chain(&notification.resolved)
+        .map(|item| item.code.as_str())
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    json!({
+        "id": row.id,
+        "receiver": row.receiver,
+        "group_key": row.group_key,
+        "group_labels": notification.group_labels,
+        "idempotency_key": row.idempotency_key,
+        "status": row.status.as_str(),
+        "alert_status": notification.status(),
+        "repeat": notification.repeat,
+        "firing": notification.firing_count(),
+        "resolved": notification.resolved_count(),
+        "terminals": notification
+            .firing
+            .iter()
+            .chain(&notification.resolved)
+            .filter(|item| !item.terminal_id.is_empty())
+            .take(20)
+            .map(|item| item.terminal_id.as_str())
+            .collect::<Vec<_>>(),
+        "codes": codes,
+        "attempts": row.attempts,
+        "last_error": row.last_error,
+        "created_at": rfc3339(row.created_at),
+        "updated_at": rfc3339(row.updated_at),
+        "next_attempt_at": (row.status == Status::Pending).then(|| rfc3339(row.next_attempt_at)),
+        "delivered_at": row.delivered_at.map(rfc3339),
+    })
+}
+
+/// `GET /api/v1/alerts/notifications?status=&receiver=&limit=&offset=`, newest first.
+pub async fn list_notifications(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_parameters(&query, &["status", "receiver", "limit", "offset"])?;
+    let status = match query.get("status").map(String::as_str) {
+        None => None,
+        Some("pending") => Some(Status::Pending),
+        Some("delivered") => Some(Status::Delivered),
+        Some("failed") => Some(Status::Failed),
+        Some("expired") => Some(Status::Expired),
+        Some(_) => {
+            return Err(ApiError::field(
+                Reason::BadQuery,
+                "status",
+                "must be pending, delivered, failed or expired",
+            ))
+        }
+    };
+    let filter = Filter {
+        status,
+        receiver: query.get("receiver").cloned(),
+        limit: number(&query, "limit", 100, PAGE_MAX)?,
+        offset: number(&query, "offset", 0, usize::MAX)?,
+    };
+    let alerts = Arc::clone(&state.alerts);
+    let rows = tokio::task::spawn_blocking(move || alerts.notifications(&filter))
+        .await
+        .map_err(|error| ApiError::internal("listing notifications", error))?
+        .map_err(|error| ApiError::internal("listing notifications", error))?;
+    let list: Vec<Value> = rows.iter().map(notification_view).collect();
+    Ok(Json(json!({
+        "receivers": state.alerts.receiver_names(),
+        "notifications": list,
+    })))
+}
+
+fn silence_view(silence: &Silence, now: OffsetDateTime) -> Value {
+    json!({
+        "id": silence.id,
+        "state": silence.state(now),
+        "matchers": silence.matchers,
+        "starts_at": rfc3339(silence.starts_at),
+        "ends_at": rfc3339(silence.ends_at),
+        "created_by": silence.created_by,
+        "comment": silence.comment,
+        "created_at": rfc3339(silence.created_at),
+    })
+}
+
+/// `GET /api/v1/alerts/silences`: every silence, newest first, with its state.
+pub async fn list_silences(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let now = OffsetDateTime::now_utc();
+    let silences: Vec<Value> = state
+        .alerts
+        .silences()
+        .iter()
+        .rev()
+        .map(|silence| silence_view(silence, now))
+        .collect();
+    Json(json!({ "silences": silences }))
+}
+
+/// `POST /api/v1/alerts/silences` (admin token): `{"matchers": {...}, "duration_seconds":
+/// 3600 | "ends_at": "…", "starts_at"?: "…", "created_by": "…", "comment"?: "…"}`.
+pub async fn create_silence(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers)?;
+    check_content_type(&headers)?;
+    let bytes = read_body(&headers, body, SILENCE_BODY_MAX_BYTES).await?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let new: NewSilence = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        ApiError::field(Reason::InvalidField, path, error.into_inner().to_string())
+    })?;
+    let now = OffsetDateTime::now_utc();
+    let alerts = Arc::clone(&state.alerts);
+    let silence = tokio::task::spawn_blocking(move || alerts.add_silence(new, now))
+        .await
+        .map_err(|error| ApiError::internal("storing a silence", error))?
+        .map_err(|error| ApiError::internal("storing a silence", error))?
+        .map_err(|(field, problem)| ApiError::field(Reason::InvalidField, field, problem))?;
+    tracing::info!(id = silence.id, created_by = %silence.created_by, "A silence was created.");
+    Ok((StatusCode::CREATED, Json(silence_view(&silence, now))))
+}
+
+/// `DELETE /api/v1/alerts/silences/{id}` (admin token): ends the silence now.
+pub async fn expire_silence(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&state, &headers)?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::field(Reason::BadQuery, "id", "must be a silence id"))?;
+    let now = OffsetDateTime::now_utc();
+    let alerts = Arc::clone(&state.alerts);
+    let expired = tokio::task::spawn_blocking(move || alerts.expire_silence(id, now))
+        .await
+        .map_err(|error| ApiError::internal("expiring a silence", error))?
+        .map_err(|error| ApiError::internal("expiring a silence", error))?;
+    match expired {
+        Some(silence) => {
+            tracing::info!(id, "A silence was expired.");
+            Ok(Json(silence_view(&silence, now)))
+        }
+        None => Err(ApiError::field(Reason::NotFound, "id", "no such silence")),
+    }
+}
