@@ -6,7 +6,9 @@
 //! `http` queries and `metrics`. See ARCHITECTURE.md.
 
 pub mod cli;
+pub mod compliance;
 pub mod config;
+pub mod device;
 pub mod diagnose;
 pub mod findings;
 pub mod fleet;
@@ -15,3 +17,4 @@ pub mod metrics;
 pub mod secret;
 pub mod store;
 pub mod version;
+pub mod web;

@@ -5,14 +5,15 @@
 
 pub mod error;
 mod policy;
-mod queries;
+pub(crate) mod queries;
 mod reports;
-mod views;
+pub(crate) mod views;
 
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use posmon_protocol::Keyring;
@@ -26,6 +27,9 @@ use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::store::writer::{write_changes, Writer};
 use crate::store::{Store, StoreError};
+use crate::web;
+use crate::web::auth::ViewerAuth;
+use crate::web::trend::Trend;
 
 /// Finding events buffered for each subscriber; a subscriber that falls further behind
 /// loses the oldest (and is told how many by the channel).
@@ -52,6 +56,10 @@ pub struct AppState {
     policy: RwLock<Arc<Vec<VersionRule>>>,
     pub metrics: Arc<Metrics>,
     events: broadcast::Sender<FindingEvent>,
+    /// The fleet trend the dashboard draws.
+    pub trend: Trend,
+    /// Who may read the dashboard and the read API; `None`: everybody.
+    viewer: Option<ViewerAuth>,
 }
 
 impl AppState {
@@ -81,6 +89,7 @@ impl AppState {
         }
         let policy = stored_policy.unwrap_or_else(|| config.version_policy.clone());
         let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let config_trend_points = config.web.trend_points;
         Ok(AppState {
             config,
             keyring,
@@ -88,9 +97,21 @@ impl AppState {
             fleet: Arc::new(fleet),
             store: Arc::new(store),
             policy: RwLock::new(Arc::new(policy)),
+            trend: Trend::new(config_trend_points),
             metrics: Arc::new(metrics),
             events,
+            viewer: None,
         })
+    }
+
+    /// Requires `viewer` credentials for the dashboard and the read API.
+    pub fn with_viewer_auth(mut self, viewer: Option<ViewerAuth>) -> Self {
+        self.viewer = viewer;
+        self
+    }
+
+    pub fn viewer_auth(&self) -> Option<&ViewerAuth> {
+        self.viewer.as_ref()
     }
 
     /// Every finding change from now on: what a notifier subscribes to.
@@ -162,7 +183,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/metrics", get(queries::metrics))
         .route("/healthz", get(queries::healthz))
+        .merge(web::router())
         .fallback(queries::not_found)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            web::auth::require_viewer,
+        ))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -185,10 +211,12 @@ pub async fn serve(
         state.config.limits.max_history_findings,
     )?;
     let evaluator = tokio::spawn(evaluate_periodically(Arc::clone(&state)));
+    let trend = tokio::spawn(web::trend::sample_periodically(Arc::clone(&state)));
     let served = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     evaluator.abort();
+    trend.abort();
     if tokio::task::spawn_blocking(move || writer.stop())
         .await
         .is_err()

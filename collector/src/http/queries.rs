@@ -24,7 +24,10 @@ const HISTORY_MAX: usize = 1000;
 const COUNT_KEYS_MAX: usize = 1000;
 
 /// Refuses parameters the endpoint does not know, so a typo is not silently ignored.
-fn check_parameters(query: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+pub(crate) fn check_parameters(
+    query: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
     match query.keys().find(|key| !known.contains(&key.as_str())) {
         Some(unknown) => Err(ApiError::field(
             Reason::BadQuery,
@@ -35,7 +38,7 @@ fn check_parameters(query: &HashMap<String, String>, known: &[&str]) -> Result<(
     }
 }
 
-fn number(
+pub(crate) fn number(
     query: &HashMap<String, String>,
     name: &str,
     default: usize,
@@ -191,10 +194,14 @@ pub async fn list_findings(
 
 /// Counts by key, at most [`COUNT_KEYS_MAX`] keys; beyond that they add up under `other`.
 #[derive(Default)]
-struct Counts(BTreeMap<String, u64>);
+pub(crate) struct Counts(BTreeMap<String, u64>);
 
 impl Counts {
-    fn add(&mut self, key: &str) {
+    pub(crate) fn into_map(self) -> BTreeMap<String, u64> {
+        self.0
+    }
+
+    pub(crate) fn add(&mut self, key: &str) {
         if let Some(count) = self.0.get_mut(key) {
             *count += 1;
         } else if self.0.len() < COUNT_KEYS_MAX {
