@@ -122,16 +122,7 @@ fn run(terminals: usize) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|arg| arg.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![100_000]
-    } else {
-        sizes
-    };
-    for terminals in sizes {
+    for terminals in common::sizes() {
         run(terminals);
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use posmon_e2e_tests::{binary, find_program, skip, wait_for, Collector};
+use posmon_e2e_tests::{find_program, skip, wait_for, Collector};
 use serde_json::{json, Value};
 
 const VIEWER_TOKEN: &str = "viewer-token-for-the-browser-test";
@@ -294,8 +294,8 @@ latest = "3.2.1"
 
     let scenario = dir.path().join("scenario.toml");
     std::fs::write(&scenario, SCENARIO).unwrap();
-    let output = Command::new(binary("posmon-simulator"))
-        .args(["run", "--collector", &collector.url])
+    let output = collector
+        .simulator(dir.path())
         .args([
             "--terminals",
             "200",
@@ -304,11 +304,8 @@ latest = "3.2.1"
             "--duration-seconds",
             "3",
         ])
-        .arg("--secret-file")
-        .arg(dir.path().join("collector-data/fleet-secret"))
         .arg("--scenario")
         .arg(&scenario)
-        .env_remove("POSMON_FLEET_SECRET")
         .output()
         .unwrap();
     assert!(

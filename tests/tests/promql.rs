@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use posmon_e2e_tests::{binary, require_program, wait_for, Collector};
+use posmon_e2e_tests::{require_program, wait_for, Collector};
 use serde_json::Value;
 
 fn dashboards() -> PathBuf {
@@ -209,8 +209,8 @@ latest = "3.2.1"
     std::fs::write(&scenario, SCENARIO).unwrap();
     let simulator_log = std::fs::File::create(dir.path().join("simulator.log")).unwrap();
     let _simulator = Killed(
-        Command::new(binary("posmon-simulator"))
-            .args(["run", "--collector", &collector.url])
+        collector
+            .simulator(dir.path())
             .args([
                 "--terminals",
                 "300",
@@ -219,11 +219,8 @@ latest = "3.2.1"
                 "--duration-seconds",
                 "300",
             ])
-            .arg("--secret-file")
-            .arg(dir.path().join("collector-data/fleet-secret"))
             .arg("--scenario")
             .arg(&scenario)
-            .env_remove("POSMON_FLEET_SECRET")
             .stdout(Stdio::null())
             .stderr(simulator_log)
             .spawn()

@@ -78,3 +78,16 @@ pub async fn round(router: &axum::Router, terminals: usize, sequence: u64) -> f6
     }
     terminals as f64 / started.elapsed().as_secs_f64()
 }
+
+/// The fleet sizes named on the command line (`-- 100000 1000000`); 100 000 by default.
+pub fn sizes() -> Vec<usize> {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|arg| arg.parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        vec![100_000]
+    } else {
+        sizes
+    }
+}

@@ -83,17 +83,25 @@ pub async fn list_terminals(
     })))
 }
 
-pub async fn get_terminal(
-    State(state): State<Arc<AppState>>,
-    Path(terminal_id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let terminal = state.fleet.terminal(&terminal_id).ok_or_else(|| {
+/// A copy of one terminal's state, or the 404 that names it.
+pub(crate) fn terminal_or_not_found(
+    state: &AppState,
+    terminal_id: &str,
+) -> Result<Terminal, ApiError> {
+    state.fleet.terminal(terminal_id).ok_or_else(|| {
         ApiError::field(
             Reason::NotFound,
             "terminal_id",
             format!("no terminal {terminal_id:?} has reported"),
         )
-    })?;
+    })
+}
+
+pub async fn get_terminal(
+    State(state): State<Arc<AppState>>,
+    Path(terminal_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let terminal = terminal_or_not_found(&state, &terminal_id)?;
     let history = state.fleet.history_of(&terminal.id, HISTORY_MAX);
     let body = serde_json::to_value(TerminalDetail::new(&terminal, &history))
         .map_err(|error| ApiError::internal("encoding a terminal", error))?;

@@ -15,8 +15,8 @@ use serde_json::json;
 use crate::compliance::Compliance;
 use crate::config::VersionRule;
 use crate::diagnose::rules::outdated::KNOWN_COMPONENTS;
-use crate::http::error::{ApiError, Reason};
-use crate::http::queries::check_parameters;
+use crate::http::error::ApiError;
+use crate::http::queries::{check_parameters, terminal_or_not_found};
 use crate::http::AppState;
 
 /// The most models the compliance table lists; the rest are summed under `other`.
@@ -97,13 +97,7 @@ pub async fn terminal_versions(
     State(state): State<Arc<AppState>>,
     Path(terminal_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let terminal = state.fleet.terminal(&terminal_id).ok_or_else(|| {
-        ApiError::field(
-            Reason::NotFound,
-            "terminal_id",
-            format!("no terminal {terminal_id:?} has reported"),
-        )
-    })?;
+    let terminal = terminal_or_not_found(&state, &terminal_id)?;
     let policy = state.version_policy();
     let model = terminal.labels.model.as_deref();
     let components: Vec<serde_json::Value> = terminal
