@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::http::{serve, AppState};
 use crate::secret::{load_admin_token, load_keyring, ADMIN_TOKEN_ENV, SECRET_ENV};
+use crate::web::auth::{ViewerAuth, VIEWER_TOKEN_ENV};
 
 #[derive(Parser)]
 #[command(
@@ -138,15 +139,22 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
             "No admin token is configured: the version policy cannot be changed over the API."
         );
     }
+    let viewer = ViewerAuth::load(&config, std::env::var(VIEWER_TOKEN_ENV).ok())
+        .context("cannot load the viewer credentials")?;
+    if viewer.is_none() {
+        tracing::info!("No viewer token or user is configured: the dashboard and the read API are open to everyone who can reach this address.");
+    }
     let state = Arc::new(
-        AppState::open(config, keyring, admin_token).context("cannot start the collector")?,
+        AppState::open(config, keyring, admin_token)
+            .context("cannot start the collector")?
+            .with_viewer_auth(viewer),
     );
     // One line on standard output that scripts and tests read to find the port.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "posmon-collector listening on {scheme}://{address}")
         .and_then(|()| stdout.flush())
         .context("cannot write to standard output")?;
-    tracing::info!(%address, "Serving the API at {scheme}://{address}/api/v1/terminals and metrics at {scheme}://{address}/metrics.");
+    tracing::info!(%address, "Serving the dashboard at {scheme}://{address}/, the API at {scheme}://{address}/api/v1/terminals and metrics at {scheme}://{address}/metrics.");
     serve(listener, state, tls, shutdown_signal())
         .await
         .context("the HTTP server failed")?;

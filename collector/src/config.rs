@@ -31,6 +31,7 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Receivers, routes and delivery of alert notifications.
     pub alerts: crate::alert::config::AlertsConfig,
+    pub web: WebConfig,
 }
 
 impl Default for Config {
@@ -46,6 +47,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             tls: TlsConfig::default(),
             alerts: crate::alert::config::AlertsConfig::default(),
+            web: WebConfig::default(),
         }
     }
 }
@@ -293,6 +295,41 @@ impl TlsConfig {
     }
 }
 
+/// The built-in dashboard: who may read it and the fleet trend it draws.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// File holding the viewer token (at least 16 characters), relative to `data_dir` unless
+    /// absolute. `POSMON_VIEWER_TOKEN` overrides it.
+    pub viewer_token_file: Option<PathBuf>,
+    /// User name for HTTP basic auth, with `viewer_password_file`.
+    pub viewer_user: Option<String>,
+    /// File holding the basic-auth password, relative to `data_dir` unless absolute.
+    pub viewer_password_file: Option<PathBuf>,
+    /// Whether `/metrics` also requires the viewer credentials when they are configured.
+    pub protect_metrics: bool,
+    /// How often the fleet trend takes a point.
+    pub trend_interval_seconds: u64,
+    /// Points of the fleet trend kept in memory (oldest dropped).
+    pub trend_points: usize,
+    /// How often the dashboard polls for fresh data.
+    pub refresh_interval_seconds: u64,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            viewer_token_file: None,
+            viewer_user: None,
+            viewer_password_file: None,
+            protect_metrics: false,
+            trend_interval_seconds: 60,
+            trend_points: 1440,
+            refresh_interval_seconds: 5,
+        }
+    }
+}
+
 /// A configuration that cannot be used, naming the key and the problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -393,6 +430,39 @@ impl Config {
         }
         if let Err((key, problem)) = self.alerts.validate() {
             return invalid(&key, &problem);
+        }
+        self.validate_web()
+    }
+
+    fn validate_web(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: &str| {
+            Err(ConfigError::Invalid {
+                key: format!("web.{key}"),
+                problem: problem.to_string(),
+            })
+        };
+        let web = &self.web;
+        if web.viewer_user.is_some() != web.viewer_password_file.is_some() {
+            return invalid(
+                "viewer_user",
+                "viewer_user and viewer_password_file must be set together",
+            );
+        }
+        if web
+            .viewer_user
+            .as_deref()
+            .is_some_and(|user| user.is_empty() || user.contains(':') || user.len() > 128)
+        {
+            return invalid("viewer_user", "must be 1 to 128 characters without ':'");
+        }
+        if !(1..=86_400).contains(&web.trend_interval_seconds) {
+            return invalid("trend_interval_seconds", "must be between 1 and 86400");
+        }
+        if !(1..=100_000).contains(&web.trend_points) {
+            return invalid("trend_points", "must be between 1 and 100000");
+        }
+        if !(1..=3600).contains(&web.refresh_interval_seconds) {
+            return invalid("refresh_interval_seconds", "must be between 1 and 3600");
         }
         Ok(())
     }
@@ -542,6 +612,14 @@ mod tests {
         check(
             "[[version_policy]]\ncomponent = \"pos_app\"\nminimum = \"\"",
             "config key version_policy[0].minimum: must not be empty",
+        );
+        check(
+            "[web]\nviewer_user = \"ops\"",
+            "config key web.viewer_user: viewer_user and viewer_password_file must be set together",
+        );
+        check(
+            "[web]\ntrend_points = 0",
+            "config key web.trend_points: must be between 1 and 100000",
         );
         check(
             "[diagnosis]\nsilent_after_intervals = 0",

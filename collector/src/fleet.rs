@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::DiagnosisConfig;
+use crate::device::DeviceSummary;
 use crate::diagnose::rules::network_path::{HOST_UNREACHABLE, TLS_FAILURE};
 use crate::diagnose::rules::silent::{self, SILENT};
 use crate::diagnose::rules::upstream::{self, FleetTallies, CARRIER_OUTAGE, HOST_OUTAGE};
@@ -61,6 +62,17 @@ pub struct TerminalLabels {
     pub extra: Vec<(Arc<str>, Arc<str>)>,
 }
 
+/// The rungs of the path ladder, from the terminal outwards (ICMP aside: it is a side
+/// measurement, not a rung).
+pub const LADDER: [Stage; 6] = [
+    Stage::Link,
+    Stage::Gateway,
+    Stage::Dns,
+    Stage::Tcp,
+    Stage::Tls,
+    Stage::Http,
+];
+
 /// One latency measurement for charts: terminal time (Unix seconds) and milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencyPoint(pub i64, pub f32);
@@ -73,6 +85,9 @@ pub struct TargetState {
     /// The first failing rung of the latest report, if any.
     pub failed_stage: Option<Stage>,
     pub error: Option<ErrorKind>,
+    /// The rungs the latest report probed, one bit per [`LADDER`] position.
+    #[serde(default)]
+    pub rungs: u8,
     /// The connect latency of the latest reports, oldest first, bounded.
     pub latency: VecDeque<LatencyPoint>,
 }
@@ -94,6 +109,9 @@ pub struct Terminal {
     /// Known software versions by component.
     pub versions: Vec<(Arc<str>, Arc<str>)>,
     pub targets: Vec<TargetState>,
+    /// Device health from the newest report that carried it, for the dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Box<DeviceSummary>>,
     pub findings: Tracker,
     /// Reports the agent dropped (spool full or too old, or refused as bad), as its reports
     /// told, since the terminal first reported.
@@ -118,6 +136,7 @@ impl Terminal {
             labels: TerminalLabels::default(),
             versions: Vec::new(),
             targets: Vec::new(),
+            device: None,
             findings: Tracker::default(),
             dropped_reports: 0,
             replay: None,
@@ -199,15 +218,25 @@ impl Terminal {
                 .stages
                 .iter()
                 .find(|stage| stage.status == StageStatus::Failed && stage.stage != Stage::Icmp);
+            let rungs = probe
+                .stages
+                .iter()
+                .filter_map(|stage| LADDER.iter().position(|rung| *rung == stage.stage))
+                .fold(0u8, |mask, position| mask | (1 << position));
             targets.push(TargetState {
                 name: interner.intern(&probe.target),
                 address: interner.intern(&probe.address),
                 failed_stage: failed.map(|stage| stage.stage),
                 error: failed.and_then(|stage| stage.error),
+                rungs,
                 latency,
             });
         }
         self.targets = targets;
+        self.device =
+            DeviceSummary::from_report(report.device.as_ref(), report.clock.as_ref(), |text| {
+                interner.intern(text)
+            });
     }
 
     /// Re-interns the strings of a terminal restored from the database.
@@ -233,6 +262,11 @@ impl Terminal {
         for target in &mut self.targets {
             target.name = interner.intern(&target.name);
             target.address = interner.intern(&target.address);
+        }
+        if let Some(device) = &mut self.device {
+            for item in device.peripherals.iter_mut().chain(&mut device.processes) {
+                item.name = interner.intern(&item.name);
+            }
         }
     }
 }

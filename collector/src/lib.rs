@@ -8,7 +8,9 @@
 
 pub mod alert;
 pub mod cli;
+pub mod compliance;
 pub mod config;
+pub mod device;
 pub mod diagnose;
 pub mod findings;
 pub mod fleet;
@@ -18,3 +20,4 @@ pub mod secret;
 pub mod store;
 pub mod tls;
 pub mod version;
+pub mod web;

@@ -14,6 +14,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::compliance::Compliance;
+use crate::diagnose::rules::outdated::KNOWN_COMPONENTS;
 use crate::diagnose::{all_kinds, Severity};
 use crate::findings::Change;
 use crate::fleet::{Fleet, Status};
@@ -63,6 +65,15 @@ impl BoundedValues {
     }
 }
 
+/// Replaces every series of `gauge` with `counts`: combinations that vanished go away.
+fn set_all<const N: usize>(gauge: &IntGaugeVec, counts: HashMap<[String; N], i64>) {
+    gauge.reset();
+    for (labels, count) in counts {
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        gauge.with_label_values(&labels).set(count);
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub reports: IntCounterVec,
@@ -89,7 +100,11 @@ pub struct Metrics {
     findings_open_by_region: IntGaugeVec,
     findings_open_by_model: IntGaugeVec,
     findings_suppressed: IntGauge,
+    terminals_by_segment: IntGaugeVec,
+    findings_open_by_segment: IntGaugeVec,
+    versions: IntGaugeVec,
     regions: BoundedValues,
+    carriers: BoundedValues,
     models: BoundedValues,
     targets: BoundedValues,
     per_terminal: Option<PerTerminal>,
@@ -270,6 +285,26 @@ impl Metrics {
                 "Open terminal findings explained (suppressed) by a fleet-wide finding.",
             ),
         )?;
+        // Region × model × carrier: only the combinations terminals have are exported, each
+        // label bounded by `max_label_values`; for dashboards filtering by all three at once.
+        let terminals_by_segment = gauges(
+            &registry,
+            "posmon_fleet_segment_terminals",
+            "Known terminals by region, model, carrier and status.",
+            &["region", "model", "carrier", "status"],
+        )?;
+        let findings_open_by_segment = gauges(
+            &registry,
+            "posmon_findings_segment_open",
+            "Open findings of terminals (not suppressed) by region, model, carrier, code, category and responsible party.",
+            &["region", "model", "carrier", "code", "category", "party"],
+        )?;
+        let versions = gauges(
+            &registry,
+            "posmon_versions_terminals",
+            "Terminals reporting a software component, by model, component and compliance with the version policy (current, behind, outdated).",
+            &["model", "component", "compliance"],
+        )?;
         let per_terminal = if per_terminal_series {
             Some(PerTerminal {
                 last_report: register(
@@ -357,7 +392,11 @@ impl Metrics {
             findings_open_by_region,
             findings_open_by_model,
             findings_suppressed,
+            terminals_by_segment,
+            findings_open_by_segment,
+            versions,
             regions: BoundedValues::new(max_label_values),
+            carriers: BoundedValues::new(max_label_values),
             models: BoundedValues::new(max_label_values),
             targets: BoundedValues::new(max_label_values),
             per_terminal,
@@ -388,6 +427,9 @@ impl Metrics {
         let mut findings_by_region: HashMap<(String, &'static str), i64> = HashMap::new();
         let mut findings_by_model: HashMap<(String, &'static str), i64> = HashMap::new();
         let mut suppressed = 0;
+        let mut by_segment: HashMap<[String; 4], i64> = HashMap::new();
+        let mut findings_by_segment: HashMap<[String; 6], i64> = HashMap::new();
+        let mut versions: HashMap<[String; 3], i64> = HashMap::new();
         if let Some(per_terminal) = &self.per_terminal {
             per_terminal.last_report.reset();
             per_terminal.open_findings.reset();
@@ -399,11 +441,41 @@ impl Metrics {
             *by_status.entry(status).or_default() += 1;
             *by_region.entry((region.clone(), status)).or_default() += 1;
             *by_model.entry((model.clone(), status)).or_default() += 1;
+            let carrier = self.carriers.value(terminal.labels.carrier.as_deref());
+            let segment = [region.clone(), model.clone(), carrier.clone()];
+            *by_segment
+                .entry([
+                    region.clone(),
+                    model.clone(),
+                    carrier.clone(),
+                    status.to_string(),
+                ])
+                .or_default() += 1;
+            for (component, _) in &terminal.versions {
+                if let Some(component) = KNOWN_COMPONENTS.iter().find(|c| **c == &**component) {
+                    let compliance = Compliance::of(terminal, component).as_str();
+                    *versions
+                        .entry([model.clone(), component.to_string(), compliance.to_string()])
+                        .or_default() += 1;
+                }
+            }
             for finding in terminal.findings.findings() {
                 if finding.suppressed_by.is_some() {
                     suppressed += 1;
                     continue;
                 }
+                let kind = finding.kind;
+                let [segment_region, segment_model, segment_carrier] = segment.clone();
+                *findings_by_segment
+                    .entry([
+                        segment_region,
+                        segment_model,
+                        segment_carrier,
+                        kind.code.to_string(),
+                        kind.category.as_str().to_string(),
+                        kind.party.as_str().to_string(),
+                    ])
+                    .or_default() += 1;
                 let category = finding.kind.category.as_str();
                 *findings
                     .entry((finding.kind.code, finding.severity))
@@ -463,6 +535,9 @@ impl Metrics {
                     .set(findings.get(&(kind.code, severity)).copied().unwrap_or(0));
             }
         }
+        set_all(&self.terminals_by_segment, by_segment);
+        set_all(&self.findings_open_by_segment, findings_by_segment);
+        set_all(&self.versions, versions);
         self.findings_suppressed.set(suppressed);
         self.history_findings.set(fleet.history_len() as i64);
     }

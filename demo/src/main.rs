@@ -185,6 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let base = format!("http://{collector_address}");
     println!("posmon demo is running (state in {}).", data_dir.display());
     println!();
+    println!("  Dashboard:   {base}/");
     println!("  Terminals:   {base}/api/v1/terminals");
     println!("  Terminal:    {base}/api/v1/terminals/DEMO-0001");
     println!("  Findings:    {base}/api/v1/findings");

@@ -259,6 +259,18 @@ impl Collector {
             .unwrap_or_else(|error| panic!("GET {path}: {error}"))
     }
 
+    /// `posmon-simulator run` against this collector, with its fleet secret (from `dir`, the
+    /// directory the collector was started in); add the fleet size, rate and scenario.
+    pub fn simulator(&self, dir: &Path) -> Command {
+        let mut command = Command::new(binary("posmon-simulator"));
+        command
+            .args(["run", "--collector", &self.url])
+            .arg("--secret-file")
+            .arg(dir.join("collector-data/fleet-secret"))
+            .env_remove("POSMON_FLEET_SECRET");
+        command
+    }
+
     pub fn metrics(&self) -> String {
         reqwest::blocking::get(format!("{}/metrics", self.url))
             .and_then(|response| response.text())

@@ -1,9 +1,7 @@
 //! The fleet simulator against a real collector: every report accepted, scripted silent and
 //! backfill faults played, and the fleet visible in the collector's API.
 
-use std::process::Command;
-
-use posmon_e2e_tests::{binary, Collector};
+use posmon_e2e_tests::Collector;
 
 #[test]
 fn a_simulated_fleet_with_scripted_faults_reaches_the_collector() {
@@ -33,22 +31,12 @@ share = 0.5
 "#,
     )
     .unwrap();
-    let output = Command::new(binary("posmon-simulator"))
-        .args([
-            "run",
-            "--collector",
-            &collector.url,
-            "--terminals",
-            "100",
-            "--rate",
-            "200",
-        ])
+    let output = collector
+        .simulator(dir.path())
+        .args(["--terminals", "100", "--rate", "200"])
         .args(["--duration-seconds", "4", "--json", "--id-prefix", "E2E-"])
-        .arg("--secret-file")
-        .arg(dir.path().join("collector-data/fleet-secret"))
         .arg("--scenario")
         .arg(&scenario)
-        .env_remove("POSMON_FLEET_SECRET")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

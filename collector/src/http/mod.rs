@@ -7,14 +7,15 @@ mod alerts;
 mod encoding;
 pub mod error;
 mod policy;
-mod queries;
+pub(crate) mod queries;
 mod reports;
-mod views;
+pub(crate) mod views;
 
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use posmon_protocol::Keyring;
@@ -29,6 +30,9 @@ use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::store::writer::{write_changes, Writer};
 use crate::store::{Store, StoreError};
+use crate::web;
+use crate::web::auth::ViewerAuth;
+use crate::web::trend::Trend;
 
 /// Finding events buffered for each subscriber; a subscriber that falls further behind
 /// loses the oldest (and is told how many by the channel).
@@ -61,6 +65,10 @@ pub struct AppState {
     ingest_permits: Arc<tokio::sync::Semaphore>,
     /// Receivers, routes, the notification outbox and the silences.
     pub alerts: Arc<Alerts>,
+    /// The fleet trend the dashboard draws.
+    pub trend: Trend,
+    /// Who may read the dashboard and the read API; `None`: everybody.
+    viewer: Option<ViewerAuth>,
 }
 
 impl AppState {
@@ -95,6 +103,7 @@ impl AppState {
         ));
         let metrics = Arc::new(metrics);
         let alerts = Alerts::open(&config.alerts, &config.data_dir, Arc::clone(&metrics))?;
+        let config_trend_points = config.web.trend_points;
         Ok(AppState {
             ingest_permits,
             config,
@@ -103,10 +112,22 @@ impl AppState {
             fleet: Arc::new(fleet),
             store: Arc::new(store),
             policy: RwLock::new(Arc::new(policy)),
+            trend: Trend::new(config_trend_points),
             metrics,
             events,
             alerts: Arc::new(alerts),
+            viewer: None,
         })
+    }
+
+    /// Requires `viewer` credentials for the dashboard and the read API.
+    pub fn with_viewer_auth(mut self, viewer: Option<ViewerAuth>) -> Self {
+        self.viewer = viewer;
+        self
+    }
+
+    pub fn viewer_auth(&self) -> Option<&ViewerAuth> {
+        self.viewer.as_ref()
     }
 
     /// Every finding change from now on: what a notifier subscribes to.
@@ -193,7 +214,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/metrics", get(queries::metrics))
         .route("/healthz", get(queries::healthz))
+        .merge(web::router())
         .fallback(queries::not_found)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            web::auth::require_viewer,
+        ))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
@@ -221,6 +247,7 @@ pub async fn serve(
         .alerts
         .start(Arc::clone(&state.fleet), state.subscribe())
         .map_err(std::io::Error::other)?;
+    let trend = tokio::spawn(web::trend::sample_periodically(Arc::clone(&state)));
     let router = app(state);
     let served = match tls {
         None => {
@@ -245,6 +272,7 @@ pub async fn serve(
         }
     };
     evaluator.abort();
+    trend.abort();
     notifier.stop(ALERT_STOP_GRACE).await;
     if tokio::task::spawn_blocking(move || writer.stop())
         .await

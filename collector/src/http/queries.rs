@@ -24,7 +24,7 @@ const HISTORY_MAX: usize = 1000;
 const COUNT_KEYS_MAX: usize = 1000;
 
 /// Refuses parameters the endpoint does not know, so a typo is not silently ignored.
-pub(super) fn check_parameters(
+pub(crate) fn check_parameters(
     query: &HashMap<String, String>,
     known: &[&str],
 ) -> Result<(), ApiError> {
@@ -38,7 +38,7 @@ pub(super) fn check_parameters(
     }
 }
 
-pub(super) fn number(
+pub(crate) fn number(
     query: &HashMap<String, String>,
     name: &str,
     default: usize,
@@ -83,17 +83,25 @@ pub async fn list_terminals(
     })))
 }
 
-pub async fn get_terminal(
-    State(state): State<Arc<AppState>>,
-    Path(terminal_id): Path<String>,
-) -> Result<impl IntoResponse, ApiError> {
-    let terminal = state.fleet.terminal(&terminal_id).ok_or_else(|| {
+/// A copy of one terminal's state, or the 404 that names it.
+pub(crate) fn terminal_or_not_found(
+    state: &AppState,
+    terminal_id: &str,
+) -> Result<Terminal, ApiError> {
+    state.fleet.terminal(terminal_id).ok_or_else(|| {
         ApiError::field(
             Reason::NotFound,
             "terminal_id",
             format!("no terminal {terminal_id:?} has reported"),
         )
-    })?;
+    })
+}
+
+pub async fn get_terminal(
+    State(state): State<Arc<AppState>>,
+    Path(terminal_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let terminal = terminal_or_not_found(&state, &terminal_id)?;
     let history = state.fleet.history_of(&terminal.id, HISTORY_MAX);
     let body = serde_json::to_value(TerminalDetail::new(&terminal, &history))
         .map_err(|error| ApiError::internal("encoding a terminal", error))?;
@@ -194,10 +202,14 @@ pub async fn list_findings(
 
 /// Counts by key, at most [`COUNT_KEYS_MAX`] keys; beyond that they add up under `other`.
 #[derive(Default)]
-struct Counts(BTreeMap<String, u64>);
+pub(crate) struct Counts(BTreeMap<String, u64>);
 
 impl Counts {
-    fn add(&mut self, key: &str) {
+    pub(crate) fn into_map(self) -> BTreeMap<String, u64> {
+        self.0
+    }
+
+    pub(crate) fn add(&mut self, key: &str) {
         if let Some(count) = self.0.get_mut(key) {
             *count += 1;
         } else if self.0.len() < COUNT_KEYS_MAX {

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::device::DeviceSummary;
 use crate::diagnose::{Category, Evidence, Party, Severity, Text};
 use crate::findings::Finding;
-use crate::fleet::{Status, TargetState, Terminal, TerminalLabels};
+use crate::fleet::{Status, TargetState, Terminal, TerminalLabels, LADDER};
 
 #[derive(Serialize)]
 pub struct FindingView<'a> {
@@ -130,8 +131,37 @@ pub struct TargetView<'a> {
     failed_stage: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'static str>,
+    /// The rungs probed, from the terminal outwards: `ok`, `failed` or `not_reached`.
+    rungs: Vec<RungView>,
     /// `[unix_seconds, milliseconds]` pairs, oldest first (terminal time).
     latency_ms: Vec<(i64, f32)>,
+}
+
+#[derive(Serialize)]
+pub struct RungView {
+    stage: &'static str,
+    status: &'static str,
+}
+
+/// The probed rungs in ladder order: those before the failing one worked, those after it
+/// were not reached.
+fn rungs(target: &TargetState) -> Vec<RungView> {
+    let failed = target
+        .failed_stage
+        .and_then(|stage| LADDER.iter().position(|rung| *rung == stage));
+    LADDER
+        .iter()
+        .enumerate()
+        .filter(|(position, _)| target.rungs & (1 << position) != 0 || Some(*position) == failed)
+        .map(|(position, stage)| RungView {
+            stage: stage.as_str(),
+            status: match failed {
+                Some(at) if position == at => "failed",
+                Some(at) if position > at => "not_reached",
+                _ => "ok",
+            },
+        })
+        .collect()
 }
 
 impl<'a> From<&'a TargetState> for TargetView<'a> {
@@ -146,6 +176,7 @@ impl<'a> From<&'a TargetState> for TargetView<'a> {
             },
             failed_stage: target.failed_stage.map(|stage| stage.as_str()),
             error: target.error.map(|error| error.as_str()),
+            rungs: rungs(target),
             latency_ms: target
                 .latency
                 .iter()
@@ -164,6 +195,9 @@ pub struct TerminalDetail<'a> {
     pub findings_history: Vec<FindingView<'a>>,
     pub versions: BTreeMap<&'a str, &'a str>,
     pub targets: Vec<TargetView<'a>>,
+    /// Device health from the newest report that carried it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<&'a DeviceSummary>,
 }
 
 impl<'a> TerminalDetail<'a> {
@@ -182,6 +216,7 @@ impl<'a> TerminalDetail<'a> {
                 .map(|(component, version)| (&**component, &**version))
                 .collect(),
             targets: terminal.targets.iter().map(TargetView::from).collect(),
+            device: terminal.device.as_deref(),
         }
     }
 }

@@ -1,0 +1,470 @@
+// posmon dashboard: plain JavaScript, no build step, no external asset. Hash routes:
+// #/ overview, #/problems?filters, #/terminal/<id>, #/versions, #/alerts. Every view polls
+// the API every refresh interval, so new findings appear without a reload.
+"use strict";
+
+const STRINGS = {
+  "en": {
+    "nav.overview": "Overview", "nav.problems": "Problems", "nav.versions": "Versions", "nav.alerts": "Alerts",
+    "lang.other": "中文", "updated": "Updated {time}", "loading": "Loading…", "error": "Cannot load: {error}",
+    "status.ok": "OK", "status.warning": "Warning", "status.critical": "Critical", "terminals": "Terminals",
+    "of.fleet": "{share} of the fleet", "outage.title": "Upstream outage", "outage.explains": "{count} terminal findings explained",
+    "outage.since": "since {time}", "by.category": "Open findings by category", "by.party": "Who must act",
+    "by.code": "Open findings by code", "by.severity": "Open findings by severity", "trend": "Trend, last {hours} h",
+    "trend.empty": "The trend fills in as the collector takes a point every {seconds} s.",
+    "no.findings": "No open findings.",
+    "category.environment": "Environment", "category.outdated": "Outdated software", "category.availability": "Silent terminals",
+    "category.upstream": "Upstream outage",
+    "party.merchant": "Merchant", "party.pos_vendor": "POS vendor", "party.network_provider": "Network provider",
+    "party.software_vendor": "Software vendor", "party.acquirer": "Acquirer", "party.operations": "Operations",
+    "severity.warning": "Warning", "severity.critical": "Critical",
+    "filter.region": "Region", "filter.model": "Model", "filter.carrier": "Carrier", "filter.code": "Finding",
+    "filter.party": "Party", "filter.severity": "Severity", "filter.q": "Terminal id", "filter.all": "All",
+    "filter.sort": "Sort", "sort.severity": "Severity", "sort.since": "Oldest first", "sort.findings": "Most findings",
+    "sort.terminal": "Terminal id", "filter.clear": "Clear",
+    "problems.title": "Problems", "problems.count": "{total} terminals with problems",
+    "col.terminal": "Terminal", "col.status": "Status", "col.region": "Region", "col.model": "Model", "col.carrier": "Carrier",
+    "col.findings": "Findings", "col.since": "Since", "col.last_seen": "Last report",
+    "page.prev": "‹ Previous", "page.next": "Next ›", "page.of": "{from}–{to} of {total}",
+    "terminal.title": "Terminal {id}", "terminal.identity": "Identity", "terminal.labels": "Labels",
+    "terminal.merchant": "Merchant", "terminal.agent": "Agent version", "terminal.first_seen": "First report",
+    "terminal.last_seen": "Last report", "terminal.observed_at": "Measured at", "terminal.path": "Network path",
+    "terminal.latency": "Latency (ms)", "terminal.versions": "Software versions", "terminal.device": "Device",
+    "terminal.findings": "Findings", "terminal.open": "open", "terminal.closed": "closed {time}",
+    "terminal.suppressed": "explained by an upstream outage", "terminal.remediation": "What to do",
+    "terminal.no_device": "This terminal reports no device data.", "terminal.unknown": "No terminal {id} has reported.",
+    "terminal.back": "‹ Problems", "terminal.no_latency": "No latency measured yet.",
+    "rung.ok": "works", "rung.failed": "fails", "rung.not_reached": "not reached",
+    "col.component": "Component", "col.version": "Version", "col.policy": "Policy", "col.compliance": "Compliance",
+    "compliance.current": "current", "compliance.behind": "behind", "compliance.outdated": "outdated",
+    "policy.none": "no rule", "policy.minimum": "minimum {v}", "policy.latest": "latest {v}",
+    "device.cpu": "CPU", "device.memory": "Memory available", "device.disk": "Fullest disk free",
+    "device.temperature": "Hottest sensor", "device.battery": "Battery", "device.charging": "charging",
+    "device.uptime": "Uptime", "device.clock": "Clock offset", "device.peripherals": "Peripherals",
+    "device.processes": "Processes", "present": "present", "missing": "missing", "running": "running", "stopped": "stopped",
+    "versions.title": "Version compliance", "versions.share": "Share outdated", "col.terminals": "Terminals",
+    "col.behind": "Behind", "col.outdated": "Outdated", "versions.empty": "No terminal has reported versions yet.",
+    "versions.policy": "Version policy", "versions.no_policy": "No version policy is set.",
+    "alerts.title": "Alert notifications", "alerts.unavailable": "Alert routing is not configured or not available on this collector.",
+    "alerts.empty": "No notifications sent yet.", "col.receiver": "Receiver", "col.delivery": "Delivery",
+    "col.attempts": "Attempts", "col.last_error": "Last error", "col.time": "Time", "col.finding": "Finding",
+    "ago.s": "{n} s ago", "ago.m": "{n} min ago", "ago.h": "{n} h ago", "ago.d": "{n} d ago",
+  },
+  "zh-CN": {
+    "nav.overview": "总览", "nav.problems": "问题列表", "nav.versions": "版本合规", "nav.alerts": "告警",
+    "lang.other": "English", "updated": "更新于 {time}", "loading": "加载中…", "error": "无法加载：{error}",
+    "status.ok": "正常", "status.warning": "警告", "status.critical": "严重", "terminals": "终端总数",
+    "of.fleet": "占全部终端 {share}", "outage.title": "上游故障", "outage.explains": "解释了 {count} 个终端问题",
+    "outage.since": "开始于 {time}", "by.category": "未关闭问题（按类别）", "by.party": "责任方",
+    "by.code": "未关闭问题（按代码）", "by.severity": "未关闭问题（按严重程度）", "trend": "趋势（最近 {hours} 小时）",
+    "trend.empty": "采集器每 {seconds} 秒记录一个点，趋势图将逐渐填满。",
+    "no.findings": "没有未关闭的问题。",
+    "category.environment": "环境", "category.outdated": "软件过旧", "category.availability": "终端失联",
+    "category.upstream": "上游故障",
+    "party.merchant": "商户", "party.pos_vendor": "POS 厂商", "party.network_provider": "网络运营商",
+    "party.software_vendor": "软件供应商", "party.acquirer": "收单机构", "party.operations": "运维团队",
+    "severity.warning": "警告", "severity.critical": "严重",
+    "filter.region": "地区", "filter.model": "型号", "filter.carrier": "运营商", "filter.code": "问题",
+    "filter.party": "责任方", "filter.severity": "严重程度", "filter.q": "终端编号", "filter.all": "全部",
+    "filter.sort": "排序", "sort.severity": "严重程度", "sort.since": "最早开始", "sort.findings": "问题最多",
+    "sort.terminal": "终端编号", "filter.clear": "清除",
+    "problems.title": "问题列表", "problems.count": "{total} 台终端存在问题",
+    "col.terminal": "终端", "col.status": "状态", "col.region": "地区", "col.model": "型号", "col.carrier": "运营商",
+    "col.findings": "问题", "col.since": "开始时间", "col.last_seen": "最近上报",
+    "page.prev": "‹ 上一页", "page.next": "下一页 ›", "page.of": "第 {from}–{to} 条，共 {total} 条",
+    "terminal.title": "终端 {id}", "terminal.identity": "基本信息", "terminal.labels": "标签",
+    "terminal.merchant": "商户", "terminal.agent": "代理版本", "terminal.first_seen": "首次上报",
+    "terminal.last_seen": "最近上报", "terminal.observed_at": "测量时间", "terminal.path": "网络路径",
+    "terminal.latency": "延迟（毫秒）", "terminal.versions": "软件版本", "terminal.device": "设备状态",
+    "terminal.findings": "问题记录", "terminal.open": "未关闭", "terminal.closed": "已于 {time} 关闭",
+    "terminal.suppressed": "已由上游故障解释", "terminal.remediation": "处理建议",
+    "terminal.no_device": "该终端未上报设备数据。", "terminal.unknown": "没有编号为 {id} 的终端上报过数据。",
+    "terminal.back": "‹ 问题列表", "terminal.no_latency": "尚无延迟数据。",
+    "rung.ok": "正常", "rung.failed": "失败", "rung.not_reached": "未到达",
+    "col.component": "组件", "col.version": "版本", "col.policy": "策略", "col.compliance": "合规",
+    "compliance.current": "最新", "compliance.behind": "落后", "compliance.outdated": "过旧",
+    "policy.none": "无规则", "policy.minimum": "最低 {v}", "policy.latest": "最新 {v}",
+    "device.cpu": "CPU", "device.memory": "可用内存", "device.disk": "最满磁盘剩余",
+    "device.temperature": "最高温度", "device.battery": "电池", "device.charging": "充电中",
+    "device.uptime": "运行时间", "device.clock": "时钟偏差", "device.peripherals": "外设",
+    "device.processes": "进程", "present": "在位", "missing": "缺失", "running": "运行中", "stopped": "未运行",
+    "versions.title": "版本合规", "versions.share": "过旧占比", "col.terminals": "终端数",
+    "col.behind": "落后", "col.outdated": "过旧", "versions.empty": "尚无终端上报版本。",
+    "versions.policy": "版本策略", "versions.no_policy": "尚未设置版本策略。",
+    "alerts.title": "告警通知", "alerts.unavailable": "此采集器未配置告警路由或告警路由不可用。",
+    "alerts.empty": "尚未发送任何通知。", "col.receiver": "接收方", "col.delivery": "投递状态",
+    "col.attempts": "尝试次数", "col.last_error": "最近错误", "col.time": "时间", "col.finding": "问题",
+    "ago.s": "{n} 秒前", "ago.m": "{n} 分钟前", "ago.h": "{n} 小时前", "ago.d": "{n} 天前",
+  },
+};
+
+const PARTIES = ["merchant", "pos_vendor", "network_provider", "software_vendor", "acquirer", "operations"];
+const CATEGORIES = ["environment", "outdated", "availability", "upstream"];
+const REFRESH_MS = 1000 * Math.max(1, Number(document.querySelector('meta[name="posmon-refresh-seconds"]')?.content) || 5);
+const PAGE_SIZE = 50;
+
+let lang = localStorage.getItem("posmon.lang") || ((navigator.language || "").startsWith("zh") ? "zh-CN" : "en");
+if (!STRINGS[lang]) lang = "en";
+let timer = null;
+let renderedRoute = null;
+let overviewCache = null;
+
+function t(key, values) {
+  let text = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
+  for (const [name, value] of Object.entries(values || {})) text = text.replaceAll(`{${name}}`, value);
+  return text;
+}
+function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+function text(textValue) { return textValue ? (textValue[lang] ?? textValue.en ?? "") : ""; }
+function fmtNumber(n) { return Number(n || 0).toLocaleString(lang); }
+function fmtTime(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  const date = typeof seconds === "number" ? new Date(seconds * 1000) : new Date(seconds);
+  return date.toLocaleString(lang, { dateStyle: "short", timeStyle: "medium" });
+}
+function ago(seconds) {
+  const at = typeof seconds === "number" ? seconds * 1000 : Date.parse(seconds);
+  const s = Math.max(0, Math.round((Date.now() - at) / 1000));
+  if (s < 90) return t("ago.s", { n: s });
+  if (s < 5400) return t("ago.m", { n: Math.round(s / 60) });
+  if (s < 172800) return t("ago.h", { n: Math.round(s / 3600) });
+  return t("ago.d", { n: Math.round(s / 86400) });
+}
+function badge(kind, label) { return `<span class="badge ${esc(kind)}">${esc(label)}</span>`; }
+function partyBadge(party) { return `<span class="badge party" data-party="${esc(party)}">${esc(t("party." + party))}</span>`; }
+
+async function api(path) {
+  const response = await fetch(path, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
+  if (!response.ok) {
+    const error = new Error(`${response.status} ${response.statusText}`);
+    error.status = response.status;
+    throw error;
+  }
+  return response.json();
+}
+
+function route() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = hash.split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean);
+  if (parts[0] === "problems") return { view: "problems", params };
+  if (parts[0] === "terminal" && parts[1]) return { view: "terminal", id: decodeURIComponent(parts.slice(1).join("/")), params };
+  if (parts[0] === "versions") return { view: "versions", params };
+  if (parts[0] === "alerts") return { view: "alerts", params };
+  return { view: "overview", params };
+}
+
+function applyStaticText() {
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-i18n]").forEach(node => { node.textContent = t(node.dataset.i18n); });
+  document.getElementById("lang-toggle").textContent = t("lang.other");
+}
+
+async function refresh() {
+  clearTimeout(timer);
+  const current = route();
+  document.querySelectorAll("#nav a").forEach(a => a.classList.toggle("active", a.dataset.view === (current.view === "terminal" ? "problems" : current.view)));
+  const main = document.getElementById("main");
+  const key = location.hash + "|" + lang;
+  if (renderedRoute !== key) main.innerHTML = `<p class="muted">${esc(t("loading"))}</p>`;
+  try {
+    const views = { overview: viewOverview, problems: viewProblems, terminal: viewTerminal, versions: viewVersions, alerts: viewAlerts };
+    await views[current.view](main, current, renderedRoute !== key);
+    renderedRoute = key;
+    document.getElementById("updated").textContent = t("updated", { time: new Date().toLocaleTimeString(lang) });
+  } catch (error) {
+    main.innerHTML = `<p class="error">${esc(t("error", { error: error.message }))}</p>`;
+    renderedRoute = null;
+  }
+  timer = setTimeout(refresh, REFRESH_MS);
+}
+
+// ---------- overview ----------
+function barList(counts, total, kind, labelOf, attribute) {
+  const entries = Object.entries(counts || {}).sort((a, b) => b[1] - a[1]);
+  if (!entries.length) return `<p class="muted">${esc(t("no.findings"))}</p>`;
+  const max = Math.max(...entries.map(e => e[1]), 1);
+  return `<div class="bars">${entries.map(([name, count]) => `
+    <span class="name" ${attribute}="${esc(name)}" title="${esc(name)}">${esc(labelOf(name))}</span>
+    <span class="track"><span class="fill ${esc(kind(name))}" style="width:${(100 * count / max).toFixed(1)}%"></span></span>
+    <span class="num">${fmtNumber(count)}</span>`).join("")}</div>`;
+}
+
+function trendChart(points, intervalSeconds) {
+  if (points.length < 2) return `<p class="muted">${esc(t("trend.empty", { seconds: intervalSeconds }))}</p>`;
+  const width = 1000, height = 220, left = 48, bottom = 24, top = 10;
+  const series = [["critical", "var(--critical)"], ["warning", "var(--warning)"], ["ok", "var(--ok)"]];
+  const max = Math.max(1, ...points.map(p => Math.max(p.ok, p.warning, p.critical)));
+  const first = points[0].at, last = points[points.length - 1].at, span = Math.max(1, last - first);
+  const x = at => left + (width - left - 8) * (at - first) / span;
+  const y = v => top + (height - top - bottom) * (1 - v / max);
+  const lines = series.map(([name, colour]) => `<polyline fill="none" stroke="${colour}" stroke-width="3" points="${points.map(p => `${x(p.at).toFixed(1)},${y(p[name]).toFixed(1)}`).join(" ")}"/>`).join("");
+  const ticks = [0, 0.5, 1].map(f => `<text x="${left - 6}" y="${y(max * f) + 4}" text-anchor="end">${fmtNumber(Math.round(max * f))}</text><line class="axis" x1="${left}" x2="${width}" y1="${y(max * f)}" y2="${y(max * f)}"/>`).join("");
+  const times = [first, (first + last) / 2, last].map((at, i) => `<text x="${x(at)}" y="${height - 4}" text-anchor="${["start", "middle", "end"][i]}">${esc(new Date(at * 1000).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }))}</text>`).join("");
+  const legend = series.map(([name, colour]) => `<span><i style="background:${colour}"></i>${esc(t("status." + name))}</span>`).join("");
+  return `<svg class="chart" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img">${ticks}${lines}${times}</svg><div class="legend">${legend}</div>`;
+}
+
+async function viewOverview(main) {
+  const [overview, trend] = await Promise.all([api("/api/v1/overview"), api("/api/v1/trend?hours=24")]);
+  overviewCache = overview;
+  const total = overview.terminals || 0;
+  const share = n => total ? `${(100 * n / total).toFixed(1)} %` : "–";
+  const status = overview.status || {};
+  const outages = (overview.outages || []).map(o => `
+    <div class="outage" data-code="${esc(o.code)}">
+      <span class="icon">⚠</span>
+      <div><div class="what">${esc(t("outage.title"))}: ${esc(text(o.title))} — ${esc(o.subject)}</div>
+      <div class="detail">${esc(t("outage.explains", { count: o.explains ?? 0 }))} · ${esc(t("outage.since", { time: ago(o.since) }))} · ${partyBadge(o.party)}</div>
+      <div class="detail">${esc(text(o.remediation))}</div></div>
+    </div>`).join("");
+  const tile = (kind, label, value, extra) => `<div class="panel tile ${kind}" id="status-${kind}"><div class="label">${esc(label)}</div><div class="value">${fmtNumber(value)}</div><div class="share">${esc(extra)}</div></div>`;
+  const findings = overview.findings || {};
+  main.innerHTML = `
+    <h1>${esc(t("nav.overview"))}</h1>
+    <div id="outages">${outages}</div>
+    <div class="grid tiles">
+      ${tile("total", t("terminals"), total, "")}
+      ${tile("ok", t("status.ok"), status.ok || 0, t("of.fleet", { share: share(status.ok || 0) }))}
+      ${tile("warning", t("status.warning"), status.warning || 0, t("of.fleet", { share: share(status.warning || 0) }))}
+      ${tile("critical", t("status.critical"), status.critical || 0, t("of.fleet", { share: share(status.critical || 0) }))}
+    </div>
+    <div class="grid cols2" style="margin-top:1rem">
+      <section class="panel"><h2>${esc(t("by.category"))}</h2>${barList(findings.category, total, n => n, n => t("category." + n), "data-category")}</section>
+      <section class="panel"><h2>${esc(t("by.party"))}</h2>${barList(findings.party, total, () => "", n => t("party." + n), "data-party")}</section>
+    </div>
+    <section class="panel" style="margin-top:1rem"><h2>${esc(t("trend", { hours: 24 }))}</h2>${trendChart(trend.points || [], trend.interval_seconds)}</section>
+    <div class="grid cols2" style="margin-top:1rem">
+      <section class="panel" id="by-code"><h2>${esc(t("by.code"))}</h2>${barList(findings.code, total, () => "", n => n, "data-code")}</section>
+      <section class="panel"><h2>${esc(t("by.severity"))}</h2>${barList(findings.severity, total, n => n, n => t("severity." + n), "data-severity")}</section>
+    </div>`;
+  main.querySelectorAll("#by-code [data-code]").forEach(node => {
+    node.style.cursor = "pointer";
+    node.addEventListener("click", () => { location.hash = `#/problems?code=${encodeURIComponent(node.dataset.code)}`; });
+  });
+}
+
+// ---------- problems ----------
+const FILTERS = ["region", "model", "carrier", "code", "party", "severity"];
+
+function options(name, overview) {
+  const facets = overview?.facets || {};
+  switch (name) {
+    case "region": case "model": case "carrier": return Object.keys(facets[name] || {}).sort().map(v => [v, v]);
+    case "code": return Object.keys(overview?.findings?.code || {}).sort().map(v => [v, v]);
+    case "party": return PARTIES.map(v => [v, t("party." + v)]);
+    case "severity": return ["critical", "warning"].map(v => [v, t("severity." + v)]);
+  }
+  return [];
+}
+
+async function viewProblems(main, current, fresh) {
+  const params = current.params;
+  const offset = Math.max(0, Number(params.get("offset")) || 0);
+  const query = new URLSearchParams();
+  for (const name of [...FILTERS, "q", "sort"]) if (params.get(name)) query.set(name, params.get(name));
+  query.set("limit", PAGE_SIZE);
+  query.set("offset", offset);
+  const [page, overview] = await Promise.all([api(`/api/v1/problems?${query}`), fresh || !overviewCache ? api("/api/v1/overview") : Promise.resolve(overviewCache)]);
+  overviewCache = overview;
+  const select = name => {
+    const value = params.get(name) || "";
+    const known = options(name, overview);
+    if (value && !known.some(([v]) => v === value)) known.unshift([value, value]);
+    return `<label>${esc(t("filter." + name))}<select id="filter-${name}" data-filter="${name}"><option value="">${esc(t("filter.all"))}</option>${known.map(([v, label]) => `<option value="${esc(v)}" ${v === value ? "selected" : ""}>${esc(label)}</option>`).join("")}</select></label>`;
+  };
+  const sort = params.get("sort") || "severity";
+  const rows = (page.rows || []).map(row => `
+    <tr class="clickable problem-row" data-terminal="${esc(row.terminal_id)}">
+      <td><a href="#/terminal/${encodeURIComponent(row.terminal_id)}">${esc(row.terminal_id)}</a><div class="muted">${esc(row.labels?.merchant || "")}</div></td>
+      <td>${badge(row.status, t("status." + row.status))}</td>
+      <td>${esc(row.labels?.region || "")}</td><td>${esc(row.labels?.model || "")}</td><td>${esc(row.labels?.carrier || "")}</td>
+      <td>${(row.findings || []).map(f => `<div class="finding" data-code="${esc(f.code)}">${badge(f.severity, t("severity." + f.severity))} ${esc(text(f.title))}${f.subject ? ` <span class="muted">(${esc(f.subject)})</span>` : ""} ${partyBadge(f.party)}</div>`).join("")}</td>
+      <td>${esc(ago(Math.min(...(row.findings || []).map(f => f.since))))}</td>
+      <td>${esc(ago(row.last_seen))}</td>
+    </tr>`).join("");
+  const from = page.total ? offset + 1 : 0, to = Math.min(offset + PAGE_SIZE, page.total);
+  const focused = document.activeElement?.id;
+  main.innerHTML = `
+    <h1>${esc(t("problems.title"))} <span class="muted" id="problem-total" data-total="${page.total}">· ${esc(t("problems.count", { total: fmtNumber(page.total) }))}</span></h1>
+    <div class="filters panel">
+      ${FILTERS.map(select).join("")}
+      <label>${esc(t("filter.q"))}<input id="filter-q" data-filter="q" value="${esc(params.get("q") || "")}" maxlength="64" size="14"></label>
+      <label>${esc(t("filter.sort"))}<select id="filter-sort" data-filter="sort">${["severity", "since", "findings", "terminal"].map(s => `<option value="${s}" ${s === sort ? "selected" : ""}>${esc(t("sort." + s))}</option>`).join("")}</select></label>
+      <button type="button" id="filter-clear">${esc(t("filter.clear"))}</button>
+    </div>
+    <section class="panel">
+      <table id="problems"><thead><tr>
+        <th>${esc(t("col.terminal"))}</th><th>${esc(t("col.status"))}</th><th>${esc(t("col.region"))}</th><th>${esc(t("col.model"))}</th>
+        <th>${esc(t("col.carrier"))}</th><th>${esc(t("col.findings"))}</th><th>${esc(t("col.since"))}</th><th>${esc(t("col.last_seen"))}</th>
+      </tr></thead><tbody>${rows || `<tr><td colspan="8" class="muted">${esc(t("no.findings"))}</td></tr>`}</tbody></table>
+      <div class="pager"><button type="button" id="page-prev" ${offset <= 0 ? "disabled" : ""}>${esc(t("page.prev"))}</button>
+        <span class="muted">${esc(t("page.of", { from: fmtNumber(from), to: fmtNumber(to), total: fmtNumber(page.total) }))}</span>
+        <button type="button" id="page-next" ${to >= page.total ? "disabled" : ""}>${esc(t("page.next"))}</button></div>
+    </section>`;
+  const go = changes => {
+    const next = new URLSearchParams(params);
+    for (const [name, value] of Object.entries(changes)) { if (value === "" || value === null) next.delete(name); else next.set(name, value); }
+    if (!("offset" in changes)) next.delete("offset");
+    location.hash = `#/problems?${next}`;
+  };
+  main.querySelectorAll("select[data-filter]").forEach(node => node.addEventListener("change", () => go({ [node.dataset.filter]: node.value })));
+  const search = main.querySelector("#filter-q");
+  search.addEventListener("change", () => go({ q: search.value.trim() }));
+  if (focused === "filter-q") { search.focus(); search.setSelectionRange(search.value.length, search.value.length); }
+  main.querySelector("#filter-clear").addEventListener("click", () => { location.hash = "#/problems"; });
+  main.querySelector("#page-prev").addEventListener("click", () => go({ offset: Math.max(0, offset - PAGE_SIZE) }));
+  main.querySelector("#page-next").addEventListener("click", () => go({ offset: offset + PAGE_SIZE }));
+  main.querySelectorAll("tr.problem-row").forEach(row => row.addEventListener("click", event => {
+    if (event.target.closest("a")) return;
+    location.hash = `#/terminal/${encodeURIComponent(row.dataset.terminal)}`;
+  }));
+}
+
+// ---------- terminal ----------
+function latencyChart(points) {
+  if (!points || points.length < 2) return `<p class="muted">${esc(t("terminal.no_latency"))}</p>`;
+  const width = 600, height = 160, left = 44, bottom = 20, top = 8;
+  const max = Math.max(1, ...points.map(p => p[1]));
+  const first = points[0][0], last = points[points.length - 1][0], span = Math.max(1, last - first);
+  const x = at => left + (width - left - 6) * (at - first) / span;
+  const y = v => top + (height - top - bottom) * (1 - v / max);
+  const grid = [0, 0.5, 1].map(f => `<text x="${left - 6}" y="${y(max * f) + 4}" text-anchor="end">${Math.round(max * f)}</text><line class="axis" x1="${left}" x2="${width}" y1="${y(max * f)}" y2="${y(max * f)}"/>`).join("");
+  const line = `<polyline fill="none" stroke="var(--accent)" stroke-width="2.5" points="${points.map(p => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")}"/>`;
+  const dots = points.map(p => `<circle cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="3" fill="var(--accent)"><title>${esc(fmtTime(p[0]))}: ${p[1].toFixed(1)} ms</title></circle>`).join("");
+  const times = [[first, "start"], [last, "end"]].map(([at, anchor]) => `<text x="${x(at)}" y="${height - 3}" text-anchor="${anchor}">${esc(new Date(at * 1000).toLocaleTimeString(lang))}</text>`).join("");
+  return `<svg class="chart" style="height:160px" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none">${grid}${line}${dots}${times}</svg>`;
+}
+
+function findingItem(f, open) {
+  const classes = [f.severity, open ? "open" : "closed"].join(" ");
+  const state = open ? (f.suppressed_by ? t("terminal.suppressed") : t("terminal.open")) : t("terminal.closed", { time: fmtTime(f.closed_at) });
+  const evidence = (f.evidence || []).map(e => `${esc(e.name)} = ${esc(e.value)}${e.threshold ? ` (${esc(e.threshold)})` : ""}`).join(" · ");
+  return `<li class="${esc(classes)}" data-code="${esc(f.code)}" data-finding="${esc(f.id)}">
+    <div class="head">${badge(f.severity, t("severity." + f.severity))}<span class="title">${esc(text(f.title))}</span>
+      ${f.subject ? `<span class="muted">${esc(f.subject)}</span>` : ""}${partyBadge(f.party)}<code class="muted">${esc(f.code)}</code></div>
+    <div class="muted">${esc(fmtTime(f.since))} → ${esc(state)}${evidence ? " · " + evidence : ""}</div>
+    <div class="remedy"><strong>${esc(t("terminal.remediation"))}:</strong> ${esc(text(f.remediation))}</div>
+  </li>`;
+}
+
+function deviceView(device) {
+  if (!device) return `<p class="muted">${esc(t("terminal.no_device"))}</p>`;
+  const rows = [];
+  const pct = v => `${v.toFixed(1)} %`;
+  if (device.cpu_percent != null) rows.push(["device.cpu", pct(device.cpu_percent)]);
+  if (device.memory_available_percent != null) rows.push(["device.memory", pct(device.memory_available_percent)]);
+  if (device.disk_free_percent != null) rows.push(["device.disk", pct(device.disk_free_percent)]);
+  if (device.temperature_celsius != null) rows.push(["device.temperature", `${device.temperature_celsius.toFixed(1)} °C`]);
+  if (device.battery_percent != null) rows.push(["device.battery", pct(device.battery_percent) + (device.battery_charging ? ` (${t("device.charging")})` : "")]);
+  if (device.uptime_seconds != null) rows.push(["device.uptime", `${(device.uptime_seconds / 3600).toFixed(1)} h`]);
+  if (device.clock_offset_ms != null) rows.push(["device.clock", `${device.clock_offset_ms.toFixed(0)} ms`]);
+  const list = (items, good, bad) => items.map(p => badge(p.ok ? "ok" : "critical", `${p.name}: ${p.ok ? t(good) : t(bad)}`)).join(" ");
+  if (device.peripherals?.length) rows.push(["device.peripherals", null, list(device.peripherals, "present", "missing")]);
+  if (device.processes?.length) rows.push(["device.processes", null, list(device.processes, "running", "stopped")]);
+  return `<dl class="kv">${rows.map(([key, value, html]) => `<dt>${esc(t(key))}</dt><dd>${html ?? esc(value)}</dd>`).join("")}</dl>`;
+}
+
+async function viewTerminal(main, current) {
+  const id = current.id;
+  let terminal, versions;
+  try {
+    [terminal, versions] = await Promise.all([
+      api(`/api/v1/terminals/${encodeURIComponent(id)}`),
+      api(`/api/v1/terminals/${encodeURIComponent(id)}/versions`),
+    ]);
+  } catch (error) {
+    if (error.status === 404) { main.innerHTML = `<p class="notice">${esc(t("terminal.unknown", { id }))}</p>`; return; }
+    throw error;
+  }
+  const labels = terminal.labels || {};
+  const labelRows = [["col.region", labels.region], ["col.model", labels.model], ["col.carrier", labels.carrier], ["terminal.merchant", labels.merchant]]
+    .filter(([, v]) => v).map(([k, v]) => `<dt>${esc(t(k))}</dt><dd>${esc(v)}</dd>`).join("")
+    + Object.entries(labels.extra || {}).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
+  const targets = (terminal.targets || []).map(target => `
+    <div class="target" data-target="${esc(target.target)}">
+      <h3>${esc(target.target)} <span class="muted">${esc(target.address)}</span> ${badge(target.status === "ok" ? "ok" : "critical", target.status === "ok" ? t("rung.ok") : `${t("rung.failed")}: ${target.failed_stage}${target.error ? " / " + target.error : ""}`)}</h3>
+      <div class="ladder">${(target.rungs || []).map(r => `<span class="rung ${esc(r.status)}" title="${esc(t("rung." + r.status))}">${esc(r.stage.toUpperCase())}</span>`).join('<span class="arrow">→</span>')}</div>
+      <div class="muted">${esc(t("terminal.latency"))}</div>${latencyChart(target.latency_ms)}
+    </div>`).join("");
+  const versionRows = (versions.components || []).map(c => {
+    const rules = (c.rules || []).map(r => [r.model ? `${r.model}: ` : "", t("policy.minimum", { v: r.minimum }), r.latest ? ", " + t("policy.latest", { v: r.latest }) : ""].join("")).join("; ");
+    return `<tr data-component="${esc(c.component)}"><td>${esc(c.component)}</td><td><code>${esc(c.version)}</code></td><td>${esc(rules || t("policy.none"))}</td><td>${badge(c.compliance, t("compliance." + c.compliance))}</td></tr>`;
+  }).join("");
+  const open = (terminal.open_findings || []).slice().sort((a, b) => Date.parse(b.since) - Date.parse(a.since));
+  const history = (terminal.findings_history || []).slice().sort((a, b) => Date.parse(b.since) - Date.parse(a.since));
+  main.innerHTML = `
+    <p><a href="#/problems">${esc(t("terminal.back"))}</a></p>
+    <h1 id="terminal-title">${esc(t("terminal.title", { id: terminal.terminal_id }))} ${badge(terminal.status, t("status." + terminal.status))}</h1>
+    <div class="grid cols3">
+      <section class="panel"><h2>${esc(t("terminal.identity"))}</h2><dl class="kv">
+        <dt>${esc(t("terminal.agent"))}</dt><dd>${esc(terminal.agent_version)}</dd>
+        <dt>${esc(t("terminal.first_seen"))}</dt><dd>${esc(fmtTime(terminal.first_seen))}</dd>
+        <dt>${esc(t("terminal.last_seen"))}</dt><dd>${esc(fmtTime(terminal.last_seen))} (${esc(ago(terminal.last_seen))})</dd>
+        <dt>${esc(t("terminal.observed_at"))}</dt><dd>${esc(fmtTime(terminal.observed_at))}</dd>
+      </dl><h2 style="margin-top:1rem">${esc(t("terminal.labels"))}</h2><dl class="kv">${labelRows}</dl></section>
+      <section class="panel"><h2>${esc(t("terminal.versions"))}</h2><table id="versions"><thead><tr><th>${esc(t("col.component"))}</th><th>${esc(t("col.version"))}</th><th>${esc(t("col.policy"))}</th><th>${esc(t("col.compliance"))}</th></tr></thead><tbody>${versionRows}</tbody></table></section>
+      <section class="panel"><h2>${esc(t("terminal.device"))}</h2>${deviceView(terminal.device)}</section>
+    </div>
+    <section class="panel" style="margin-top:1rem" id="path"><h2>${esc(t("terminal.path"))}</h2><div class="grid cols2">${targets}</div></section>
+    <section class="panel" style="margin-top:1rem"><h2>${esc(t("terminal.findings"))}</h2>
+      <ul class="timeline" id="timeline">${open.map(f => findingItem(f, true)).join("")}${history.map(f => findingItem(f, false)).join("")}</ul>
+      ${open.length + history.length ? "" : `<p class="muted">${esc(t("no.findings"))}</p>`}
+    </section>`;
+}
+
+// ---------- versions ----------
+async function viewVersions(main) {
+  const data = await api("/api/v1/versions");
+  const rows = (data.rows || []).slice().sort((a, b) => (b.outdated / b.terminals) - (a.outdated / a.terminals) || a.model.localeCompare(b.model));
+  const body = rows.map(r => {
+    const out = 100 * r.outdated / Math.max(1, r.terminals), behind = 100 * r.behind / Math.max(1, r.terminals);
+    return `<tr data-model="${esc(r.model)}" data-component="${esc(r.component)}"><td>${esc(r.model)}</td><td>${esc(r.component)}</td>
+      <td class="num">${fmtNumber(r.terminals)}</td><td class="num">${fmtNumber(r.behind)}</td><td class="num">${fmtNumber(r.outdated)}</td>
+      <td><div class="share-bar" title="${out.toFixed(1)} % / ${behind.toFixed(1)} %"><span style="width:${out}%;background:var(--critical)"></span><span style="width:${behind}%;background:var(--warning)"></span></div></td>
+      <td class="num"><strong>${out.toFixed(1)} %</strong></td></tr>`;
+  }).join("");
+  const policy = (data.policy || []).map(r => `<tr><td>${esc(r.component)}</td><td>${esc(r.model || t("filter.all"))}</td><td><code>${esc(r.minimum)}</code></td><td><code>${esc(r.latest || "")}</code></td></tr>`).join("");
+  main.innerHTML = `
+    <h1>${esc(t("versions.title"))}</h1>
+    <section class="panel">${rows.length ? `<table id="compliance"><thead><tr><th>${esc(t("col.model"))}</th><th>${esc(t("col.component"))}</th><th class="num">${esc(t("col.terminals"))}</th><th class="num">${esc(t("col.behind"))}</th><th class="num">${esc(t("col.outdated"))}</th><th></th><th class="num">${esc(t("versions.share"))}</th></tr></thead><tbody>${body}</tbody></table>` : `<p class="muted">${esc(t("versions.empty"))}</p>`}</section>
+    <section class="panel" style="margin-top:1rem"><h2>${esc(t("versions.policy"))}</h2>${policy ? `<table><thead><tr><th>${esc(t("col.component"))}</th><th>${esc(t("col.model"))}</th><th>${esc(t("policy.minimum", { v: "" }))}</th><th>${esc(t("policy.latest", { v: "" }))}</th></tr></thead><tbody>${policy}</tbody></table>` : `<p class="muted">${esc(t("versions.no_policy"))}</p>`}</section>`;
+}
+
+// ---------- alerts ----------
+async function viewAlerts(main) {
+  let data;
+  try {
+    data = await api("/api/v1/alerts/notifications");
+  } catch (error) {
+    if (error.status === 404 || error.status === 501 || error.status === 503) {
+      main.innerHTML = `<h1>${esc(t("alerts.title"))}</h1><p class="notice" id="alerts-unavailable">${esc(t("alerts.unavailable"))}</p>`;
+      return;
+    }
+    throw error;
+  }
+  const list = Array.isArray(data) ? data : (data.notifications || []);
+  const pick = (n, ...names) => names.map(name => n[name]).find(v => v !== undefined && v !== null);
+  const rows = list.map(n => {
+    const status = String(pick(n, "status", "state") ?? "");
+    const kind = /deliver|sent|ok|success/i.test(status) ? "ok" : /fail|error|dead/i.test(status) ? "critical" : "warning";
+    const finding = n.finding || {};
+    return `<tr><td>${esc(fmtTime(pick(n, "updated_at", "last_attempt_at", "created_at", "at")))}</td><td>${esc(pick(n, "receiver", "receiver_name"))}</td>
+      <td>${esc(text(finding.title) || pick(n, "code", "finding_code") || finding.code || "")} <span class="muted">${esc(pick(n, "terminal_id") || finding.terminal_id || "")}</span></td>
+      <td>${badge(kind, status)}</td><td class="num">${esc(pick(n, "attempts") ?? "")}</td><td class="error">${esc(pick(n, "last_error", "error") ?? "")}</td></tr>`;
+  }).join("");
+  main.innerHTML = `<h1>${esc(t("alerts.title"))}</h1><section class="panel">${rows ? `<table id="notifications"><thead><tr><th>${esc(t("col.time"))}</th><th>${esc(t("col.receiver"))}</th><th>${esc(t("col.finding"))}</th><th>${esc(t("col.delivery"))}</th><th class="num">${esc(t("col.attempts"))}</th><th>${esc(t("col.last_error"))}</th></tr></thead><tbody>${rows}</tbody></table>` : `<p class="muted">${esc(t("alerts.empty"))}</p>`}</section>`;
+}
+
+document.getElementById("lang-toggle").addEventListener("click", () => {
+  lang = lang === "en" ? "zh-CN" : "en";
+  localStorage.setItem("posmon.lang", lang);
+  applyStaticText();
+  refresh();
+});
+window.addEventListener("hashchange", refresh);
+applyStaticText();
+refresh();

@@ -1,0 +1,429 @@
+//! The built-in dashboard in a real headless Chromium, driven over the WebDriver protocol
+//! (chromedriver): a real collector behind a viewer token, fed by the fleet simulator; the
+//! test opens the overview, filters the problem list, opens a terminal, switches the language
+//! and watches a new finding appear without a reload. Screenshots go to `test-artifacts/`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine;
+use posmon_e2e_tests::{find_program, skip, wait_for, Collector};
+use serde_json::{json, Value};
+
+const VIEWER_TOKEN: &str = "viewer-token-for-the-browser-test";
+/// The W3C WebDriver element reference key.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../test-artifacts/dashboard");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{error}"));
+    dir
+}
+
+/// A chromedriver process and one browser session, both ended when dropped.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    client: reqwest::blocking::Client,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start(chromedriver: &Path, chromium: &Path) -> Browser {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .unwrap_or_else(|error| panic!("{error}"));
+        let driver = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start chromedriver: {error}"));
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let ready = wait_for(Duration::from_secs(20), || {
+            client
+                .get(format!("{base}/status"))
+                .send()
+                .ok()
+                .and_then(|response| response.json::<Value>().ok())
+                .filter(|status| status["value"]["ready"] == true)
+        });
+        assert!(ready.is_some(), "chromedriver did not start");
+        let profile = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let args = [
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--no-first-run".into(),
+            "--disable-background-networking".into(),
+            "--disable-component-update".into(),
+            "--disable-sync".into(),
+            "--lang=en-US".into(),
+            "--window-size=1600,1100".into(),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let capabilities = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": chromium.display().to_string(), "args": args },
+        } } });
+        let response: Value = client
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .and_then(|response| response.json())
+            .unwrap_or_else(|error| panic!("new session: {error}"));
+        let session = response["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {response}"))
+            .to_string();
+        Browser {
+            driver,
+            base,
+            session,
+            client,
+            _profile: profile,
+        }
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut request = self.client.request(method, &url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response: Value = request
+            .send()
+            .and_then(|response| response.json())
+            .unwrap_or_else(|error| panic!("{path}: {error}"));
+        if response["value"]["error"].is_string() {
+            panic!("{path}: {}", response["value"]);
+        }
+        response["value"].clone()
+    }
+
+    fn open(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({ "url": url })));
+    }
+
+    fn script(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [] })),
+        )
+    }
+
+    /// The element matching `selector`, waiting up to 20 s for it.
+    fn element(&self, selector: &str) -> String {
+        let url = format!("{}/session/{}/element", self.base, self.session);
+        let found = wait_for(Duration::from_secs(20), || {
+            let response: Value = self
+                .client
+                .post(&url)
+                .json(&json!({ "using": "css selector", "value": selector }))
+                .send()
+                .and_then(|response| response.json())
+                .ok()?;
+            response["value"][ELEMENT].as_str().map(str::to_string)
+        });
+        found.unwrap_or_else(|| panic!("no element {selector} on the page"))
+    }
+
+    fn click(&self, selector: &str) {
+        let element = self.element(selector);
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        );
+    }
+
+    fn text(&self, selector: &str) -> String {
+        let element = self.element(selector);
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{element}/text"),
+            None,
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// Waits up to 30 s for `script` (returning a boolean) to be true.
+    fn wait_until(&self, what: &str, script: &str) {
+        let done = wait_for(Duration::from_secs(30), || {
+            (self.script(script) == Value::Bool(true)).then_some(())
+        });
+        assert!(done.is_some(), "timed out waiting for {what}");
+    }
+
+    fn screenshot(&self, name: &str) {
+        let encoded = self.call(reqwest::Method::GET, "/screenshot", None);
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_str().unwrap_or_default())
+            .unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(artifacts().join(format!("{name}.png")), png)
+            .unwrap_or_else(|error| panic!("{error}"));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self
+            .client
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn programs() -> Option<(PathBuf, PathBuf)> {
+    let chromedriver = find_program("chromedriver");
+    let chromium = find_program("chromium").or_else(|| find_program("chromium-browser"));
+    match (chromedriver, chromium) {
+        (Some(driver), Some(browser)) => Some((driver, browser)),
+        _ => {
+            skip("chromium and chromium-driver are not installed");
+            None
+        }
+    }
+}
+
+const SCENARIO: &str = r#"
+[[incidents]]
+fault = "host_outage"
+start_seconds = 0
+duration_seconds = 600
+share = 0.5
+
+[[incidents]]
+fault = "gateway_down"
+start_seconds = 0
+duration_seconds = 600
+share = 0.1
+
+[[incidents]]
+fault = "outdated_app"
+start_seconds = 0
+duration_seconds = 600
+share = 0.2
+
+[[incidents]]
+fault = "card_reader_missing"
+start_seconds = 0
+duration_seconds = 600
+share = 0.2
+"#;
+
+/// One report of `terminal_id` whose payment host refuses connections.
+fn failing_report(terminal_id: &str, sequence: u64) -> Value {
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|error| panic!("{error}"));
+    json!({ "reports": [ {
+        "schema_version": 1,
+        "terminal_id": terminal_id,
+        "sequence": sequence,
+        "observed_at": now,
+        "agent_version": "0.1.0",
+        "labels": { "merchant": "Live Test Shop", "model": "PAX-A920", "region": "cn-test-live", "carrier": "china-mobile" },
+        "software": { "pos_app": { "version": "3.2.1" } },
+        "probes": [ { "target": "payment-host", "address": "pay.live.test:443", "stages": [
+            { "stage": "link", "status": "ok" },
+            { "stage": "gateway", "status": "ok", "attempts": 3, "successes": 3, "latency_ms": { "min": 1.0, "avg": 1.5, "max": 2.0 } },
+            { "stage": "dns", "status": "ok", "latency_ms": { "min": 3.0, "avg": 3.0, "max": 3.0 } },
+            { "stage": "tcp", "status": "failed", "error": "refused" }
+        ] } ],
+        "device": { "cpu_percent": 12.5, "memory_total_bytes": 2147483648u64, "memory_available_bytes": 1073741824u64,
+                    "peripherals": [ { "name": "card_reader", "present": true }, { "name": "printer", "present": false } ] }
+    } ] })
+}
+
+#[test]
+fn the_dashboard_in_a_real_browser() {
+    let Some((chromedriver, chromium)) = programs() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("collector-data")).unwrap();
+    std::fs::write(dir.path().join("collector-data/viewer-token"), VIEWER_TOKEN).unwrap();
+    let collector = Collector::start(
+        dir.path(),
+        r#"
+[diagnosis]
+report_interval_seconds = 2
+
+[web]
+viewer_token_file = "viewer-token"
+trend_interval_seconds = 1
+refresh_interval_seconds = 1
+
+[[version_policy]]
+component = "pos_app"
+minimum = "3.0.0"
+latest = "3.2.1"
+"#,
+    );
+    // The read API and the page are closed without the token; health stays open.
+    let client = reqwest::blocking::Client::new();
+    for path in ["/", "/api/v1/overview", "/assets/app.js"] {
+        let status = client
+            .get(format!("{}{path}", collector.url))
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 401, "{path}");
+    }
+    let status = client
+        .get(format!("{}/healthz", collector.url))
+        .send()
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let output = collector
+        .simulator(dir.path())
+        .args([
+            "--terminals",
+            "200",
+            "--rate",
+            "400",
+            "--duration-seconds",
+            "3",
+        ])
+        .arg("--scenario")
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The fleet evaluation opens the outage within a second or two.
+    std::thread::sleep(Duration::from_secs(3));
+
+    let browser = Browser::start(&chromedriver, &chromium);
+    // The token once in the address: the page keeps it in a cookie and drops it from the URL.
+    browser.open(&format!("{}/?token={VIEWER_TOKEN}", collector.url));
+    browser.element("#status-critical .value");
+    browser.wait_until(
+        "the overview to show critical terminals and the outage",
+        "return Number(document.querySelector('#status-critical .value').textContent.replace(/\\D/g, '')) > 0 \
+         && document.querySelector('#outages .outage') !== null",
+    );
+    assert!(
+        !browser
+            .script("return location.href")
+            .as_str()
+            .unwrap_or_default()
+            .contains("token="),
+        "the token left the address bar"
+    );
+    assert!(browser.text("#outages").contains("Upstream outage"));
+    browser.screenshot("1-overview");
+
+    // The problem list, filtered by region through the select.
+    browser.click("#nav a[data-view=problems]");
+    browser.element("#problems tbody tr.problem-row");
+    let all: u64 = browser
+        .script("return Number(document.querySelector('#problem-total').dataset.total)")
+        .as_u64()
+        .unwrap();
+    browser.click("#filter-region option[value=cn-east-sh]");
+    browser.wait_until(
+        "the list to show only cn-east-sh",
+        "const rows = [...document.querySelectorAll('#problems tbody tr.problem-row')]; \
+         return location.hash.includes('region=cn-east-sh') && rows.length > 0 \
+         && rows.every(row => row.children[2].textContent === 'cn-east-sh')",
+    );
+    let filtered: u64 = browser
+        .script("return Number(document.querySelector('#problem-total').dataset.total)")
+        .as_u64()
+        .unwrap();
+    assert!(
+        filtered > 0 && filtered < all,
+        "filtered {filtered} of {all}"
+    );
+    browser.screenshot("2-problems-filtered");
+
+    // A terminal's page: identity, the path ladder, versions, findings with remediation.
+    let terminal = browser
+        .script("return document.querySelector('#problems tbody tr.problem-row').dataset.terminal")
+        .as_str()
+        .unwrap()
+        .to_string();
+    browser.click("#problems tbody tr.problem-row td:nth-child(2)");
+    browser.wait_until(
+        "the terminal page",
+        &format!("return document.querySelector('#terminal-title')?.textContent.includes({terminal:?}) === true"),
+    );
+    browser.element("#path .ladder .rung");
+    browser.element("#versions tr[data-component=pos_app]");
+    assert!(browser.text("#timeline").contains("What to do"));
+    browser.screenshot("3-terminal");
+
+    // Simplified Chinese, on the same page, without a reload.
+    browser.script("window.notReloaded = true; return true");
+    browser.click("#lang-toggle");
+    browser.wait_until(
+        "the Chinese texts",
+        "return document.querySelector('#nav a[data-view=overview]').textContent === '总览' \
+         && document.querySelector('#timeline').textContent.includes('处理建议')",
+    );
+    browser.screenshot("4-terminal-zh-CN");
+
+    // A new finding appears in the open problem list without a reload.
+    browser.open(&format!("{}/#/problems?q=LIVE-", collector.url));
+    browser.element("#problem-total");
+    browser.script("window.notReloaded = true; return true");
+    assert_eq!(
+        browser.script("return document.querySelectorAll('tr.problem-row').length"),
+        json!(0)
+    );
+    let token = collector.token("LIVE-0001");
+    for sequence in 1..=3 {
+        let response = client
+            .post(format!("{}/api/v1/reports", collector.url))
+            .bearer_auth(&token)
+            .json(&failing_report("LIVE-0001", sequence))
+            .send()
+            .unwrap();
+        assert!(response.status().is_success(), "{:?}", response.text());
+    }
+    browser.wait_until(
+        "the new finding in the list",
+        "return document.querySelector('tr.problem-row[data-terminal=\"LIVE-0001\"] [data-code=\"env.network.host_unreachable\"]') !== null",
+    );
+    assert_eq!(
+        browser.script("return window.notReloaded === true"),
+        json!(true),
+        "the page reloaded"
+    );
+    browser.screenshot("5-new-finding-live");
+
+    // Its terminal page in Chinese: the device and the ladder failing at TCP.
+    browser.click("tr.problem-row[data-terminal=\"LIVE-0001\"] td:nth-child(2)");
+    browser.wait_until(
+        "the failing TCP rung",
+        "return document.querySelector('.rung.failed')?.textContent === 'TCP'",
+    );
+    assert!(
+        browser.text("#main").contains("printer: 缺失"),
+        "the missing printer is shown"
+    );
+    browser.screenshot("6-live-terminal-zh-CN");
+}

@@ -1,0 +1,46 @@
+//! The checked-in Prometheus rules and Alertmanager example pass the tools' own checks:
+//! `promtool check rules`, `promtool test rules` (the rules' unit tests) and
+//! `amtool check-config`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use posmon_e2e_tests::require_program;
+
+fn dashboards() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
+}
+
+fn run(program: &Path, args: &[&str], dir: &Path) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed:\n{}\n{}",
+        program.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
+    let Some(promtool) = require_program("promtool") else {
+        return;
+    };
+    let dir = dashboards().join("prometheus");
+    run(&promtool, &["check", "rules", "posmon-rules.yml"], &dir);
+    run(&promtool, &["test", "rules", "posmon-rules_test.yml"], &dir);
+}
+
+#[test]
+fn the_alertmanager_example_passes_amtool() {
+    let Some(amtool) = require_program("amtool") else {
+        return;
+    };
+    let dir = dashboards().join("alertmanager");
+    run(&amtool, &["check-config", "alertmanager.yml"], &dir);
+}
