@@ -485,10 +485,10 @@ impl AgentConfig {
                 return Err(invalid(key, format!("must be between 1 and {max}")));
             }
         }
-        if !(8 * 1024..=1 << 30).contains(&self.spool_max_bytes) {
+        if !(4 * 1024..=1 << 30).contains(&self.spool_max_bytes) {
             return Err(invalid(
                 "spool_max_bytes",
-                "must be between 8192 and 1073741824",
+                "must be between 4096 and 1073741824",
             ));
         }
         if self.client_cert_file.is_some() != self.client_key_file.is_some() {

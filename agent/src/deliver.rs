@@ -278,7 +278,7 @@ impl Deliverer {
             .client
             .post(self.url.clone())
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            // No content-type: JSON is the collector's only format, and every byte counts.
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
             .body(compressed)
             .send()

@@ -4,14 +4,16 @@
 
 use std::time::Duration;
 
-use posmon_protocol::{Report, StageStatus};
+use std::collections::BTreeMap;
+
+use posmon_protocol::{ComponentVersion, Labels, Report, Section, StageStatus};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use crate::config::AgentConfig;
 use crate::cycle::Measurer;
 use crate::deliver::{Deliverer, DeliveryConfig, Outcome};
-use crate::report::build;
+use crate::report::{build, compact};
 use crate::spool::{Spool, SpoolLimits};
 
 /// What must be reported at once when it changes: each target's first failing rung, and which
@@ -64,7 +66,22 @@ pub struct Agent {
     last_reported: Option<(Outcomes, Instant)>,
     /// While the collector cannot take reports: when to try again.
     retry_at: Option<Instant>,
+    /// The labels and software of the latest report that carried them, and how many reports
+    /// have said "unchanged" since.
+    identity: Option<Identity>,
+    reports_since_full: u32,
+    /// After a changed outcome: when to probe again and report, to confirm it.
+    confirm_at: Option<Instant>,
 }
+
+type Identity = (Labels, BTreeMap<String, ComponentVersion>);
+
+/// A report carries its labels and software at least this often even when they do not change,
+/// so that a collector that lost its state learns them again (hourly at the 60 s default).
+const FULL_REPORT_EVERY: u32 = 60;
+
+/// How long after a changed outcome the confirming cycle runs.
+const CONFIRM_AFTER: Duration = Duration::from_secs(3);
 
 fn unix_now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
@@ -93,6 +110,9 @@ impl Agent {
             deliverer,
             last_reported: None,
             retry_at: None,
+            identity: None,
+            reports_since_full: 0,
+            confirm_at: None,
         })
     }
 
@@ -103,10 +123,18 @@ impl Agent {
         tokio::pin!(shutdown);
         loop {
             let retry_at = self.retry_at;
+            let confirm_at = self.confirm_at;
             tokio::select! {
                 () = &mut shutdown => return,
                 _ = ticker.tick() => {
-                    self.cycle().await;
+                    self.cycle(false).await;
+                    if self.retry_at.is_none() {
+                        self.deliver().await;
+                    }
+                }
+                () = sleep_until(confirm_at), if confirm_at.is_some() => {
+                    self.confirm_at = None;
+                    self.cycle(true).await;
                     if self.retry_at.is_none() {
                         self.deliver().await;
                     }
@@ -119,22 +147,44 @@ impl Agent {
         }
     }
 
-    /// One probe cycle: spools a report if it is due or the outcome changed.
-    pub async fn cycle(&mut self) {
+    /// One probe cycle: spools a report if it is due, the outcome changed, or `confirming` a
+    /// change. After a change, one more cycle runs `CONFIRM_AFTER` later and is reported too:
+    /// the collector opens (and closes) findings after two observations in a row, and should not
+    /// wait a whole report interval for the second.
+    pub async fn cycle(&mut self, confirming: bool) {
         let cycle = self.measurer.measure(self.deliverer.clock()).await;
         let dropped = self.spool.dropped();
         let mut report = build(&self.config, self.spool.next_sequence(), cycle);
         report.dropped_reports = dropped;
         let outcomes = Outcomes::of(&report);
         let now = Instant::now();
+        // Half a probe interval of slack: a tick that comes a little early still reports on time.
+        let slack = self.config.probe_interval() / 2;
+        let changed = self
+            .last_reported
+            .as_ref()
+            .is_some_and(|(previous, _)| *previous != outcomes);
         let due = match &self.last_reported {
             None => true,
-            Some((previous, at)) => {
-                *previous != outcomes || now.duration_since(*at) >= self.config.report_interval()
+            Some((_, at)) => {
+                confirming
+                    || changed
+                    || now.duration_since(*at) + slack >= self.config.report_interval()
             }
         };
         if !due {
             return;
+        }
+        let identity = (report.labels.clone(), report.software.clone());
+        // After a drop, the collector may have missed the last full report: send a full one.
+        let full = self.identity.as_ref() != Some(&identity)
+            || self.reports_since_full + 1 >= FULL_REPORT_EVERY
+            || dropped > 0;
+        compact(&mut report);
+        if !full {
+            report.labels = Labels::default();
+            report.software.clear();
+            report.unchanged = vec![Section::Labels, Section::Software];
         }
         let payload = match serde_json::to_vec(&report) {
             Ok(payload) => payload,
@@ -143,13 +193,24 @@ impl Agent {
                 return;
             }
         };
-        match self
-            .spool
-            .append(report.observed_at.unix_timestamp(), &payload, unix_now())
-        {
+        match self.spool.append(
+            report.observed_at.unix_timestamp(),
+            &payload,
+            dropped,
+            unix_now(),
+        ) {
             Ok(sequence) => {
-                tracing::debug!(sequence, "Spooled a report.");
+                tracing::debug!(sequence, full, changed, "Spooled a report.");
                 self.last_reported = Some((outcomes, now));
+                if changed && !confirming {
+                    self.confirm_at = Some(now + CONFIRM_AFTER);
+                }
+                if full {
+                    self.identity = Some(identity);
+                    self.reports_since_full = 0;
+                } else {
+                    self.reports_since_full += 1;
+                }
                 if let Err(error) = self.spool.forget_dropped(dropped) {
                     tracing::warn!(%error, "Cannot record that the dropped count was reported.");
                 }

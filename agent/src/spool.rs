@@ -3,7 +3,8 @@
 //!
 //! Layout: `<dir>/<first sequence, 20 digits>.seg` segment files and a `state` file. A segment is
 //! a run of records `[payload length u32][crc32 u32][sequence u64][observed_at unix s i64]
-//! [payload]` (little-endian); the CRC covers sequence, time and payload. `state` holds the
+//! [carried u64][payload]` (little-endian), where `carried` is the dropped count the report
+//! carries; the CRC covers everything after it. `state` holds the
 //! highest acknowledged sequence, the highest issued one and the count of dropped reports not yet
 //! reported, and is replaced atomically.
 //!
@@ -16,14 +17,15 @@
 //!
 //! Bounds: at most `max_bytes` on disk and records at most `max_age` old. When a bound is hit
 //! the oldest segment goes first; its unacknowledged reports are counted as dropped, and the
-//! count travels in the next report (`dropped_reports`).
+//! count travels in the next report (`dropped_reports`). A dropped report's own carried count
+//! is counted again, so no drop goes unreported however full the spool stays.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-const HEADER_BYTES: usize = 24;
+const HEADER_BYTES: usize = 32;
 /// A record larger than this is corrupt (reports are far smaller).
 const RECORD_MAX_BYTES: usize = 4 * 1024 * 1024;
 
@@ -67,6 +69,8 @@ impl SpoolLimits {
 struct Entry {
     sequence: u64,
     observed_at: i64,
+    /// The dropped count the report carries.
+    carried: u64,
     offset: u64,
     length: u32,
 }
@@ -110,10 +114,11 @@ pub struct Spool {
     dropped_unreported: u64,
 }
 
-fn crc(sequence: u64, observed_at: i64, payload: &[u8]) -> u32 {
+fn crc(sequence: u64, observed_at: i64, carried: u64, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&sequence.to_le_bytes());
     hasher.update(&observed_at.to_le_bytes());
+    hasher.update(&carried.to_le_bytes());
     hasher.update(payload);
     hasher.finalize()
 }
@@ -199,11 +204,13 @@ impl Spool {
     }
 
     /// Appends the report numbered [`Spool::next_sequence`], durably, then applies the bounds
-    /// (`now` is unix seconds, for the age bound).
+    /// (`now` is unix seconds, for the age bound). `carried` is the dropped count the report
+    /// carries: counted again should the report itself be dropped.
     pub fn append(
         &mut self,
         observed_at: i64,
         payload: &[u8],
+        carried: u64,
         now: i64,
     ) -> Result<u64, SpoolError> {
         let size = HEADER_BYTES + payload.len();
@@ -234,9 +241,10 @@ impl Spool {
             .unwrap_or_else(|| unreachable!("a segment was just ensured"));
         let mut record = Vec::with_capacity(size);
         record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        record.extend_from_slice(&crc(sequence, observed_at, payload).to_le_bytes());
+        record.extend_from_slice(&crc(sequence, observed_at, carried, payload).to_le_bytes());
         record.extend_from_slice(&sequence.to_le_bytes());
         record.extend_from_slice(&observed_at.to_le_bytes());
+        record.extend_from_slice(&carried.to_le_bytes());
         record.extend_from_slice(payload);
         let mut file = OpenOptions::new()
             .append(true)
@@ -247,6 +255,7 @@ impl Spool {
         segment.entries.push(Entry {
             sequence,
             observed_at,
+            carried,
             offset: segment.bytes,
             length: payload.len() as u32,
         });
@@ -320,15 +329,16 @@ impl Spool {
     /// Gives up on one report the collector refused as bad: it no longer blocks the queue and is
     /// counted as dropped. Only the oldest pending report can be set aside.
     pub fn set_aside(&mut self, sequence: u64) -> Result<(), SpoolError> {
-        if self
-            .pending(1, usize::MAX)?
-            .first()
-            .map(|pending| pending.sequence)
-            != Some(sequence)
-        {
+        let oldest = self
+            .segments
+            .iter()
+            .flat_map(|segment| &segment.entries)
+            .find(|entry| entry.sequence > self.acknowledged)
+            .copied();
+        let Some(entry) = oldest.filter(|entry| entry.sequence == sequence) else {
             return Ok(());
-        }
-        self.dropped_unreported += 1;
+        };
+        self.dropped_unreported += 1 + entry.carried;
         self.acknowledge(sequence)?;
         // acknowledge() skips writing when nothing moved; the dropped count must persist.
         self.write_state()
@@ -358,7 +368,8 @@ impl Spool {
                     .entries
                     .iter()
                     .filter(|entry| entry.sequence > self.acknowledged)
-                    .count() as u64;
+                    .map(|entry| 1 + entry.carried)
+                    .sum::<u64>();
                 self.acknowledged = self.acknowledged.max(segment.last_sequence());
                 std::fs::remove_file(&segment.path).map_err(io(&segment.path))?;
             }
@@ -447,16 +458,24 @@ fn scan(path: &Path) -> Result<(Segment, u64), SpoolError> {
         let checksum = u32::from_le_bytes(field(4, 8).try_into().unwrap_or_default());
         let sequence = u64::from_le_bytes(field(8, 16).try_into().unwrap_or_default());
         let observed_at = i64::from_le_bytes(field(16, 24).try_into().unwrap_or_default());
+        let carried = u64::from_le_bytes(field(24, 32).try_into().unwrap_or_default());
         let end = offset + HEADER_BYTES + length;
         if length > RECORD_MAX_BYTES || end > data.len() || sequence <= previous {
             break;
         }
-        if crc(sequence, observed_at, &data[offset + HEADER_BYTES..end]) != checksum {
+        if crc(
+            sequence,
+            observed_at,
+            carried,
+            &data[offset + HEADER_BYTES..end],
+        ) != checksum
+        {
             break;
         }
         entries.push(Entry {
             sequence,
             observed_at,
+            carried,
             offset: offset as u64,
             length: length as u32,
         });
@@ -526,7 +545,7 @@ mod tests {
         let (mut spool, _) = open(dir.path());
         for expected in 1..=5 {
             assert_eq!(
-                spool.append(1000, &payload(expected), 1000).unwrap(),
+                spool.append(1000, &payload(expected), 0, 1000).unwrap(),
                 expected
             );
         }
@@ -562,7 +581,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut spool, _) = open(dir.path());
         for _ in 0..3 {
-            spool.append(1000, &payload(7), 1000).unwrap();
+            spool.append(1000, &payload(7), 0, 1000).unwrap();
         }
         let segment = spool.segments[0].path.clone();
         drop(spool);
@@ -583,7 +602,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut spool, _) = open(dir.path());
         for sequence in 1..=3 {
-            spool.append(1000, &payload(sequence), 1000).unwrap();
+            spool.append(1000, &payload(sequence), 0, 1000).unwrap();
         }
         let segment = spool.segments[0].path.clone();
         drop(spool);
@@ -604,7 +623,7 @@ mod tests {
         };
         let (mut spool, _) = Spool::open(dir.path(), limits, 1000).unwrap();
         for _ in 0..200 {
-            spool.append(1000, &[b'x'; 200], 1000).unwrap();
+            spool.append(1000, &[b'x'; 200], 0, 1000).unwrap();
         }
         let kept = sequences(&spool);
         let on_disk: u64 = spool.segments.iter().map(|segment| segment.bytes).sum();
@@ -621,7 +640,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut spool, _) = open(dir.path());
         for sequence in 1..=3 {
-            spool.append(1000, &payload(sequence), 1000).unwrap();
+            spool.append(1000, &payload(sequence), 0, 1000).unwrap();
         }
         spool.set_aside(2).unwrap();
         assert_eq!(
@@ -637,6 +656,33 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_count_survives_the_drop_of_the_report_carrying_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = SpoolLimits {
+            max_bytes: 8 * 1024,
+            max_age_seconds: 3600,
+        };
+        let (mut spool, _) = Spool::open(dir.path(), limits, 1000).unwrap();
+        // As the agent does: each report carries the drops not yet reported.
+        for _ in 0..200 {
+            let carried = spool.dropped();
+            spool.append(1000, &[b'x'; 300], carried, 1000).unwrap();
+            spool.forget_dropped(carried).unwrap();
+        }
+        let pending: Vec<Entry> = spool
+            .segments
+            .iter()
+            .flat_map(|segment| segment.entries.iter().copied())
+            .collect();
+        let reported_in_pending: u64 = pending.iter().map(|entry| entry.carried).sum();
+        assert_eq!(
+            reported_in_pending + spool.dropped(),
+            200 - pending.len() as u64,
+            "every dropped report is counted exactly once"
+        );
+    }
+
+    #[test]
     fn reports_older_than_the_age_bound_are_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let limits = SpoolLimits {
@@ -644,11 +690,11 @@ mod tests {
             max_age_seconds: 100,
         };
         let (mut spool, _) = Spool::open(dir.path(), limits, 1000).unwrap();
-        spool.append(1000, b"old", 1000).unwrap();
-        spool.append(1050, b"newer", 1050).unwrap();
+        spool.append(1000, b"old", 0, 1000).unwrap();
+        spool.append(1050, b"newer", 0, 1050).unwrap();
         // Both in one 4 KiB segment, the big one in the next: the first segment goes once its
         // newest record is too old.
-        spool.append(1200, &[b'y'; 5000], 1200).unwrap();
+        spool.append(1200, &[b'y'; 5000], 0, 1200).unwrap();
         assert_eq!(sequences(&spool), [3]);
         assert_eq!(take_dropped(&mut spool), 2);
     }
@@ -674,7 +720,7 @@ mod tests {
         for step in 0..2000 {
             match next(10) {
                 0..=5 => {
-                    issued = spool.append(step, &payload(issued + 1), step).unwrap();
+                    issued = spool.append(step, &payload(issued + 1), 0, step).unwrap();
                     model.push_back(issued);
                 }
                 6 | 7 if !model.is_empty() => {

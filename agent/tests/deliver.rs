@@ -193,7 +193,7 @@ fn spool_with(dir: &std::path::Path, count: u64) -> Spool {
         let sequence = spool.next_sequence();
         let payload =
             format!(r#"{{"schema_version":1,"terminal_id":"T-1","sequence":{sequence}}}"#);
-        spool.append(1000, payload.as_bytes(), 1000).unwrap();
+        spool.append(1000, payload.as_bytes(), 0, 1000).unwrap();
     }
     spool
 }

@@ -8,12 +8,14 @@
 //! No IO and no clock here: callers pass the time.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use posmon_protocol::{ErrorKind, Labels, ProbeResult, Report, Stage, StageStatus};
+use posmon_protocol::{
+    ComponentVersion, ErrorKind, Labels, ProbeResult, Report, Stage, StageStatus,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -749,6 +751,37 @@ impl Fleet {
             .terminals
             .get(terminal_id)
             .cloned()
+    }
+
+    /// The labels and known software versions a terminal last reported, in the protocol's
+    /// types: what a report's `unchanged` sections stand for.
+    pub fn identity(
+        &self,
+        terminal_id: &str,
+    ) -> Option<(Labels, BTreeMap<String, ComponentVersion>)> {
+        let shard = lock(self.shard_of(terminal_id));
+        let terminal = shard.terminals.get(terminal_id)?;
+        let text = |value: &Option<Arc<str>>| value.as_deref().map(str::to_string);
+        let labels = Labels {
+            merchant: text(&terminal.labels.merchant),
+            model: text(&terminal.labels.model),
+            region: text(&terminal.labels.region),
+            carrier: text(&terminal.labels.carrier),
+            extra: terminal
+                .labels
+                .extra
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
+        };
+        let software = terminal
+            .versions
+            .iter()
+            .map(|(component, version)| {
+                (component.to_string(), ComponentVersion::known(&**version))
+            })
+            .collect();
+        Some((labels, software))
     }
 
     /// The highest sequence number held for a terminal; 0 for an unknown one.

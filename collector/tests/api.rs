@@ -791,3 +791,36 @@ async fn dropped_reports_reach_the_terminal_and_the_metrics() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn unchanged_sections_are_taken_from_the_previous_report() {
+    let (router, _dir) = router();
+    let token = token("T-1");
+    let full = report("T-1", 1);
+    let mut delta = report("T-1", 2);
+    delta.as_object_mut().map(|object| {
+        object.remove("labels");
+        object.remove("software");
+    });
+    delta["unchanged"] = json!(["labels", "software"]);
+    let mut later = delta.clone();
+    later["sequence"] = json!(3);
+    // In one batch, and again in a batch of its own (from the stored state).
+    let (status, _, text) = send(&router, post(batch(vec![full, delta]), Some(&token))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, _, text) = send(&router, post(batch(vec![later]), Some(&token))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (_, terminal, _) = send(&router, get("/api/v1/terminals/T-1")).await;
+    assert_eq!(terminal["sequence"], 3);
+    assert_eq!(terminal["labels"]["region"], "cn-east", "{terminal}");
+    let (_, findings, _) = send(
+        &router,
+        get("/api/v1/findings?terminal=T-1&code=outdated.pos_app"),
+    )
+    .await;
+    assert_eq!(
+        findings["findings"].as_array().map(Vec::len),
+        Some(1),
+        "the version still counts: {findings}"
+    );
+}

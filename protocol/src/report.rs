@@ -42,6 +42,21 @@ pub struct Report {
     /// Reports the agent had to drop (spool full or too old) since the previous report it sent.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped_reports: u64,
+    /// Sections left out because they equal those of the terminal's previous report: the
+    /// collector uses the ones it holds. Saves bytes on metered links.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchanged: Vec<Section>,
+}
+
+/// A section of a report that may be marked `unchanged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Section {
+    Labels,
+    Software,
+    /// A section a newer agent leaves out that this collector does not know: ignored.
+    #[serde(other)]
+    Other,
 }
 
 fn is_zero(value: &u64) -> bool {

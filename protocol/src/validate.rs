@@ -82,6 +82,12 @@ pub fn validate_report(report: &Report, path: &str) -> Checked {
     if let Some(device) = &report.device {
         check_device(device, &format!("{path}.device"))?;
     }
+    if report.unchanged.len() > 8 {
+        return Err(ValidationError::new(
+            format!("{path}.unchanged"),
+            format!("too many entries ({} > 8)", report.unchanged.len()),
+        ));
+    }
     if let Some(clock) = &report.clock {
         check_non_negative(
             clock.uncertainty_ms,

@@ -60,6 +60,14 @@ fn the_full_fixture_means_what_it_says() {
 }
 
 #[test]
+fn a_delta_report_names_what_it_left_out() {
+    let batch = parse("delta.json");
+    let report = &batch.reports[0];
+    assert_eq!(report.unchanged, [Section::Labels, Section::Software]);
+    assert!(report.software.is_empty() && report.labels == Labels::default());
+}
+
+#[test]
 fn a_report_survives_a_round_trip() {
     let batch = parse("full.json");
     let text = serde_json::to_string(&batch).unwrap_or_else(|error| panic!("{error}"));

@@ -211,6 +211,7 @@ impl Moment<'_> {
                 ntp_synchronized: Some(true),
             }),
             dropped_reports: self.dropped_reports,
+            unchanged: Vec::new(),
         }
     }
 }

@@ -67,7 +67,8 @@ fn applied_reports(collector: &Collector) -> u64 {
 }
 
 /// The highest sequence written whole in a spool directory: records are
-/// `[length u32][crc u32][sequence u64][time i64][payload]`; a torn tail is not counted.
+/// `[length u32][crc u32][sequence u64][time i64][carried u64][payload]`; a torn tail is not
+/// counted.
 fn highest_spooled(spool: &Path) -> u64 {
     let mut highest = 0;
     for entry in std::fs::read_dir(spool).unwrap() {
@@ -77,15 +78,15 @@ fn highest_spooled(spool: &Path) -> u64 {
         }
         let data = std::fs::read(&path).unwrap();
         let mut offset = 0;
-        while offset + 24 <= data.len() {
+        while offset + 32 <= data.len() {
             let length = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap()) as usize;
-            if offset + 24 + length > data.len() {
+            if offset + 32 + length > data.len() {
                 break;
             }
             highest = highest.max(u64::from_le_bytes(
                 data[offset + 8..offset + 16].try_into().unwrap(),
             ));
-            offset += 24 + length;
+            offset += 32 + length;
         }
     }
     highest
@@ -176,7 +177,7 @@ fn an_outage_delays_reports_but_loses_none_and_a_full_spool_drops_the_oldest() {
         dir.path(),
         "T-SMALL",
         &target,
-        "spool_max_bytes = 8192",
+        "spool_max_bytes = 4096",
     );
     let agents = [
         start_agent(dir.path(), "agent-roomy", &roomy),

@@ -281,6 +281,7 @@ pub(crate) mod test_support {
             device: None,
             clock: None,
             dropped_reports: 0,
+            unchanged: Vec::new(),
         }
     }
 

@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use posmon_protocol::{validate_batch, BatchAck, CredentialError, ReportBatch, SCHEMA_VERSION};
+use posmon_protocol::{
+    validate_batch, BatchAck, CredentialError, Report, ReportBatch, Section, SCHEMA_VERSION,
+};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -16,7 +18,7 @@ use super::encoding::{decode as decode_body, EncodingError};
 use super::error::{ApiError, Reason};
 use super::AppState;
 use crate::diagnose::{diagnose, Policy};
-use crate::fleet::connect_latency;
+use crate::fleet::{connect_latency, Fleet};
 
 pub async fn post_reports(
     State(state): State<Arc<AppState>>,
@@ -43,6 +45,27 @@ pub async fn post_reports(
                 .inc();
             tracing::debug!(reason = error.reason.as_str(), message = %error.message, "Refused a report request.");
             error.into_response()
+        }
+    }
+}
+
+/// Fills the sections a report marks `unchanged` from the report before it: the previous one in
+/// the batch, or what the terminal last reported.
+fn fill_unchanged(fleet: &Fleet, terminal_id: &str, reports: &mut [Report]) {
+    if reports.iter().all(|report| report.unchanged.is_empty()) {
+        return;
+    }
+    let (mut labels, mut software) = fleet.identity(terminal_id).unwrap_or_default();
+    for report in reports {
+        if report.unchanged.contains(&Section::Labels) {
+            report.labels = labels.clone();
+        } else {
+            labels = report.labels.clone();
+        }
+        if report.unchanged.contains(&Section::Software) {
+            report.software = software.clone();
+        } else {
+            software = report.software.clone();
         }
     }
 }
@@ -115,6 +138,8 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
             other => ApiError::new(Reason::InvalidToken, other.to_string()),
         })?;
 
+    let mut batch = batch;
+    fill_unchanged(&state.fleet, &terminal_id, &mut batch.reports);
     for probe in batch.reports.iter().flat_map(|report| &report.probes) {
         if let Some(milliseconds) = connect_latency(probe) {
             state.metrics.observe_latency(&probe.target, milliseconds);
@@ -160,10 +185,13 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
         .inc_by(outcome.dropped_reports);
     let acknowledged_sequence = outcome.highest_sequence;
     state.publish(outcome.events);
+    // Milliseconds: finer than any clock offset a terminal can estimate, and shorter on the wire.
+    let now = OffsetDateTime::now_utc();
+    let collector_time = now - time::Duration::nanoseconds(i64::from(now.nanosecond() % 1_000_000));
     Ok(BatchAck {
         terminal_id,
         acknowledged_sequence,
-        collector_time: OffsetDateTime::now_utc(),
+        collector_time,
     })
 }
 
