@@ -798,10 +798,10 @@ async fn unchanged_sections_are_taken_from_the_previous_report() {
     let token = token("T-1");
     let full = report("T-1", 1);
     let mut delta = report("T-1", 2);
-    delta.as_object_mut().map(|object| {
+    if let Some(object) = delta.as_object_mut() {
         object.remove("labels");
         object.remove("software");
-    });
+    }
     delta["unchanged"] = json!(["labels", "software"]);
     let mut later = delta.clone();
     later["sequence"] = json!(3);
