@@ -1,5 +1,10 @@
 use std::process::ExitCode;
 
+/// The collector allocates for every report it decodes; mimalloc's per-thread caches cut that
+/// cost by a good share against the system allocator (BENCHMARKS.md, collector ingest).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match posmon_collector::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
