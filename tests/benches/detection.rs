@@ -15,7 +15,7 @@
 //! printed as "> N s". Prints one table of seconds per round and min–max.
 //!
 //! Run: `cargo build --release -p posmon-agent -p posmon-collector && cargo bench -p
-//! posmon-e2e-tests --bench detection [-- ROUNDS]` (3 rounds by default, about 25 minutes;
+//! posmon-e2e-tests --bench detection [-- ROUNDS]` (3 rounds by default, about 30 minutes;
 //! installs the three Debian packages with apt-get when missing). Loopback only. Every process
 //! it starts is killed when the benchmark ends, on a panic too (their handles kill on drop).
 #![allow(
