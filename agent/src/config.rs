@@ -91,7 +91,7 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/posmon-agent")
 }
 fn default_probe_interval() -> u64 {
-    15
+    10
 }
 fn default_report_interval() -> u64 {
     60

@@ -95,7 +95,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ..Config::default()
     };
     // The demo's terminals report every 5 to 10 s: a terminal is silent after 30 s.
-    config.diagnosis.report_interval_seconds = cli.simulated_interval_seconds.ceil().max(1.0) as u64;
+    config.diagnosis.report_interval_seconds =
+        cli.simulated_interval_seconds.ceil().max(1.0) as u64;
     let keyring = load_keyring(&config, None)?;
     let fleet_key = keyring.current().clone();
     let token = posmon_protocol::terminal_token(&fleet_key, "DEMO-0001");
