@@ -190,7 +190,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     println!();
     println!("  Dashboard:   {base}/");
     println!("  Terminals:   {base}/api/v1/terminals");
-    println!("  Terminal:    {base}/api/v1/terminals/DEMO-0001");
+    println!(
+        "  Terminal:    {base}/#/terminal/DEMO-0001   (API: {base}/api/v1/terminals/DEMO-0001)"
+    );
     println!("  Findings:    {base}/api/v1/findings");
     println!("  Metrics:     {base}/metrics");
     println!();

@@ -312,10 +312,13 @@ async fn notify(
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks_since_trim = 0u32;
+    // Once the collector drops its sender the ticks alone drive the loop (and the stop signal
+    // is still heard).
+    let mut events_open = true;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
-            event = events.recv() => {
+            event = events.recv(), if events_open => {
                 match event {
                     Ok(event) => {
                         if event.replayed {
@@ -339,9 +342,7 @@ async fn notify(
                     }
                     // Missed events change nothing: the fleet state is compared in full.
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
+                    Err(broadcast::error::RecvError::Closed) => events_open = false,
                 }
             }
             _ = stop.changed() => return,
