@@ -332,7 +332,9 @@ function latencyChart(points) {
   const first = points[0][0], last = points[points.length - 1][0], span = Math.max(1, last - first);
   const x = at => left + (width - left - 6) * (at - first) / span;
   const y = v => top + (height - top - bottom) * (1 - v / max);
-  const grid = [0, 0.5, 1].map(f => `<text x="${left - 6}" y="${y(max * f) + 4}" text-anchor="end">${Math.round(max * f)}</text><line class="axis" x1="${left}" x2="${width}" y1="${y(max * f)}" y2="${y(max * f)}"/>`).join("");
+  // Sub-10 ms latencies (a LAN, loopback) need a decimal, or the ticks read "1, 1, 0".
+  const tick = v => (max < 10 ? v.toFixed(1) : String(Math.round(v)));
+  const grid = [0, 0.5, 1].map(f => `<text x="${left - 6}" y="${y(max * f) + 4}" text-anchor="end">${tick(max * f)}</text><line class="axis" x1="${left}" x2="${width}" y1="${y(max * f)}" y2="${y(max * f)}"/>`).join("");
   const line = `<polyline fill="none" stroke="var(--accent)" stroke-width="2.5" points="${points.map(p => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")}"/>`;
   const dots = points.map(p => `<circle cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="3" fill="var(--accent)"><title>${esc(fmtTime(p[0]))}: ${p[1].toFixed(1)} ms</title></circle>`).join("");
   const times = [[first, "start"], [last, "end"]].map(([at, anchor]) => `<text x="${x(at)}" y="${height - 3}" text-anchor="${anchor}">${esc(new Date(at * 1000).toLocaleTimeString(lang))}</text>`).join("");
