@@ -109,7 +109,9 @@ impl Trend {
 /// Takes a point now and then every `web.trend_interval_seconds`, until aborted.
 pub async fn sample_periodically(state: Arc<AppState>) {
     let period = Duration::from_secs(state.config.web.trend_interval_seconds);
-    let mut ticks = tokio::time::interval(period);
+    // The first point one period after the start: at the start no terminal has reported yet,
+    // and an all-zero point would draw a ramp up from nothing.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
