@@ -188,12 +188,17 @@ pub struct StateConfig {
     /// Latency points kept in memory per terminal and target for charts (oldest dropped).
     /// Each costs 8 bytes per target per terminal.
     pub latency_points_per_target: usize,
+    /// Acknowledge a report only once it is written to the database (a group commit), so that
+    /// a crash loses no acknowledged report. Off: acknowledged from memory, written within
+    /// about a second.
+    pub durable_acknowledgements: bool,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         StateConfig {
             latency_points_per_target: 30,
+            durable_acknowledgements: false,
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::config::{Config, VersionRule};
 use crate::findings::FindingEvent;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
-use crate::store::writer::{write_changes, Writer};
+use crate::store::writer::{write_changes, Durability, Writer};
 use crate::store::{Store, StoreError};
 use crate::web;
 use crate::web::auth::ViewerAuth;
@@ -63,6 +63,8 @@ pub struct AppState {
     events: broadcast::Sender<FindingEvent>,
     /// One permit per report request in flight (`limits.max_concurrent_ingest`).
     ingest_permits: Arc<tokio::sync::Semaphore>,
+    /// Tickets for durable acknowledgements (`state.durable_acknowledgements`).
+    durability: Arc<Durability>,
     /// Receivers, routes, the notification outbox and the silences.
     pub alerts: Arc<Alerts>,
     /// The fleet trend the dashboard draws.
@@ -106,6 +108,7 @@ impl AppState {
         let config_trend_points = config.web.trend_points;
         Ok(AppState {
             ingest_permits,
+            durability: Arc::new(Durability::default()),
             config,
             keyring,
             admin_token,
@@ -241,6 +244,7 @@ pub async fn serve(
         Arc::clone(&state.store),
         Arc::clone(&state.metrics),
         state.config.limits.max_history_findings,
+        Arc::clone(&state.durability),
     )?;
     let evaluator = tokio::spawn(evaluate_periodically(Arc::clone(&state)));
     let notifier = state

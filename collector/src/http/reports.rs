@@ -37,15 +37,7 @@ pub async fn post_reports(
         .observe(started.elapsed().as_secs_f64());
     match outcome {
         Ok(ack) => Json(ack).into_response(),
-        Err(error) => {
-            state
-                .metrics
-                .rejected_requests
-                .with_label_values(&[error.reason.as_str()])
-                .inc();
-            tracing::debug!(reason = error.reason.as_str(), message = %error.message, "Refused a report request.");
-            error.into_response()
-        }
+        Err(error) => refused(&state, error),
     }
 }
 
@@ -70,23 +62,37 @@ fn fill_unchanged(fleet: &Fleet, terminal_id: &str, reports: &mut [Report]) {
     }
 }
 
+/// How long a durable acknowledgement waits for the write before answering 503.
+const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// 503 with `Retry-After`, counted like any refusal.
 fn overloaded(state: &AppState) -> Response {
-    let reason = Reason::Overloaded;
+    let seconds = state.config.limits.overload_retry_after_seconds;
+    refused(
+        state,
+        ApiError::new(
+            Reason::Overloaded,
+            format!("too many report requests at once; retry after {seconds} s"),
+        ),
+    )
+}
+
+/// The answer to a refused request, counted by reason; an overload says when to come back.
+fn refused(state: &AppState, error: ApiError) -> Response {
     state
         .metrics
         .rejected_requests
-        .with_label_values(&[reason.as_str()])
+        .with_label_values(&[error.reason.as_str()])
         .inc();
-    let seconds = state.config.limits.overload_retry_after_seconds;
-    let mut response = ApiError::new(
-        reason,
-        format!("too many report requests at once; retry after {seconds} s"),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    tracing::debug!(reason = error.reason.as_str(), message = %error.message, "Refused a report request.");
+    let overloaded = error.reason == Reason::Overloaded;
+    let mut response = error.into_response();
+    if overloaded {
+        let seconds = state.config.limits.overload_retry_after_seconds;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    }
     response
 }
 
@@ -185,6 +191,17 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
         .inc_by(outcome.dropped_reports);
     let acknowledged_sequence = outcome.highest_sequence;
     state.publish(outcome.events);
+    if state.config.state.durable_acknowledgements {
+        let ticket = state.durability.ticket();
+        if !state.durability.wait_written(ticket, DURABLE_WAIT).await {
+            // Applied but not yet on disk: the agent keeps the reports and sends them again;
+            // they are duplicates by then, acknowledged once written.
+            return Err(ApiError::new(
+                Reason::Overloaded,
+                "the reports could not be written in time; retry",
+            ));
+        }
+    }
     // Milliseconds: finer than any clock offset a terminal can estimate, and shorter on the wire.
     let now = OffsetDateTime::now_utc();
     let collector_time = now - time::Duration::nanoseconds(i64::from(now.nanosecond() % 1_000_000));

@@ -1,8 +1,13 @@
 //! The writer thread: once a second it takes what changed in the fleet and writes it in one
 //! transaction, outside every fleet lock, so a crash loses at most about a second of state.
 //! On stop it writes what is left. A failed write is retried with the next batch.
+//!
+//! With durable acknowledgements, a report request takes a [`Durability`] ticket after applying
+//! its reports and waits until the writer has written a batch that includes them; the writer
+//! then writes as soon as a ticket waits (a group commit: every request waiting at that moment
+//! shares one transaction), so an acknowledged report survives a crash.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,6 +19,41 @@ use super::Store;
 
 /// How often changes are written: the most state a crash can lose.
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Tickets for applied changes, and the highest ticket whose changes are written.
+pub struct Durability {
+    issued: AtomicU64,
+    written: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability {
+            issued: AtomicU64::new(0),
+            written: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl Durability {
+    /// A ticket for every change applied before this call.
+    pub fn ticket(&self) -> u64 {
+        self.issued.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Whether `ticket`'s changes were written within `timeout`.
+    pub async fn wait_written(&self, ticket: u64, timeout: Duration) -> bool {
+        let mut written = self.written.subscribe();
+        let reached = tokio::time::timeout(timeout, written.wait_for(|done| *done >= ticket))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+        reached
+    }
+
+    fn waiting(&self) -> bool {
+        self.issued.load(Ordering::SeqCst) > *self.written.borrow()
+    }
+}
 
 /// Writes the fleet's changes to the store until stopped.
 pub struct Writer {
@@ -64,6 +104,7 @@ impl Writer {
         store: Arc<Store>,
         metrics: Arc<Metrics>,
         history_limit: usize,
+        durability: Arc<Durability>,
     ) -> std::io::Result<Writer> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
@@ -72,15 +113,28 @@ impl Writer {
             .spawn(move || {
                 let mut retry = None;
                 let mut next = Instant::now() + WRITE_INTERVAL;
+                // Tickets taken before the changes are, so a written batch covers them.
+                let write = |retry: &mut Option<Changes>| {
+                    let covered = durability.issued.load(Ordering::SeqCst);
+                    let written = write_changes(&fleet, &store, &metrics, history_limit, retry);
+                    if written {
+                        durability.written.send_if_modified(|done| {
+                            let moved = covered > *done;
+                            *done = (*done).max(covered);
+                            moved
+                        });
+                    }
+                    written
+                };
                 while !stopping.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(20));
-                    if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(5));
+                    if Instant::now() < next && !durability.waiting() {
                         continue;
                     }
                     next = Instant::now() + WRITE_INTERVAL;
-                    write_changes(&fleet, &store, &metrics, history_limit, &mut retry);
+                    write(&mut retry);
                 }
-                if !write_changes(&fleet, &store, &metrics, history_limit, &mut retry) {
+                if !write(&mut retry) {
                     tracing::error!("The last state changes could not be written before stopping.");
                 }
             })?;
