@@ -8,7 +8,7 @@
 //! shares one transaction), so an acknowledged report survives a crash.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ pub const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Durability {
     issued: AtomicU64,
     written: tokio::sync::watch::Sender<u64>,
+    /// Set by a new ticket, to wake the writer at once.
+    wake: (Mutex<bool>, Condvar),
 }
 
 impl Default for Durability {
@@ -31,14 +33,35 @@ impl Default for Durability {
         Durability {
             issued: AtomicU64::new(0),
             written: tokio::sync::watch::Sender::new(0),
+            wake: (Mutex::new(false), Condvar::new()),
         }
     }
 }
 
 impl Durability {
-    /// A ticket for every change applied before this call.
+    /// A ticket for every change applied before this call; wakes the writer.
     pub fn ticket(&self) -> u64 {
-        self.issued.fetch_add(1, Ordering::SeqCst) + 1
+        let ticket = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.wake.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.wake.1.notify_one();
+        ticket
+    }
+
+    /// Sleeps until a ticket wakes the writer or `deadline` passes; at most `STOP_CHECK`, so
+    /// that a stop is noticed.
+    fn sleep_until(&self, deadline: Instant) {
+        let mut woken = self.wake.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if !*woken && now < deadline {
+            let wait = (deadline - now).min(STOP_CHECK);
+            woken = self
+                .wake
+                .1
+                .wait_timeout(woken, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *woken = false;
     }
 
     /// Whether `ticket`'s changes were written within `timeout`.
@@ -54,6 +77,9 @@ impl Durability {
         self.issued.load(Ordering::SeqCst) > *self.written.borrow()
     }
 }
+
+/// How often the sleeping writer looks at its stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// Writes the fleet's changes to the store until stopped.
 pub struct Writer {
@@ -127,7 +153,7 @@ impl Writer {
                     written
                 };
                 while !stopping.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(5));
+                    durability.sleep_until(next);
                     if Instant::now() < next && !durability.waiting() {
                         continue;
                     }
