@@ -112,7 +112,7 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
         };
         ApiError::new(reason, error.to_string())
     })?;
-    let batch = decode(&bytes)?;
+    let mut batch = decode(&bytes)?;
     validate_batch(&batch, state.config.limits.max_reports_per_request).map_err(|error| {
         let reason = if error.unsupported_schema {
             Reason::UnsupportedSchemaVersion
@@ -144,7 +144,6 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
             other => ApiError::new(Reason::InvalidToken, other.to_string()),
         })?;
 
-    let mut batch = batch;
     fill_unchanged(&state.fleet, &terminal_id, &mut batch.reports);
     for probe in batch.reports.iter().flat_map(|report| &report.probes) {
         if let Some(milliseconds) = connect_latency(probe) {
