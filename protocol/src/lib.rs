@@ -9,7 +9,12 @@
 pub mod credential;
 pub mod limits;
 pub mod report;
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategies;
 pub mod validate;
+
+#[cfg(test)]
+mod properties;
 
 pub use credential::{terminal_token, CredentialError, FleetKey, Keyring};
 pub use report::*;
