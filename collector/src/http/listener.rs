@@ -358,6 +358,14 @@ impl Connection {
             tokio::select! {
                 served = connection.as_mut() => {
                     if let Err(error) = served {
+                        // hyper's own header timeout (a kept-alive HTTP/1.1 connection that
+                        // sent no next request) ends the connection with a timeout error.
+                        let timed_out = error
+                            .downcast_ref::<hyper::Error>()
+                            .is_some_and(hyper::Error::is_timeout);
+                        if timed_out {
+                            self.closed(Closed::HeaderTimeout);
+                        }
                         tracing::debug!(error = %error, "A connection ended with an error.");
                     }
                     return;
