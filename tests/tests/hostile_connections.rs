@@ -500,13 +500,16 @@ fn report_body(terminal_id: &str, sequence: u64) -> String {
     )
 }
 
+/// A status and its `Retry-After`, if any.
+type Answer = (u16, Option<String>);
+
 fn post(
     client: &reqwest::blocking::Client,
     collector: &Collector,
     terminal_id: &str,
     token: &str,
     sequence: u64,
-) -> (u16, Option<String>) {
+) -> Answer {
     let response = client
         .post(format!("{}/api/v1/reports", collector.url))
         .header("authorization", format!("Bearer {token}"))
@@ -531,7 +534,7 @@ fn a_flooding_token_is_rate_limited_and_other_terminals_are_not() {
     let flood_token = collector.token("T-FLOOD");
     let calm_token = collector.token("T-CALM");
     let stop = Arc::new(AtomicBool::new(false));
-    let flooders: Vec<JoinHandle<Vec<(u16, Option<String>)>>> = (0..4)
+    let flooders: Vec<JoinHandle<Vec<Answer>>> = (0..4)
         .map(|worker| {
             let collector = Arc::clone(&collector);
             let token = flood_token.clone();
@@ -555,13 +558,12 @@ fn a_flooding_token_is_rate_limited_and_other_terminals_are_not() {
         calm.push(post(&client, &collector, "T-CALM", &calm_token, sequence));
     }
     stop.store(true, Ordering::Relaxed);
-    let flood: Vec<(u16, Option<String>)> = flooders
+    let flood: Vec<Answer> = flooders
         .into_iter()
         .flat_map(|flooder| flooder.join().unwrap())
         .collect();
     let accepted = flood.iter().filter(|(status, _)| *status == 200).count();
-    let limited: Vec<&(u16, Option<String>)> =
-        flood.iter().filter(|(status, _)| *status == 429).collect();
+    let limited: Vec<&Answer> = flood.iter().filter(|(status, _)| *status == 429).collect();
     println!(
         "flood: {} requests, {accepted} accepted, {} answered 429; calm terminal: {:?}",
         flood.len(),
@@ -641,4 +643,102 @@ fn connections_beyond_the_cap_are_closed_at_once_and_the_cap_fits_the_open_file_
         log.contains("limits.max_connections is above what the open-file limit leaves usable"),
         "no warning about the lowered cap:\n{log}"
     );
+}
+
+#[test]
+fn over_tls_a_silent_handshake_is_cut_off_and_http2_idles_out() {
+    let _exclusive = exclusive();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = posmon_e2e_tests::Pki::new("posmon hostile test CA");
+    let (cert, key) = pki.leaf_pem(&["127.0.0.1", "localhost"]);
+    std::fs::write(dir.path().join("server.crt"), cert).unwrap();
+    std::fs::write(dir.path().join("server.key"), key).unwrap();
+    pki.write_ca(&dir.path().join("ca.crt"));
+    let collector = Collector::start(
+        dir.path(),
+        &format!(
+            "[limits]\ntls_handshake_timeout_seconds = 1\nidle_timeout_seconds = 2\n\n[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            dir.path().join("server.crt").display(),
+            dir.path().join("server.key").display()
+        ),
+    );
+    assert!(collector.url.starts_with("https://"), "{}", collector.url);
+    let address = address_of(&collector);
+
+    // Never a ClientHello: closed after the handshake timeout.
+    let mut silent = TcpStream::connect(address).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let read = silent.read(&mut [0u8; 16]);
+    let waited = started.elapsed();
+    assert!(
+        matches!(read, Ok(0)) || read.is_err() && waited < Duration::from_secs(4),
+        "{read:?} after {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "closed after {waited:?}"
+    );
+    // Not TLS at all: the handshake fails.
+    let mut garbage = TcpStream::connect(address).unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    garbage
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _ = garbage.read(&mut [0u8; 256]);
+
+    // HTTP/2 by ALPN, as agents use it; between requests the connection idles out.
+    let client = reqwest::blocking::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("ca.crt")).unwrap())
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/healthz", collector.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert!(response.status().is_success());
+    let idled = wait_for(Duration::from_secs(6), || {
+        let plain = reqwest::blocking::Client::builder()
+            .add_root_certificate(
+                reqwest::Certificate::from_pem(&std::fs::read(dir.path().join("ca.crt")).unwrap())
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let metrics = plain
+            .get(format!("{}/metrics", collector.url))
+            .send()
+            .and_then(|response| response.text())
+            .unwrap_or_default();
+        metrics
+            .lines()
+            .any(|line| {
+                line.starts_with("posmon_http_connections_closed_total{reason=\"idle_timeout\"}")
+                    && !line.ends_with(" 0")
+            })
+            .then_some(metrics)
+    });
+    let metrics = idled.unwrap_or_else(|| panic!("the HTTP/2 connection did not idle out"));
+    for reason in ["tls_handshake_timeout", "tls_handshake_failed"] {
+        assert!(
+            metrics.lines().any(|line| line.starts_with(&format!(
+                "posmon_http_connections_closed_total{{reason=\"{reason}\"}}"
+            )) && !line.ends_with(" 0")),
+            "{reason} not counted:\n{metrics}"
+        );
+    }
+    // The client's connection was closed under it; a new request simply opens another.
+    let again = client
+        .get(format!("{}/healthz", collector.url))
+        .send()
+        .unwrap();
+    assert!(again.status().is_success());
 }

@@ -160,6 +160,8 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds from `opened` to the end of the latest request.
     last_ended_ms: AtomicU64,
+    /// Wakes the watchdog when a request starts or ends: its deadline moved.
+    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -169,6 +171,7 @@ impl Activity {
             started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             last_ended_ms: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -192,6 +195,7 @@ impl RequestGuard {
     fn start(activity: &Arc<Activity>) -> Self {
         activity.started.fetch_add(1, Ordering::AcqRel);
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.changed.notify_one();
         RequestGuard(Arc::clone(activity))
     }
 }
@@ -201,6 +205,7 @@ impl Drop for RequestGuard {
         let ended = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.0.last_ended_ms.fetch_max(ended, Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_one();
     }
 }
 
@@ -376,6 +381,7 @@ impl Connection {
                     }
                     stopping = true;
                 }
+                () = activity.changed.notified() => {}
                 () = tokio::time::sleep_until(wake) => {
                     if let Some((when, why)) = activity.deadline(&self.limits) {
                         if Instant::now() >= when {
