@@ -46,6 +46,9 @@ const H2_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// again rather than spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
+/// How long a connection the watchdog closes may take to go after being told (HTTP/2 GOAWAY).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Semaphore permits are bounded by tokio and `acquire_many` counts in `u32`.
 const MAX_CONNECTIONS_CEILING: usize = 1 << 24;
 
@@ -350,13 +353,15 @@ impl Connection {
         let connection = builder.serve_connection(io, service);
         tokio::pin!(connection);
         let mut stopping = false;
+        // Once the watchdog has told the connection to close: when it is dropped regardless.
+        let mut hard_close: Option<tokio::time::Instant> = None;
         loop {
-            let deadline = activity.deadline(&self.limits);
-            // In flight: look again after an idle period (the request's own timeouts apply).
             let now = tokio::time::Instant::now();
-            let wake = match deadline {
-                Some((when, _)) => tokio::time::Instant::from_std(when),
-                None => now
+            let wake = match (hard_close, activity.deadline(&self.limits)) {
+                (Some(hard), _) => hard,
+                (None, Some((when, _))) => tokio::time::Instant::from_std(when),
+                // In flight: look again after an idle period (the request's own timeouts apply).
+                (None, None) => now
                     .checked_add(self.limits.idle_timeout)
                     .unwrap_or(now + Duration::from_secs(3600)),
             };
@@ -368,7 +373,7 @@ impl Connection {
                         let timed_out = error
                             .downcast_ref::<hyper::Error>()
                             .is_some_and(hyper::Error::is_timeout);
-                        if timed_out {
+                        if timed_out && hard_close.is_none() {
                             self.closed(Closed::HeaderTimeout);
                         }
                         tracing::debug!(error = %error, "A connection ended with an error.");
@@ -383,10 +388,29 @@ impl Connection {
                 }
                 () = activity.changed.notified() => {}
                 () = tokio::time::sleep_until(wake) => {
-                    if let Some((when, why)) = activity.deadline(&self.limits) {
-                        if Instant::now() >= when {
-                            tracing::debug!(reason = why.as_str(), "Closed a connection that sent no request in time.");
-                            self.closed(why);
+                    if hard_close.is_some_and(|hard| tokio::time::Instant::now() >= hard) {
+                        // A request that slipped in before the GOAWAY may finish (its own
+                        // timeouts bound it).
+                        if activity.in_flight.load(Ordering::Acquire) == 0 {
+                            return;
+                        }
+                        hard_close = tokio::time::Instant::now().checked_add(CLOSE_GRACE);
+                        continue;
+                    }
+                    let expired = activity
+                        .deadline(&self.limits)
+                        .filter(|(when, _)| Instant::now() >= *when);
+                    if let (None, Some((_, why))) = (hard_close, expired) {
+                        tracing::debug!(reason = why.as_str(), "Closing a connection that sent no request in time.");
+                        self.closed(why);
+                        // Politely first (HTTP/2 GOAWAY, so a client does not send on a
+                        // connection about to go), then for good after a short grace.
+                        if !stopping {
+                            connection.as_mut().graceful_shutdown();
+                            stopping = true;
+                        }
+                        hard_close = tokio::time::Instant::now().checked_add(CLOSE_GRACE);
+                        if hard_close.is_none() {
                             return;
                         }
                     }
