@@ -697,6 +697,34 @@ mod tests {
             "[limits]\nmax_reports_per_request = 0",
             "config key limits.max_reports_per_request: must be between 1 and 500",
         );
+        for (text, expected) in [
+            (
+                "[limits]\nmax_connections = 0",
+                "config key limits.max_connections: must be at least 1",
+            ),
+            (
+                "[limits]\nmax_concurrent_unidentified_ingest = 0",
+                "config key limits.max_concurrent_unidentified_ingest: must be at least 1",
+            ),
+            (
+                "[limits]\nterminal_requests_per_minute = 0",
+                "config key limits.terminal_requests_per_minute: must be at least 1",
+            ),
+            (
+                "[limits]\nbody_read_timeout_seconds = 0",
+                "config key limits.body_read_timeout_seconds: must be between 1 and 3600",
+            ),
+            (
+                "[limits]\nheader_read_timeout_seconds = 18446744073709551615",
+                "config key limits.header_read_timeout_seconds: must be between 1 and 3600",
+            ),
+            (
+                "[limits]\ntls_handshake_timeout_seconds = 3601",
+                "config key limits.tls_handshake_timeout_seconds: must be between 1 and 3600",
+            ),
+        ] {
+            check(text, expected);
+        }
         check(
             "[auth]\nkey_id = \"k 1\"",
             "config key auth.key_id: must be 1 to 64 characters from A-Z a-z 0-9 _ -",
