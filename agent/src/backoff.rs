@@ -14,15 +14,24 @@ pub fn full_jitter(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Du
     Duration::from_secs_f64(bound * unit.clamp(0.0, 1.0))
 }
 
-/// A `Retry-After` value: delay-seconds or an HTTP date, relative to `now`. A date in the past
-/// means "now"; anything unparsable is ignored.
+/// The longest wait a `Retry-After` can impose: the collector is not trusted to park an agent
+/// for days (a broken or hostile one could say 2^64 − 1 seconds, or a date in year 9999).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(600);
+
+/// A `Retry-After` value: delay-seconds or an HTTP date, relative to `now`, at most
+/// [`RETRY_AFTER_MAX`]. A date in the past means "now"; anything unparsable is ignored.
 pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    let wait = if value.bytes().all(|byte| byte.is_ascii_digit()) && !value.is_empty() {
+        // More digits than a u64 holds is still "a very long time", not garbage.
+        value
+            .parse::<u64>()
+            .map_or(RETRY_AFTER_MAX, Duration::from_secs)
+    } else {
+        let when = httpdate::parse_http_date(value).ok()?;
+        when.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(RETRY_AFTER_MAX))
 }
 
 /// A small fast generator for jitter, seeded from the OS. Not for secrets.
@@ -104,6 +113,39 @@ mod tests {
         );
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_never_overflows() {
+        let now = httpdate::parse_http_date("Thu, 26 Nov 2026 02:00:00 GMT").unwrap();
+        let cases: [(&str, Option<Duration>); 12] = [
+            ("18446744073709551615", Some(RETRY_AFTER_MAX)),
+            ("99999999999999999999999999", Some(RETRY_AFTER_MAX)),
+            ("601", Some(RETRY_AFTER_MAX)),
+            ("600", Some(Duration::from_secs(600))),
+            ("0", Some(Duration::ZERO)),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", Some(RETRY_AFTER_MAX)),
+            ("Thu, 01 Jan 1970 00:00:00 GMT", Some(Duration::ZERO)),
+            ("Mon, 01 Jan 0001 00:00:00 GMT", None),
+            ("Sat, 01 Jan 10000 00:00:00 GMT", None),
+            ("", None),
+            ("1e308", None),
+            ("NaN", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(retry_after(value, now), expected, "{value:?}");
+        }
+        // The far future seen from the far past, and the reverse.
+        let epoch = SystemTime::UNIX_EPOCH;
+        assert_eq!(
+            retry_after("Fri, 31 Dec 9999 23:59:59 GMT", epoch),
+            Some(RETRY_AFTER_MAX)
+        );
+        let far = epoch + Duration::from_secs(253_402_300_799);
+        assert_eq!(
+            retry_after("Thu, 01 Jan 1970 00:00:00 GMT", far),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ use crate::spool::{Pending, Spool, SpoolError};
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     pub collector_url: String,
+    /// This terminal's id: sent in the terminal header, so the collector checks the token
+    /// before it reads the body; an acknowledgement for another terminal is not one.
+    pub terminal_id: String,
     pub token: String,
     pub request_timeout: Duration,
     /// Reports per request at most.
@@ -66,6 +69,11 @@ pub enum Outcome {
     /// Try again after this long.
     RetryAfter(Duration),
 }
+
+/// The largest answer read from the collector: an acknowledgement or an error is a few hundred
+/// bytes; anything larger is a broken or hostile collector, and reading it unbounded would let
+/// it exhaust the terminal's memory.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// One answer from the collector, classified.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,12 +194,32 @@ impl Deliverer {
                 return Ok(Outcome::Drained);
             };
             match self.send(&batch).await {
+                Answer::Acknowledged(ack, _) if ack.terminal_id != self.config.terminal_id => {
+                    let delay = self.backoff();
+                    tracing::warn!(
+                        acknowledged_terminal = %ack.terminal_id,
+                        retry_seconds = delay.as_secs_f64(),
+                        "The collector acknowledged another terminal's reports; they stay in the spool."
+                    );
+                    return Ok(Outcome::RetryAfter(delay));
+                }
                 Answer::Acknowledged(ack, round_trip) => {
                     self.failures = 0;
                     max_reports = self.config.max_batch_reports.max(1);
-                    let sent_at = OffsetDateTime::now_utc() - round_trip;
+                    let round_trip_time =
+                        time::Duration::try_from(round_trip).unwrap_or(time::Duration::MAX);
+                    let sent_at = OffsetDateTime::now_utc().saturating_sub(round_trip_time);
                     self.clock = Some(estimate_clock(sent_at, round_trip, ack.collector_time));
-                    spool.acknowledge(ack.acknowledged_sequence)?;
+                    if ack.acknowledged_sequence > last {
+                        // Never forget what was not sent: the collector holds more than this
+                        // batch (an earlier install of this terminal, or a broken collector).
+                        tracing::warn!(
+                            acknowledged = ack.acknowledged_sequence,
+                            sent = last,
+                            "The collector acknowledged sequences above those sent; only the sent ones are taken as acknowledged."
+                        );
+                    }
+                    spool.acknowledge(ack.acknowledged_sequence.min(last))?;
                     if ack.acknowledged_sequence < last {
                         // The collector holds less than it was sent: do not loop on it.
                         tracing::warn!(
@@ -205,7 +233,7 @@ impl Deliverer {
                 Answer::SlowDown(told) => {
                     let fallback = self.backoff();
                     let delay = told.map_or(fallback, |told| {
-                        told + Duration::from_secs_f64(self.jitter.unit())
+                        told.saturating_add(Duration::from_secs_f64(self.jitter.unit()))
                     });
                     tracing::info!(
                         delay_seconds = delay.as_secs_f64(),
@@ -278,6 +306,7 @@ impl Deliverer {
             .client
             .post(self.url.clone())
             .header(reqwest::header::AUTHORIZATION, &self.authorization)
+            .header(posmon_protocol::TERMINAL_HEADER, &self.config.terminal_id)
             // No content-type: JSON is the collector's only format, and every byte counts.
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
             .body(compressed)
@@ -298,13 +327,36 @@ impl Deliverer {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| retry_after(value, SystemTime::now()));
-        let body = match response.bytes().await {
+        let body = match read_answer(response, MAX_ANSWER_BYTES).await {
             Ok(body) => body,
-            Err(error) => {
-                return Answer::Failed(format!("the answer broke off: {}", error_chain(&error)))
-            }
+            Err(problem) => return Answer::Failed(problem),
         };
         classify(status, told, &body, started.elapsed())
+    }
+}
+
+/// Reads an answer's body, at most `limit` bytes: a larger one is an error, never an
+/// allocation of whatever size the collector announces or sends.
+async fn read_answer(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the answer is larger than {limit} bytes");
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len().saturating_add(chunk.len()) > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(error) => return Err(format!("the answer broke off: {}", error_chain(&error))),
+        }
     }
 }
 
@@ -437,7 +489,9 @@ pub fn estimate_clock(
     round_trip: Duration,
     collector_time: OffsetDateTime,
 ) -> ClockStatus {
-    let midpoint = sent_at + round_trip / 2;
+    // Saturating: the collector's time is not trusted (year 9999 or -9999 must not panic).
+    let half = time::Duration::try_from(round_trip / 2).unwrap_or(time::Duration::MAX);
+    let midpoint = sent_at.saturating_add(half);
     let offset = midpoint - collector_time;
     ClockStatus {
         offset_ms: offset.as_seconds_f64() * 1000.0,

@@ -242,6 +242,7 @@ async fn sleep_until(when: Option<Instant>) {
 fn delivery_config(config: &AgentConfig, token: &str) -> DeliveryConfig {
     DeliveryConfig {
         collector_url: config.collector_url.clone(),
+        terminal_id: config.terminal_id.clone(),
         token: token.to_string(),
         request_timeout: config.request_timeout(),
         max_batch_reports: config.batch_max_reports,

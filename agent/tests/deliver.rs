@@ -15,6 +15,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use posmon_agent::backoff::RETRY_AFTER_MAX;
 use posmon_agent::deliver::{Deliverer, DeliveryConfig, Outcome};
 use posmon_agent::spool::{Spool, SpoolLimits};
 
@@ -32,6 +33,8 @@ enum Step {
         index: usize,
     },
     Accept,
+    /// Writes these bytes as the whole answer, then closes the connection.
+    Raw(String),
 }
 
 struct Received {
@@ -40,12 +43,15 @@ struct Received {
     /// Sequences acknowledged so far (highest held).
     held: u64,
     at: Vec<Instant>,
+    /// The terminal header of each request.
+    terminals: Vec<Option<String>>,
 }
 
-fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+fn read_request(stream: &mut TcpStream) -> Option<(Vec<u8>, Option<String>)> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut length = 0usize;
     let mut gzip = false;
+    let mut terminal = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).ok()? == 0 {
@@ -57,6 +63,11 @@ fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
         }
         if lower.starts_with("content-encoding:") && lower.contains("gzip") {
             gzip = true;
+        }
+        if let Some(value) = lower.strip_prefix("x-posmon-terminal:") {
+            // The value as sent (header names are case-insensitive, values are not).
+            let start = line.len() - value.len();
+            terminal = Some(line[start..].trim().to_string());
         }
         if line == "\r\n" {
             break;
@@ -71,7 +82,7 @@ fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
             .ok()?;
         body = plain;
     }
-    Some(body)
+    Some((body, terminal))
 }
 
 fn sequences(body: &[u8]) -> Vec<u64> {
@@ -100,6 +111,7 @@ fn scripted_collector(script: Vec<Step>) -> (String, Arc<Mutex<Received>>) {
         batches: vec![],
         held: 0,
         at: vec![],
+        terminals: vec![],
     }));
     let record = Arc::clone(&received);
     let steps = Arc::new(Mutex::new(script.into_iter()));
@@ -121,12 +133,13 @@ fn serve_connection(
     record: &Mutex<Received>,
 ) {
     // Keep-alive: serve requests on this connection until it closes.
-    while let Some(body) = read_request(&mut stream) {
+    while let Some((body, terminal)) = read_request(&mut stream) {
         let batch = sequences(&body);
         let step = steps.lock().unwrap().next().unwrap_or(Step::Accept);
         let mut received = record.lock().unwrap();
         received.batches.push(batch.clone());
         received.at.push(Instant::now());
+        received.terminals.push(terminal);
         match step {
             Step::Status500 => respond(&mut stream, "500 Internal Server Error", "", "{}"),
             Step::Hang => {
@@ -155,6 +168,10 @@ fn serve_connection(
                     r#"{{"error":{{"reason":"invalid_field","field":"reports[{index}].labels.region","message":"too long"}}}}"#
                 ),
             ),
+            Step::Raw(answer) => {
+                let _ = stream.write_all(answer.as_bytes());
+                break;
+            }
             Step::Accept => {
                 received.held = received.held.max(*batch.iter().max().unwrap());
                 let ack = format!(
@@ -170,6 +187,7 @@ fn serve_connection(
 fn deliverer(url: &str, dir: &std::path::Path) -> Deliverer {
     Deliverer::new(DeliveryConfig {
         collector_url: url.to_string(),
+        terminal_id: "T-1".into(),
         token: "k1.test".into(),
         request_timeout: Duration::from_millis(700),
         max_batch_reports: 4,
@@ -293,4 +311,113 @@ async fn a_refused_report_is_set_aside_and_does_not_block_the_queue() {
         "{kept}"
     );
     assert_eq!(spool.dropped(), 1, "the set-aside report is counted");
+}
+
+fn answer(status: &str, headers: &str, body: &str) -> Step {
+    Step::Raw(format!(
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
+        body.len()
+    ))
+}
+
+fn ack(terminal: &str, sequence: u64, collector_time: &str) -> String {
+    format!(
+        r#"{{"terminal_id":"{terminal}","acknowledged_sequence":{sequence},"collector_time":"{collector_time}"}}"#
+    )
+}
+
+/// A collector in hostile hands answers whatever it likes: the agent must neither panic, nor
+/// allocate without bound, nor wait for ever, nor forget a report it has not delivered.
+#[tokio::test]
+async fn a_hostile_collector_cannot_crash_the_agent_or_lose_its_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = "2026-11-26T02:00:00Z";
+    let huge_chunked = {
+        let chunk = "x".repeat(16 * 1024);
+        let mut raw = String::from("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        for _ in 0..16 {
+            raw.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+        }
+        raw.push_str("0\r\n\r\n");
+        raw
+    };
+    let script = vec![
+        answer(
+            "429 Too Many Requests",
+            "retry-after: 18446744073709551615\r\n",
+            "{}",
+        ),
+        answer(
+            "503 Service Unavailable",
+            "retry-after: Fri, 31 Dec 9999 23:59:59 GMT\r\n",
+            "",
+        ),
+        answer("429 Too Many Requests", "retry-after: -1e308\r\n", ""),
+        answer("200 OK", "", "not json at all"),
+        answer("200 OK", "", &ack("T-2", 4, now)),
+        answer(
+            "200 OK",
+            "",
+            "{\"terminal_id\":\"T-1\",\"acknowledged_sequence\":1e308}",
+        ),
+        Step::Raw(huge_chunked),
+        Step::Raw("HTTP/1.1 200 OK\r\ncontent-length: 1000000000000\r\n\r\n{".into()),
+        answer("299 Whatever", "", "?"),
+        answer("200 OK", "", &ack("T-1", 3, "-9999-01-01T00:00:00Z")),
+        // Above what was sent ([1, 2, 3, 4]): only the sent ones count as acknowledged.
+        answer("200 OK", "", &ack("T-1", 1_000_000, "9999-12-31T23:59:59Z")),
+    ];
+    let hostile = script.len();
+    let (url, received) = scripted_collector(script);
+    let mut spool = spool_with(dir.path(), 10);
+    let mut deliverer = deliverer(&url, dir.path());
+    let mut waits = Vec::new();
+    for _ in 0..40 {
+        match deliverer.deliver(&mut spool).await.unwrap() {
+            Outcome::Drained => break,
+            Outcome::RetryAfter(delay) => {
+                waits.push(delay);
+                // The waits asked for are checked below; the test does not sit them out.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    assert_eq!(
+        spool.pending_count(),
+        0,
+        "drained in the end; waits {waits:?}"
+    );
+    assert_eq!(spool.dropped(), 0, "nothing was set aside or lost");
+    let cap = RETRY_AFTER_MAX + Duration::from_secs(1);
+    assert!(waits.iter().all(|wait| *wait <= cap), "{waits:?}");
+    assert!(
+        waits[..2].iter().all(|wait| *wait >= RETRY_AFTER_MAX),
+        "a huge Retry-After is honoured up to the cap: {waits:?}"
+    );
+    let received = received.lock().unwrap();
+    assert!(
+        received
+            .terminals
+            .iter()
+            .all(|terminal| terminal.as_deref() == Some("T-1")),
+        "{:?}",
+        received.terminals
+    );
+    // Until the last hostile answer nothing was acknowledged: every batch was [1, 2, 3, 4].
+    assert!(
+        received.batches[..hostile]
+            .iter()
+            .all(|batch| batch == &[1, 2, 3, 4]),
+        "{:?}",
+        received.batches
+    );
+    // Reports 5 to 10 were sent after the acknowledgement above them, not forgotten.
+    let after: Vec<u64> = received.batches[hostile..].concat();
+    assert_eq!(
+        after,
+        (5..=10).collect::<Vec<_>>(),
+        "{:?}",
+        received.batches
+    );
+    assert_eq!(received.held, 10);
 }

@@ -121,7 +121,35 @@ fn init_logging() {
         .init();
 }
 
-async fn run_server(config: Config) -> anyhow::Result<()> {
+/// Raises the open-file limit and keeps `limits.max_connections` below what it leaves usable.
+fn fit_connections_to_open_files(config: &mut Config) {
+    use crate::http::listener::{raise_open_file_limit, usable_connections, FD_RESERVE};
+    let soft = match raise_open_file_limit() {
+        Ok((soft, hard)) => {
+            tracing::info!(soft, hard, "Open-file limits in force.");
+            soft
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Cannot read or raise the open-file limit; assuming 1024.");
+            1024
+        }
+    };
+    let requested = config.limits.max_connections;
+    let (usable, lowered) = usable_connections(requested, soft);
+    if lowered {
+        tracing::warn!(
+            requested,
+            usable,
+            open_file_limit = soft,
+            reserved = FD_RESERVE,
+            "limits.max_connections is above what the open-file limit leaves usable; it is lowered (raise the hard limit, e.g. LimitNOFILE= in the systemd unit)."
+        );
+        config.limits.max_connections = usable;
+    }
+}
+
+async fn run_server(mut config: Config) -> anyhow::Result<()> {
+    fit_connections_to_open_files(&mut config);
     let keyring = load_keyring(&config, env_secret())?;
     let tls = config
         .tls

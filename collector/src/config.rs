@@ -97,6 +97,27 @@ pub struct LimitsConfig {
     pub max_concurrent_ingest: usize,
     /// The `Retry-After` an overloaded collector answers with, in seconds (agents add jitter).
     pub overload_retry_after_seconds: u64,
+    /// Report requests without the terminal header (old agents, or nobody yet known) processed
+    /// at once: a pool of their own, so they never take the slots of identified agents.
+    pub max_concurrent_unidentified_ingest: usize,
+    /// Report requests of one terminal in flight at once; more are answered 429.
+    pub max_concurrent_ingest_per_terminal: usize,
+    /// Report requests one terminal may send per minute on average (a token bucket).
+    pub terminal_requests_per_minute: u32,
+    /// And at once after a quiet spell: the bucket's size.
+    pub terminal_request_burst: u32,
+    /// A report body not received whole within this is answered 408 and its slot freed.
+    pub body_read_timeout_seconds: u64,
+    /// Connections open at once; more are accepted and closed at once (clamped below the
+    /// usable open-file limit).
+    pub max_connections: usize,
+    /// A connection must send complete request headers within this, including a kept-alive
+    /// connection waiting for its next request over HTTP/1.1.
+    pub header_read_timeout_seconds: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/2 between requests).
+    pub idle_timeout_seconds: u64,
+    /// A TLS handshake must complete within this.
+    pub tls_handshake_timeout_seconds: u64,
 }
 
 impl Default for LimitsConfig {
@@ -107,6 +128,15 @@ impl Default for LimitsConfig {
             max_history_findings: 100_000,
             max_concurrent_ingest: 512,
             overload_retry_after_seconds: 10,
+            max_concurrent_unidentified_ingest: 32,
+            max_concurrent_ingest_per_terminal: 2,
+            terminal_requests_per_minute: 60,
+            terminal_request_burst: 60,
+            body_read_timeout_seconds: 10,
+            max_connections: 10_000,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 75,
+            tls_handshake_timeout_seconds: 10,
         }
     }
 }
@@ -414,6 +444,7 @@ impl Config {
                 "must be between 1 and 3600",
             );
         }
+        self.validate_connection_limits()?;
         let max_batch = posmon_protocol::limits::REPORTS_PER_BATCH_MAX;
         if self.limits.max_reports_per_request == 0
             || self.limits.max_reports_per_request > max_batch
@@ -468,6 +499,62 @@ impl Config {
         }
         if !(1..=3600).contains(&web.refresh_interval_seconds) {
             return invalid("refresh_interval_seconds", "must be between 1 and 3600");
+        }
+        Ok(())
+    }
+
+    /// The connection, admission and fairness limits of `[limits]`.
+    fn validate_connection_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_string(),
+                problem: problem.to_string(),
+            })
+        };
+        let limits = &self.limits;
+        let at_least_one = [
+            (
+                "limits.max_concurrent_unidentified_ingest",
+                limits.max_concurrent_unidentified_ingest,
+            ),
+            (
+                "limits.max_concurrent_ingest_per_terminal",
+                limits.max_concurrent_ingest_per_terminal,
+            ),
+            ("limits.max_connections", limits.max_connections),
+            (
+                "limits.terminal_requests_per_minute",
+                limits.terminal_requests_per_minute as usize,
+            ),
+            (
+                "limits.terminal_request_burst",
+                limits.terminal_request_burst as usize,
+            ),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        let seconds = [
+            (
+                "limits.body_read_timeout_seconds",
+                limits.body_read_timeout_seconds,
+            ),
+            (
+                "limits.header_read_timeout_seconds",
+                limits.header_read_timeout_seconds,
+            ),
+            ("limits.idle_timeout_seconds", limits.idle_timeout_seconds),
+            (
+                "limits.tls_handshake_timeout_seconds",
+                limits.tls_handshake_timeout_seconds,
+            ),
+        ];
+        for (key, value) in seconds {
+            if !(1..=3600).contains(&value) {
+                return invalid(key, "must be between 1 and 3600");
+            }
         }
         Ok(())
     }
@@ -610,6 +697,34 @@ mod tests {
             "[limits]\nmax_reports_per_request = 0",
             "config key limits.max_reports_per_request: must be between 1 and 500",
         );
+        for (text, expected) in [
+            (
+                "[limits]\nmax_connections = 0",
+                "config key limits.max_connections: must be at least 1",
+            ),
+            (
+                "[limits]\nmax_concurrent_unidentified_ingest = 0",
+                "config key limits.max_concurrent_unidentified_ingest: must be at least 1",
+            ),
+            (
+                "[limits]\nterminal_requests_per_minute = 0",
+                "config key limits.terminal_requests_per_minute: must be at least 1",
+            ),
+            (
+                "[limits]\nbody_read_timeout_seconds = 0",
+                "config key limits.body_read_timeout_seconds: must be between 1 and 3600",
+            ),
+            (
+                "[limits]\nheader_read_timeout_seconds = 18446744073709551615",
+                "config key limits.header_read_timeout_seconds: must be between 1 and 3600",
+            ),
+            (
+                "[limits]\ntls_handshake_timeout_seconds = 3601",
+                "config key limits.tls_handshake_timeout_seconds: must be between 1 and 3600",
+            ),
+        ] {
+            check(text, expected);
+        }
         check(
             "[auth]\nkey_id = \"k 1\"",
             "config key auth.key_id: must be 1 to 64 characters from A-Z a-z 0-9 _ -",

@@ -93,6 +93,11 @@ pub struct Metrics {
     pub alert_outbox_pending: IntGauge,
     pub alert_delivery_latency: HistogramVec,
     history_findings: IntGauge,
+    /// Connections open now, refused beyond `limits.max_connections`, and closed by the
+    /// collector by reason (header or idle timeout, TLS handshake timeout or failure).
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounter,
+    pub connections_closed: IntCounterVec,
     terminals: IntGaugeVec,
     terminals_by_region: IntGaugeVec,
     terminals_by_model: IntGaugeVec,
@@ -368,7 +373,37 @@ impl Metrics {
                 &["receiver"],
             ),
         )?;
+        let connections_open = register(
+            &registry,
+            IntGauge::new(
+                "posmon_http_connections_open",
+                "Client connections open now.",
+            ),
+        )?;
+        let connections_refused = register(
+            &registry,
+            IntCounter::new(
+                "posmon_http_connections_refused_total",
+                "Connections accepted and closed at once because limits.max_connections were open.",
+            ),
+        )?;
+        let connections_closed = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "posmon_http_connections_closed_total",
+                    "Connections the collector closed itself, by reason (header_timeout, idle_timeout, tls_handshake_timeout, tls_handshake_failed).",
+                ),
+                &["reason"],
+            ),
+        )?;
+        for reason in crate::http::listener::Closed::ALL {
+            connections_closed.with_label_values(&[reason.as_str()]);
+        }
         Ok(Metrics {
+            connections_open,
+            connections_refused,
+            connections_closed,
             registry,
             alert_notifications,
             alert_outbox_pending,

@@ -714,6 +714,52 @@ async fn gzip_and_zstd_bodies_are_accepted_within_the_decompressed_cap() {
     .await;
 }
 
+/// A report request naming its terminal in the terminal header.
+fn post_as(body: impl Into<Body>, terminal_id: &str, token: &str) -> Request<Body> {
+    Request::post("/api/v1/reports")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(posmon_protocol::TERMINAL_HEADER, terminal_id)
+        .body(body.into())
+        .unwrap()
+}
+
+/// A request whose body never finishes (until the returned sender is dropped).
+fn stalled(
+    terminal_id: Option<&str>,
+    token: &str,
+) -> (
+    Request<Body>,
+    tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    sender.try_send(Ok(b"{\"reports\":[".to_vec())).unwrap();
+    let mut builder =
+        Request::post("/api/v1/reports").header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(terminal_id) = terminal_id {
+        builder = builder.header(posmon_protocol::TERMINAL_HEADER, terminal_id);
+    }
+    let request = builder
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        ))
+        .unwrap();
+    (request, sender)
+}
+
+fn retry_after(response: &axum::response::Response) -> Option<&str> {
+    response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+}
+
+async fn reason_of(response: axum::response::Response) -> Value {
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    body["error"].clone()
+}
+
 #[tokio::test]
 async fn an_overloaded_collector_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
@@ -726,40 +772,25 @@ async fn an_overloaded_collector_answers_503_with_retry_after() {
     let router = app(Arc::new(AppState::open(config, keyring(), None).unwrap()));
 
     // A request whose body never finishes holds the only permit.
-    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    sender.send(Ok(b"{\"reports\":[".to_vec())).await.unwrap();
-    let stalled = Request::post("/api/v1/reports")
-        .header(header::AUTHORIZATION, format!("Bearer {}", token("T-1")))
-        .body(Body::from_stream(
-            tokio_stream::wrappers::ReceiverStream::new(receiver),
-        ))
-        .unwrap();
-    let holder = tokio::spawn(router.clone().oneshot(stalled));
+    let (request, sender) = stalled(Some("T-1"), &token("T-1"));
+    let holder = tokio::spawn(router.clone().oneshot(request));
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
     let response = router
         .clone()
-        .oneshot(post(batch(vec![report("T-2", 1)]), Some(&token("T-2"))))
+        .oneshot(post_as(batch(vec![report("T-2", 1)]), "T-2", &token("T-2")))
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()),
-        Some("7")
-    );
-    let body: Value =
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    assert_eq!(body["error"]["reason"], "overloaded");
+    assert_eq!(retry_after(&response), Some("7"));
+    assert_eq!(reason_of(response).await["reason"], "overloaded");
 
     // Once the first request ends, the permit is back.
     drop(sender);
     let _ = holder.await.unwrap();
     let (status, _, text) = send(
         &router,
-        post(batch(vec![report("T-2", 1)]), Some(&token("T-2"))),
+        post_as(batch(vec![report("T-2", 1)]), "T-2", &token("T-2")),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{text}");
@@ -768,6 +799,177 @@ async fn an_overloaded_collector_answers_503_with_retry_after() {
         metrics.contains("posmon_ingest_rejected_requests_total{reason=\"overloaded\"} 1"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn requests_without_the_terminal_header_never_take_the_slots_of_identified_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.limits.max_concurrent_ingest = 2;
+    config.limits.max_concurrent_unidentified_ingest = 1;
+    config.limits.overload_retry_after_seconds = 5;
+    let router = app(Arc::new(AppState::open(config, keyring(), None).unwrap()));
+
+    // A made-up token without the header holds the one unidentified slot…
+    let (request, sender) = stalled(None, "k1.made-up");
+    let holder = tokio::spawn(router.clone().oneshot(request));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // …so another old agent is told to come back,
+    let response = router
+        .clone()
+        .oneshot(post(batch(vec![report("T-OLD", 1)]), Some(&token("T-OLD"))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after(&response), Some("5"));
+    assert_eq!(
+        reason_of(response).await["reason"],
+        "overloaded_unidentified"
+    );
+    // but an identified agent is served.
+    let (status, _, text) = send(
+        &router,
+        post_as(batch(vec![report("T-NEW", 1)]), "T-NEW", &token("T-NEW")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    drop(sender);
+    let response = holder.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "a cut-off body");
+    // With its slot back, the old agent is served too.
+    let (status, _, text) = send(
+        &router,
+        post(batch(vec![report("T-OLD", 1)]), Some(&token("T-OLD"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+}
+
+#[tokio::test]
+async fn the_terminal_header_is_checked_before_the_body_is_read() {
+    let (router, _dir) = router();
+    // A wrong token is refused at once, though the body never finishes.
+    for (terminal, token, status, reason) in [
+        (
+            "T-1",
+            "k1.made-up".to_string(),
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        ),
+        ("T-1", token("T-2"), StatusCode::FORBIDDEN, "wrong_terminal"),
+    ] {
+        let (request, _sender) = stalled(Some(terminal), &token);
+        let response = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            router.clone().oneshot(request),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{terminal}: not answered before the body ended"))
+        .unwrap();
+        assert_eq!(response.status(), status);
+        assert_eq!(reason_of(response).await["reason"], reason);
+    }
+    // A header that is not a terminal id names the header.
+    check(
+        &router,
+        post_as(batch(vec![report("T-1", 1)]), "T 1", &token("T-1")),
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some(posmon_protocol::TERMINAL_HEADER),
+        "x-posmon-terminal header",
+    )
+    .await;
+    // Every report must carry the header's terminal.
+    check(
+        &router,
+        post_as(
+            batch(vec![report("T-1", 1), report("T-2", 2)]),
+            "T-1",
+            &token("T-1"),
+        ),
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[1].terminal_id"),
+        "terminal id of the x-posmon-terminal header",
+    )
+    .await;
+    check(
+        &router,
+        post_as(batch(vec![report("T-2", 1)]), "T-1", &token("T-1")),
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[0].terminal_id"),
+        "terminal id of the x-posmon-terminal header",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_body_is_cut_off_and_a_busy_terminal_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.limits.body_read_timeout_seconds = 1;
+    config.limits.max_concurrent_ingest_per_terminal = 1;
+    config.limits.terminal_requests_per_minute = 1;
+    config.limits.terminal_request_burst = 3;
+    let router = app(Arc::new(AppState::open(config, keyring(), None).unwrap()));
+
+    let (request, _sender) = stalled(Some("T-1"), &token("T-1"));
+    let holder = tokio::spawn(router.clone().oneshot(request));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // One request of T-1 in flight: a second one waits, another terminal does not.
+    let response = router
+        .clone()
+        .oneshot(post_as(batch(vec![report("T-1", 1)]), "T-1", &token("T-1")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&response), Some("1"));
+    assert_eq!(reason_of(response).await["reason"], "terminal_busy");
+    let (status, _, text) = send(
+        &router,
+        post_as(batch(vec![report("T-2", 1)]), "T-2", &token("T-2")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    // The stalled body is answered 408 after a second, and its slot freed.
+    let response = holder.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reason_of(response).await["reason"], "body_timeout");
+    // T-1 has used one of its three tokens (a refusal takes none): two more, then one a
+    // minute.
+    for sequence in 1..=2 {
+        let (status, _, text) = send(
+            &router,
+            post_as(batch(vec![report("T-1", sequence)]), "T-1", &token("T-1")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+    let response = router
+        .clone()
+        .oneshot(post_as(batch(vec![report("T-1", 3)]), "T-1", &token("T-1")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let seconds: u64 = retry_after(&response).unwrap().parse().unwrap();
+    assert!((55..=60).contains(&seconds), "{seconds}");
+    assert_eq!(reason_of(response).await["reason"], "rate_limited");
+    let (_, _, metrics) = send(&router, get("/metrics")).await;
+    for reason in ["terminal_busy", "rate_limited", "body_timeout"] {
+        assert!(
+            metrics.contains(&format!(
+                "posmon_ingest_rejected_requests_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -25,3 +25,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// The path the collector accepts report batches on.
 pub const REPORTS_PATH: &str = "/api/v1/reports";
+
+/// The request header an agent names its terminal in (lower case, as HTTP/2 sends it). The
+/// collector checks the token against it before it takes an ingest slot or reads the body, and
+/// every report of the batch must carry the same terminal id. Requests without it (agents
+/// before it) are still accepted, from a small pool of their own.
+pub const TERMINAL_HEADER: &str = "x-posmon-terminal";

@@ -402,6 +402,9 @@ async fn send(shared: &Shared, terminal: &SimTerminal, batch: &ReportBatch, tall
                 .client
                 .post(shared.url.clone())
                 .bearer_auth(token)
+                // As a current agent does: the token is checked before the body is read, and
+                // the request takes a slot of the identified pool.
+                .header(posmon_protocol::TERMINAL_HEADER, &terminal.id)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(body)
         }

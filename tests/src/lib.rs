@@ -849,3 +849,74 @@ pub fn openssl_hmac(key: &[u8], message: &[u8]) -> Option<(String, String)> {
         String::from_utf8_lossy(&base64.stdout).trim().to_string(),
     ))
 }
+
+/// The open-file limits `(soft, hard)` a child of this process starts with, as `sh` reports
+/// them; `None` when they cannot be read (no `sh`) or are unlimited.
+pub fn open_file_limits() -> Option<(u64, u64)> {
+    let output = Command::new("sh")
+        .args(["-c", "ulimit -Sn; ulimit -Hn"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut values = text.lines().map(|line| line.trim().parse::<u64>().ok());
+    Some((values.next()??, values.next()??))
+}
+
+impl Collector {
+    /// Like [`Collector::start`], but `posmon-collector serve` is started by `sh -c` after the
+    /// shell commands `prelude` (e.g. `ulimit -Sn 1024`, as a service manager would set it).
+    pub fn start_in_shell(dir: &Path, config_toml: &str, prelude: &str) -> Collector {
+        let config = dir.join("collector.toml");
+        let data_dir = dir.join("collector-data");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{config_toml}",
+            data_dir.display().to_string()
+        );
+        std::fs::write(&config, text).unwrap_or_else(|error| panic!("{error}"));
+        let log = dir.join("collector.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|error| panic!("{}: {error}", log.display()));
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{prelude}; exec \"$0\" serve --config \"$1\""))
+            .arg(binary("posmon-collector"))
+            .arg(&config)
+            .env("POSMON_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start sh for posmon-collector: {error}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("posmon-collector listening on ") {
+                    let _ = sender.send(url.to_string());
+                }
+            }
+        });
+        let process = Process { child, log };
+        let url = receiver
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("collector did not start; log:\n{}", process.log()));
+        Collector {
+            process,
+            url,
+            config,
+        }
+    }
+
+    /// A counter or gauge of `/metrics` by its full series name (with labels), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        let prefix = format!("{series} ");
+        self.metrics()
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+}

@@ -27,11 +27,19 @@ pub enum Reason {
     /// Too many report requests at once: come back after `Retry-After`.
     Overloaded,
     Internal,
+    /// Too many report requests without the terminal header at once (their own pool is full).
+    OverloadedUnidentified,
+    /// One terminal has too many report requests in flight at once.
+    TerminalBusy,
+    /// One terminal sends report requests faster than its rate limit.
+    RateLimited,
+    /// The request body did not arrive within `limits.body_read_timeout_seconds`.
+    BodyTimeout,
 }
 
 impl Reason {
     /// The reasons a report request can be refused for.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 15] = [
         Reason::MalformedJson,
         Reason::InvalidField,
         Reason::UnsupportedSchemaVersion,
@@ -43,6 +51,10 @@ impl Reason {
         Reason::BadEncoding,
         Reason::Overloaded,
         Reason::Internal,
+        Reason::OverloadedUnidentified,
+        Reason::TerminalBusy,
+        Reason::RateLimited,
+        Reason::BodyTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +73,10 @@ impl Reason {
             Reason::BadEncoding => "bad_encoding",
             Reason::Overloaded => "overloaded",
             Reason::Internal => "internal",
+            Reason::OverloadedUnidentified => "overloaded_unidentified",
+            Reason::TerminalBusy => "terminal_busy",
+            Reason::RateLimited => "rate_limited",
+            Reason::BodyTimeout => "body_timeout",
         }
     }
 
@@ -76,7 +92,9 @@ impl Reason {
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reason::NotFound => StatusCode::NOT_FOUND,
-            Reason::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::Overloaded | Reason::OverloadedUnidentified => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::TerminalBusy | Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Reason::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

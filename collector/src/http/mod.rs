@@ -3,9 +3,11 @@
 //! with the background work (the periodic fleet evaluation and the state writer) until
 //! shutdown.
 
+mod admission;
 mod alerts;
 mod encoding;
 pub mod error;
+pub mod listener;
 mod policy;
 pub(crate) mod queries;
 mod reports;
@@ -61,8 +63,14 @@ pub struct AppState {
     policy: RwLock<Arc<Vec<VersionRule>>>,
     pub metrics: Arc<Metrics>,
     events: broadcast::Sender<FindingEvent>,
-    /// One permit per report request in flight (`limits.max_concurrent_ingest`).
+    /// One permit per report request in flight (`limits.max_concurrent_ingest`), taken by a
+    /// request that named its terminal, once its token is checked.
     ingest_permits: Arc<tokio::sync::Semaphore>,
+    /// The pool of report requests without the terminal header
+    /// (`limits.max_concurrent_unidentified_ingest`).
+    unidentified_permits: Arc<tokio::sync::Semaphore>,
+    /// Requests in flight and the request rate of each authenticated terminal.
+    fairness: Arc<admission::Fairness>,
     /// Tickets for durable acknowledgements (`state.durable_acknowledgements`).
     durability: Arc<Durability>,
     /// Receivers, routes, the notification outbox and the silences.
@@ -100,14 +108,26 @@ impl AppState {
         }
         let policy = stored_policy.unwrap_or_else(|| config.version_policy.clone());
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let ingest_permits = Arc::new(tokio::sync::Semaphore::new(
-            config.limits.max_concurrent_ingest,
+        // tokio bounds a semaphore's permits; a larger configured number means "no limit".
+        let permits = |wanted: usize| {
+            Arc::new(tokio::sync::Semaphore::new(
+                wanted.min(tokio::sync::Semaphore::MAX_PERMITS),
+            ))
+        };
+        let ingest_permits = permits(config.limits.max_concurrent_ingest);
+        let unidentified_permits = permits(config.limits.max_concurrent_unidentified_ingest);
+        let fairness = Arc::new(admission::Fairness::new(
+            config.limits.max_concurrent_ingest_per_terminal,
+            config.limits.terminal_requests_per_minute,
+            config.limits.terminal_request_burst,
         ));
         let metrics = Arc::new(metrics);
         let alerts = Alerts::open(&config.alerts, &config.data_dir, Arc::clone(&metrics))?;
         let config_trend_points = config.web.trend_points;
         Ok(AppState {
             ingest_permits,
+            unidentified_permits,
+            fairness,
             durability: Arc::new(Durability::default()),
             config,
             keyring,
@@ -252,29 +272,10 @@ pub async fn serve(
         .start(Arc::clone(&state.fleet), state.subscribe())
         .map_err(std::io::Error::other)?;
     let trend = tokio::spawn(web::trend::sample_periodically(Arc::clone(&state)));
+    let limits = listener::ConnectionLimits::from_config(&state.config.limits);
+    let metrics = Arc::clone(&state.metrics);
     let router = app(state);
-    let served = match tls {
-        None => {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stopper.graceful_shutdown(Some(GRACEFUL_SHUTDOWN));
-            });
-            axum_server::from_tcp_rustls(
-                listener.into_std()?,
-                axum_server::tls_rustls::RustlsConfig::from_config(tls),
-            )?
-            .handle(handle)
-            .serve(router.into_make_service())
-            .await
-        }
-    };
+    let served = listener::accept_loop(listener, router, tls, limits, metrics, shutdown).await;
     evaluator.abort();
     trend.abort();
     notifier.stop(ALERT_STOP_GRACE).await;
@@ -286,9 +287,6 @@ pub async fn serve(
     }
     served
 }
-
-/// How long in-flight TLS requests may take to finish at shutdown.
-const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(10);
 
 async fn evaluate_periodically(state: Arc<AppState>) {
     let period = Duration::from_secs(state.config.diagnosis.evaluation_interval_seconds);

@@ -1,7 +1,7 @@
 //! `POST /api/v1/reports`: limits, decode, validate, authenticate, diagnose, apply, acknowledge.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
@@ -14,6 +14,7 @@ use posmon_protocol::{
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::admission::{self, Claim, InFlight};
 use super::encoding::{decode as decode_body, EncodingError};
 use super::error::{ApiError, Reason};
 use super::AppState;
@@ -26,19 +27,145 @@ pub async fn post_reports(
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    // Shed load rather than queue it: a permit per request in flight, none to wait for.
-    let Ok(_permit) = Arc::clone(&state.ingest_permits).try_acquire_owned() else {
-        return overloaded(&state);
+    let mut admitted = match admit(&state, &headers) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal.respond(&state),
     };
-    let outcome = ingest(&state, &headers, body).await;
+    let outcome = ingest(&state, &headers, body, &mut admitted).await;
+    drop(admitted);
     state
         .metrics
         .request_duration
         .observe(started.elapsed().as_secs_f64());
     match outcome {
         Ok(ack) => Json(ack).into_response(),
-        Err(error) => refused(&state, error),
+        Err(refusal) => refusal.respond(&state),
     }
+}
+
+/// A request let in: its slot, and the terminal it counts against once that is known.
+struct Admitted {
+    /// The terminal the header names (its token already checked); `None` without the header.
+    claimed: Option<String>,
+    in_flight: Option<InFlight>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A refused request: the error, and when to come back for the ones that are not final.
+struct Refusal {
+    error: ApiError,
+    retry_after_seconds: Option<u64>,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal {
+            error,
+            retry_after_seconds: None,
+        }
+    }
+}
+
+impl Refusal {
+    fn respond(self, state: &AppState) -> Response {
+        let mut response = refused(state, self.error);
+        if let Some(seconds) = self.retry_after_seconds {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Decides, from the headers alone, whether a request may take an ingest slot: a request that
+/// names its terminal has its token checked and its terminal's limits applied first, then takes
+/// a slot of the main pool; one without the header takes a slot of the small pool of its own
+/// (its token is checked once the body says which terminal it is).
+fn admit(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Admitted, Refusal> {
+    let claim = admission::claim(
+        headers
+            .get(posmon_protocol::TERMINAL_HEADER)
+            .map(header::HeaderValue::as_bytes),
+    )
+    .map_err(|problem| {
+        ApiError::field(
+            Reason::InvalidField,
+            posmon_protocol::TERMINAL_HEADER,
+            problem,
+        )
+    })?;
+    match claim {
+        Claim::Unidentified => {
+            let Ok(permit) = Arc::clone(&state.unidentified_permits).try_acquire_owned() else {
+                return Err(overloaded(state, Reason::OverloadedUnidentified));
+            };
+            Ok(Admitted {
+                claimed: None,
+                in_flight: None,
+                _permit: permit,
+            })
+        }
+        Claim::Terminal(terminal_id) => {
+            let token = bearer_token(headers)?;
+            verify(state, token, &terminal_id)?;
+            let in_flight = enter(state, &terminal_id)?;
+            // Shed load rather than queue it: a permit per request in flight, none to wait for.
+            let Ok(permit) = Arc::clone(&state.ingest_permits).try_acquire_owned() else {
+                return Err(overloaded(state, Reason::Overloaded));
+            };
+            Ok(Admitted {
+                claimed: Some(terminal_id),
+                in_flight: Some(in_flight),
+                _permit: permit,
+            })
+        }
+    }
+}
+
+/// Counts a request against its authenticated terminal's limits.
+fn enter(state: &Arc<AppState>, terminal_id: &str) -> Result<InFlight, Refusal> {
+    state
+        .fairness
+        .enter(terminal_id, Instant::now())
+        .map_err(|refusal| match refusal {
+            admission::Refusal::Busy => Refusal {
+                error: ApiError::new(
+                    Reason::TerminalBusy,
+                    format!(
+                        "terminal {terminal_id:?} has {} report requests in flight already",
+                        state.config.limits.max_concurrent_ingest_per_terminal
+                    ),
+                ),
+                retry_after_seconds: Some(1),
+            },
+            admission::Refusal::RateLimited(wait) => {
+                let seconds = admission::retry_after_seconds(wait);
+                Refusal {
+                    error: ApiError::new(
+                        Reason::RateLimited,
+                        format!(
+                            "terminal {terminal_id:?} sends more than {} report requests a minute; retry after {seconds} s",
+                            state.config.limits.terminal_requests_per_minute
+                        ),
+                    ),
+                    retry_after_seconds: Some(seconds),
+                }
+            }
+        })
+}
+
+fn verify(state: &AppState, token: &str, terminal_id: &str) -> Result<(), ApiError> {
+    state
+        .keyring
+        .verify(token, terminal_id)
+        .map_err(|error| match error {
+            CredentialError::WrongTerminal(_) => ApiError::new(
+                Reason::WrongTerminal,
+                format!("the token is not valid for terminal {terminal_id:?}"),
+            ),
+            other => ApiError::new(Reason::InvalidToken, other.to_string()),
+        })
 }
 
 /// Fills the sections a report marks `unchanged` from the report before it: the previous one in
@@ -65,19 +192,19 @@ fn fill_unchanged(fleet: &Fleet, terminal_id: &str, reports: &mut [Report]) {
 /// How long a durable acknowledgement waits for the write before answering 503.
 const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// 503 with `Retry-After`, counted like any refusal.
-fn overloaded(state: &AppState) -> Response {
+/// 503 with `Retry-After`: the pool of slots (`reason`) is full.
+fn overloaded(state: &AppState, reason: Reason) -> Refusal {
     let seconds = state.config.limits.overload_retry_after_seconds;
-    refused(
-        state,
-        ApiError::new(
-            Reason::Overloaded,
+    Refusal {
+        error: ApiError::new(
+            reason,
             format!("too many report requests at once; retry after {seconds} s"),
         ),
-    )
+        retry_after_seconds: Some(seconds),
+    }
 }
 
-/// The answer to a refused request, counted by reason; an overload says when to come back.
+/// The answer to a refused request, counted by reason.
 fn refused(state: &AppState, error: ApiError) -> Response {
     state
         .metrics
@@ -85,22 +212,30 @@ fn refused(state: &AppState, error: ApiError) -> Response {
         .with_label_values(&[error.reason.as_str()])
         .inc();
     tracing::debug!(reason = error.reason.as_str(), message = %error.message, "Refused a report request.");
-    let overloaded = error.reason == Reason::Overloaded;
-    let mut response = error.into_response();
-    if overloaded {
-        let seconds = state.config.limits.overload_retry_after_seconds;
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
-    }
-    response
+    error.into_response()
 }
 
-async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<BatchAck, ApiError> {
+async fn ingest(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    body: Body,
+    admitted: &mut Admitted,
+) -> Result<BatchAck, Refusal> {
     check_content_type(headers)?;
     let token = bearer_token(headers)?;
     let limit = state.config.limits.max_body_bytes;
-    let bytes = read_body(headers, body, limit).await?;
+    let deadline = Duration::from_secs(state.config.limits.body_read_timeout_seconds);
+    let bytes = tokio::time::timeout(deadline, read_body(headers, body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                Reason::BodyTimeout,
+                format!(
+                    "the request body did not arrive within {} s",
+                    deadline.as_secs()
+                ),
+            )
+        })??;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|value| value.to_str().unwrap_or("(not text)"));
@@ -112,7 +247,7 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
         };
         ApiError::new(reason, error.to_string())
     })?;
-    let mut batch = decode(&bytes)?;
+    let mut batch = decode(&bytes).map_err(Refusal::from)?;
     validate_batch(&batch, state.config.limits.max_reports_per_request).map_err(|error| {
         let reason = if error.unsupported_schema {
             Reason::UnsupportedSchemaVersion
@@ -121,28 +256,36 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
         };
         ApiError::field(reason, error.field, error.problem)
     })?;
-    let terminal_id = batch.reports[0].terminal_id.clone();
+    let terminal_id = match &admitted.claimed {
+        Some(claimed) => claimed.clone(),
+        None => batch.reports[0].terminal_id.clone(),
+    };
     if let Some(index) = batch
         .reports
         .iter()
         .position(|report| report.terminal_id != terminal_id)
     {
+        let message = if admitted.claimed.is_some() {
+            format!(
+                "every report must carry the terminal id of the {} header ({terminal_id:?})",
+                posmon_protocol::TERMINAL_HEADER
+            )
+        } else {
+            format!("a batch carries the reports of one terminal ({terminal_id:?})")
+        };
         return Err(ApiError::field(
             Reason::InvalidField,
             format!("reports[{index}].terminal_id"),
-            format!("a batch carries the reports of one terminal ({terminal_id:?})"),
-        ));
+            message,
+        )
+        .into());
     }
-    state
-        .keyring
-        .verify(token, &terminal_id)
-        .map_err(|error| match error {
-            CredentialError::WrongTerminal(_) => ApiError::new(
-                Reason::WrongTerminal,
-                format!("the token is not valid for terminal {terminal_id:?}"),
-            ),
-            other => ApiError::new(Reason::InvalidToken, other.to_string()),
-        })?;
+    if admitted.claimed.is_none() {
+        // An agent from before the terminal header: authenticated only now, and counted
+        // against its terminal's limits from here on.
+        verify(state, token, &terminal_id)?;
+        admitted.in_flight = Some(enter(state, &terminal_id)?);
+    }
 
     fill_unchanged(&state.fleet, &terminal_id, &mut batch.reports);
     for probe in batch.reports.iter().flat_map(|report| &report.probes) {
@@ -198,7 +341,8 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
             return Err(ApiError::new(
                 Reason::Overloaded,
                 "the reports could not be written in time; retry",
-            ));
+            )
+            .into());
         }
     }
     // Milliseconds: finer than any clock offset a terminal can estimate, and shorter on the wire.
