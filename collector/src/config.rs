@@ -97,6 +97,12 @@ pub struct LimitsConfig {
     pub max_concurrent_ingest: usize,
     /// The `Retry-After` an overloaded collector answers with, in seconds (agents add jitter).
     pub overload_retry_after_seconds: u64,
+    /// A report observed longer ago than this (by the collector's clock) is refused: more than
+    /// an agent's spool keeps (`spool_max_age_seconds`, 7 days by default).
+    pub max_report_age_seconds: u64,
+    /// A report observed further ahead of the collector's clock than this is refused; a
+    /// terminal ahead by less is accepted (and its clock found skewed).
+    pub max_clock_ahead_seconds: u64,
 }
 
 impl Default for LimitsConfig {
@@ -107,6 +113,8 @@ impl Default for LimitsConfig {
             max_history_findings: 100_000,
             max_concurrent_ingest: 512,
             overload_retry_after_seconds: 10,
+            max_report_age_seconds: 8 * 86_400,
+            max_clock_ahead_seconds: 86_400,
         }
     }
 }
@@ -413,6 +421,21 @@ impl Config {
                 "limits.overload_retry_after_seconds",
                 "must be between 1 and 3600",
             );
+        }
+        // Ten years: the window stays far inside what the calendar arithmetic holds.
+        for (key, value) in [
+            (
+                "limits.max_report_age_seconds",
+                self.limits.max_report_age_seconds,
+            ),
+            (
+                "limits.max_clock_ahead_seconds",
+                self.limits.max_clock_ahead_seconds,
+            ),
+        ] {
+            if !(60..=315_360_000).contains(&value) {
+                return invalid(key, "must be between 60 and 315360000 (ten years)");
+            }
         }
         let max_batch = posmon_protocol::limits::REPORTS_PER_BATCH_MAX;
         if self.limits.max_reports_per_request == 0

@@ -1113,7 +1113,8 @@ mod tests {
         // (reports as (sequence, instance), at minute, applied, duplicates, resets,
         //  then: highest sequence, instance, resets so far, last reset at minute)
         type Step = (Vec<(u64, Option<&'static str>)>, i64, u64, u64, usize);
-        let steps: Vec<(Step, (u64, Option<&str>, u64, Option<i64>))> = vec![
+        type After = (u64, Option<&'static str>, u64, Option<i64>);
+        let steps: Vec<(Step, After)> = vec![
             // An agent from before instances: today's behaviour.
             (
                 (vec![(40, None), (41, None)], 0, 2, 0, 0),

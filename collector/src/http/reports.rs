@@ -121,6 +121,12 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
         };
         ApiError::field(reason, error.field, error.problem)
     })?;
+    crate::ingest_guard::admit_times(
+        &mut batch.reports,
+        OffsetDateTime::now_utc(),
+        &state.config.limits,
+    )
+    .map_err(|error| ApiError::field(Reason::InvalidField, error.field, error.problem))?;
     let terminal_id = batch.reports[0].terminal_id.clone();
     if let Some(index) = batch
         .reports
@@ -188,6 +194,11 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
         .metrics
         .agent_dropped_reports
         .inc_by(outcome.dropped_reports);
+    crate::ingest_guard::note_sequence_resets(
+        &state.metrics,
+        &terminal_id,
+        &outcome.sequence_resets,
+    );
     let acknowledged_sequence = outcome.highest_sequence;
     state.publish(outcome.events);
     if state.config.state.durable_acknowledgements {
