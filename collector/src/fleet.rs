@@ -469,6 +469,8 @@ pub struct Restored {
     pub history: Vec<Finding>,
     pub fleet_wide: Tracker,
     pub next_finding_id: u64,
+    /// Stored rows that could not be used and were skipped: (table, key).
+    pub unreadable: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug)]
