@@ -849,3 +849,11 @@ pub fn openssl_hmac(key: &[u8], message: &[u8]) -> Option<(String, String)> {
         String::from_utf8_lossy(&base64.stdout).trim().to_string(),
     ))
 }
+
+/// Yesterday's date (UTC) as `YYYY-MM-DD`, for reports dated at a fixed hour: always in the
+/// past, and well within the collector's `limits.max_report_age_seconds` (8 days), which a
+/// date written into a test would leave a week later.
+pub fn recent_day() -> String {
+    let yesterday = time::OffsetDateTime::now_utc().date().previous_day();
+    yesterday.map_or_else(|| "2026-11-26".to_string(), |date| date.to_string())
+}
