@@ -21,13 +21,24 @@ const UPDATE_WITHIN_DAYS_MAX: u32 = 3660;
 /// How far from today a release date may lie, in days: ten years either way.
 const RELEASED_WITHIN_DAYS: i64 = 3660;
 
-/// Refuses rules whose dates or grace periods are out of range around `today`: the field
-/// (`[2].latest_released_on`) and the problem.
+/// Refuses rules whose model is no model label, or whose dates or grace periods are out of
+/// range around `today`: the field (`[2].latest_released_on`) and the problem.
 fn check_rule_times(rules: &[VersionRule], today: time::Date) -> Result<(), (String, String)> {
     let window = time::Duration::days(RELEASED_WITHIN_DAYS);
     let earliest = today.checked_sub(window).unwrap_or(time::Date::MIN);
     let latest = today.checked_add(window).unwrap_or(time::Date::MAX);
     for (index, rule) in rules.iter().enumerate() {
+        let max_chars = posmon_protocol::limits::LABEL_VALUE_MAX_CHARS;
+        if rule
+            .model
+            .as_deref()
+            .is_some_and(|model| model.is_empty() || model.chars().count() > max_chars)
+        {
+            return Err((
+                format!("[{index}].model"),
+                format!("must be 1 to {max_chars} characters (a terminal's model label)"),
+            ));
+        }
         if rule.update_within_days > UPDATE_WITHIN_DAYS_MAX {
             return Err((
                 format!("[{index}].update_within_days"),
@@ -159,6 +170,20 @@ mod tests {
             (
                 rule(Some(date!(2015 - 01 - 01)), 1),
                 Some("[1].latest_released_on"),
+            ),
+            (
+                VersionRule {
+                    model: Some("m".repeat(129)),
+                    ..rule(None, 0)
+                },
+                Some("[1].model"),
+            ),
+            (
+                VersionRule {
+                    model: Some(String::new()),
+                    ..rule(None, 0)
+                },
+                Some("[1].model"),
             ),
         ];
         for (bad, field) in cases {
