@@ -455,6 +455,10 @@ address = "{target}"
         )
     });
     // Within about a report interval of its first delivery (start-up and one probe included).
+    eprintln!(
+        "the wiped agent was applied again {:?} after it started",
+        started.elapsed()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",
