@@ -269,12 +269,13 @@ impl Terminal {
         self.agent_instance = Some(Arc::clone(&new_instance));
         let old_highest = std::mem::take(&mut self.highest_sequence);
         self.sequence_resets = self.sequence_resets.saturating_add(1);
-        self.last_sequence_reset_at = Some(received_at);
+        let previous_reset_at = self.last_sequence_reset_at.replace(received_at);
         Some(SequenceReset {
             old_instance,
             new_instance,
             old_highest,
             new_sequence: report.sequence,
+            previous_reset_at,
         })
     }
 
@@ -449,6 +450,8 @@ pub struct SequenceReset {
     pub old_highest: u64,
     /// The sequence of the first report of the new instance.
     pub new_sequence: u64,
+    /// When the terminal's sequences last started anew before this (collector time).
+    pub previous_reset_at: Option<OffsetDateTime>,
 }
 
 /// What the store must write: every terminal changed since the last time, the findings closed
@@ -1180,6 +1183,7 @@ mod tests {
                 new_instance: Arc::from(A),
                 old_highest: 4,
                 new_sequence: 1,
+                previous_reset_at: Some(T0 + time::Duration::minutes(3)),
             }]
         );
         // The reset is written to the store with the terminal.

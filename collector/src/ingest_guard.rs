@@ -70,20 +70,32 @@ pub fn admit_times(
     Ok(())
 }
 
+/// A terminal whose sequences start anew more often than this is logged at debug level only
+/// (still counted): two agents sharing one terminal's identity would otherwise flood the log.
+const RESET_WARN_INTERVAL: Duration = Duration::minutes(1);
+
 /// Logs and counts each terminal whose sequences a new agent instance started anew.
-pub fn note_sequence_resets(metrics: &Metrics, terminal_id: &str, resets: &[SequenceReset]) {
+pub fn note_sequence_resets(
+    metrics: &Metrics,
+    terminal_id: &str,
+    resets: &[SequenceReset],
+    now: OffsetDateTime,
+) {
     for reset in resets {
         metrics.sequence_resets.inc();
-        tracing::warn!(
-            terminal_id,
-            old_instance = %reset.old_instance,
-            new_instance = %reset.new_instance,
-            old_highest_sequence = reset.old_highest,
-            new_sequence = reset.new_sequence,
+        let recent = reset
+            .previous_reset_at
+            .and_then(|previous| previous.checked_add(RESET_WARN_INTERVAL))
+            .is_some_and(|quiet_until| now < quiet_until);
+        let message = format!(
             "Terminal {terminal_id} started its sequences anew under a new agent instance (high mark {} before, {} now): its agent's state was wiped or re-installed.",
-            reset.old_highest,
-            reset.new_sequence
+            reset.old_highest, reset.new_sequence
         );
+        if recent {
+            tracing::debug!(terminal_id, old_instance = %reset.old_instance, new_instance = %reset.new_instance, "{message}");
+        } else {
+            tracing::warn!(terminal_id, old_instance = %reset.old_instance, new_instance = %reset.new_instance, "{message}");
+        }
     }
 }
 
@@ -181,5 +193,24 @@ mod tests {
                 let _ = admit_times(&mut reports, now, &limits);
             }
         }
+    }
+
+    #[test]
+    fn every_reset_is_counted_even_when_too_frequent_to_log_loudly() {
+        let metrics = Metrics::new(false, 10).unwrap();
+        let reset = |previous: Option<OffsetDateTime>| SequenceReset {
+            old_instance: "aaaaaaaa".into(),
+            new_instance: "bbbbbbbb".into(),
+            old_highest: 9,
+            new_sequence: 1,
+            previous_reset_at: previous,
+        };
+        let resets = [
+            reset(None),
+            reset(Some(NOW - Duration::seconds(5))),
+            reset(Some(time::PrimitiveDateTime::MAX.assume_utc())),
+        ];
+        note_sequence_resets(&metrics, "T-1", &resets, NOW);
+        assert_eq!(metrics.sequence_resets.get(), 3);
     }
 }

@@ -198,6 +198,7 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Bat
         &state.metrics,
         &terminal_id,
         &outcome.sequence_resets,
+        OffsetDateTime::now_utc(),
     );
     let acknowledged_sequence = outcome.highest_sequence;
     state.publish(outcome.events);
