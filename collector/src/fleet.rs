@@ -215,6 +215,11 @@ impl Terminal {
                 .position(|target| *target.name == *probe.target)
                 .map(|position| self.targets.swap_remove(position));
             let mut latency = previous.map(|target| target.latency).unwrap_or_default();
+            // A clock that jumped back dated the points before wrongly: the series starts
+            // anew, so that it stays in time order.
+            if latency.back().is_some_and(|last| last.0 > at) {
+                latency.clear();
+            }
             if let Some(milliseconds) = connect_latency(probe) {
                 if latency.len() >= latency_points {
                     latency.pop_front();
@@ -1230,6 +1235,27 @@ mod tests {
             .flat_map(|t| t.targets[0].latency.iter().map(|point| point.1))
             .collect();
         assert_eq!(series, [8.0, 9.0, 10.0]);
+        // The clock jumps back: the series starts anew rather than going back in time.
+        let mut report = report(11, 2, false);
+        report.probes[0].stages[0].latency_ms = Some(posmon_protocol::LatencyStats {
+            min: 1.0,
+            avg: 11.0,
+            max: 1.0,
+            jitter: 0.0,
+        });
+        apply(&fleet, vec![report], 11);
+        let terminal = fleet.terminal("T-1");
+        let series: Vec<LatencyPoint> = terminal
+            .iter()
+            .flat_map(|t| t.targets[0].latency.iter().copied())
+            .collect();
+        assert_eq!(
+            series,
+            [LatencyPoint(
+                (T0 + time::Duration::minutes(2)).unix_timestamp(),
+                11.0
+            )]
+        );
     }
 
     #[test]
