@@ -28,6 +28,7 @@ pub fn build(config: &AgentConfig, sequence: u64, cycle: Cycle) -> Report {
         clock: cycle.clock,
         dropped_reports: 0,
         unchanged: Vec::new(),
+        agent_instance: None,
     }
 }
 

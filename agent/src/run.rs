@@ -156,6 +156,7 @@ impl Agent {
         let dropped = self.spool.dropped();
         let mut report = build(&self.config, self.spool.next_sequence(), cycle);
         report.dropped_reports = dropped;
+        report.agent_instance = Some(self.spool.instance().to_string());
         let outcomes = Outcomes::of(&report);
         let now = Instant::now();
         // Half a probe interval of slack: a tick that comes a little early still reports on time.

@@ -15,6 +15,12 @@
 //! are never touched. The spool issues sequence numbers itself: a record that was torn was never
 //! sent, so its number is issued again and no number is ever skipped or sent twice.
 //!
+//! Instance: `<dir>/instance` holds a random id created with the spool, sent in every report
+//! (`agent_instance`) beside the sequence. A wiped directory gives a new id, so the collector
+//! knows that sequences start again at 1 rather than taking the new reports for repeats. The
+//! spool never issues a sequence above [`SEQUENCE_MAX`]: a state file claiming one (corrupt or
+//! forged) starts the spool anew under a new instance.
+//!
 //! Bounds: at most `max_bytes` on disk and records at most `max_age` old. When a bound is hit
 //! the oldest segment goes first; its unacknowledged reports are counted as dropped, and the
 //! count travels in the next report (`dropped_reports`). A dropped report's own carried count
@@ -24,6 +30,8 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+use posmon_protocol::limits::SEQUENCE_MAX;
 
 const HEADER_BYTES: usize = 32;
 /// A record larger than this is corrupt (reports are far smaller).
@@ -40,6 +48,10 @@ pub enum SpoolError {
     CorruptState { path: PathBuf, problem: String },
     #[error("a report of {size} bytes is larger than the spool allows ({limit} bytes)")]
     TooLarge { size: usize, limit: usize },
+    #[error("the spool has issued every sequence number up to {SEQUENCE_MAX}")]
+    SequencesExhausted,
+    #[error("cannot create a random agent instance id: {0}")]
+    Random(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -112,6 +124,56 @@ pub struct Spool {
     acknowledged: u64,
     issued: u64,
     dropped_unreported: u64,
+    instance: String,
+}
+
+/// The file holding the agent instance id, in the spool directory.
+const INSTANCE_FILE: &str = "instance";
+
+/// A new random instance id: 128 bits as a UUID (version 4) string.
+fn new_instance() -> Result<String, SpoolError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|error| SpoolError::Random(error.to_string()))?;
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+/// The instance id stored in `dir`, or `None` when there is none or it is not a valid one.
+fn read_instance(dir: &Path) -> Result<Option<String>, SpoolError> {
+    let path = dir.join(INSTANCE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let text = text.trim();
+            let valid = posmon_protocol::validate::check_agent_instance(text, "instance").is_ok();
+            if !valid {
+                tracing::warn!(path = %path.display(), "The agent instance file is not valid; creating a new instance.");
+            }
+            Ok(valid.then(|| text.to_string()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SpoolError::Io { path, source }),
+    }
+}
+
+/// Writes the instance id atomically: temporary file, fsync, rename, fsync the directory.
+fn write_instance(dir: &Path, instance: &str) -> Result<(), SpoolError> {
+    let path = dir.join(INSTANCE_FILE);
+    let temporary = dir.join("instance.tmp");
+    let mut file = File::create(&temporary).map_err(io(&temporary))?;
+    file.write_all(format!("{instance}\n").as_bytes())
+        .map_err(io(&temporary))?;
+    file.sync_all().map_err(io(&temporary))?;
+    std::fs::rename(&temporary, &path).map_err(io(&path))?;
+    sync_dir(dir)
 }
 
 fn crc(sequence: u64, observed_at: i64, carried: u64, payload: &[u8]) -> u32 {
@@ -158,6 +220,14 @@ impl Spool {
             }
         }
         let highest_spooled = segments.back().map_or(0, Segment::last_sequence);
+        let instance = match read_instance(dir)? {
+            Some(instance) => instance,
+            None => {
+                let instance = new_instance()?;
+                write_instance(dir, &instance)?;
+                instance
+            }
+        };
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             limits,
@@ -165,7 +235,11 @@ impl Spool {
             acknowledged,
             issued: issued.max(highest_spooled).max(acknowledged),
             dropped_unreported,
+            instance,
         };
+        if spool.issued >= SEQUENCE_MAX {
+            spool.start_anew()?;
+        }
         spool.enforce_bounds(now)?;
         recovery.pending = spool.pending_count();
         Ok((spool, recovery))
@@ -173,7 +247,34 @@ impl Spool {
 
     /// The sequence number the next appended report gets.
     pub fn next_sequence(&self) -> u64 {
-        self.issued + 1
+        self.issued.saturating_add(1)
+    }
+
+    /// The agent instance id the reports of this spool carry.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Forgets every spooled report (counted as dropped) and starts the sequences at 1 under a
+    /// new instance id: the way out of a state that claims the last sequence number.
+    fn start_anew(&mut self) -> Result<(), SpoolError> {
+        let dropped: u64 = self
+            .segments
+            .iter()
+            .flat_map(|segment| &segment.entries)
+            .filter(|entry| entry.sequence > self.acknowledged)
+            .map(|entry| entry.carried.saturating_add(1))
+            .fold(0, u64::saturating_add);
+        for segment in self.segments.drain(..) {
+            std::fs::remove_file(&segment.path).map_err(io(&segment.path))?;
+        }
+        let old = std::mem::replace(&mut self.instance, new_instance()?);
+        tracing::warn!(old_instance = %old, new_instance = %self.instance, issued = self.issued, "The spool claims the last sequence number; starting anew at 1 under a new instance.");
+        self.acknowledged = 0;
+        self.issued = 0;
+        self.dropped_unreported = self.dropped_unreported.saturating_add(dropped);
+        write_instance(&self.dir, &self.instance)?;
+        self.write_state()
     }
 
     pub fn acknowledged(&self) -> u64 {
@@ -221,6 +322,9 @@ impl Spool {
             return Err(SpoolError::TooLarge { size, limit });
         }
         let sequence = self.next_sequence();
+        if sequence > SEQUENCE_MAX {
+            return Err(SpoolError::SequencesExhausted);
+        }
         let needs_segment = self
             .segments
             .back()
@@ -753,6 +857,58 @@ mod tests {
             }
             assert_eq!(sequences(&spool), Vec::from(model.clone()), "step {step}");
             assert_eq!(spool.next_sequence(), issued + 1, "step {step}");
+        }
+    }
+
+    #[test]
+    fn the_instance_survives_restarts_and_a_wiped_directory_gets_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let (spool, _) = open(&spool_dir);
+        let first = spool.instance().to_string();
+        assert_eq!(
+            posmon_protocol::validate::check_agent_instance(&first, "instance"),
+            Ok(())
+        );
+        assert_eq!(first.len(), 36, "{first}");
+        drop(spool);
+        assert_eq!(open(&spool_dir).0.instance(), first, "kept across restarts");
+        std::fs::remove_dir_all(&spool_dir).unwrap();
+        let (spool, _) = open(&spool_dir);
+        assert_ne!(
+            spool.instance(),
+            first,
+            "a wiped directory is a new instance"
+        );
+        assert_eq!(spool.next_sequence(), 1);
+        drop(spool);
+        // An instance file someone broke is replaced, not sent.
+        std::fs::write(spool_dir.join(INSTANCE_FILE), "not an id!\n").unwrap();
+        let (spool, _) = open(&spool_dir);
+        assert_eq!(
+            posmon_protocol::validate::check_agent_instance(spool.instance(), "instance"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_state_claiming_the_last_sequence_starts_anew_under_a_new_instance() {
+        for issued in [SEQUENCE_MAX, SEQUENCE_MAX + 1, u64::MAX] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut spool, _) = open(dir.path());
+            let before = spool.instance().to_string();
+            spool.append(1000, &payload(1), 0, 1000).unwrap();
+            drop(spool);
+            std::fs::write(
+                dir.path().join("state"),
+                format!("acknowledged=0\nissued={issued}\ndropped=0\n"),
+            )
+            .unwrap();
+            let (mut spool, _) = open(dir.path());
+            assert_ne!(spool.instance(), before, "issued {issued}");
+            assert_eq!(spool.next_sequence(), 1, "issued {issued}");
+            assert_eq!(spool.dropped(), 1, "the report spooled before is counted");
+            assert_eq!(spool.append(1000, &payload(1), 0, 1000).unwrap(), 1);
         }
     }
 }

@@ -118,6 +118,12 @@ pub struct LimitsConfig {
     pub idle_timeout_seconds: u64,
     /// A TLS handshake must complete within this.
     pub tls_handshake_timeout_seconds: u64,
+    /// A report observed longer ago than this (by the collector's clock) is refused: more than
+    /// an agent's spool keeps (`spool_max_age_seconds`, 7 days by default).
+    pub max_report_age_seconds: u64,
+    /// A report observed further ahead of the collector's clock than this is refused; a
+    /// terminal ahead by less is accepted (and its clock found skewed).
+    pub max_clock_ahead_seconds: u64,
 }
 
 impl Default for LimitsConfig {
@@ -137,6 +143,8 @@ impl Default for LimitsConfig {
             header_read_timeout_seconds: 10,
             idle_timeout_seconds: 75,
             tls_handshake_timeout_seconds: 10,
+            max_report_age_seconds: 8 * 86_400,
+            max_clock_ahead_seconds: 86_400,
         }
     }
 }
@@ -445,6 +453,21 @@ impl Config {
             );
         }
         self.validate_connection_limits()?;
+        // Ten years: the window stays far inside what the calendar arithmetic holds.
+        for (key, value) in [
+            (
+                "limits.max_report_age_seconds",
+                self.limits.max_report_age_seconds,
+            ),
+            (
+                "limits.max_clock_ahead_seconds",
+                self.limits.max_clock_ahead_seconds,
+            ),
+        ] {
+            if !(60..=315_360_000).contains(&value) {
+                return invalid(key, "must be between 60 and 315360000 (ten years)");
+            }
+        }
         let max_batch = posmon_protocol::limits::REPORTS_PER_BATCH_MAX;
         if self.limits.max_reports_per_request == 0
             || self.limits.max_reports_per_request > max_batch

@@ -223,11 +223,11 @@ impl Tracker {
                     &mut self.pending[last]
                 }
             };
-            pending.bad_streak += 1;
+            pending.bad_streak = pending.bad_streak.saturating_add(1);
             let hysteresis = thresholds.hysteresis_of(signal.kind);
-            let lasted = (at - pending.first_bad).whole_seconds();
-            let long_enough = hysteresis.open_after_seconds > 0
-                && lasted >= i64::try_from(hysteresis.open_after_seconds).unwrap_or(i64::MAX);
+            let lasted = lasted_seconds(pending.first_bad, at);
+            let long_enough =
+                hysteresis.open_after_seconds > 0 && lasted >= hysteresis.open_after_seconds;
             if pending.bad_streak >= hysteresis.open_after_observations || long_enough {
                 let since = pending.first_bad;
                 self.pending.retain(|p| {
@@ -272,11 +272,13 @@ impl Tracker {
                 still_open.push(open);
                 continue;
             }
-            open.good_streak += 1;
+            open.good_streak = open.good_streak.saturating_add(1);
             let first_good = *open.first_good.get_or_insert(at);
             if open.good_streak >= thresholds.hysteresis_of(kind).close_after_observations {
                 let mut finding = open.finding;
-                finding.closed_at = Some(first_good);
+                // A clock that jumped back may put the good streak before the finding began;
+                // it never closes before it opened.
+                finding.closed_at = Some(first_good.max(finding.since));
                 events.push(FindingEvent {
                     change: Change::Closed,
                     finding,
@@ -289,6 +291,12 @@ impl Tracker {
         self.open = still_open;
         events
     }
+}
+
+/// Whole seconds from `from` to `to` by the terminal's clock; a clock that jumped back makes
+/// the span negative, which counts as zero.
+pub fn lasted_seconds(from: OffsetDateTime, to: OffsetDateTime) -> u64 {
+    u64::try_from((to - from).whole_seconds()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -423,5 +431,89 @@ mod tests {
                 (3, Change::Closed, "env.network.host_unreachable"),
             ],
         );
+    }
+
+    fn at(year: i32, minute: i64) -> OffsetDateTime {
+        time::Date::from_calendar_date(year, time::Month::June, 1)
+            .map(|date| date.midnight().assume_utc())
+            .unwrap()
+            + time::Duration::minutes(minute)
+    }
+
+    #[test]
+    fn terminal_times_that_jump_or_sit_at_the_ends_of_the_calendar_never_panic() {
+        let mut thresholds = DiagnosisConfig::default();
+        thresholds.hysteresis.insert(
+            "env.network.host_unreachable".into(),
+            Hysteresis {
+                open_after_observations: 10,
+                open_after_seconds: 120,
+                close_after_observations: 2,
+            },
+        );
+        let max = time::Date::MAX.with_hms(23, 59, 59).unwrap().assume_utc();
+        let min = time::Date::MIN.midnight().assume_utc();
+        // (times of the observations: bad, bad, good, good), what must have opened and closed.
+        let cases: Vec<(&str, [OffsetDateTime; 4], usize)> = vec![
+            // The clock jumps back an hour between two bad ones: the streak lasted nothing,
+            // not a negative time, and the count alone decides (10: not reached).
+            (
+                "jump back",
+                [at(2026, 60), at(2026, 0), at(2026, 1), at(2026, 2)],
+                0,
+            ),
+            // Jumps forward 3 minutes: the duration opens it, two good ones close it.
+            (
+                "jump forward",
+                [at(2026, 0), at(2026, 3), at(2026, 4), at(2026, 5)],
+                2,
+            ),
+            ("the last instant", [max, max, max, max], 0),
+            ("first to last", [min, max, min, max], 2),
+            ("last to first", [max, min, max, min], 0),
+        ];
+        for (name, times, expected_events) in cases {
+            let mut tracker = Tracker::default();
+            let mut next_id = 0;
+            let mut events = Vec::new();
+            for (index, time) in times.into_iter().enumerate() {
+                let signals = if index < 2 {
+                    vec![signal(&HOST_UNREACHABLE, "pay")]
+                } else {
+                    vec![]
+                };
+                events.extend(tracker.observe("T-1", signals, time, &thresholds, &mut || {
+                    next_id += 1;
+                    next_id
+                }));
+            }
+            assert_eq!(events.len(), expected_events, "{name}: {events:?}");
+            for event in events.iter().filter(|e| e.change == Change::Closed) {
+                assert!(
+                    event.finding.closed_at >= Some(event.finding.since),
+                    "{name}: never closes before it opened"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_good_streak_dated_before_the_finding_closes_it_at_its_start() {
+        let thresholds = DiagnosisConfig::default();
+        let mut tracker = Tracker::default();
+        let mut next_id = 0;
+        let mut observe = |signals: Vec<Signal>, time: OffsetDateTime| {
+            tracker.observe("T-1", signals, time, &thresholds, &mut || {
+                next_id += 1;
+                next_id
+            })
+        };
+        observe(vec![signal(&HOST_UNREACHABLE, "pay")], at(2026, 60));
+        observe(vec![signal(&HOST_UNREACHABLE, "pay")], at(2026, 61));
+        // NTP corrects the clock by an hour.
+        observe(vec![], at(2026, 2));
+        let closed = observe(vec![], at(2026, 3));
+        assert_eq!(closed.len(), 1);
+        assert_eq!(closed[0].finding.closed_at, Some(at(2026, 60)));
     }
 }

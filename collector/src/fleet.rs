@@ -119,11 +119,16 @@ pub struct Terminal {
     /// told, since the terminal first reported.
     #[serde(default)]
     pub dropped_reports: u64,
-    /// Hysteresis of reports delivered out of order (older than the current state), kept
-    /// apart so that they write history without touching the current findings. Not persisted:
-    /// a restart in the middle of such a delivery loses only history.
-    #[serde(skip)]
-    replay: Option<Box<Tracker>>,
+    /// The agent instance (its spool) the sequences are from; `None` for agents that send
+    /// none. Not interned: one per terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_instance: Option<Arc<str>>,
+    /// How often a new agent instance started the sequences anew, and when last (collector
+    /// time).
+    #[serde(default)]
+    pub sequence_resets: u64,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_sequence_reset_at: Option<OffsetDateTime>,
 }
 
 impl Terminal {
@@ -141,7 +146,9 @@ impl Terminal {
             device: None,
             findings: Tracker::default(),
             dropped_reports: 0,
-            replay: None,
+            agent_instance: None,
+            sequence_resets: 0,
+            last_sequence_reset_at: None,
         }
     }
 
@@ -208,6 +215,11 @@ impl Terminal {
                 .position(|target| *target.name == *probe.target)
                 .map(|position| self.targets.swap_remove(position));
             let mut latency = previous.map(|target| target.latency).unwrap_or_default();
+            // A clock that jumped back dated the points before wrongly: the series starts
+            // anew, so that it stays in time order.
+            if latency.back().is_some_and(|last| last.0 > at) {
+                latency.clear();
+            }
             if let Some(milliseconds) = connect_latency(probe) {
                 if latency.len() >= latency_points {
                     latency.pop_front();
@@ -239,6 +251,37 @@ impl Terminal {
             DeviceSummary::from_report(report.device.as_ref(), report.clock.as_ref(), |text| {
                 interner.intern(text)
             });
+    }
+
+    /// Follows the agent instance a report names: a first one is adopted (an agent upgraded to
+    /// send one keeps its counter), a new one resets the sequence mark so that the new
+    /// instance's reports, counted from 1 again, are applied rather than taken for repeats.
+    fn follow_instance(
+        &mut self,
+        report: &Report,
+        received_at: OffsetDateTime,
+    ) -> Option<SequenceReset> {
+        let instance = report.agent_instance.as_deref()?;
+        let old_instance = match &self.agent_instance {
+            Some(current) if **current == *instance => return None,
+            Some(current) => Arc::clone(current),
+            None => {
+                self.agent_instance = Some(Arc::from(instance));
+                return None;
+            }
+        };
+        let new_instance: Arc<str> = Arc::from(instance);
+        self.agent_instance = Some(Arc::clone(&new_instance));
+        let old_highest = std::mem::take(&mut self.highest_sequence);
+        self.sequence_resets = self.sequence_resets.saturating_add(1);
+        let previous_reset_at = self.last_sequence_reset_at.replace(received_at);
+        Some(SequenceReset {
+            old_instance,
+            new_instance,
+            old_highest,
+            new_sequence: report.sequence,
+            previous_reset_at,
+        })
     }
 
     /// Re-interns the strings of a terminal restored from the database.
@@ -398,6 +441,22 @@ pub struct BatchOutcome {
     pub dropped_reports: u64,
     pub highest_sequence: u64,
     pub events: Vec<FindingEvent>,
+    /// A new agent instance started the terminal's sequences anew.
+    pub sequence_resets: Vec<SequenceReset>,
+}
+
+/// The sequences of a terminal started anew: its agent's state was wiped (a re-install, a new
+/// SD card), so it counts from 1 again under a new instance id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceReset {
+    pub old_instance: Arc<str>,
+    pub new_instance: Arc<str>,
+    /// The highest sequence held under the old instance.
+    pub old_highest: u64,
+    /// The sequence of the first report of the new instance.
+    pub new_sequence: u64,
+    /// When the terminal's sequences last started anew before this (collector time).
+    pub previous_reset_at: Option<OffsetDateTime>,
 }
 
 /// What the store must write: every terminal changed since the last time, the findings closed
@@ -418,6 +477,8 @@ pub struct Restored {
     pub history: Vec<Finding>,
     pub fleet_wide: Tracker,
     pub next_finding_id: u64,
+    /// Stored rows that could not be used and were skipped: (table, key).
+    pub unreadable: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug)]
@@ -488,9 +549,11 @@ impl Fleet {
 
     /// Applies the validated, diagnosed reports of one terminal (oldest first), received at
     /// `received_at` (collector time). Only reports with a sequence above the highest held are
-    /// applied. A report older (by its own time) than the current state only writes history;
-    /// the others move the current state forward, and the changes of all but the newest are
-    /// marked as replayed.
+    /// applied, and each of them is the terminal's newest: the order is the agent's sequence,
+    /// never the terminal's clock, which may be wrong or jump. The changes of all but the
+    /// batch's last report are marked as replayed (history, not news). A report from a new
+    /// agent instance starts the sequences anew (an agent whose state was wiped counts from 1
+    /// again); a report without an instance keeps the one held.
     pub fn apply_batch(
         &self,
         terminal_id: &str,
@@ -520,38 +583,24 @@ impl Fleet {
                     .or_insert_with(|| Terminal::new(id, received_at))
             }
         };
+        let mut changed = false;
         for (index, (report, signals)) in reports.into_iter().enumerate() {
+            if let Some(reset) = terminal.follow_instance(&report, received_at) {
+                changed = true;
+                outcome.sequence_resets.push(reset);
+            }
             if report.sequence <= terminal.highest_sequence {
                 outcome.duplicates += 1;
                 continue;
             }
             outcome.applied += 1;
-            outcome.dropped_reports += report.dropped_reports;
+            outcome.dropped_reports = outcome
+                .dropped_reports
+                .saturating_add(report.dropped_reports);
             terminal.dropped_reports = terminal
                 .dropped_reports
                 .saturating_add(report.dropped_reports);
             terminal.highest_sequence = report.sequence;
-            if report.observed_at < terminal.observed_at {
-                let replay = terminal.replay.get_or_insert_with(Box::default);
-                let events = replay.observe(
-                    terminal_id,
-                    signals,
-                    report.observed_at,
-                    thresholds,
-                    &mut next_id,
-                );
-                outcome.events.extend(
-                    events
-                        .into_iter()
-                        .filter(|event| event.change == Change::Closed)
-                        .map(|event| FindingEvent {
-                            replayed: true,
-                            ..event
-                        }),
-                );
-                continue;
-            }
-            terminal.replay = None;
             terminal.take_summary(&report, &mut shard.interner, self.latency_points);
             let mut events = terminal.findings.observe(
                 terminal_id,
@@ -594,6 +643,8 @@ impl Fleet {
         outcome.highest_sequence = terminal.highest_sequence;
         if outcome.applied > 0 {
             terminal.last_seen = received_at;
+        }
+        if outcome.applied > 0 || changed {
             shard.dirty.insert(Arc::clone(&terminal.id));
         }
         self.record_closed(&outcome.events);
@@ -987,29 +1038,162 @@ mod tests {
     }
 
     #[test]
-    fn reports_older_than_the_current_state_write_history_only() {
+    fn the_sequence_orders_reports_never_the_terminal_clock() {
         let fleet = Fleet::new(100, 30);
-        // The current state is from minute 100, with the host down (open).
-        apply(&fleet, vec![report(1, 99, true), report(2, 100, true)], 100);
-        assert_eq!(
-            fleet.terminal("T-1").map(|t| t.status()),
-            Some(Status::Critical)
-        );
-        // Then reports with newer sequences but older times arrive: an outage that opened and
-        // closed, and a healthy end that must not close the current finding.
-        let late: Vec<Report> = (3..=8)
-            .map(|sequence| report(sequence, sequence as i64, (3..5).contains(&sequence)))
-            .collect();
-        let outcome = apply(&fleet, late, 101);
-        assert_eq!(changes(&outcome), [(Change::Closed, true)]);
+        // A report dated far in the future (a broken clock, or a hostile terminal)...
+        let mut future = report(1, 0, false);
+        future.observed_at = datetime!(9999-12-31 23:59:59 UTC);
+        apply(&fleet, vec![future], 0);
+        // ...does not freeze the terminal: later reports, dated right, still move its state.
+        apply(&fleet, vec![report(2, 1, true)], 1);
+        let outcome = apply(&fleet, vec![report(3, 2, true)], 2);
+        assert_eq!(changes(&outcome), [(Change::Opened, false)]);
         let terminal = fleet.terminal("T-1");
         assert_eq!(
             terminal
                 .as_ref()
                 .map(|t| (t.status(), t.observed_at, t.highest_sequence)),
-            Some((Status::Critical, T0 + time::Duration::minutes(100), 8))
+            Some((Status::Critical, T0 + time::Duration::minutes(2), 3))
         );
+        // A report dated at the first instant the calendar holds moves it too.
+        let mut past = report(4, 0, false);
+        past.observed_at = datetime!(-9999-01-01 00:00 UTC);
+        apply(&fleet, vec![past, report(5, 3, false)], 3);
+        assert_eq!(fleet.terminal("T-1").map(|t| t.status()), Some(Status::Ok));
         assert_eq!(fleet.history_of("T-1", 10).len(), 1);
+    }
+
+    fn skewed(sequence: u64, minute: i64, offset_minutes: i64, host_down: bool) -> Report {
+        let mut report = report(sequence, minute + offset_minutes, host_down);
+        report.clock = Some(posmon_protocol::ClockStatus {
+            offset_ms: (offset_minutes * 60_000) as f64,
+            uncertainty_ms: 5.0,
+            ntp_synchronized: Some(offset_minutes == 0),
+        });
+        report
+    }
+
+    #[test]
+    fn a_corrected_clock_closes_its_skew_and_the_terminal_keeps_moving() {
+        let fleet = Fleet::new(100, 30);
+        let codes = |fleet: &Fleet| -> Vec<&'static str> {
+            fleet
+                .terminal("T-1")
+                .map(|t| t.findings.findings().map(|f| f.kind.code).collect())
+                .unwrap_or_default()
+        };
+        // Ten minutes ahead: clock skew opens after two reports.
+        apply(&fleet, vec![skewed(1, 0, 10, false)], 0);
+        apply(&fleet, vec![skewed(2, 1, 10, false)], 1);
+        assert_eq!(codes(&fleet), ["env.clock_skew"]);
+        // NTP steps the clock back: each report is dated before the current state's.
+        apply(&fleet, vec![skewed(3, 2, 0, false)], 2);
+        let outcome = apply(&fleet, vec![skewed(4, 3, 0, false)], 3);
+        assert_eq!(changes(&outcome), [(Change::Closed, false)]);
+        assert!(codes(&fleet).is_empty());
+        let closed = fleet.history_of("T-1", 1);
+        assert!(closed[0].closed_at >= Some(closed[0].since));
+        // And a fault after the jump is still seen.
+        apply(&fleet, vec![skewed(5, 4, 0, true)], 4);
+        apply(&fleet, vec![skewed(6, 5, 0, true)], 5);
+        assert_eq!(codes(&fleet), ["env.network.host_unreachable"]);
+    }
+
+    fn from_instance(sequence: u64, minute: i64, instance: Option<&str>) -> Report {
+        let mut report = report(sequence, minute, false);
+        report.agent_instance = instance.map(str::to_string);
+        report
+    }
+
+    #[test]
+    fn a_new_agent_instance_starts_the_sequences_anew() {
+        const A: &str = "aaaaaaaa-0000";
+        const B: &str = "bbbbbbbb-0000";
+        let fleet = Fleet::new(100, 30);
+        let summary = |fleet: &Fleet| {
+            fleet.terminal("T-1").map(|t| {
+                (
+                    t.highest_sequence,
+                    t.agent_instance.as_deref().map(str::to_string),
+                    t.sequence_resets,
+                    t.last_sequence_reset_at,
+                )
+            })
+        };
+        // (reports as (sequence, instance), at minute, applied, duplicates, resets,
+        //  then: highest sequence, instance, resets so far, last reset at minute)
+        type Step = (Vec<(u64, Option<&'static str>)>, i64, u64, u64, usize);
+        type After = (u64, Option<&'static str>, u64, Option<i64>);
+        let steps: Vec<(Step, After)> = vec![
+            // An agent from before instances: today's behaviour.
+            (
+                (vec![(40, None), (41, None)], 0, 2, 0, 0),
+                (41, None, 0, None),
+            ),
+            ((vec![(41, None)], 1, 0, 1, 0), (41, None, 0, None)),
+            // Upgraded, it names its instance: adopted, its counter goes on.
+            (
+                (vec![(41, Some(A)), (42, Some(A))], 2, 1, 1, 0),
+                (42, Some(A), 0, None),
+            ),
+            // Its state dir is wiped: a new instance counts from 1 and is applied.
+            (
+                (vec![(1, Some(B)), (2, Some(B))], 3, 2, 0, 1),
+                (2, Some(B), 1, Some(3)),
+            ),
+            (
+                (vec![(2, Some(B)), (3, Some(B))], 4, 1, 1, 0),
+                (3, Some(B), 1, Some(3)),
+            ),
+            // A report without an instance keeps the one held.
+            (
+                (vec![(3, None), (4, None)], 5, 1, 1, 0),
+                (4, Some(B), 1, Some(3)),
+            ),
+        ];
+        for (index, ((reports, minute, applied, duplicates, resets), expected)) in
+            steps.into_iter().enumerate()
+        {
+            let reports = reports
+                .into_iter()
+                .map(|(sequence, instance)| from_instance(sequence, minute, instance))
+                .collect();
+            let outcome = apply(&fleet, reports, minute);
+            assert_eq!(
+                (
+                    outcome.applied,
+                    outcome.duplicates,
+                    outcome.sequence_resets.len()
+                ),
+                (applied, duplicates, resets),
+                "step {index}"
+            );
+            let (highest, instance, resets, reset_minute) = expected;
+            assert_eq!(
+                summary(&fleet),
+                Some((
+                    highest,
+                    instance.map(str::to_string),
+                    resets,
+                    reset_minute.map(|m| T0 + time::Duration::minutes(m))
+                )),
+                "step {index}"
+            );
+        }
+        let reset = apply(&fleet, vec![from_instance(1, 6, Some(A))], 6).sequence_resets;
+        assert_eq!(
+            reset,
+            [SequenceReset {
+                old_instance: Arc::from(B),
+                new_instance: Arc::from(A),
+                old_highest: 4,
+                new_sequence: 1,
+                previous_reset_at: Some(T0 + time::Duration::minutes(3)),
+            }]
+        );
+        // The reset is written to the store with the terminal.
+        let written = fleet.take_changes().terminals;
+        assert_eq!(written[0].sequence_resets, 2);
     }
 
     #[test]
@@ -1051,6 +1235,27 @@ mod tests {
             .flat_map(|t| t.targets[0].latency.iter().map(|point| point.1))
             .collect();
         assert_eq!(series, [8.0, 9.0, 10.0]);
+        // The clock jumps back: the series starts anew rather than going back in time.
+        let mut report = report(11, 2, false);
+        report.probes[0].stages[0].latency_ms = Some(posmon_protocol::LatencyStats {
+            min: 1.0,
+            avg: 11.0,
+            max: 1.0,
+            jitter: 0.0,
+        });
+        apply(&fleet, vec![report], 11);
+        let terminal = fleet.terminal("T-1");
+        let series: Vec<LatencyPoint> = terminal
+            .iter()
+            .flat_map(|t| t.targets[0].latency.iter().copied())
+            .collect();
+        assert_eq!(
+            series,
+            [LatencyPoint(
+                (T0 + time::Duration::minutes(2)).unix_timestamp(),
+                11.0
+            )]
+        );
     }
 
     #[test]

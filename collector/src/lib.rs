@@ -15,6 +15,7 @@ pub mod diagnose;
 pub mod findings;
 pub mod fleet;
 pub mod http;
+pub mod ingest_guard;
 pub mod metrics;
 pub mod secret;
 pub mod store;

@@ -87,6 +87,10 @@ pub struct Metrics {
     pub persist_duration: Histogram,
     pub persisted_terminals: IntCounter,
     pub persist_failures: IntCounter,
+    /// Terminals whose sequences a new agent instance started anew.
+    pub sequence_resets: IntCounter,
+    /// Stored rows skipped at start (or on reload) because they cannot be used, by table.
+    pub unreadable_rows: IntCounterVec,
     /// Delivery attempts of alert notifications, by receiver (from the config, so bounded)
     /// and result (delivered, retried, failed, expired).
     pub alert_notifications: IntCounterVec,
@@ -238,6 +242,23 @@ impl Metrics {
             IntCounter::new(
                 "posmon_state_write_failures_total",
                 "Writes of the state to the database that failed (retried with the next).",
+            ),
+        )?;
+        let sequence_resets = register(
+            &registry,
+            IntCounter::new(
+                "posmon_ingest_sequence_resets_total",
+                "Reports naming a new agent instance, which started their terminal's sequences anew (a wiped or re-installed agent).",
+            ),
+        )?;
+        let unreadable_rows = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "posmon_state_unreadable_rows_total",
+                    "Stored rows the collector skipped because it cannot use them, by table.",
+                ),
+                &["table"],
             ),
         )?;
         let history_findings = register(
@@ -419,6 +440,8 @@ impl Metrics {
             persist_duration,
             persisted_terminals,
             persist_failures,
+            sequence_resets,
+            unreadable_rows,
             history_findings,
             terminals,
             terminals_by_region,

@@ -26,3 +26,20 @@ pub const DEVICE_LIST_MAX: usize = 32;
 pub const REPORTS_PER_BATCH_MAX: usize = 500;
 /// Attempts per stage in one probe cycle.
 pub const ATTEMPTS_MAX: u32 = 100;
+/// The highest `sequence` a report may carry: 2^53 − 1, the largest integer every JSON reader
+/// (a browser's included) holds exactly, and far below SQLite's `i64`. An agent issuing one a
+/// second would need 285 million years to reach it.
+pub const SEQUENCE_MAX: u64 = (1 << 53) - 1;
+/// `agent_instance`: 8 to 64 characters from `A-Z a-z 0-9 -`.
+pub const AGENT_INSTANCE_MIN_CHARS: usize = 8;
+pub const AGENT_INSTANCE_MAX_CHARS: usize = 64;
+/// `clock.offset_ms` and `clock.uncertainty_ms`: at most ten years either way. A clock further
+/// off is reported as that far off.
+pub const CLOCK_OFFSET_MAX_MS: f64 = 10.0 * 366.0 * 86_400_000.0;
+/// `certificate_days_left`: a certificate valid (or expired) for longer than a century is
+/// not a measurement.
+pub const CERTIFICATE_DAYS_MAX: i64 = 36_600;
+/// `device.uptime_seconds`: a century.
+pub const UPTIME_SECONDS_MAX: u64 = 100 * 366 * 86_400;
+/// Any latency (`latency_ms.*`): an hour. No probe waits that long.
+pub const LATENCY_MAX_MS: f64 = 3_600_000.0;

@@ -46,6 +46,12 @@ pub struct Report {
     /// collector uses the ones it holds. Saves bytes on metered links.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unchanged: Vec<Section>,
+    /// Identifies the agent's state (its spool and sequence counter): a random id created with
+    /// the state directory, so a wiped directory (a re-install, a new SD card) gives a new one.
+    /// A collector that sees a new instance starts the terminal's sequences anew instead of
+    /// taking the restarted counter's reports for repeats. Absent from agents before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_instance: Option<String>,
 }
 
 /// A section of a report that may be marked `unchanged`.

@@ -71,6 +71,15 @@ pub fn validate_report(report: &Report, path: &str) -> Checked {
             "must be 1 or more",
         ));
     }
+    if report.sequence > SEQUENCE_MAX {
+        return Err(ValidationError::new(
+            format!("{path}.sequence"),
+            format!("must be at most {SEQUENCE_MAX} (2^53 - 1)"),
+        ));
+    }
+    if let Some(instance) = &report.agent_instance {
+        check_agent_instance(instance, &format!("{path}.agent_instance"))?;
+    }
     check_text(
         &report.agent_version,
         VERSION_MAX_CHARS,
@@ -93,6 +102,41 @@ pub fn validate_report(report: &Report, path: &str) -> Checked {
             clock.uncertainty_ms,
             &format!("{path}.clock.uncertainty_ms"),
         )?;
+        for (name, value) in [
+            ("offset_ms", clock.offset_ms),
+            ("uncertainty_ms", clock.uncertainty_ms),
+        ] {
+            check_bounded(value, CLOCK_OFFSET_MAX_MS, &format!("{path}.clock.{name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// An agent instance id: 8 to 64 characters from `A-Z a-z 0-9 -`.
+pub fn check_agent_instance(instance: &str, field: &str) -> Checked {
+    let length = instance.len();
+    if !(AGENT_INSTANCE_MIN_CHARS..=AGENT_INSTANCE_MAX_CHARS).contains(&length)
+        || !instance
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "must be {AGENT_INSTANCE_MIN_CHARS} to {AGENT_INSTANCE_MAX_CHARS} characters from A-Z a-z 0-9 -"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A finite number within `-max..=max`.
+fn check_bounded(value: f64, max: f64, field: &str) -> Checked {
+    if !value.is_finite() || value.abs() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("must be a finite number within ±{max}, got {value}"),
+        ));
     }
     Ok(())
 }
@@ -262,6 +306,14 @@ fn check_stage(stage: &StageResult, path: &str) -> Checked {
     if let Some(version) = &stage.tls_version {
         check_text(version, VERSION_MAX_CHARS, &format!("{path}.tls_version"))?;
     }
+    if let Some(days) = stage.certificate_days_left {
+        if days.unsigned_abs() > CERTIFICATE_DAYS_MAX.unsigned_abs() {
+            return Err(ValidationError::new(
+                format!("{path}.certificate_days_left"),
+                format!("must be within ±{CERTIFICATE_DAYS_MAX} days, got {days}"),
+            ));
+        }
+    }
     if let Some(latency) = &stage.latency_ms {
         for (name, value) in [
             ("min", latency.min),
@@ -269,7 +321,9 @@ fn check_stage(stage: &StageResult, path: &str) -> Checked {
             ("max", latency.max),
             ("jitter", latency.jitter),
         ] {
-            check_non_negative(value, &format!("{path}.latency_ms.{name}"))?;
+            let field = format!("{path}.latency_ms.{name}");
+            check_non_negative(value, &field)?;
+            check_bounded(value, LATENCY_MAX_MS, &field)?;
         }
     }
     Ok(())
@@ -307,6 +361,15 @@ fn check_software(report: &Report, path: &str) -> Checked {
 }
 
 fn check_device(device: &DeviceStatus, path: &str) -> Checked {
+    if device
+        .uptime_seconds
+        .is_some_and(|uptime| uptime > UPTIME_SECONDS_MAX)
+    {
+        return Err(ValidationError::new(
+            format!("{path}.uptime_seconds"),
+            format!("must be at most {UPTIME_SECONDS_MAX} (a century)"),
+        ));
+    }
     for (name, value) in [
         ("cpu_percent", device.cpu_percent),
         ("load_average_1m", device.load_average_1m),
@@ -437,6 +500,90 @@ mod tests {
         check(
             |r| r.sequence = 0,
             Some(("reports[0].sequence", "1 or more")),
+        );
+        check(|r| r.sequence = SEQUENCE_MAX, None);
+        check(
+            |r| r.sequence = SEQUENCE_MAX + 1,
+            Some(("reports[0].sequence", "at most 9007199254740991")),
+        );
+        check(
+            |r| r.sequence = u64::MAX,
+            Some(("reports[0].sequence", "at most")),
+        );
+        check(
+            |r| r.agent_instance = Some("0f3a9c2e-77b1-4d5e".into()),
+            None,
+        );
+        for bad in [
+            "short",
+            "has space in it",
+            "ünïcödé-instance",
+            &"x".repeat(65),
+        ] {
+            check(
+                |r| r.agent_instance = Some(bad.to_string()),
+                Some(("reports[0].agent_instance", "8 to 64 characters")),
+            );
+        }
+        for (offset, uncertainty, field) in [
+            (f64::NAN, 1.0, "offset_ms"),
+            (f64::INFINITY, 1.0, "offset_ms"),
+            (1e308, 1.0, "offset_ms"),
+            (-1e308, 1.0, "offset_ms"),
+            (1.0, 1e308, "uncertainty_ms"),
+        ] {
+            check(
+                |r| {
+                    r.clock = Some(ClockStatus {
+                        offset_ms: offset,
+                        uncertainty_ms: uncertainty,
+                        ntp_synchronized: None,
+                    })
+                },
+                Some((&format!("reports[0].clock.{field}"), "finite number")),
+            );
+        }
+        check(
+            |r| {
+                r.clock = Some(ClockStatus {
+                    offset_ms: -600_000.0,
+                    uncertainty_ms: 5.0,
+                    ntp_synchronized: None,
+                })
+            },
+            None,
+        );
+        for days in [i64::MAX, i64::MIN, CERTIFICATE_DAYS_MAX + 1] {
+            check(
+                |r| r.probes[0].stages[0].certificate_days_left = Some(days),
+                Some((
+                    "reports[0].probes[0].stages[0].certificate_days_left",
+                    "within",
+                )),
+            );
+        }
+        check(
+            |r| r.probes[0].stages[0].certificate_days_left = Some(-CERTIFICATE_DAYS_MAX),
+            None,
+        );
+        check(
+            |r| {
+                if let Some(device) = r.device.as_mut() {
+                    device.uptime_seconds = Some(u64::MAX);
+                }
+            },
+            Some(("reports[0].device.uptime_seconds", "at most")),
+        );
+        check(
+            |r| {
+                r.probes[0].stages[0].latency_ms = Some(LatencyStats {
+                    min: 1.0,
+                    avg: 1e308,
+                    max: 1.0,
+                    jitter: 0.0,
+                })
+            },
+            Some(("reports[0].probes[0].stages[0].latency_ms.avg", "within")),
         );
         check(
             |r| r.labels.region = Some("x".repeat(129)),

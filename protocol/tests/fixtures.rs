@@ -74,3 +74,15 @@ fn a_report_survives_a_round_trip() {
     let again: ReportBatch = serde_json::from_str(&text).unwrap_or_else(|error| panic!("{error}"));
     assert_eq!(batch, again);
 }
+
+#[test]
+fn an_agent_instance_rides_beside_the_sequence() {
+    let batch = parse("instance.json");
+    assert_eq!(
+        batch.reports[0].agent_instance.as_deref(),
+        Some("6f1c2a9e-4b7d-4e21-9a3f-0c5d8e7b1a42")
+    );
+    assert_eq!(batch.reports[1].sequence, limits::SEQUENCE_MAX);
+    // Older fixtures carry none: the agents before it keep today's behaviour.
+    assert_eq!(parse("minimal.json").reports[0].agent_instance, None);
+}

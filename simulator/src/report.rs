@@ -212,6 +212,7 @@ impl Moment<'_> {
             }),
             dropped_reports: self.dropped_reports,
             unchanged: Vec::new(),
+            agent_instance: None,
         }
     }
 }

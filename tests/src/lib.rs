@@ -920,3 +920,11 @@ impl Collector {
             .unwrap_or(0.0)
     }
 }
+
+/// Yesterday's date (UTC) as `YYYY-MM-DD`, for reports dated at a fixed hour: always in the
+/// past, and well within the collector's `limits.max_report_age_seconds` (8 days), which a
+/// date written into a test would leave a week later.
+pub fn recent_day() -> String {
+    let yesterday = time::OffsetDateTime::now_utc().date().previous_day();
+    yesterday.map_or_else(|| "2026-11-26".to_string(), |date| date.to_string())
+}

@@ -72,7 +72,7 @@ fn report(terminal_id: &str, sequence: u64, region: &str, host_down: bool) -> Va
         "schema_version": 1,
         "terminal_id": terminal_id,
         "sequence": sequence,
-        "observed_at": format!("2026-11-26T02:{:02}:{:02}Z", sequence / 60 % 60, sequence % 60),
+        "observed_at": format!("{}T02:{:02}:{:02}Z", posmon_e2e_tests::recent_day(), sequence / 60 % 60, sequence % 60),
         "agent_version": "0.1.0",
         "labels": { "model": "PAX-A920", "region": region, "carrier": "carrier-x", "merchant": format!("M-{terminal_id}") },
         "software": { "pos_app": { "version": "2.9.1" } },
@@ -243,9 +243,9 @@ fn every_receiver_gets_its_documented_request_shape_and_signature() {
     assert_eq!(alert["party"], "network_provider");
     assert_eq!(alert["link"], "http://dash.test/#/terminal/T-1");
     assert!(
-        alert["since"]
-            .as_str()
-            .is_some_and(|since| since.starts_with("2026-11-26T02:00:02")),
+        alert["since"].as_str().is_some_and(
+            |since| since.starts_with(&format!("{}T02:00:02", posmon_e2e_tests::recent_day()))
+        ),
         "{alert}"
     );
     assert!(alert["evidence"].to_string().contains("refused"), "{alert}");

@@ -169,9 +169,10 @@ fn bad_input_over_a_real_socket_is_refused_and_the_collector_keeps_serving() {
     let collector = Collector::start(dir.path(), "[limits]\nmax_body_bytes = 2048\n");
     let client = reqwest::blocking::Client::new();
     let url = format!("{}/api/v1/reports", collector.url);
+    let day = posmon_e2e_tests::recent_day();
     let report = |terminal: &str| {
         format!(
-            r#"{{"reports":[{{"schema_version":1,"terminal_id":"{terminal}","sequence":1,"observed_at":"2026-11-26T02:00:00Z","agent_version":"0.1.0"}}]}}"#
+            r#"{{"reports":[{{"schema_version":1,"terminal_id":"{terminal}","sequence":1,"observed_at":"{day}T02:00:00Z","agent_version":"0.1.0"}}]}}"#
         )
     };
     let post = |body: String, token: &str| {

@@ -56,7 +56,7 @@ fn report(terminal_id: &str, sequence: u64, region: &str, path: Ladder) -> Value
         "schema_version": 1,
         "terminal_id": terminal_id,
         "sequence": sequence,
-        "observed_at": format!("2026-11-26T02:{:02}:00Z", sequence % 60),
+        "observed_at": format!("{}T02:{:02}:00Z", posmon_e2e_tests::recent_day(), sequence % 60),
         "agent_version": "0.1.0",
         "labels": { "model": "PAX-A920", "region": region, "carrier": "china-mobile" },
         "software": { "pos_app": { "version": "2.9.1" } },

@@ -13,9 +13,10 @@ fn an_acknowledged_report_survives_a_sigkill() {
     let client = reqwest::blocking::Client::new();
     let url = format!("{}/api/v1/reports", collector.url);
     let mut acknowledged = 0;
+    let day = posmon_e2e_tests::recent_day();
     for sequence in 1..=40u64 {
         let body = format!(
-            r#"{{"reports":[{{"schema_version":1,"terminal_id":"T-DURABLE","sequence":{sequence},"observed_at":"2026-11-26T02:00:{:02}Z","agent_version":"0.1.0","labels":{{"region":"cn-east"}}}}]}}"#,
+            r#"{{"reports":[{{"schema_version":1,"terminal_id":"T-DURABLE","sequence":{sequence},"observed_at":"{day}T02:00:{:02}Z","agent_version":"0.1.0","labels":{{"region":"cn-east"}}}}]}}"#,
             sequence % 60
         );
         let response = client

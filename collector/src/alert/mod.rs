@@ -124,7 +124,7 @@ impl Alerts {
                 .find(|slot| slot.name == name)
                 .and_then(|slot| slot.receiver.repeat_cap_seconds())
         });
-        let outbox = Outbox::open(data_dir)?;
+        let outbox = Outbox::open(data_dir)?.counting_unreadable(metrics.unreadable_rows.clone());
         let names: Vec<&str> = receivers.iter().map(|slot| slot.name.as_str()).collect();
         let abandoned = outbox.abandon_unknown(&names, OffsetDateTime::now_utc())?;
         if abandoned > 0 {

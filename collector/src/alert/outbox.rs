@@ -11,13 +11,14 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use prometheus::IntCounterVec;
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::message::{AlertItem, Notification};
 use super::plan::{Planned, State};
 use super::silences::Silence;
-use crate::store::{open_connection, StoreError};
+use crate::store::{lenient_int, lenient_text, open_connection, StoreError};
 
 /// A notification's delivery state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,13 +71,22 @@ pub struct Row {
 
 pub struct Outbox {
     connection: Mutex<Connection>,
+    /// Counts stored rows skipped because they cannot be used, by table.
+    unreadable: Option<IntCounterVec>,
 }
 
 fn millis(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// The latest time read back from a stored row, in Unix milliseconds (3000-01-01): the
+/// collector's clock writes nothing later, and a time far beyond (a damaged row) would make
+/// the arithmetic on it overflow.
+const STORED_MILLIS_MAX: i64 = 32_503_680_000_000;
+
+/// A stored time: Unix milliseconds, clamped to 1970 ..= 3000.
 fn from_millis(value: i64) -> OffsetDateTime {
+    let value = value.clamp(0, STORED_MILLIS_MAX);
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(value) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
@@ -90,7 +100,7 @@ const ROW_COLUMNS: &str =
      last_error, created_at, updated_at, next_attempt_at, delivered_at";
 
 fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, String)> {
-    let text: String = row.get(4)?;
+    let text = lenient_text(row, 4).unwrap_or_default();
     let placeholder = Notification {
         receiver: String::new(),
         group_key: String::new(),
@@ -102,21 +112,25 @@ fn read_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Row, String)> {
         more_resolved: 0,
         created_at: OffsetDateTime::UNIX_EPOCH,
     };
-    let status: String = row.get(5)?;
-    let delivered: Option<i64> = row.get(11)?;
+    // Only the id must be right (the key to mark a row failed); every other column of a
+    // damaged row reads as a neutral value and the notification's JSON decides.
+    let delivered = row
+        .get_ref(11)
+        .ok()
+        .and_then(|value| value.as_i64_or_null().ok().flatten());
     Ok((
         Row {
             id: row.get(0)?,
-            idempotency_key: row.get(1)?,
-            receiver: row.get(2)?,
-            group_key: row.get(3)?,
+            idempotency_key: lenient_text(row, 1).unwrap_or_default(),
+            receiver: lenient_text(row, 2).unwrap_or_default(),
+            group_key: lenient_text(row, 3).unwrap_or_default(),
             notification: placeholder,
-            status: Status::parse(&status),
-            attempts: row.get(6)?,
-            last_error: row.get(7)?,
-            created_at: from_millis(row.get(8)?),
-            updated_at: from_millis(row.get(9)?),
-            next_attempt_at: from_millis(row.get(10)?),
+            status: Status::parse(&lenient_text(row, 5).unwrap_or_default()),
+            attempts: u32::try_from(lenient_int(row, 6)).unwrap_or(0),
+            last_error: lenient_text(row, 7),
+            created_at: from_millis(lenient_int(row, 8)),
+            updated_at: from_millis(lenient_int(row, 9)),
+            next_attempt_at: from_millis(lenient_int(row, 10)),
             delivered_at: delivered.map(from_millis),
         },
         text,
@@ -149,7 +163,22 @@ impl Outbox {
         let connection = open_connection(data_dir)?;
         Ok(Outbox {
             connection: Mutex::new(connection),
+            unreadable: None,
         })
+    }
+
+    /// Counts the stored rows it skips in `counter`, by table.
+    pub fn counting_unreadable(mut self, counter: IntCounterVec) -> Self {
+        self.unreadable = Some(counter);
+        self
+    }
+
+    /// Logs and counts a stored row that cannot be used.
+    fn skipped(&self, table: &str, key: &str, problem: &dyn std::fmt::Display) {
+        tracing::error!(table, key, %problem, "Skipped a stored row the collector cannot use.");
+        if let Some(counter) = &self.unreadable {
+            counter.with_label_values(&[table]).inc();
+        }
     }
 
     fn connection(&self) -> MutexGuard<'_, Connection> {
@@ -166,23 +195,47 @@ impl Outbox {
             .prepare("SELECT receiver, alert_key, group_key, item FROM alert_notified")?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
-            let text: String = row.get(3)?;
-            match serde_json::from_str::<AlertItem>(&text) {
-                Ok(item) => {
-                    state
-                        .notified
-                        .insert((row.get(0)?, row.get(1)?), (row.get(2)?, item));
+            let (receiver, key, group) = (
+                lenient_text(row, 0),
+                lenient_text(row, 1),
+                lenient_text(row, 2),
+            );
+            let item = lenient_text(row, 3).map(|text| serde_json::from_str::<AlertItem>(&text));
+            match (receiver, key, group, item) {
+                (Some(receiver), Some(key), Some(group), Some(Ok(item))) => {
+                    state.notified.insert((receiver, key), (group, item));
                 }
-                Err(error) => tracing::warn!(%error, "Skipped a sent alert that cannot be read."),
+                (receiver, key, _, item) => {
+                    let name = format!(
+                        "{}|{}",
+                        receiver.unwrap_or_default(),
+                        key.unwrap_or_default()
+                    );
+                    match item {
+                        Some(Err(error)) => self.skipped("alert_notified", &name, &error),
+                        _ => self.skipped("alert_notified", &name, &"a column is not text"),
+                    }
+                }
             }
         }
         let mut statement =
             connection.prepare("SELECT receiver, group_key, last_sent_at FROM alert_groups")?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
-            state
-                .last_sent
-                .insert((row.get(0)?, row.get(1)?), from_millis(row.get(2)?));
+            let sent = row.get_ref(2).ok().and_then(|value| value.as_i64().ok());
+            match (lenient_text(row, 0), lenient_text(row, 1), sent) {
+                (Some(receiver), Some(group), Some(sent)) => {
+                    state.last_sent.insert((receiver, group), from_millis(sent));
+                }
+                (receiver, group, _) => {
+                    let name = format!(
+                        "{}|{}",
+                        receiver.unwrap_or_default(),
+                        group.unwrap_or_default()
+                    );
+                    self.skipped("alert_groups", &name, &"a column has the wrong type");
+                }
+            }
         }
         Ok(state)
     }
@@ -260,7 +313,11 @@ impl Outbox {
             match decode_row(found) {
                 Ok(row) => return Ok(Some(row)),
                 Err((id, error)) => {
-                    tracing::error!(id, %error, "A queued notification cannot be read; marking it failed.");
+                    self.skipped(
+                        "alert_outbox",
+                        &format!("id {id}"),
+                        &format!("{error}; marked failed"),
+                    );
                     self.finish(
                         id,
                         Status::Failed,
@@ -370,7 +427,7 @@ impl Outbox {
             match decode_row(row?) {
                 Ok(row) => list.push(row),
                 Err((id, error)) => {
-                    tracing::warn!(id, %error, "Skipped a notification that cannot be read.")
+                    tracing::warn!(id, %error, "Skipped listing a notification that cannot be read.")
                 }
             }
         }
@@ -387,22 +444,23 @@ impl Outbox {
         Ok(())
     }
 
+    /// Every silence that can be read; one that cannot is skipped, logged and counted each
+    /// time the silences are read (at start and when they change).
     pub fn silences(&self) -> Result<Vec<Silence>, StoreError> {
         let connection = self.connection();
-        let mut statement = connection.prepare("SELECT silence FROM alert_silences ORDER BY id")?;
-        let texts: Vec<String> = statement
-            .query_map([], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(texts
-            .iter()
-            .filter_map(|text| match serde_json::from_str(text) {
-                Ok(silence) => Some(silence),
-                Err(error) => {
-                    tracing::warn!(%error, "Skipped a silence that cannot be read.");
-                    None
-                }
-            })
-            .collect())
+        let mut statement =
+            connection.prepare("SELECT id, silence FROM alert_silences ORDER BY id")?;
+        let mut rows = statement.query([])?;
+        let mut silences = Vec::new();
+        while let Some(row) = rows.next()? {
+            let key = format!("id {}", lenient_int(row, 0));
+            match lenient_text(row, 1).map(|text| serde_json::from_str::<Silence>(&text)) {
+                Some(Ok(silence)) => silences.push(silence),
+                Some(Err(error)) => self.skipped("alert_silences", &key, &error),
+                None => self.skipped("alert_silences", &key, &"the silence is not text"),
+            }
+        }
+        Ok(silences)
     }
 
     /// Stores a new silence under the next id and returns it.
@@ -461,5 +519,88 @@ impl Outbox {
             params![id, encode(&silence, "a silence")?, millis(silence.ends_at)],
         )?;
         Ok(Some(silence))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    #[test]
+    fn rows_the_collector_cannot_use_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let connection = open_connection(dir.path()).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO alert_notified (receiver, alert_key, group_key, item) VALUES
+                     ('ops', 'k1', 'g', 'not json'),
+                     ('ops', 'k2', 'g', x'00ff'),
+                     (x'00', 'k3', 'g', '{}');
+                 INSERT INTO alert_groups (receiver, group_key, last_sent_at) VALUES
+                     ('ops', 'g1', 'yesterday'),
+                     ('ops', 'g2', 9223372036854775807),
+                     ('ops', 'g3', -9223372036854775808);
+                 INSERT INTO alert_silences (id, silence, ends_at) VALUES
+                     (1, '{\"id\": 1}', 0),
+                     (2, x'00', 0),
+                     (3, 42, 0);
+                 INSERT INTO alert_outbox (idempotency_key, receiver, group_key, notification,
+                     status, attempts, created_at, updated_at, next_attempt_at, delivered_at)
+                 VALUES
+                     ('a', 'ops', 'g', 'not json', 'pending', 0, 0, 0, 0, NULL),
+                     ('b', 'ops', 'g', '{}', 'pending', -5, 'soon', x'00',
+                         9223372036854775807, 'never');",
+            )
+            .unwrap();
+        drop(connection);
+        let registry = prometheus::Registry::new();
+        let counter =
+            IntCounterVec::new(prometheus::Opts::new("unreadable", "rows"), &["table"]).unwrap();
+        registry.register(Box::new(counter.clone())).unwrap();
+        let outbox = Outbox::open(dir.path())
+            .unwrap()
+            .counting_unreadable(counter.clone());
+        let state = outbox.load_state().unwrap();
+        assert!(state.notified.is_empty());
+        // Times that cannot be the collector's are read as the nearest it can write.
+        let mut sent: Vec<(String, OffsetDateTime)> = state
+            .last_sent
+            .into_iter()
+            .map(|((_, group), at)| (group, at))
+            .collect();
+        sent.sort();
+        assert_eq!(
+            sent,
+            [
+                ("g2".to_string(), from_millis(STORED_MILLIS_MAX)),
+                ("g3".to_string(), OffsetDateTime::UNIX_EPOCH),
+            ]
+        );
+        assert!(outbox.silences().unwrap().is_empty());
+        // Pending rows that cannot be read are given up, not retried forever.
+        assert_eq!(outbox.next_pending("ops").unwrap(), None);
+        assert_eq!(
+            outbox
+                .list(&Filter {
+                    limit: 10,
+                    ..Filter::default()
+                })
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(outbox.pending_count().unwrap(), 0);
+        let count = |table: &str| counter.with_label_values(&[table]).get();
+        assert_eq!(
+            [
+                count("alert_notified"),
+                count("alert_groups"),
+                count("alert_silences"),
+                count("alert_outbox")
+            ],
+            [3, 1, 3, 2]
+        );
     }
 }

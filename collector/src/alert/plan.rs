@@ -158,8 +158,10 @@ pub fn plan(
         let repeat = if !new.is_empty() || !gone.is_empty() {
             let since = *state.news_since.entry(id.clone()).or_insert(now);
             let due = match last_sent {
-                None => since + timing.group_wait,
-                Some(sent) => (sent + timing.group_interval).max(since + timing.group_wait),
+                None => later(since, timing.group_wait),
+                Some(sent) => {
+                    later(sent, timing.group_interval).max(later(since, timing.group_wait))
+                }
             };
             if now < due {
                 continue;
@@ -167,7 +169,8 @@ pub fn plan(
             false
         } else {
             state.news_since.remove(&id);
-            let repeat_due = last_sent.is_some_and(|sent| now >= sent + timing.repeat_interval);
+            let repeat_due =
+                last_sent.is_some_and(|sent| now >= later(sent, timing.repeat_interval));
             if old.is_empty() || !repeat_due {
                 continue;
             }
@@ -183,6 +186,13 @@ pub fn plan(
         ));
     }
     planned
+}
+
+/// `at` plus `wait`, or the last instant the calendar holds when that lies beyond it: a wait
+/// that long (a stored time far ahead, a huge configured interval) is never over.
+fn later(at: OffsetDateTime, wait: time::Duration) -> OffsetDateTime {
+    at.checked_add(wait)
+        .unwrap_or_else(|| time::PrimitiveDateTime::MAX.assume_utc())
 }
 
 fn parse_group_key(group_key: &str) -> BTreeMap<String, String> {
@@ -476,5 +486,46 @@ mod tests {
             start,
         );
         assert!(other.is_empty(), "waits for group_wait");
+    }
+
+    #[test]
+    fn times_at_the_ends_of_the_calendar_and_endless_intervals_do_not_panic() {
+        let end = time::PrimitiveDateTime::MAX.assume_utc();
+        let start = time::PrimitiveDateTime::MIN.assume_utc();
+        for seconds in [0, 10, u64::MAX] {
+            let config = AlertsConfig {
+                default_receiver: Some("ops".into()),
+                group_wait_seconds: seconds,
+                group_interval_seconds: seconds,
+                repeat_interval_seconds: seconds,
+                receivers: vec![],
+                ..AlertsConfig::default()
+            };
+            let routes = Routes::from_config(&config, |_| None);
+            for since in [start, end] {
+                let mut far = alert("T-1", 1, "cn-east");
+                far.item.since = since;
+                let mut state = State::default();
+                let mut sent = 0;
+                for now in [start, datetime!(2026-11-26 02:00 UTC), end, end] {
+                    for planned in plan(
+                        std::slice::from_ref(&far),
+                        &routes,
+                        &[],
+                        &mut state,
+                        &HashMap::new(),
+                        now,
+                    ) {
+                        state.apply(&planned);
+                        sent += 1;
+                    }
+                    // And the close of a finding whose close time is at an end.
+                    let closed: HashMap<u64, OffsetDateTime> = [(1, since)].into();
+                    let _ = plan(&[], &routes, &[], &mut state.clone(), &closed, now);
+                }
+                let expected = if seconds == u64::MAX { 0 } else { 1 };
+                assert!(sent >= expected, "{seconds} s: {sent} sent");
+            }
+        }
     }
 }

@@ -282,6 +282,7 @@ pub(crate) mod test_support {
             clock: None,
             dropped_reports: 0,
             unchanged: Vec::new(),
+            agent_instance: None,
         }
     }
 

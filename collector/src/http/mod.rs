@@ -94,6 +94,9 @@ impl AppState {
         )?;
         let store = Store::open(&config.data_dir)?;
         let (restored, stored_policy) = store.load(config.limits.max_history_findings)?;
+        for (table, _) in &restored.unreadable {
+            metrics.unreadable_rows.with_label_values(&[table]).inc();
+        }
         let restored_terminals = restored.terminals.len();
         let fleet = Fleet::restore(
             restored,

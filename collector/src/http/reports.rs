@@ -256,6 +256,12 @@ async fn ingest(
         };
         ApiError::field(reason, error.field, error.problem)
     })?;
+    crate::ingest_guard::admit_times(
+        &mut batch.reports,
+        OffsetDateTime::now_utc(),
+        &state.config.limits,
+    )
+    .map_err(|error| ApiError::field(Reason::InvalidField, error.field, error.problem))?;
     let terminal_id = match &admitted.claimed {
         Some(claimed) => claimed.clone(),
         None => batch.reports[0].terminal_id.clone(),
@@ -331,6 +337,12 @@ async fn ingest(
         .metrics
         .agent_dropped_reports
         .inc_by(outcome.dropped_reports);
+    crate::ingest_guard::note_sequence_resets(
+        &state.metrics,
+        &terminal_id,
+        &outcome.sequence_resets,
+        OffsetDateTime::now_utc(),
+    );
     let acknowledged_sequence = outcome.highest_sequence;
     state.publish(outcome.events);
     if state.config.state.durable_acknowledgements {

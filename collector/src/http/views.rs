@@ -102,6 +102,22 @@ pub struct TerminalSummary<'a> {
     first_seen: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     last_seen: OffsetDateTime,
+    /// The agent instance the sequences come from (absent for agents that send none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_instance: Option<&'a str>,
+    /// How often a new agent instance started the sequences anew (a wiped or re-installed
+    /// agent), and when last (collector time).
+    #[serde(skip_serializing_if = "is_zero")]
+    sequence_resets: u64,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    last_sequence_reset_at: Option<OffsetDateTime>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl<'a> From<&'a Terminal> for TerminalSummary<'a> {
@@ -117,6 +133,9 @@ impl<'a> From<&'a Terminal> for TerminalSummary<'a> {
             observed_at: terminal.observed_at,
             first_seen: terminal.first_seen,
             last_seen: terminal.last_seen,
+            agent_instance: terminal.agent_instance.as_deref(),
+            sequence_resets: terminal.sequence_resets,
+            last_sequence_reset_at: terminal.last_sequence_reset_at,
         }
     }
 }

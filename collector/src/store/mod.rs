@@ -12,6 +12,8 @@ use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use posmon_protocol::limits::SEQUENCE_MAX;
+
 use crate::config::VersionRule;
 use crate::findings::{Finding, Tracker};
 use crate::fleet::{Changes, Restored, Terminal};
@@ -77,74 +79,136 @@ impl Store {
 
     /// Everything a restart restores: terminals, the newest `history_limit` closed findings,
     /// the fleet-wide findings, the next finding id, and the stored version policy if any. A
-    /// terminal row that cannot be read is skipped with a warning rather than keeping the
-    /// collector down.
+    /// row or setting that cannot be used (not JSON, a wrong type, values out of range) is
+    /// skipped with an error naming the table and key, and listed in
+    /// [`Restored::unreadable`]: one bad row never keeps the collector down.
     pub fn load(
         &self,
         history_limit: usize,
     ) -> Result<(Restored, Option<Vec<VersionRule>>), StoreError> {
         let connection = self.connection();
         let mut restored = Restored::default();
-        let mut statement = connection.prepare("SELECT id, state FROM terminals")?;
+        let mut skip = |table: &'static str, key: String, problem: &dyn std::fmt::Display| {
+            tracing::error!(table, key = %key, %problem, "Skipped a stored row the collector cannot use.");
+            restored.unreadable.push((table, key));
+        };
+        let mut terminals = Vec::new();
+        let mut statement =
+            connection.prepare("SELECT rowid, id, state, agent_instance FROM terminals")?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let state: String = row.get(1)?;
+            let key =
+                lenient_text(row, 1).unwrap_or_else(|| format!("rowid {}", lenient_int(row, 0)));
+            let Some(state) = lenient_text(row, 2) else {
+                skip("terminals", key, &"the state is not text");
+                continue;
+            };
             match serde_json::from_str::<Terminal>(&state) {
-                Ok(terminal) => restored.terminals.push(terminal),
-                Err(error) => {
-                    tracing::warn!(terminal_id = %id, %error, "Skipped a terminal whose stored state cannot be read.");
+                Ok(mut terminal) => {
+                    if terminal.agent_instance.is_none() {
+                        terminal.agent_instance = lenient_text(row, 3).map(Into::into);
+                    }
+                    // Before sequences were bounded a report could pin a terminal at
+                    // u64::MAX: start its sequences anew instead.
+                    if terminal.highest_sequence > SEQUENCE_MAX {
+                        tracing::warn!(terminal_id = %terminal.id, highest_sequence = terminal.highest_sequence, "A stored terminal held a sequence above 2^53 - 1; its sequences start anew.");
+                        terminal.highest_sequence = 0;
+                    }
+                    if *terminal.id != *key {
+                        skip(
+                            "terminals",
+                            key,
+                            &"the state belongs to another terminal id",
+                        );
+                        continue;
+                    }
+                    terminals.push(terminal);
                 }
+                Err(error) => skip("terminals", key, &error),
             }
         }
         let limit = i64::try_from(history_limit).unwrap_or(i64::MAX);
-        let mut statement =
-            connection.prepare("SELECT finding FROM findings_history ORDER BY id DESC LIMIT ?1")?;
+        let mut history = Vec::new();
+        let mut statement = connection
+            .prepare("SELECT id, finding FROM findings_history ORDER BY id DESC LIMIT ?1")?;
         let mut rows = statement.query([limit])?;
         while let Some(row) = rows.next()? {
-            let text: String = row.get(0)?;
-            match serde_json::from_str::<Finding>(&text) {
-                Ok(finding) => restored.history.push(finding),
-                Err(error) => {
-                    tracing::warn!(%error, "Skipped a closed finding that cannot be read.")
-                }
+            let key = format!("id {}", lenient_int(row, 0));
+            match lenient_text(row, 1).map(|text| serde_json::from_str::<Finding>(&text)) {
+                Some(Ok(finding)) => history.push(finding),
+                Some(Err(error)) => skip("findings_history", key, &error),
+                None => skip("findings_history", key, &"the finding is not text"),
             }
         }
-        restored.history.reverse();
-        if let Some(text) = setting(&connection, FLEET_WIDE_KEY)? {
-            restored.fleet_wide =
-                serde_json::from_str::<Tracker>(&text).map_err(|source| StoreError::Decode {
-                    key: FLEET_WIDE_KEY,
-                    source,
-                })?;
-        }
-        if let Some(text) = setting(&connection, NEXT_ID_KEY)? {
-            restored.next_finding_id = text.parse().unwrap_or(0);
-        }
+        history.reverse();
+        let fleet_wide = match setting(&connection, FLEET_WIDE_KEY) {
+            Ok(Some(text)) => match serde_json::from_str::<Tracker>(&text) {
+                Ok(tracker) => tracker,
+                Err(error) => {
+                    skip("settings", FLEET_WIDE_KEY.into(), &error);
+                    Tracker::default()
+                }
+            },
+            Ok(None) => Tracker::default(),
+            Err(error) => {
+                skip("settings", FLEET_WIDE_KEY.into(), &error);
+                Tracker::default()
+            }
+        };
+        let next_finding_id = match setting(&connection, NEXT_ID_KEY) {
+            Ok(Some(text)) => text.parse().unwrap_or_else(|error| {
+                skip("settings", NEXT_ID_KEY.into(), &error);
+                0
+            }),
+            Ok(None) => 0,
+            Err(error) => {
+                skip("settings", NEXT_ID_KEY.into(), &error);
+                0
+            }
+        };
+        let policy = match setting(&connection, POLICY_KEY) {
+            Ok(Some(text)) => match serde_json::from_str::<Vec<VersionRule>>(&text) {
+                Ok(rules) => match crate::config::validate_version_policy(&rules) {
+                    Ok(()) => Some(rules),
+                    Err((key, problem)) => {
+                        skip(
+                            "settings",
+                            POLICY_KEY.into(),
+                            &format!("rules{key}: {problem}; the config's policy applies"),
+                        );
+                        None
+                    }
+                },
+                Err(error) => {
+                    skip(
+                        "settings",
+                        POLICY_KEY.into(),
+                        &format!("{error}; the config's policy applies"),
+                    );
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(error) => {
+                skip("settings", POLICY_KEY.into(), &error);
+                None
+            }
+        };
         // Ids must stay unique even if the last write of the counter was lost.
-        let highest: Option<i64> =
-            connection.query_row("SELECT MAX(id) FROM findings_history", [], |row| row.get(0))?;
-        let highest_open = restored
-            .terminals
+        let highest: Option<i64> = connection
+            .query_row("SELECT MAX(id) FROM findings_history", [], |row| row.get(0))
+            .unwrap_or(None);
+        let highest_open = terminals
             .iter()
             .flat_map(|terminal| terminal.findings.findings().map(|finding| finding.id))
-            .chain(restored.fleet_wide.findings().map(|finding| finding.id))
+            .chain(fleet_wide.findings().map(|finding| finding.id))
             .max();
-        restored.next_finding_id = restored
-            .next_finding_id
+        restored.terminals = terminals;
+        restored.history = history;
+        restored.fleet_wide = fleet_wide;
+        restored.next_finding_id = next_finding_id
             .max(highest.and_then(|id| u64::try_from(id).ok()).unwrap_or(0))
             .max(highest_open.unwrap_or(0));
-        let policy = match setting(&connection, POLICY_KEY)? {
-            Some(text) => {
-                Some(
-                    serde_json::from_str(&text).map_err(|source| StoreError::Decode {
-                        key: POLICY_KEY,
-                        source,
-                    })?,
-                )
-            }
-            None => None,
-        };
         Ok((restored, policy))
     }
 
@@ -157,7 +221,7 @@ impl Store {
                 what: "a terminal",
                 source,
             })?;
-            encoded_terminals.push((&terminal.id, state));
+            encoded_terminals.push((terminal, state));
         }
         let mut encoded_history = Vec::with_capacity(changes.closed.len());
         for finding in &changes.closed {
@@ -182,11 +246,16 @@ impl Store {
         let transaction = connection.transaction()?;
         {
             let mut upsert = transaction.prepare_cached(
-                "INSERT INTO terminals (id, state) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+                "INSERT INTO terminals (id, state, agent_instance) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state,
+                     agent_instance = excluded.agent_instance",
             )?;
-            for (id, state) in &encoded_terminals {
-                upsert.execute(params![&***id, state])?;
+            for (terminal, state) in &encoded_terminals {
+                upsert.execute(params![
+                    &*terminal.id,
+                    state,
+                    terminal.agent_instance.as_deref()
+                ])?;
             }
             let mut insert = transaction.prepare_cached(
                 "INSERT OR REPLACE INTO findings_history (id, terminal_id, code, closed_at, finding)
@@ -253,6 +322,22 @@ pub fn open_connection(data_dir: &Path) -> Result<Connection, StoreError> {
         .busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_error)?;
     Ok(connection)
+}
+
+/// A column as text, `None` when it is NULL or not text.
+pub(crate) fn lenient_text(row: &rusqlite::Row<'_>, index: usize) -> Option<String> {
+    row.get_ref(index)
+        .ok()
+        .and_then(|value| value.as_str().ok())
+        .map(str::to_string)
+}
+
+/// A column as an integer, 0 when it is NULL or not an integer.
+pub(crate) fn lenient_int(row: &rusqlite::Row<'_>, index: usize) -> i64 {
+    row.get_ref(index)
+        .ok()
+        .and_then(|value| value.as_i64().ok())
+        .unwrap_or(0)
 }
 
 fn setting(connection: &Connection, key: &str) -> Result<Option<String>, StoreError> {
@@ -329,5 +414,146 @@ mod tests {
         assert_eq!(again.terminal("T-1"), fleet.terminal("T-1"));
         assert_eq!(again.history_of("T-1", 10), fleet.history_of("T-1", 10));
         assert_eq!(again.history_of("T-1", 10).len(), 1);
+    }
+
+    #[test]
+    fn rows_the_collector_cannot_use_are_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let thresholds = DiagnosisConfig::default();
+        let fleet = Fleet::new(100, 30);
+        let mut report = healthy_report();
+        report.sequence = 3;
+        report.agent_instance = Some("aaaaaaaa-1111".into());
+        fleet.apply_batch(
+            "T-GOOD",
+            vec![(report, vec![])],
+            datetime!(2026-11-26 02:00 UTC),
+            &thresholds,
+        );
+        let store = Store::open(dir.path()).unwrap();
+        store.write(&fleet.take_changes(), 100).unwrap();
+        let good = serde_json::to_string(&fleet.terminal("T-GOOD").unwrap()).unwrap();
+        drop(store);
+        // Damage the database behind the collector's back, as a bad disk, a hand edit or an
+        // older collector's attack could.
+        let connection = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        let pinned = good.replace("\"T-GOOD\"", "\"T-PINNED\"").replace(
+            "\"highest_sequence\":3",
+            &format!("\"highest_sequence\":{}", u64::MAX),
+        );
+        let far = good
+            .replace("\"T-GOOD\"", "\"T-FAR\"")
+            .replace("2026-11-26T02:00:00Z", "9999-12-31T23:59:59Z");
+        let rows: [(&str, rusqlite::types::Value); 6] = [
+            ("T-NOT-JSON", "{not json".to_string().into()),
+            ("T-INTEGER", 42i64.into()),
+            ("T-BLOB", vec![0u8, 159, 146, 150].into()),
+            ("T-OTHER-ID", good.clone().into()),
+            ("T-PINNED", pinned.into()),
+            ("T-FAR", far.into()),
+        ];
+        for (id, state) in rows {
+            connection
+                .execute(
+                    "INSERT INTO terminals (id, state) VALUES (?1, ?2)",
+                    params![id, state],
+                )
+                .unwrap();
+        }
+        connection
+            .execute(
+                "INSERT INTO findings_history (id, terminal_id, code, closed_at, finding)
+                 VALUES (7, 'T-GOOD', 'x', NULL, 'nope'), (8, 'T-GOOD', 'x', NULL, x'00ff')",
+                [],
+            )
+            .unwrap();
+        for (key, value) in [
+            (FLEET_WIDE_KEY, "[1,2"),
+            (POLICY_KEY, r#"[{"component":"nonsense","minimum":"1"}]"#),
+            (NEXT_ID_KEY, "minus one"),
+        ] {
+            put_setting(&connection, key, value).unwrap();
+        }
+        drop(connection);
+
+        let store = Store::open(dir.path()).unwrap();
+        let (restored, policy) = store.load(100).unwrap();
+        let mut unreadable: Vec<(&str, String)> = restored.unreadable.clone();
+        unreadable.sort();
+        assert_eq!(
+            unreadable,
+            [
+                ("findings_history", "id 7".to_string()),
+                ("findings_history", "id 8".to_string()),
+                ("settings", FLEET_WIDE_KEY.to_string()),
+                ("settings", NEXT_ID_KEY.to_string()),
+                ("settings", POLICY_KEY.to_string()),
+                ("terminals", "T-BLOB".to_string()),
+                ("terminals", "T-INTEGER".to_string()),
+                ("terminals", "T-NOT-JSON".to_string()),
+                ("terminals", "T-OTHER-ID".to_string()),
+            ]
+        );
+        assert_eq!(policy, None, "the config's policy applies");
+        assert_eq!(restored.next_finding_id, 8, "above every stored id");
+        let mut kept: Vec<(String, u64, Option<String>)> = restored
+            .terminals
+            .iter()
+            .map(|t| {
+                (
+                    t.id.to_string(),
+                    t.highest_sequence,
+                    t.agent_instance.as_deref().map(str::to_string),
+                )
+            })
+            .collect();
+        kept.sort();
+        let instance = Some("aaaaaaaa-1111".to_string());
+        assert_eq!(
+            kept,
+            [
+                ("T-FAR".to_string(), 3, instance.clone()),
+                ("T-GOOD".to_string(), 3, instance.clone()),
+                // Pinned at u64::MAX by a report from before the bound: starts anew.
+                ("T-PINNED".to_string(), 0, instance.clone()),
+            ]
+        );
+        // The terminal dated at the end of the calendar is usable.
+        let fleet = Fleet::restore(restored, 100, 30);
+        fleet.evaluate(datetime!(2026-11-26 02:10 UTC), &thresholds);
+        let mut report = healthy_report();
+        report.sequence = 4;
+        fleet.apply_batch(
+            "T-FAR",
+            vec![(report, vec![])],
+            datetime!(2026-11-26 02:11 UTC),
+            &thresholds,
+        );
+        assert_eq!(fleet.highest_sequence("T-FAR"), 4);
+    }
+
+    #[test]
+    fn the_agent_instance_is_kept_in_its_column_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = Fleet::new(100, 30);
+        let mut report = healthy_report();
+        report.agent_instance = Some("bbbbbbbb-2222".into());
+        fleet.apply_batch(
+            "T-1",
+            vec![(report, vec![])],
+            datetime!(2026-11-26 02:00 UTC),
+            &DiagnosisConfig::default(),
+        );
+        let store = Store::open(dir.path()).unwrap();
+        store.write(&fleet.take_changes(), 100).unwrap();
+        let column: Option<String> = store
+            .connection()
+            .query_row(
+                "SELECT agent_instance FROM terminals WHERE id = 'T-1'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(column.as_deref(), Some("bbbbbbbb-2222"));
     }
 }

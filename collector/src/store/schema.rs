@@ -60,6 +60,9 @@ const MIGRATIONS: &[&str] = &[
          silence TEXT NOT NULL,
          ends_at INTEGER NOT NULL
      );",
+    // 3: the agent instance each terminal's sequences come from (also in its state JSON), so
+    //    that sequence resets can be looked up in SQL.
+    "ALTER TABLE terminals ADD COLUMN agent_instance TEXT;",
 ];
 
 /// The schema version this collector writes.
@@ -104,7 +107,7 @@ mod tests {
         let error = migrate(&mut connection).err().map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
-            Some("the state database has schema version 3, newer than this collector's 2: upgrade the collector")
+            Some("the state database has schema version 4, newer than this collector's 3: upgrade the collector")
         );
     }
 }

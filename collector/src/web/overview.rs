@@ -91,7 +91,12 @@ pub async fn trend(
 ) -> Result<impl IntoResponse, ApiError> {
     check_parameters(&query, &["hours"])?;
     let hours = number(&query, "hours", 24, TREND_HOURS_MAX)?;
-    let since = OffsetDateTime::now_utc().unix_timestamp() - (hours as i64) * 3600;
+    let span = i64::try_from(hours)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(3600);
+    let since = OffsetDateTime::now_utc()
+        .unix_timestamp()
+        .saturating_sub(span);
     Ok(Json(json!({
         "interval_seconds": state.config.web.trend_interval_seconds,
         "points": state.trend.since(since),

@@ -112,7 +112,9 @@ fn judge(version: &str, rule: &VersionRule, today: time::Date) -> Option<(Severi
     match rule.latest_released_on {
         None => Some((Severity::Warning, format!(">= {latest}"))),
         Some(released) => {
-            let deadline = released + time::Duration::days(i64::from(rule.update_within_days));
+            // A deadline beyond the calendar never passes.
+            let deadline =
+                released.checked_add(time::Duration::days(i64::from(rule.update_within_days)))?;
             (today > deadline).then(|| {
                 (
                     Severity::Warning,
@@ -218,6 +220,29 @@ mod tests {
             date!(2026 - 11 - 02),
             Some(Severity::Warning),
         );
+    }
+
+    #[test]
+    fn a_policy_or_a_report_at_the_ends_of_the_calendar_does_not_panic() {
+        let mut policy = rule("firmware", None, "1.0");
+        policy.latest = Some("1.4".into());
+        // (released on, grace days, today (the report's date), behind is a warning)
+        let cases = [
+            (time::Date::MAX, u32::MAX, date!(2026 - 11 - 26), None),
+            (time::Date::MAX, 0, time::Date::MAX, None),
+            (time::Date::MIN, u32::MAX, date!(2026 - 11 - 26), None),
+            (time::Date::MIN, 0, time::Date::MAX, Some(Severity::Warning)),
+            (date!(2026 - 11 - 01), 14, time::Date::MIN, None),
+        ];
+        for (released, days, today, expected) in cases {
+            policy.latest_released_on = Some(released);
+            policy.update_within_days = days;
+            let got = judge("1.3", &policy, today).map(|(severity, _)| severity);
+            assert_eq!(
+                got, expected,
+                "released {released}, {days} days, on {today}"
+            );
+        }
     }
 
     #[test]

@@ -75,4 +75,23 @@ mod tests {
         // What closes it (the next report) is the fleet's job: see fleet.rs
         // `a_report_closes_the_silent_finding`.
     }
+
+    #[test]
+    fn times_at_the_ends_of_the_calendar_do_not_panic() {
+        let thresholds = DiagnosisConfig::default();
+        let first = time::PrimitiveDateTime::MIN.assume_utc();
+        let last = time::PrimitiveDateTime::MAX.assume_utc();
+        // (last report, now, silent)
+        for (report, now, expected) in [
+            (first, last, true),
+            (last, first, false),
+            (last, last, false),
+        ] {
+            assert_eq!(
+                evaluate(report, now, &thresholds).is_some(),
+                expected,
+                "{report} → {now}"
+            );
+        }
+    }
 }

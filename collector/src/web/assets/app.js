@@ -29,6 +29,8 @@ const STRINGS = {
     "terminal.title": "Terminal {id}", "terminal.identity": "Identity", "terminal.labels": "Labels",
     "terminal.merchant": "Merchant", "terminal.agent": "Agent version", "terminal.first_seen": "First report",
     "terminal.last_seen": "Last report", "terminal.observed_at": "Measured at", "terminal.path": "Network path",
+    "terminal.instance": "Agent instance", "terminal.resets": "Restarted from sequence 1: {count}×, last {time}",
+    "terminal.no_resets": "sequence {sequence}, never restarted",
     "terminal.latency": "Latency (ms)", "terminal.versions": "Software versions", "terminal.device": "Device",
     "terminal.findings": "Findings", "terminal.open": "open", "terminal.closed": "closed {time}",
     "terminal.suppressed": "explained by an upstream outage", "terminal.remediation": "What to do",
@@ -75,6 +77,8 @@ const STRINGS = {
     "terminal.title": "终端 {id}", "terminal.identity": "基本信息", "terminal.labels": "标签",
     "terminal.merchant": "商户", "terminal.agent": "代理版本", "terminal.first_seen": "首次上报",
     "terminal.last_seen": "最近上报", "terminal.observed_at": "测量时间", "terminal.path": "网络路径",
+    "terminal.instance": "代理实例", "terminal.resets": "序号已从 1 重新开始：{count} 次，最近一次 {time}",
+    "terminal.no_resets": "序号 {sequence}，未重新开始",
     "terminal.latency": "延迟（毫秒）", "terminal.versions": "软件版本", "terminal.device": "设备状态",
     "terminal.findings": "问题记录", "terminal.open": "未关闭", "terminal.closed": "已于 {time} 关闭",
     "terminal.suppressed": "已由上游故障解释", "terminal.remediation": "处理建议",
@@ -407,6 +411,9 @@ async function viewTerminal(main, current) {
         <dt>${esc(t("terminal.first_seen"))}</dt><dd>${esc(fmtTime(terminal.first_seen))}</dd>
         <dt>${esc(t("terminal.last_seen"))}</dt><dd>${esc(fmtTime(terminal.last_seen))} (${esc(ago(terminal.last_seen))})</dd>
         <dt>${esc(t("terminal.observed_at"))}</dt><dd>${esc(fmtTime(terminal.observed_at))}</dd>
+        ${terminal.agent_instance ? `<dt>${esc(t("terminal.instance"))}</dt><dd id="agent-instance"><code>${esc(terminal.agent_instance)}</code><div class="muted">${esc(terminal.sequence_resets
+          ? t("terminal.resets", { count: terminal.sequence_resets, time: fmtTime(terminal.last_sequence_reset_at) })
+          : t("terminal.no_resets", { sequence: terminal.sequence }))}</div></dd>` : ""}
       </dl><h2 style="margin-top:1rem">${esc(t("terminal.labels"))}</h2><dl class="kv">${labelRows}</dl></section>
       <section class="panel"><h2>${esc(t("terminal.versions"))}</h2><table id="versions"><thead><tr><th>${esc(t("col.component"))}</th><th>${esc(t("col.version"))}</th><th>${esc(t("col.policy"))}</th><th>${esc(t("col.compliance"))}</th></tr></thead><tbody>${versionRows}</tbody></table></section>
       <section class="panel"><h2>${esc(t("terminal.device"))}</h2>${deviceView(terminal.device)}</section>
