@@ -17,6 +17,8 @@ pub mod fleet;
 pub mod http;
 pub mod ingest_guard;
 pub mod metrics;
+#[cfg(test)]
+mod properties;
 pub mod secret;
 pub mod store;
 pub mod tls;

@@ -20,8 +20,8 @@ use crate::SCHEMA_VERSION;
 /// A late-2026 instant, around which plausible times fall.
 const NOW: i64 = 1_796_000_000;
 
-/// Any instant `time` can represent (years -9999 to 9999), weighted towards the present and
-/// the edges.
+/// Any instant the wire can carry (years 0000 to 9999), weighted towards the present and the
+/// edges.
 pub fn any_time(hostile: bool) -> BoxedStrategy<OffsetDateTime> {
     if !hostile {
         return (NOW - 86_400..NOW + 600)
@@ -30,7 +30,11 @@ pub fn any_time(hostile: bool) -> BoxedStrategy<OffsetDateTime> {
             })
             .boxed();
     }
-    let earliest = OffsetDateTime::new_utc(time::Date::MIN, time::Time::MIDNIGHT).unix_timestamp();
+    // RFC 3339 carries years 0000 to 9999: what a terminal can send.
+    let earliest = time::Date::from_calendar_date(0, time::Month::January, 1)
+        .map_or(-62_167_219_200, |date| {
+            OffsetDateTime::new_utc(date, time::Time::MIDNIGHT).unix_timestamp()
+        });
     let latest = OffsetDateTime::new_utc(time::Date::MAX, time::Time::MIDNIGHT).unix_timestamp();
     prop_oneof![
         4 => NOW - 400 * 86_400..NOW + 400 * 86_400,
@@ -256,6 +260,19 @@ fn any_labels(hostile: bool) -> BoxedStrategy<Labels> {
         .boxed()
 }
 
+/// An agent instance id: a few plausible ones (so that resets happen), or any text.
+fn instance(hostile: bool) -> BoxedStrategy<String> {
+    if hostile {
+        any_text(true)
+    } else {
+        prop_oneof![
+            Just("0f3a9c2e-77b1".to_string()),
+            Just("a1b2c3d4-e5f6".to_string())
+        ]
+        .boxed()
+    }
+}
+
 fn label_key(hostile: bool) -> BoxedStrategy<String> {
     if hostile {
         any_text(true)
@@ -437,13 +454,14 @@ pub fn any_report_of(terminal_id: String, hostile: bool) -> BoxedStrategy<Report
             option::of(any_clock(hostile)),
             any_count(hostile),
             vec(any_section(), 0..3),
+            option::of(instance(hostile)),
         ),
     )
         .prop_map(
             move |(
                 (schema_version, sequence, observed_at, agent_version),
                 (labels, probes, software),
-                (device, clock, dropped_reports, unchanged),
+                (device, clock, dropped_reports, unchanged, agent_instance),
             )| Report {
                 schema_version,
                 terminal_id: terminal_id.clone(),
@@ -457,6 +475,7 @@ pub fn any_report_of(terminal_id: String, hostile: bool) -> BoxedStrategy<Report
                 clock,
                 dropped_reports,
                 unchanged,
+                agent_instance,
             },
         )
         .boxed()

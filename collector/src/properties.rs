@@ -1,0 +1,165 @@
+//! Properties over arbitrary reports, dates and policies: diagnosis, the fleet's state and its
+//! evaluation, the store and message rendering never panic, whatever a terminal or an admin
+//! sent and whatever time it claims. The strategies are the protocol crate's (half plausible
+//! reports, half hostile: any date `time` can represent, any integer, NaN, markup and links).
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use time::OffsetDateTime;
+
+use crate::alert::config::Language;
+use crate::alert::message::{markdown, title, AlertItem, Notification};
+use crate::config::{DiagnosisConfig, VersionRule};
+use crate::diagnose::{diagnose, Policy};
+use crate::findings::Finding;
+use crate::fleet::Fleet;
+use crate::store::Store;
+use posmon_protocol::strategies::{any_report, any_text, any_time};
+use posmon_protocol::Report;
+
+/// A version policy with arbitrary versions and dates.
+fn any_policy() -> impl Strategy<Value = Vec<VersionRule>> {
+    let date = prop_oneof![
+        Just(time::Date::MIN),
+        Just(time::Date::MAX),
+        any_time(true).prop_map(|at| at.date()),
+    ];
+    let rule = (
+        prop_oneof![Just("pos_app".to_string()), Just("os".to_string())],
+        any_text(true),
+        proptest::option::of(any_text(true)),
+        proptest::option::of(date),
+        any::<u32>(),
+    )
+        .prop_map(
+            |(component, minimum, latest, latest_released_on, update_within_days)| VersionRule {
+                component,
+                model: None,
+                minimum,
+                latest,
+                latest_released_on,
+                update_within_days,
+            },
+        );
+    vec(rule, 0..3)
+}
+
+/// What a notification about `finding` shows.
+fn item_of(finding: &Finding) -> AlertItem {
+    AlertItem {
+        finding_id: finding.id,
+        terminal_id: finding.terminal_id.to_string(),
+        code: finding.kind.code.to_string(),
+        category: finding.kind.category.as_str().to_string(),
+        party: finding.kind.party.as_str().to_string(),
+        severity: finding.severity.as_str().to_string(),
+        subject: finding.subject.clone(),
+        merchant: Some(finding.subject.clone()),
+        region: None,
+        carrier: None,
+        model: None,
+        evidence: finding.evidence.clone(),
+        since: finding.since,
+        closed_at: finding.closed_at,
+        explains: finding.explains,
+        link: format!("http://dashboard/#/terminal/{}", finding.terminal_id),
+    }
+}
+
+fn render_all(findings: &[Finding], created_at: OffsetDateTime) {
+    let items: Vec<AlertItem> = findings.iter().map(item_of).collect();
+    let notification = Notification {
+        receiver: "ops".into(),
+        group_key: "code=any".into(),
+        group_labels: Default::default(),
+        repeat: false,
+        firing: items.clone(),
+        resolved: items,
+        more_firing: 0,
+        more_resolved: 0,
+        created_at,
+    };
+    for language in [Language::En, Language::ZhCn] {
+        let _ = title(&notification, language);
+        for limit in [0, 100, 4096, 20_000] {
+            let text = markdown(&notification, language, limit);
+            assert!(limit == 0 || text.len() <= limit.max(64), "over the limit");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A terminal's reports, received and evaluated at any times, under any policy: no panic
+    /// anywhere from diagnosis to rendering the alerts.
+    #[test]
+    fn diagnosis_fleet_and_messages_never_panic(
+        reports in vec(any_report(), 1..6),
+        received in vec(any_time(true), 6),
+        evaluations in vec(any_time(true), 3),
+        rules in any_policy(),
+    ) {
+        let thresholds = DiagnosisConfig::default();
+        let policy = Policy { versions: &rules, thresholds: &thresholds };
+        let fleet = Fleet::new(50, 5);
+        for (index, report) in reports.into_iter().enumerate() {
+            let terminal_id = report.terminal_id.clone();
+            let signals = diagnose(&report, &policy);
+            let batch: Vec<(Report, _)> = vec![(report, signals)];
+            let outcome = fleet.apply_batch(&terminal_id, batch, received[index], &thresholds);
+            let findings: Vec<Finding> =
+                outcome.events.iter().map(|event| event.finding.clone()).collect();
+            render_all(&findings, received[index]);
+        }
+        for now in evaluations {
+            let events = fleet.evaluate(now, &thresholds);
+            let findings: Vec<Finding> = events.iter().map(|event| event.finding.clone()).collect();
+            render_all(&findings, now);
+        }
+        let mut open = Vec::new();
+        fleet.for_each_terminal(|terminal| {
+            let _ = terminal.status();
+            open.extend(terminal.findings.findings().cloned());
+        });
+        open.extend(fleet.fleet_wide_findings());
+        render_all(&open, OffsetDateTime::UNIX_EPOCH);
+    }
+}
+
+proptest! {
+    // Each case opens a database: fewer of them.
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Whatever state arbitrary reports leave, the store writes it and a restart loads it.
+    #[test]
+    fn the_store_writes_and_loads_any_state(
+        reports in vec(any_report(), 1..4),
+        received in any_time(true),
+    ) {
+        let thresholds = DiagnosisConfig::default();
+        let policy = Policy { versions: &[], thresholds: &thresholds };
+        let fleet = Fleet::new(50, 5);
+        for report in reports {
+            let terminal_id = report.terminal_id.clone();
+            let signals = diagnose(&report, &policy);
+            fleet.apply_batch(&terminal_id, vec![(report, signals)], received, &thresholds);
+        }
+        fleet.evaluate(received, &thresholds);
+        let directory = tempfile::tempdir();
+        prop_assert!(directory.is_ok());
+        let Ok(directory) = directory else { return Ok(()) };
+        let store = Store::open(directory.path());
+        prop_assert!(store.is_ok(), "{:?}", store.err());
+        let Ok(store) = store else { return Ok(()) };
+        let written = store.write(&fleet.take_changes(), 50);
+        prop_assert!(written.is_ok(), "{:?}", written.err());
+        drop(store);
+        let store = Store::open(directory.path());
+        prop_assert!(store.is_ok(), "{:?}", store.err());
+        if let Ok(store) = store {
+            let loaded = store.load(50);
+            prop_assert!(loaded.is_ok(), "{:?}", loaded.err());
+        }
+    }
+}
