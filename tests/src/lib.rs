@@ -849,3 +849,10 @@ pub fn openssl_hmac(key: &[u8], message: &[u8]) -> Option<(String, String)> {
         String::from_utf8_lossy(&base64.stdout).trim().to_string(),
     ))
 }
+
+impl Process {
+    /// The operating system's id of the process (for /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
