@@ -213,6 +213,7 @@ impl Terminal {
                 .map(|position| self.targets.swap_remove(position));
             let mut latency = previous.map(|target| target.latency).unwrap_or_default();
             if let Some(milliseconds) = connect_latency(probe) {
+                // `while`: a series restored under a larger setting shrinks to this one.
                 while latency.len() >= latency_points.max(1) {
                     latency.pop_front();
                 }
