@@ -426,8 +426,11 @@ impl Suppressions {
 /// Closed findings, bounded twice: at most a quota per terminal, so that a terminal whose
 /// findings flap drops only its own oldest (the fleet-wide findings, under the empty terminal
 /// id, have a quota of their own the same way); and at most a total, which drops the oldest of
-/// the whole fleet. Indexed by terminal for the terminal page. Also the closed findings the
-/// store has not written yet.
+/// the whole fleet. Indexed by terminal for the terminal page.
+///
+/// The store writes what is held and was not written yet (insertion numbers from
+/// `written_upto`): a finding the bounds dropped before the writer came is not written only to
+/// be deleted, so a flapping terminal cannot make the writer's batch grow with its rate.
 #[derive(Debug, Default)]
 struct History {
     /// Each terminal's closed findings with their insertion numbers, oldest first.
@@ -437,7 +440,8 @@ struct History {
     next_number: u64,
     /// Findings dropped from memory for their terminal's quota.
     dropped_for_quota: u64,
-    unwritten: Vec<Finding>,
+    /// The first insertion number the store has not taken yet.
+    written_upto: u64,
 }
 
 impl History {
@@ -474,6 +478,20 @@ impl History {
                 }
             }
         }
+    }
+
+    /// The held findings the store has not taken yet, oldest first.
+    fn take_unwritten(&mut self) -> Vec<Finding> {
+        let from = self.written_upto;
+        self.written_upto = self.next_number;
+        self.order
+            .range(from..)
+            .filter_map(|(number, terminal)| {
+                let held = self.by_terminal.get(terminal)?;
+                let index = held.binary_search_by_key(number, |(n, _)| *n).ok()?;
+                held.get(index).map(|(_, finding)| finding.clone())
+            })
+            .collect()
     }
 
     fn len(&self) -> usize {
@@ -627,6 +645,8 @@ impl Fleet {
                     limits.history_findings_per_terminal,
                 );
             }
+            // What the database held is written.
+            history.written_upto = history.next_number;
         }
         fleet.set_suppressions(&restored.fleet_wide);
         lock(&fleet.fleet_wide).tracker = restored.fleet_wide;
@@ -770,7 +790,6 @@ impl Fleet {
                 self.history_limit,
                 self.limits.history_findings_per_terminal,
             );
-            history.unwritten.push(event.finding.clone());
         }
     }
 
@@ -1057,7 +1076,7 @@ impl Fleet {
                 }
             }
         }
-        changes.closed = std::mem::take(&mut lock(&self.history).unwritten);
+        changes.closed = lock(&self.history).take_unwritten();
         {
             let mut fleet_wide = lock(&self.fleet_wide);
             if fleet_wide.changed {
@@ -1281,7 +1300,9 @@ mod tests {
             );
         }
         assert_eq!(fleet.history_of("T-1", 100).len(), 2);
-        assert_eq!(fleet.take_changes().closed.len(), 5);
+        // Only what the history holds is written: the database would drop the rest at once.
+        assert_eq!(fleet.take_changes().closed.len(), 2);
+        assert!(fleet.take_changes().closed.is_empty());
     }
 
     #[test]
@@ -1549,6 +1570,20 @@ mod tests {
         assert_eq!(fleet.history_of("T-flapping", 100).len(), 5);
         assert_eq!(fleet.history_len(), 6);
         assert_eq!(fleet.history_dropped_for_quota(), 95);
+        // The store is given what is held, not the 100 closings: the flapping terminal cannot
+        // grow the writer's batch with its rate.
+        let written: Vec<u64> = fleet.take_changes().closed.iter().map(|f| f.id).collect();
+        assert_eq!(written.len(), 6);
+        for sequence in 401..=408u64 {
+            send(
+                "T-flapping",
+                sequence,
+                sequence % 4 == 1 || sequence % 4 == 2,
+            );
+        }
+        let newly: Vec<u64> = fleet.take_changes().closed.iter().map(|f| f.id).collect();
+        assert_eq!(newly.len(), 2);
+        assert!(newly.iter().all(|id| !written.contains(id)));
         // The newest first.
         let ids: Vec<u64> = fleet
             .history_of("T-flapping", 2)
