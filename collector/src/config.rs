@@ -124,6 +124,12 @@ pub struct LimitsConfig {
     /// A report observed further ahead of the collector's clock than this is refused; a
     /// terminal ahead by less is accepted (and its clock found skewed).
     pub max_clock_ahead_seconds: u64,
+    /// Most closed findings kept per terminal (and for the fleet-wide findings), in memory and
+    /// in the database: a terminal whose findings flap drops only its own oldest.
+    pub max_history_findings_per_terminal: usize,
+    /// Most open findings per terminal; beyond, its new problems are not tracked until some
+    /// close (counted in `posmon_findings_capped_signals_total`).
+    pub max_open_findings_per_terminal: usize,
 }
 
 impl Default for LimitsConfig {
@@ -145,6 +151,8 @@ impl Default for LimitsConfig {
             tls_handshake_timeout_seconds: 10,
             max_report_age_seconds: 8 * 86_400,
             max_clock_ahead_seconds: 86_400,
+            max_history_findings_per_terminal: 200,
+            max_open_findings_per_terminal: 128,
         }
     }
 }
@@ -307,6 +315,9 @@ pub struct MetricsConfig {
     /// Most distinct values of a label (region, model, target) exported; further values are
     /// exported as `other`, so a typo in a terminal's labels cannot blow up the series.
     pub max_label_values: usize,
+    /// Most of those values one terminal may bring in, per label; its further new values are
+    /// exported as `other`, so one terminal cannot take every slot.
+    pub max_label_values_per_terminal: usize,
 }
 
 impl Default for MetricsConfig {
@@ -314,6 +325,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             per_terminal_series: false,
             max_label_values: 200,
+            max_label_values_per_terminal: 8,
         }
     }
 }
@@ -487,10 +499,41 @@ impl Config {
         if self.metrics.max_label_values == 0 {
             return invalid("metrics.max_label_values", "must be at least 1");
         }
+        self.validate_per_terminal_bounds()?;
         if let Err((key, problem)) = self.alerts.validate() {
             return invalid(&key, &problem);
         }
         self.validate_web()
+    }
+
+    /// The bounds of one terminal's share of the collector.
+    fn validate_per_terminal_bounds(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_string(),
+                problem: problem.to_string(),
+            })
+        };
+        let limits = &self.limits;
+        if limits.max_history_findings_per_terminal == 0 {
+            return invalid(
+                "limits.max_history_findings_per_terminal",
+                "must be at least 1",
+            );
+        }
+        if !(1..=10_000).contains(&limits.max_open_findings_per_terminal) {
+            return invalid(
+                "limits.max_open_findings_per_terminal",
+                "must be between 1 and 10000",
+            );
+        }
+        if self.metrics.max_label_values_per_terminal == 0 {
+            return invalid(
+                "metrics.max_label_values_per_terminal",
+                "must be at least 1",
+            );
+        }
+        Ok(())
     }
 
     fn validate_web(&self) -> Result<(), ConfigError> {

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use posmon_protocol::limits::DEVICE_LIST_MAX;
 use posmon_protocol::{ClockStatus, DeviceStatus};
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +50,8 @@ fn percent(part: u64, whole: u64) -> Option<f32> {
 
 impl DeviceSummary {
     /// The summary of a report's device and clock sections; `None` when it has neither.
-    /// `intern` shares the names' strings with the rest of the fleet state.
+    /// `intern` shares the names' strings with the rest of the fleet state. The lists keep at
+    /// most the protocol's `DEVICE_LIST_MAX` entries each, whoever validated the report.
     pub fn from_report(
         device: Option<&DeviceStatus>,
         clock: Option<&ClockStatus>,
@@ -85,6 +87,7 @@ impl DeviceSummary {
             summary.peripherals = device
                 .peripherals
                 .iter()
+                .take(DEVICE_LIST_MAX)
                 .map(|p| Presence {
                     name: intern(&p.name),
                     ok: p.present,
@@ -93,6 +96,7 @@ impl DeviceSummary {
             summary.processes = device
                 .processes
                 .iter()
+                .take(DEVICE_LIST_MAX)
                 .map(|p| Presence {
                     name: intern(&p.name),
                     ok: p.running,
@@ -171,5 +175,31 @@ mod tests {
                 ..DeviceSummary::default()
             }),
         );
+    }
+
+    #[test]
+    fn the_lists_keep_at_most_the_protocols_limit() {
+        let named = |count: usize| -> Vec<PeripheralStatus> {
+            (0..count)
+                .map(|index| PeripheralStatus {
+                    name: format!("device-{index}"),
+                    present: true,
+                    detail: None,
+                })
+                .collect()
+        };
+        for (given, kept) in [
+            (0, 0),
+            (3, 3),
+            (DEVICE_LIST_MAX, DEVICE_LIST_MAX),
+            (1000, DEVICE_LIST_MAX),
+        ] {
+            let device = DeviceStatus {
+                peripherals: named(given),
+                ..DeviceStatus::default()
+            };
+            let summary = DeviceSummary::from_report(Some(&device), None, |text| Arc::from(text));
+            assert_eq!(summary.map(|s| s.peripherals.len()), Some(kept), "{given}");
+        }
     }
 }

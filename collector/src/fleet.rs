@@ -13,13 +13,14 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use posmon_protocol::limits::{COMPONENTS_MAX, EXTRA_LABELS_MAX, PROBES_MAX};
 use posmon_protocol::{
     ComponentVersion, ErrorKind, Labels, ProbeResult, Report, Stage, StageStatus,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::DiagnosisConfig;
+use crate::config::{Config, DiagnosisConfig, LimitsConfig};
 use crate::device::DeviceSummary;
 use crate::diagnose::rules::network_path::{HOST_UNREACHABLE, TLS_FAILURE};
 use crate::diagnose::rules::silent::{self, SILENT};
@@ -193,7 +194,9 @@ impl Terminal {
         local || addresses.len() > 1
     }
 
-    /// Takes the summary of a report that is the terminal's newest.
+    /// Takes the summary of a report that is the terminal's newest. Every list is cut at the
+    /// protocol's limit even though validation already refused longer ones: the fleet's
+    /// per-terminal bound must not depend on every caller validating.
     fn take_summary(&mut self, report: &Report, interner: &mut Interner, latency_points: usize) {
         self.observed_at = report.observed_at;
         self.agent_version = interner.intern(&report.agent_version);
@@ -201,14 +204,15 @@ impl Terminal {
         self.versions = report
             .software
             .iter()
+            .take(COMPONENTS_MAX)
             .filter_map(|(component, version)| {
                 let version = version.version.as_deref()?;
                 Some((interner.intern(component), interner.intern(version)))
             })
             .collect();
         let at = report.observed_at.unix_timestamp();
-        let mut targets = Vec::with_capacity(report.probes.len());
-        for probe in &report.probes {
+        let mut targets = Vec::with_capacity(report.probes.len().min(PROBES_MAX));
+        for probe in report.probes.iter().take(PROBES_MAX) {
             let previous = self
                 .targets
                 .iter()
@@ -221,7 +225,8 @@ impl Terminal {
                 latency.clear();
             }
             if let Some(milliseconds) = connect_latency(probe) {
-                if latency.len() >= latency_points {
+                // `while`: a series restored under a larger setting shrinks to this one.
+                while latency.len() >= latency_points.max(1) {
                     latency.pop_front();
                 }
                 if latency_points > 0 {
@@ -327,18 +332,60 @@ pub fn connect_latency(probe: &ProbeResult) -> Option<f64> {
         .next_back()
 }
 
-/// One copy of each distinct string a shard holds.
-#[derive(Debug, Default)]
-struct Interner(HashSet<Arc<str>>);
+/// The interner sweeps no earlier than at this many strings: a small shard never pays for it.
+const SWEEP_FLOOR: usize = 1024;
+
+/// One copy of each distinct string a shard holds, while some terminal holds it.
+///
+/// A string only the interner holds (`Arc::strong_count` 1) is garbage: the terminal that used
+/// it moved on to other labels, versions or target names. Such strings are swept when the set
+/// has doubled since the last sweep, so a terminal sending fresh strings in every report keeps
+/// the set under about twice what the shard's terminals hold, and each sweep is paid for by
+/// the insertions since the previous one (amortised O(1) per new string; no per-report scan).
+/// Sweeping needs no care about concurrency: the set is only touched under its shard's lock,
+/// and a count of 1 means no other holder exists that could clone the string.
+#[derive(Debug)]
+struct Interner {
+    strings: HashSet<Arc<str>>,
+    /// The size at which the next sweep runs.
+    sweep_at: usize,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            strings: HashSet::new(),
+            sweep_at: SWEEP_FLOOR,
+        }
+    }
+}
 
 impl Interner {
     fn intern(&mut self, text: &str) -> Arc<str> {
-        if let Some(existing) = self.0.get(text) {
+        if let Some(existing) = self.strings.get(text) {
             return Arc::clone(existing);
         }
+        if self.strings.len() >= self.sweep_at {
+            self.sweep();
+        }
         let new: Arc<str> = Arc::from(text);
-        self.0.insert(Arc::clone(&new));
+        self.strings.insert(Arc::clone(&new));
         new
+    }
+
+    /// Frees the strings no terminal holds any more, and the table's room a burst left behind.
+    fn sweep(&mut self) {
+        self.strings.retain(|text| Arc::strong_count(text) > 1);
+        let live = self.strings.len();
+        let floor = live.saturating_mul(2).max(SWEEP_FLOOR);
+        if self.strings.capacity() > floor.saturating_mul(2) {
+            self.strings.shrink_to(floor);
+        }
+        self.sweep_at = floor;
+    }
+
+    fn len(&self) -> usize {
+        self.strings.len()
     }
 
     fn labels(&mut self, labels: &Labels) -> TerminalLabels {
@@ -351,6 +398,7 @@ impl Interner {
             extra: labels
                 .extra
                 .iter()
+                .take(EXTRA_LABELS_MAX)
                 .map(|(key, value)| (self.intern(key), self.intern(value)))
                 .collect(),
         }
@@ -418,11 +466,116 @@ impl Suppressions {
     }
 }
 
-/// Closed findings, newest last, bounded; and those the store has not written yet.
+/// Closed findings, bounded twice: at most a quota per terminal, so that a terminal whose
+/// findings flap drops only its own oldest (the fleet-wide findings, under the empty terminal
+/// id, have a quota of their own the same way); and at most a total, which drops the oldest of
+/// the whole fleet. Indexed by terminal for the terminal page.
+///
+/// The store writes what is held and was not written yet (insertion numbers from
+/// `written_upto`): a finding the bounds dropped before the writer came is not written only to
+/// be deleted, so a flapping terminal cannot make the writer's batch grow with its rate.
 #[derive(Debug, Default)]
 struct History {
-    recent: VecDeque<Finding>,
-    unwritten: Vec<Finding>,
+    /// Each terminal's closed findings with their insertion numbers, oldest first.
+    by_terminal: HashMap<Arc<str>, VecDeque<(u64, Finding)>>,
+    /// The terminal of every held finding by insertion number: the fleet's oldest first.
+    order: BTreeMap<u64, Arc<str>>,
+    next_number: u64,
+    /// Findings dropped from memory for their terminal's quota.
+    dropped_for_quota: u64,
+    /// The first insertion number the store has not taken yet.
+    written_upto: u64,
+}
+
+impl History {
+    /// Holds a closed finding, dropping its terminal's oldest beyond `per_terminal` and the
+    /// fleet's oldest beyond `total`.
+    fn hold(&mut self, finding: Finding, total: usize, per_terminal: usize) {
+        if total == 0 || per_terminal == 0 {
+            return;
+        }
+        let number = self.next_number;
+        self.next_number = self.next_number.saturating_add(1);
+        let terminal = Arc::clone(&finding.terminal_id);
+        let held = self.by_terminal.entry(Arc::clone(&terminal)).or_default();
+        while held.len() >= per_terminal {
+            let Some((oldest, _)) = held.pop_front() else {
+                break;
+            };
+            self.order.remove(&oldest);
+            self.dropped_for_quota = self.dropped_for_quota.saturating_add(1);
+        }
+        held.push_back((number, finding));
+        self.order.insert(number, terminal);
+        while self.order.len() > total {
+            let Some((oldest, terminal)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some(held) = self.by_terminal.get_mut(&terminal) {
+                // The fleet's oldest is its terminal's oldest: both are in insertion order.
+                if held.front().is_some_and(|(number, _)| *number == oldest) {
+                    held.pop_front();
+                }
+                if held.is_empty() {
+                    self.by_terminal.remove(&terminal);
+                }
+            }
+        }
+    }
+
+    /// The held findings the store has not taken yet, oldest first.
+    fn take_unwritten(&mut self) -> Vec<Finding> {
+        let from = self.written_upto;
+        self.written_upto = self.next_number;
+        self.order
+            .range(from..)
+            .filter_map(|(number, terminal)| {
+                let held = self.by_terminal.get(terminal)?;
+                let index = held.binary_search_by_key(number, |(n, _)| *n).ok()?;
+                held.get(index).map(|(_, finding)| finding.clone())
+            })
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+/// What the fleet keeps at most (see `[limits]` and `[state]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetLimits {
+    /// Closed findings held in all (`limits.max_history_findings`).
+    pub history_findings: usize,
+    /// Closed findings held per terminal, and for the fleet-wide findings
+    /// (`limits.max_history_findings_per_terminal`).
+    pub history_findings_per_terminal: usize,
+    /// Open findings per terminal (`limits.max_open_findings_per_terminal`).
+    pub open_findings_per_terminal: usize,
+    /// Points of each target's latency series (`state.latency_points_per_target`).
+    pub latency_points: usize,
+}
+
+impl FleetLimits {
+    /// The given bounds, the per-terminal ones at their defaults.
+    pub fn new(history_findings: usize, latency_points: usize) -> Self {
+        let defaults = LimitsConfig::default();
+        FleetLimits {
+            history_findings,
+            history_findings_per_terminal: defaults.max_history_findings_per_terminal,
+            open_findings_per_terminal: defaults.max_open_findings_per_terminal,
+            latency_points,
+        }
+    }
+
+    pub fn from_config(config: &Config) -> Self {
+        FleetLimits {
+            history_findings: config.limits.max_history_findings,
+            history_findings_per_terminal: config.limits.max_history_findings_per_terminal,
+            open_findings_per_terminal: config.limits.max_open_findings_per_terminal,
+            latency_points: config.state.latency_points_per_target,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -467,6 +620,8 @@ pub struct Changes {
     pub closed: Vec<Finding>,
     pub fleet_wide: Option<Tracker>,
     pub next_finding_id: u64,
+    /// The history quota per terminal, which the store keeps too.
+    pub history_per_terminal: usize,
 }
 
 /// Everything restored from the database at start.
@@ -491,6 +646,9 @@ pub struct Fleet {
     fleet_wide: Mutex<FleetWide>,
     suppressions: RwLock<Arc<Suppressions>>,
     latency_points: usize,
+    limits: FleetLimits,
+    /// Signals of new problems not tracked because their terminal held its most open findings.
+    capped_signals: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -500,22 +658,34 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Fleet {
+    /// An empty fleet; the per-terminal bounds at their defaults.
     pub fn new(history_limit: usize, latency_points: usize) -> Self {
+        Fleet::with_limits(FleetLimits::new(history_limit, latency_points))
+    }
+
+    pub fn with_limits(limits: FleetLimits) -> Self {
         Fleet {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             terminal_count: AtomicUsize::new(0),
             next_finding_id: AtomicU64::new(0),
             history: Mutex::new(History::default()),
-            history_limit,
+            history_limit: limits.history_findings,
             fleet_wide: Mutex::new(FleetWide::default()),
             suppressions: RwLock::new(Arc::new(Suppressions::default())),
-            latency_points,
+            latency_points: limits.latency_points,
+            limits,
+            capped_signals: AtomicU64::new(0),
         }
     }
 
-    /// A fleet holding what the database held.
+    /// A fleet holding what the database held; the per-terminal bounds at their defaults.
     pub fn restore(restored: Restored, history_limit: usize, latency_points: usize) -> Self {
-        let fleet = Fleet::new(history_limit, latency_points);
+        Fleet::restore_with_limits(restored, FleetLimits::new(history_limit, latency_points))
+    }
+
+    /// A fleet holding what the database held, within `limits`.
+    pub fn restore_with_limits(restored: Restored, limits: FleetLimits) -> Self {
+        let fleet = Fleet::with_limits(limits);
         fleet
             .next_finding_id
             .store(restored.next_finding_id, Ordering::Relaxed);
@@ -529,8 +699,15 @@ impl Fleet {
         }
         {
             let mut history = lock(&fleet.history);
-            let skip = restored.history.len().saturating_sub(history_limit);
-            history.recent = restored.history.into_iter().skip(skip).collect();
+            for finding in restored.history {
+                history.hold(
+                    finding,
+                    limits.history_findings,
+                    limits.history_findings_per_terminal,
+                );
+            }
+            // What the database held is written.
+            history.written_upto = history.next_number;
         }
         fleet.set_suppressions(&restored.fleet_wide);
         lock(&fleet.fleet_wide).tracker = restored.fleet_wide;
@@ -602,6 +779,7 @@ impl Fleet {
                 .saturating_add(report.dropped_reports);
             terminal.highest_sequence = report.sequence;
             terminal.take_summary(&report, &mut shard.interner, self.latency_points);
+            let signals = self.cap_new_findings(&terminal.findings, signals);
             let mut events = terminal.findings.observe(
                 terminal_id,
                 signals,
@@ -657,12 +835,44 @@ impl Fleet {
         }
         let mut history = lock(&self.history);
         for event in events.iter().filter(|event| event.change == Change::Closed) {
-            if history.recent.len() >= self.history_limit {
-                history.recent.pop_front();
-            }
-            history.recent.push_back(event.finding.clone());
-            history.unwritten.push(event.finding.clone());
+            history.hold(
+                event.finding.clone(),
+                self.history_limit,
+                self.limits.history_findings_per_terminal,
+            );
         }
+    }
+
+    /// `limits.max_open_findings_per_terminal`, policy "refuse new": a terminal keeps
+    /// refreshing the findings it has open, but signals of new problems beyond the room left
+    /// are dropped (and counted) until some close. Open findings plus bad streaks stay within
+    /// the bound, so a terminal inventing new subjects cannot grow its tracker.
+    fn cap_new_findings(&self, findings: &Tracker, mut signals: Vec<Signal>) -> Vec<Signal> {
+        let open = findings.open.len();
+        let mut room = self.limits.open_findings_per_terminal.saturating_sub(open);
+        if room >= signals.len() {
+            return signals;
+        }
+        let before = signals.len();
+        signals.retain(|signal| {
+            let known = findings.findings().any(|finding| {
+                std::ptr::eq(finding.kind, signal.kind) && finding.subject == signal.subject
+            });
+            if known {
+                return true;
+            }
+            if room == 0 {
+                return false;
+            }
+            room -= 1;
+            true
+        });
+        let dropped = before.saturating_sub(signals.len());
+        self.capped_signals.fetch_add(
+            u64::try_from(dropped).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        signals
     }
 
     fn set_suppressions(&self, fleet_wide: &Tracker) {
@@ -868,18 +1078,40 @@ impl Fleet {
     /// Closed findings of one terminal (the empty id: fleet-wide ones), newest first.
     pub fn history_of(&self, terminal_id: &str, limit: usize) -> Vec<Finding> {
         lock(&self.history)
-            .recent
-            .iter()
-            .rev()
-            .filter(|finding| &*finding.terminal_id == terminal_id)
-            .take(limit)
-            .cloned()
-            .collect()
+            .by_terminal
+            .get(terminal_id)
+            .map(|held| {
+                held.iter()
+                    .rev()
+                    .take(limit)
+                    .map(|(_, finding)| finding.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Closed findings held in memory.
     pub fn history_len(&self) -> usize {
-        lock(&self.history).recent.len()
+        lock(&self.history).len()
+    }
+
+    /// Closed findings dropped from memory because their terminal held its quota.
+    pub fn history_dropped_for_quota(&self) -> u64 {
+        lock(&self.history).dropped_for_quota
+    }
+
+    /// Signals of new problems not tracked because their terminal held its most open findings.
+    pub fn capped_signals(&self) -> u64 {
+        self.capped_signals.load(Ordering::Relaxed)
+    }
+
+    /// Distinct strings the shards' interners hold (labels, versions, names), one shard locked
+    /// at a time.
+    pub fn interned_strings(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| lock(shard).interner.len())
+            .sum()
     }
 
     /// Takes what changed since the last call, for the store to write.
@@ -894,7 +1126,7 @@ impl Fleet {
                 }
             }
         }
-        changes.closed = std::mem::take(&mut lock(&self.history).unwritten);
+        changes.closed = lock(&self.history).take_unwritten();
         {
             let mut fleet_wide = lock(&self.fleet_wide);
             if fleet_wide.changed {
@@ -903,6 +1135,7 @@ impl Fleet {
             }
         }
         changes.next_finding_id = self.next_finding_id.load(Ordering::Relaxed);
+        changes.history_per_terminal = self.limits.history_findings_per_terminal;
         changes
     }
 }
@@ -1271,7 +1504,9 @@ mod tests {
             );
         }
         assert_eq!(fleet.history_of("T-1", 100).len(), 2);
-        assert_eq!(fleet.take_changes().closed.len(), 5);
+        // Only what the history holds is written: the database would drop the rest at once.
+        assert_eq!(fleet.take_changes().closed.len(), 2);
+        assert!(fleet.take_changes().closed.is_empty());
     }
 
     #[test]
@@ -1330,5 +1565,278 @@ mod tests {
             Some(Status::Critical)
         );
         assert_eq!(fleet.history_of("", 10).len(), 1);
+    }
+
+    /// A report of `terminal_id` whose every string is new: labels, versions, target names
+    /// and addresses, and (with `failing`) a failing target per name.
+    fn fresh_strings_report(terminal_id: &str, sequence: u64, failing: bool) -> Report {
+        let mut report = report(sequence, sequence as i64, false);
+        report.terminal_id = terminal_id.into();
+        report.agent_version = format!("agent-{sequence}");
+        report.labels.region = Some(format!("region-{sequence}"));
+        report.labels.extra = [(format!("key-{sequence}"), format!("value-{sequence}"))]
+            .into_iter()
+            .collect();
+        report.software = [(
+            format!("component-{sequence}"),
+            ComponentVersion::known(format!("1.{sequence}")),
+        )]
+        .into_iter()
+        .collect();
+        let template = report.probes[0].clone();
+        report.probes = (0..4)
+            .map(|index| {
+                let mut probe = template.clone();
+                probe.target = format!("target-{sequence}-{index}");
+                probe.address = format!("host-{sequence}-{index}:443");
+                if failing {
+                    probe.stages = vec![stage(
+                        Stage::Tcp,
+                        StageStatus::Failed,
+                        Some(ErrorKind::Refused),
+                    )];
+                }
+                probe
+            })
+            .collect();
+        report
+    }
+
+    #[test]
+    fn the_interner_frees_what_no_terminal_holds() {
+        let mut interner = Interner::default();
+        let kept: Vec<Arc<str>> = (0..10)
+            .map(|index| interner.intern(&format!("kept-{index}")))
+            .collect();
+        for index in 0..100_000 {
+            interner.intern(&format!("garbage-{index}"));
+            assert!(interner.len() <= SWEEP_FLOOR + 1, "at {index}");
+        }
+        interner.sweep();
+        assert_eq!(interner.len(), kept.len());
+        for (index, text) in kept.iter().enumerate() {
+            // Still the one shared copy.
+            assert!(Arc::ptr_eq(
+                text,
+                &interner.intern(&format!("kept-{index}"))
+            ));
+        }
+        // Many live strings: the next sweep waits until the set has doubled.
+        let live: Vec<Arc<str>> = (0..5000)
+            .map(|index| interner.intern(&format!("live-{index}")))
+            .collect();
+        assert_eq!(interner.len(), live.len() + kept.len());
+        for index in 0..20_000 {
+            interner.intern(&format!("more-garbage-{index}"));
+            assert!(interner.len() <= 2 * (live.len() + kept.len()) + 1);
+        }
+    }
+
+    #[test]
+    fn a_terminal_sending_fresh_strings_does_not_grow_the_fleet() {
+        let fleet = Fleet::new(100, 3);
+        for sequence in 1..=5000u64 {
+            fleet.apply_batch(
+                "T-1",
+                diagnosed(vec![fresh_strings_report("T-1", sequence, false)]),
+                T0,
+                &DiagnosisConfig::default(),
+            );
+        }
+        assert!(
+            fleet.interned_strings() <= SWEEP_FLOOR + 20,
+            "{} strings",
+            fleet.interned_strings()
+        );
+        let terminal = fleet.terminal("T-1");
+        assert_eq!(
+            terminal
+                .as_ref()
+                .map(|t| (&*t.agent_version, t.targets.len())),
+            Some(("agent-5000", 4))
+        );
+    }
+
+    #[test]
+    fn history_quotas_per_terminal_and_in_all() {
+        let closed = |terminal: &str, id: u64| {
+            let mut finding = report_finding(id);
+            finding.terminal_id = Arc::from(terminal);
+            finding
+        };
+        // (total, per terminal, terminals of the closed findings in order, held per terminal
+        // newest first as ids, dropped for the quota)
+        type Case = (
+            usize,
+            usize,
+            &'static [&'static str],
+            &'static [(&'static str, &'static [u64])],
+            u64,
+        );
+        let cases: &[Case] = &[
+            // A flapping terminal drops only its own oldest.
+            (
+                100,
+                3,
+                &["A", "B", "A", "A", "A", "A", ""],
+                &[("A", &[6, 5, 4]), ("B", &[2]), ("", &[7])],
+                2,
+            ),
+            // The total drops the fleet's oldest, whichever terminal it is.
+            (
+                3,
+                3,
+                &["A", "B", "C", "D"],
+                &[("A", &[]), ("B", &[2]), ("C", &[3]), ("D", &[4])],
+                0,
+            ),
+            // Both at once.
+            (
+                4,
+                2,
+                &["A", "A", "A", "B", "C", "C"],
+                &[("A", &[3]), ("B", &[4]), ("C", &[6, 5])],
+                1,
+            ),
+            // Nothing kept.
+            (0, 5, &["A"], &[("A", &[])], 0),
+        ];
+        for (total, per_terminal, pushed, expected, dropped) in cases {
+            let mut history = History::default();
+            for (index, terminal) in pushed.iter().enumerate() {
+                history.hold(closed(terminal, index as u64 + 1), *total, *per_terminal);
+            }
+            let mut held_in_all = 0;
+            for (terminal, ids) in *expected {
+                let held: Vec<u64> = history
+                    .by_terminal
+                    .get(*terminal)
+                    .map(|held| held.iter().rev().map(|(_, f)| f.id).collect())
+                    .unwrap_or_default();
+                assert_eq!(
+                    &held, ids,
+                    "{pushed:?} total {total} per terminal {per_terminal}"
+                );
+                held_in_all += ids.len();
+            }
+            assert_eq!(history.len(), held_in_all, "{pushed:?}");
+            assert_eq!(history.dropped_for_quota, *dropped, "{pushed:?}");
+            assert!(
+                history.by_terminal.values().all(|held| !held.is_empty()),
+                "no empty entries linger"
+            );
+        }
+    }
+
+    fn report_finding(id: u64) -> Finding {
+        Finding {
+            id,
+            terminal_id: Arc::from("T-1"),
+            kind: &HOST_UNREACHABLE,
+            severity: Severity::Critical,
+            subject: "payment-host".into(),
+            evidence: Vec::new(),
+            since: T0,
+            last_seen: T0,
+            closed_at: Some(T0),
+            suppressed_by: None,
+            explains: 0,
+        }
+    }
+
+    #[test]
+    fn a_flapping_terminal_cannot_flush_another_terminals_history() {
+        let mut limits = FleetLimits::new(1000, 3);
+        limits.history_findings_per_terminal = 5;
+        let fleet = Fleet::with_limits(limits);
+        let send = |terminal: &str, sequence: u64, down: bool| {
+            let mut report = report(sequence, sequence as i64, down);
+            report.terminal_id = terminal.into();
+            fleet.apply_batch(
+                terminal,
+                diagnosed(vec![report]),
+                T0 + time::Duration::minutes(sequence as i64),
+                &DiagnosisConfig::default(),
+            );
+        };
+        for sequence in 1..=4 {
+            send("T-quiet", sequence, sequence <= 2);
+        }
+        assert_eq!(fleet.history_of("T-quiet", 100).len(), 1);
+        for sequence in 1..=400u64 {
+            send(
+                "T-flapping",
+                sequence,
+                sequence % 4 == 1 || sequence % 4 == 2,
+            );
+        }
+        assert_eq!(fleet.history_of("T-quiet", 100).len(), 1);
+        assert_eq!(fleet.history_of("T-flapping", 100).len(), 5);
+        assert_eq!(fleet.history_len(), 6);
+        assert_eq!(fleet.history_dropped_for_quota(), 95);
+        // The store is given what is held, not the 100 closings: the flapping terminal cannot
+        // grow the writer's batch with its rate.
+        let written: Vec<u64> = fleet.take_changes().closed.iter().map(|f| f.id).collect();
+        assert_eq!(written.len(), 6);
+        for sequence in 401..=408u64 {
+            send(
+                "T-flapping",
+                sequence,
+                sequence % 4 == 1 || sequence % 4 == 2,
+            );
+        }
+        let newly: Vec<u64> = fleet.take_changes().closed.iter().map(|f| f.id).collect();
+        assert_eq!(newly.len(), 2);
+        assert!(newly.iter().all(|id| !written.contains(id)));
+        // The newest first.
+        let ids: Vec<u64> = fleet
+            .history_of("T-flapping", 2)
+            .iter()
+            .map(|finding| finding.id)
+            .collect();
+        assert!(ids[0] > ids[1]);
+    }
+
+    #[test]
+    fn open_findings_per_terminal_are_bounded() {
+        let mut limits = FleetLimits::new(1000, 3);
+        limits.open_findings_per_terminal = 6;
+        let fleet = Fleet::with_limits(limits);
+        // Every report fails four targets of fresh names twice in a row (two bad observations
+        // open a finding): the tracker would hold every name it ever saw failing.
+        for round in 1..=50u64 {
+            let mut twice = fresh_strings_report("T-1", round * 2 - 1, true);
+            twice.observed_at = T0 + time::Duration::minutes(round as i64 * 2 - 1);
+            let mut again = twice.clone();
+            again.sequence = round * 2;
+            again.observed_at = T0 + time::Duration::minutes(round as i64 * 2);
+            fleet.apply_batch(
+                "T-1",
+                diagnosed(vec![twice, again]),
+                T0,
+                &DiagnosisConfig::default(),
+            );
+            let open = fleet
+                .terminal("T-1")
+                .map_or(0, |terminal| terminal.findings.open.len());
+            assert!(open <= 6, "round {round}: {open} open");
+        }
+        assert!(fleet.capped_signals() > 0);
+        // Another terminal is not concerned.
+        let mut other = fresh_strings_report("T-2", 1, true);
+        other.observed_at = T0;
+        let mut again = other.clone();
+        again.sequence = 2;
+        again.observed_at = T0 + time::Duration::minutes(1);
+        fleet.apply_batch(
+            "T-2",
+            diagnosed(vec![other, again]),
+            T0,
+            &DiagnosisConfig::default(),
+        );
+        assert_eq!(
+            fleet.terminal("T-2").map(|t| t.findings.open.len()),
+            Some(4)
+        );
     }
 }

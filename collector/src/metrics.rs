@@ -3,8 +3,10 @@
 //! Naming: `posmon_<subsystem>_<name>_<unit>`, counters end in `_total`. Label values are
 //! bounded: rejection reasons, statuses, codes, categories, severities, parties and changes are
 //! closed sets; regions, models and targets come from terminals, so each keeps at most
-//! `metrics.max_label_values` distinct values and exports the rest as `other`. Series per
-//! terminal exist only when `metrics.per_terminal_series` is on (a cardinality risk).
+//! `metrics.max_label_values` distinct values and exports the rest as `other`, and one terminal
+//! brings in at most `metrics.max_label_values_per_terminal` of them (so one terminal cannot
+//! take every slot). Series per terminal exist only when `metrics.per_terminal_series` is on
+//! (a cardinality risk).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{PoisonError, RwLock};
@@ -15,6 +17,7 @@ use prometheus::{
 };
 
 use crate::compliance::Compliance;
+use crate::config::MetricsConfig;
 use crate::diagnose::rules::outdated::KNOWN_COMPONENTS;
 use crate::diagnose::{all_kinds, Severity};
 use crate::findings::Change;
@@ -26,42 +29,71 @@ const OTHER: &str = "other";
 /// The value exported for a terminal without the label.
 const UNKNOWN: &str = "unknown";
 
-/// Keeps the first `limit` distinct values of a label; later ones become `other`.
+/// Keeps the first `limit` distinct values of a label, of which one terminal may bring in at
+/// most `per_terminal`; later ones become `other`.
+///
+/// A value is admitted by the first terminal that shows it while there is room, and is then
+/// free for every terminal: a fleet of thousands sharing a few targets, regions and models
+/// never meets the per-terminal bound, while a terminal inventing names spends its own few
+/// slots and no more.
 struct BoundedValues {
     limit: usize,
-    seen: RwLock<HashSet<String>>,
+    per_terminal: usize,
+    admitted: RwLock<Admitted>,
+}
+
+#[derive(Default)]
+struct Admitted {
+    values: HashSet<String>,
+    /// Values each terminal brought in; only terminals that brought one are here, so it holds
+    /// at most `limit` entries.
+    claims: HashMap<String, usize>,
 }
 
 impl BoundedValues {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, per_terminal: usize) -> Self {
         BoundedValues {
             limit,
-            seen: RwLock::new(HashSet::new()),
+            per_terminal,
+            admitted: RwLock::new(Admitted::default()),
         }
     }
 
-    fn value(&self, value: Option<&str>) -> String {
+    /// The exported value of `terminal_id`'s label `value`.
+    fn value(&self, terminal_id: &str, value: Option<&str>) -> String {
         let Some(value) = value else {
             return UNKNOWN.to_string();
         };
-        // Almost always a value already seen: a shared lock on the ingest path.
+        // Almost always a value already admitted: a shared lock on the ingest path.
         if self
-            .seen
+            .admitted
             .read()
             .unwrap_or_else(PoisonError::into_inner)
+            .values
             .contains(value)
         {
             return value.to_string();
         }
-        let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
-        if seen.contains(value) {
+        let mut admitted = self
+            .admitted
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let admitted = &mut *admitted;
+        if admitted.values.contains(value) {
             return value.to_string();
         }
-        if seen.len() < self.limit {
-            seen.insert(value.to_string());
-            return value.to_string();
+        if admitted.values.len() >= self.limit {
+            return OTHER.to_string();
         }
-        OTHER.to_string()
+        let claimed = admitted.claims.get(terminal_id).copied().unwrap_or(0);
+        if claimed >= self.per_terminal {
+            return OTHER.to_string();
+        }
+        admitted
+            .claims
+            .insert(terminal_id.to_string(), claimed.saturating_add(1));
+        admitted.values.insert(value.to_string());
+        value.to_string()
     }
 }
 
@@ -102,6 +134,9 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub connections_refused: IntCounter,
     pub connections_closed: IntCounterVec,
+    history_quota_dropped: IntCounter,
+    capped_signals: IntCounter,
+    interned_strings: IntGauge,
     terminals: IntGaugeVec,
     terminals_by_region: IntGaugeVec,
     terminals_by_model: IntGaugeVec,
@@ -155,7 +190,22 @@ fn gauges(
 }
 
 impl Metrics {
+    /// The metrics, with `metrics.max_label_values_per_terminal` at its default.
     pub fn new(per_terminal_series: bool, max_label_values: usize) -> prometheus::Result<Self> {
+        Metrics::with_label_bounds(
+            per_terminal_series,
+            max_label_values,
+            MetricsConfig::default().max_label_values_per_terminal,
+        )
+    }
+
+    /// The metrics, with `max_label_values` values per bounded label, of which one terminal
+    /// brings in at most `max_label_values_per_terminal`.
+    pub fn with_label_bounds(
+        per_terminal_series: bool,
+        max_label_values: usize,
+        max_label_values_per_terminal: usize,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new();
         let reports = register(
             &registry,
@@ -266,6 +316,27 @@ impl Metrics {
             IntGauge::new(
                 "posmon_state_history_findings",
                 "Closed findings held in memory.",
+            ),
+        )?;
+        let history_quota_dropped = register(
+            &registry,
+            IntCounter::new(
+                "posmon_state_history_quota_dropped_findings_total",
+                "Closed findings dropped from the history because their terminal held limits.max_history_findings_per_terminal.",
+            ),
+        )?;
+        let capped_signals = register(
+            &registry,
+            IntCounter::new(
+                "posmon_findings_capped_signals_total",
+                "Signals of new problems not tracked because their terminal held limits.max_open_findings_per_terminal open findings.",
+            ),
+        )?;
+        let interned_strings = register(
+            &registry,
+            IntGauge::new(
+                "posmon_state_interned_strings",
+                "Distinct strings (labels, versions, names) the fleet state holds.",
             ),
         )?;
         let terminals = gauges(
@@ -443,6 +514,9 @@ impl Metrics {
             sequence_resets,
             unreadable_rows,
             history_findings,
+            history_quota_dropped,
+            capped_signals,
+            interned_strings,
             terminals,
             terminals_by_region,
             terminals_by_model,
@@ -453,18 +527,18 @@ impl Metrics {
             terminals_by_segment,
             findings_open_by_segment,
             versions,
-            regions: BoundedValues::new(max_label_values),
-            carriers: BoundedValues::new(max_label_values),
-            models: BoundedValues::new(max_label_values),
-            targets: BoundedValues::new(max_label_values),
+            regions: BoundedValues::new(max_label_values, max_label_values_per_terminal),
+            carriers: BoundedValues::new(max_label_values, max_label_values_per_terminal),
+            models: BoundedValues::new(max_label_values, max_label_values_per_terminal),
+            targets: BoundedValues::new(max_label_values, max_label_values_per_terminal),
             per_terminal,
         })
     }
 
-    /// Records one reported connect latency towards a target.
-    pub fn observe_latency(&self, target: &str, milliseconds: f64) {
+    /// Records one connect latency a terminal reported towards a target.
+    pub fn observe_latency(&self, terminal_id: &str, target: &str, milliseconds: f64) {
         self.probe_latency
-            .with_label_values(&[&self.targets.value(Some(target))])
+            .with_label_values(&[&self.targets.value(terminal_id, Some(target))])
             .observe(milliseconds / 1000.0);
     }
 
@@ -494,12 +568,18 @@ impl Metrics {
         }
         fleet.for_each_terminal(|terminal| {
             let status = terminal.status().as_str();
-            let region = self.regions.value(terminal.labels.region.as_deref());
-            let model = self.models.value(terminal.labels.model.as_deref());
+            let region = self
+                .regions
+                .value(&terminal.id, terminal.labels.region.as_deref());
+            let model = self
+                .models
+                .value(&terminal.id, terminal.labels.model.as_deref());
             *by_status.entry(status).or_default() += 1;
             *by_region.entry((region.clone(), status)).or_default() += 1;
             *by_model.entry((model.clone(), status)).or_default() += 1;
-            let carrier = self.carriers.value(terminal.labels.carrier.as_deref());
+            let carrier = self
+                .carriers
+                .value(&terminal.id, terminal.labels.carrier.as_deref());
             let segment = [region.clone(), model.clone(), carrier.clone()];
             *by_segment
                 .entry([
@@ -598,5 +678,111 @@ impl Metrics {
         set_all(&self.versions, versions);
         self.findings_suppressed.set(suppressed);
         self.history_findings.set(fleet.history_len() as i64);
+        // The fleet counts; these counters follow it.
+        for (counter, total) in [
+            (
+                &self.history_quota_dropped,
+                fleet.history_dropped_for_quota(),
+            ),
+            (&self.capped_signals, fleet.capped_signals()),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.interned_strings
+            .set(i64::try_from(fleet.interned_strings()).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_terminal_brings_in_a_few_label_values_and_no_more() {
+        // (label values in all, per terminal, (terminal, value, exported) in order)
+        type Case = (
+            usize,
+            usize,
+            &'static [(&'static str, Option<&'static str>, &'static str)],
+        );
+        let cases: &[Case] = &[
+            // The fleet shares values: a value once admitted is free for everyone.
+            (
+                10,
+                2,
+                &[
+                    ("T-1", Some("pay"), "pay"),
+                    ("T-2", Some("pay"), "pay"),
+                    ("T-3", Some("tms"), "tms"),
+                    ("T-1", Some("tms"), "tms"),
+                    ("T-1", Some("dns"), "dns"),
+                    ("T-1", Some("pay"), "pay"),
+                    ("T-4", None, "unknown"),
+                ],
+            ),
+            // A terminal inventing names spends its own slots, then gets "other"; the others
+            // still bring in theirs.
+            (
+                10,
+                2,
+                &[
+                    ("evil", Some("x1"), "x1"),
+                    ("evil", Some("x2"), "x2"),
+                    ("evil", Some("x3"), "other"),
+                    ("evil", Some("x4"), "other"),
+                    ("T-1", Some("pay"), "pay"),
+                    ("T-2", Some("tms"), "tms"),
+                    ("evil", Some("pay"), "pay"),
+                    ("evil", Some("x1"), "x1"),
+                ],
+            ),
+            // The total still bounds all.
+            (
+                2,
+                5,
+                &[
+                    ("T-1", Some("a"), "a"),
+                    ("T-2", Some("b"), "b"),
+                    ("T-3", Some("c"), "other"),
+                    ("T-1", Some("b"), "b"),
+                ],
+            ),
+        ];
+        for (limit, per_terminal, steps) in cases {
+            let values = BoundedValues::new(*limit, *per_terminal);
+            for (terminal, value, exported) in *steps {
+                assert_eq!(
+                    values.value(terminal, *value),
+                    *exported,
+                    "{terminal} {value:?} in {steps:?}"
+                );
+            }
+            let admitted = values.admitted.read().unwrap();
+            assert!(admitted.values.len() <= *limit);
+            assert!(admitted.claims.len() <= *limit);
+        }
+    }
+
+    #[test]
+    fn a_terminal_with_200_target_names_leaves_the_fleets_targets_alone() {
+        let metrics = Metrics::with_label_bounds(false, 20, 8).unwrap();
+        for index in 0..200 {
+            metrics.observe_latency("evil", &format!("target-{index}"), 10.0);
+        }
+        for terminal in 0..1000 {
+            for target in ["payment-host", "tms", "dns-check"] {
+                metrics.observe_latency(&format!("T-{terminal}"), target, 20.0);
+            }
+        }
+        let text = metrics.render(&Fleet::new(10, 10)).unwrap();
+        for target in ["payment-host", "tms", "dns-check", "target-7", "other"] {
+            assert!(
+                text.contains(&format!(
+                    "posmon_probe_latency_seconds_count{{target=\"{target}\"}}"
+                )),
+                "{target} missing:\n{text}"
+            );
+        }
+        assert!(!text.contains("target=\"target-8\""));
     }
 }

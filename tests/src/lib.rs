@@ -928,3 +928,10 @@ pub fn recent_day() -> String {
     let yesterday = time::OffsetDateTime::now_utc().date().previous_day();
     yesterday.map_or_else(|| "2026-11-26".to_string(), |date| date.to_string())
 }
+
+impl Process {
+    /// The operating system's id of the process (for /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}

@@ -28,7 +28,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::alert::{AlertError, Alerts};
 use crate::config::{Config, VersionRule};
 use crate::findings::FindingEvent;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, FleetLimits};
 use crate::metrics::Metrics;
 use crate::store::writer::{write_changes, Durability, Writer};
 use crate::store::{Store, StoreError};
@@ -88,9 +88,10 @@ impl AppState {
         keyring: Keyring,
         admin_token: Option<String>,
     ) -> Result<Self, StartError> {
-        let metrics = Metrics::new(
+        let metrics = Metrics::with_label_bounds(
             config.metrics.per_terminal_series,
             config.metrics.max_label_values,
+            config.metrics.max_label_values_per_terminal,
         )?;
         let store = Store::open(&config.data_dir)?;
         let (restored, stored_policy) = store.load(config.limits.max_history_findings)?;
@@ -98,11 +99,7 @@ impl AppState {
             metrics.unreadable_rows.with_label_values(&[table]).inc();
         }
         let restored_terminals = restored.terminals.len();
-        let fleet = Fleet::restore(
-            restored,
-            config.limits.max_history_findings,
-            config.state.latency_points_per_target,
-        );
+        let fleet = Fleet::restore_with_limits(restored, FleetLimits::from_config(&config));
         if restored_terminals > 0 {
             tracing::info!(
                 terminals = restored_terminals,

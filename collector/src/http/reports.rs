@@ -296,7 +296,9 @@ async fn ingest(
     fill_unchanged(&state.fleet, &terminal_id, &mut batch.reports);
     for probe in batch.reports.iter().flat_map(|report| &report.probes) {
         if let Some(milliseconds) = connect_latency(probe) {
-            state.metrics.observe_latency(&probe.target, milliseconds);
+            state
+                .metrics
+                .observe_latency(&terminal_id, &probe.target, milliseconds);
         }
     }
     let started = Instant::now();

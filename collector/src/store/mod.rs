@@ -7,6 +7,7 @@
 pub mod schema;
 pub mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -271,11 +272,11 @@ impl Store {
                 ])?;
             }
             if !encoded_history.is_empty() {
-                let keep = i64::try_from(history_limit).unwrap_or(i64::MAX);
-                transaction.execute(
-                    "DELETE FROM findings_history WHERE id NOT IN
-                         (SELECT id FROM findings_history ORDER BY id DESC LIMIT ?1)",
-                    [keep],
+                prune_history(
+                    &transaction,
+                    changes.closed.iter().map(|finding| &*finding.terminal_id),
+                    changes.history_per_terminal,
+                    history_limit,
                 )?;
             }
             if let Some(text) = &fleet_wide {
@@ -338,6 +339,40 @@ pub(crate) fn lenient_int(row: &rusqlite::Row<'_>, index: usize) -> i64 {
         .ok()
         .and_then(|value| value.as_i64().ok())
         .unwrap_or(0)
+}
+
+/// Keeps the newest `per_terminal` closed findings of each terminal in `terminals` (the
+/// fleet-wide findings, under the empty id, are one more), then the newest `total` of all, so
+/// that a terminal whose findings flap drops only its own oldest. Each delete finds its
+/// boundary through an index (`findings_history_by_terminal`, the primary key) instead of
+/// listing the rows kept.
+fn prune_history<'a>(
+    connection: &Connection,
+    terminals: impl Iterator<Item = &'a str>,
+    per_terminal: usize,
+    total: usize,
+) -> Result<(), StoreError> {
+    let mut pruned: HashSet<&str> = HashSet::new();
+    // 0 would keep nothing: the fleet keeps at least one per terminal too.
+    let per_terminal = i64::try_from(per_terminal.max(1)).unwrap_or(i64::MAX);
+    let mut prune_terminal = connection.prepare_cached(
+        "DELETE FROM findings_history WHERE terminal_id = ?1 AND id <=
+             (SELECT id FROM findings_history WHERE terminal_id = ?1
+              ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?;
+    for terminal in terminals {
+        if !pruned.insert(terminal) {
+            continue;
+        }
+        prune_terminal.execute(params![terminal, per_terminal])?;
+    }
+    let total = i64::try_from(total).unwrap_or(i64::MAX);
+    connection.execute(
+        "DELETE FROM findings_history WHERE id <=
+             (SELECT id FROM findings_history ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+        [total],
+    )?;
+    Ok(())
 }
 
 fn setting(connection: &Connection, key: &str) -> Result<Option<String>, StoreError> {
@@ -555,5 +590,71 @@ mod tests {
             )
             .unwrap();
         assert_eq!(column.as_deref(), Some("bbbbbbbb-2222"));
+    }
+
+    #[test]
+    fn the_database_history_keeps_a_quota_per_terminal_and_a_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let finding = |id: u64, terminal: &str| Finding {
+            id,
+            terminal_id: terminal.into(),
+            kind: &crate::diagnose::rules::network_path::HOST_UNREACHABLE,
+            severity: crate::diagnose::Severity::Critical,
+            subject: "payment-host".into(),
+            evidence: Vec::new(),
+            since: datetime!(2026-11-26 02:00 UTC),
+            last_seen: datetime!(2026-11-26 02:00 UTC),
+            closed_at: Some(datetime!(2026-11-26 02:01 UTC)),
+            suppressed_by: None,
+            explains: 0,
+        };
+        let rows = |store: &Store| -> Vec<(String, i64)> {
+            let connection = store.connection();
+            let mut statement = connection
+                .prepare("SELECT terminal_id, id FROM findings_history ORDER BY id")
+                .unwrap();
+            let rows = statement
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            rows
+        };
+        let write = |closed: Vec<Finding>, total: usize| {
+            let changes = Changes {
+                closed,
+                history_per_terminal: 3,
+                ..Changes::default()
+            };
+            store.write(&changes, total).unwrap();
+        };
+        write(vec![finding(1, "quiet"), finding(2, "")], 100);
+        // The flapping terminal, in several writes.
+        for batch in 0..4u64 {
+            write(
+                (0..5)
+                    .map(|i| finding(10 + batch * 5 + i, "flapping"))
+                    .collect(),
+                100,
+            );
+        }
+        let expected: Vec<(String, i64)> = [
+            ("quiet", 1),
+            ("", 2),
+            ("flapping", 27),
+            ("flapping", 28),
+            ("flapping", 29),
+        ]
+        .into_iter()
+        .map(|(t, id)| (t.to_string(), id))
+        .collect();
+        assert_eq!(rows(&store), expected);
+        // The total drops the oldest of all.
+        write(vec![finding(30, "other")], 4);
+        assert_eq!(
+            rows(&store).iter().map(|(_, id)| *id).collect::<Vec<_>>(),
+            [27, 28, 29, 30]
+        );
     }
 }
