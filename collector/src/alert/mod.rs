@@ -23,6 +23,7 @@ pub mod silences;
 pub mod alertmanager;
 pub mod dingtalk;
 pub mod email;
+pub mod escape;
 pub mod feishu;
 pub mod webhook;
 pub mod wecom;
