@@ -16,6 +16,7 @@ pub mod findings;
 pub mod fleet;
 pub mod http;
 pub mod metrics;
+pub mod revocation;
 pub mod secret;
 pub mod store;
 pub mod tls;

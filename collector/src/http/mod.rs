@@ -4,6 +4,7 @@
 //! shutdown.
 
 mod alerts;
+mod credentials;
 mod encoding;
 pub mod error;
 mod policy;
@@ -47,12 +48,15 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Alerts(#[from] AlertError),
+    #[error(transparent)]
+    Revocations(#[from] crate::revocation::RevocationError),
 }
 
 /// Everything a request handler can reach.
 pub struct AppState {
     pub config: Config,
-    pub keyring: Keyring,
+    /// The fleet keys and the revoked token generations (`revocation.rs`).
+    pub keyring: crate::revocation::Credentials,
     /// The bearer token of the policy endpoints; `None` turns them off.
     admin_token: Option<String>,
     pub fleet: Arc<Fleet>,
@@ -85,6 +89,7 @@ impl AppState {
             config.metrics.max_label_values,
         )?;
         let store = Store::open(&config.data_dir)?;
+        let revocations = crate::revocation::Revocations::open(&config.data_dir)?;
         let (restored, stored_policy) = store.load(config.limits.max_history_findings)?;
         let restored_terminals = restored.terminals.len();
         let fleet = Fleet::restore(
@@ -110,7 +115,7 @@ impl AppState {
             ingest_permits,
             durability: Arc::new(Durability::default()),
             config,
-            keyring,
+            keyring: crate::revocation::Credentials::new(keyring, revocations),
             admin_token,
             fleet: Arc::new(fleet),
             store: Arc::new(store),
@@ -199,6 +204,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/findings", get(queries::list_findings))
         .route("/api/v1/fleet", get(queries::fleet))
+        .merge(credentials::router())
         .route(
             "/api/v1/policy/versions",
             get(policy::get_versions).put(policy::put_versions),
