@@ -74,6 +74,7 @@ impl Browser {
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": chromium.display().to_string(), "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" },
         } } });
         let response: Value = client
             .post(format!("{base}/session"))
@@ -165,6 +166,34 @@ impl Browser {
             (self.script(script) == Value::Bool(true)).then_some(())
         });
         assert!(done.is_some(), "timed out waiting for {what}");
+    }
+
+    /// The browser console's messages since the last call (chromedriver's log endpoint).
+    fn console(&self) -> Vec<String> {
+        let entries = self.call(
+            reqwest::Method::POST,
+            "/se/log",
+            Some(json!({ "type": "browser" })),
+        );
+        entries
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Fails on a Content-Security-Policy violation reported in the console.
+    fn assert_no_csp_violation(&self, when: &str) {
+        let violations: Vec<String> = self
+            .console()
+            .into_iter()
+            .filter(|message| message.contains("Content Security Policy"))
+            .collect();
+        assert!(violations.is_empty(), "{when}: {violations:#?}");
     }
 
     fn screenshot(&self, name: &str) {
@@ -334,6 +363,13 @@ latest = "3.2.1"
         "the token left the address bar"
     );
     assert!(browser.text("#outages").contains("Upstream outage"));
+    // Bar widths are set through the CSSOM (the CSP refuses inline style attributes).
+    browser.wait_until(
+        "the bars to have their widths",
+        "const bars = [...document.querySelectorAll('.bars .fill')]; \
+         return bars.length > 0 && bars.every(bar => bar.style.width.endsWith('%'))",
+    );
+    browser.assert_no_csp_violation("the overview");
     browser.screenshot("1-overview");
 
     // The problem list, filtered by region through the select.
@@ -426,4 +462,5 @@ latest = "3.2.1"
         "the missing printer is shown"
     );
     browser.screenshot("6-live-terminal-zh-CN");
+    browser.assert_no_csp_violation("the whole walk");
 }

@@ -229,6 +229,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             web::auth::require_viewer,
         ))
+        .layer(middleware::from_fn(web::headers::security_headers))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
