@@ -48,15 +48,74 @@ pub struct AlertItem {
     pub model: Option<String>,
     #[serde(default)]
     pub evidence: Vec<Evidence>,
-    #[serde(with = "time::serde::rfc3339")]
+    /// From the terminal's clock: any time `time` holds, see [`any_time`].
+    #[serde(with = "any_time")]
     pub since: OffsetDateTime,
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default, with = "any_time::option")]
     pub closed_at: Option<OffsetDateTime>,
     /// For a fleet-wide finding: how many terminal findings it explains.
     #[serde(default)]
     pub explains: u32,
     /// The terminal's dashboard page (the findings page for a fleet-wide finding).
     pub link: String,
+}
+
+/// A time as RFC 3339 when it can be (years 0 to 9999), else as Unix seconds: a terminal's
+/// clock may say year -9999, and such an alert must still be stored in the outbox and sent
+/// (RFC 3339 alone would refuse to encode it). Reads both.
+pub mod any_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Seconds(i64),
+    }
+
+    pub fn serialize<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+        match at.format(&Rfc3339) {
+            Ok(text) => serializer.serialize_str(&text),
+            Err(_) => serializer.serialize_i64(at.unix_timestamp()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<OffsetDateTime, D::Error> {
+        match Repr::deserialize(deserializer)? {
+            Repr::Text(text) => {
+                OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)
+            }
+            Repr::Seconds(seconds) => {
+                OffsetDateTime::from_unix_timestamp(seconds).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            at: &Option<OffsetDateTime>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<OffsetDateTime>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] OffsetDateTime);
+            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(at)| at))
+        }
+    }
 }
 
 /// One message to one receiver about one group.
@@ -793,5 +852,35 @@ pub(crate) mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn alerts_with_any_time_are_stored_and_read_back() {
+        let cases = [
+            datetime!(2026-11-26 02:00 UTC),
+            datetime!(9999-12-31 23:59:59 -10:00),
+            datetime!(-9999-01-01 00:00 UTC),
+            datetime!(0000-01-01 00:00 UTC),
+        ];
+        for since in cases {
+            let mut one = item("T-1", "env.network.host_unreachable", "cn-east");
+            one.since = since;
+            one.closed_at = Some(since);
+            let text =
+                serde_json::to_string(&one).unwrap_or_else(|error| panic!("{since}: {error}"));
+            let back: AlertItem =
+                serde_json::from_str(&text).unwrap_or_else(|error| panic!("{text}: {error}"));
+            assert_eq!(back.since, since, "{text}");
+            assert_eq!(back.closed_at, Some(since), "{text}");
+        }
+        // Rows written before: RFC 3339 strings, no closed_at.
+        let old = r#"{"finding_id":1,"code":"c","category":"x","party":"p","severity":"s","since":"2026-11-26T02:00:00Z","link":"l"}"#;
+        let back: AlertItem = serde_json::from_str(old).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            (back.since, back.closed_at),
+            (datetime!(2026-11-26 02:00 UTC), None)
+        );
+        let null = old.replace(r#""link""#, r#""closed_at":null,"link""#);
+        assert!(serde_json::from_str::<AlertItem>(&null).is_ok_and(|item| item.closed_at.is_none()));
     }
 }
