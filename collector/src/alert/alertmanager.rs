@@ -123,3 +123,52 @@ impl Receiver for Alertmanager {
         Some(RESEND_SECONDS)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::message::tests::item;
+    use time::macros::datetime;
+
+    #[test]
+    fn hostile_values_are_plain_and_bounded_and_absurd_times_left_out() {
+        let cases: &[(&str, OffsetDateTime, bool)] = &[
+            ("@all\u{2028}x\ny", datetime!(2026-11-26 02:00 UTC), true),
+            (
+                "[a](https://evil.example)",
+                datetime!(-9999-01-01 00:00 UTC),
+                false,
+            ),
+            (
+                "<at id=all></at>",
+                // Year 10000 in UTC: Alertmanager could not parse it.
+                datetime!(9999-12-31 23:59:59 -10:00),
+                false,
+            ),
+        ];
+        for (payload, since, has_start) in cases {
+            let mut hostile = item("T-1", "env.network.host_unreachable", "cn-east");
+            hostile.merchant = Some(format!("{payload}{}", "m".repeat(1000)));
+            hostile.subject = (*payload).to_string();
+            hostile.evidence = vec![crate::diagnose::Evidence::new("detail", *payload)];
+            hostile.since = *since;
+            for resolved in [false, true] {
+                let alert = alert(&hostile, resolved);
+                let merchant = alert["labels"]["merchant"].as_str().unwrap_or_default();
+                assert!(merchant.chars().count() <= 129, "{merchant}");
+                let subject = alert["labels"]["subject"].as_str().unwrap_or_default();
+                assert!(
+                    !subject.contains('\n') && !subject.contains('\u{2028}'),
+                    "{subject:?}"
+                );
+                let evidence = alert["annotations"]["evidence"]
+                    .as_str()
+                    .unwrap_or_default();
+                assert!(!evidence.contains("https://"), "{evidence}");
+                assert_eq!(alert.get("startsAt").is_some(), *has_start, "{alert}");
+                assert_eq!(alert.get("endsAt").is_some(), resolved, "{alert}");
+                assert_eq!(alert["labels"]["code"], "env.network.host_unreachable");
+            }
+        }
+    }
+}
