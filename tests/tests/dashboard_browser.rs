@@ -346,6 +346,15 @@ latest = "3.2.1"
     std::thread::sleep(Duration::from_secs(3));
 
     let browser = Browser::start(&chromedriver, &chromium);
+    // Without credentials: the sign-in page, styled by its one inline style (allowed by hash).
+    browser.open(&format!("{}/", collector.url));
+    assert!(browser.text("main").contains("viewer credentials"));
+    assert_eq!(
+        browser.script("return getComputedStyle(document.body).backgroundColor"),
+        json!("rgb(16, 21, 28)"),
+        "the sign-in page's style applies under the CSP"
+    );
+    browser.assert_no_csp_violation("the sign-in page");
     // The token once in the address: the page keeps it in a cookie and drops it from the URL.
     browser.open(&format!("{}/?token={VIEWER_TOKEN}", collector.url));
     browser.element("#status-critical .value");
