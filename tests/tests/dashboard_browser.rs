@@ -427,7 +427,7 @@ latest = "3.2.1"
     browser.wait_until(
         "the Chinese texts",
         "return document.querySelector('#nav a[data-view=overview]').textContent === '总览' \
-         && document.querySelector('#timeline').textContent.includes('处理建议')",
+         && document.querySelector('#timeline')?.textContent.includes('处理建议') === true",
     );
     browser.screenshot("4-terminal-zh-CN");
 
