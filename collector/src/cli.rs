@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG};
 use crate::http::{serve, AppState};
-use crate::secret::{load_admin_token, load_keyring, ADMIN_TOKEN_ENV, SECRET_ENV};
+use crate::secret::{
+    load_admin_token, load_existing_keyring, load_keyring, ADMIN_TOKEN_ENV, SECRET_ENV,
+};
 use crate::web::auth::{ViewerAuth, VIEWER_TOKEN_ENV};
 
 #[derive(Parser)]
@@ -37,7 +39,10 @@ enum Command {
     },
     /// Print the default configuration, every option with a comment, to standard output.
     PrintDefaultConfig,
-    /// Print the token a terminal's agent authenticates with.
+    /// Print the token a terminal's agent authenticates with: under the current fleet key, at
+    /// the terminal's current generation (raised by `POST /api/v1/terminals/{id}/revoke`). Reads
+    /// the fleet secret and the state database of the collector's data directory (read-only);
+    /// never creates a secret.
     Token {
         #[command(flatten)]
         common: Common,
@@ -88,10 +93,23 @@ pub fn run() -> anyhow::Result<()> {
         } => {
             posmon_protocol::validate::check_terminal_id(&terminal_id, "TERMINAL_ID")?;
             let config = common.load()?;
-            let keyring = load_keyring(&config, env_secret())?;
+            let (keyring, source) = load_existing_keyring(&config, env_secret())?;
+            let generation = crate::revocation::stored_minimum(&config.data_dir, &terminal_id)
+                .with_context(|| {
+                    format!(
+                        "cannot read the revoked tokens from the data directory {}",
+                        config.data_dir.display()
+                    )
+                })?;
+            // Which collector's tokens these are, on stderr: stdout holds only the token.
+            eprintln!(
+                "Data directory {}; fleet secret from {source}, key {}; terminal {terminal_id} is at token generation {generation}.",
+                absolute(&config.data_dir).display(),
+                keyring.current().id(),
+            );
             println!(
                 "{}",
-                posmon_protocol::terminal_token(keyring.current(), &terminal_id)
+                posmon_protocol::terminal_token_at(keyring.current(), &terminal_id, generation)
             );
             Ok(())
         }
@@ -108,6 +126,11 @@ pub fn run() -> anyhow::Result<()> {
             runtime.block_on(run_server(config))
         }
     }
+}
+
+/// `path` made absolute against the working directory, for messages (unchanged if that fails).
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn init_logging() {

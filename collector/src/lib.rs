@@ -19,6 +19,7 @@ pub mod ingest_guard;
 pub mod metrics;
 #[cfg(test)]
 mod properties;
+pub mod revocation;
 pub mod secret;
 pub mod store;
 pub mod tls;

@@ -3,16 +3,20 @@
 //! sent and whatever time it claims. The strategies are the protocol crate's (half plausible
 //! reports, half hostile: any date `time` can represent, any integer, NaN, markup and links).
 
+use std::sync::Arc;
+
 use proptest::collection::vec;
 use proptest::prelude::*;
 use time::OffsetDateTime;
 
 use crate::alert::config::Language;
+use crate::alert::escape::Format;
+use crate::alert::item_of;
 use crate::alert::message::{markdown, title, AlertItem, Notification};
 use crate::config::{DiagnosisConfig, VersionRule};
 use crate::diagnose::{diagnose, Policy};
 use crate::findings::Finding;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, TerminalLabels};
 use crate::store::Store;
 use posmon_protocol::strategies::{any_report, any_text, any_time};
 use posmon_protocol::Report;
@@ -44,30 +48,67 @@ fn any_policy() -> impl Strategy<Value = Vec<VersionRule>> {
     vec(rule, 0..3)
 }
 
-/// What a notification about `finding` shows.
-fn item_of(finding: &Finding) -> AlertItem {
-    AlertItem {
-        finding_id: finding.id,
-        terminal_id: finding.terminal_id.to_string(),
-        code: finding.kind.code.to_string(),
-        category: finding.kind.category.as_str().to_string(),
-        party: finding.kind.party.as_str().to_string(),
-        severity: finding.severity.as_str().to_string(),
-        subject: finding.subject.clone(),
-        merchant: Some(finding.subject.clone()),
-        region: None,
-        carrier: None,
-        model: None,
-        evidence: finding.evidence.clone(),
-        since: finding.since,
-        closed_at: finding.closed_at,
-        explains: finding.explains,
-        link: format!("http://dashboard/#/terminal/{}", finding.terminal_id),
+/// A terminal's labels as the alerts read them, any text.
+fn any_labels() -> impl Strategy<Value = TerminalLabels> {
+    let text = || proptest::option::of(any_text(true).prop_map(Arc::<str>::from));
+    (text(), text(), text(), text()).prop_map(|(merchant, model, region, carrier)| TerminalLabels {
+        merchant,
+        model,
+        region,
+        carrier,
+        extra: Vec::new(),
+    })
+}
+
+const FORMATS: [Format; 5] = [
+    Format::DingTalk,
+    Format::WeCom,
+    Format::Feishu,
+    Format::Email,
+    Format::Webhook,
+];
+
+/// Whatever a terminal wrote, a message holds no link but posmon's own dashboard link and
+/// no mention: the strategies plant `https://evil.example` links and `@all`.
+fn assert_inert(text: &str, format: Format) {
+    // posmon's own links (to the dashboard, the terminal id percent-encoded) are left out of
+    // the search for planted ones.
+    let mut outside_links = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("(http://dashboard/#/") {
+        outside_links.push_str(&rest[..start]);
+        rest = rest[start..]
+            .find(')')
+            .map_or("", |end| &rest[start + end + 1..]);
+    }
+    outside_links.push_str(rest);
+    let text_outside = outside_links.as_str();
+    for link in ["://evil", "evil.example", "<a ", "<img"] {
+        assert!(
+            !text_outside.contains(link),
+            "{link:?} is active in {text:?}"
+        );
+    }
+    // Plain-text mail shows brackets as brackets; every markdown format links only posmon's
+    // dashboard.
+    let markdown_links = if format == Format::Email { "" } else { text };
+    for (index, _) in markdown_links.match_indices("](") {
+        assert!(
+            markdown_links[index..].starts_with("](http://dashboard/#/"),
+            "a link that is not posmon's in {format:?}: {text:?}"
+        );
+    }
+    assert!(!text.contains("@all"), "a mention is active in {text:?}");
+    for line in text.lines() {
+        assert!(!line.starts_with("## forged"), "a forged line in {text:?}");
     }
 }
 
-fn render_all(findings: &[Finding], created_at: OffsetDateTime) {
-    let items: Vec<AlertItem> = findings.iter().map(item_of).collect();
+fn render_all(findings: &[Finding], labels: &TerminalLabels, created_at: OffsetDateTime) {
+    let items: Vec<AlertItem> = findings
+        .iter()
+        .map(|finding| item_of(finding, labels, "http://dashboard"))
+        .collect();
     let notification = Notification {
         receiver: "ops".into(),
         group_key: "code=any".into(),
@@ -80,10 +121,14 @@ fn render_all(findings: &[Finding], created_at: OffsetDateTime) {
         created_at,
     };
     for language in [Language::En, Language::ZhCn] {
-        let _ = title(&notification, language);
-        for limit in [0, 100, 4096, 20_000] {
-            let text = markdown(&notification, language, limit);
-            assert!(limit == 0 || text.len() <= limit.max(64), "over the limit");
+        for format in FORMATS {
+            let title = title(&notification, language, format);
+            assert_inert(&title, format);
+            for limit in [0, 100, 4096, 20_000] {
+                let text = markdown(&notification, language, format, limit);
+                assert!(limit == 0 || text.len() <= limit.max(64), "over the limit");
+                assert_inert(&text, format);
+            }
         }
     }
 }
@@ -99,6 +144,7 @@ proptest! {
         received in vec(any_time(true), 6),
         evaluations in vec(any_time(true), 3),
         rules in any_policy(),
+        labels in any_labels(),
     ) {
         let thresholds = DiagnosisConfig::default();
         let policy = Policy { versions: &rules, thresholds: &thresholds };
@@ -110,12 +156,12 @@ proptest! {
             let outcome = fleet.apply_batch(&terminal_id, batch, received[index], &thresholds);
             let findings: Vec<Finding> =
                 outcome.events.iter().map(|event| event.finding.clone()).collect();
-            render_all(&findings, received[index]);
+            render_all(&findings, &labels, received[index]);
         }
         for now in evaluations {
             let events = fleet.evaluate(now, &thresholds);
             let findings: Vec<Finding> = events.iter().map(|event| event.finding.clone()).collect();
-            render_all(&findings, now);
+            render_all(&findings, &labels, now);
         }
         let mut open = Vec::new();
         fleet.for_each_terminal(|terminal| {
@@ -123,7 +169,7 @@ proptest! {
             open.extend(terminal.findings.findings().cloned());
         });
         open.extend(fleet.fleet_wide_findings());
-        render_all(&open, OffsetDateTime::UNIX_EPOCH);
+        render_all(&open, &labels, OffsetDateTime::UNIX_EPOCH);
     }
 }
 

@@ -1,5 +1,7 @@
 //! The fleet secret: read from `POSMON_FLEET_SECRET` or from a file in the data directory, which
-//! is created with a random secret and mode 0600 on first start. Secrets are never logged.
+//! `serve` creates with a random secret and mode 0600 on first start. Only `serve` creates it:
+//! `token` reads an existing secret or fails naming where it looked, so it never prints tokens
+//! that the running collector would refuse. Secrets are never logged.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,6 +39,24 @@ pub enum SecretError {
         id: String,
         source: posmon_protocol::CredentialError,
     },
+    #[error("no fleet secret in data directory {data_dir} (looked for {path}): start `posmon-collector serve` once with this data directory (it creates the secret), pass the collector's data directory with --data-dir or its config with --config, or set {SECRET_ENV}")]
+    Missing { data_dir: PathBuf, path: PathBuf },
+}
+
+/// Where the current fleet secret came from, for the `token` command to say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Environment,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::Environment => write!(formatter, "the environment variable {SECRET_ENV}"),
+            SecretSource::File(path) => write!(formatter, "the file {}", path.display()),
+        }
+    }
 }
 
 /// The environment variable that, when set, holds the admin token of the policy endpoints.
@@ -84,6 +104,40 @@ pub fn load_keyring(config: &Config, env_secret: Option<String>) -> Result<Keyri
         previous.push(key(&old.id, secret)?);
     }
     Ok(Keyring::new(current, previous))
+}
+
+/// Loads the keyring the config describes without creating anything: with neither
+/// `POSMON_FLEET_SECRET` (`env_secret`) nor the secret file, [`SecretError::Missing`] names the
+/// data directory and the file it looked for.
+pub fn load_existing_keyring(
+    config: &Config,
+    env_secret: Option<String>,
+) -> Result<(Keyring, SecretSource), SecretError> {
+    let (current_secret, source) = match env_secret.filter(|value| !value.trim().is_empty()) {
+        Some(value) => (value.trim().as_bytes().to_vec(), SecretSource::Environment),
+        None => {
+            let path = config.in_data_dir(&config.auth.secret_file);
+            match read(&path) {
+                Ok(secret) => (secret, SecretSource::File(path)),
+                Err(SecretError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Err(SecretError::Missing {
+                        data_dir: config.data_dir.clone(),
+                        path,
+                    });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    };
+    let current = key(&config.auth.key_id, current_secret)?;
+    let mut previous = Vec::new();
+    for old in &config.auth.previous_keys {
+        let path = config.in_data_dir(&old.secret_file);
+        previous.push(key(&old.id, read(&path)?)?);
+    }
+    Ok((Keyring::new(current, previous), source))
 }
 
 fn key(id: &str, secret: Vec<u8>) -> Result<FleetKey, SecretError> {
@@ -208,5 +262,38 @@ mod tests {
             short.is_some_and(|e| e.to_string().contains("at least 16 bytes")),
             "a short secret is refused"
         );
+    }
+
+    #[test]
+    fn the_token_command_never_creates_a_secret_and_names_where_it_looked() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let config = config_in(dir.path());
+        let error = load_existing_keyring(&config, None).err();
+        let message = error.as_ref().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            matches!(error, Some(SecretError::Missing { .. })),
+            "{message}"
+        );
+        assert!(
+            message.contains(&config.data_dir.display().to_string())
+                && message.contains("posmon-collector serve")
+                && message.contains(SECRET_ENV),
+            "{message}"
+        );
+        assert!(!config.data_dir.exists(), "nothing was created");
+
+        let (ring, source) = load_existing_keyring(&config, Some("an environment secret".into()))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(source, SecretSource::Environment);
+        let created = load_keyring(&config, None).unwrap_or_else(|error| panic!("{error}"));
+        let (read, source) =
+            load_existing_keyring(&config, None).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            source,
+            SecretSource::File(config.data_dir.join("fleet-secret"))
+        );
+        let token = terminal_token(created.current(), "T-1");
+        assert_eq!(read.verify(&token, "T-1"), Ok(()));
+        assert!(ring.verify(&token, "T-1").is_err());
     }
 }

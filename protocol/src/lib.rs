@@ -16,7 +16,9 @@ pub mod validate;
 #[cfg(test)]
 mod properties;
 
-pub use credential::{terminal_token, CredentialError, FleetKey, Keyring};
+pub use credential::{
+    terminal_token, terminal_token_at, CredentialError, FleetKey, Keyring, Verified,
+};
 pub use report::*;
 pub use validate::{validate_batch, validate_report, ValidationError};
 

@@ -111,6 +111,23 @@ fn the_collector_prints_its_default_config_and_tokens() {
     std::fs::write(&config, &default.stdout).unwrap_or_else(|error| panic!("{error}"));
     let data_dir = dir.path().join("data").display().to_string();
     let config_arg = config.display().to_string();
+    // `token` never creates the fleet secret (only `serve` does): it names where it looked.
+    let none = run(
+        "posmon-collector",
+        &["token", "--data-dir", &data_dir, "T-1"],
+    );
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        text(&none.stderr).contains(&format!("no fleet secret in data directory {data_dir}")),
+        "{}",
+        text(&none.stderr)
+    );
+    std::fs::create_dir_all(dir.path().join("data")).unwrap_or_else(|error| panic!("{error}"));
+    std::fs::write(
+        dir.path().join("data/fleet-secret"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
     let first = run(
         "posmon-collector",
         &[
@@ -139,7 +156,7 @@ fn the_collector_prints_its_default_config_and_tokens() {
     assert_eq!(
         text(&again.stdout).trim(),
         token,
-        "the secret is created once"
+        "the same secret is read again"
     );
     let other = run(
         "posmon-collector",

@@ -74,6 +74,7 @@ impl Browser {
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": { "binary": chromium.display().to_string(), "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" },
         } } });
         let response: Value = client
             .post(format!("{base}/session"))
@@ -165,6 +166,34 @@ impl Browser {
             (self.script(script) == Value::Bool(true)).then_some(())
         });
         assert!(done.is_some(), "timed out waiting for {what}");
+    }
+
+    /// The browser console's messages since the last call (chromedriver's log endpoint).
+    fn console(&self) -> Vec<String> {
+        let entries = self.call(
+            reqwest::Method::POST,
+            "/se/log",
+            Some(json!({ "type": "browser" })),
+        );
+        entries
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Fails on a Content-Security-Policy violation reported in the console.
+    fn assert_no_csp_violation(&self, when: &str) {
+        let violations: Vec<String> = self
+            .console()
+            .into_iter()
+            .filter(|message| message.contains("Content Security Policy"))
+            .collect();
+        assert!(violations.is_empty(), "{when}: {violations:#?}");
     }
 
     fn screenshot(&self, name: &str) {
@@ -317,6 +346,15 @@ latest = "3.2.1"
     std::thread::sleep(Duration::from_secs(3));
 
     let browser = Browser::start(&chromedriver, &chromium);
+    // Without credentials: the sign-in page, styled by its one inline style (allowed by hash).
+    browser.open(&format!("{}/", collector.url));
+    assert!(browser.text("main").contains("viewer credentials"));
+    assert_eq!(
+        browser.script("return getComputedStyle(document.body).backgroundColor"),
+        json!("rgb(16, 21, 28)"),
+        "the sign-in page's style applies under the CSP"
+    );
+    browser.assert_no_csp_violation("the sign-in page");
     // The token once in the address: the page keeps it in a cookie and drops it from the URL.
     browser.open(&format!("{}/?token={VIEWER_TOKEN}", collector.url));
     browser.element("#status-critical .value");
@@ -334,6 +372,13 @@ latest = "3.2.1"
         "the token left the address bar"
     );
     assert!(browser.text("#outages").contains("Upstream outage"));
+    // Bar widths are set through the CSSOM (the CSP refuses inline style attributes).
+    browser.wait_until(
+        "the bars to have their widths",
+        "const bars = [...document.querySelectorAll('.bars .fill')]; \
+         return bars.length > 0 && bars.every(bar => bar.style.width.endsWith('%'))",
+    );
+    browser.assert_no_csp_violation("the overview");
     browser.screenshot("1-overview");
 
     // The problem list, filtered by region through the select.
@@ -382,7 +427,7 @@ latest = "3.2.1"
     browser.wait_until(
         "the Chinese texts",
         "return document.querySelector('#nav a[data-view=overview]').textContent === '总览' \
-         && document.querySelector('#timeline').textContent.includes('处理建议')",
+         && document.querySelector('#timeline')?.textContent.includes('处理建议') === true",
     );
     browser.screenshot("4-terminal-zh-CN");
 
@@ -426,4 +471,5 @@ latest = "3.2.1"
         "the missing printer is shown"
     );
     browser.screenshot("6-live-terminal-zh-CN");
+    browser.assert_no_csp_violation("the whole walk");
 }

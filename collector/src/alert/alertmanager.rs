@@ -3,11 +3,18 @@
 //! them for its `resolve_timeout` (5 minutes by default) and they are re-sent well within it
 //! (every [`RESEND_SECONDS`] at most); a resolved alert carries `endsAt`, its close time.
 //! Alertmanager does its own grouping, silencing and routing from there.
+//!
+//! Values from terminals are plain and bounded (`escape::alertmanager_label`); the evidence
+//! annotation is defanged too, as templates post annotations to chats. A start time that RFC
+//! 3339 cannot express (a terminal clock at year -9999) is left out: Alertmanager then uses
+//! the time it receives the alert.
 
 use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
 
 use super::config::ReceiverConfig;
-use super::message::{rfc3339, AlertItem};
+use super::escape::{alertmanager_annotation, alertmanager_label};
+use super::message::{rfc3339_checked, AlertItem};
 use super::receiver::{post_json, url, Context, Delivery, DeliveryError, DeliveryFuture, Receiver};
 
 /// The longest a firing alert goes without being re-sent: well under Alertmanager's default
@@ -24,8 +31,9 @@ pub fn alert(item: &AlertItem, resolved: bool) -> Value {
     let mut labels = Map::new();
     let mut label = |name: &str, value: &str| {
         // Alertmanager treats an empty label as absent: leave it out.
+        let value = alertmanager_label(value);
         if !value.is_empty() {
-            labels.insert(name.into(), Value::String(value.into()));
+            labels.insert(name.into(), Value::String(value));
         }
     };
     label("alertname", &item.code);
@@ -57,15 +65,24 @@ pub fn alert(item: &AlertItem, resolved: bool) -> Value {
         "annotations": {
             "summary": title,
             "remediation": remediation,
-            "evidence": evidence.join(", "),
+            "evidence": alertmanager_annotation(&evidence.join(", ")),
             "dashboard": item.link,
         },
-        "startsAt": rfc3339(item.since),
         "generatorURL": item.link,
     });
-    if let (true, Some(object)) = (resolved, alert.as_object_mut()) {
-        let ends = item.closed_at.unwrap_or(item.since);
-        object.insert("endsAt".into(), Value::String(rfc3339(ends)));
+    if let Some(object) = alert.as_object_mut() {
+        if let Some(starts) = rfc3339_checked(item.since) {
+            object.insert("startsAt".into(), Value::String(starts));
+        }
+        if resolved {
+            // Without a usable close time the alert ends now (Alertmanager's clock): it has
+            // resolved, which is what matters.
+            let ends = item.closed_at.unwrap_or(item.since);
+            let ends = rfc3339_checked(ends).or_else(|| rfc3339_checked(OffsetDateTime::now_utc()));
+            if let Some(ends) = ends {
+                object.insert("endsAt".into(), Value::String(ends));
+            }
+        }
     }
     alert
 }
@@ -104,5 +121,54 @@ impl Receiver for Alertmanager {
 
     fn repeat_cap_seconds(&self) -> Option<u64> {
         Some(RESEND_SECONDS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::message::tests::item;
+    use time::macros::datetime;
+
+    #[test]
+    fn hostile_values_are_plain_and_bounded_and_absurd_times_left_out() {
+        let cases: &[(&str, OffsetDateTime, bool)] = &[
+            ("@all\u{2028}x\ny", datetime!(2026-11-26 02:00 UTC), true),
+            (
+                "[a](https://evil.example)",
+                datetime!(-9999-01-01 00:00 UTC),
+                false,
+            ),
+            (
+                "<at id=all></at>",
+                // Year 10000 in UTC: Alertmanager could not parse it.
+                datetime!(9999-12-31 23:59:59 -10:00),
+                false,
+            ),
+        ];
+        for (payload, since, has_start) in cases {
+            let mut hostile = item("T-1", "env.network.host_unreachable", "cn-east");
+            hostile.merchant = Some(format!("{payload}{}", "m".repeat(1000)));
+            hostile.subject = (*payload).to_string();
+            hostile.evidence = vec![crate::diagnose::Evidence::new("detail", *payload)];
+            hostile.since = *since;
+            for resolved in [false, true] {
+                let alert = alert(&hostile, resolved);
+                let merchant = alert["labels"]["merchant"].as_str().unwrap_or_default();
+                assert!(merchant.chars().count() <= 129, "{merchant}");
+                let subject = alert["labels"]["subject"].as_str().unwrap_or_default();
+                assert!(
+                    !subject.contains('\n') && !subject.contains('\u{2028}'),
+                    "{subject:?}"
+                );
+                let evidence = alert["annotations"]["evidence"]
+                    .as_str()
+                    .unwrap_or_default();
+                assert!(!evidence.contains("https://"), "{evidence}");
+                assert_eq!(alert.get("startsAt").is_some(), *has_start, "{alert}");
+                assert_eq!(alert.get("endsAt").is_some(), resolved, "{alert}");
+                assert_eq!(alert["labels"]["code"], "env.network.host_unreachable");
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::config::{Language, ReceiverConfig, Secret};
-use super::message::{markdown, title};
+use super::message::{markdown, title, Format};
 use super::receiver::{
     check_robot_reply, hmac_sha256, post_json, resolve, url, Context, Delivery, DeliveryError,
     DeliveryFuture, Receiver,
@@ -58,8 +58,8 @@ impl DingTalk {
         let body = json!({
             "msgtype": "markdown",
             "markdown": {
-                "title": title(notification, self.language),
-                "text": markdown(notification, self.language, TEXT_MAX_BYTES),
+                "title": title(notification, self.language, Format::DingTalk),
+                "text": markdown(notification, self.language, Format::DingTalk, TEXT_MAX_BYTES),
             },
         });
         let body = serde_json::to_vec(&body).map_err(|error| {

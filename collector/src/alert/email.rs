@@ -8,7 +8,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::config::{Language, ReceiverConfig, SmtpTls};
-use super::message::{markdown, title};
+use super::message::{markdown, title, Format};
 use super::receiver::{resolve, Context, Delivery, DeliveryError, DeliveryFuture, Receiver};
 
 /// Mail bodies are cut to this size.
@@ -69,14 +69,19 @@ impl Email {
         let notification = delivery.notification;
         let mut message = Message::builder()
             .from(self.from.clone())
-            .subject(title(notification, self.language))
+            .subject(title(notification, self.language, Format::Email))
             .message_id(Some(format!("<{}@posmon>", delivery.idempotency_key)))
             .header(ContentType::TEXT_PLAIN);
         for to in &self.to {
             message = message.to(to.clone());
         }
         let message = message
-            .body(markdown(notification, self.language, BODY_MAX_BYTES))
+            .body(markdown(
+                notification,
+                self.language,
+                Format::Email,
+                BODY_MAX_BYTES,
+            ))
             .map_err(|error| DeliveryError::permanent(format!("cannot build the mail: {error}")))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),

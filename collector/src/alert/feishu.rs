@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use super::config::{Language, ReceiverConfig, Secret};
-use super::message::{markdown, title};
+use super::message::{markdown, title, Format};
 use super::receiver::{
     check_robot_reply, hmac_sha256, post_json, resolve, url, Context, Delivery, DeliveryError,
     DeliveryFuture, Receiver,
@@ -52,11 +52,11 @@ impl Feishu {
             "msg_type": "interactive",
             "card": {
                 "header": {
-                    "title": { "tag": "plain_text", "content": title(notification, self.language) },
+                    "title": { "tag": "plain_text", "content": title(notification, self.language, Format::Feishu) },
                     "template": template,
                 },
                 "elements": [
-                    { "tag": "markdown", "content": markdown(notification, self.language, TEXT_MAX_BYTES) },
+                    { "tag": "markdown", "content": markdown(notification, self.language, Format::Feishu, TEXT_MAX_BYTES) },
                 ],
             },
         });

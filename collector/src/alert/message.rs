@@ -4,6 +4,11 @@
 //! when, the remediation, a link to the dashboard). [`markdown`] renders it in the receiver's
 //! language (en or zh-CN) within a byte limit, for the robots and email.
 //!
+//! Every value that came from a terminal goes through [`Format::value`] (`escape.rs`) for the
+//! receiver's syntax; only posmon's own text (titles, remediation, the dashboard link) stays
+//! active. Times come from terminals' clocks and may be absurd (year 9999 or -9999): they are
+//! formatted and subtracted with checked arithmetic, never panicking.
+//!
 //! Pure: no IO, no clock.
 
 use std::collections::BTreeMap;
@@ -13,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::config::Language;
+pub use super::escape::Format;
 use crate::diagnose::{kind_by_code, Evidence};
 
 /// Most alerts listed in one notification (firing and resolved each); the rest are counted.
@@ -42,15 +48,74 @@ pub struct AlertItem {
     pub model: Option<String>,
     #[serde(default)]
     pub evidence: Vec<Evidence>,
-    #[serde(with = "time::serde::rfc3339")]
+    /// From the terminal's clock: any time `time` holds, see [`any_time`].
+    #[serde(with = "any_time")]
     pub since: OffsetDateTime,
-    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[serde(default, with = "any_time::option")]
     pub closed_at: Option<OffsetDateTime>,
     /// For a fleet-wide finding: how many terminal findings it explains.
     #[serde(default)]
     pub explains: u32,
     /// The terminal's dashboard page (the findings page for a fleet-wide finding).
     pub link: String,
+}
+
+/// A time as RFC 3339 when it can be (years 0 to 9999), else as Unix seconds: a terminal's
+/// clock may say year -9999, and such an alert must still be stored in the outbox and sent
+/// (RFC 3339 alone would refuse to encode it). Reads both.
+pub mod any_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Text(String),
+        Seconds(i64),
+    }
+
+    pub fn serialize<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+        match at.format(&Rfc3339) {
+            Ok(text) => serializer.serialize_str(&text),
+            Err(_) => serializer.serialize_i64(at.unix_timestamp()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<OffsetDateTime, D::Error> {
+        match Repr::deserialize(deserializer)? {
+            Repr::Text(text) => {
+                OffsetDateTime::parse(&text, &Rfc3339).map_err(serde::de::Error::custom)
+            }
+            Repr::Seconds(seconds) => {
+                OffsetDateTime::from_unix_timestamp(seconds).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            at: &Option<OffsetDateTime>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match at {
+                Some(at) => super::serialize(at, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<OffsetDateTime>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] OffsetDateTime);
+            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(at)| at))
+        }
+    }
 }
 
 /// One message to one receiver about one group.
@@ -109,6 +174,8 @@ struct Words {
     explains: &'static str,
     more: &'static str,
     dashboard: &'static str,
+    open_for: &'static str,
+    unknown: &'static str,
 }
 
 const EN: Words = Words {
@@ -128,6 +195,8 @@ const EN: Words = Words {
     explains: "terminal findings explained",
     more: "more, see the dashboard",
     dashboard: "dashboard",
+    open_for: "for",
+    unknown: "unknown",
 };
 
 const ZH_CN: Words = Words {
@@ -147,6 +216,8 @@ const ZH_CN: Words = Words {
     explains: "个终端告警被归因于此",
     more: "条未列出，请查看控制台",
     dashboard: "控制台",
+    open_for: "已持续",
+    unknown: "未知",
 };
 
 fn words(language: Language) -> &'static Words {
@@ -181,11 +252,20 @@ fn party_name(party: &str, language: Language) -> &str {
     }
 }
 
-fn kind_title(code: &str, language: Language) -> String {
+fn kind_title(code: &str, language: Language, format: Format) -> String {
     match (kind_by_code(code), language) {
         (Some(kind), Language::En) => kind.title.en.to_string(),
         (Some(kind), Language::ZhCn) => kind.title.zh_cn.to_string(),
-        (None, _) => code.to_string(),
+        // Not a code of this collector (an outbox row from another version): treat as foreign.
+        (None, _) => format.value(code),
+    }
+}
+
+/// A finding code: posmon's own codes as they are, anything else escaped.
+fn code_text(code: &str, format: Format) -> String {
+    match kind_by_code(code) {
+        Some(kind) => kind.code.to_string(),
+        None => format.value(code),
     }
 }
 
@@ -197,11 +277,18 @@ fn remediation(code: &str, language: Language) -> &'static str {
     }
 }
 
-/// `2026-11-26 02:00:00 UTC`
+/// `2026-11-26 02:00:00 UTC`; a time that has no UTC rendition (its offset moves it past year
+/// 9999 or before -9999) is shown as it came, with its offset.
 pub fn format_time(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
+    let (at, zone) = match at.checked_to_offset(time::UtcOffset::UTC) {
+        Some(utc) => (utc, "UTC".to_string()),
+        None => {
+            let (hours, minutes, _) = at.offset().as_hms();
+            (at, format!("{:+03}:{:02}", hours, minutes.unsigned_abs()))
+        }
+    };
     format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {zone}",
         at.year(),
         u8::from(at.month()),
         at.day(),
@@ -211,14 +298,49 @@ pub fn format_time(at: OffsetDateTime) -> String {
     )
 }
 
-/// RFC 3339, as the JSON receivers expect.
-pub fn rfc3339(at: OffsetDateTime) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+/// RFC 3339, as the JSON receivers expect; `None` for a time RFC 3339 cannot express (before
+/// year 0 or after 9999 in UTC).
+pub fn rfc3339_checked(at: OffsetDateTime) -> Option<String> {
+    at.checked_to_offset(time::UtcOffset::UTC)?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
 }
 
-/// The one-line title: `[FIRING:37] Host unreachable` or `【告警:37】主机不可达`.
-pub fn title(notification: &Notification, language: Language) -> String {
+/// RFC 3339, as the JSON receivers expect (empty for a time it cannot express).
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    rfc3339_checked(at).unwrap_or_default()
+}
+
+/// The longest a finding is plausibly open; a longer (or negative) span means a terminal's
+/// clock was wrong and is shown as unknown.
+const OPEN_FOR_MAX_SECONDS: i64 = 100 * 366 * 86_400;
+
+/// How long a finding has been open at `now`: `3 d 4 h`, `2 h 5 min`, `40 s`; `None` when
+/// `since` is after `now` or absurdly far before it.
+pub fn open_for(since: OffsetDateTime, now: OffsetDateTime) -> Option<String> {
+    let seconds = now.unix_timestamp().checked_sub(since.unix_timestamp())?;
+    if !(0..=OPEN_FOR_MAX_SECONDS).contains(&seconds) {
+        return None;
+    }
+    let (days, hours, minutes) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+    );
+    Some(if days > 0 {
+        format!("{days} d {hours} h")
+    } else if hours > 0 {
+        format!("{hours} h {minutes} min")
+    } else if minutes > 0 {
+        format!("{minutes} min")
+    } else {
+        format!("{seconds} s")
+    })
+}
+
+/// The one-line title: `[FIRING:37] Host unreachable` or `【告警:37】主机不可达`, its region
+/// escaped for `format`.
+pub fn title(notification: &Notification, language: Language, format: Format) -> String {
     let words = words(language);
     let (status, count, items) = if notification.firing_count() > 0 {
         (
@@ -235,7 +357,7 @@ pub fn title(notification: &Notification, language: Language) -> String {
     };
     let first = items.first().map(|item| item.code.as_str()).unwrap_or("");
     let what = if items.iter().all(|item| item.code == first) {
-        kind_title(first, language)
+        kind_title(first, language, format)
     } else {
         format!("{count} {}", words.findings)
     };
@@ -243,7 +365,7 @@ pub fn title(notification: &Notification, language: Language) -> String {
         .group_labels
         .get("region")
         .filter(|region| !region.is_empty())
-        .map(|region| format!(" · {region}"))
+        .map(|region| format!(" · {}", format.value(region)))
         .unwrap_or_default();
     match language {
         Language::En => format!("[{status}:{count}] {what}{scope}"),
@@ -251,18 +373,19 @@ pub fn title(notification: &Notification, language: Language) -> String {
     }
 }
 
-fn item_line(item: &AlertItem, language: Language, resolved: bool) -> String {
+fn item_line(item: &AlertItem, style: Style, resolved: bool, now: OffsetDateTime) -> String {
+    let Style { language, format } = style;
     let words = words(language);
     let mut line = String::from("- ");
     if item.terminal_id.is_empty() {
-        let _ = write!(line, "**{}**", item.subject);
+        let _ = write!(line, "**{}**", format.value(&item.subject));
         if item.explains > 0 {
             let _ = write!(line, " · {} {}", item.explains, words.explains);
         }
     } else {
-        let _ = write!(line, "**{}**", item.terminal_id);
+        let _ = write!(line, "**{}**", format.value(&item.terminal_id));
         if !item.subject.is_empty() {
-            let _ = write!(line, " ({})", item.subject);
+            let _ = write!(line, " ({})", format.value(&item.subject));
         }
     }
     for (word, value) in [
@@ -272,10 +395,19 @@ fn item_line(item: &AlertItem, language: Language, resolved: bool) -> String {
         (words.model, &item.model),
     ] {
         if let Some(value) = value {
-            let _ = write!(line, " · {word} {value}");
+            let _ = write!(line, " · {word} {}", format.value(value));
         }
     }
     let _ = write!(line, " · {} {}", words.since, format_time(item.since));
+    if !resolved {
+        let open = open_for(item.since, now);
+        let _ = write!(
+            line,
+            " ({} {})",
+            words.open_for,
+            open.as_deref().unwrap_or(words.unknown)
+        );
+    }
     if let (true, Some(closed)) = (resolved, item.closed_at) {
         let _ = write!(line, " · {} {}", words.closed, format_time(closed));
     }
@@ -283,9 +415,12 @@ fn item_line(item: &AlertItem, language: Language, resolved: bool) -> String {
         let evidence: Vec<String> = item
             .evidence
             .iter()
-            .map(|evidence| match &evidence.threshold {
-                Some(threshold) => format!("{}={} ({threshold})", evidence.name, evidence.value),
-                None => format!("{}={}", evidence.name, evidence.value),
+            .map(|evidence| {
+                let (name, value) = (format.value(&evidence.name), format.value(&evidence.value));
+                match &evidence.threshold {
+                    Some(threshold) => format!("{name}={value} ({})", format.value(threshold)),
+                    None => format!("{name}={value}"),
+                }
             })
             .collect();
         let _ = write!(line, " · `{}`", evidence.join(", "));
@@ -296,7 +431,14 @@ fn item_line(item: &AlertItem, language: Language, resolved: bool) -> String {
 
 /// The blocks of one section (firing or resolved): per code, a heading with the party and
 /// the remediation, then one line per alert.
-fn section(items: &[AlertItem], language: Language, resolved: bool, out: &mut Vec<(String, bool)>) {
+fn section(
+    items: &[AlertItem],
+    style: Style,
+    resolved: bool,
+    now: OffsetDateTime,
+    out: &mut Vec<(String, bool)>,
+) {
+    let Style { language, format } = style;
     let words = words(language);
     let mut codes: Vec<&str> = Vec::new();
     for item in items {
@@ -321,9 +463,10 @@ fn section(items: &[AlertItem], language: Language, resolved: bool, out: &mut Ve
         };
         out.push((
             format!(
-                "### {status}: {} ({}, `{code}`){count}",
-                kind_title(code, language),
-                first.severity
+                "### {status}: {} ({}, `{}`){count}",
+                kind_title(code, language, format),
+                format.value(&first.severity),
+                code_text(code, format)
             ),
             true,
         ));
@@ -332,7 +475,7 @@ fn section(items: &[AlertItem], language: Language, resolved: bool, out: &mut Ve
                 format!(
                     "**{}**: {}\n\n**{}**: {}",
                     words.party,
-                    party_name(&first.party, language),
+                    format.value(party_name(&first.party, language)),
                     words.remediation,
                     remediation(code, language)
                 ),
@@ -340,17 +483,32 @@ fn section(items: &[AlertItem], language: Language, resolved: bool, out: &mut Ve
             ));
         }
         for item in of_code {
-            out.push((item_line(item, language, resolved), false));
+            out.push((item_line(item, style, resolved, now), false));
         }
     }
 }
 
+/// How a message is written: its language and the syntax untrusted values are escaped for.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub language: Language,
+    pub format: Format,
+}
+
 /// The message as markdown, at most `max_bytes` long (UTF-8): alert lines that do not fit are
-/// left out and counted in a last line that points to the dashboard.
-pub fn markdown(notification: &Notification, language: Language, max_bytes: usize) -> String {
+/// left out and counted in a last line that points to the dashboard. Untrusted values are
+/// escaped for `format`; durations are measured at the notification's creation.
+pub fn markdown(
+    notification: &Notification,
+    language: Language,
+    format: Format,
+    max_bytes: usize,
+) -> String {
+    let style = Style { language, format };
+    let now = notification.created_at;
     let words = words(language);
     let mut blocks: Vec<(String, bool)> = Vec::new();
-    let mut heading = format!("## {}", title(notification, language));
+    let mut heading = format!("## {}", title(notification, language, format));
     if notification.repeat {
         let _ = write!(heading, " ({})", words.reminder);
     }
@@ -359,12 +517,19 @@ pub fn markdown(notification: &Notification, language: Language, max_bytes: usiz
         let labels: Vec<String> = notification
             .group_labels
             .iter()
-            .map(|(name, value)| format!("{name}={value}"))
+            .map(|(name, value)| {
+                let value = if name == "code" {
+                    code_text(value, format)
+                } else {
+                    format.value(value)
+                };
+                format!("{}={value}", format.value(name))
+            })
             .collect();
         blocks.push((format!("`{}`", labels.join(", ")), true));
     }
-    section(&notification.firing, language, false, &mut blocks);
-    section(&notification.resolved, language, true, &mut blocks);
+    section(&notification.firing, style, false, now, &mut blocks);
+    section(&notification.resolved, style, true, now, &mut blocks);
     let mut omitted = notification.more_firing + notification.more_resolved;
     // Room for the last line, which counts what was left out.
     let reserve = 120;
@@ -457,7 +622,7 @@ pub(crate) mod tests {
     }
 
     fn check(notification: &Notification, language: Language, max_bytes: usize, expected: &[&str]) {
-        let text = markdown(notification, language, max_bytes);
+        let text = markdown(notification, language, Format::WeCom, max_bytes);
         assert!(text.len() <= max_bytes, "{} > {max_bytes}", text.len());
         for part in expected {
             assert!(text.contains(part), "{part:?} not in:\n{text}");
@@ -475,7 +640,7 @@ pub(crate) mod tests {
                 "## [FIRING:1] Payment host unreachable · cn-east",
                 "**Who must act**: the network provider",
                 "**What to do**: ",
-                "**T-000** (payment-host) · merchant M-7 · region cn-east · carrier carrier-x · since 2026-11-26 02:00:00 UTC · `error=refused` · [dashboard](http://dash/#/terminal/T-000)",
+                "**T-000** (payment-host) · merchant M-7 · region cn-east · carrier carrier-x · since 2026-11-26 02:00:00 UTC (for 1 min) · `error=refused` · [dashboard](http://dash/#/terminal/T-000)",
             ],
         );
         check(
@@ -488,7 +653,7 @@ pub(crate) mod tests {
                 "**处理建议**: ",
                 "商户 M-7",
                 "地区 cn-east",
-                "开始于 2026-11-26 02:00:00 UTC",
+                "开始于 2026-11-26 02:00:00 UTC (已持续 1 min)",
             ],
         );
         let mut resolved = notification(0);
@@ -506,11 +671,216 @@ pub(crate) mod tests {
     #[test]
     fn a_large_group_fits_the_limit_and_counts_what_is_left_out() {
         let big = notification(100);
-        let text = markdown(&big, Language::ZhCn, 4096);
+        let text = markdown(&big, Language::ZhCn, Format::WeCom, 4096);
         assert!(text.len() <= 4096);
         assert!(text.contains("【告警:100】"), "{text}");
         assert!(text.contains("条未列出"), "{text}");
-        let all = markdown(&big, Language::En, 100_000);
+        let all = markdown(&big, Language::En, Format::DingTalk, 100_000);
         assert!(all.contains("T-099") && !all.contains("more, see the dashboard"));
+    }
+
+    /// An alert whose every terminal-controlled value is hostile.
+    fn hostile_item(payload: &str) -> AlertItem {
+        AlertItem {
+            terminal_id: "evil.example".into(),
+            subject: payload.into(),
+            merchant: Some(payload.into()),
+            region: Some(payload.into()),
+            carrier: Some(payload.into()),
+            model: Some(payload.into()),
+            evidence: vec![
+                Evidence::new("error", payload),
+                Evidence::new(payload, "1").with_threshold(payload),
+            ],
+            ..item("x", "env.network.host_unreachable", "r")
+        }
+    }
+
+    const HOSTILE: &[&str] = &[
+        "[Call support](https://evil.example)",
+        "https://evil.example",
+        "<a href=\"https://evil.example\">pay here</a>",
+        "![x](https://evil.example/i.png)",
+        "@all call 400-000",
+        "@所有人 请立即拨打",
+        "<at id=all></at>",
+        "x\n## [FIRING:1] forged\n- **T-1** · [dashboard](https://evil.example)",
+        "商户\r\n【告警:9】伪造 www.evil.example",
+    ];
+
+    #[test]
+    fn hostile_values_render_inert_for_every_receiver_in_both_languages() {
+        for format in [
+            Format::DingTalk,
+            Format::WeCom,
+            Format::Feishu,
+            Format::Email,
+            Format::Webhook,
+        ] {
+            for language in [Language::En, Language::ZhCn] {
+                for payload in HOSTILE {
+                    let mut hostile = notification(0);
+                    hostile.firing.push(hostile_item(payload));
+                    let mut closed = hostile_item(payload);
+                    closed.closed_at = Some(datetime!(2026-11-26 03:00 UTC));
+                    hostile.resolved.push(closed);
+                    hostile
+                        .group_labels
+                        .insert("region".into(), (*payload).to_string());
+                    let text = markdown(&hostile, language, format, 64 * 1024);
+                    let title = title(&hostile, language, format);
+                    let case = format!("{format:?} {language:?} {payload:?}");
+                    for forbidden in [
+                        "https://evil",
+                        "evil.example",
+                        "www.evil",
+                        "@all",
+                        "@所有人",
+                        "<a ",
+                        "<at",
+                        "](https://evil",
+                        "![",
+                    ] {
+                        if format == Format::Email && forbidden == "![" {
+                            continue; // markdown image syntax is inert in a plain-text mail
+                        }
+                        assert!(
+                            !text.contains(forbidden),
+                            "{case}: {forbidden:?} in\n{text}"
+                        );
+                        assert!(
+                            !title.contains(forbidden),
+                            "{case}: {forbidden:?} in {title}"
+                        );
+                    }
+                    assert!(!title.contains('\n'), "{case}: {title}");
+                    // Only posmon's own lines start a line: headings, its bold labels, alerts.
+                    for line in text.lines().filter(|line| !line.is_empty()) {
+                        let own = line.starts_with("## ")
+                            || line.starts_with("### ")
+                            || line.starts_with("**")
+                            || line.starts_with("- **")
+                            || line.starts_with("`");
+                        assert!(own, "{case}: injected line {line:?} in\n{text}");
+                    }
+                    // Exactly posmon's own headings: none forged.
+                    let headings = text.lines().filter(|line| line.starts_with('#')).count();
+                    assert_eq!(headings, 3, "{case}:\n{text}");
+                    // The one dashboard link per alert is posmon's own.
+                    // (A plain-text mail renders no markdown: a defanged `[x](hxxps…)` is text.)
+                    if format != Format::Email {
+                        assert_eq!(text.matches("](").count(), 2, "{case}:\n{text}");
+                    }
+                    assert_eq!(text.matches("](http").count(), 2, "{case}:\n{text}");
+                    assert_eq!(text.matches("](http://dash/").count(), 2, "{case}:\n{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_times_render_without_panicking() {
+        let plus = time::UtcOffset::from_hms(14, 0, 0).unwrap_or(time::UtcOffset::UTC);
+        let minus = time::UtcOffset::from_hms(-14, 0, 0).unwrap_or(time::UtcOffset::UTC);
+        let cases: &[(OffsetDateTime, &str, &str)] = &[
+            (
+                datetime!(9999-12-31 23:59:59 UTC),
+                "9999-12-31 23:59:59 UTC",
+                "(for unknown)",
+            ),
+            (
+                datetime!(9999-12-31 23:59:59 UTC).replace_offset(minus),
+                "9999-12-31 23:59:59 -14:00",
+                "(for unknown)",
+            ),
+            (
+                datetime!(-9999-01-01 00:00 UTC),
+                "-9999-01-01 00:00:00 UTC",
+                "(for unknown)",
+            ),
+            (
+                datetime!(-9999-01-01 00:00 UTC).replace_offset(plus),
+                "-9999-01-01 00:00:00 +14:00",
+                "(for unknown)",
+            ),
+            (
+                datetime!(2026-11-26 01:00:30 UTC),
+                "2026-11-26 01:00:30 UTC",
+                "(for 1 h 0 min)",
+            ),
+            (
+                datetime!(2026-11-24 00:00 UTC),
+                "2026-11-24 00:00:00 UTC",
+                "(for 2 d 2 h)",
+            ),
+            (
+                datetime!(2026-11-26 02:00:50 UTC),
+                "2026-11-26 02:00:50 UTC",
+                "(for 10 s)",
+            ),
+            (
+                datetime!(2026-11-26 02:05 UTC),
+                "2026-11-26 02:05:00 UTC",
+                "(for unknown)",
+            ),
+        ];
+        for (since, shown, open) in cases {
+            let mut one = notification(1);
+            one.firing[0].since = *since;
+            let mut closed = item("T-2", "env.network.host_unreachable", "cn-east");
+            closed.since = *since;
+            closed.closed_at = Some(*since);
+            one.resolved.push(closed);
+            for format in [Format::DingTalk, Format::Email] {
+                let text = markdown(&one, Language::En, format, 64 * 1024);
+                assert!(text.contains(shown), "{shown} not in\n{text}");
+                assert!(text.contains(open), "{open} not in\n{text}");
+                let zh = markdown(&one, Language::ZhCn, format, 64 * 1024);
+                assert!(zh.contains(shown), "{shown} not in\n{zh}");
+            }
+            let alert = super::super::alertmanager::alert(&one.firing[0], false);
+            let resolved = super::super::alertmanager::alert(&one.resolved[0], true);
+            assert!(resolved.get("endsAt").is_some(), "{resolved}");
+            let _ = alert;
+        }
+        assert_eq!(rfc3339_checked(datetime!(-9999-01-01 00:00 UTC)), None);
+        assert_eq!(rfc3339(datetime!(-9999-01-01 00:00 UTC)), "");
+        assert_eq!(
+            open_for(
+                datetime!(-9999-01-01 00:00 UTC),
+                datetime!(9999-12-31 0:00 UTC)
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn alerts_with_any_time_are_stored_and_read_back() {
+        let cases = [
+            datetime!(2026-11-26 02:00 UTC),
+            datetime!(9999-12-31 23:59:59 -10:00),
+            datetime!(-9999-01-01 00:00 UTC),
+            datetime!(0000-01-01 00:00 UTC),
+        ];
+        for since in cases {
+            let mut one = item("T-1", "env.network.host_unreachable", "cn-east");
+            one.since = since;
+            one.closed_at = Some(since);
+            let text =
+                serde_json::to_string(&one).unwrap_or_else(|error| panic!("{since}: {error}"));
+            let back: AlertItem =
+                serde_json::from_str(&text).unwrap_or_else(|error| panic!("{text}: {error}"));
+            assert_eq!(back.since, since, "{text}");
+            assert_eq!(back.closed_at, Some(since), "{text}");
+        }
+        // Rows written before: RFC 3339 strings, no closed_at.
+        let old = r#"{"finding_id":1,"code":"c","category":"x","party":"p","severity":"s","since":"2026-11-26T02:00:00Z","link":"l"}"#;
+        let back: AlertItem = serde_json::from_str(old).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            (back.since, back.closed_at),
+            (datetime!(2026-11-26 02:00 UTC), None)
+        );
+        let null = old.replace(r#""link""#, r#""closed_at":null,"link""#);
+        assert!(serde_json::from_str::<AlertItem>(&null).is_ok_and(|item| item.closed_at.is_none()));
     }
 }

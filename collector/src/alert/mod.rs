@@ -23,6 +23,7 @@ pub mod silences;
 pub mod alertmanager;
 pub mod dingtalk;
 pub mod email;
+pub mod escape;
 pub mod feishu;
 pub mod webhook;
 pub mod wecom;
@@ -414,11 +415,29 @@ fn active_alerts(fleet: &Fleet, dashboard_url: &str) -> Vec<Active> {
     active
 }
 
-fn item_of(finding: &Finding, labels: &TerminalLabels, dashboard: &str) -> AlertItem {
+/// A terminal id as one URL path segment: validated ids pass unchanged; anything else (a
+/// stored id from before validation) is percent-encoded, so it can never end the link in a
+/// message and start another.
+fn path_segment(text: &str) -> String {
+    let mut segment = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-') {
+            segment.push(char::from(byte));
+        } else {
+            segment.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    segment
+}
+
+pub(crate) fn item_of(finding: &Finding, labels: &TerminalLabels, dashboard: &str) -> AlertItem {
     let link = if finding.terminal_id.is_empty() {
         format!("{dashboard}/#/findings")
     } else {
-        format!("{dashboard}/#/terminal/{}", finding.terminal_id)
+        format!(
+            "{dashboard}/#/terminal/{}",
+            path_segment(&finding.terminal_id)
+        )
     };
     let text = |value: &Option<Arc<str>>| value.as_deref().map(str::to_string);
     AlertItem {

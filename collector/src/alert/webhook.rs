@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::config::{Language, ReceiverConfig, Secret};
-use super::message::{markdown, rfc3339, title};
+use super::message::{markdown, rfc3339, title, Format};
 use super::receiver::{
     hmac_sha256, post_json, require, url, Context, Delivery, DeliveryError, DeliveryFuture,
     Receiver,
@@ -51,8 +51,8 @@ impl Webhook {
             "repeat": notification.repeat,
             "group_key": notification.group_key,
             "group_labels": notification.group_labels,
-            "title": title(notification, self.language),
-            "text": markdown(notification, self.language, TEXT_MAX_BYTES),
+            "title": title(notification, self.language, Format::Webhook),
+            "text": markdown(notification, self.language, Format::Webhook, TEXT_MAX_BYTES),
             "firing": notification.firing,
             "resolved": notification.resolved,
             "more_firing": notification.more_firing,

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::config::{Language, ReceiverConfig};
-use super::message::markdown;
+use super::message::{markdown, Format};
 use super::receiver::{
     check_robot_reply, post_json, url, Context, Delivery, DeliveryError, DeliveryFuture, Receiver,
 };
@@ -33,7 +33,7 @@ impl WeCom {
         let body = json!({
             "msgtype": "markdown",
             "markdown": {
-                "content": markdown(delivery.notification, self.language, CONTENT_MAX_BYTES),
+                "content": markdown(delivery.notification, self.language, Format::WeCom, CONTENT_MAX_BYTES),
             },
         });
         let body = serde_json::to_vec(&body).map_err(|error| {

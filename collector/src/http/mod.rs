@@ -5,6 +5,7 @@
 
 mod admission;
 mod alerts;
+mod credentials;
 mod encoding;
 pub mod error;
 pub mod listener;
@@ -49,12 +50,15 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Alerts(#[from] AlertError),
+    #[error(transparent)]
+    Revocations(#[from] crate::revocation::RevocationError),
 }
 
 /// Everything a request handler can reach.
 pub struct AppState {
     pub config: Config,
-    pub keyring: Keyring,
+    /// The fleet keys and the revoked token generations (`revocation.rs`).
+    pub keyring: crate::revocation::Credentials,
     /// The bearer token of the policy endpoints; `None` turns them off.
     admin_token: Option<String>,
     pub fleet: Arc<Fleet>,
@@ -94,6 +98,7 @@ impl AppState {
             config.metrics.max_label_values_per_terminal,
         )?;
         let store = Store::open(&config.data_dir)?;
+        let revocations = crate::revocation::Revocations::open(&config.data_dir)?;
         let (restored, stored_policy) = store.load(config.limits.max_history_findings)?;
         for (table, _) in &restored.unreadable {
             metrics.unreadable_rows.with_label_values(&[table]).inc();
@@ -130,7 +135,7 @@ impl AppState {
             fairness,
             durability: Arc::new(Durability::default()),
             config,
-            keyring,
+            keyring: crate::revocation::Credentials::new(keyring, revocations),
             admin_token,
             fleet: Arc::new(fleet),
             store: Arc::new(store),
@@ -219,6 +224,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/findings", get(queries::list_findings))
         .route("/api/v1/fleet", get(queries::fleet))
+        .merge(credentials::router())
         .route(
             "/api/v1/policy/versions",
             get(policy::get_versions).put(policy::put_versions),
@@ -243,6 +249,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             web::auth::require_viewer,
         ))
+        .layer(middleware::from_fn(web::headers::security_headers))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

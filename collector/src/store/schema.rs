@@ -63,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     // 3: the agent instance each terminal's sequences come from (also in its state JSON), so
     //    that sequence resets can be looked up in SQL.
     "ALTER TABLE terminals ADD COLUMN agent_instance TEXT;",
+    REVOCATIONS_MIGRATION,
 ];
 
 /// The schema version this collector writes.
@@ -87,6 +88,14 @@ pub fn migrate(connection: &mut Connection) -> Result<u32, StoreError> {
     Ok(found)
 }
 
+/// Token revocation (`revocation.rs`): per terminal, the lowest token generation still
+/// accepted, and when it was last raised (Unix seconds).
+const REVOCATIONS_MIGRATION: &str = "CREATE TABLE terminal_credentials (
+         terminal_id TEXT PRIMARY KEY NOT NULL,
+         min_generation INTEGER NOT NULL,
+         revoked_at INTEGER NOT NULL
+     );";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,7 +116,7 @@ mod tests {
         let error = migrate(&mut connection).err().map(|e| e.to_string());
         assert_eq!(
             error.as_deref(),
-            Some("the state database has schema version 4, newer than this collector's 3: upgrade the collector")
+            Some(format!("the state database has schema version {}, newer than this collector's {CURRENT_VERSION}: upgrade the collector", CURRENT_VERSION + 1).as_str())
         );
     }
 }

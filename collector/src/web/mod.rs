@@ -7,6 +7,7 @@
 
 mod assets;
 pub mod auth;
+pub mod headers;
 mod overview;
 mod problems;
 pub mod trend;

@@ -193,7 +193,7 @@ function barList(counts, total, kind, labelOf, attribute) {
   const max = Math.max(...entries.map(e => e[1]), 1);
   return `<div class="bars">${entries.map(([name, count]) => `
     <span class="name" ${attribute}="${esc(name)}" title="${esc(name)}">${esc(labelOf(name))}</span>
-    <span class="track"><span class="fill ${esc(kind(name))}" style="width:${(100 * count / max).toFixed(1)}%"></span></span>
+    <span class="track"><span class="fill ${esc(kind(name))}" data-width="${(100 * count / max).toFixed(1)}"></span></span>
     <span class="num">${fmtNumber(count)}</span>`).join("")}</div>`;
 }
 
@@ -208,7 +208,7 @@ function trendChart(points, intervalSeconds) {
   const lines = series.map(([name, colour]) => `<polyline fill="none" stroke="${colour}" stroke-width="3" points="${points.map(p => `${x(p.at).toFixed(1)},${y(p[name]).toFixed(1)}`).join(" ")}"/>`).join("");
   const ticks = [0, 0.5, 1].map(f => `<text x="${left - 6}" y="${y(max * f) + 4}" text-anchor="end">${fmtNumber(Math.round(max * f))}</text><line class="axis" x1="${left}" x2="${width}" y1="${y(max * f)}" y2="${y(max * f)}"/>`).join("");
   const times = [first, (first + last) / 2, last].map((at, i) => `<text x="${x(at)}" y="${height - 4}" text-anchor="${["start", "middle", "end"][i]}">${esc(new Date(at * 1000).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }))}</text>`).join("");
-  const legend = series.map(([name, colour]) => `<span><i style="background:${colour}"></i>${esc(t("status." + name))}</span>`).join("");
+  const legend = series.map(([name, colour]) => `<span><i class="swatch-${name}"></i>${esc(t("status." + name))}</span>`).join("");
   return `<svg class="chart" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img">${ticks}${lines}${times}</svg><div class="legend">${legend}</div>`;
 }
 
@@ -236,12 +236,12 @@ async function viewOverview(main) {
       ${tile("warning", t("status.warning"), status.warning || 0, t("of.fleet", { share: share(status.warning || 0) }))}
       ${tile("critical", t("status.critical"), status.critical || 0, t("of.fleet", { share: share(status.critical || 0) }))}
     </div>
-    <div class="grid cols2" style="margin-top:1rem">
+    <div class="grid cols2 mt">
       <section class="panel"><h2>${esc(t("by.category"))}</h2>${barList(findings.category, total, n => n, n => t("category." + n), "data-category")}</section>
       <section class="panel"><h2>${esc(t("by.party"))}</h2>${barList(findings.party, total, () => "", n => t("party." + n), "data-party")}</section>
     </div>
-    <section class="panel" style="margin-top:1rem"><h2>${esc(t("trend", { hours: 24 }))}</h2>${trendChart(trend.points || [], trend.interval_seconds)}</section>
-    <div class="grid cols2" style="margin-top:1rem">
+    <section class="panel mt"><h2>${esc(t("trend", { hours: 24 }))}</h2>${trendChart(trend.points || [], trend.interval_seconds)}</section>
+    <div class="grid cols2 mt">
       <section class="panel" id="by-code"><h2>${esc(t("by.code"))}</h2>${barList(findings.code, total, () => "", n => n, "data-code")}</section>
       <section class="panel"><h2>${esc(t("by.severity"))}</h2>${barList(findings.severity, total, n => n, n => t("severity." + n), "data-severity")}</section>
     </div>`;
@@ -342,7 +342,7 @@ function latencyChart(points) {
   const line = `<polyline fill="none" stroke="var(--accent)" stroke-width="2.5" points="${points.map(p => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")}"/>`;
   const dots = points.map(p => `<circle cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="3" fill="var(--accent)"><title>${esc(fmtTime(p[0]))}: ${p[1].toFixed(1)} ms</title></circle>`).join("");
   const times = [[first, "start"], [last, "end"]].map(([at, anchor]) => `<text x="${x(at)}" y="${height - 3}" text-anchor="${anchor}">${esc(new Date(at * 1000).toLocaleTimeString(lang))}</text>`).join("");
-  return `<svg class="chart" style="height:160px" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none">${grid}${line}${dots}${times}</svg>`;
+  return `<svg class="chart chart-small" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none">${grid}${line}${dots}${times}</svg>`;
 }
 
 function findingItem(f, open) {
@@ -414,12 +414,12 @@ async function viewTerminal(main, current) {
         ${terminal.agent_instance ? `<dt>${esc(t("terminal.instance"))}</dt><dd id="agent-instance"><code>${esc(terminal.agent_instance)}</code><div class="muted">${esc(terminal.sequence_resets
           ? t("terminal.resets", { count: terminal.sequence_resets, time: fmtTime(terminal.last_sequence_reset_at) })
           : t("terminal.no_resets", { sequence: terminal.sequence }))}</div></dd>` : ""}
-      </dl><h2 style="margin-top:1rem">${esc(t("terminal.labels"))}</h2><dl class="kv">${labelRows}</dl></section>
+      </dl><h2 class="mt">${esc(t("terminal.labels"))}</h2><dl class="kv">${labelRows}</dl></section>
       <section class="panel"><h2>${esc(t("terminal.versions"))}</h2><table id="versions"><thead><tr><th>${esc(t("col.component"))}</th><th>${esc(t("col.version"))}</th><th>${esc(t("col.policy"))}</th><th>${esc(t("col.compliance"))}</th></tr></thead><tbody>${versionRows}</tbody></table></section>
       <section class="panel"><h2>${esc(t("terminal.device"))}</h2>${deviceView(terminal.device)}</section>
     </div>
-    <section class="panel" style="margin-top:1rem" id="path"><h2>${esc(t("terminal.path"))}</h2><div class="grid cols2">${targets}</div></section>
-    <section class="panel" style="margin-top:1rem"><h2>${esc(t("terminal.findings"))}</h2>
+    <section class="panel mt" id="path"><h2>${esc(t("terminal.path"))}</h2><div class="grid cols2">${targets}</div></section>
+    <section class="panel mt"><h2>${esc(t("terminal.findings"))}</h2>
       <ul class="timeline" id="timeline">${open.map(f => findingItem(f, true)).join("")}${history.map(f => findingItem(f, false)).join("")}</ul>
       ${open.length + history.length ? "" : `<p class="muted">${esc(t("no.findings"))}</p>`}
     </section>`;
@@ -433,14 +433,14 @@ async function viewVersions(main) {
     const out = 100 * r.outdated / Math.max(1, r.terminals), behind = 100 * r.behind / Math.max(1, r.terminals);
     return `<tr data-model="${esc(r.model)}" data-component="${esc(r.component)}"><td>${esc(r.model)}</td><td>${esc(r.component)}</td>
       <td class="num">${fmtNumber(r.terminals)}</td><td class="num">${fmtNumber(r.behind)}</td><td class="num">${fmtNumber(r.outdated)}</td>
-      <td><div class="share-bar" title="${out.toFixed(1)} % / ${behind.toFixed(1)} %"><span style="width:${out}%;background:var(--critical)"></span><span style="width:${behind}%;background:var(--warning)"></span></div></td>
+      <td><div class="share-bar" title="${out.toFixed(1)} % / ${behind.toFixed(1)} %"><span class="critical" data-width="${out}"></span><span class="warning" data-width="${behind}"></span></div></td>
       <td class="num"><strong>${out.toFixed(1)} %</strong></td></tr>`;
   }).join("");
   const policy = (data.policy || []).map(r => `<tr><td>${esc(r.component)}</td><td>${esc(r.model || t("filter.all"))}</td><td><code>${esc(r.minimum)}</code></td><td><code>${esc(r.latest || "")}</code></td></tr>`).join("");
   main.innerHTML = `
     <h1>${esc(t("versions.title"))}</h1>
     <section class="panel">${rows.length ? `<table id="compliance"><thead><tr><th>${esc(t("col.model"))}</th><th>${esc(t("col.component"))}</th><th class="num">${esc(t("col.terminals"))}</th><th class="num">${esc(t("col.behind"))}</th><th class="num">${esc(t("col.outdated"))}</th><th></th><th class="num">${esc(t("versions.share"))}</th></tr></thead><tbody>${body}</tbody></table>` : `<p class="muted">${esc(t("versions.empty"))}</p>`}</section>
-    <section class="panel" style="margin-top:1rem"><h2>${esc(t("versions.policy"))}</h2>${policy ? `<table><thead><tr><th>${esc(t("col.component"))}</th><th>${esc(t("col.model"))}</th><th>${esc(t("policy.minimum", { v: "" }))}</th><th>${esc(t("policy.latest", { v: "" }))}</th></tr></thead><tbody>${policy}</tbody></table>` : `<p class="muted">${esc(t("versions.no_policy"))}</p>`}</section>`;
+    <section class="panel mt"><h2>${esc(t("versions.policy"))}</h2>${policy ? `<table><thead><tr><th>${esc(t("col.component"))}</th><th>${esc(t("col.model"))}</th><th>${esc(t("policy.minimum", { v: "" }))}</th><th>${esc(t("policy.latest", { v: "" }))}</th></tr></thead><tbody>${policy}</tbody></table>` : `<p class="muted">${esc(t("versions.no_policy"))}</p>`}</section>`;
 }
 
 // ---------- alerts ----------
@@ -475,5 +475,16 @@ document.getElementById("lang-toggle").addEventListener("click", () => {
   refresh();
 });
 window.addEventListener("hashchange", refresh);
+// Bar widths come as data-width (a percentage) and are set through the CSSOM: the page's
+// Content-Security-Policy refuses inline style attributes.
+function applyWidths(root) {
+  root.querySelectorAll("[data-width]").forEach(node => {
+    const width = Math.min(100, Math.max(0, Number(node.dataset.width) || 0));
+    node.style.width = `${width}%`;
+    node.removeAttribute("data-width");
+  });
+}
+const mainNode = document.getElementById("main");
+new MutationObserver(() => applyWidths(mainNode)).observe(mainNode, { childList: true, subtree: true });
 applyStaticText();
 refresh();
