@@ -57,7 +57,10 @@ for n in $SIZES; do
   d=$(duration_for "$n")
 
   rm -rf "$work/data"; mkdir -p "$work/data"
-  printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\n[[version_policy]]\ncomponent = "pos_app"\nminimum = "3.0"\n' "$work/data" > "$work/collector.toml"
+  # The simulator sends each terminal's reports as fast as the collector takes them (several a
+  # second), far above an agent's pace: lift the per-terminal rate limit, which would measure
+  # 429s instead of ingest.
+  printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\n[limits]\nterminal_requests_per_minute = 100000000\nterminal_request_burst = 100000000\n[[version_policy]]\ncomponent = "pos_app"\nminimum = "3.0"\n' "$work/data" > "$work/collector.toml"
   "$collector" serve --config "$work/collector.toml" > "$work/collector.out" 2>"$work/collector.log" &
   cpid=$!; pids+=("$cpid")
   for _ in $(seq 100); do grep -q "listening on" "$work/collector.out" 2>/dev/null && break; sleep 0.1; done
