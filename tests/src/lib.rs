@@ -183,13 +183,7 @@ impl Collector {
 
     /// Like [`Collector::start`], listening on `listen` (to come back on the same port).
     pub fn start_at(dir: &Path, config_toml: &str, listen: &str) -> Collector {
-        let config = dir.join("collector.toml");
-        let data_dir = dir.join("collector-data");
-        let text = format!(
-            "listen = \"{listen}\"\ndata_dir = {:?}\n{config_toml}",
-            data_dir.display().to_string()
-        );
-        std::fs::write(&config, text).unwrap_or_else(|error| panic!("{error}"));
+        Collector::write_config(dir, config_toml, listen);
         Collector::start_again(dir)
     }
 
@@ -199,12 +193,17 @@ impl Collector {
         let config = dir.join("collector.toml");
         let log = dir.join("collector.log");
         let config_arg = config.display().to_string();
-        let mut child = spawn(
+        let child = spawn(
             "posmon-collector",
             &["serve", "--config", &config_arg],
             &log,
             Stdio::piped(),
         );
+        Collector::listening(child, log, config)
+    }
+
+    /// Waits for a started collector's "listening on" line.
+    fn listening(mut child: Child, log: PathBuf, config: PathBuf) -> Collector {
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let (sender, receiver) = mpsc::channel();
         std::thread::spawn(move || {
@@ -223,6 +222,17 @@ impl Collector {
             url,
             config,
         }
+    }
+
+    /// Writes the config [`Collector::start_again`] reads: `config_toml` plus `listen` and a
+    /// `data_dir` in `dir`.
+    fn write_config(dir: &Path, config_toml: &str, listen: &str) {
+        let data_dir = dir.join("collector-data");
+        let text = format!(
+            "listen = \"{listen}\"\ndata_dir = {:?}\n{config_toml}",
+            data_dir.display().to_string()
+        );
+        std::fs::write(dir.join("collector.toml"), text).unwrap_or_else(|error| panic!("{error}"));
     }
 
     /// The port it listens on.
@@ -866,20 +876,15 @@ impl Collector {
     /// Like [`Collector::start`], but `posmon-collector serve` is started by `sh -c` after the
     /// shell commands `prelude` (e.g. `ulimit -Sn 1024`, as a service manager would set it).
     pub fn start_in_shell(dir: &Path, config_toml: &str, prelude: &str) -> Collector {
+        Collector::write_config(dir, config_toml, "127.0.0.1:0");
         let config = dir.join("collector.toml");
-        let data_dir = dir.join("collector-data");
-        let text = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n{config_toml}",
-            data_dir.display().to_string()
-        );
-        std::fs::write(&config, text).unwrap_or_else(|error| panic!("{error}"));
         let log = dir.join("collector.log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .unwrap_or_else(|error| panic!("{}: {error}", log.display()));
-        let mut child = Command::new("sh")
+        let child = Command::new("sh")
             .arg("-c")
             .arg(format!("{prelude}; exec \"$0\" serve --config \"$1\""))
             .arg(binary("posmon-collector"))
@@ -890,24 +895,7 @@ impl Collector {
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start sh for posmon-collector: {error}"));
-        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("posmon-collector listening on ") {
-                    let _ = sender.send(url.to_string());
-                }
-            }
-        });
-        let process = Process { child, log };
-        let url = receiver
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("collector did not start; log:\n{}", process.log()));
-        Collector {
-            process,
-            url,
-            config,
-        }
+        Collector::listening(child, log, config)
     }
 
     /// A counter or gauge of `/metrics` by its full series name (with labels), 0 when absent.
@@ -934,4 +922,42 @@ impl Process {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// An agent config for tests: probes and reports every second (or `report_interval_seconds`),
+/// one try per rung, no ICMP, quick retries, a healthy fake system root, its state in
+/// `dir/<terminal_id>-state`, one target; `extra` adds top-level keys.
+pub fn quick_agent_config(
+    collector_url: &str,
+    token: &str,
+    dir: &Path,
+    terminal_id: &str,
+    target: &TargetServer,
+    report_interval_seconds: u64,
+    extra: &str,
+) -> String {
+    format!(
+        r#"
+terminal_id = "{terminal_id}"
+collector_url = "{collector_url}"
+token = "{token}"
+state_dir = "{state}"
+system_root = "{root}"
+probe_interval_seconds = 1
+report_interval_seconds = {report_interval_seconds}
+probe_timeout_seconds = 1
+request_timeout_seconds = 2
+retry_max_seconds = 1
+attempts = 1
+icmp = false
+{extra}
+
+[[targets]]
+name = "payment-host"
+address = "{target}"
+"#,
+        state = dir.join(format!("{terminal_id}-state")).display(),
+        root = healthy_system_root(dir).display(),
+        target = target.address,
+    )
 }

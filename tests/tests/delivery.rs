@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use posmon_e2e_tests::{
-    healthy_system_root, start_agent, wait_for, Collector, Pki, Process, TargetServer,
+    quick_agent_config, start_agent, wait_for, Collector, Pki, Process, TargetServer,
 };
 
 fn agent_config(
@@ -22,30 +22,7 @@ fn agent_config(
     target: &TargetServer,
     extra: &str,
 ) -> String {
-    format!(
-        r#"
-terminal_id = "{terminal_id}"
-collector_url = "{collector_url}"
-token = "{token}"
-state_dir = "{state}"
-system_root = "{root}"
-probe_interval_seconds = 1
-report_interval_seconds = 1
-probe_timeout_seconds = 1
-request_timeout_seconds = 2
-retry_max_seconds = 1
-attempts = 1
-icmp = false
-{extra}
-
-[[targets]]
-name = "payment-host"
-address = "{target}"
-"#,
-        state = dir.join(format!("{terminal_id}-state")).display(),
-        root = healthy_system_root(dir).display(),
-        target = target.address,
-    )
+    quick_agent_config(collector_url, token, dir, terminal_id, target, 1, extra)
 }
 
 /// The collector's view of a terminal: (highest sequence, dropped reports).

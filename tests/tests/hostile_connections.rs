@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use posmon_e2e_tests::{
-    healthy_system_root, open_file_limits, skip, start_agent, wait_for, Collector, Process,
+    open_file_limits, quick_agent_config, skip, start_agent, wait_for, Collector, Process,
     TargetServer,
 };
 
@@ -184,30 +184,15 @@ fn agent_config(
     target: &TargetServer,
     report_interval_seconds: u64,
 ) -> String {
-    format!(
-        r#"
-terminal_id = "{terminal_id}"
-collector_url = "{url}"
-token = "{token}"
-state_dir = "{state}"
-system_root = "{root}"
-probe_interval_seconds = 1
-report_interval_seconds = {report_interval_seconds}
-probe_timeout_seconds = 1
-request_timeout_seconds = 2
-retry_max_seconds = 1
-attempts = 1
-icmp = false
-
-[[targets]]
-name = "payment-host"
-address = "{target}"
-"#,
-        url = collector.url,
-        token = collector.token(terminal_id),
-        state = dir.join(format!("{terminal_id}-state")).display(),
-        root = healthy_system_root(dir).display(),
-        target = target.address,
+    let token = collector.token(terminal_id);
+    quick_agent_config(
+        &collector.url,
+        &token,
+        dir,
+        terminal_id,
+        target,
+        report_interval_seconds,
+        "",
     )
 }
 

@@ -28,6 +28,8 @@ const LABEL_VALUES_PER_TERMINAL: usize = 8;
 /// Rounds of fresh strings per request, two reports each (about 45 kB a report).
 const ROUNDS_PER_REQUEST: u64 = 4;
 
+/// The per-terminal request rate is lifted: the flood must reach the state with all it can
+/// (the rate limit is another defence, tested in `hostile_connections.rs`).
 fn start(dir: &Path) -> Collector {
     let secret_file = dir.join("fleet-secret");
     std::fs::write(&secret_file, SECRET).unwrap_or_else(|error| panic!("{error}"));
@@ -36,7 +38,8 @@ fn start(dir: &Path) -> Collector {
         &format!(
             "[auth]\nsecret_file = {:?}\n\n\
              [limits]\nmax_history_findings = {HISTORY_TOTAL}\n\
-             max_history_findings_per_terminal = {HISTORY_PER_TERMINAL}\n\n\
+             max_history_findings_per_terminal = {HISTORY_PER_TERMINAL}\n\
+             terminal_requests_per_minute = 100000000\nterminal_request_burst = 100000000\n\n\
              [metrics]\nmax_label_values = {LABEL_VALUES}\n\
              max_label_values_per_terminal = {LABEL_VALUES_PER_TERMINAL}\n",
             secret_file.display().to_string()

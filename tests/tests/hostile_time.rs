@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use posmon_e2e_tests::{
-    healthy_system_root, start_agent, wait_for, Collector, HttpSink, TargetServer,
+    quick_agent_config, start_agent, wait_for, Collector, HttpSink, TargetServer,
 };
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -404,29 +404,14 @@ fn a_real_agent_whose_state_was_wiped_is_applied_again_from_its_first_report() {
     let target = TargetServer::start();
     let token = collector.token("T-WIPED");
     let state = dir.path().join("T-WIPED-state");
-    let config = format!(
-        r#"
-terminal_id = "T-WIPED"
-collector_url = "{url}"
-token = "{token}"
-state_dir = "{state}"
-system_root = "{root}"
-probe_interval_seconds = 1
-report_interval_seconds = 1
-probe_timeout_seconds = 1
-request_timeout_seconds = 2
-retry_max_seconds = 1
-attempts = 1
-icmp = false
-
-[[targets]]
-name = "payment-host"
-address = "{target}"
-"#,
-        url = collector.url,
-        state = state.display(),
-        root = healthy_system_root(dir.path()).display(),
-        target = target.address,
+    let config = quick_agent_config(
+        &collector.url,
+        &token,
+        dir.path(),
+        "T-WIPED",
+        &target,
+        1,
+        "",
     );
     let detail = || collector.get_json("/api/v1/terminals/T-WIPED");
     let mut agent = start_agent(dir.path(), "agent", &config);
