@@ -235,6 +235,29 @@ impl Collector {
         std::fs::write(dir.join("collector.toml"), text).unwrap_or_else(|error| panic!("{error}"));
     }
 
+    /// Stops the collector (SIGTERM) and starts it again on the state it left in `dir`, as an
+    /// operator would after an attack: it must come back healthy — no panic in its log, started,
+    /// `/healthz` and the read API answering — never into a crash loop.
+    pub fn restart_healthy(mut self, dir: &Path) -> Collector {
+        self.process.terminate();
+        let log = self.process.log();
+        let panic = log.lines().find(|line| line.contains("panicked"));
+        assert!(panic.is_none(), "the collector panicked: {panic:?}");
+        let collector = Collector::start_again(dir);
+        for path in [
+            "/healthz",
+            "/api/v1/overview",
+            "/api/v1/terminals",
+            "/api/v1/findings",
+        ] {
+            let status = reqwest::blocking::get(format!("{}{path}", collector.url))
+                .map(|response| response.status().as_u16())
+                .unwrap_or_else(|error| panic!("GET {path} after the restart: {error}"));
+            assert_eq!(status, 200, "GET {path} after the restart");
+        }
+        collector
+    }
+
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.url
@@ -918,7 +941,7 @@ pub fn recent_day() -> String {
 }
 
 impl Process {
-    /// The operating system's id of the process (for /proc/<pid>/status).
+    /// The operating system's id of the process (for `/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

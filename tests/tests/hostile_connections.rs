@@ -413,6 +413,7 @@ fn real_agents_are_served_while_2000_hostile_connections_are_held() {
         closed > 0.0,
         "no connection was closed for its header timeout"
     );
+    collector.restart_healthy(dir.path());
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -474,6 +475,7 @@ fn slow_unauthenticated_bodies_never_take_an_identified_agents_slot() {
         "the agent was told to slow down:\n{}",
         agent.log()
     );
+    collector.restart_healthy(dir.path());
 }
 
 fn report_body(terminal_id: &str, sequence: u64) -> String {
@@ -579,6 +581,9 @@ fn a_flooding_token_is_rate_limited_and_other_terminals_are_not() {
             .all(|(status, _)| *status == 200 || *status == 429),
         "unexpected answers to the flood"
     );
+    let collector = Arc::try_unwrap(collector)
+        .unwrap_or_else(|_| panic!("a flooding thread still holds the collector"));
+    collector.restart_healthy(dir.path());
 }
 
 #[test]

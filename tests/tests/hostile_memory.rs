@@ -430,9 +430,6 @@ fn one_flooding_token_keeps_its_own_bounded_share() {
         label_values(&metrics, "posmon_fleet_region_terminals", "region").len() <= LABEL_VALUES + 2,
         "the region label stays bounded"
     );
-    assert!(collector
-        .process
-        .log()
-        .lines()
-        .all(|line| !line.contains("panicked")));
+    // It starts again on the state the flood left (and checks its log for panics).
+    collector.restart_healthy(dir.path());
 }

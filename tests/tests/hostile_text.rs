@@ -223,13 +223,14 @@ fn hostile_terminal_text_reaches_every_receiver_inert() {
     assert_eq!(item["region"], REGION);
     assert_eq!(item["terminal_id"], "evil.example");
 
-    // The collector is still up and serving.
+    // The collector is still up and serving, and starts again on what the attack stored.
     assert_eq!(
         reqwest::blocking::get(format!("{}/healthz", collector.url))
             .unwrap()
             .status(),
         200
     );
+    collector.restart_healthy(path);
 }
 
 #[test]
