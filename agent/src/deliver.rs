@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use posmon_protocol::limits::CLOCK_OFFSET_MAX_MS;
 use posmon_protocol::{BatchAck, ClockStatus, ErrorBody};
 use reqwest::StatusCode;
 use time::OffsetDateTime;
@@ -493,9 +494,12 @@ pub fn estimate_clock(
     let half = time::Duration::try_from(round_trip / 2).unwrap_or(time::Duration::MAX);
     let midpoint = sent_at.saturating_add(half);
     let offset = midpoint - collector_time;
+    // A clock further off than the protocol carries is reported as that far off: an absurd
+    // collector time must not make every later report invalid (and set aside).
+    let bounded = |milliseconds: f64| milliseconds.clamp(-CLOCK_OFFSET_MAX_MS, CLOCK_OFFSET_MAX_MS);
     ClockStatus {
-        offset_ms: offset.as_seconds_f64() * 1000.0,
-        uncertainty_ms: round_trip.as_secs_f64() * 1000.0 / 2.0,
+        offset_ms: bounded(offset.as_seconds_f64() * 1000.0),
+        uncertainty_ms: bounded(round_trip.as_secs_f64() * 1000.0 / 2.0),
         ntp_synchronized: None,
     }
 }
@@ -504,6 +508,23 @@ pub fn estimate_clock(
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn an_absurd_collector_time_gives_an_offset_the_protocol_accepts() {
+        let sent = datetime!(2026-11-26 02:00:00 UTC);
+        for collector_time in [
+            datetime!(9999-12-31 23:59:59 UTC),
+            datetime!(-9999-01-01 00:00:00 UTC),
+            datetime!(1970-01-01 00:00:00 UTC),
+        ] {
+            let clock = estimate_clock(sent, Duration::from_secs(u64::MAX), collector_time);
+            assert!(
+                clock.offset_ms.abs() <= CLOCK_OFFSET_MAX_MS
+                    && clock.uncertainty_ms <= CLOCK_OFFSET_MAX_MS,
+                "{collector_time}: {clock:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_clock_offset_is_taken_at_the_midpoint() {

@@ -259,7 +259,7 @@ impl Terminal {
     }
 
     /// Follows the agent instance a report names: a first one is adopted (an agent upgraded to
-    /// send one keeps its counter), a new one resets the sequence mark so that the new
+    /// send one keeps its counter, if it did not go back), a new one resets the sequence mark so that the new
     /// instance's reports, counted from 1 again, are applied rather than taken for repeats.
     fn follow_instance(
         &mut self,
@@ -270,10 +270,14 @@ impl Terminal {
         let old_instance = match &self.agent_instance {
             Some(current) if **current == *instance => return None,
             Some(current) => Arc::clone(current),
-            None => {
+            // An agent upgraded to send an instance keeps its counter (and may resend its last
+            // report) — unless the counter went back (its state was wiped during the upgrade):
+            // that is a reset like any other.
+            None if report.sequence >= self.highest_sequence => {
                 self.agent_instance = Some(Arc::from(instance));
                 return None;
             }
+            None => Arc::from(""),
         };
         let new_instance: Arc<str> = Arc::from(instance);
         self.agent_instance = Some(Arc::clone(&new_instance));
@@ -1336,6 +1340,19 @@ mod tests {
         let mut report = report(sequence, minute, false);
         report.agent_instance = instance.map(str::to_string);
         report
+    }
+
+    #[test]
+    fn an_agent_wiped_while_upgraded_to_instances_is_applied_again() {
+        let fleet = Fleet::new(100, 30);
+        apply(&fleet, vec![report(40, 0, false), report(41, 1, false)], 1);
+        // Re-installed with the instance-sending version: its counter starts at 1 again.
+        let mut first = report(1, 2, true);
+        first.agent_instance = Some("cccccccc-0000".into());
+        let outcome = apply(&fleet, vec![first], 2);
+        assert_eq!((outcome.applied, outcome.duplicates), (1, 0));
+        assert_eq!(outcome.sequence_resets.len(), 1);
+        assert_eq!(fleet.highest_sequence("T-1"), 1);
     }
 
     #[test]

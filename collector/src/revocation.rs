@@ -17,7 +17,7 @@ use posmon_protocol::{CredentialError, FleetKey, Keyring};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use time::OffsetDateTime;
 
-use crate::store::{open_connection, StoreError, DATABASE_FILE};
+use crate::store::{lenient_text, open_connection, StoreError, DATABASE_FILE};
 
 /// The most terminals with a revoked token; beyond it a revocation is refused (rotate the fleet
 /// secret instead: a million revocations means the fleet secret itself is in doubt).
@@ -42,13 +42,19 @@ pub struct Revocations {
     connection: Mutex<Connection>,
 }
 
-/// A stored generation outside `u32` was written by hand: keep the terminal locked out rather
-/// than guess.
-fn stored_generation(terminal_id: &str, value: i64) -> u32 {
-    u32::try_from(value).unwrap_or_else(|_| {
-        tracing::warn!(terminal_id, value, "A stored token generation is out of range: every token of this terminal is refused until it is revoked again.");
-        u32::MAX
-    })
+/// A stored generation that is not a `u32` was written by hand: keep the terminal's older tokens
+/// locked out rather than guess (only a token of the last generation is then accepted).
+fn stored_generation(terminal_id: &str, value: Option<i64>) -> u32 {
+    value
+        .and_then(|value| u32::try_from(value).ok())
+        .unwrap_or_else(|| {
+            tracing::error!(
+                terminal_id,
+                ?value,
+                "A stored token generation is not usable: only the terminal's token of the last generation (posmon-collector token prints it) is accepted until the row is fixed."
+            );
+            u32::MAX
+        })
 }
 
 impl Revocations {
@@ -62,8 +68,15 @@ impl Revocations {
                 .prepare("SELECT terminal_id, min_generation FROM terminal_credentials")?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
-                let terminal_id: String = row.get(0)?;
-                let generation = stored_generation(&terminal_id, row.get(1)?);
+                // A row the collector cannot use is skipped with an error, never a failed start.
+                let Some(terminal_id) = lenient_text(row, 0) else {
+                    tracing::error!(
+                        "A stored token revocation has no usable terminal id: skipped."
+                    );
+                    continue;
+                };
+                let generation = row.get_ref(1).ok().and_then(|value| value.as_i64().ok());
+                let generation = stored_generation(&terminal_id, generation);
                 minimum.insert(terminal_id.into_boxed_str(), generation);
             }
         }
@@ -154,11 +167,12 @@ pub fn stored_minimum(data_dir: &Path, terminal_id: &str) -> Result<u32, Revocat
     if !has_table {
         return Ok(0);
     }
-    let value: Option<i64> = connection
+    // Absent: never revoked (0); present but unusable: locked out as at start.
+    let value: Option<Option<i64>> = connection
         .query_row(
             "SELECT min_generation FROM terminal_credentials WHERE terminal_id = ?1",
             [terminal_id],
-            |row| row.get(0),
+            |row| Ok(row.get_ref(0).ok().and_then(|value| value.as_i64().ok())),
         )
         .optional()?;
     Ok(value.map_or(0, |value| stored_generation(terminal_id, value)))
@@ -348,8 +362,15 @@ mod tests {
                 )
                 .unwrap_or_else(|error| panic!("{error}"));
         }
+        // Damaged by hand: text for a generation (locked out), a blob for an id (skipped).
+        connection
+            .execute(
+                "INSERT INTO terminal_credentials VALUES ('T-text', 'seven', 0), (x'00ff', 3, 0)",
+                [],
+            )
+            .unwrap_or_else(|error| panic!("{error}"));
         let credentials = credentials(dir.path());
-        for terminal in ["T-big", "T-neg", "T-max"] {
+        for terminal in ["T-big", "T-neg", "T-max", "T-text"] {
             assert_eq!(credentials.revocations().minimum(terminal), u32::MAX);
             assert!(matches!(
                 credentials

@@ -249,11 +249,12 @@ pub fn app(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             web::auth::require_viewer,
         ))
-        .layer(middleware::from_fn(web::headers::security_headers))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
+        // Outermost, so that every answer carries them, a timeout's 408 included.
+        .layer(middleware::from_fn(web::headers::security_headers))
         .with_state(state)
 }
 

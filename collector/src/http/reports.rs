@@ -68,8 +68,16 @@ impl From<ApiError> for Refusal {
 
 impl Refusal {
     fn respond(self, state: &AppState) -> Response {
+        // Every overload says when to come back, whichever step found it.
+        let overloaded = matches!(
+            self.error.reason,
+            Reason::Overloaded | Reason::OverloadedUnidentified
+        );
+        let retry_after_seconds = self
+            .retry_after_seconds
+            .or_else(|| overloaded.then_some(state.config.limits.overload_retry_after_seconds));
         let mut response = refused(state, self.error);
-        if let Some(seconds) = self.retry_after_seconds {
+        if let Some(seconds) = retry_after_seconds {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
@@ -109,11 +117,13 @@ fn admit(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Admitted, Refusal
         Claim::Terminal(terminal_id) => {
             let token = bearer_token(headers)?;
             verify(state, token, &terminal_id)?;
-            let in_flight = enter(state, &terminal_id)?;
             // Shed load rather than queue it: a permit per request in flight, none to wait for.
+            // Taken before the terminal's own limits, so that a request shed for the
+            // collector's load does not spend the terminal's rate.
             let Ok(permit) = Arc::clone(&state.ingest_permits).try_acquire_owned() else {
                 return Err(overloaded(state, Reason::Overloaded));
             };
+            let in_flight = enter(state, &terminal_id)?;
             Ok(Admitted {
                 claimed: Some(terminal_id),
                 in_flight: Some(in_flight),

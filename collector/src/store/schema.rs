@@ -63,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     // 3: the agent instance each terminal's sequences come from (also in its state JSON), so
     //    that sequence resets can be looked up in SQL.
     "ALTER TABLE terminals ADD COLUMN agent_instance TEXT;",
+    // 4: the lowest token generation accepted per terminal (revocations).
     REVOCATIONS_MIGRATION,
 ];
 
