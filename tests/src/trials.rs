@@ -40,7 +40,13 @@ impl Need {
                 .then(|| format!("{name} is not installed")),
             Need::AnyProgram(names) => (!names.iter().any(|name| find_program(name).is_some()))
                 .then(|| format!("none of {} is installed", names.join(", "))),
-            Need::Root => (!is_root()).then(|| "this test needs root".to_string()),
+            Need::Root => match Command::new("id").arg("-u").output() {
+                Ok(output) if String::from_utf8_lossy(&output.stdout).trim() == "0" => None,
+                Ok(_) => Some("this test needs root".to_string()),
+                Err(error) => Some(format!(
+                    "this test needs root, and `id -u` cannot tell whether it runs as root: {error}"
+                )),
+            },
             Need::Proc => (!Path::new("/proc/self/status").exists())
                 .then(|| "no /proc to read a process's memory from".to_string()),
             Need::OpenFiles(count) => match open_file_limits() {
@@ -48,18 +54,10 @@ impl Need {
                 Some((soft, hard)) => Some(format!(
                     "the open-file limits (soft {soft}, hard {hard}) are below the {count} this test needs"
                 )),
-                None => Some("the open-file limits cannot be read (with sh's ulimit)".to_string()),
+                None => Some("`sh -c ulimit` cannot tell the open-file limits".to_string()),
             },
         }
     }
-}
-
-/// Whether this process runs as root, as `id -u` says.
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
 }
 
 /// One test: its name (what filters match), what it needs, and its body (which panics to fail).
