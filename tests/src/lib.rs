@@ -905,7 +905,7 @@ pub fn recent_day() -> String {
 }
 
 impl Process {
-    /// The operating system's id of the process (for /proc/<pid>/status).
+    /// The operating system's id of the process (for `/proc/<pid>/status`).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
