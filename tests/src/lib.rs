@@ -17,19 +17,11 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Set (by `.ci/run`) to turn every "skip" of a test that lacks a program or root into a
-/// failure.
-pub const REQUIRE_ALL_ENV: &str = "POSMON_REQUIRE_ALL_TESTS";
+pub mod trials;
 
-/// Whether a test that needs something this machine lacks must skip (`true`, after printing
-/// why) or fail (under CI, where [`REQUIRE_ALL_ENV`] is set: it panics with the reason).
-pub fn skip(reason: &str) -> bool {
-    if std::env::var_os(REQUIRE_ALL_ENV).is_some() {
-        panic!("{reason} (and {REQUIRE_ALL_ENV} is set, so this test may not skip)");
-    }
-    eprintln!("SKIPPED: {reason}");
-    true
-}
+/// Set (by `.ci/run`) to turn every test ignored for lack of a program or root (see [`trials`])
+/// into a failure.
+pub const REQUIRE_ALL_ENV: &str = "POSMON_REQUIRE_ALL_TESTS";
 
 /// The path of `program` if it is on PATH (or at an absolute path given), else `None`.
 pub fn find_program(program: &str) -> Option<PathBuf> {
@@ -44,15 +36,10 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
     })
 }
 
-/// `Some(path)` of a program a test needs; `None` after [`skip`] when it is missing.
-pub fn require_program(program: &str) -> Option<PathBuf> {
-    match find_program(program) {
-        Some(path) => Some(path),
-        None => {
-            skip(&format!("{program} is not installed"));
-            None
-        }
-    }
+/// The path of a program the running test declared as a [`trials::Need::Program`], which its
+/// harness checked is installed before the test ran.
+pub fn program(name: &str) -> PathBuf {
+    find_program(name).unwrap_or_else(|| panic!("{name} is not installed"))
 }
 
 /// The path of a workspace binary built in the same profile as the running test.
@@ -828,10 +815,10 @@ pub fn free_port() -> u16 {
 }
 
 /// HMAC-SHA256 computed by `openssl` (an implementation independent of the collector's), as
-/// (hex, base64). `None` after [`skip`] when openssl is missing.
-pub fn openssl_hmac(key: &[u8], message: &[u8]) -> Option<(String, String)> {
+/// (hex, base64). The test needs [`trials::Need::Program`]`("openssl")`.
+pub fn openssl_hmac(key: &[u8], message: &[u8]) -> (String, String) {
     use std::io::Write;
-    let openssl = require_program("openssl")?;
+    let openssl = program("openssl");
     // The key as hex, so that any byte (a newline in DingTalk's and Feishu's keys) passes.
     let hex_key: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
     let mut child = Command::new(openssl)
@@ -877,10 +864,10 @@ pub fn openssl_hmac(key: &[u8], message: &[u8]) -> Option<(String, String)> {
             child.wait_with_output()
         })
         .unwrap_or_else(|error| panic!("base64: {error}"));
-    Some((
+    (
         hex,
         String::from_utf8_lossy(&base64.stdout).trim().to_string(),
-    ))
+    )
 }
 
 /// The open-file limits `(soft, hard)` a child of this process starts with, as `sh` reports

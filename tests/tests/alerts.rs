@@ -9,10 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use posmon_e2e_tests::trials::{self, Need};
 use posmon_e2e_tests::{
-    free_port, openssl_hmac, require_program, wait_for, Collector, HttpSink, Process, SmtpSink,
+    free_port, openssl_hmac, program, trial, wait_for, Collector, HttpSink, Process, SmtpSink,
 };
 use posmon_protocol::{terminal_token, FleetKey};
 use serde_json::{json, Value};
@@ -21,6 +23,26 @@ const SECRET: &str = "an end-to-end alerting fleet secret";
 const PAYMENT_HOST: &str = "pay.acquirer.test:443";
 const ROBOT_SECRET: &str = "SECrobot-signing-secret";
 const WEBHOOK_SECRET: &str = "webhook signing secret";
+/// Where Debian's prometheus-alertmanager package installs Alertmanager.
+const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+fn main() -> ExitCode {
+    trials::run(vec![
+        // openssl: an HMAC implementation independent of the collector's.
+        trial!(
+            every_receiver_gets_its_documented_request_shape_and_signature,
+            Need::Program("openssl")
+        ),
+        trial!(
+            a_real_alertmanager_lists_the_alert_then_resolves_it_and_notifies_its_webhook,
+            Need::Program(ALERTMANAGER)
+        ),
+        trial!(a_receiver_down_across_a_collector_restart_gets_every_notification_once),
+        trial!(a_region_losing_the_payment_host_is_one_grouped_message),
+        trial!(a_host_outage_is_sent_instead_of_the_terminal_findings_it_explains),
+        trial!(a_silence_holds_back_matching_findings_until_it_is_expired),
+    ])
+}
 
 /// Starts a collector with a fleet secret the test knows, quick evaluation, no upstream
 /// outages unless `outages`, and `alerts` appended.
@@ -173,11 +195,7 @@ fn query(target: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[test]
 fn every_receiver_gets_its_documented_request_shape_and_signature() {
-    if require_program("openssl").is_none() {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let hook = HttpSink::start();
     let ding = HttpSink::start();
@@ -221,7 +239,7 @@ fn every_receiver_gets_its_documented_request_shape_and_signature() {
     // The generic webhook: JSON signed with HMAC-SHA256 of the body.
     let request = &wait_requests(&hook, 1, &collector)[0];
     assert_eq!(request.method, "POST");
-    let (hex, _) = openssl_hmac(WEBHOOK_SECRET.as_bytes(), &request.body).unwrap();
+    let (hex, _) = openssl_hmac(WEBHOOK_SECRET.as_bytes(), &request.body);
     assert_eq!(
         request.header("x-posmon-signature"),
         Some(format!("sha256={hex}").as_str())
@@ -275,8 +293,7 @@ fn every_receiver_gets_its_documented_request_shape_and_signature() {
     let (_, expected) = openssl_hmac(
         ROBOT_SECRET.as_bytes(),
         format!("{timestamp}\n{ROBOT_SECRET}").as_bytes(),
-    )
-    .unwrap();
+    );
     assert_eq!(url_decode(raw_sign), expected);
     let body = request.json();
     assert_eq!(body["msgtype"], "markdown");
@@ -313,8 +330,7 @@ fn every_receiver_gets_its_documented_request_shape_and_signature() {
     let body = request.json();
     let timestamp = body["timestamp"].as_str().unwrap();
     assert_eq!(timestamp.len(), 10, "seconds: {timestamp}");
-    let (_, expected) =
-        openssl_hmac(format!("{timestamp}\n{ROBOT_SECRET}").as_bytes(), b"").unwrap();
+    let (_, expected) = openssl_hmac(format!("{timestamp}\n{ROBOT_SECRET}").as_bytes(), b"");
     assert_eq!(body["sign"], expected.as_str());
     assert_eq!(body["msg_type"], "interactive");
     assert!(body["card"]["header"]["title"]["content"]
@@ -384,8 +400,8 @@ struct Alertmanager {
     url: String,
 }
 
-fn start_alertmanager(dir: &Path, sink: &HttpSink) -> Option<Alertmanager> {
-    let program = require_program("/usr/bin/prometheus-alertmanager")?;
+fn start_alertmanager(dir: &Path, sink: &HttpSink) -> Alertmanager {
+    let program = program(ALERTMANAGER);
     let config = dir.join("alertmanager.yml");
     std::fs::write(
         &config,
@@ -418,19 +434,16 @@ fn start_alertmanager(dir: &Path, sink: &HttpSink) -> Option<Alertmanager> {
         "alertmanager did not start:\n{}",
         process.log()
     );
-    Some(Alertmanager {
+    Alertmanager {
         _process: process,
         url,
-    })
+    }
 }
 
-#[test]
 fn a_real_alertmanager_lists_the_alert_then_resolves_it_and_notifies_its_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let alertmanager_hook = HttpSink::start();
-    let Some(alertmanager) = start_alertmanager(dir.path(), &alertmanager_hook) else {
-        return;
-    };
+    let alertmanager = start_alertmanager(dir.path(), &alertmanager_hook);
     let config = format!(
         "{}[[alerts.receivers]]\nname = \"default\"\nkind = \"alertmanager\"\nurl = \"{}\"\n",
         alerts_section(0),
@@ -519,7 +532,6 @@ fn a_real_alertmanager_lists_the_alert_then_resolves_it_and_notifies_its_webhook
     );
 }
 
-#[test]
 fn a_receiver_down_across_a_collector_restart_gets_every_notification_once() {
     let dir = tempfile::tempdir().unwrap();
     // The receiver's port, with nothing listening yet: it is down.
@@ -656,7 +668,6 @@ fn only_message_when_a_region_loses_the_host(collector: &Collector, hook: &HttpS
     requests[0].json()
 }
 
-#[test]
 fn a_region_losing_the_payment_host_is_one_grouped_message() {
     let dir = tempfile::tempdir().unwrap();
     let hook = HttpSink::start();
@@ -687,7 +698,6 @@ fn a_region_losing_the_payment_host_is_one_grouped_message() {
     assert!(content.contains("more, see the dashboard"), "{content}");
 }
 
-#[test]
 fn a_host_outage_is_sent_instead_of_the_terminal_findings_it_explains() {
     let dir = tempfile::tempdir().unwrap();
     let hook = HttpSink::start();
@@ -706,7 +716,6 @@ fn a_host_outage_is_sent_instead_of_the_terminal_findings_it_explains() {
     assert_eq!(firing[0]["party"], "acquirer");
 }
 
-#[test]
 fn a_silence_holds_back_matching_findings_until_it_is_expired() {
     let dir = tempfile::tempdir().unwrap();
     let hook = HttpSink::start();

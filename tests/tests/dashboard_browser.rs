@@ -2,15 +2,31 @@
 //! (chromedriver): a real collector behind a viewer token, fed by the fleet simulator; the
 //! test opens the overview, filters the problem list, opens a terminal, switches the language
 //! and watches a new finding appear without a reload. Screenshots go to `test-artifacts/`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests (under the trials harness): a failed unwrap fails the test"
+)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use base64::Engine;
-use posmon_e2e_tests::{find_program, skip, wait_for, Collector};
+use posmon_e2e_tests::trials::{self, Need};
+use posmon_e2e_tests::{find_program, program, trial, wait_for, Collector};
 use serde_json::{json, Value};
+
+/// The names Chromium is installed under.
+const CHROMIUM: [&str; 2] = ["chromium", "chromium-browser"];
+
+fn main() -> ExitCode {
+    trials::run(vec![trial!(
+        the_dashboard_in_a_real_browser,
+        Need::Program("chromedriver"),
+        Need::AnyProgram(&CHROMIUM)
+    )])
+}
 
 const VIEWER_TOKEN: &str = "viewer-token-for-the-browser-test";
 /// The W3C WebDriver element reference key.
@@ -217,16 +233,13 @@ impl Drop for Browser {
     }
 }
 
-fn programs() -> Option<(PathBuf, PathBuf)> {
-    let chromedriver = find_program("chromedriver");
-    let chromium = find_program("chromium").or_else(|| find_program("chromium-browser"));
-    match (chromedriver, chromium) {
-        (Some(driver), Some(browser)) => Some((driver, browser)),
-        _ => {
-            skip("chromium and chromium-driver are not installed");
-            None
-        }
-    }
+/// chromedriver and Chromium, which the test declared it needs.
+fn programs() -> (PathBuf, PathBuf) {
+    let chromium = CHROMIUM
+        .iter()
+        .find_map(|name| find_program(name))
+        .unwrap_or_else(|| panic!("none of {CHROMIUM:?} is installed"));
+    (program("chromedriver"), chromium)
 }
 
 const SCENARIO: &str = r#"
@@ -279,11 +292,8 @@ fn failing_report(terminal_id: &str, sequence: u64) -> Value {
     } ] })
 }
 
-#[test]
 fn the_dashboard_in_a_real_browser() {
-    let Some((chromedriver, chromium)) = programs() else {
-        return;
-    };
+    let (chromedriver, chromium) = programs();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("collector-data")).unwrap();
     std::fs::write(dir.path().join("collector-data/viewer-token"), VIEWER_TOKEN).unwrap();

@@ -3,9 +3,23 @@
 //! `amtool check-config`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
-use posmon_e2e_tests::require_program;
+use posmon_e2e_tests::trials::{self, Need};
+use posmon_e2e_tests::{program, trial};
+
+fn main() -> ExitCode {
+    trials::run(vec![
+        trial!(
+            prometheus_rules_pass_promtool_check_and_their_unit_tests,
+            Need::Program("promtool")
+        ),
+        trial!(
+            the_alertmanager_example_passes_amtool,
+            Need::Program("amtool")
+        ),
+    ])
+}
 
 fn dashboards() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
@@ -26,21 +40,15 @@ fn run(program: &Path, args: &[&str], dir: &Path) {
     );
 }
 
-#[test]
 fn prometheus_rules_pass_promtool_check_and_their_unit_tests() {
-    let Some(promtool) = require_program("promtool") else {
-        return;
-    };
+    let promtool = program("promtool");
     let dir = dashboards().join("prometheus");
     run(&promtool, &["check", "rules", "posmon-rules.yml"], &dir);
     run(&promtool, &["test", "rules", "posmon-rules_test.yml"], &dir);
 }
 
-#[test]
 fn the_alertmanager_example_passes_amtool() {
-    let Some(amtool) = require_program("amtool") else {
-        return;
-    };
+    let amtool = program("amtool");
     let dir = dashboards().join("alertmanager");
     run(&amtool, &["check-config", "alertmanager.yml"], &dir);
 }

@@ -12,15 +12,32 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use posmon_e2e_tests::trials::{self, Need};
 use posmon_e2e_tests::{
-    open_file_limits, quick_agent_config, skip, start_agent, wait_for, Collector, Process,
-    TargetServer,
+    quick_agent_config, start_agent, trial, wait_for, Collector, Process, TargetServer,
 };
+
+fn main() -> ExitCode {
+    trials::run(vec![
+        trial!(
+            real_agents_are_served_while_2000_hostile_connections_are_held,
+            open_files_for(ATTACK_CONNECTIONS as u64 * 2)
+        ),
+        trial!(
+            slow_unauthenticated_bodies_never_take_an_identified_agents_slot,
+            open_files_for(1024)
+        ),
+        trial!(a_flooding_token_is_rate_limited_and_other_terminals_are_not),
+        trial!(connections_beyond_the_cap_are_closed_at_once_and_the_cap_fits_the_open_file_limit),
+        trial!(over_tls_a_silent_handshake_is_cut_off_and_http2_idles_out),
+    ])
+}
 
 /// What one hostile connection does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,14 +292,10 @@ fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// Whether this machine lets the test hold `connections` sockets (and the collector its side).
-fn enough_open_files(connections: u64) -> bool {
-    match open_file_limits() {
-        Some((soft, hard)) if soft >= connections + 512 && hard >= connections + 512 => true,
-        limits => skip(&format!(
-            "hostile connections: the open-file limits {limits:?} are too low for {connections} connections"
-        )),
-    }
+/// The open-file limits a test holding `connections` sockets (and the collector its side)
+/// needs: those and room for everything else the test and the collector have open.
+const fn open_files_for(connections: u64) -> Need {
+    Need::OpenFiles(connections + 512)
 }
 
 const ATTACK_CONNECTIONS: usize = 2000;
@@ -297,12 +310,8 @@ fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 }
 const AGENTS: usize = 20;
 
-#[test]
 fn real_agents_are_served_while_2000_hostile_connections_are_held() {
     let _exclusive = exclusive();
-    if !enough_open_files(ATTACK_CONNECTIONS as u64 * 2) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let target = TargetServer::start();
     // A service manager's default: the collector must raise it itself.
@@ -421,12 +430,8 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-#[test]
 fn slow_unauthenticated_bodies_never_take_an_identified_agents_slot() {
     let _exclusive = exclusive();
-    if !enough_open_files(1024) {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let target = TargetServer::start();
     let collector = Collector::start(dir.path(), "");
@@ -513,7 +518,6 @@ fn post(
     (response.status().as_u16(), retry_after)
 }
 
-#[test]
 fn a_flooding_token_is_rate_limited_and_other_terminals_are_not() {
     let _exclusive = exclusive();
     let dir = tempfile::tempdir().unwrap();
@@ -586,7 +590,6 @@ fn a_flooding_token_is_rate_limited_and_other_terminals_are_not() {
     collector.restart_healthy(dir.path());
 }
 
-#[test]
 fn connections_beyond_the_cap_are_closed_at_once_and_the_cap_fits_the_open_file_limit() {
     let _exclusive = exclusive();
     let dir = tempfile::tempdir().unwrap();
@@ -635,7 +638,6 @@ fn connections_beyond_the_cap_are_closed_at_once_and_the_cap_fits_the_open_file_
     );
 }
 
-#[test]
 fn over_tls_a_silent_handshake_is_cut_off_and_http2_idles_out() {
     let _exclusive = exclusive();
     let dir = tempfile::tempdir().unwrap();

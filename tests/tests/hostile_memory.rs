@@ -3,17 +3,31 @@
 //! versions, 32 targets with new names that fail and recover, device lists) for 60 s keeps the
 //! collector's memory bounded, cannot flush the other terminals' findings history, and cannot
 //! take the metric label slots of the other terminals' targets, regions and models.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests (under the trials harness): a failed unwrap fails the test"
+)]
 
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use posmon_e2e_tests::{wait_for, Collector};
+use posmon_e2e_tests::trials::{self, Need};
+use posmon_e2e_tests::{trial, wait_for, Collector};
 use posmon_protocol::{terminal_token, FleetKey};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+
+fn main() -> ExitCode {
+    // /proc: the collector's memory is read from /proc/<pid>/status.
+    trials::run(vec![trial!(
+        one_flooding_token_keeps_its_own_bounded_share,
+        Need::Proc
+    )])
+}
 
 const SECRET: &str = "an end-to-end test fleet secret";
 const FLOOD: Duration = Duration::from_secs(60);
@@ -266,13 +280,7 @@ fn label_values(metrics: &str, metric: &str, label: &str) -> Vec<String> {
     values
 }
 
-#[test]
 fn one_flooding_token_keeps_its_own_bounded_share() {
-    if !Path::new("/proc/self/status").exists()
-        && posmon_e2e_tests::skip("no /proc to read the collector's memory from")
-    {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let collector = start(dir.path());
     let pid = collector.process.pid();

@@ -1,13 +1,32 @@
 //! Rungs that need a network the test controls: a port blackholed by an nftables drop rule (TCP
 //! times out rather than being refused) and an address with no route (unreachable). Each test
 //! runs the real agent inside a network namespace it creates and deletes, so no packet leaves
-//! the namespace. Needs root, `ip` (iproute2) and `nft` (nftables): without them the tests skip
-//! on a developer's machine and fail under CI.
+//! the namespace. Needs root, `ip` (iproute2) and `nft` (nftables): without them the tests are
+//! ignored (with the reason) on a developer's machine and fail under CI.
 
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use posmon_e2e_tests::{healthy_system_root, ladder_of, probe_once, require_program, skip};
+use posmon_e2e_tests::trials::{self, Need};
+use posmon_e2e_tests::{healthy_system_root, ladder_of, probe_once, trial};
+
+fn main() -> ExitCode {
+    // Creating a network namespace needs root and `ip`; the drop rule needs `nft`.
+    trials::run(vec![
+        trial!(
+            a_blackholed_port_times_out_and_an_unroutable_address_is_unreachable,
+            Need::Root,
+            Need::Program("ip"),
+            Need::Program("nft")
+        ),
+        trial!(
+            a_namespace_without_an_interface_has_no_link,
+            Need::Root,
+            Need::Program("ip"),
+            Need::Program("nft")
+        ),
+    ])
+}
 
 /// A network namespace with loopback up, deleted when dropped (also when the test fails).
 struct Namespace {
@@ -15,17 +34,8 @@ struct Namespace {
 }
 
 impl Namespace {
-    fn create() -> Option<Namespace> {
-        let is_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "0");
-        if !is_root {
-            skip("network namespace tests need root");
-            return None;
-        }
-        require_program("ip")?;
-        require_program("nft")?;
+    /// Needs root and `ip` (the tests declare it).
+    fn create() -> Namespace {
         // Tests run in parallel in one process: the pid alone does not make a name unique.
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
@@ -45,7 +55,7 @@ impl Namespace {
             &["-n", &namespace.name, "link", "set", "lo", "up"],
             false,
         );
-        Some(namespace)
+        namespace
     }
 
     /// Runs `program` (inside the namespace when `inside`), failing the test if it fails.
@@ -81,11 +91,8 @@ impl Drop for Namespace {
     }
 }
 
-#[test]
 fn a_blackholed_port_times_out_and_an_unroutable_address_is_unreachable() {
-    let Some(namespace) = Namespace::create() else {
-        return;
-    };
+    let namespace = Namespace::create();
     // Inside the namespace only: drop every SYN to port 7443 on loopback.
     namespace.run(
         "nft",
@@ -121,11 +128,8 @@ fn a_blackholed_port_times_out_and_an_unroutable_address_is_unreachable() {
     );
 }
 
-#[test]
 fn a_namespace_without_an_interface_has_no_link() {
-    let Some(namespace) = Namespace::create() else {
-        return;
-    };
+    let namespace = Namespace::create();
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
     // The real /sys and /proc as the namespace sees them: loopback only, no route.
     let config = "terminal_id = \"T-NETNS\"\ncollector_url = \"http://127.0.0.1:9\"\n\

@@ -7,14 +7,29 @@
 //! Grafana's variables are replaced by match-all values. The collector-down alert can only
 //! return data once the collector is down, so the test stops the collector at the end and
 //! queries what is still empty again.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests (under the trials harness): a failed unwrap fails the test"
+)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use posmon_e2e_tests::{require_program, wait_for, Collector};
+use posmon_e2e_tests::trials::{self, Need};
+use posmon_e2e_tests::{program, trial, wait_for, Collector};
 use serde_json::Value;
+
+fn main() -> ExitCode {
+    trials::run(vec![
+        trial!(the_expression_extractors_find_what_the_files_hold),
+        trial!(
+            every_dashboard_and_rule_expression_returns_data_from_a_real_prometheus,
+            Need::Program("prometheus")
+        ),
+    ])
+}
 
 fn dashboards() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
@@ -105,7 +120,6 @@ fn all_expressions() -> Vec<(String, String)> {
     expressions
 }
 
-#[test]
 fn the_expression_extractors_find_what_the_files_hold() {
     let rules = "  - record: a\n    expr: sum(x)\n  - alert: B\n    expr: up == 0\n";
     assert_eq!(rule_expressions(rules), ["sum(x)", "up == 0"]);
@@ -185,11 +199,8 @@ duration_seconds = 600
 share = 0.1
 "#;
 
-#[test]
 fn every_dashboard_and_rule_expression_returns_data_from_a_real_prometheus() {
-    let Some(prometheus_binary) = require_program("prometheus") else {
-        return;
-    };
+    let prometheus_binary = program("prometheus");
     let expressions = all_expressions();
     let dir = tempfile::tempdir().unwrap();
     let mut collector = Collector::start(
