@@ -96,14 +96,7 @@ pub fn load_keyring(config: &Config, env_secret: Option<String>) -> Result<Keyri
         Some(value) => value.trim().as_bytes().to_vec(),
         None => read_or_create(&config.in_data_dir(&config.auth.secret_file))?,
     };
-    let current = key(&config.auth.key_id, current_secret)?;
-    let mut previous = Vec::new();
-    for old in &config.auth.previous_keys {
-        let path = config.in_data_dir(&old.secret_file);
-        let secret = read(&path)?;
-        previous.push(key(&old.id, secret)?);
-    }
-    Ok(Keyring::new(current, previous))
+    keyring(config, current_secret)
 }
 
 /// Loads the keyring the config describes without creating anything: with neither
@@ -131,13 +124,18 @@ pub fn load_existing_keyring(
             }
         }
     };
+    Ok((keyring(config, current_secret)?, source))
+}
+
+/// The current key from `current_secret` and the previous keys from their files.
+fn keyring(config: &Config, current_secret: Vec<u8>) -> Result<Keyring, SecretError> {
     let current = key(&config.auth.key_id, current_secret)?;
     let mut previous = Vec::new();
     for old in &config.auth.previous_keys {
         let path = config.in_data_dir(&old.secret_file);
         previous.push(key(&old.id, read(&path)?)?);
     }
-    Ok((Keyring::new(current, previous), source))
+    Ok(Keyring::new(current, previous))
 }
 
 fn key(id: &str, secret: Vec<u8>) -> Result<FleetKey, SecretError> {
