@@ -126,7 +126,9 @@ impl Deliverer {
             // One connection, kept: a new TLS handshake costs more bytes than many reports.
             .pool_max_idle_per_host(1)
             .pool_idle_timeout(Duration::from_secs(600))
-            .tcp_keepalive(Duration::from_secs(60));
+            .tcp_keepalive(Duration::from_secs(60))
+            // A report goes to the configured collector only: never where an answer points.
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &config.ca_file {
             let bundle = read(path)?;
             let certificates =
@@ -205,22 +207,27 @@ impl Deliverer {
                     return Ok(Outcome::RetryAfter(delay));
                 }
                 Answer::Acknowledged(ack, round_trip) => {
-                    self.failures = 0;
                     max_reports = self.config.max_batch_reports.max(1);
                     let round_trip_time =
                         time::Duration::try_from(round_trip).unwrap_or(time::Duration::MAX);
                     let sent_at = OffsetDateTime::now_utc().saturating_sub(round_trip_time);
                     self.clock = Some(estimate_clock(sent_at, round_trip, ack.collector_time));
                     if ack.acknowledged_sequence > last {
-                        // Never forget what was not sent: the collector holds more than this
-                        // batch (an earlier install of this terminal, or a broken collector).
-                        tracing::warn!(
+                        // The collector holds a higher mark for this instance than this spool
+                        // issued, so it took these reports for repeats and applied none of
+                        // them: another device with this token and instance, or a forged
+                        // report, pinned the mark. A new instance makes the collector start
+                        // the terminal's sequences anew; what was not applied is counted as
+                        // dropped, never taken as delivered.
+                        tracing::error!(
                             acknowledged = ack.acknowledged_sequence,
                             sent = last,
-                            "The collector acknowledged sequences above those sent; only the sent ones are taken as acknowledged."
+                            "The collector holds sequences above those this agent issued; starting a new agent instance."
                         );
+                        spool.start_anew()?;
+                        return Ok(Outcome::RetryAfter(Duration::ZERO));
                     }
-                    spool.acknowledge(ack.acknowledged_sequence.min(last))?;
+                    spool.acknowledge(ack.acknowledged_sequence)?;
                     if ack.acknowledged_sequence < last {
                         // The collector holds less than it was sent: do not loop on it.
                         tracing::warn!(
@@ -230,6 +237,9 @@ impl Deliverer {
                         );
                         return Ok(Outcome::RetryAfter(self.backoff()));
                     }
+                    // Only a whole acknowledgement ends a run of failures: one that keeps
+                    // taking part of each batch must not keep the retries at their fastest.
+                    self.failures = 0;
                 }
                 Answer::SlowDown(told) => {
                     let fallback = self.backoff();

@@ -256,8 +256,11 @@ impl Spool {
     }
 
     /// Forgets every spooled report (counted as dropped) and starts the sequences at 1 under a
-    /// new instance id: the way out of a state that claims the last sequence number.
-    fn start_anew(&mut self) -> Result<(), SpoolError> {
+    /// new instance id: the way out of a state that claims the last sequence number, and of a
+    /// collector that holds a higher mark for this instance than it ever issued (another device
+    /// with this terminal's token and instance, or a forged report): the collector starts the
+    /// terminal's sequences anew for a new instance.
+    pub fn start_anew(&mut self) -> Result<(), SpoolError> {
         let dropped: u64 = self
             .segments
             .iter()
@@ -269,7 +272,7 @@ impl Spool {
             std::fs::remove_file(&segment.path).map_err(io(&segment.path))?;
         }
         let old = std::mem::replace(&mut self.instance, new_instance()?);
-        tracing::warn!(old_instance = %old, new_instance = %self.instance, issued = self.issued, "The spool claims the last sequence number; starting anew at 1 under a new instance.");
+        tracing::warn!(old_instance = %old, new_instance = %self.instance, issued = self.issued, dropped, "Starting the sequences anew at 1 under a new instance; the unacknowledged reports are dropped and counted.");
         self.acknowledged = 0;
         self.issued = 0;
         self.dropped_unreported = self.dropped_unreported.saturating_add(dropped);

@@ -134,8 +134,14 @@ fn absolute(path: &std::path::Path) -> PathBuf {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSMON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The HTTP libraries log a peer's protocol misbehaviour (a reset flood, a bad frame) as
+    // warnings: anybody could fill the disk with them. The collector counts and answers such
+    // peers itself; their own lines only from `POSMON_LOG=h2=debug` and the like.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSMON_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,h2=error,hyper=error,hyper_util=error,rustls=error",
+        )
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -725,7 +725,10 @@ impl Fleet {
     }
 
     fn next_id(&self) -> u64 {
-        self.next_finding_id.fetch_add(1, Ordering::Relaxed) + 1
+        // Saturating: restored ids are bounded far below the end (`store::FINDING_ID_MAX`).
+        self.next_finding_id
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
     }
 
     /// Applies the validated, diagnosed reports of one terminal (oldest first), received at
@@ -1047,6 +1050,14 @@ impl Fleet {
             })
             .collect();
         Some((labels, software))
+    }
+
+    /// The agent instance a terminal's reports carry, if it sends one.
+    pub fn agent_instance(&self, terminal_id: &str) -> Option<Arc<str>> {
+        lock(self.shard_of(terminal_id))
+            .terminals
+            .get(terminal_id)
+            .and_then(|terminal| terminal.agent_instance.clone())
     }
 
     /// The highest sequence number held for a terminal; 0 for an unknown one.

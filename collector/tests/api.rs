@@ -54,13 +54,20 @@ fn report(terminal_id: &str, sequence: u64) -> Value {
         "schema_version": 1,
         "terminal_id": terminal_id,
         "sequence": sequence,
-        "observed_at": "2026-11-26T02:00:00Z",
+        "observed_at": yesterday(),
         "agent_version": "0.1.0",
         "labels": { "region": "cn-east", "model": "A920" },
         "software": { "pos_app": { "version": "2.9.1" } },
         "probes": [ { "target": "pay", "address": "127.0.0.1:9",
             "stages": [ { "stage": "tcp", "status": "failed", "error": "refused" } ] } ]
     })
+}
+
+/// Yesterday at 02:00 UTC: inside the collector's window of terminal times whenever the test
+/// runs.
+fn yesterday() -> String {
+    let today = time::OffsetDateTime::now_utc().date();
+    format!("{}T02:00:00Z", today.previous_day().unwrap_or(today))
 }
 
 fn batch(reports: Vec<Value>) -> String {
@@ -991,6 +998,36 @@ async fn dropped_reports_reach_the_terminal_and_the_metrics() {
     assert!(
         metrics.contains("posmon_ingest_agent_dropped_reports_total 42"),
         "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_report_without_the_instance_cannot_pin_a_terminal_that_sends_one() {
+    let (router, _dir) = router();
+    let token = token("T-1");
+    let with_instance = |sequence: u64| {
+        let mut report = report("T-1", sequence);
+        report["agent_instance"] = json!("aaaaaaaa-1111");
+        report
+    };
+    let (status, _, text) = send(&router, post(batch(vec![with_instance(5)]), Some(&token))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    // Somebody with the token, not knowing the instance, tries to move the mark to the end.
+    check(
+        &router,
+        post(batch(vec![report("T-1", (1 << 53) - 1)]), Some(&token)),
+        StatusCode::BAD_REQUEST,
+        "invalid_field",
+        Some("reports[0].agent_instance"),
+        "a report without one is refused",
+    )
+    .await;
+    let (status, ack, text) =
+        send(&router, post(batch(vec![with_instance(6)]), Some(&token))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        ack["acknowledged_sequence"], 6,
+        "the agent's reports still apply"
     );
 }
 

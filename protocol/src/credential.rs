@@ -294,10 +294,7 @@ mod tests {
         }
         // A signature of one generation does not pass as another.
         let (_, signature) = first.rsplit_once('.').unwrap_or_default();
-        for forged in [
-            format!("k1.2.{signature}"),
-            format!("k1.{signature}"),
-        ] {
+        for forged in [format!("k1.2.{signature}"), format!("k1.{signature}")] {
             assert_eq!(
                 ring.verify(&forged, "T-0001"),
                 Err(CredentialError::WrongTerminal("T-0001".into())),

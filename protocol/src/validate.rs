@@ -77,6 +77,14 @@ pub fn validate_report(report: &Report, path: &str) -> Checked {
             format!("must be at most {SEQUENCE_MAX} (2^53 - 1)"),
         ));
     }
+    // No more reports can have been dropped than sequence numbers exist: a larger count is not
+    // a measurement (and would wrap the fleet's counter).
+    if report.dropped_reports > SEQUENCE_MAX {
+        return Err(ValidationError::new(
+            format!("{path}.dropped_reports"),
+            format!("must be at most {SEQUENCE_MAX} (2^53 - 1)"),
+        ));
+    }
     if let Some(instance) = &report.agent_instance {
         check_agent_instance(instance, &format!("{path}.agent_instance"))?;
     }
@@ -502,6 +510,11 @@ mod tests {
             Some(("reports[0].sequence", "1 or more")),
         );
         check(|r| r.sequence = SEQUENCE_MAX, None);
+        check(|r| r.dropped_reports = SEQUENCE_MAX, None);
+        check(
+            |r| r.dropped_reports = u64::MAX,
+            Some(("reports[0].dropped_reports", "at most")),
+        );
         check(
             |r| r.sequence = SEQUENCE_MAX + 1,
             Some(("reports[0].sequence", "at most 9007199254740991")),

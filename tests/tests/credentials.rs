@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use posmon_e2e_tests::{binary, Collector};
+use posmon_e2e_tests::{binary, recent_day, Collector};
 use serde_json::{json, Value};
 
 const ADMIN_TOKEN: &str = "an-admin-token-for-the-credentials-test";
@@ -21,7 +21,7 @@ fn report(terminal_id: &str, sequence: u64) -> Value {
         "schema_version": 1,
         "terminal_id": terminal_id,
         "sequence": sequence,
-        "observed_at": format!("2026-11-26T02:00:{:02}Z", sequence % 60),
+        "observed_at": format!("{}T02:00:{:02}Z", recent_day(), sequence % 60),
         "agent_version": "0.1.0",
         "labels": { "model": "PAX-A920", "region": "cn-east" },
         "software": { "pos_app": { "version": "2.9.1" } },

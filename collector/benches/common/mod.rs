@@ -27,7 +27,8 @@ pub fn body(index: usize, sequence: u64, host_down: bool) -> String {
         "schema_version": 1,
         "terminal_id": format!("T-{index:07}"),
         "sequence": sequence,
-        "observed_at": format!("2026-11-26T02:{:02}:00Z", sequence),
+        // Yesterday: inside the collector's window of terminal times whenever the bench runs.
+        "observed_at": format!("{}T02:{:02}:00Z", yesterday(), sequence % 60),
         "agent_version": "0.1.0",
         "labels": {
             "merchant": format!("M-{:06}", index / 3),
@@ -90,4 +91,10 @@ pub fn sizes() -> Vec<usize> {
     } else {
         sizes
     }
+}
+
+/// Yesterday's date (UTC) as `YYYY-MM-DD`.
+fn yesterday() -> String {
+    let today = time::OffsetDateTime::now_utc().date();
+    today.previous_day().unwrap_or(today).to_string()
 }

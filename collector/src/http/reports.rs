@@ -199,6 +199,28 @@ fn fill_unchanged(fleet: &Fleet, terminal_id: &str, reports: &mut [Report]) {
     }
 }
 
+/// Once a terminal's agent names its instance, a report without one is refused: it can only
+/// come from an older agent than the one the terminal has, or from somebody with its token
+/// trying to move its sequence mark without knowing the instance.
+fn require_instance(fleet: &Fleet, terminal_id: &str, reports: &[Report]) -> Result<(), ApiError> {
+    let Some(index) = reports
+        .iter()
+        .position(|report| report.agent_instance.is_none())
+    else {
+        return Ok(());
+    };
+    match fleet.agent_instance(terminal_id) {
+        Some(instance) => Err(ApiError::field(
+            Reason::InvalidField,
+            format!("reports[{index}].agent_instance"),
+            format!(
+                "terminal {terminal_id:?} reports with agent instance {instance:?}; a report without one is refused"
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// How long a durable acknowledgement waits for the write before answering 503.
 const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -303,6 +325,7 @@ async fn ingest(
         admitted.in_flight = Some(enter(state, &terminal_id)?);
     }
 
+    require_instance(&state.fleet, &terminal_id, &batch.reports)?;
     fill_unchanged(&state.fleet, &terminal_id, &mut batch.reports);
     for probe in batch.reports.iter().flat_map(|report| &report.probes) {
         if let Some(milliseconds) = connect_latency(probe) {

@@ -53,6 +53,8 @@ pub enum StoreError {
 const POLICY_KEY: &str = "version_policy";
 const FLEET_WIDE_KEY: &str = "fleet_wide_findings";
 const NEXT_ID_KEY: &str = "next_finding_id";
+/// The largest finding id the collector issues or accepts from its database: 2^53 − 1.
+pub const FINDING_ID_MAX: u64 = (1 << 53) - 1;
 
 pub struct Store {
     connection: Mutex<Connection>,
@@ -157,10 +159,23 @@ impl Store {
             }
         };
         let next_finding_id = match setting(&connection, NEXT_ID_KEY) {
-            Ok(Some(text)) => text.parse().unwrap_or_else(|error| {
-                skip("settings", NEXT_ID_KEY.into(), &error);
-                0
-            }),
+            // Ids stay far below u64::MAX (a million a second for 285 years): a larger stored
+            // value is damage, not a count, and would overflow.
+            Ok(Some(text)) => match text.parse::<u64>() {
+                Ok(id) if id <= FINDING_ID_MAX => id,
+                Ok(id) => {
+                    skip(
+                        "settings",
+                        NEXT_ID_KEY.into(),
+                        &format!("{id} is above {FINDING_ID_MAX}"),
+                    );
+                    0
+                }
+                Err(error) => {
+                    skip("settings", NEXT_ID_KEY.into(), &error);
+                    0
+                }
+            },
             Ok(None) => 0,
             Err(error) => {
                 skip("settings", NEXT_ID_KEY.into(), &error);
@@ -209,7 +224,8 @@ impl Store {
         restored.fleet_wide = fleet_wide;
         restored.next_finding_id = next_finding_id
             .max(highest.and_then(|id| u64::try_from(id).ok()).unwrap_or(0))
-            .max(highest_open.unwrap_or(0));
+            .max(highest_open.unwrap_or(0))
+            .min(FINDING_ID_MAX);
         Ok((restored, policy))
     }
 
