@@ -356,10 +356,17 @@ async fn notify(
         ticks_since_trim = if trim { 0 } else { ticks_since_trim + 1 };
         let kept = std::mem::take(&mut state);
         match tokio::task::spawn_blocking(move || {
-            let state = worker.reconcile(&fleet_ref, kept, &closed, now);
+            let mut state = worker.reconcile(&fleet_ref, kept, &closed, now);
             if trim {
                 if let Err(error) = worker.outbox.trim(worker.config.keep_notifications) {
                     tracing::warn!(%error, "Cannot drop old notifications.");
+                }
+                let quiet = state.quiet_groups(now, worker.routes.longest_group_interval());
+                if !quiet.is_empty() {
+                    match worker.outbox.forget_groups(&quiet) {
+                        Ok(()) => state.forget(&quiet),
+                        Err(error) => tracing::warn!(%error, "Cannot forget quiet alert groups."),
+                    }
                 }
             }
             state

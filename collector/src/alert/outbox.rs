@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
 use super::message::{AlertItem, Notification};
-use super::plan::{Planned, State};
+use super::plan::{GroupId, Planned, State};
 use super::silences::Silence;
 use crate::store::{lenient_int, lenient_text, open_connection, StoreError};
 
@@ -444,6 +444,24 @@ impl Outbox {
         Ok(())
     }
 
+    /// Forgets when these groups last sent (they have nothing open and are past any interval
+    /// their last message imposes): otherwise every group a terminal's labels ever made would
+    /// stay in the database and in memory.
+    pub fn forget_groups(&self, groups: &[GroupId]) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        {
+            let mut delete = transaction.prepare_cached(
+                "DELETE FROM alert_groups WHERE receiver = ?1 AND group_key = ?2",
+            )?;
+            for (receiver, group_key) in groups {
+                delete.execute(params![receiver, group_key])?;
+            }
+        }
+        transaction.commit()?;
+        Ok(())
+    }
+
     /// Every silence that can be read; one that cannot is skipped, logged and counted each
     /// time the silences are read (at start and when they change).
     pub fn silences(&self) -> Result<Vec<Silence>, StoreError> {
@@ -526,6 +544,33 @@ impl Outbox {
 mod tests {
     use super::*;
     use crate::store::Store;
+
+    #[test]
+    fn forgotten_groups_are_gone_from_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let connection = open_connection(dir.path()).unwrap();
+        connection
+            .execute_batch(
+                "INSERT INTO alert_groups (receiver, group_key, last_sent_at) VALUES
+                     ('ops', 'keep', 1000), ('ops', 'quiet', 1000), ('mail', 'quiet', 1000);",
+            )
+            .unwrap();
+        drop(connection);
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let quiet = ("ops".to_string(), "quiet".to_string());
+        outbox.forget_groups(std::slice::from_ref(&quiet)).unwrap();
+        let mut left: Vec<(String, String)> =
+            outbox.load_state().unwrap().last_sent.into_keys().collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ("mail".to_string(), "quiet".to_string()),
+                ("ops".to_string(), "keep".to_string())
+            ]
+        );
+    }
 
     #[test]
     fn rows_the_collector_cannot_use_are_skipped_not_fatal() {

@@ -82,6 +82,41 @@ impl State {
     }
 }
 
+impl State {
+    /// Groups whose last message no longer matters: none of their alerts is open with the
+    /// receiver, and it went out longer than `longest_interval` (the longest `group_interval`
+    /// of any route) ago, so forgetting it changes no timing.
+    pub fn quiet_groups(
+        &self,
+        now: OffsetDateTime,
+        longest_interval: time::Duration,
+    ) -> Vec<GroupId> {
+        let told: std::collections::BTreeSet<(&str, &str)> = self
+            .notified
+            .iter()
+            .map(|((receiver, _), (group, _))| (receiver.as_str(), group.as_str()))
+            .collect();
+        self.last_sent
+            .iter()
+            .filter(|((receiver, group), sent)| {
+                !told.contains(&(receiver.as_str(), group.as_str()))
+                    && !self
+                        .news_since
+                        .contains_key(&(receiver.clone(), group.clone()))
+                    && later(**sent, longest_interval) < now
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Forgets the groups [`State::quiet_groups`] named.
+    pub fn forget(&mut self, groups: &[GroupId]) {
+        for id in groups {
+            self.last_sent.remove(id);
+        }
+    }
+}
+
 #[derive(Default)]
 struct Group {
     labels: BTreeMap<String, String>,
@@ -486,6 +521,38 @@ mod tests {
             start,
         );
         assert!(other.is_empty(), "waits for group_wait");
+    }
+
+    #[test]
+    fn only_groups_with_nothing_open_and_past_their_interval_are_forgotten() {
+        let now = datetime!(2026-11-26 03:00 UTC);
+        let group = |name: &str| ("ops".to_string(), name.to_string());
+        let mut state = State::default();
+        // "open" still has an alert the receiver was told of; "waiting" has news pending;
+        // "recent" sent a minute ago; "old" sent an hour ago with nothing open.
+        state.notified.insert(
+            ("ops".into(), "alert-1".into()),
+            (
+                "open".into(),
+                item("T-1", "env.network.host_unreachable", "cn-east"),
+            ),
+        );
+        state.news_since.insert(group("waiting"), now);
+        for (name, minutes_ago) in [("open", 60), ("waiting", 60), ("recent", 1), ("old", 60)] {
+            state
+                .last_sent
+                .insert(group(name), now - Duration::minutes(minutes_ago));
+        }
+        let quiet = state.quiet_groups(now, Duration::minutes(5));
+        assert_eq!(quiet, [group("old")]);
+        state.forget(&quiet);
+        let mut kept: Vec<&str> = state
+            .last_sent
+            .keys()
+            .map(|(_, name)| name.as_str())
+            .collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["open", "recent", "waiting"]);
     }
 
     #[test]

@@ -45,6 +45,15 @@ fn seconds(value: u64) -> Duration {
 }
 
 impl Routes {
+    /// The longest `group_interval` of any route (the default's included).
+    pub fn longest_group_interval(&self) -> Duration {
+        self.routes
+            .iter()
+            .chain(&self.default)
+            .map(|route| route.timing.group_interval)
+            .fold(self.default_timing.group_interval, Duration::max)
+    }
+
     /// Routes from a validated config. `repeat_cap` gives a receiver's longest repeat interval
     /// (Alertmanager must hear of firing alerts more often than its resolve timeout).
     pub fn from_config(config: &AlertsConfig, repeat_cap: impl Fn(&str) -> Option<u64>) -> Routes {
