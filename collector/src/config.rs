@@ -399,6 +399,14 @@ pub enum ConfigError {
     Invalid { key: String, problem: String },
 }
 
+/// A config error naming `key`.
+fn invalid<T>(key: &str, problem: &str) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key: key.to_string(),
+        problem: problem.to_string(),
+    })
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -426,12 +434,6 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: &str| {
-            Err(ConfigError::Invalid {
-                key: key.to_string(),
-                problem: problem.to_string(),
-            })
-        };
         if posmon_protocol::FleetKey::new(&self.auth.key_id, vec![0; 32]).is_err() {
             return invalid(
                 "auth.key_id",
@@ -508,12 +510,6 @@ impl Config {
 
     /// The bounds of one terminal's share of the collector.
     fn validate_per_terminal_bounds(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: &str| {
-            Err(ConfigError::Invalid {
-                key: key.to_string(),
-                problem: problem.to_string(),
-            })
-        };
         let limits = &self.limits;
         if limits.max_history_findings_per_terminal == 0 {
             return invalid(
@@ -571,12 +567,6 @@ impl Config {
 
     /// The connection, admission and fairness limits of `[limits]`.
     fn validate_connection_limits(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: &str| {
-            Err(ConfigError::Invalid {
-                key: key.to_string(),
-                problem: problem.to_string(),
-            })
-        };
         let limits = &self.limits;
         let at_least_one = [
             (

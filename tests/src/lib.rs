@@ -971,3 +971,35 @@ address = "{target}"
         target = target.address,
     )
 }
+
+/// The highest sequence written whole in an agent's spool directory (0 when there is none):
+/// records are `[length u32][crc u32][sequence u64][time i64][carried u64][payload]`; a torn
+/// tail is not counted.
+pub fn highest_spooled(spool: &Path) -> u64 {
+    let mut highest = 0;
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return highest;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|extension| extension != "seg") {
+            continue;
+        }
+        let Ok(data) = std::fs::read(&path) else {
+            continue;
+        };
+        let mut offset = 0;
+        while let (Some(length), Some(sequence)) = (
+            data.get(offset..offset + 4),
+            data.get(offset + 8..offset + 16),
+        ) {
+            let length = u32::from_le_bytes(length.try_into().unwrap_or_default()) as usize;
+            if offset + 32 + length > data.len() {
+                break;
+            }
+            highest = highest.max(u64::from_le_bytes(sequence.try_into().unwrap_or_default()));
+            offset += 32 + length;
+        }
+    }
+    highest
+}

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use posmon_e2e_tests::{
-    quick_agent_config, start_agent, wait_for, Collector, Pki, Process, TargetServer,
+    highest_spooled, quick_agent_config, start_agent, wait_for, Collector, Pki, Process,
+    TargetServer,
 };
 
 fn agent_config(
@@ -41,32 +42,6 @@ fn applied_reports(collector: &Collector) -> u64 {
         .find_map(|line| line.strip_prefix("posmon_ingest_reports_total{result=\"applied\"} "))
         .and_then(|value| value.parse().ok())
         .unwrap_or(0)
-}
-
-/// The highest sequence written whole in a spool directory: records are
-/// `[length u32][crc u32][sequence u64][time i64][carried u64][payload]`; a torn tail is not
-/// counted.
-fn highest_spooled(spool: &Path) -> u64 {
-    let mut highest = 0;
-    for entry in std::fs::read_dir(spool).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|extension| extension != "seg") {
-            continue;
-        }
-        let data = std::fs::read(&path).unwrap();
-        let mut offset = 0;
-        while offset + 32 <= data.len() {
-            let length = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap()) as usize;
-            if offset + 32 + length > data.len() {
-                break;
-            }
-            highest = highest.max(u64::from_le_bytes(
-                data[offset + 8..offset + 16].try_into().unwrap(),
-            ));
-            offset += 32 + length;
-        }
-    }
-    highest
 }
 
 #[test]

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use posmon_e2e_tests::trials::{self, Need};
 use posmon_e2e_tests::{
-    quick_agent_config, start_agent, trial, wait_for, Collector, Process, TargetServer,
+    highest_spooled, quick_agent_config, start_agent, trial, wait_for, Collector, Process,
+    TargetServer,
 };
 
 fn main() -> ExitCode {
@@ -214,11 +215,10 @@ fn agent_config(
 }
 
 /// The highest sequence an agent has spooled: the newest record in its spool segments, or the
-/// acknowledged one when the spool is empty (acknowledged segments are removed). Records are
-/// `[length u32][crc u32][sequence u64][time i64][carried u64][payload]`.
+/// acknowledged one when the spool is empty (acknowledged segments are removed).
 fn spooled(state_dir: &Path) -> u64 {
     let spool = state_dir.join("spool");
-    let mut highest = std::fs::read_to_string(spool.join("state"))
+    let acknowledged = std::fs::read_to_string(spool.join("state"))
         .ok()
         .and_then(|text| {
             text.lines()
@@ -226,30 +226,7 @@ fn spooled(state_dir: &Path) -> u64 {
                 .and_then(|value| value.trim().parse().ok())
         })
         .unwrap_or(0);
-    let Ok(entries) = std::fs::read_dir(&spool) else {
-        return highest;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|extension| extension != "seg") {
-            continue;
-        }
-        let Ok(data) = std::fs::read(&path) else {
-            continue;
-        };
-        let mut offset = 0;
-        while offset + 32 <= data.len() {
-            let length = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap()) as usize;
-            if offset + 32 + length > data.len() {
-                break;
-            }
-            highest = highest.max(u64::from_le_bytes(
-                data[offset + 8..offset + 16].try_into().unwrap(),
-            ));
-            offset += 32 + length;
-        }
-    }
-    highest
+    acknowledged.max(highest_spooled(&spool))
 }
 
 /// The highest sequence the collector holds for a terminal.
