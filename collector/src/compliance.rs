@@ -4,8 +4,8 @@
 
 use serde::Serialize;
 
-use crate::diagnose::{Category, Severity};
 use crate::fleet::Terminal;
+use posmon_diagnosis::{Category, Severity};
 
 /// Where a terminal's component stands against the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,13 +1,14 @@
 //! The collector's configuration: one TOML file, overridden by environment variables and flags
 //! (see `cli.rs`), merged into one validated [`Config`].
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::diagnose::{kind_by_code, Hysteresis};
+// The `[diagnosis]` section and the version policy are the rules' own types.
+pub use posmon_diagnosis::thresholds::Thresholds;
+pub use posmon_diagnosis::version_policy::{validate_version_policy, VersionRule};
 
 /// The commented default configuration, printed by `posmon-collector print-default-config`.
 /// A test checks that it parses to exactly [`Config::default`].
@@ -22,7 +23,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
-    pub diagnosis: DiagnosisConfig,
+    pub diagnosis: Thresholds,
     pub state: StateConfig,
     /// The initial version policy; once the collector has stored one (`PUT
     /// /api/v1/policy/versions`), the stored one applies.
@@ -41,7 +42,7 @@ impl Default for Config {
             data_dir: PathBuf::from("posmon-data"),
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
-            diagnosis: DiagnosisConfig::default(),
+            diagnosis: Thresholds::default(),
             state: StateConfig::default(),
             version_policy: Vec::new(),
             metrics: MetricsConfig::default(),
@@ -157,77 +158,6 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Thresholds of the diagnosis rules and when findings open and close.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DiagnosisConfig {
-    /// How often terminals are expected to report.
-    pub report_interval_seconds: u64,
-    /// A terminal is silent after this many report intervals without a report.
-    pub silent_after_intervals: u32,
-    /// How often the fleet is evaluated for silent terminals and upstream outages.
-    pub evaluation_interval_seconds: u64,
-    /// A working path slower than this (the slowest rung's average) is high latency.
-    pub high_latency_ms: f64,
-    /// A rung losing at least this share of its tries has packet loss.
-    pub packet_loss_percent: f64,
-    /// A clock off by more than this (beyond the measurement's uncertainty) is skewed.
-    pub clock_skew_seconds: f64,
-    /// A disk with less free space than this share is full.
-    pub disk_free_percent: f64,
-    /// Less available memory than this share is memory pressure.
-    pub memory_available_percent: f64,
-    /// A sensor at or above this temperature is overheating.
-    pub overheat_celsius: f64,
-    /// A battery below this charge, not charging, is low.
-    pub battery_low_percent: f64,
-    /// The share of the terminals of a host (or carrier and region) that must fail together
-    /// for an upstream outage.
-    pub upstream_min_share_percent: f64,
-    /// And the least number of them.
-    pub upstream_min_terminals: u32,
-    /// Per-code overrides of the default hysteresis, keyed by finding code.
-    pub hysteresis: BTreeMap<String, Hysteresis>,
-}
-
-impl Default for DiagnosisConfig {
-    fn default() -> Self {
-        DiagnosisConfig {
-            report_interval_seconds: 60,
-            silent_after_intervals: 3,
-            evaluation_interval_seconds: 1,
-            high_latency_ms: 1000.0,
-            packet_loss_percent: 20.0,
-            clock_skew_seconds: 60.0,
-            disk_free_percent: 5.0,
-            memory_available_percent: 5.0,
-            overheat_celsius: 80.0,
-            battery_low_percent: 15.0,
-            upstream_min_share_percent: 30.0,
-            upstream_min_terminals: 5,
-            hysteresis: BTreeMap::new(),
-        }
-    }
-}
-
-impl DiagnosisConfig {
-    /// The hysteresis of a code: the configured override or the kind's default.
-    pub fn hysteresis_of(&self, kind: &crate::diagnose::FindingKind) -> Hysteresis {
-        self.hysteresis
-            .get(kind.code)
-            .copied()
-            .unwrap_or(kind.hysteresis)
-    }
-
-    /// How long a terminal may stay quiet before it is silent.
-    pub fn silent_after_seconds(&self) -> i64 {
-        let seconds = self
-            .report_interval_seconds
-            .saturating_mul(u64::from(self.silent_after_intervals));
-        i64::try_from(seconds).unwrap_or(i64::MAX)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StateConfig {
@@ -246,63 +176,6 @@ impl Default for StateConfig {
             latency_points_per_target: 30,
             durable_acknowledgements: false,
         }
-    }
-}
-
-/// The version policy of one software component, for one terminal model or all: below
-/// `minimum` is critical; below `latest` once `update_within_days` have passed since
-/// `latest_released_on` is a warning.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VersionRule {
-    /// Component name as the agent reports it: `pos_app`, `os`, `firmware`, …
-    pub component: String,
-    /// Terminal model this rule applies to; every model when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    /// Versions below this are outdated (critical).
-    pub minimum: String,
-    /// The newest release; older versions are a warning once the grace period has passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest: Option<String>,
-    /// When `latest` came out (`YYYY-MM-DD`); without it the warning is immediate.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "calendar_date"
-    )]
-    pub latest_released_on: Option<time::Date>,
-    /// Days a terminal may stay behind `latest` after its release.
-    #[serde(default)]
-    pub update_within_days: u32,
-}
-
-/// `YYYY-MM-DD` dates, as TOML and JSON strings.
-mod calendar_date {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use time::macros::format_description;
-
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
-        format_description!("[year]-[month]-[day]");
-
-    pub fn serialize<S: Serializer>(
-        date: &Option<time::Date>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match date.map(|date| date.format(FORMAT)) {
-            Some(Ok(text)) => serializer.serialize_str(&text),
-            Some(Err(error)) => Err(serde::ser::Error::custom(error)),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<time::Date>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        time::Date::parse(&text, FORMAT)
-            .map(Some)
-            .map_err(|error| serde::de::Error::custom(format!("expected YYYY-MM-DD: {error}")))
     }
 }
 
@@ -494,7 +367,9 @@ impl Config {
         if let Err((key, problem)) = validate_version_policy(&self.version_policy) {
             return invalid(&format!("version_policy{key}"), &problem);
         }
-        self.validate_diagnosis()?;
+        if let Err(error) = self.diagnosis.validate() {
+            return invalid(&format!("diagnosis.{}", error.key), &error.problem);
+        }
         if self.state.latency_points_per_target > 1000 {
             return invalid("state.latency_points_per_target", "must be at most 1000");
         }
@@ -615,73 +490,6 @@ impl Config {
         Ok(())
     }
 
-    fn validate_diagnosis(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, problem: &str| {
-            Err(ConfigError::Invalid {
-                key: format!("diagnosis.{key}"),
-                problem: problem.to_string(),
-            })
-        };
-        let diagnosis = &self.diagnosis;
-        for (key, value) in [
-            ("report_interval_seconds", diagnosis.report_interval_seconds),
-            (
-                "silent_after_intervals",
-                u64::from(diagnosis.silent_after_intervals),
-            ),
-            (
-                "evaluation_interval_seconds",
-                diagnosis.evaluation_interval_seconds,
-            ),
-            (
-                "upstream_min_terminals",
-                u64::from(diagnosis.upstream_min_terminals),
-            ),
-        ] {
-            if value == 0 {
-                return invalid(key, "must be at least 1");
-            }
-        }
-        for (key, value) in [
-            ("high_latency_ms", diagnosis.high_latency_ms),
-            ("clock_skew_seconds", diagnosis.clock_skew_seconds),
-            ("overheat_celsius", diagnosis.overheat_celsius),
-        ] {
-            if !(value.is_finite() && value > 0.0) {
-                return invalid(key, "must be a number above 0");
-            }
-        }
-        for (key, value) in [
-            ("packet_loss_percent", diagnosis.packet_loss_percent),
-            ("disk_free_percent", diagnosis.disk_free_percent),
-            (
-                "memory_available_percent",
-                diagnosis.memory_available_percent,
-            ),
-            ("battery_low_percent", diagnosis.battery_low_percent),
-            (
-                "upstream_min_share_percent",
-                diagnosis.upstream_min_share_percent,
-            ),
-        ] {
-            if !(value > 0.0 && value <= 100.0) {
-                return invalid(key, "must be a percentage above 0 and at most 100");
-            }
-        }
-        for (code, hysteresis) in &diagnosis.hysteresis {
-            if kind_by_code(code).is_none() {
-                return invalid(&format!("hysteresis.{code:?}"), "unknown finding code");
-            }
-            if hysteresis.open_after_observations == 0 || hysteresis.close_after_observations == 0 {
-                return invalid(
-                    &format!("hysteresis.{code:?}"),
-                    "open_after_observations and close_after_observations must be at least 1",
-                );
-            }
-        }
-        Ok(())
-    }
-
     /// `path` resolved against the data directory unless it is absolute.
     pub fn in_data_dir(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
@@ -690,46 +498,6 @@ impl Config {
             self.data_dir.join(path)
         }
     }
-}
-
-/// Checks a version policy (from the config or the policy API); the error names the entry as
-/// `[index].key` and the problem.
-pub fn validate_version_policy(rules: &[VersionRule]) -> Result<(), (String, String)> {
-    let known = crate::diagnose::rules::outdated::KNOWN_COMPONENTS;
-    for (index, rule) in rules.iter().enumerate() {
-        let problem = |key: &str, problem: String| Err((format!("[{index}].{key}"), problem));
-        if !known.contains(&rule.component.as_str()) {
-            return problem(
-                "component",
-                format!(
-                    "unknown component {:?} (expected one of {})",
-                    rule.component,
-                    known.join(", ")
-                ),
-            );
-        }
-        if rule.minimum.trim().is_empty() {
-            return problem("minimum", "must not be empty".into());
-        }
-        if rule
-            .latest
-            .as_deref()
-            .is_some_and(|latest| latest.trim().is_empty())
-        {
-            return problem("latest", "must not be empty".into());
-        }
-        for (key, text) in [
-            ("minimum", Some(&rule.minimum)),
-            ("latest", rule.latest.as_ref()),
-        ] {
-            if text.is_some_and(|text| {
-                text.chars().count() > posmon_protocol::limits::VERSION_MAX_CHARS
-            }) {
-                return problem(key, "too long (at most 64 characters)".into());
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

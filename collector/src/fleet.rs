@@ -20,13 +20,13 @@ use posmon_protocol::{
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::{Config, DiagnosisConfig, LimitsConfig};
+use crate::config::{Config, LimitsConfig, Thresholds};
 use crate::device::DeviceSummary;
-use crate::diagnose::rules::network_path::{HOST_UNREACHABLE, TLS_FAILURE};
-use crate::diagnose::rules::silent::{self, SILENT};
-use crate::diagnose::rules::upstream::{self, FleetTallies, CARRIER_OUTAGE, HOST_OUTAGE};
-use crate::diagnose::{Category, FindingKind, Severity, Signal};
-use crate::findings::{Change, Finding, FindingEvent, Tracker};
+use posmon_diagnosis::findings::{Change, Finding, FindingEvent, Tracker};
+use posmon_diagnosis::rules::network_path::{HOST_UNREACHABLE, TLS_FAILURE};
+use posmon_diagnosis::rules::silent::{self, SILENT};
+use posmon_diagnosis::rules::upstream::{self, FleetTallies, CARRIER_OUTAGE, HOST_OUTAGE};
+use posmon_diagnosis::{Category, FindingKind, Severity, Signal};
 
 /// Shards of the terminal map: enough that two cores rarely wait on each other.
 const SHARDS: usize = 64;
@@ -743,7 +743,7 @@ impl Fleet {
         terminal_id: &str,
         reports: Vec<(Report, Vec<Signal>)>,
         received_at: OffsetDateTime,
-        thresholds: &DiagnosisConfig,
+        thresholds: &Thresholds,
     ) -> BatchOutcome {
         let suppressions = Arc::clone(
             &self
@@ -895,7 +895,7 @@ impl Fleet {
     /// The periodic evaluation at `now` (collector time): opens silent findings, counts the
     /// fleet's tallies, opens and closes fleet-wide findings, and suppresses the terminal
     /// findings they explain.
-    pub fn evaluate(&self, now: OffsetDateTime, thresholds: &DiagnosisConfig) -> Vec<FindingEvent> {
+    pub fn evaluate(&self, now: OffsetDateTime, thresholds: &Thresholds) -> Vec<FindingEvent> {
         let mut events = Vec::new();
         let mut tallies = FleetTallies::default();
         let mut next_id = || self.next_id();
@@ -1191,8 +1191,8 @@ fn tally(terminal: &Terminal, silent: bool, tallies: &mut FleetTallies) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::test_support::{healthy_report, stage};
-    use crate::diagnose::{diagnose, Policy};
+    use posmon_diagnosis::test_support::{healthy_report, stage};
+    use posmon_diagnosis::{diagnose, Policy};
     use time::macros::datetime;
 
     const T0: OffsetDateTime = datetime!(2026-11-26 02:00 UTC);
@@ -1212,7 +1212,7 @@ mod tests {
     }
 
     fn diagnosed(reports: Vec<Report>) -> Vec<(Report, Vec<Signal>)> {
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let policy = Policy {
             versions: &[],
             thresholds: &thresholds,
@@ -1231,7 +1231,7 @@ mod tests {
             "T-1",
             diagnosed(reports),
             T0 + time::Duration::minutes(minute),
-            &DiagnosisConfig::default(),
+            &Thresholds::default(),
         )
     }
 
@@ -1459,7 +1459,7 @@ mod tests {
 
     #[test]
     fn a_report_closes_the_silent_finding() {
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let fleet = Fleet::new(100, 30);
         apply(&fleet, vec![report(1, 0, false)], 0);
         assert!(fleet
@@ -1539,7 +1539,7 @@ mod tests {
 
     #[test]
     fn half_of_a_carrier_going_silent_is_one_carrier_outage() {
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let fleet = Fleet::new(100, 30);
         let send = |index: u64, sequence: u64, minute: i64| {
             let mut report = report(sequence, minute, false);
@@ -1668,7 +1668,7 @@ mod tests {
                 "T-1",
                 diagnosed(vec![fresh_strings_report("T-1", sequence, false)]),
                 T0,
-                &DiagnosisConfig::default(),
+                &Thresholds::default(),
             );
         }
         assert!(
@@ -1784,7 +1784,7 @@ mod tests {
                 terminal,
                 diagnosed(vec![report]),
                 T0 + time::Duration::minutes(sequence as i64),
-                &DiagnosisConfig::default(),
+                &Thresholds::default(),
             );
         };
         for sequence in 1..=4 {
@@ -1842,7 +1842,7 @@ mod tests {
                 "T-1",
                 diagnosed(vec![twice, again]),
                 T0,
-                &DiagnosisConfig::default(),
+                &Thresholds::default(),
             );
             let open = fleet
                 .terminal("T-1")
@@ -1860,7 +1860,7 @@ mod tests {
             "T-2",
             diagnosed(vec![other, again]),
             T0,
-            &DiagnosisConfig::default(),
+            &Thresholds::default(),
         );
         assert_eq!(
             fleet.terminal("T-2").map(|t| t.findings.open.len()),

@@ -102,7 +102,7 @@ pub fn note_sequence_resets(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::test_support::healthy_report;
+    use posmon_diagnosis::test_support::healthy_report;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-12-02 04:00 UTC);

@@ -18,11 +18,11 @@ use prometheus::{
 
 use crate::compliance::Compliance;
 use crate::config::MetricsConfig;
-use crate::diagnose::rules::outdated::KNOWN_COMPONENTS;
-use crate::diagnose::{all_kinds, Severity};
-use crate::findings::Change;
 use crate::fleet::{Fleet, Status};
 use crate::http::error::Reason;
+use posmon_diagnosis::findings::Change;
+use posmon_diagnosis::rules::outdated::KNOWN_COMPONENTS;
+use posmon_diagnosis::{all_kinds, Severity};
 
 /// The value exported for labels beyond the limit.
 const OTHER: &str = "other";

@@ -13,11 +13,11 @@ use crate::alert::config::Language;
 use crate::alert::escape::Format;
 use crate::alert::item_of;
 use crate::alert::message::{markdown, title, AlertItem, Notification};
-use crate::config::{DiagnosisConfig, VersionRule};
-use crate::diagnose::{diagnose, Policy};
-use crate::findings::Finding;
+use crate::config::{Thresholds, VersionRule};
 use crate::fleet::{Fleet, TerminalLabels};
 use crate::store::Store;
+use posmon_diagnosis::findings::Finding;
+use posmon_diagnosis::{diagnose, Policy};
 use posmon_protocol::strategies::{any_report, any_text, any_time};
 use posmon_protocol::Report;
 
@@ -146,7 +146,7 @@ proptest! {
         rules in any_policy(),
         labels in any_labels(),
     ) {
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let policy = Policy { versions: &rules, thresholds: &thresholds };
         let fleet = Fleet::new(50, 5);
         for (index, report) in reports.into_iter().enumerate() {
@@ -183,7 +183,7 @@ proptest! {
         reports in vec(any_report(), 1..4),
         received in any_time(true),
     ) {
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let policy = Policy { versions: &[], thresholds: &thresholds };
         let fleet = Fleet::new(50, 5);
         for report in reports {

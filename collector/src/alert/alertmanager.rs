@@ -57,7 +57,7 @@ pub fn alert(item: &AlertItem, resolved: bool) -> Value {
         .iter()
         .map(|evidence| format!("{}={}", evidence.name, evidence.value))
         .collect();
-    let (title, remediation) = crate::diagnose::kind_by_code(&item.code)
+    let (title, remediation) = posmon_diagnosis::kind_by_code(&item.code)
         .map(|kind| (kind.title.en, kind.remediation.en))
         .unwrap_or_default();
     let mut alert = json!({
@@ -150,7 +150,7 @@ mod tests {
             let mut hostile = item("T-1", "env.network.host_unreachable", "cn-east");
             hostile.merchant = Some(format!("{payload}{}", "m".repeat(1000)));
             hostile.subject = (*payload).to_string();
-            hostile.evidence = vec![crate::diagnose::Evidence::new("detail", *payload)];
+            hostile.evidence = vec![posmon_diagnosis::Evidence::new("detail", *payload)];
             hostile.since = *since;
             for resolved in [false, true] {
                 let alert = alert(&hostile, resolved);

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::diagnose::{all_kinds, Category, Party, Severity};
+use posmon_diagnosis::{all_kinds, Category, Party, Severity};
 
 /// Most patterns one field may hold, and the longest pattern: matchers come from the config
 /// and from the silences API.

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 
 use super::config::Language;
 pub use super::escape::Format;
-use crate::diagnose::{kind_by_code, Evidence};
+use posmon_diagnosis::{kind_by_code, Evidence};
 
 /// Most alerts listed in one notification (firing and resolved each); the rest are counted.
 /// Keeps outbox rows and requests bounded when a whole region goes down.

@@ -43,11 +43,11 @@ use self::plan::{plan, Active, State};
 use self::receiver::{Context, Receiver};
 use self::routing::Routes;
 use self::silences::{NewSilence, Silence};
-use crate::diagnose::rules::upstream::CARRIER_OUTAGE;
-use crate::findings::{Change, Finding, FindingEvent};
 use crate::fleet::{Fleet, TerminalLabels};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
+use posmon_diagnosis::findings::{Change, Finding, FindingEvent};
+use posmon_diagnosis::rules::upstream::CARRIER_OUTAGE;
 
 /// How often the notifier compares the fleet with what was sent, without events.
 const TICK: Duration = Duration::from_secs(1);

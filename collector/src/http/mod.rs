@@ -28,7 +28,6 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::alert::{AlertError, Alerts};
 use crate::config::{Config, VersionRule};
-use crate::findings::FindingEvent;
 use crate::fleet::{Fleet, FleetLimits};
 use crate::metrics::Metrics;
 use crate::store::writer::{write_changes, Durability, Writer};
@@ -36,6 +35,7 @@ use crate::store::{Store, StoreError};
 use crate::web;
 use crate::web::auth::ViewerAuth;
 use crate::web::trend::Trend;
+use posmon_diagnosis::findings::FindingEvent;
 
 /// Finding events buffered for each subscriber; a subscriber that falls further behind
 /// loses the oldest (and is told how many by the channel).

@@ -12,8 +12,8 @@ use serde_json::json;
 use super::error::{ApiError, Reason};
 use super::views::{FindingView, TerminalDetail, TerminalSummary};
 use super::AppState;
-use crate::findings::Finding;
 use crate::fleet::Terminal;
+use posmon_diagnosis::findings::Finding;
 
 /// The most terminals or findings one page lists.
 const PAGE_MAX: usize = 10_000;

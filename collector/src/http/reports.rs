@@ -18,8 +18,8 @@ use super::admission::{self, Claim, InFlight};
 use super::encoding::{decode as decode_body, EncodingError};
 use super::error::{ApiError, Reason};
 use super::AppState;
-use crate::diagnose::{diagnose, Policy};
 use crate::fleet::{connect_latency, Fleet};
+use posmon_diagnosis::{diagnose, Policy};
 
 pub async fn post_reports(
     State(state): State<Arc<AppState>>,

@@ -6,9 +6,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::device::DeviceSummary;
-use crate::diagnose::{Category, Evidence, Party, Severity, Text};
-use crate::findings::Finding;
 use crate::fleet::{Status, TargetState, Terminal, TerminalLabels, LADDER};
+use posmon_diagnosis::findings::Finding;
+use posmon_diagnosis::{Category, Evidence, Party, Severity, Text};
 
 #[derive(Serialize)]
 pub struct FindingView<'a> {

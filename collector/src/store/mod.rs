@@ -16,8 +16,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use posmon_protocol::limits::SEQUENCE_MAX;
 
 use crate::config::VersionRule;
-use crate::findings::{Finding, Tracker};
 use crate::fleet::{Changes, Restored, Terminal};
+use posmon_diagnosis::findings::{Finding, Tracker};
 
 /// The database file in the data directory.
 pub const DATABASE_FILE: &str = "state.sqlite3";
@@ -411,17 +411,17 @@ fn put_setting(connection: &Connection, key: &str, value: &str) -> Result<(), St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DiagnosisConfig;
-    use crate::diagnose::test_support::{healthy_report, stage};
-    use crate::diagnose::{diagnose, Policy};
+    use crate::config::Thresholds;
     use crate::fleet::Fleet;
+    use posmon_diagnosis::test_support::{healthy_report, stage};
+    use posmon_diagnosis::{diagnose, Policy};
     use posmon_protocol::{ErrorKind, Stage, StageStatus};
     use time::macros::datetime;
 
     #[test]
     fn what_is_written_is_restored() {
         let dir = tempfile::tempdir().unwrap();
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let policy = Policy {
             versions: &[],
             thresholds: &thresholds,
@@ -470,7 +470,7 @@ mod tests {
     #[test]
     fn rows_the_collector_cannot_use_are_skipped_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let fleet = Fleet::new(100, 30);
         let mut report = healthy_report();
         report.sequence = 3;
@@ -593,7 +593,7 @@ mod tests {
             "T-1",
             vec![(report, vec![])],
             datetime!(2026-11-26 02:00 UTC),
-            &DiagnosisConfig::default(),
+            &Thresholds::default(),
         );
         let store = Store::open(dir.path()).unwrap();
         store.write(&fleet.take_changes(), 100).unwrap();
@@ -615,8 +615,8 @@ mod tests {
         let finding = |id: u64, terminal: &str| Finding {
             id,
             terminal_id: terminal.into(),
-            kind: &crate::diagnose::rules::network_path::HOST_UNREACHABLE,
-            severity: crate::diagnose::Severity::Critical,
+            kind: &posmon_diagnosis::rules::network_path::HOST_UNREACHABLE,
+            severity: posmon_diagnosis::Severity::Critical,
             subject: "payment-host".into(),
             evidence: Vec::new(),
             since: datetime!(2026-11-26 02:00 UTC),

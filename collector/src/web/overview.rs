@@ -10,12 +10,12 @@ use axum::Json;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::diagnose::Category;
-use crate::findings::Finding;
 use crate::http::error::ApiError;
 use crate::http::queries::{check_parameters, number, Counts};
 use crate::http::views::FindingView;
 use crate::http::AppState;
+use posmon_diagnosis::findings::Finding;
+use posmon_diagnosis::Category;
 
 /// The longest trend one request returns: a week.
 const TREND_HOURS_MAX: usize = 24 * 7;

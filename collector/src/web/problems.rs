@@ -16,13 +16,13 @@ use axum::Json;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::diagnose::Severity;
-use crate::findings::Finding;
 use crate::fleet::{Fleet, Terminal};
 use crate::http::error::{ApiError, Reason};
 use crate::http::queries::{check_parameters, number};
 use crate::http::views::LabelsView;
 use crate::http::AppState;
+use posmon_diagnosis::findings::Finding;
+use posmon_diagnosis::Severity;
 
 /// The most rows one page lists.
 const PAGE_MAX: usize = 1000;

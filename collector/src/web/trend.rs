@@ -11,9 +11,9 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::diagnose::{Category, Severity};
 use crate::fleet::{Fleet, Status};
 use crate::http::AppState;
+use posmon_diagnosis::{Category, Severity};
 
 /// One point of the trend.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]

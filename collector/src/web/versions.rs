@@ -14,10 +14,10 @@ use serde_json::json;
 
 use crate::compliance::Compliance;
 use crate::config::VersionRule;
-use crate::diagnose::rules::outdated::KNOWN_COMPONENTS;
 use crate::http::error::ApiError;
 use crate::http::queries::{check_parameters, terminal_or_not_found};
 use crate::http::AppState;
+use posmon_diagnosis::rules::outdated::KNOWN_COMPONENTS;
 
 /// The most models the compliance table lists; the rest are summed under `other`.
 const MODELS_MAX: usize = 1000;

@@ -1,17 +1,23 @@
-//! Diagnosis: from one terminal's report (or a view of the whole fleet) to the signals of what
-//! is wrong.
+//! posmon-diagnosis: from one terminal's report (or a view of the whole fleet) to the signals
+//! of what is wrong, and from signals to findings that open and close with hysteresis.
 //!
-//! This module does no IO and keeps no state: every rule is a pure function of its input, the
+//! Shared by the collector and the agent. This crate does no IO (it depends on no runtime, no
+//! network and no file system, which Cargo enforces) and keeps no state: every rule is a pure function of its input, the
 //! policy and the time it is given, so rules are tested with plain data. Turning signals into
 //! findings that open and close over time (hysteresis) is `findings.rs`'s job. A new per-report
 //! rule is one file in `rules/` plus one line in `RULES` and one in `all_kinds`.
 
+pub mod findings;
 pub mod rules;
+pub mod thresholds;
+pub mod version;
+pub mod version_policy;
 
 use posmon_protocol::Report;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DiagnosisConfig, VersionRule};
+use crate::thresholds::Thresholds;
+use crate::version_policy::VersionRule;
 
 /// Which kind of cause a finding belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -177,7 +183,7 @@ pub struct Signal {
 #[derive(Debug, Clone, Copy)]
 pub struct Policy<'a> {
     pub versions: &'a [VersionRule],
-    pub thresholds: &'a DiagnosisConfig,
+    pub thresholds: &'a Thresholds,
 }
 
 type Rule = fn(&Report, &Policy<'_>, &mut Vec<Signal>);
@@ -241,14 +247,17 @@ pub fn kind_by_code(code: &str) -> Option<&'static FindingKind> {
     all_kinds().find(|kind| kind.code == code)
 }
 
-#[cfg(test)]
-pub(crate) mod test_support {
+/// Reports and tables for tests of the rules, here and in the collector (feature
+/// `test-support`).
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support {
     use posmon_protocol::*;
     use time::macros::datetime;
 
-    use crate::config::{DiagnosisConfig, VersionRule};
-    use crate::diagnose::{diagnose, Policy};
     use crate::findings::Tracker;
+    use crate::thresholds::Thresholds;
+    use crate::version_policy::VersionRule;
+    use crate::{diagnose, Policy};
 
     /// A healthy report to change in tests.
     pub fn healthy_report() -> Report {
@@ -322,7 +331,7 @@ pub(crate) mod test_support {
     /// Feeds reports, one minute apart, through the real diagnosis and hysteresis with the
     /// default thresholds and `versions`, and returns the codes open after each report.
     pub fn open_codes_after(reports: &[Report], versions: &[VersionRule]) -> Vec<Vec<String>> {
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let policy = Policy {
             versions,
             thresholds: &thresholds,

@@ -2,9 +2,7 @@
 
 use posmon_protocol::Report;
 
-use crate::diagnose::{
-    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
-};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
 pub static PERIPHERAL_MISSING: FindingKind = FindingKind {
     code: "env.hardware.peripheral_missing",
@@ -44,7 +42,7 @@ pub fn evaluate(report: &Report, _policy: &Policy<'_>, signals: &mut Vec<Signal>
 
 #[cfg(test)]
 mod tests {
-    use crate::diagnose::test_support::{check_code, with, CodeCase};
+    use crate::test_support::{check_code, with, CodeCase};
     use posmon_protocol::{DeviceStatus, PeripheralStatus, Report};
 
     fn printer(present: bool) -> Report {

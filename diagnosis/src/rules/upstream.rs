@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::DiagnosisConfig;
-use crate::diagnose::{Category, Evidence, FindingKind, Hysteresis, Party, Severity, Signal, Text};
+use crate::thresholds::Thresholds;
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Severity, Signal, Text};
 
 pub static HOST_OUTAGE: FindingKind = FindingKind {
     code: "upstream.host_outage",
@@ -62,7 +62,7 @@ pub fn carrier_scope(carrier: &str, region: &str) -> String {
     format!("{carrier}/{region}")
 }
 
-pub fn evaluate(tallies: &FleetTallies, thresholds: &DiagnosisConfig) -> Vec<Signal> {
+pub fn evaluate(tallies: &FleetTallies, thresholds: &Thresholds) -> Vec<Signal> {
     let mut signals = Vec::new();
     for (address, tally) in &tallies.hosts {
         if let Some(evidence) = crossed(tally, thresholds, "terminals_failing_host") {
@@ -94,7 +94,7 @@ pub fn evaluate(tallies: &FleetTallies, thresholds: &DiagnosisConfig) -> Vec<Sig
     signals
 }
 
-fn crossed(tally: &Tally, thresholds: &DiagnosisConfig, name: &str) -> Option<Vec<Evidence>> {
+fn crossed(tally: &Tally, thresholds: &Thresholds, name: &str) -> Option<Vec<Evidence>> {
     if tally.total == 0 || tally.failing < thresholds.upstream_min_terminals {
         return None;
     }
@@ -135,7 +135,7 @@ mod tests {
     /// Runs evaluations through the real hysteresis and returns whether `code` is open after
     /// each.
     fn open_after(code: &str, evaluations: &[FleetTallies]) -> Vec<bool> {
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let mut tracker = Tracker::default();
         let mut next_id = 0;
         let start = time::macros::datetime!(2026-11-26 02:00 UTC);
@@ -150,7 +150,7 @@ mod tests {
                     next_id
                 };
                 tracker.observe_scope("", signals, now, &thresholds, &mut ids, |kind| {
-                    kind.category == crate::diagnose::Category::Upstream
+                    kind.category == crate::Category::Upstream
                 });
                 tracker
                     .open

@@ -3,9 +3,7 @@
 
 use posmon_protocol::{Report, Stage, StageStatus};
 
-use crate::diagnose::{
-    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
-};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
 pub static HIGH_LATENCY: FindingKind = FindingKind {
     code: "env.network.high_latency",
@@ -53,7 +51,7 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
 
 #[cfg(test)]
 mod tests {
-    use crate::diagnose::test_support::{check_code, stage, with, CodeCase};
+    use crate::test_support::{check_code, stage, with, CodeCase};
     use posmon_protocol::{LatencyStats, Report, Stage, StageStatus};
 
     fn tcp_taking(milliseconds: f64) -> Report {

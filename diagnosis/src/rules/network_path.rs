@@ -3,9 +3,7 @@
 
 use posmon_protocol::{Report, Stage, StageResult};
 
-use crate::diagnose::{
-    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
-};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
 /// One failed cycle can be a blip: two in a row open a finding, two good ones close it.
 const PATH_HYSTERESIS: Hysteresis = Hysteresis::new(2, 2);
@@ -155,7 +153,7 @@ pub fn evaluate(report: &Report, _policy: &Policy<'_>, signals: &mut Vec<Signal>
 mod tests {
     use super::tests_support::{failed, ok};
     use super::*;
-    use crate::diagnose::test_support::healthy_report;
+    use crate::test_support::healthy_report;
     use posmon_protocol::{ErrorKind, ProbeResult};
 
     /// Runs the rule over probes with the given ladders and returns (code, subject) pairs.
@@ -170,7 +168,7 @@ mod tests {
             })
             .collect();
         let mut signals = Vec::new();
-        let thresholds = crate::config::DiagnosisConfig::default();
+        let thresholds = crate::thresholds::Thresholds::default();
         let policy = Policy {
             versions: &[],
             thresholds: &thresholds,
@@ -240,7 +238,7 @@ mod tests {
 #[cfg(test)]
 mod code_tables {
     use super::tests_support::*;
-    use crate::diagnose::test_support::{check_code, CodeCase};
+    use crate::test_support::{check_code, CodeCase};
     use posmon_protocol::{ErrorKind::*, Stage::*};
 
     #[test]
@@ -296,7 +294,7 @@ mod code_tables {
 
 #[cfg(test)]
 mod tests_support {
-    use crate::diagnose::test_support::{stage, with};
+    use crate::test_support::{stage, with};
     use posmon_protocol::{ErrorKind, Report, Stage, StageResult, StageStatus};
 
     pub fn ok(kind: Stage) -> StageResult {

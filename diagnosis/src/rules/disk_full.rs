@@ -3,9 +3,7 @@
 
 use posmon_protocol::Report;
 
-use crate::diagnose::{
-    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
-};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
 pub static DISK_FULL: FindingKind = FindingKind {
     code: "env.hardware.disk_full",
@@ -53,7 +51,7 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
 
 #[cfg(test)]
 mod tests {
-    use crate::diagnose::test_support::{check_code, with, CodeCase};
+    use crate::test_support::{check_code, with, CodeCase};
     use posmon_protocol::{DeviceStatus, DiskStatus, Report};
 
     fn root_with_free(available_bytes: u64) -> Report {

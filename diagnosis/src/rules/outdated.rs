@@ -4,11 +4,9 @@
 
 use posmon_protocol::Report;
 
-use crate::config::VersionRule;
-use crate::diagnose::{
-    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
-};
 use crate::version::compare_versions;
+use crate::version_policy::VersionRule;
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
 pub static POS_APP: FindingKind = FindingKind {
     code: "outdated.pos_app",
@@ -128,7 +126,7 @@ fn judge(version: &str, rule: &VersionRule, today: time::Date) -> Option<(Severi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::test_support::{check_code, healthy_report, with, CodeCase};
+    use crate::test_support::{check_code, healthy_report, with, CodeCase};
     use posmon_protocol::ComponentVersion;
     use time::macros::date;
 
@@ -154,7 +152,7 @@ mod tests {
             },
         );
         let mut signals = Vec::new();
-        let thresholds = crate::config::DiagnosisConfig::default();
+        let thresholds = crate::thresholds::Thresholds::default();
         let policy = Policy {
             versions: rules,
             thresholds: &thresholds,

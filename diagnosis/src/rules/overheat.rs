@@ -2,9 +2,7 @@
 
 use posmon_protocol::Report;
 
-use crate::diagnose::{
-    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
-};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
 pub static OVERHEAT: FindingKind = FindingKind {
     code: "env.hardware.overheat",
@@ -42,7 +40,7 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
 
 #[cfg(test)]
 mod tests {
-    use crate::diagnose::test_support::{check_code, with, CodeCase};
+    use crate::test_support::{check_code, with, CodeCase};
     use posmon_protocol::{DeviceStatus, Report, Temperature};
 
     fn cpu_at(celsius: f64) -> Report {

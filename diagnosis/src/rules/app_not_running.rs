@@ -2,9 +2,7 @@
 
 use posmon_protocol::Report;
 
-use crate::diagnose::{
-    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
-};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
 pub static APP_NOT_RUNNING: FindingKind = FindingKind {
     code: "env.software.app_not_running",
@@ -40,7 +38,7 @@ pub fn evaluate(report: &Report, _policy: &Policy<'_>, signals: &mut Vec<Signal>
 
 #[cfg(test)]
 mod tests {
-    use crate::diagnose::test_support::{check_code, with, CodeCase};
+    use crate::test_support::{check_code, with, CodeCase};
     use posmon_protocol::{DeviceStatus, ProcessStatus, Report};
 
     fn posapp(running: bool) -> Report {

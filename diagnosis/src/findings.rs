@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::DiagnosisConfig;
-use crate::diagnose::{kind_by_code, Evidence, FindingKind, Severity, Signal};
+use crate::thresholds::Thresholds;
+use crate::{kind_by_code, Evidence, FindingKind, Severity, Signal};
 
 /// A problem of one terminal (or, with an empty `terminal_id`, of the fleet), open or closed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,7 +49,7 @@ pub struct Finding {
 mod by_code {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::diagnose::FindingKind;
+    use crate::FindingKind;
 
     pub fn serialize<S: Serializer>(
         kind: &&'static FindingKind,
@@ -168,7 +168,7 @@ impl Tracker {
         terminal_id: &str,
         signals: Vec<Signal>,
         at: OffsetDateTime,
-        thresholds: &DiagnosisConfig,
+        thresholds: &Thresholds,
         next_id: &mut dyn FnMut() -> u64,
     ) -> Vec<FindingEvent> {
         self.observe_scope(terminal_id, signals, at, thresholds, next_id, |kind| {
@@ -183,7 +183,7 @@ impl Tracker {
         terminal_id: &str,
         signals: Vec<Signal>,
         at: OffsetDateTime,
-        thresholds: &DiagnosisConfig,
+        thresholds: &Thresholds,
         next_id: &mut dyn FnMut() -> u64,
         in_scope: impl Fn(&FindingKind) -> bool,
     ) -> Vec<FindingEvent> {
@@ -302,9 +302,9 @@ pub fn lasted_seconds(from: OffsetDateTime, to: OffsetDateTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diagnose::rules::network_path::HOST_UNREACHABLE;
-    use crate::diagnose::rules::outdated::POS_APP;
-    use crate::diagnose::Hysteresis;
+    use crate::rules::network_path::HOST_UNREACHABLE;
+    use crate::rules::outdated::POS_APP;
+    use crate::Hysteresis;
     use time::macros::datetime;
 
     fn signal(kind: &'static FindingKind, subject: &str) -> Signal {
@@ -319,7 +319,7 @@ mod tests {
     /// Feeds observations (each a list of signals, one minute apart) and returns the changes
     /// as (minute, change, code) triples.
     fn check(
-        thresholds: &DiagnosisConfig,
+        thresholds: &Thresholds,
         observations: Vec<Vec<Signal>>,
         expected: &[(i64, Change, &str)],
     ) -> Tracker {
@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn hysteresis_opens_after_n_and_closes_after_m() {
-        let defaults = DiagnosisConfig::default();
+        let defaults = Thresholds::default();
         let down = || vec![signal(&HOST_UNREACHABLE, "pay")];
         use Change::*;
         // Host unreachable: two bad in a row open, two good in a row close.
@@ -393,7 +393,7 @@ mod tests {
     fn since_is_the_first_bad_observation_and_closed_at_the_first_good_one() {
         let mut tracker = Tracker::default();
         let mut next_id = 0;
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let minute = |m: i64| datetime!(2026-11-26 02:00 UTC) + time::Duration::minutes(m);
         let mut observe = |signals: Vec<Signal>, m: i64| {
             tracker.observe("T-1", signals, minute(m), &thresholds, &mut || {
@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn a_configured_duration_opens_a_finding_before_the_count() {
-        let mut thresholds = DiagnosisConfig::default();
+        let mut thresholds = Thresholds::default();
         thresholds.hysteresis.insert(
             "env.network.host_unreachable".into(),
             Hysteresis {
@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn terminal_times_that_jump_or_sit_at_the_ends_of_the_calendar_never_panic() {
-        let mut thresholds = DiagnosisConfig::default();
+        let mut thresholds = Thresholds::default();
         thresholds.hysteresis.insert(
             "env.network.host_unreachable".into(),
             Hysteresis {
@@ -499,7 +499,7 @@ mod tests {
 
     #[test]
     fn a_good_streak_dated_before_the_finding_closes_it_at_its_start() {
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let mut tracker = Tracker::default();
         let mut next_id = 0;
         let mut observe = |signals: Vec<Signal>, time: OffsetDateTime| {

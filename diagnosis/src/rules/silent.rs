@@ -4,8 +4,8 @@
 
 use time::OffsetDateTime;
 
-use crate::config::DiagnosisConfig;
-use crate::diagnose::{Category, Evidence, FindingKind, Hysteresis, Party, Severity, Signal, Text};
+use crate::thresholds::Thresholds;
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Severity, Signal, Text};
 
 pub static SILENT: FindingKind = FindingKind {
     code: "terminal.silent",
@@ -28,7 +28,7 @@ pub static SILENT: FindingKind = FindingKind {
 pub fn evaluate(
     last_report_at: OffsetDateTime,
     now: OffsetDateTime,
-    thresholds: &DiagnosisConfig,
+    thresholds: &Thresholds,
 ) -> Option<Signal> {
     let allowed = thresholds.silent_after_seconds();
     let silent_for = (now - last_report_at).whole_seconds();
@@ -54,7 +54,7 @@ mod tests {
     #[test]
     fn silent_table() {
         // Defaults: a 60 s interval, silent after 3 intervals.
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let last = datetime!(2026-11-26 02:00 UTC);
         let check = |seconds_later: i64, expected: bool| {
             let now = last + time::Duration::seconds(seconds_later);
@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn times_at_the_ends_of_the_calendar_do_not_panic() {
-        let thresholds = DiagnosisConfig::default();
+        let thresholds = Thresholds::default();
         let first = time::PrimitiveDateTime::MIN.assume_utc();
         let last = time::PrimitiveDateTime::MAX.assume_utc();
         // (last report, now, silent)

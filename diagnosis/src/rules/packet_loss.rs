@@ -3,9 +3,7 @@
 
 use posmon_protocol::{Report, StageStatus};
 
-use crate::diagnose::{
-    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
-};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
 pub static PACKET_LOSS: FindingKind = FindingKind {
     code: "env.network.packet_loss",
@@ -56,7 +54,7 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
 
 #[cfg(test)]
 mod tests {
-    use crate::diagnose::test_support::{check_code, stage, with, CodeCase};
+    use crate::test_support::{check_code, stage, with, CodeCase};
     use posmon_protocol::{Report, Stage, StageStatus};
 
     fn gateway(successes: u32, attempts: u32) -> Report {

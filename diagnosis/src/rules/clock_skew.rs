@@ -3,9 +3,7 @@
 
 use posmon_protocol::Report;
 
-use crate::diagnose::{
-    Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text,
-};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
 pub static CLOCK_SKEW: FindingKind = FindingKind {
     code: "env.clock_skew",
@@ -63,7 +61,7 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
 
 #[cfg(test)]
 mod tests {
-    use crate::diagnose::test_support::{check_code, with, CodeCase};
+    use crate::test_support::{check_code, with, CodeCase};
     use posmon_protocol::{ClockStatus, Report};
 
     fn offset(offset_ms: f64, uncertainty_ms: f64) -> Report {
