@@ -156,6 +156,8 @@ impl LabelsConfig {
             model: self.model.clone(),
             region: self.region.clone(),
             carrier: self.carrier.clone(),
+            gateway: None,
+            resolver: None,
             extra: self.extra.clone(),
         }
     }

@@ -61,6 +61,10 @@ pub struct TerminalLabels {
     pub model: Option<Arc<str>>,
     pub region: Option<Arc<str>>,
     pub carrier: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra: Vec<(Arc<str>, Arc<str>)>,
 }
@@ -303,6 +307,8 @@ impl Terminal {
             &mut labels.model,
             &mut labels.region,
             &mut labels.carrier,
+            &mut labels.gateway,
+            &mut labels.resolver,
         ]
         .into_iter()
         .flatten()
@@ -399,6 +405,8 @@ impl Interner {
             model: intern(&labels.model),
             region: intern(&labels.region),
             carrier: intern(&labels.carrier),
+            gateway: intern(&labels.gateway),
+            resolver: intern(&labels.resolver),
             extra: labels
                 .extra
                 .iter()
@@ -1035,6 +1043,8 @@ impl Fleet {
             model: text(&terminal.labels.model),
             region: text(&terminal.labels.region),
             carrier: text(&terminal.labels.carrier),
+            gateway: text(&terminal.labels.gateway),
+            resolver: text(&terminal.labels.resolver),
             extra: terminal
                 .labels
                 .extra

@@ -57,6 +57,7 @@ fn any_labels() -> impl Strategy<Value = TerminalLabels> {
         region,
         carrier,
         extra: Vec::new(),
+        ..TerminalLabels::default()
     })
 }
 

@@ -69,8 +69,8 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
-/// Where the terminal stands and what it is. The four well-known labels drive fleet
-/// aggregation and alert routing; `extra` holds free-form labels.
+/// Where the terminal stands and what it is. The well-known labels drive fleet aggregation,
+/// the localization of shared causes and alert routing; `extra` holds free-form labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Labels {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +81,13 @@ pub struct Labels {
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carrier: Option<String>,
+    /// The network the terminal is on, as the agent measures it: its default gateway's subnet
+    /// (`192.168.1.0/24`). Terminals behind one router share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// The resolver the terminal asks (`10.0.0.53`): the carrier's or the merchant router's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
 }

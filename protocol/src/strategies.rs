@@ -248,15 +248,20 @@ fn any_labels(hostile: bool) -> BoxedStrategy<Labels> {
         option::of(any_text(hostile)),
         option::of(any_text(hostile)),
         option::of(any_text(hostile)),
+        (option::of(any_text(hostile)), option::of(any_text(hostile))),
         btree_map(label_key(hostile), any_text(hostile), 0..4),
     )
-        .prop_map(|(merchant, model, region, carrier, extra)| Labels {
-            merchant,
-            model,
-            region,
-            carrier,
-            extra,
-        })
+        .prop_map(
+            |(merchant, model, region, carrier, (gateway, resolver), extra)| Labels {
+                merchant,
+                model,
+                region,
+                carrier,
+                gateway,
+                resolver,
+                extra,
+            },
+        )
         .boxed()
 }
 

@@ -249,6 +249,8 @@ pub fn validate_labels(labels: &Labels, path: &str) -> Checked {
         ("model", &labels.model),
         ("region", &labels.region),
         ("carrier", &labels.carrier),
+        ("gateway", &labels.gateway),
+        ("resolver", &labels.resolver),
     ];
     for (name, value) in well_known {
         if let Some(value) = value {

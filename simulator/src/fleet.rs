@@ -71,6 +71,8 @@ impl SimTerminal {
             model: Some(self.model.to_string()),
             region: Some(self.region.to_string()),
             carrier: Some(self.carrier.to_string()),
+            gateway: None,
+            resolver: None,
             extra: Default::default(),
         }
     }
