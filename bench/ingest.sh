@@ -5,9 +5,14 @@
 #     without --push.disable-consistency-check
 #   VictoriaMetrics (the same samples, POST /api/v1/import/prometheus)
 # For each fleet size it prints reports/s, p99 latency and the collector's memory per terminal.
+# posmon is measured twice per size: while every terminal reports for the first time
+# (registration: a fleet coming back after an outage), then in the steady state of a fleet that
+# is known (every terminal registered), which is what a running fleet asks of it. Sizes compare
+# in the steady state.
 #
 # Usage: bench/ingest.sh            (sizes 10000 100000 1000000; ~10 minutes)
 #        SIZES="10000" DURATION=10 bench/ingest.sh
+#        POSMON_ONLY=1 SIZES="100000 1000000" bench/ingest.sh   (posmon alone)
 # Everything listens on 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,13 +71,16 @@ for n in $SIZES; do
   for _ in $(seq 100); do grep -q "listening on" "$work/collector.out" 2>/dev/null && break; sleep 0.1; done
   url=$(sed -n 's/^posmon-collector listening on //p' "$work/collector.out")
   base_rss=$(rss_kib "$cpid")
-  run_load posmon "$url" "$n" "$d" "$work/posmon.json"
+  run_load posmon "$url" "$n" "$d" "$work/posmon-first.json"
   rss=$(rss_kib "$cpid")
   terminals=$(curl -fs "$url/api/v1/terminals?limit=0" | python3 -c "import json,sys; print(json.load(sys.stdin)['total'])")
   per=$(( (rss - base_rss) * 1024 / terminals ))
-  echo "| posmon-collector | $n ($terminals seen) | $(field "$work/posmon.json" achieved_reports_per_second) | $(field "$work/posmon.json" latency_p99_ms) | $((rss / 1024)) MiB RSS, $per bytes/terminal |"
+  echo "| posmon-collector, first reports | $n ($terminals seen) | $(field "$work/posmon-first.json" achieved_reports_per_second) | $(field "$work/posmon-first.json" latency_p99_ms) | $((rss / 1024)) MiB RSS, $per bytes/terminal |"
+  run_load posmon "$url" "$n" "$DURATION" "$work/posmon.json"
+  echo "| posmon-collector, steady state | $n | $(field "$work/posmon.json" achieved_reports_per_second) | $(field "$work/posmon.json" latency_p99_ms) | $(( $(rss_kib "$cpid") / 1024 )) MiB RSS |"
   kill "$cpid"; wait "$cpid" 2>/dev/null || true
 
+  [[ -n "${POSMON_ONLY:-}" ]] && continue
   port=$(free_port)
   rm -rf "$work/vm"
   victoria-metrics -httpListenAddr="127.0.0.1:$port" -storageDataPath="$work/vm" > "$work/vm.log" 2>&1 &
