@@ -319,7 +319,8 @@ fn every_receiver_gets_its_documented_request_shape_and_signature() {
     assert_eq!(body["msgtype"], "markdown");
     let content = body["markdown"]["content"].as_str().unwrap();
     assert!(
-        content.len() <= 4096 && content.contains("[FIRING:1] Cannot take payments: Payment host unreachable"),
+        content.len() <= 4096
+            && content.contains("[FIRING:1] Cannot take payments: Payment host unreachable"),
         "{content}"
     );
     assert_eq!(body.as_object().map(|o| o.len()), Some(2), "{body}");

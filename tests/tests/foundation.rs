@@ -146,7 +146,7 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
         "env.network.host_unreachable"
     );
     assert!(detail["findings_history"][0]["closed_at"].is_string());
-    assert_eq!(detail["status"], "ok");
+    assert_eq!(detail["readiness"], "can_pay");
 }
 
 #[test]

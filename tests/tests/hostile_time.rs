@@ -455,7 +455,7 @@ fn a_real_agent_whose_state_was_wiped_is_applied_again_from_its_first_report() {
     );
     assert_ne!(again["agent_instance"], first_instance.as_str(), "{again}");
     assert!(again["last_sequence_reset_at"].is_string(), "{again}");
-    assert_eq!(again["status"], "ok", "{again}");
+    assert_eq!(again["readiness"], "can_pay", "{again}");
     // Its reports keep being applied, and the reset is counted and logged.
     let later = wait_for(Duration::from_secs(10), || {
         let sequence = detail()["sequence"].as_u64()?;
