@@ -97,7 +97,11 @@ fn run(terminals: usize) {
     state.evaluate(time::OffsetDateTime::now_utc());
     // A day of trend points, as a collector that has run for 24 h holds.
     let now = time::OffsetDateTime::now_utc();
-    let point = posmon_collector::web::trend::TrendPoint::sample(&state.fleet, now);
+    let point = posmon_collector::web::trend::TrendPoint::sample(
+        &state.fleet,
+        &state.config.readiness,
+        now,
+    );
     for minute in (0..1440).rev() {
         state.trend.push(posmon_collector::web::trend::TrendPoint {
             at: point.at - minute * 60,

@@ -15,7 +15,7 @@ pub enum Compliance {
     Current,
     /// Below `latest` after the grace period: an open warning.
     Behind,
-    /// Below `minimum`: an open critical finding.
+    /// Below `minimum`: an open finding whose evidence says `below = minimum`.
     Outdated,
 }
 
@@ -30,18 +30,27 @@ impl Compliance {
 
     /// A terminal's standing on `component`, from its open findings.
     pub fn of(terminal: &Terminal, component: &str) -> Compliance {
-        let worst = terminal
+        terminal
             .findings
             .findings()
             .filter(|finding| {
                 finding.kind.category == Category::Outdated && finding.subject == component
             })
-            .map(|finding| finding.severity)
-            .max();
-        match worst {
-            None => Compliance::Current,
-            Some(Severity::Warning) => Compliance::Behind,
-            Some(Severity::Critical) => Compliance::Outdated,
-        }
+            .map(|finding| {
+                // Findings stored before old software became a warning were critical below
+                // the minimum.
+                let below_minimum = finding.severity == Severity::Critical
+                    || finding
+                        .evidence
+                        .iter()
+                        .any(|evidence| evidence.name == "below" && evidence.value == "minimum");
+                if below_minimum {
+                    Compliance::Outdated
+                } else {
+                    Compliance::Behind
+                }
+            })
+            .max_by_key(|compliance| *compliance as u8)
+            .unwrap_or(Compliance::Current)
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 // The `[diagnosis]` section and the version policy are the rules' own types.
+pub use posmon_diagnosis::readiness::PaymentRoles;
 pub use posmon_diagnosis::thresholds::Thresholds;
 pub use posmon_diagnosis::version_policy::{validate_version_policy, VersionRule};
 
@@ -24,6 +25,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub diagnosis: Thresholds,
+    /// What a payment needs (targets, peripherals, processes): what makes a terminal
+    /// `cannot_pay`, and a signal critical.
+    pub readiness: PaymentRoles,
     pub state: StateConfig,
     /// The initial version policy; once the collector has stored one (`PUT
     /// /api/v1/policy/versions`), the stored one applies.
@@ -43,6 +47,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             diagnosis: Thresholds::default(),
+            readiness: PaymentRoles::default(),
             state: StateConfig::default(),
             version_policy: Vec::new(),
             metrics: MetricsConfig::default(),
@@ -370,6 +375,9 @@ impl Config {
         if let Err(error) = self.diagnosis.validate() {
             return invalid(&format!("diagnosis.{}", error.key), &error.problem);
         }
+        if let Err(error) = self.readiness.validate() {
+            return invalid(&format!("readiness.{}", error.key), &error.problem);
+        }
         if self.state.latency_points_per_target > 1000 {
             return invalid("state.latency_points_per_target", "must be at most 1000");
         }
@@ -564,6 +572,10 @@ mod tests {
         check(
             "[web]\ntrend_points = 0",
             "config key web.trend_points: must be between 1 and 100000",
+        );
+        check(
+            "[readiness]\ntargets = [\"\"]",
+            "config key readiness.targets: \"\": a name is 1 to 128 bytes",
         );
         check(
             "[diagnosis]\nsilent_after_intervals = 0",

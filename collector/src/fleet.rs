@@ -23,35 +23,14 @@ use time::OffsetDateTime;
 use crate::config::{Config, LimitsConfig, Thresholds};
 use crate::device::DeviceSummary;
 use posmon_diagnosis::findings::{Change, Finding, FindingEvent, Tracker};
+use posmon_diagnosis::readiness::{self, PaymentRoles, Readiness};
 use posmon_diagnosis::rules::network_path::{HOST_UNREACHABLE, TLS_FAILURE};
 use posmon_diagnosis::rules::silent::{self, SILENT};
 use posmon_diagnosis::rules::upstream::{self, FleetTallies, CARRIER_OUTAGE, HOST_OUTAGE};
-use posmon_diagnosis::{Category, FindingKind, Severity, Signal};
+use posmon_diagnosis::{Category, FindingKind, Signal};
 
 /// Shards of the terminal map: enough that two cores rarely wait on each other.
 const SHARDS: usize = 64;
-
-/// A terminal's overall state, from its worst open finding that is not explained by a
-/// fleet-wide one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Ok,
-    Warning,
-    Critical,
-}
-
-impl Status {
-    pub const ALL: [Status; 3] = [Status::Ok, Status::Warning, Status::Critical];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Warning => "warning",
-            Status::Critical => "critical",
-        }
-    }
-}
 
 /// The well-known labels and the extra ones, interned: thousands of terminals share one
 /// region or model string.
@@ -157,12 +136,10 @@ impl Terminal {
         }
     }
 
-    pub fn status(&self) -> Status {
-        match self.findings.worst_severity() {
-            None => Status::Ok,
-            Some(Severity::Warning) => Status::Warning,
-            Some(Severity::Critical) => Status::Critical,
-        }
+    /// Whether the terminal can take payments: from every open finding, those a fleet-wide
+    /// cause explains included (a terminal under a host outage still cannot pay).
+    pub fn readiness(&self, roles: &PaymentRoles) -> Readiness {
+        readiness::readiness(self.findings.findings(), roles)
     }
 
     /// Open findings not explained by a fleet-wide one.
@@ -1202,7 +1179,7 @@ fn tally(terminal: &Terminal, silent: bool, tallies: &mut FleetTallies) {
 mod tests {
     use super::*;
     use posmon_diagnosis::test_support::{healthy_report, stage};
-    use posmon_diagnosis::{diagnose, Policy};
+    use posmon_diagnosis::{diagnose, Policy, Severity};
     use time::macros::datetime;
 
     const T0: OffsetDateTime = datetime!(2026-11-26 02:00 UTC);
@@ -1221,11 +1198,17 @@ mod tests {
         report
     }
 
+    fn ready(terminal: &Terminal) -> Readiness {
+        terminal.readiness(&PaymentRoles::default())
+    }
+
     fn diagnosed(reports: Vec<Report>) -> Vec<(Report, Vec<Signal>)> {
         let thresholds = Thresholds::default();
+        let roles = PaymentRoles::default();
         let policy = Policy {
             versions: &[],
             thresholds: &thresholds,
+            roles: &roles,
         };
         reports
             .into_iter()
@@ -1263,8 +1246,8 @@ mod tests {
         assert_eq!(outcome.highest_sequence, 6);
         assert_eq!(fleet.highest_sequence("T-1"), 6);
         assert_eq!(
-            fleet.terminal("T-1").map(|t| t.status()),
-            Some(Status::Critical)
+            fleet.terminal("T-1").map(|t| ready(&t)),
+            Some(Readiness::CannotPay)
         );
     }
 
@@ -1290,8 +1273,8 @@ mod tests {
         assert_eq!(
             terminal
                 .as_ref()
-                .map(|t| (t.highest_sequence, t.observed_at, t.status())),
-            Some((50, T0 + time::Duration::minutes(50), Status::Ok))
+                .map(|t| (t.highest_sequence, t.observed_at, ready(t))),
+            Some((50, T0 + time::Duration::minutes(50), Readiness::CanPay))
         );
     }
 
@@ -1310,14 +1293,17 @@ mod tests {
         assert_eq!(
             terminal
                 .as_ref()
-                .map(|t| (t.status(), t.observed_at, t.highest_sequence)),
-            Some((Status::Critical, T0 + time::Duration::minutes(2), 3))
+                .map(|t| (ready(t), t.observed_at, t.highest_sequence)),
+            Some((Readiness::CannotPay, T0 + time::Duration::minutes(2), 3))
         );
         // A report dated at the first instant the calendar holds moves it too.
         let mut past = report(4, 0, false);
         past.observed_at = datetime!(-9999-01-01 00:00 UTC);
         apply(&fleet, vec![past, report(5, 3, false)], 3);
-        assert_eq!(fleet.terminal("T-1").map(|t| t.status()), Some(Status::Ok));
+        assert_eq!(
+            fleet.terminal("T-1").map(|t| ready(&t)),
+            Some(Readiness::CanPay)
+        );
         assert_eq!(fleet.history_of("T-1", 10).len(), 1);
     }
 
@@ -1484,7 +1470,10 @@ mod tests {
             .is_empty());
         let outcome = apply(&fleet, vec![report(2, 6, false)], 6);
         assert_eq!(changes(&outcome), [(Change::Closed, false)]);
-        assert_eq!(fleet.terminal("T-1").map(|t| t.status()), Some(Status::Ok));
+        assert_eq!(
+            fleet.terminal("T-1").map(|t| ready(&t)),
+            Some(Readiness::CanPay)
+        );
     }
 
     #[test]
@@ -1587,7 +1576,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("china-mobile/cn-east", 5)]
         );
-        assert_eq!(fleet.terminal("T-7").map(|t| t.status()), Some(Status::Ok));
+        // Silent, explained by the outage: what it can do is not known.
+        assert_eq!(
+            fleet.terminal("T-7").map(|t| ready(&t)),
+            Some(Readiness::Unknown)
+        );
         // Three come back: 2 of 10 silent is under 30 %. The outage ends after three clean
         // evaluations and the remaining silence is reported on its own again.
         for index in 5..8 {
@@ -1599,8 +1592,8 @@ mod tests {
         }
         assert!(fleet.fleet_wide_findings().is_empty());
         assert_eq!(
-            fleet.terminal("T-9").map(|t| t.status()),
-            Some(Status::Critical)
+            fleet.terminal("T-9").map(|t| ready(&t)),
+            Some(Readiness::Unknown)
         );
         assert_eq!(fleet.history_of("", 10).len(), 1);
     }

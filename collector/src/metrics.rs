@@ -18,9 +18,10 @@ use prometheus::{
 
 use crate::compliance::Compliance;
 use crate::config::MetricsConfig;
-use crate::fleet::{Fleet, Status};
+use crate::fleet::Fleet;
 use crate::http::error::Reason;
 use posmon_diagnosis::findings::Change;
+use posmon_diagnosis::readiness::{PaymentRoles, Readiness};
 use posmon_diagnosis::rules::outdated::KNOWN_COMPONENTS;
 use posmon_diagnosis::{all_kinds, Severity};
 
@@ -342,20 +343,20 @@ impl Metrics {
         let terminals = gauges(
             &registry,
             "posmon_fleet_terminals",
-            "Known terminals by status.",
-            &["status"],
+            "Known terminals by payment readiness (cannot_pay, at_risk, can_pay, unknown).",
+            &["readiness"],
         )?;
         let terminals_by_region = gauges(
             &registry,
             "posmon_fleet_region_terminals",
-            "Known terminals by region and status.",
-            &["region", "status"],
+            "Known terminals by region and payment readiness.",
+            &["region", "readiness"],
         )?;
         let terminals_by_model = gauges(
             &registry,
             "posmon_fleet_model_terminals",
-            "Known terminals by model and status.",
-            &["model", "status"],
+            "Known terminals by model and payment readiness.",
+            &["model", "readiness"],
         )?;
         let findings_open = gauges(
             &registry,
@@ -387,8 +388,8 @@ impl Metrics {
         let terminals_by_segment = gauges(
             &registry,
             "posmon_fleet_segment_terminals",
-            "Known terminals by region, model, carrier and status.",
-            &["region", "model", "carrier", "status"],
+            "Known terminals by region, model, carrier and payment readiness.",
+            &["region", "model", "carrier", "readiness"],
         )?;
         let findings_open_by_segment = gauges(
             &registry,
@@ -544,14 +545,14 @@ impl Metrics {
 
     /// Refreshes the fleet gauges from the fleet state and encodes every metric in the
     /// Prometheus text format.
-    pub fn render(&self, fleet: &Fleet) -> Result<String, prometheus::Error> {
-        self.refresh_fleet(fleet);
+    pub fn render(&self, fleet: &Fleet, roles: &PaymentRoles) -> Result<String, prometheus::Error> {
+        self.refresh_fleet(fleet, roles);
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|error| prometheus::Error::Msg(error.to_string()))
     }
 
-    fn refresh_fleet(&self, fleet: &Fleet) {
+    fn refresh_fleet(&self, fleet: &Fleet, roles: &PaymentRoles) {
         let mut by_status: HashMap<&'static str, i64> = HashMap::new();
         let mut by_region: HashMap<(String, &'static str), i64> = HashMap::new();
         let mut by_model: HashMap<(String, &'static str), i64> = HashMap::new();
@@ -567,7 +568,7 @@ impl Metrics {
             per_terminal.open_findings.reset();
         }
         fleet.for_each_terminal(|terminal| {
-            let status = terminal.status().as_str();
+            let status = terminal.readiness(roles).as_str();
             let region = self
                 .regions
                 .value(&terminal.id, terminal.labels.region.as_deref());
@@ -641,7 +642,7 @@ impl Metrics {
                 .entry((finding.kind.code, finding.severity))
                 .or_default() += 1;
         }
-        for status in Status::ALL {
+        for status in Readiness::ALL {
             self.terminals
                 .with_label_values(&[status.as_str()])
                 .set(by_status.get(status.as_str()).copied().unwrap_or(0));
@@ -774,7 +775,9 @@ mod tests {
                 metrics.observe_latency(&format!("T-{terminal}"), target, 20.0);
             }
         }
-        let text = metrics.render(&Fleet::new(10, 10)).unwrap();
+        let text = metrics
+            .render(&Fleet::new(10, 10), &PaymentRoles::default())
+            .unwrap();
         for target in ["payment-host", "tms", "dns-check", "target-7", "other"] {
             assert!(
                 text.contains(&format!(

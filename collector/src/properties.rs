@@ -13,7 +13,7 @@ use crate::alert::config::Language;
 use crate::alert::escape::Format;
 use crate::alert::item_of;
 use crate::alert::message::{markdown, title, AlertItem, Notification};
-use crate::config::{Thresholds, VersionRule};
+use crate::config::{PaymentRoles, Thresholds, VersionRule};
 use crate::fleet::{Fleet, TerminalLabels};
 use crate::store::Store;
 use posmon_diagnosis::findings::Finding;
@@ -148,7 +148,8 @@ proptest! {
         labels in any_labels(),
     ) {
         let thresholds = Thresholds::default();
-        let policy = Policy { versions: &rules, thresholds: &thresholds };
+        let roles = PaymentRoles::default();
+        let policy = Policy { versions: &rules, thresholds: &thresholds, roles: &roles };
         let fleet = Fleet::new(50, 5);
         for (index, report) in reports.into_iter().enumerate() {
             let terminal_id = report.terminal_id.clone();
@@ -166,7 +167,7 @@ proptest! {
         }
         let mut open = Vec::new();
         fleet.for_each_terminal(|terminal| {
-            let _ = terminal.status();
+            let _ = terminal.readiness(&roles);
             open.extend(terminal.findings.findings().cloned());
         });
         open.extend(fleet.fleet_wide_findings());
@@ -185,7 +186,8 @@ proptest! {
         received in any_time(true),
     ) {
         let thresholds = Thresholds::default();
-        let policy = Policy { versions: &[], thresholds: &thresholds };
+        let roles = PaymentRoles::default();
+        let policy = Policy { versions: &[], thresholds: &thresholds, roles: &roles };
         let fleet = Fleet::new(50, 5);
         for report in reports {
             let terminal_id = report.terminal_id.clone();

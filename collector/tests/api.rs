@@ -58,7 +58,7 @@ fn report(terminal_id: &str, sequence: u64) -> Value {
         "agent_version": "0.1.0",
         "labels": { "region": "cn-east", "model": "A920" },
         "software": { "pos_app": { "version": "2.9.1" } },
-        "probes": [ { "target": "pay", "address": "127.0.0.1:9",
+        "probes": [ { "target": "payment-host", "address": "127.0.0.1:9",
             "stages": [ { "stage": "tcp", "status": "failed", "error": "refused" } ] } ]
     })
 }
@@ -157,7 +157,7 @@ async fn a_valid_batch_is_applied_once_and_diagnosed() {
         "{text}"
     );
     assert!(
-        text.contains("posmon_fleet_terminals{status=\"critical\"} 1"),
+        text.contains("posmon_fleet_terminals{readiness=\"cannot_pay\"} 1"),
         "{text}"
     );
     assert!(
@@ -186,7 +186,7 @@ async fn a_valid_batch_is_applied_once_and_diagnosed() {
 
     let (status, terminal, _) = send(&router, get("/api/v1/terminals/T-1")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(terminal["status"], "critical");
+    assert_eq!(terminal["readiness"], "cannot_pay");
     assert_eq!(terminal["open_findings"].as_array().map(Vec::len), Some(2));
     assert_eq!(terminal["sequence"], 2);
     assert_eq!(terminal["versions"]["pos_app"], "2.9.1");
@@ -1062,4 +1062,133 @@ async fn unchanged_sections_are_taken_from_the_previous_report() {
         Some(1),
         "the version still counts: {findings}"
     );
+}
+
+/// Readiness leads: on every terminal, filterable, counted, exported, and the problem list
+/// puts the terminals that cannot take payments first, however old the others' problems.
+#[tokio::test]
+async fn readiness_leads_every_view_and_the_problem_list() {
+    let (router, _dir) = router();
+    let earlier = yesterday().replace("T02:", "T01:");
+    // (terminal, the failing target if any, the POS app version, observed at)
+    let terminals = [
+        ("T-PAY", Some("payment-host"), "2.10", yesterday()),
+        ("T-OLD", None, "2.9.1", earlier.clone()),
+        ("T-TMS", Some("tms"), "2.10", earlier),
+        ("T-OK", None, "2.10", yesterday()),
+    ];
+    for (terminal, failing, version, at) in &terminals {
+        let reports: Vec<Value> = (1..=2)
+            .map(|sequence| {
+                let mut value = report(terminal, sequence);
+                value["observed_at"] = json!(at);
+                value["software"]["pos_app"]["version"] = json!(version);
+                value["probes"] = json!([
+                    { "target": "payment-host", "address": "127.0.0.1:9",
+                      "stages": [ { "stage": "tcp", "status": "ok" } ] },
+                    { "target": "tms", "address": "127.0.0.1:10",
+                      "stages": [ { "stage": "tcp", "status": "ok" } ] },
+                ]);
+                for probe in value["probes"].as_array_mut().unwrap() {
+                    if Some(probe["target"].as_str().unwrap()) == *failing {
+                        probe["stages"] =
+                            json!([ { "stage": "tcp", "status": "failed", "error": "refused" } ]);
+                    }
+                }
+                value
+            })
+            .collect();
+        let (status, _, text) =
+            send(&router, post_as(batch(reports), terminal, &token(terminal))).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+    let expected = [
+        ("T-PAY", "cannot_pay"),
+        ("T-OLD", "at_risk"),
+        ("T-TMS", "at_risk"),
+        ("T-OK", "can_pay"),
+    ];
+    for (terminal, readiness) in expected {
+        let (_, detail, _) = send(&router, get(&format!("/api/v1/terminals/{terminal}"))).await;
+        assert_eq!(detail["readiness"], readiness, "{detail}");
+    }
+    // Only a payment path is critical: the old app and the failing TMS are warnings.
+    let (_, findings, _) = send(&router, get("/api/v1/findings?severity=critical")).await;
+    let critical: Vec<(&str, &str)> = findings["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["terminal_id"].as_str().unwrap(),
+                f["code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(critical, [("T-PAY", "env.network.host_unreachable")]);
+
+    let (_, list, _) = send(&router, get("/api/v1/terminals?readiness=at_risk")).await;
+    let ids: Vec<&str> = list["terminals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["terminal_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["T-OLD", "T-TMS"], "{list}");
+    assert!(list["terminals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["readiness"] == "at_risk"));
+    let (status, body, _) = send(&router, get("/api/v1/terminals?readiness=critical")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["field"], "readiness");
+
+    // Cannot pay first, although the others' problems are an hour older.
+    let (_, problems, text) = send(&router, get("/api/v1/problems")).await;
+    let rows: Vec<(&str, &str)> = problems["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{text}"))
+        .iter()
+        .map(|row| {
+            (
+                row["terminal_id"].as_str().unwrap(),
+                row["readiness"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("T-PAY", "cannot_pay"),
+            ("T-OLD", "at_risk"),
+            ("T-TMS", "at_risk")
+        ],
+        "{text}"
+    );
+    let (_, only, _) = send(&router, get("/api/v1/problems?readiness=cannot_pay")).await;
+    assert_eq!(only["total"], 1, "{only}");
+
+    let (_, overview, _) = send(&router, get("/api/v1/overview")).await;
+    assert_eq!(
+        overview["readiness"],
+        json!({ "cannot_pay": 1, "at_risk": 2, "can_pay": 1 }),
+        "{overview}"
+    );
+    let (_, fleet, _) = send(&router, get("/api/v1/fleet")).await;
+    assert_eq!(fleet["readiness"]["at_risk"], 2, "{fleet}");
+    let (_, _, metrics) = send(&router, get("/metrics")).await;
+    for (readiness, count) in [
+        ("cannot_pay", 1),
+        ("at_risk", 2),
+        ("can_pay", 1),
+        ("unknown", 0),
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "posmon_fleet_terminals{{readiness=\"{readiness}\"}} {count}"
+            )),
+            "{readiness}: {metrics}"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 //! rule is one file in `rules/` plus one line in `RULES` and one in `all_kinds`.
 
 pub mod findings;
+pub mod readiness;
 pub mod rules;
 pub mod thresholds;
 pub mod version;
@@ -16,6 +17,7 @@ pub mod version_policy;
 use posmon_protocol::Report;
 use serde::{Deserialize, Serialize};
 
+use crate::readiness::PaymentRoles;
 use crate::thresholds::Thresholds;
 use crate::version_policy::VersionRule;
 
@@ -184,6 +186,8 @@ pub struct Signal {
 pub struct Policy<'a> {
     pub versions: &'a [VersionRule],
     pub thresholds: &'a Thresholds,
+    /// What a payment needs: whether a signal stops payments (and is critical).
+    pub roles: &'a PaymentRoles,
 }
 
 type Rule = fn(&Report, &Policy<'_>, &mut Vec<Signal>);
@@ -332,9 +336,11 @@ pub mod test_support {
     /// default thresholds and `versions`, and returns the codes open after each report.
     pub fn open_codes_after(reports: &[Report], versions: &[VersionRule]) -> Vec<Vec<String>> {
         let thresholds = Thresholds::default();
+        let roles = crate::readiness::PaymentRoles::default();
         let policy = Policy {
             versions,
             thresholds: &thresholds,
+            roles: &roles,
         };
         let mut tracker = Tracker::default();
         let mut next_id = 0;

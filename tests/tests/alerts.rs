@@ -301,7 +301,7 @@ fn every_receiver_gets_its_documented_request_shape_and_signature() {
         body["markdown"]["title"]
             .as_str()
             .unwrap()
-            .starts_with("【告警:1】支付主机不可达"),
+            .starts_with("【告警:1】无法收款：支付主机不可达"),
         "{body}"
     );
     let text = body["markdown"]["text"].as_str().unwrap();
@@ -319,7 +319,8 @@ fn every_receiver_gets_its_documented_request_shape_and_signature() {
     assert_eq!(body["msgtype"], "markdown");
     let content = body["markdown"]["content"].as_str().unwrap();
     assert!(
-        content.len() <= 4096 && content.contains("[FIRING:1] Payment host unreachable"),
+        content.len() <= 4096
+            && content.contains("[FIRING:1] Cannot take payments: Payment host unreachable"),
         "{content}"
     );
     assert_eq!(body.as_object().map(|o| o.len()), Some(2), "{body}");
@@ -343,7 +344,7 @@ fn every_receiver_gets_its_documented_request_shape_and_signature() {
     let mail = wait_for(Duration::from_secs(20), || smtp.messages().first().cloned())
         .unwrap_or_else(|| panic!("no mail; log:\n{}", collector.process.log()));
     assert!(
-        mail.contains("Subject: [FIRING:1] Payment host unreachable"),
+        mail.contains("Subject: [FIRING:1] Cannot take payments: Payment host unreachable"),
         "{mail}"
     );
     assert!(
@@ -692,7 +693,7 @@ fn a_region_losing_the_payment_host_is_one_grouped_message() {
         .to_string();
     assert!(content.len() <= 4096, "{}", content.len());
     assert!(
-        content.contains("[FIRING:100] Payment host unreachable · cn-east"),
+        content.contains("[FIRING:100] Cannot take payments: Payment host unreachable · cn-east"),
         "{content}"
     );
     assert!(content.contains("more, see the dashboard"), "{content}");

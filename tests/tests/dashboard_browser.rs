@@ -367,11 +367,19 @@ latest = "3.2.1"
     browser.assert_no_csp_violation("the sign-in page");
     // The token once in the address: the page keeps it in a cookie and drops it from the URL.
     browser.open(&format!("{}/?token={VIEWER_TOKEN}", collector.url));
-    browser.element("#status-critical .value");
+    browser.element("#readiness-cannot_pay .value");
     browser.wait_until(
-        "the overview to show critical terminals and the outage",
-        "return Number(document.querySelector('#status-critical .value').textContent.replace(/\\D/g, '')) > 0 \
+        "the overview to lead with terminals that cannot take payments, and the outage",
+        "return Number(document.querySelector('#readiness-cannot_pay .value').textContent.replace(/\\D/g, '')) > 0 \
+         && Number(document.querySelector('#readiness-at_risk .value').textContent.replace(/\\D/g, '')) > 0 \
          && document.querySelector('#outages .outage') !== null",
+    );
+    // The headline tiles, most urgent first.
+    assert_eq!(
+        browser.script(
+            "return [...document.querySelectorAll('#readiness .tile .label')].map(label => label.textContent)"
+        ),
+        json!(["Cannot take payments", "At risk", "Unknown", "Can pay", "Terminals"])
     );
     assert!(
         !browser
@@ -428,6 +436,14 @@ latest = "3.2.1"
     );
     browser.element("#path .ladder .rung");
     browser.element("#versions tr[data-component=pos_app]");
+    // The terminal page leads with whether it can take payments.
+    let headline = browser.text("#terminal-readiness");
+    assert!(
+        ["Cannot take payments", "At risk", "Unknown"]
+            .iter()
+            .any(|label| headline.starts_with(label)),
+        "{headline:?}"
+    );
     assert!(browser.text("#timeline").contains("What to do"));
     browser.screenshot("3-terminal");
 
@@ -479,6 +495,16 @@ latest = "3.2.1"
     assert!(
         browser.text("#main").contains("printer: 缺失"),
         "the missing printer is shown"
+    );
+    // Its payment host refuses: it cannot take payments, and that finding is why (the missing
+    // printer is not: payments do not need it).
+    browser.wait_until(
+        "the readiness headline in Chinese",
+        "const headline = document.querySelector('#terminal-readiness'); \
+         return headline?.dataset.readiness === 'cannot_pay' \
+         && headline.textContent.includes('无法收款') \
+         && headline.querySelector('[data-code=\"env.network.host_unreachable\"]') !== null \
+         && headline.querySelector('[data-code=\"env.hardware.peripheral_missing\"]') === null",
     );
     browser.screenshot("6-live-terminal-zh-CN");
     browser.assert_no_csp_violation("the whole walk");

@@ -157,8 +157,8 @@ fn a_host_outage_opens_one_fleet_finding_and_suppresses_the_terminal_ones() {
         .all(|f| f["suppressed_by"] == outage["id"]));
     let detail = collector.get_json("/api/v1/terminals/T-000");
     assert_eq!(
-        detail["status"], "ok",
-        "a suppressed finding does not make it critical"
+        detail["readiness"], "cannot_pay",
+        "explained by the host's outage, it still cannot take payments"
     );
     assert_eq!(detail["open_findings"][0]["suppressed_by"], outage["id"]);
 

@@ -76,14 +76,14 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
     let list =
         appeared.unwrap_or_else(|| panic!("terminal never appeared; agent log:\n{}", agent.log()));
     assert_eq!(list["terminals"][0]["labels"]["region"], "cn-east");
-    assert_eq!(list["terminals"][0]["status"], "ok");
+    assert_eq!(list["terminals"][0]["readiness"], "can_pay");
     let metrics = collector.metrics();
     assert!(
         metrics.contains("posmon_terminal_last_report_timestamp_seconds{terminal_id=\"T-E2E-1\"}"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("posmon_fleet_terminals{status=\"ok\"} 1"),
+        metrics.contains("posmon_fleet_terminals{readiness=\"can_pay\"} 1"),
         "{metrics}"
     );
     assert_eq!(
@@ -146,7 +146,7 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
         "env.network.host_unreachable"
     );
     assert!(detail["findings_history"][0]["closed_at"].is_string());
-    assert_eq!(detail["status"], "ok");
+    assert_eq!(detail["readiness"], "can_pay");
 }
 
 #[test]

@@ -306,7 +306,7 @@ fn extreme_values_and_admin_dates_never_crash_the_collector_nor_its_restart() {
     assert!(healthy(&mut collector), "log:\n{}", collector.process.log());
     let detail = collector.get_json("/api/v1/terminals/T-EXTREME");
     assert_eq!(detail["sequence"], 4, "{detail}");
-    assert_eq!(detail["status"], "critical", "{detail}");
+    assert_eq!(detail["readiness"], "cannot_pay", "{detail}");
     let silences = collector.get_json("/api/v1/alerts/silences");
     assert_eq!(silences["silences"][0]["state"], "active", "{silences}");
     let notifications = collector.get_json("/api/v1/alerts/notifications");
@@ -387,7 +387,7 @@ fn a_clock_that_jumps_back_does_not_freeze_the_terminal() {
         "the fault is seen and the corrected clock closed its finding"
     );
     let detail = collector.get_json("/api/v1/terminals/T-JUMP");
-    assert_eq!(detail["status"], "critical", "{detail}");
+    assert_eq!(detail["readiness"], "cannot_pay", "{detail}");
     assert_eq!(detail["sequence"], 4);
     for sequence in 5..=6 {
         post(&collector, vec![report("T-JUMP", sequence, &at(1), false)]);
@@ -455,7 +455,7 @@ fn a_real_agent_whose_state_was_wiped_is_applied_again_from_its_first_report() {
     );
     assert_ne!(again["agent_instance"], first_instance.as_str(), "{again}");
     assert!(again["last_sequence_reset_at"].is_string(), "{again}");
-    assert_eq!(again["status"], "ok", "{again}");
+    assert_eq!(again["readiness"], "can_pay", "{again}");
     // Its reports keep being applied, and the reset is counted and logged.
     let later = wait_for(Duration::from_secs(10), || {
         let sequence = detail()["sequence"].as_u64()?;

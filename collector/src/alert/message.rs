@@ -19,7 +19,8 @@ use time::OffsetDateTime;
 
 use super::config::Language;
 pub use super::escape::Format;
-use posmon_diagnosis::{kind_by_code, Evidence};
+use posmon_diagnosis::readiness::Readiness;
+use posmon_diagnosis::{kind_by_code, Category, Evidence};
 
 /// Most alerts listed in one notification (firing and resolved each); the rest are counted.
 /// Keeps outbox rows and requests bounded when a whole region goes down.
@@ -338,8 +339,33 @@ pub fn open_for(since: OffsetDateTime, now: OffsetDateTime) -> Option<String> {
     })
 }
 
-/// The one-line title: `[FIRING:37] Host unreachable` or `【告警:37】主机不可达`, its region
-/// escaped for `format`.
+/// What a firing alert says about its terminal's payments. Severity follows readiness (a
+/// finding is critical exactly when it stops payments), so the item's severity tells; a
+/// silent terminal's is unknown.
+pub fn readiness_of(item: &AlertItem) -> Readiness {
+    match kind_by_code(&item.code) {
+        Some(kind) if kind.category == Category::Availability => Readiness::Unknown,
+        _ if item.severity == "critical" => Readiness::CannotPay,
+        _ => Readiness::AtRisk,
+    }
+}
+
+/// The readiness the firing alerts lead with: the most urgent.
+fn firing_readiness(items: &[AlertItem]) -> Option<Readiness> {
+    items.iter().map(readiness_of).min_by_key(|r| r.urgency())
+}
+
+fn readiness_label(readiness: Readiness, language: Language) -> &'static str {
+    match language {
+        Language::En => readiness.label().en,
+        Language::ZhCn => readiness.label().zh_cn,
+    }
+}
+
+/// The one-line title: whether the terminals can take payments first, then what is wrong:
+/// `[FIRING:37] Cannot take payments: Payment host unreachable · cn-east` or
+/// `【告警:37】无法收款：支付主机不可达 · cn-east` (resolved: `[RESOLVED:37] Payment host
+/// unreachable`), its region escaped for `format`.
 pub fn title(notification: &Notification, language: Language, format: Format) -> String {
     let words = words(language);
     let (status, count, items) = if notification.firing_count() > 0 {
@@ -367,9 +393,17 @@ pub fn title(notification: &Notification, language: Language, format: Format) ->
         .filter(|region| !region.is_empty())
         .map(|region| format!(" · {}", format.value(region)))
         .unwrap_or_default();
-    match language {
-        Language::En => format!("[{status}:{count}] {what}{scope}"),
-        Language::ZhCn => format!("【{status}:{count}】{what}{scope}"),
+    let readiness = firing_readiness(&notification.firing)
+        .map(|readiness| readiness_label(readiness, language));
+    match (language, readiness) {
+        (Language::En, Some(readiness)) => {
+            format!("[{status}:{count}] {readiness}: {what}{scope}")
+        }
+        (Language::ZhCn, Some(readiness)) => {
+            format!("【{status}:{count}】{readiness}：{what}{scope}")
+        }
+        (Language::En, None) => format!("[{status}:{count}] {what}{scope}"),
+        (Language::ZhCn, None) => format!("【{status}:{count}】{what}{scope}"),
     }
 }
 
@@ -637,7 +671,7 @@ pub(crate) mod tests {
             Language::En,
             4096,
             &[
-                "## [FIRING:1] Payment host unreachable · cn-east",
+                "## [FIRING:1] Cannot take payments: Payment host unreachable · cn-east",
                 "**Who must act**: the network provider",
                 "**What to do**: ",
                 "**T-000** (payment-host) · merchant M-7 · region cn-east · carrier carrier-x · since 2026-11-26 02:00:00 UTC (for 1 min) · `error=refused` · [dashboard](http://dash/#/terminal/T-000)",
@@ -648,7 +682,7 @@ pub(crate) mod tests {
             Language::ZhCn,
             4096,
             &[
-                "【告警:1】",
+                "【告警:1】无法收款：支付主机不可达 · cn-east",
                 "**负责方**: 网络运营商",
                 "**处理建议**: ",
                 "商户 M-7",
@@ -664,8 +698,54 @@ pub(crate) mod tests {
             &resolved,
             Language::En,
             4096,
-            &["## [RESOLVED:1]", "resolved at 2026-11-26 03:00:00 UTC"],
+            &[
+                "## [RESOLVED:1] Payment host unreachable",
+                "resolved at 2026-11-26 03:00:00 UTC",
+            ],
         );
+    }
+
+    /// The title says first whether the terminals can take payments: an outdated app is a
+    /// risk, not a stop; silence is unknown; the worst firing alert leads.
+    #[test]
+    fn the_title_leads_with_payment_readiness() {
+        let mut outdated = item("T-1", "outdated.pos_app", "cn-east");
+        outdated.severity = "warning".into();
+        outdated.subject = "pos_app".into();
+        let mut silent = item("T-2", "terminal.silent", "cn-east");
+        silent.severity = "warning".into();
+        let down = item("T-3", "env.network.host_unreachable", "cn-east");
+        let cases: [(Vec<AlertItem>, &str, &str); 4] = [
+            (
+                vec![outdated.clone()],
+                "[FIRING:1] At risk: POS application outdated",
+                "【告警:1】存在风险：",
+            ),
+            (
+                vec![silent.clone()],
+                "[FIRING:1] Unknown: ",
+                "【告警:1】未知：",
+            ),
+            (
+                vec![outdated.clone(), down.clone()],
+                "[FIRING:2] Cannot take payments: 2 findings",
+                "【告警:2】无法收款：2 项问题",
+            ),
+            (
+                vec![silent, outdated],
+                "[FIRING:2] At risk: ",
+                "【告警:2】存在风险：",
+            ),
+        ];
+        for (firing, en, zh) in cases {
+            let mut group = notification(0);
+            group.group_labels.remove("region");
+            group.firing = firing;
+            let got = title(&group, Language::En, Format::Webhook);
+            assert!(got.starts_with(en), "{got:?} does not start with {en:?}");
+            let got = title(&group, Language::ZhCn, Format::Webhook);
+            assert!(got.starts_with(zh), "{got:?} does not start with {zh:?}");
+        }
     }
 
     #[test]

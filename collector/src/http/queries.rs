@@ -14,6 +14,7 @@ use super::views::{FindingView, TerminalDetail, TerminalSummary};
 use super::AppState;
 use crate::fleet::Terminal;
 use posmon_diagnosis::findings::Finding;
+use posmon_diagnosis::readiness::Readiness;
 
 /// The most terminals or findings one page lists.
 const PAGE_MAX: usize = 10_000;
@@ -61,13 +62,17 @@ pub async fn list_terminals(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_parameters(&query, &["limit", "offset"])?;
+    check_parameters(&query, &["limit", "offset", "readiness"])?;
     let limit = number(&query, "limit", 1000, PAGE_MAX)?;
     let offset = number(&query, "offset", 0, usize::MAX)?;
+    let wanted = readiness_filter(&query)?;
+    let roles = &state.config.readiness;
     let mut ids = Vec::with_capacity(state.fleet.len());
-    state
-        .fleet
-        .for_each_terminal(|terminal| ids.push(Arc::clone(&terminal.id)));
+    state.fleet.for_each_terminal(|terminal| {
+        if wanted.is_none_or(|wanted| terminal.readiness(roles) == wanted) {
+            ids.push(Arc::clone(&terminal.id));
+        }
+    });
     ids.sort_unstable();
     let page: Vec<Terminal> = ids
         .iter()
@@ -75,12 +80,31 @@ pub async fn list_terminals(
         .take(limit)
         .filter_map(|id| state.fleet.terminal(id))
         .collect();
-    let terminals: Vec<TerminalSummary<'_>> = page.iter().map(TerminalSummary::from).collect();
+    let terminals: Vec<TerminalSummary<'_>> = page
+        .iter()
+        .map(|terminal| TerminalSummary::new(terminal, roles))
+        .collect();
     Ok(Json(json!({
         "total": ids.len(),
         "offset": offset,
         "terminals": terminals,
     })))
+}
+
+/// The `readiness` parameter: one of `cannot_pay`, `at_risk`, `can_pay`, `unknown`.
+pub(crate) fn readiness_filter(
+    query: &HashMap<String, String>,
+) -> Result<Option<Readiness>, ApiError> {
+    match query.get("readiness").map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(text) => Readiness::parse(text).map(Some).ok_or_else(|| {
+            ApiError::field(
+                Reason::BadQuery,
+                "readiness",
+                "must be cannot_pay, at_risk, can_pay or unknown",
+            )
+        }),
+    }
 }
 
 /// A copy of one terminal's state, or the 404 that names it.
@@ -103,8 +127,12 @@ pub async fn get_terminal(
 ) -> Result<impl IntoResponse, ApiError> {
     let terminal = terminal_or_not_found(&state, &terminal_id)?;
     let history = state.fleet.history_of(&terminal.id, HISTORY_MAX);
-    let body = serde_json::to_value(TerminalDetail::new(&terminal, &history))
-        .map_err(|error| ApiError::internal("encoding a terminal", error))?;
+    let body = serde_json::to_value(TerminalDetail::new(
+        &terminal,
+        &history,
+        &state.config.readiness,
+    ))
+    .map_err(|error| ApiError::internal("encoding a terminal", error))?;
     Ok(Json(body))
 }
 
@@ -220,10 +248,10 @@ impl Counts {
     }
 }
 
-/// Counts over the fleet: terminals by status, region, model and software version; open
+/// Counts over the fleet: terminals by readiness, region, model and software version; open
 /// (not suppressed) findings by category, code and party.
 pub async fn fleet(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
-    let (mut status, mut region, mut model) =
+    let (mut readiness, mut region, mut model) =
         (Counts::default(), Counts::default(), Counts::default());
     let (mut category, mut code, mut party) =
         (Counts::default(), Counts::default(), Counts::default());
@@ -234,7 +262,7 @@ pub async fn fleet(State(state): State<Arc<AppState>>) -> Result<impl IntoRespon
         party.add(finding.kind.party.as_str());
     };
     state.fleet.for_each_terminal(|terminal| {
-        status.add(terminal.status().as_str());
+        readiness.add(terminal.readiness(&state.config.readiness).as_str());
         region.add(terminal.labels.region.as_deref().unwrap_or("unknown"));
         model.add(terminal.labels.model.as_deref().unwrap_or("unknown"));
         for (component, version) in &terminal.versions {
@@ -251,7 +279,7 @@ pub async fn fleet(State(state): State<Arc<AppState>>) -> Result<impl IntoRespon
     fleet_wide.iter().for_each(&mut count_finding);
     Ok(Json(json!({
         "terminals": state.fleet.len(),
-        "status": status.0,
+        "readiness": readiness.0,
         "region": region.0,
         "model": model.0,
         "versions": versions.into_iter().map(|(component, counts)| (component, counts.0)).collect::<BTreeMap<_, _>>(),
@@ -267,9 +295,11 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
     let rendered = {
         let state = Arc::clone(&state);
         // A pass over every terminal: off the async workers.
-        tokio::task::spawn_blocking(move || state.metrics.render(&state.fleet))
-            .await
-            .map_err(|error| ApiError::internal("encoding metrics", error))?
+        tokio::task::spawn_blocking(move || {
+            state.metrics.render(&state.fleet, &state.config.readiness)
+        })
+        .await
+        .map_err(|error| ApiError::internal("encoding metrics", error))?
     };
     let text = rendered.map_err(|error| ApiError::internal("encoding metrics", error))?;
     Ok((

@@ -339,6 +339,7 @@ async fn ingest(
     let policy = Policy {
         versions: &versions,
         thresholds: &state.config.diagnosis,
+        roles: &state.config.readiness,
     };
     let diagnosed: Vec<_> = batch
         .reports

@@ -6,8 +6,9 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::device::DeviceSummary;
-use crate::fleet::{Status, TargetState, Terminal, TerminalLabels, LADDER};
+use crate::fleet::{TargetState, Terminal, TerminalLabels, LADDER};
 use posmon_diagnosis::findings::Finding;
+use posmon_diagnosis::readiness::{PaymentRoles, Readiness};
 use posmon_diagnosis::{Category, Evidence, Party, Severity, Text};
 
 #[derive(Serialize)]
@@ -88,7 +89,8 @@ impl<'a> From<&'a TerminalLabels> for LabelsView<'a> {
 #[derive(Serialize)]
 pub struct TerminalSummary<'a> {
     terminal_id: &'a str,
-    status: Status,
+    /// Whether it can take payments: the headline.
+    readiness: Readiness,
     labels: LabelsView<'a>,
     agent_version: &'a str,
     sequence: u64,
@@ -120,11 +122,11 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
-impl<'a> From<&'a Terminal> for TerminalSummary<'a> {
-    fn from(terminal: &'a Terminal) -> Self {
+impl<'a> TerminalSummary<'a> {
+    pub fn new(terminal: &'a Terminal, roles: &PaymentRoles) -> Self {
         TerminalSummary {
             terminal_id: &terminal.id,
-            status: terminal.status(),
+            readiness: terminal.readiness(roles),
             labels: LabelsView::from(&terminal.labels),
             agent_version: &terminal.agent_version,
             sequence: terminal.highest_sequence,
@@ -220,9 +222,9 @@ pub struct TerminalDetail<'a> {
 }
 
 impl<'a> TerminalDetail<'a> {
-    pub fn new(terminal: &'a Terminal, history: &'a [Finding]) -> Self {
+    pub fn new(terminal: &'a Terminal, history: &'a [Finding], roles: &PaymentRoles) -> Self {
         TerminalDetail {
-            summary: TerminalSummary::from(terminal),
+            summary: TerminalSummary::new(terminal, roles),
             open_findings: terminal
                 .findings
                 .findings()

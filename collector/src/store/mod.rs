@@ -422,9 +422,11 @@ mod tests {
     fn what_is_written_is_restored() {
         let dir = tempfile::tempdir().unwrap();
         let thresholds = Thresholds::default();
+        let roles = posmon_diagnosis::readiness::PaymentRoles::default();
         let policy = Policy {
             versions: &[],
             thresholds: &thresholds,
+            roles: &roles,
         };
         let fleet = Fleet::new(100, 30);
         let start = datetime!(2026-11-26 02:00 UTC);

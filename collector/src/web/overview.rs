@@ -1,4 +1,4 @@
-//! The overview: terminals by status, open findings by category, code, party and severity,
+//! The overview: terminals by readiness, open findings by category, code, party and severity,
 //! the open upstream outages, the values to filter the problem list by, and the trend.
 
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ pub async fn overview(
 
 fn overview_of(state: &AppState) -> serde_json::Value {
     let fleet = &state.fleet;
-    let mut status = Counts::default();
+    let mut readiness = Counts::default();
     let (mut category, mut code, mut party, mut severity) = (
         Counts::default(),
         Counts::default(),
@@ -50,7 +50,7 @@ fn overview_of(state: &AppState) -> serde_json::Value {
         severity.add(finding.severity.as_str());
     };
     fleet.for_each_terminal(|terminal| {
-        status.add(terminal.status().as_str());
+        readiness.add(terminal.readiness(&state.config.readiness).as_str());
         let labels = &terminal.labels;
         region.add(labels.region.as_deref().unwrap_or("unknown"));
         model.add(labels.model.as_deref().unwrap_or("unknown"));
@@ -68,7 +68,7 @@ fn overview_of(state: &AppState) -> serde_json::Value {
     json!({
         "generated_at": OffsetDateTime::now_utc().unix_timestamp(),
         "terminals": fleet.len(),
-        "status": status.into_map(),
+        "readiness": readiness.into_map(),
         "findings": {
             "category": category.into_map(),
             "code": code.into_map(),

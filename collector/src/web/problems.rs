@@ -1,6 +1,6 @@
 //! The problem list: terminals with open findings (not explained by a fleet-wide one),
-//! filtered by region, model, carrier, code, category, party, severity and terminal id, sorted
-//! and paginated.
+//! filtered by readiness, region, model, carrier, code, category, party, severity and terminal
+//! id, sorted (by default those that cannot take payments first) and paginated.
 //!
 //! Fast at 100 000 terminals: one pass over the shards keeps only a small sort key per
 //! matching terminal (a shared id, no copy of its state); only the terminals of the page asked
@@ -18,10 +18,11 @@ use time::OffsetDateTime;
 
 use crate::fleet::{Fleet, Terminal};
 use crate::http::error::{ApiError, Reason};
-use crate::http::queries::{check_parameters, number};
+use crate::http::queries::{check_parameters, number, readiness_filter};
 use crate::http::views::LabelsView;
 use crate::http::AppState;
 use posmon_diagnosis::findings::Finding;
+use posmon_diagnosis::readiness::{PaymentRoles, Readiness};
 use posmon_diagnosis::Severity;
 
 /// The most rows one page lists.
@@ -30,15 +31,27 @@ const PAGE_MAX: usize = 1000;
 const SEARCH_MAX_CHARS: usize = 64;
 
 const PARAMETERS: &[&str] = &[
-    "region", "model", "carrier", "code", "category", "party", "severity", "q", "sort", "order",
-    "limit", "offset",
+    "readiness",
+    "region",
+    "model",
+    "carrier",
+    "code",
+    "category",
+    "party",
+    "severity",
+    "q",
+    "sort",
+    "order",
+    "limit",
+    "offset",
 ];
 
 /// How the list is ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
-    /// Worst severity first, then the oldest problem.
-    Severity,
+    /// Those that cannot take payments first (then at risk, unknown), then the worst
+    /// severity, then the oldest problem.
+    Readiness,
     /// The oldest problem first.
     Since,
     /// Most findings first.
@@ -50,7 +63,8 @@ pub enum SortKey {
 impl SortKey {
     fn parse(text: &str) -> Option<SortKey> {
         match text {
-            "severity" => Some(SortKey::Severity),
+            // `severity`: the name of this order before readiness led it.
+            "readiness" | "severity" => Some(SortKey::Readiness),
             "since" => Some(SortKey::Since),
             "findings" => Some(SortKey::Findings),
             "terminal" => Some(SortKey::Terminal),
@@ -63,6 +77,7 @@ impl SortKey {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub terminal_id: Arc<str>,
+    pub readiness: Readiness,
     pub worst: Severity,
     pub since: OffsetDateTime,
     pub findings: u32,
@@ -72,9 +87,11 @@ impl Row {
     fn compare(&self, other: &Row, key: SortKey) -> Ordering {
         let by_id = || self.terminal_id.cmp(&other.terminal_id);
         match key {
-            SortKey::Severity => other
-                .worst
-                .cmp(&self.worst)
+            SortKey::Readiness => self
+                .readiness
+                .urgency()
+                .cmp(&other.readiness.urgency())
+                .then(other.worst.cmp(&self.worst))
                 .then(self.since.cmp(&other.since))
                 .then_with(by_id),
             SortKey::Since => self.since.cmp(&other.since).then_with(by_id),
@@ -125,16 +142,27 @@ impl Filter<'_> {
 }
 
 /// The sort key of every terminal with a matching finding, sorted.
-pub fn rows(fleet: &Fleet, filter: &Filter<'_>, key: SortKey, descending: bool) -> Vec<Row> {
+pub fn rows(
+    fleet: &Fleet,
+    roles: &PaymentRoles,
+    filter: &Filter<'_>,
+    key: SortKey,
+    descending: bool,
+) -> Vec<Row> {
     let mut rows = Vec::new();
     fleet.for_each_terminal(|terminal| {
         if !filter.wants_terminal(terminal) {
+            return;
+        }
+        let readiness = terminal.readiness(roles);
+        if !filter.wants("readiness", Some(readiness.as_str())) {
             return;
         }
         let mut row: Option<Row> = None;
         for finding in filter.matching(terminal) {
             let row = row.get_or_insert_with(|| Row {
                 terminal_id: Arc::clone(&terminal.id),
+                readiness,
                 worst: finding.severity,
                 since: finding.since,
                 findings: 0,
@@ -164,15 +192,16 @@ pub async fn problems(
     let limit = number(&query, "limit", 50, PAGE_MAX)?;
     let offset = number(&query, "offset", 0, usize::MAX)?;
     let key = match query.get("sort") {
-        None => SortKey::Severity,
+        None => SortKey::Readiness,
         Some(text) => SortKey::parse(text).ok_or_else(|| {
             ApiError::field(
                 Reason::BadQuery,
                 "sort",
-                "must be severity, since, findings or terminal",
+                "must be readiness, since, findings or terminal",
             )
         })?,
     };
+    readiness_filter(&query)?;
     let descending = match query.get("order").map(String::as_str) {
         None | Some("asc") => false,
         Some("desc") => true,
@@ -206,13 +235,14 @@ pub async fn problems(
                 .map(|(name, value)| (name.as_str(), value.as_str()))
                 .collect(),
         );
-        let rows = rows(&state.fleet, &filter, key, descending);
+        let roles = &state.config.readiness;
+        let rows = rows(&state.fleet, roles, &filter, key, descending);
         let page: Vec<serde_json::Value> = rows
             .iter()
             .skip(offset)
             .take(limit)
             .filter_map(|row| state.fleet.terminal(&row.terminal_id))
-            .map(|terminal| row_view(&terminal, &filter))
+            .map(|terminal| row_view(&terminal, roles, &filter))
             .collect();
         Json(json!({
             "total": rows.len(),
@@ -225,7 +255,7 @@ pub async fn problems(
     .map_err(|error| ApiError::internal("listing problems", error))
 }
 
-fn row_view(terminal: &Terminal, filter: &Filter<'_>) -> serde_json::Value {
+fn row_view(terminal: &Terminal, roles: &PaymentRoles, filter: &Filter<'_>) -> serde_json::Value {
     let findings: Vec<serde_json::Value> = filter
         .matching(terminal)
         .map(|finding| {
@@ -243,7 +273,7 @@ fn row_view(terminal: &Terminal, filter: &Filter<'_>) -> serde_json::Value {
         .collect();
     json!({
         "terminal_id": &*terminal.id,
-        "status": terminal.status(),
+        "readiness": terminal.readiness(roles),
         "labels": LabelsView::from(&terminal.labels),
         "last_seen": terminal.last_seen.unix_timestamp(),
         "findings": findings,
@@ -254,9 +284,10 @@ fn row_view(terminal: &Terminal, filter: &Filter<'_>) -> serde_json::Value {
 mod tests {
     use super::*;
 
-    fn row(id: &str, worst: Severity, since: i64, findings: u32) -> Row {
+    fn row(id: &str, readiness: Readiness, worst: Severity, since: i64, findings: u32) -> Row {
         Row {
             terminal_id: Arc::from(id),
+            readiness,
             worst,
             since: OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(since),
             findings,
@@ -265,10 +296,12 @@ mod tests {
 
     fn check(key: SortKey, expected: &[&str]) {
         let mut rows = [
-            row("A", Severity::Warning, 10, 3),
-            row("B", Severity::Critical, 30, 1),
-            row("C", Severity::Critical, 20, 1),
-            row("D", Severity::Warning, 5, 1),
+            row("A", Readiness::AtRisk, Severity::Warning, 10, 3),
+            row("B", Readiness::CannotPay, Severity::Critical, 30, 1),
+            row("C", Readiness::CannotPay, Severity::Critical, 20, 1),
+            row("D", Readiness::AtRisk, Severity::Warning, 5, 1),
+            // Silent: unknown, after those at risk however old.
+            row("E", Readiness::Unknown, Severity::Warning, 1, 1),
         ];
         rows.sort_by(|a, b| a.compare(b, key));
         let order: Vec<&str> = rows.iter().map(|row| &*row.terminal_id).collect();
@@ -277,9 +310,9 @@ mod tests {
 
     #[test]
     fn sort_orders() {
-        check(SortKey::Severity, &["C", "B", "D", "A"]);
-        check(SortKey::Since, &["D", "A", "C", "B"]);
-        check(SortKey::Findings, &["A", "B", "C", "D"]);
-        check(SortKey::Terminal, &["A", "B", "C", "D"]);
+        check(SortKey::Readiness, &["C", "B", "D", "A", "E"]);
+        check(SortKey::Since, &["E", "D", "A", "C", "B"]);
+        check(SortKey::Findings, &["A", "B", "C", "D", "E"]);
+        check(SortKey::Terminal, &["A", "B", "C", "D", "E"]);
     }
 }

@@ -1,4 +1,4 @@
-//! The fleet trend: one point every `web.trend_interval_seconds` (terminals by status, open
+//! The fleet trend: one point every `web.trend_interval_seconds` (terminals by readiness, open
 //! findings by category), the newest `web.trend_points` kept in a ring in memory.
 //!
 //! Not persisted: after a restart the trend starts anew (the findings history in the database
@@ -11,8 +11,9 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::fleet::{Fleet, Status};
+use crate::fleet::Fleet;
 use crate::http::AppState;
+use posmon_diagnosis::readiness::{PaymentRoles, Readiness};
 use posmon_diagnosis::{Category, Severity};
 
 /// One point of the trend.
@@ -20,9 +21,11 @@ use posmon_diagnosis::{Category, Severity};
 pub struct TrendPoint {
     /// Unix seconds (collector time).
     pub at: i64,
-    pub ok: u32,
-    pub warning: u32,
-    pub critical: u32,
+    /// Terminals by readiness.
+    pub cannot_pay: u32,
+    pub at_risk: u32,
+    pub can_pay: u32,
+    pub unknown: u32,
     /// Open findings not explained by a fleet-wide one, by category.
     pub environment: u32,
     pub outdated: u32,
@@ -34,7 +37,7 @@ pub struct TrendPoint {
 
 impl TrendPoint {
     /// Counts the fleet at `at`.
-    pub fn sample(fleet: &Fleet, at: OffsetDateTime) -> TrendPoint {
+    pub fn sample(fleet: &Fleet, roles: &PaymentRoles, at: OffsetDateTime) -> TrendPoint {
         let mut point = TrendPoint {
             at: at.unix_timestamp(),
             ..TrendPoint::default()
@@ -51,14 +54,15 @@ impl TrendPoint {
                 point.critical_findings += 1;
             }
         };
-        let mut statuses = [0u32; 3];
+        let mut readiness = [0u32; 4];
         fleet.for_each_terminal(|terminal| {
-            let index = match terminal.status() {
-                Status::Ok => 0,
-                Status::Warning => 1,
-                Status::Critical => 2,
+            let index = match terminal.readiness(roles) {
+                Readiness::CannotPay => 0,
+                Readiness::AtRisk => 1,
+                Readiness::CanPay => 2,
+                Readiness::Unknown => 3,
             };
-            statuses[index] += 1;
+            readiness[index] += 1;
             for finding in terminal.visible_findings() {
                 count(finding.kind.category, finding.severity);
             }
@@ -66,7 +70,12 @@ impl TrendPoint {
         for finding in fleet.fleet_wide_findings() {
             count(finding.kind.category, finding.severity);
         }
-        [point.ok, point.warning, point.critical] = statuses;
+        [
+            point.cannot_pay,
+            point.at_risk,
+            point.can_pay,
+            point.unknown,
+        ] = readiness;
         point
     }
 }
@@ -118,7 +127,11 @@ pub async fn sample_periodically(state: Arc<AppState>) {
         let state = Arc::clone(&state);
         // A pass over every terminal: off the async workers.
         let sampled = tokio::task::spawn_blocking(move || {
-            let point = TrendPoint::sample(&state.fleet, OffsetDateTime::now_utc());
+            let point = TrendPoint::sample(
+                &state.fleet,
+                &state.config.readiness,
+                OffsetDateTime::now_utc(),
+            );
             state.trend.push(point);
         })
         .await;
@@ -158,7 +171,7 @@ mod tests {
         let fleet = Fleet::new(10, 10);
         let at = OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(60);
         assert_eq!(
-            TrendPoint::sample(&fleet, at),
+            TrendPoint::sample(&fleet, &PaymentRoles::default(), at),
             TrendPoint {
                 at: 60,
                 ..TrendPoint::default()

@@ -2,7 +2,7 @@
 
 use posmon_protocol::Report;
 
-use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Signal, Text};
 
 pub static APP_NOT_RUNNING: FindingKind = FindingKind {
     code: "env.software.app_not_running",
@@ -19,14 +19,14 @@ pub static APP_NOT_RUNNING: FindingKind = FindingKind {
     hysteresis: Hysteresis::new(2, 1),
 };
 
-pub fn evaluate(report: &Report, _policy: &Policy<'_>, signals: &mut Vec<Signal>) {
+pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>) {
     let Some(device) = &report.device else {
         return;
     };
     for process in device.processes.iter().filter(|p| !p.running) {
         signals.push(Signal {
             kind: &APP_NOT_RUNNING,
-            severity: Severity::Critical,
+            severity: crate::readiness::severity_of(&APP_NOT_RUNNING, &process.name, policy.roles),
             subject: process.name.clone(),
             evidence: vec![
                 Evidence::new("process", process.name.as_str()),

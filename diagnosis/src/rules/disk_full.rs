@@ -3,7 +3,7 @@
 
 use posmon_protocol::Report;
 
-use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Signal, Text};
 
 pub static DISK_FULL: FindingKind = FindingKind {
     code: "env.hardware.disk_full",
@@ -30,11 +30,8 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
         if free_percent >= limit {
             continue;
         }
-        let severity = if disk.available_bytes == 0 {
-            Severity::Critical
-        } else {
-            Severity::Warning
-        };
+        // A full disk threatens payments (logs, updates, the spool); it does not stop them.
+        let severity = crate::readiness::severity_of(&DISK_FULL, &disk.mount, policy.roles);
         signals.push(Signal {
             kind: &DISK_FULL,
             severity,

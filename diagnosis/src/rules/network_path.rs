@@ -3,7 +3,7 @@
 
 use posmon_protocol::{Report, Stage, StageResult};
 
-use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Signal, Text};
 
 /// One failed cycle can be a blip: two in a row open a finding, two good ones close it.
 const PATH_HYSTERESIS: Hysteresis = Hysteresis::new(2, 2);
@@ -117,7 +117,7 @@ fn evidence(target: &str, address: &str, failed: &StageResult) -> Vec<Evidence> 
     evidence
 }
 
-pub fn evaluate(report: &Report, _policy: &Policy<'_>, signals: &mut Vec<Signal>) {
+pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>) {
     for probe in &report.probes {
         let Some(failed) = probe.stages.iter().find(|stage| {
             stage.status == posmon_protocol::StageStatus::Failed && stage.stage != Stage::Icmp
@@ -142,7 +142,7 @@ pub fn evaluate(report: &Report, _policy: &Policy<'_>, signals: &mut Vec<Signal>
         }
         signals.push(Signal {
             kind,
-            severity: Severity::Critical,
+            severity: crate::readiness::severity_of(kind, &subject, policy.roles),
             subject,
             evidence: evidence(&probe.target, &probe.address, failed),
         });
@@ -172,6 +172,7 @@ mod tests {
         let policy = Policy {
             versions: &[],
             thresholds: &thresholds,
+            roles: &crate::readiness::PaymentRoles::default(),
         };
         evaluate(&report, &policy, &mut signals);
         let got: Vec<(&str, &str)> = signals

@@ -6,7 +6,7 @@ use posmon_protocol::Report;
 
 use crate::version::compare_versions;
 use crate::version_policy::VersionRule;
-use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Signal, Text};
 
 pub static POS_APP: FindingKind = FindingKind {
     code: "outdated.pos_app",
@@ -85,37 +85,57 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
         else {
             continue;
         };
-        if let Some((severity, threshold)) = judge(version, rule, report.observed_at.date()) {
+        if let Some((below, threshold)) = judge(version, rule, report.observed_at.date()) {
             signals.push(Signal {
                 kind,
-                severity,
+                // Old software threatens payments; it does not stop them.
+                severity: crate::readiness::severity_of(kind, &rule.component, policy.roles),
                 subject: rule.component.clone(),
                 evidence: vec![
-                    Evidence::new(rule.component.as_str(), version).with_threshold(threshold)
+                    Evidence::new(rule.component.as_str(), version).with_threshold(threshold),
+                    Evidence::new("below", below.as_str()),
                 ],
             });
         }
     }
 }
 
+/// Which bound of the policy a version is below.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Below {
+    /// The policy's `minimum`: the version must be replaced.
+    Minimum,
+    /// The policy's `latest`, after the grace period.
+    Latest,
+}
+
+impl Below {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Below::Minimum => "minimum",
+            Below::Latest => "latest",
+        }
+    }
+}
+
 /// How far behind the policy `version` is on `today`, and the threshold it crossed.
-fn judge(version: &str, rule: &VersionRule, today: time::Date) -> Option<(Severity, String)> {
+fn judge(version: &str, rule: &VersionRule, today: time::Date) -> Option<(Below, String)> {
     if compare_versions(version, &rule.minimum).is_lt() {
-        return Some((Severity::Critical, format!(">= {}", rule.minimum)));
+        return Some((Below::Minimum, format!(">= {}", rule.minimum)));
     }
     let latest = rule.latest.as_deref()?;
     if !compare_versions(version, latest).is_lt() {
         return None;
     }
     match rule.latest_released_on {
-        None => Some((Severity::Warning, format!(">= {latest}"))),
+        None => Some((Below::Latest, format!(">= {latest}"))),
         Some(released) => {
             // A deadline beyond the calendar never passes.
             let deadline =
                 released.checked_add(time::Duration::days(i64::from(rule.update_within_days)))?;
             (today > deadline).then(|| {
                 (
-                    Severity::Warning,
+                    Below::Latest,
                     format!(">= {latest} since {deadline} (released {released})"),
                 )
             })
@@ -127,6 +147,7 @@ fn judge(version: &str, rule: &VersionRule, today: time::Date) -> Option<(Severi
 mod tests {
     use super::*;
     use crate::test_support::{check_code, healthy_report, with, CodeCase};
+    use crate::Severity;
     use posmon_protocol::ComponentVersion;
     use time::macros::date;
 
@@ -156,6 +177,7 @@ mod tests {
         let policy = Policy {
             versions: rules,
             thresholds: &thresholds,
+            roles: &crate::readiness::PaymentRoles::default(),
         };
         evaluate(&report, &policy, &mut signals);
         let codes: Vec<&str> = signals.iter().map(|signal| signal.kind.code).collect();
@@ -186,6 +208,40 @@ mod tests {
         check(None, Some("2.9"), &policy, &[]);
     }
 
+    /// Old software threatens payments, it does not stop them: even below the minimum it is
+    /// a warning, and the evidence says which bound it is below.
+    #[test]
+    fn old_software_is_a_warning_naming_the_bound() {
+        let mut policy = rule("pos_app", None, "2.0");
+        policy.latest = Some("2.5".into());
+        let thresholds = crate::thresholds::Thresholds::default();
+        let roles = crate::readiness::PaymentRoles::default();
+        for (version, below) in [("1.9", "minimum"), ("2.1", "latest")] {
+            let mut report = healthy_report();
+            report
+                .software
+                .insert("pos_app".into(), ComponentVersion::known(version));
+            let mut signals = Vec::new();
+            let rules = [policy.clone()];
+            let context = Policy {
+                versions: &rules,
+                thresholds: &thresholds,
+                roles: &roles,
+            };
+            evaluate(&report, &context, &mut signals);
+            assert_eq!(signals.len(), 1, "{version}");
+            assert_eq!(signals[0].severity, Severity::Warning, "{version}");
+            assert!(
+                signals[0]
+                    .evidence
+                    .iter()
+                    .any(|evidence| evidence.name == "below" && evidence.value == below),
+                "{version}: {:?}",
+                signals[0].evidence
+            );
+        }
+    }
+
     #[test]
     fn behind_the_latest_after_the_grace_period_is_a_warning() {
         let mut policy = rule("firmware", None, "1.0");
@@ -193,31 +249,16 @@ mod tests {
         policy.latest_released_on = Some(date!(2026 - 11 - 01));
         policy.update_within_days = 14;
         let check =
-            |policy: &VersionRule, version: &str, today: time::Date, expected: Option<Severity>| {
-                let got = judge(version, policy, today).map(|(severity, _)| severity);
+            |policy: &VersionRule, version: &str, today: time::Date, expected: Option<Below>| {
+                let got = judge(version, policy, today).map(|(below, _)| below);
                 assert_eq!(got, expected, "{version} on {today}");
             };
         check(&policy, "1.3", date!(2026 - 11 - 10), None);
-        check(
-            &policy,
-            "1.3",
-            date!(2026 - 11 - 16),
-            Some(Severity::Warning),
-        );
+        check(&policy, "1.3", date!(2026 - 11 - 16), Some(Below::Latest));
         check(&policy, "1.4", date!(2026 - 11 - 26), None);
-        check(
-            &policy,
-            "0.9",
-            date!(2026 - 11 - 02),
-            Some(Severity::Critical),
-        );
+        check(&policy, "0.9", date!(2026 - 11 - 02), Some(Below::Minimum));
         policy.latest_released_on = None;
-        check(
-            &policy,
-            "1.3",
-            date!(2026 - 11 - 02),
-            Some(Severity::Warning),
-        );
+        check(&policy, "1.3", date!(2026 - 11 - 02), Some(Below::Latest));
     }
 
     #[test]
@@ -229,13 +270,13 @@ mod tests {
             (time::Date::MAX, u32::MAX, date!(2026 - 11 - 26), None),
             (time::Date::MAX, 0, time::Date::MAX, None),
             (time::Date::MIN, u32::MAX, date!(2026 - 11 - 26), None),
-            (time::Date::MIN, 0, time::Date::MAX, Some(Severity::Warning)),
+            (time::Date::MIN, 0, time::Date::MAX, Some(Below::Latest)),
             (date!(2026 - 11 - 01), 14, time::Date::MIN, None),
         ];
         for (released, days, today, expected) in cases {
             policy.latest_released_on = Some(released);
             policy.update_within_days = days;
-            let got = judge("1.3", &policy, today).map(|(severity, _)| severity);
+            let got = judge("1.3", &policy, today).map(|(below, _)| below);
             assert_eq!(
                 got, expected,
                 "released {released}, {days} days, on {today}"

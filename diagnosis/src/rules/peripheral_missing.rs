@@ -2,7 +2,7 @@
 
 use posmon_protocol::Report;
 
-use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
+use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Signal, Text};
 
 pub static PERIPHERAL_MISSING: FindingKind = FindingKind {
     code: "env.hardware.peripheral_missing",
@@ -19,7 +19,7 @@ pub static PERIPHERAL_MISSING: FindingKind = FindingKind {
     hysteresis: Hysteresis::new(2, 1),
 };
 
-pub fn evaluate(report: &Report, _policy: &Policy<'_>, signals: &mut Vec<Signal>) {
+pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>) {
     let Some(device) = &report.device else {
         return;
     };
@@ -33,7 +33,11 @@ pub fn evaluate(report: &Report, _policy: &Policy<'_>, signals: &mut Vec<Signal>
         }
         signals.push(Signal {
             kind: &PERIPHERAL_MISSING,
-            severity: Severity::Critical,
+            severity: crate::readiness::severity_of(
+                &PERIPHERAL_MISSING,
+                &peripheral.name,
+                policy.roles,
+            ),
             subject: peripheral.name.clone(),
             evidence,
         });

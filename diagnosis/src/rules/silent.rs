@@ -34,7 +34,8 @@ pub fn evaluate(
     let silent_for = (now - last_report_at).whole_seconds();
     (silent_for > allowed).then(|| Signal {
         kind: &SILENT,
-        severity: Severity::Critical,
+        // Silence makes readiness unknown: not known to stop payments, so not critical.
+        severity: Severity::Warning,
         subject: String::new(),
         evidence: vec![
             Evidence::new("last_report_at", last_report_at.to_string()),

@@ -7,7 +7,8 @@ const STRINGS = {
   "en": {
     "nav.overview": "Overview", "nav.problems": "Problems", "nav.versions": "Versions", "nav.alerts": "Alerts",
     "lang.other": "中文", "updated": "Updated {time}", "loading": "Loading…", "error": "Cannot load: {error}",
-    "status.ok": "OK", "status.warning": "Warning", "status.critical": "Critical", "terminals": "Terminals",
+    "readiness.cannot_pay": "Cannot take payments", "readiness.at_risk": "At risk", "readiness.can_pay": "Can pay",
+    "readiness.unknown": "Unknown", "readiness.why": "Why", "readiness.stops": "Stops payments", "terminals": "Terminals",
     "of.fleet": "{share} of the fleet", "outage.title": "Upstream outage", "outage.explains": "{count} terminal findings explained",
     "outage.since": "since {time}", "by.category": "Open findings by category", "by.party": "Who must act",
     "by.code": "Open findings by code", "by.severity": "Open findings by severity", "trend": "Trend, last {hours} h",
@@ -20,10 +21,11 @@ const STRINGS = {
     "severity.warning": "Warning", "severity.critical": "Critical",
     "filter.region": "Region", "filter.model": "Model", "filter.carrier": "Carrier", "filter.code": "Finding",
     "filter.party": "Party", "filter.severity": "Severity", "filter.q": "Terminal id", "filter.all": "All",
-    "filter.sort": "Sort", "sort.severity": "Severity", "sort.since": "Oldest first", "sort.findings": "Most findings",
+    "filter.readiness": "Payments",
+    "filter.sort": "Sort", "sort.readiness": "Cannot pay first", "sort.since": "Oldest first", "sort.findings": "Most findings",
     "sort.terminal": "Terminal id", "filter.clear": "Clear",
     "problems.title": "Problems", "problems.count": "{total} terminals with problems",
-    "col.terminal": "Terminal", "col.status": "Status", "col.region": "Region", "col.model": "Model", "col.carrier": "Carrier",
+    "col.terminal": "Terminal", "col.readiness": "Payments", "col.region": "Region", "col.model": "Model", "col.carrier": "Carrier",
     "col.findings": "Findings", "col.since": "Since", "col.last_seen": "Last report",
     "page.prev": "‹ Previous", "page.next": "Next ›", "page.of": "{from}–{to} of {total}",
     "terminal.title": "Terminal {id}", "terminal.identity": "Identity", "terminal.labels": "Labels",
@@ -55,7 +57,8 @@ const STRINGS = {
   "zh-CN": {
     "nav.overview": "总览", "nav.problems": "问题列表", "nav.versions": "版本合规", "nav.alerts": "告警",
     "lang.other": "English", "updated": "更新于 {time}", "loading": "加载中…", "error": "无法加载：{error}",
-    "status.ok": "正常", "status.warning": "警告", "status.critical": "严重", "terminals": "终端总数",
+    "readiness.cannot_pay": "无法收款", "readiness.at_risk": "存在风险", "readiness.can_pay": "可以收款",
+    "readiness.unknown": "未知", "readiness.why": "原因", "readiness.stops": "导致无法收款", "terminals": "终端总数",
     "of.fleet": "占全部终端 {share}", "outage.title": "上游故障", "outage.explains": "解释了 {count} 个终端问题",
     "outage.since": "开始于 {time}", "by.category": "未关闭问题（按类别）", "by.party": "责任方",
     "by.code": "未关闭问题（按代码）", "by.severity": "未关闭问题（按严重程度）", "trend": "趋势（最近 {hours} 小时）",
@@ -68,10 +71,11 @@ const STRINGS = {
     "severity.warning": "警告", "severity.critical": "严重",
     "filter.region": "地区", "filter.model": "型号", "filter.carrier": "运营商", "filter.code": "问题",
     "filter.party": "责任方", "filter.severity": "严重程度", "filter.q": "终端编号", "filter.all": "全部",
-    "filter.sort": "排序", "sort.severity": "严重程度", "sort.since": "最早开始", "sort.findings": "问题最多",
+    "filter.readiness": "收款状态",
+    "filter.sort": "排序", "sort.readiness": "无法收款优先", "sort.since": "最早开始", "sort.findings": "问题最多",
     "sort.terminal": "终端编号", "filter.clear": "清除",
     "problems.title": "问题列表", "problems.count": "{total} 台终端存在问题",
-    "col.terminal": "终端", "col.status": "状态", "col.region": "地区", "col.model": "型号", "col.carrier": "运营商",
+    "col.terminal": "终端", "col.readiness": "收款状态", "col.region": "地区", "col.model": "型号", "col.carrier": "运营商",
     "col.findings": "问题", "col.since": "开始时间", "col.last_seen": "最近上报",
     "page.prev": "‹ 上一页", "page.next": "下一页 ›", "page.of": "第 {from}–{to} 条，共 {total} 条",
     "terminal.title": "终端 {id}", "terminal.identity": "基本信息", "terminal.labels": "标签",
@@ -104,6 +108,8 @@ const STRINGS = {
 
 const PARTIES = ["merchant", "pos_vendor", "network_provider", "software_vendor", "acquirer", "operations"];
 const CATEGORIES = ["environment", "outdated", "availability", "upstream"];
+// Payment readiness, most urgent first: the headline of every view.
+const READINESS = ["cannot_pay", "at_risk", "unknown", "can_pay"];
 const REFRESH_MS = 1000 * Math.max(1, Number(document.querySelector('meta[name="posmon-refresh-seconds"]')?.content) || 5);
 const PAGE_SIZE = 50;
 
@@ -200,15 +206,15 @@ function barList(counts, total, kind, labelOf, attribute) {
 function trendChart(points, intervalSeconds) {
   if (points.length < 2) return `<p class="muted">${esc(t("trend.empty", { seconds: intervalSeconds }))}</p>`;
   const width = 1000, height = 220, left = 48, bottom = 24, top = 10;
-  const series = [["critical", "var(--critical)"], ["warning", "var(--warning)"], ["ok", "var(--ok)"]];
-  const max = Math.max(1, ...points.map(p => Math.max(p.ok, p.warning, p.critical)));
+  const series = [["cannot_pay", "var(--critical)"], ["at_risk", "var(--warning)"], ["unknown", "var(--muted)"], ["can_pay", "var(--ok)"]];
+  const max = Math.max(1, ...points.map(p => Math.max(...series.map(([name]) => p[name] || 0))));
   const first = points[0].at, last = points[points.length - 1].at, span = Math.max(1, last - first);
   const x = at => left + (width - left - 8) * (at - first) / span;
   const y = v => top + (height - top - bottom) * (1 - v / max);
-  const lines = series.map(([name, colour]) => `<polyline fill="none" stroke="${colour}" stroke-width="3" points="${points.map(p => `${x(p.at).toFixed(1)},${y(p[name]).toFixed(1)}`).join(" ")}"/>`).join("");
+  const lines = series.map(([name, colour]) => `<polyline fill="none" stroke="${colour}" stroke-width="3" points="${points.map(p => `${x(p.at).toFixed(1)},${y(p[name] || 0).toFixed(1)}`).join(" ")}"/>`).join("");
   const ticks = [0, 0.5, 1].map(f => `<text x="${left - 6}" y="${y(max * f) + 4}" text-anchor="end">${fmtNumber(Math.round(max * f))}</text><line class="axis" x1="${left}" x2="${width}" y1="${y(max * f)}" y2="${y(max * f)}"/>`).join("");
   const times = [first, (first + last) / 2, last].map((at, i) => `<text x="${x(at)}" y="${height - 4}" text-anchor="${["start", "middle", "end"][i]}">${esc(new Date(at * 1000).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }))}</text>`).join("");
-  const legend = series.map(([name, colour]) => `<span><i class="swatch-${name}"></i>${esc(t("status." + name))}</span>`).join("");
+  const legend = series.map(([name]) => `<span><i class="swatch-${name}"></i>${esc(t("readiness." + name))}</span>`).join("");
   return `<svg class="chart" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img">${ticks}${lines}${times}</svg><div class="legend">${legend}</div>`;
 }
 
@@ -217,7 +223,7 @@ async function viewOverview(main) {
   overviewCache = overview;
   const total = overview.terminals || 0;
   const share = n => total ? `${(100 * n / total).toFixed(1)} %` : "–";
-  const status = overview.status || {};
+  const readiness = overview.readiness || {};
   const outages = (overview.outages || []).map(o => `
     <div class="outage" data-code="${esc(o.code)}">
       <span class="icon">⚠</span>
@@ -225,16 +231,14 @@ async function viewOverview(main) {
       <div class="detail">${esc(t("outage.explains", { count: o.explains ?? 0 }))} · ${esc(t("outage.since", { time: ago(o.since) }))} · ${partyBadge(o.party)}</div>
       <div class="detail">${esc(text(o.remediation))}</div></div>
     </div>`).join("");
-  const tile = (kind, label, value, extra) => `<div class="panel tile ${kind}" id="status-${kind}"><div class="label">${esc(label)}</div><div class="value">${fmtNumber(value)}</div><div class="share">${esc(extra)}</div></div>`;
+  const tile = (kind, label, value, extra) => `<div class="panel tile ${kind}" id="readiness-${kind}" data-readiness="${kind}"><div class="label">${esc(label)}</div><div class="value">${fmtNumber(value)}</div><div class="share">${esc(extra)}</div></div>`;
   const findings = overview.findings || {};
   main.innerHTML = `
     <h1>${esc(t("nav.overview"))}</h1>
     <div id="outages">${outages}</div>
-    <div class="grid tiles">
+    <div class="grid tiles" id="readiness">
+      ${READINESS.map(kind => tile(kind, t("readiness." + kind), readiness[kind] || 0, t("of.fleet", { share: share(readiness[kind] || 0) }))).join("")}
       ${tile("total", t("terminals"), total, "")}
-      ${tile("ok", t("status.ok"), status.ok || 0, t("of.fleet", { share: share(status.ok || 0) }))}
-      ${tile("warning", t("status.warning"), status.warning || 0, t("of.fleet", { share: share(status.warning || 0) }))}
-      ${tile("critical", t("status.critical"), status.critical || 0, t("of.fleet", { share: share(status.critical || 0) }))}
     </div>
     <div class="grid cols2 mt">
       <section class="panel"><h2>${esc(t("by.category"))}</h2>${barList(findings.category, total, n => n, n => t("category." + n), "data-category")}</section>
@@ -245,6 +249,11 @@ async function viewOverview(main) {
       <section class="panel" id="by-code"><h2>${esc(t("by.code"))}</h2>${barList(findings.code, total, () => "", n => n, "data-code")}</section>
       <section class="panel"><h2>${esc(t("by.severity"))}</h2>${barList(findings.severity, total, n => n, n => t("severity." + n), "data-severity")}</section>
     </div>`;
+  main.querySelectorAll("#readiness [data-readiness]").forEach(node => {
+    if (node.dataset.readiness === "total" || node.dataset.readiness === "can_pay") return;
+    node.classList.add("clickable");
+    node.addEventListener("click", () => { location.hash = `#/problems?readiness=${node.dataset.readiness}`; });
+  });
   main.querySelectorAll("#by-code [data-code]").forEach(node => {
     node.style.cursor = "pointer";
     node.addEventListener("click", () => { location.hash = `#/problems?code=${encodeURIComponent(node.dataset.code)}`; });
@@ -252,7 +261,7 @@ async function viewOverview(main) {
 }
 
 // ---------- problems ----------
-const FILTERS = ["region", "model", "carrier", "code", "party", "severity"];
+const FILTERS = ["readiness", "region", "model", "carrier", "code", "party", "severity"];
 
 function options(name, overview) {
   const facets = overview?.facets || {};
@@ -261,6 +270,7 @@ function options(name, overview) {
     case "code": return Object.keys(overview?.findings?.code || {}).sort().map(v => [v, v]);
     case "party": return PARTIES.map(v => [v, t("party." + v)]);
     case "severity": return ["critical", "warning"].map(v => [v, t("severity." + v)]);
+    case "readiness": return READINESS.filter(v => v !== "can_pay").map(v => [v, t("readiness." + v)]);
   }
   return [];
 }
@@ -280,11 +290,11 @@ async function viewProblems(main, current, fresh) {
     if (value && !known.some(([v]) => v === value)) known.unshift([value, value]);
     return `<label>${esc(t("filter." + name))}<select id="filter-${name}" data-filter="${name}"><option value="">${esc(t("filter.all"))}</option>${known.map(([v, label]) => `<option value="${esc(v)}" ${v === value ? "selected" : ""}>${esc(label)}</option>`).join("")}</select></label>`;
   };
-  const sort = params.get("sort") || "severity";
+  const sort = params.get("sort") || "readiness";
   const rows = (page.rows || []).map(row => `
     <tr class="clickable problem-row" data-terminal="${esc(row.terminal_id)}">
       <td><a href="#/terminal/${encodeURIComponent(row.terminal_id)}">${esc(row.terminal_id)}</a><div class="muted">${esc(row.labels?.merchant || "")}</div></td>
-      <td>${badge(row.status, t("status." + row.status))}</td>
+      <td>${badge(row.readiness, t("readiness." + row.readiness))}</td>
       <td>${esc(row.labels?.region || "")}</td><td>${esc(row.labels?.model || "")}</td><td>${esc(row.labels?.carrier || "")}</td>
       <td>${(row.findings || []).map(f => `<div class="finding" data-code="${esc(f.code)}">${badge(f.severity, t("severity." + f.severity))} ${esc(text(f.title))}${f.subject ? ` <span class="muted">(${esc(f.subject)})</span>` : ""} ${partyBadge(f.party)}</div>`).join("")}</td>
       <td>${esc(ago(Math.min(...(row.findings || []).map(f => f.since))))}</td>
@@ -297,12 +307,12 @@ async function viewProblems(main, current, fresh) {
     <div class="filters panel">
       ${FILTERS.map(select).join("")}
       <label>${esc(t("filter.q"))}<input id="filter-q" data-filter="q" value="${esc(params.get("q") || "")}" maxlength="64" size="14"></label>
-      <label>${esc(t("filter.sort"))}<select id="filter-sort" data-filter="sort">${["severity", "since", "findings", "terminal"].map(s => `<option value="${s}" ${s === sort ? "selected" : ""}>${esc(t("sort." + s))}</option>`).join("")}</select></label>
+      <label>${esc(t("filter.sort"))}<select id="filter-sort" data-filter="sort">${["readiness", "since", "findings", "terminal"].map(s => `<option value="${s}" ${s === sort ? "selected" : ""}>${esc(t("sort." + s))}</option>`).join("")}</select></label>
       <button type="button" id="filter-clear">${esc(t("filter.clear"))}</button>
     </div>
     <section class="panel">
       <table id="problems"><thead><tr>
-        <th>${esc(t("col.terminal"))}</th><th>${esc(t("col.status"))}</th><th>${esc(t("col.region"))}</th><th>${esc(t("col.model"))}</th>
+        <th>${esc(t("col.terminal"))}</th><th>${esc(t("col.readiness"))}</th><th>${esc(t("col.region"))}</th><th>${esc(t("col.model"))}</th>
         <th>${esc(t("col.carrier"))}</th><th>${esc(t("col.findings"))}</th><th>${esc(t("col.since"))}</th><th>${esc(t("col.last_seen"))}</th>
       </tr></thead><tbody>${rows || `<tr><td colspan="8" class="muted">${esc(t("no.findings"))}</td></tr>`}</tbody></table>
       <div class="pager"><button type="button" id="page-prev" ${offset <= 0 ? "disabled" : ""}>${esc(t("page.prev"))}</button>
@@ -401,10 +411,20 @@ async function viewTerminal(main, current) {
     return `<tr data-component="${esc(c.component)}"><td>${esc(c.component)}</td><td><code>${esc(c.version)}</code></td><td>${esc(rules || t("policy.none"))}</td><td>${badge(c.compliance, t("compliance." + c.compliance))}</td></tr>`;
   }).join("");
   const open = (terminal.open_findings || []).slice().sort((a, b) => Date.parse(b.since) - Date.parse(a.since));
+  // The headline: can it take payments, and what stops it (the critical findings) or
+  // threatens it (the others).
+  const stopping = open.filter(f => f.severity === "critical");
+  const why = (terminal.readiness === "cannot_pay" ? stopping : terminal.readiness === "can_pay" ? [] : open)
+    .map(f => `<li data-code="${esc(f.code)}">${esc(text(f.title))}${f.subject ? ` <span class="muted">(${esc(f.subject)})</span>` : ""} ${partyBadge(f.party)}</li>`).join("");
+  const headline = `<div class="panel headline ${esc(terminal.readiness)}" id="terminal-readiness" data-readiness="${esc(terminal.readiness)}">
+      <div class="value">${esc(t("readiness." + terminal.readiness))}</div>
+      ${why ? `<div class="muted">${esc(t(terminal.readiness === "cannot_pay" ? "readiness.stops" : "readiness.why"))}:</div><ul>${why}</ul>` : ""}
+    </div>`;
   const history = (terminal.findings_history || []).slice().sort((a, b) => Date.parse(b.since) - Date.parse(a.since));
   main.innerHTML = `
     <p><a href="#/problems">${esc(t("terminal.back"))}</a></p>
-    <h1 id="terminal-title">${esc(t("terminal.title", { id: terminal.terminal_id }))} ${badge(terminal.status, t("status." + terminal.status))}</h1>
+    <h1 id="terminal-title">${esc(t("terminal.title", { id: terminal.terminal_id }))} ${badge(terminal.readiness, t("readiness." + terminal.readiness))}</h1>
+    ${headline}
     <div class="grid cols3">
       <section class="panel"><h2>${esc(t("terminal.identity"))}</h2><dl class="kv">
         <dt>${esc(t("terminal.agent"))}</dt><dd>${esc(terminal.agent_version)}</dd>
