@@ -137,23 +137,29 @@ pub fn expected_pairs(
 
 /// The (terminal, party) pairs of one poll.
 fn observed_pairs(poll: &Poll) -> BTreeSet<(String, String)> {
+    observed_codes(poll).into_keys().collect()
+}
+
+/// The (terminal, party) pairs of one poll with the codes of the findings behind each.
+fn observed_codes(poll: &Poll) -> BTreeMap<(String, String), BTreeSet<String>> {
     let fleet: HashMap<u64, &str> = poll
         .findings
         .iter()
         .filter(|f| f.terminal_id.is_empty())
         .map(|f| (f.id, f.party.as_str()))
         .collect();
-    poll.findings
-        .iter()
-        .filter(|f| !f.terminal_id.is_empty())
-        .map(|f| {
-            let party = f
-                .suppressed_by
-                .and_then(|id| fleet.get(&id).copied())
-                .unwrap_or(&f.party);
-            (f.terminal_id.clone(), party.to_string())
-        })
-        .collect()
+    let mut pairs: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for finding in poll.findings.iter().filter(|f| !f.terminal_id.is_empty()) {
+        let party = finding
+            .suppressed_by
+            .and_then(|id| fleet.get(&id).copied())
+            .unwrap_or(&finding.party);
+        pairs
+            .entry((finding.terminal_id.clone(), party.to_string()))
+            .or_default()
+            .insert(finding.code.clone());
+    }
+    pairs
 }
 
 fn causes_of(poll: &Poll) -> BTreeSet<(String, String)> {
@@ -215,7 +221,8 @@ pub fn score(
     // Terminal parties at the end.
     let (expected, wanted_readiness, hit) = expected_pairs(case, seed, id_prefix, last.at_seconds);
     result.hit_terminals = hit;
-    let observed = observed_pairs(last);
+    let codes = observed_codes(last);
+    let observed: BTreeSet<(String, String)> = codes.keys().cloned().collect();
     result.terminals = Counts {
         true_positives: observed.intersection(&expected).count() as u64,
         false_positives: observed.difference(&expected).count() as u64,
@@ -223,7 +230,11 @@ pub fn score(
     };
     let extra = observed
         .difference(&expected)
-        .map(|(terminal, party)| format!("{terminal}: {party} not expected"));
+        .map(|pair| {
+            let codes = codes.get(pair).map(|c| c.iter().cloned().collect::<Vec<_>>());
+            let codes = codes.unwrap_or_default().join(", ");
+            format!("{}: {} not expected ({codes})", pair.0, pair.1)
+        });
     let missing = expected
         .difference(&observed)
         .map(|(terminal, party)| format!("{terminal}: {party} missing"));
