@@ -38,7 +38,11 @@ struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     collector_binary: PathBuf,
     /// The incident types and their right answers.
-    #[arg(long, value_name = "FILE", default_value = "simulator/eval/incidents.toml")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "simulator/eval/incidents.toml"
+    )]
     cases: PathBuf,
     /// Only the cases whose name contains one of these (repeatable).
     #[arg(long, value_name = "TEXT")]
@@ -177,12 +181,16 @@ fn main_result() -> anyhow::Result<ExitCode> {
 fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
     let mut cases = eval::cases::from_file(&args.cases)?;
     if !args.only.is_empty() {
-        cases.retain(|case| args.only.iter().any(|only| case.name.contains(only.as_str())));
+        cases.retain(|case| {
+            args.only
+                .iter()
+                .any(|only| case.name.contains(only.as_str()))
+        });
     }
     anyhow::ensure!(!cases.is_empty(), "no case to run");
-    let parallel = args.parallel.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, |cpus| cpus.get() * 2)
-    });
+    let parallel = args
+        .parallel
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cpus| cpus.get() * 2));
     anyhow::ensure!(parallel > 0, "--parallel must be above 0");
     let (work_dir, temporary) = match args.work_dir {
         Some(dir) => (dir, false),

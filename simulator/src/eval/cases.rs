@@ -222,7 +222,9 @@ pub fn parse(text: &str) -> Result<Vec<Case>, CasesError> {
             if case.healthy
                 && (!case.causes.is_empty() || case.incidents.iter().any(|i| i.party.is_some()))
             {
-                return Err(invalid("a healthy fleet expects no cause and no party".into()));
+                return Err(invalid(
+                    "a healthy fleet expects no cause and no party".into(),
+                ));
             }
             if case.terminals == 0 {
                 return Err(invalid("terminals must be above 0".into()));
@@ -249,7 +251,10 @@ fn check(value: &str, known: &[&str], what: &str) -> Result<(), String> {
     if known.contains(&value) {
         Ok(())
     } else {
-        Err(format!("unknown {what} {value:?} (known: {})", known.join(", ")))
+        Err(format!(
+            "unknown {what} {value:?} (known: {})",
+            known.join(", ")
+        ))
     }
 }
 
@@ -304,9 +309,10 @@ mod tests {
             .unwrap_or_else(|error| panic!("{error}"));
         assert!(cases.len() >= 30, "{} cases", cases.len());
         assert!(cases.iter().any(|case| case.incidents.len() >= 2));
-        assert!(cases
+        assert!(cases.iter().any(|case| case
+            .incidents
             .iter()
-            .any(|case| case.incidents.iter().any(|i| i.incident.ramp_seconds.is_some())));
+            .any(|i| i.incident.ramp_seconds.is_some())));
     }
 
     #[test]
@@ -322,10 +328,14 @@ mod tests {
         assert!(cases[0].causes[0].matches("merchant=y", "merchant"));
         assert!(!cases[0].causes[0].matches("merchant=y", "acquirer"));
         let error = |text: &str| parse(text).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(error("[[case]]\nname = \"b\"\nincidents = [{ fault = \"silent\" }]\n")
-            .contains("names the party"));
-        assert!(error("[[case]]\nname = \"b\"\nincidents = [{ fault = \"silent\", party = \"santa\" }]\n")
-            .contains("unknown party \"santa\""));
+        assert!(
+            error("[[case]]\nname = \"b\"\nincidents = [{ fault = \"silent\" }]\n")
+                .contains("names the party")
+        );
+        assert!(error(
+            "[[case]]\nname = \"b\"\nincidents = [{ fault = \"silent\", party = \"santa\" }]\n"
+        )
+        .contains("unknown party \"santa\""));
         assert!(error("[[case]]\nname = \"b\"\nincidents = [{ fault = \"silent\", party = \"none\", colour = 1 }]\n")
             .contains("colour"));
     }

@@ -221,11 +221,7 @@ async fn run_case(settings: &Settings, index: usize, case: &Case) -> Result<Case
 }
 
 /// Every item of a paged list endpoint (`total`, `offset`, and the items under `key`).
-async fn all_pages(
-    client: &reqwest::Client,
-    url: &str,
-    key: &str,
-) -> Result<Vec<Value>, RunError> {
+async fn all_pages(client: &reqwest::Client, url: &str, key: &str) -> Result<Vec<Value>, RunError> {
     let mut items = Vec::new();
     loop {
         let page_url = format!("{url}&limit={PAGE}&offset={}", items.len());

@@ -46,11 +46,17 @@ impl Counts {
 
     /// 1 when nothing was found and nothing was expected.
     pub fn precision(&self) -> f64 {
-        ratio(self.true_positives, self.true_positives + self.false_positives)
+        ratio(
+            self.true_positives,
+            self.true_positives + self.false_positives,
+        )
     }
 
     pub fn recall(&self) -> f64 {
-        ratio(self.true_positives, self.true_positives + self.false_negatives)
+        ratio(
+            self.true_positives,
+            self.true_positives + self.false_negatives,
+        )
     }
 
     pub fn f1(&self) -> f64 {
@@ -228,13 +234,13 @@ pub fn score(
         false_positives: observed.difference(&expected).count() as u64,
         false_negatives: expected.difference(&observed).count() as u64,
     };
-    let extra = observed
-        .difference(&expected)
-        .map(|pair| {
-            let codes = codes.get(pair).map(|c| c.iter().cloned().collect::<Vec<_>>());
-            let codes = codes.unwrap_or_default().join(", ");
-            format!("{}: {} not expected ({codes})", pair.0, pair.1)
-        });
+    let extra = observed.difference(&expected).map(|pair| {
+        let codes = codes
+            .get(pair)
+            .map(|c| c.iter().cloned().collect::<Vec<_>>());
+        let codes = codes.unwrap_or_default().join(", ");
+        format!("{}: {} not expected ({codes})", pair.0, pair.1)
+    });
     let missing = expected
         .difference(&observed)
         .map(|(terminal, party)| format!("{terminal}: {party} missing"));
@@ -313,33 +319,70 @@ mod tests {
         let mut right = terminal_findings("network_provider", Some(1));
         right.push(finding(1, "", "acquirer", "merchant=M-000002", None));
         let polls = vec![
-            Poll { at_seconds: 5.0, findings: vec![] },
-            Poll { at_seconds: 15.0, findings: terminal_findings("network_provider", None) },
-            Poll { at_seconds: 22.0, findings: right.clone() },
-            Poll { at_seconds: 39.0, findings: right },
+            Poll {
+                at_seconds: 5.0,
+                findings: vec![],
+            },
+            Poll {
+                at_seconds: 15.0,
+                findings: terminal_findings("network_provider", None),
+            },
+            Poll {
+                at_seconds: 22.0,
+                findings: right.clone(),
+            },
+            Poll {
+                at_seconds: 39.0,
+                findings: right,
+            },
         ];
         let scored = score(&case, 1, "T-", &polls, None);
         assert_eq!(scored.hit_terminals, 3);
-        assert_eq!((scored.causes.f1(), scored.terminals.f1()), (1.0, 1.0), "{scored:?}");
+        assert_eq!(
+            (scored.causes.f1(), scored.terminals.f1()),
+            (1.0, 1.0),
+            "{scored:?}"
+        );
         assert_eq!(scored.detect_seconds, Some(12.0));
         assert_eq!(scored.findings_seen, 4);
 
         // The cause names the wrong party: every measure falls.
         let mut wrong = terminal_findings("network_provider", Some(1));
-        wrong.push(finding(1, "", "network_provider", "merchant=M-000002", None));
-        let polls = vec![Poll { at_seconds: 39.0, findings: wrong }];
+        wrong.push(finding(
+            1,
+            "",
+            "network_provider",
+            "merchant=M-000002",
+            None,
+        ));
+        let polls = vec![Poll {
+            at_seconds: 39.0,
+            findings: wrong,
+        }];
         let scored = score(&case, 1, "T-", &polls, None);
         assert_eq!(scored.causes.f1(), 0.0);
         assert_eq!(scored.terminals.f1(), 0.0);
         assert_eq!(scored.detect_seconds, None);
-        assert_eq!(scored.wrong_causes_ever, vec!["merchant=M-000002 → network_provider"]);
+        assert_eq!(
+            scored.wrong_causes_ever,
+            vec!["merchant=M-000002 → network_provider"]
+        );
         assert_eq!(scored.missed_causes, vec!["merchant=M-000002 → acquirer"]);
     }
 
     #[test]
     fn any_finding_on_a_healthy_fleet_is_a_false_positive() {
         let case = case("[[case]]\nname = \"healthy\"\nterminals = 10\nhealthy = true\n");
-        let quiet = score(&case, 1, "T-", &[Poll { at_seconds: 70.0, findings: vec![] }], None);
+        let quiet = score(
+            &case,
+            1,
+            "T-",
+            &[Poll {
+                at_seconds: 70.0,
+                findings: vec![],
+            }],
+            None,
+        );
         assert_eq!((quiet.causes.f1(), quiet.terminals.f1()), (1.0, 1.0));
         assert!(!quiet.expects_finding);
         let noisy = score(
@@ -361,8 +404,16 @@ mod tests {
     #[test]
     fn counts_add_up() {
         let mut total = Counts::default();
-        total.add(Counts { true_positives: 3, false_positives: 1, false_negatives: 0 });
-        total.add(Counts { true_positives: 1, false_positives: 0, false_negatives: 4 });
+        total.add(Counts {
+            true_positives: 3,
+            false_positives: 1,
+            false_negatives: 0,
+        });
+        total.add(Counts {
+            true_positives: 1,
+            false_positives: 0,
+            false_negatives: 4,
+        });
         assert_eq!(total.precision(), 0.8);
         assert_eq!(total.recall(), 0.5);
         assert!((total.f1() - 8.0 / 13.0).abs() < 1e-12);
