@@ -47,7 +47,7 @@ struct EvalArgs {
     /// Only the cases whose name contains one of these (repeatable).
     #[arg(long, value_name = "TEXT")]
     only: Vec<String>,
-    /// Cases run at once (each is a collector and a fleet); default: twice the CPUs.
+    /// Cases run at once (each is a collector and a fleet); default: the CPUs.
     #[arg(long)]
     parallel: Option<usize>,
     /// Seed of every simulated value.
@@ -190,7 +190,7 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(!cases.is_empty(), "no case to run");
     let parallel = args
         .parallel
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |cpus| cpus.get() * 2));
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get));
     anyhow::ensure!(parallel > 0, "--parallel must be above 0");
     let (work_dir, temporary) = match args.work_dir {
         Some(dir) => (dir, false),
@@ -212,7 +212,20 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let started = std::time::Instant::now();
-    let runs = runtime.block_on(eval::runner::run_all(settings, cases));
+    // Interrupted, the cases' tasks are dropped, and with them their collectors (killed).
+    let runs = runtime.block_on(async {
+        tokio::select! {
+            runs = eval::runner::run_all(settings, cases) => Some(runs),
+            () = interrupted() => None,
+        }
+    });
+    drop(runtime);
+    let Some(runs) = runs else {
+        if temporary {
+            let _ = std::fs::remove_dir_all(&work_dir);
+        }
+        anyhow::bail!("interrupted");
+    };
     let wall_seconds = started.elapsed().as_secs_f64();
     if temporary {
         let _ = std::fs::remove_dir_all(&work_dir);
@@ -241,4 +254,19 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }

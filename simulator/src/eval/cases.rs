@@ -313,6 +313,19 @@ mod tests {
             .incidents
             .iter()
             .any(|i| i.incident.ramp_seconds.is_some())));
+        // Every incident hits some terminal of its fleet (a filter naming a merchant beyond
+        // the fleet, or a resolver nobody uses, would score nothing).
+        for case in &cases {
+            for (position, expected) in case.incidents.iter().enumerate() {
+                let incident = &expected.incident;
+                let end = incident.start_seconds + incident.duration_seconds - 1e-3;
+                let hits = (0..case.terminals)
+                    .map(|index| crate::fleet::SimTerminal::new(1, "EV-", index))
+                    .filter(|terminal| incident.covers(1, position, terminal, end))
+                    .count();
+                assert!(hits > 0, "{}: incident {position} hits nobody", case.name);
+            }
+        }
     }
 
     #[test]

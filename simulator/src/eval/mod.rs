@@ -43,6 +43,8 @@ pub struct Totals {
     pub findings_on_healthy_fleet: u64,
     pub reports_sent: u64,
     pub reports_refused: u64,
+    /// Cases whose fleet fell behind its schedule (their times are not valid).
+    pub cases_behind: u64,
 }
 
 pub fn totals(runs: &[Result<CaseRun, runner::RunError>]) -> Totals {
@@ -78,6 +80,7 @@ pub fn totals(runs: &[Result<CaseRun, runner::RunError>]) -> Totals {
             let (r, c) = totals.readiness_right.unwrap_or((0, 0));
             totals.readiness_right = Some((r + right, c + checked));
         }
+        totals.cases_behind += u64::from(run.fell_behind);
         totals.reports_sent += run.reports_sent;
         totals.reports_refused += run.reports_sent.saturating_sub(run.reports_accepted);
     }
@@ -148,6 +151,12 @@ pub fn render(
         for mistake in &score.terminal_mistakes {
             text.push_str(&format!("    party: {mistake}\n"));
         }
+        if run.fell_behind {
+            text.push_str(&format!(
+                "    the fleet fell behind its schedule (its run took {:.0} s): times not valid\n",
+                run.wall_seconds
+            ));
+        }
         if run.reports_accepted < run.reports_sent {
             text.push_str(&format!(
                 "    the collector refused {} of {} reports\n",
@@ -170,7 +179,7 @@ pub fn render(
          found within {:.0} s: {} of {} cases with something to find (slowest {})\n\
          readiness of hit terminals: {}\n\
          findings on the healthy fleet: {}\n\
-         reports sent {}, refused {}\n",
+         reports sent {}, refused {}; cases whose fleet fell behind its schedule: {}\n",
         totals.cases,
         totals.failed_cases,
         wall_seconds,
@@ -194,6 +203,7 @@ pub fn render(
         totals.findings_on_healthy_fleet,
         totals.reports_sent,
         totals.reports_refused,
+        totals.cases_behind,
     ));
     text
 }

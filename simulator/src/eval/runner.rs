@@ -44,7 +44,13 @@ pub struct CaseRun {
     pub reports_sent: u64,
     pub reports_accepted: u64,
     pub wall_seconds: f64,
+    /// The fleet could not keep its schedule (the machine or the collector was too slow): its
+    /// incidents happened later than the polls assume, so the times are not valid.
+    pub fell_behind: bool,
 }
+
+/// A fleet that needed more than this share of its run time over it fell behind.
+const BEHIND_TOLERANCE: f64 = 0.1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -217,6 +223,7 @@ async fn run_case(settings: &Settings, index: usize, case: &Case) -> Result<Case
         reports_sent: summary.reports_sent,
         reports_accepted: summary.reports_accepted,
         wall_seconds: started.elapsed().as_secs_f64(),
+        fell_behind: summary.elapsed_seconds > case.run_seconds * (1.0 + BEHIND_TOLERANCE),
     })
 }
 
