@@ -6,6 +6,7 @@
 //! Every simulated value is a pure function of the seed, the terminal and the time (`random`),
 //! so a million terminals cost no memory and a run is reproducible.
 
+pub mod eval;
 pub mod exposition;
 pub mod fleet;
 pub mod load;

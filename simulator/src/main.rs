@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use posmon_protocol::FleetKey;
+use posmon_simulator::eval;
 use posmon_simulator::load::{run, LoadConfig, Sink};
 use posmon_simulator::scenario::Scenario;
 
@@ -26,6 +27,39 @@ struct Cli {
 enum Command {
     /// Send reports from N simulated terminals at a set rate for a set time.
     Run(RunArgs),
+    /// Evaluate the diagnosis: play each incident type against a fresh collector and score the
+    /// causes it localizes and the parties it calls (see simulator/eval/incidents.toml).
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// The posmon-collector binary each case starts.
+    #[arg(long, value_name = "FILE")]
+    collector_binary: PathBuf,
+    /// The incident types and their right answers.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "simulator/eval/incidents.toml"
+    )]
+    cases: PathBuf,
+    /// Only the cases whose name contains one of these (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    only: Vec<String>,
+    /// Cases run at once (each is a collector and a fleet); default: the CPUs.
+    #[arg(long)]
+    parallel: Option<usize>,
+    /// Seed of every simulated value.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the collectors keep their data and logs (kept after the run); a new temporary
+    /// directory, removed at the end, when omitted.
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Print the cases and totals as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -84,7 +118,10 @@ fn main() -> ExitCode {
 }
 
 fn main_result() -> anyhow::Result<ExitCode> {
-    let Command::Run(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Run(args) => args,
+        Command::Eval(args) => return evaluate(args),
+    };
     let secret = match (&args.secret_file, std::env::var("POSMON_FLEET_SECRET")) {
         (_, Ok(secret)) if !secret.trim().is_empty() => secret,
         (Some(path), _) => std::fs::read_to_string(path)
@@ -139,4 +176,97 @@ fn main_result() -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
+    let mut cases = eval::cases::from_file(&args.cases)?;
+    if !args.only.is_empty() {
+        cases.retain(|case| {
+            args.only
+                .iter()
+                .any(|only| case.name.contains(only.as_str()))
+        });
+    }
+    anyhow::ensure!(!cases.is_empty(), "no case to run");
+    let parallel = args
+        .parallel
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get));
+    anyhow::ensure!(parallel > 0, "--parallel must be above 0");
+    let (work_dir, temporary) = match args.work_dir {
+        Some(dir) => (dir, false),
+        None => (
+            std::env::temp_dir().join(format!("posmon-eval-{}", std::process::id())),
+            true,
+        ),
+    };
+    let settings = eval::runner::Settings {
+        collector_binary: args.collector_binary,
+        work_dir: work_dir.clone(),
+        parallel,
+        seed: args.seed,
+        poll_interval: Duration::from_secs(1),
+    };
+    let names: Vec<String> = cases.iter().map(|case| case.name.clone()).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let started = std::time::Instant::now();
+    // Interrupted, the cases' tasks are dropped, and with them their collectors (killed).
+    let runs = runtime.block_on(async {
+        tokio::select! {
+            runs = eval::runner::run_all(settings, cases) => Some(runs),
+            () = interrupted() => None,
+        }
+    });
+    drop(runtime);
+    let Some(runs) = runs else {
+        if temporary {
+            let _ = std::fs::remove_dir_all(&work_dir);
+        }
+        anyhow::bail!("interrupted");
+    };
+    let wall_seconds = started.elapsed().as_secs_f64();
+    if temporary {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
+    let totals = eval::totals(&runs);
+    if args.json {
+        let cases: Vec<serde_json::Value> = names
+            .iter()
+            .zip(&runs)
+            .map(|(name, run)| match run {
+                Ok(run) => serde_json::to_value(run).unwrap_or_default(),
+                Err(error) => serde_json::json!({ "name": name, "error": error.to_string() }),
+            })
+            .collect();
+        let body = serde_json::json!({
+            "cases": cases,
+            "totals": totals,
+            "wall_seconds": wall_seconds,
+        });
+        println!("{}", serde_json::to_string_pretty(&body)?);
+    } else {
+        print!("{}", eval::render(&names, &runs, &totals, wall_seconds));
+    }
+    Ok(if totals.failed_cases == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }

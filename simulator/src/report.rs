@@ -63,46 +63,104 @@ impl Moment<'_> {
 
     fn ladder(&self, target_index: usize, name: &str, address: &str) -> ProbeResult {
         let salt = 100 * target_index as u64;
+        let faults = self.faults;
+        if faults.has(Fault::LinkDown) {
+            let link = failed(Stage::Link, ErrorKind::NoCarrier, "wwan0: no carrier");
+            return finish(name, address, vec![link]);
+        }
         let mut stages = vec![stage(Stage::Link, None)];
         let gateway_ms = 2.0 + 8.0 * self.random(salt + 1);
-        if self.faults.has(Fault::GatewayDown) {
+        if faults.has(Fault::GatewayDown) {
             stages.push(failed(
                 Stage::Gateway,
                 ErrorKind::Timeout,
-                "no ARP reply from 192.168.1.1",
+                &format!(
+                    "no ARP reply from {}",
+                    gateway_address(&self.terminal.gateway)
+                ),
             ));
             return finish(name, address, stages);
         }
         stages.push(stage(Stage::Gateway, Some(gateway_ms)));
-        if self.faults.has(Fault::DnsFailure) {
-            stages.push(failed(
-                Stage::Dns,
-                ErrorKind::Servfail,
-                "SERVFAIL from 10.0.0.53",
-            ));
+        let resolver = &self.terminal.resolver;
+        if faults.has(Fault::DnsFailure) {
+            let detail = format!("SERVFAIL from {resolver}");
+            stages.push(failed(Stage::Dns, ErrorKind::Servfail, &detail));
+            return finish(name, address, stages);
+        }
+        if faults.has(Fault::DnsTimeout) {
+            let detail = format!("no answer from {resolver} within 5s");
+            stages.push(failed(Stage::Dns, ErrorKind::Timeout, &detail));
             return finish(name, address, stages);
         }
         stages.push(stage(Stage::Dns, Some(15.0 + 30.0 * self.random(salt + 2))));
-        if self.faults.hits(Fault::HostOutage, name) {
-            stages.push(failed(
-                Stage::Tcp,
-                ErrorKind::Timeout,
-                "connect timed out after 5s",
-            ));
-            return finish(name, address, stages);
+        let refused = (Fault::HostRefuses, ErrorKind::Refused, "connection refused");
+        let timeout = (
+            Fault::HostOutage,
+            ErrorKind::Timeout,
+            "connect timed out after 5s",
+        );
+        for (fault, error, detail) in [timeout, refused] {
+            if faults.hits(fault, name) {
+                stages.push(failed(Stage::Tcp, error, detail));
+                return finish(name, address, stages);
+            }
         }
-        let slow = self.faults.hits(Fault::HighLatency, name);
+        let slow = faults.hits(Fault::HighLatency, name);
         let round_trip = if slow {
             1500.0 + 1500.0 * self.random(salt + 3)
         } else {
             30.0 + 60.0 * self.random(salt + 3)
         };
         let mut tcp = stage(Stage::Tcp, Some(round_trip));
-        if self.faults.hits(Fault::PacketLoss, name) {
-            tcp.attempts = 5;
-            tcp.successes = 2;
-        }
+        // Three tries, as the agent makes by default, each lost with the path's loss share; a
+        // lossy path still gets one try through (the fault is loss, not an outage).
+        let loss = faults.loss(name);
+        tcp.attempts = TCP_ATTEMPTS;
+        let lost = (0..u64::from(TCP_ATTEMPTS))
+            .filter(|attempt| self.random(salt + 40 + attempt) < loss)
+            .count();
+        tcp.successes = TCP_ATTEMPTS
+            .saturating_sub(u32::try_from(lost).unwrap_or(TCP_ATTEMPTS))
+            .max(1);
         stages.push(tcp);
+        let clock_ahead = faults.has(Fault::ClockAhead);
+        let tls_failure = if faults.hits(Fault::HostResets, name) {
+            Some((
+                ErrorKind::Reset,
+                "connection reset by peer during the handshake",
+                None,
+            ))
+        } else if faults.hits(Fault::TlsAlert, name) {
+            Some((
+                ErrorKind::HandshakeFailed,
+                "received fatal alert: handshake_failure",
+                None,
+            ))
+        } else if faults.hits(Fault::CertificateExpired, name) {
+            Some((
+                ErrorKind::CertificateExpired,
+                "certificate expired",
+                Some(-3),
+            ))
+        } else if clock_ahead {
+            // Seen from a clock a year ahead, a certificate valid for 180 more days expired.
+            let days_left = 180 - CLOCK_AHEAD_DAYS;
+            Some((
+                ErrorKind::CertificateExpired,
+                "certificate expired",
+                Some(days_left),
+            ))
+        } else {
+            None
+        };
+        if let Some((error, detail, days_left)) = tls_failure {
+            stages.push(StageResult {
+                certificate_days_left: days_left,
+                ..failed(Stage::Tls, error, detail)
+            });
+            return finish(name, address, stages);
+        }
         stages.push(StageResult {
             tls_version: Some("TLSv1.3".into()),
             certificate_days_left: Some(180),
@@ -163,12 +221,12 @@ impl Moment<'_> {
             }],
             processes: vec![ProcessStatus {
                 name: "posapp".into(),
-                running: true,
+                running: !self.faults.has(Fault::AppNotRunning),
             }],
             peripherals: vec![
                 peripheral("card_reader", !self.faults.has(Fault::CardReaderMissing)),
                 peripheral("printer", true),
-                peripheral("pin_pad", true),
+                peripheral("pin_pad", !self.faults.has(Fault::PinPadMissing)),
             ],
         }
     }
@@ -191,11 +249,19 @@ impl Moment<'_> {
         .into_iter()
         .map(|(name, version)| (name.to_string(), ComponentVersion::known(version)))
         .collect();
+        let clock_ahead = self.faults.has(Fault::ClockAhead);
+        let ahead = if clock_ahead {
+            time::Duration::days(CLOCK_AHEAD_DAYS)
+        } else {
+            time::Duration::ZERO
+        };
+        let offset_ms = 40.0 * (self.random(17) - 0.5) + ahead.as_seconds_f64() * 1000.0;
         Report {
             schema_version: SCHEMA_VERSION,
             terminal_id: terminal.id.clone(),
             sequence: self.sequence,
-            observed_at: self.observed_at,
+            // The terminal stamps its reports with its own clock.
+            observed_at: self.observed_at.saturating_add(ahead),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             labels: terminal.labels(),
             probes: TARGETS
@@ -206,14 +272,28 @@ impl Moment<'_> {
             software,
             device: Some(self.device()),
             clock: Some(ClockStatus {
-                offset_ms: 40.0 * (self.random(17) - 0.5),
+                offset_ms,
                 uncertainty_ms: 20.0 + 30.0 * self.random(18),
-                ntp_synchronized: Some(true),
+                ntp_synchronized: Some(!clock_ahead),
             }),
             dropped_reports: self.dropped_reports,
             unchanged: Vec::new(),
             agent_instance: None,
         }
+    }
+}
+
+/// Tries per cycle on the TCP rung (the agent's default `attempts`).
+pub const TCP_ATTEMPTS: u32 = 3;
+/// How far ahead a `clock_ahead` fault sets the terminal's clock.
+pub const CLOCK_AHEAD_DAYS: i64 = 365;
+
+/// The router's address in a gateway subnet (`10.0.7.0/24` → `10.0.7.1`).
+fn gateway_address(subnet: &str) -> String {
+    let network = subnet.split('/').next().unwrap_or(subnet);
+    match network.rsplit_once('.') {
+        Some((prefix, _)) => format!("{prefix}.1"),
+        None => network.to_string(),
     }
 }
 
@@ -232,7 +312,12 @@ mod tests {
 
     fn report(faults: Vec<(Fault, &'static str)>) -> Report {
         let terminal = SimTerminal::new(1, "SIM-", 5);
-        let active = Active { faults };
+        let loss = faults
+            .iter()
+            .filter(|(fault, _)| *fault == Fault::PacketLoss)
+            .map(|(_, target)| (*target, 0.6))
+            .collect();
+        let active = Active { faults, loss };
         Moment {
             seed: 1,
             terminal: &terminal,
@@ -292,7 +377,63 @@ mod tests {
         assert!(!device.peripherals[0].present);
 
         let lossy = report(vec![(Fault::PacketLoss, DEFAULT_TARGET)]);
-        assert!((lossy.probes[0].stages[3].loss_ratio() - 0.6).abs() < 1e-9);
+        let tcp = &lossy.probes[0].stages[3];
+        assert_eq!((tcp.stage, tcp.status), (Stage::Tcp, StageStatus::Ok));
+        assert_eq!(lossy.probes[1].stages[3].loss_ratio(), 0.0);
+
+        let rungs =
+            |faults: Vec<(Fault, &'static str)>| -> Vec<Option<(Stage, Option<ErrorKind>)>> {
+                let report = report(faults);
+                validate_report(&report, "report").unwrap_or_else(|error| panic!("{error}"));
+                (0..2)
+                    .map(|target| first_failure(&report, target))
+                    .collect()
+            };
+        use ErrorKind::*;
+        let at = |stage, error| Some((stage, Some(error)));
+        assert_eq!(
+            rungs(vec![(Fault::LinkDown, DEFAULT_TARGET)]),
+            vec![at(Stage::Link, NoCarrier); 2]
+        );
+        assert_eq!(
+            rungs(vec![(Fault::DnsTimeout, DEFAULT_TARGET)]),
+            vec![at(Stage::Dns, Timeout); 2]
+        );
+        assert_eq!(
+            rungs(vec![(Fault::HostRefuses, DEFAULT_TARGET)]),
+            vec![at(Stage::Tcp, Refused), None]
+        );
+        assert_eq!(
+            rungs(vec![(Fault::HostResets, "tms")]),
+            vec![None, at(Stage::Tls, Reset)]
+        );
+        assert_eq!(
+            rungs(vec![(Fault::TlsAlert, DEFAULT_TARGET)]),
+            vec![at(Stage::Tls, HandshakeFailed), None]
+        );
+        assert_eq!(
+            rungs(vec![(Fault::CertificateExpired, DEFAULT_TARGET)]),
+            vec![at(Stage::Tls, CertificateExpired), None]
+        );
+        assert_eq!(
+            rungs(vec![(Fault::HostOutage, "*")]),
+            vec![at(Stage::Tcp, Timeout); 2]
+        );
+        let skewed = report(vec![(Fault::ClockAhead, DEFAULT_TARGET)]);
+        assert_eq!(
+            first_failure(&skewed, 1),
+            at(Stage::Tls, CertificateExpired)
+        );
+        let clock = skewed.clock.unwrap_or_else(|| panic!("a clock"));
+        assert!(clock.offset_ms > 300.0 * 86_400_000.0 && clock.ntp_synchronized == Some(false));
+        assert!(skewed.observed_at.year() == 1971);
+        let device = report(vec![
+            (Fault::AppNotRunning, DEFAULT_TARGET),
+            (Fault::PinPadMissing, DEFAULT_TARGET),
+        ])
+        .device
+        .unwrap_or_default();
+        assert!(!device.processes[0].running && !device.peripherals[2].present);
         let slow = report(vec![(Fault::HighLatency, DEFAULT_TARGET)]);
         assert!(slow.probes[0].stages[3]
             .latency_ms

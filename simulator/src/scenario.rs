@@ -10,28 +10,47 @@ use serde::Deserialize;
 use crate::fleet::SimTerminal;
 use crate::random::unit;
 
-/// A fault a simulated terminal can show.
+/// A fault a simulated terminal can show. Each row of the party table has one: who must act
+/// follows from where on the path (or in the device) the fault sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
+    /// The terminal has no network link (cable, Wi-Fi, SIM): the link rung fails.
+    LinkDown,
     /// The shop's router is down: the gateway rung fails for every target.
     GatewayDown,
-    /// The resolver answers SERVFAIL for every target.
+    /// The terminal's resolver answers SERVFAIL for every target.
     DnsFailure,
+    /// The terminal's resolver does not answer.
+    DnsTimeout,
     /// The target (default `payment-host`) does not answer: the TCP rung times out.
     HostOutage,
+    /// The target refuses the connection (nothing listens on its port).
+    HostRefuses,
+    /// The target accepts, then resets the connection.
+    HostResets,
+    /// The target ends the TLS handshake with an alert.
+    TlsAlert,
+    /// The target serves an expired certificate.
+    CertificateExpired,
+    /// The terminal's clock runs a year ahead, so every certificate looks expired to it.
+    ClockAhead,
     /// The target answers slowly (1.5–3 s).
     HighLatency,
-    /// 60 % of tries to the target are lost.
+    /// Tries to the target are lost (`loss_percent`, 60 % by default).
     PacketLoss,
     /// The POS application reports an old version.
     OutdatedApp,
+    /// The POS application is not running.
+    AppNotRunning,
     /// The CPU runs at 85–95 °C.
     Overheat,
     /// The data disk is 99 % full.
     DiskFull,
     /// The card reader is not present.
     CardReaderMissing,
+    /// The PIN pad is not present.
+    PinPadMissing,
     /// The terminal sends nothing (powered off).
     Silent,
     /// The terminal cannot reach the collector; when the incident ends it delivers the reports
@@ -41,6 +60,10 @@ pub enum Fault {
 
 /// The target a fault hits when the incident names none.
 pub const DEFAULT_TARGET: &str = "payment-host";
+/// The `target` of an incident that hits every target (a carrier's network, say).
+pub const EVERY_TARGET: &str = "*";
+/// The share of tries a `packet_loss` fault loses when the incident names none.
+pub const DEFAULT_LOSS_PERCENT: f64 = 60.0;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,16 +75,38 @@ pub struct Incident {
     /// Share of the matching terminals hit, 0 to 1.
     #[serde(default = "one")]
     pub share: f64,
-    /// Only terminals in this region / of this carrier / of this model.
+    /// When set, the share grows linearly from 0 at the start to `share` after this many
+    /// seconds: a slowly spreading incident (a terminal once hit stays hit).
+    #[serde(default)]
+    pub ramp_seconds: Option<f64>,
+    /// Only terminals in this region / of this carrier / model / firmware / POS app version /
+    /// merchant / gateway subnet / resolver.
     #[serde(default)]
     pub region: Option<String>,
     #[serde(default)]
     pub carrier: Option<String>,
     #[serde(default)]
     pub model: Option<String>,
-    /// The target a network fault hits (host outage, latency, loss).
+    #[serde(default)]
+    pub firmware: Option<String>,
+    #[serde(default)]
+    pub pos_app: Option<String>,
+    #[serde(default)]
+    pub merchant: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub resolver: Option<String>,
+    /// Only terminals whose resolver is their merchant's router (`true`) or their carrier's
+    /// (`false`).
+    #[serde(default)]
+    pub router_resolver: Option<bool>,
+    /// The target a fault on a host's path hits (default `payment-host`; `*`: every target).
     #[serde(default)]
     pub target: Option<String>,
+    /// The share of tries a `packet_loss` fault loses, in percent.
+    #[serde(default)]
+    pub loss_percent: Option<f64>,
 }
 
 fn one() -> f64 {
@@ -96,6 +141,9 @@ pub enum ScenarioError {
 pub struct Active<'a> {
     /// Each active fault with the target it hits.
     pub faults: Vec<(Fault, &'a str)>,
+    /// The share of tries lost on each target hit by `packet_loss`, 0 to 1 (the highest when
+    /// several incidents overlap).
+    pub loss: Vec<(&'a str, f64)>,
 }
 
 impl Active<'_> {
@@ -107,7 +155,16 @@ impl Active<'_> {
     pub fn hits(&self, fault: Fault, target: &str) -> bool {
         self.faults
             .iter()
-            .any(|(active, hit)| *active == fault && *hit == target)
+            .any(|(active, hit)| *active == fault && (*hit == target || *hit == EVERY_TARGET))
+    }
+
+    /// The share of tries lost on the way to `target`, 0 to 1.
+    pub fn loss(&self, target: &str) -> f64 {
+        self.loss
+            .iter()
+            .filter(|(hit, _)| *hit == target || *hit == EVERY_TARGET)
+            .map(|(_, share)| *share)
+            .fold(0.0, f64::max)
     }
 }
 
@@ -149,6 +206,18 @@ impl Scenario {
             if !(0.0..=1.0).contains(&incident.share) {
                 return invalid(key("share"), "must be between 0 and 1");
             }
+            if incident
+                .ramp_seconds
+                .is_some_and(|ramp| !(ramp.is_finite() && ramp > 0.0))
+            {
+                return invalid(key("ramp_seconds"), "must be above 0");
+            }
+            if incident
+                .loss_percent
+                .is_some_and(|loss| !(0.0..=100.0).contains(&loss))
+            {
+                return invalid(key("loss_percent"), "must be between 0 and 100");
+            }
         }
         Ok(())
     }
@@ -182,33 +251,56 @@ impl Scenario {
     /// Every fault hitting `terminal` at `elapsed_seconds` after the start.
     pub fn active(&self, seed: u64, terminal: &SimTerminal, elapsed_seconds: f64) -> Active<'_> {
         let at = self.position(elapsed_seconds);
-        let faults = self
-            .incidents
-            .iter()
-            .enumerate()
-            .filter(|(index, incident)| incident.covers(seed, *index, terminal, at))
-            .map(|(_, incident)| {
-                (
-                    incident.fault,
-                    incident.target.as_deref().unwrap_or(DEFAULT_TARGET),
-                )
-            })
-            .collect();
-        Active { faults }
+        let mut active = Active::default();
+        for (index, incident) in self.incidents.iter().enumerate() {
+            if !incident.covers(seed, index, terminal, at) {
+                continue;
+            }
+            let target = incident.target.as_deref().unwrap_or(DEFAULT_TARGET);
+            active.faults.push((incident.fault, target));
+            if incident.fault == Fault::PacketLoss {
+                let percent = incident.loss_percent.unwrap_or(DEFAULT_LOSS_PERCENT);
+                active.loss.push((target, percent / 100.0));
+            }
+        }
+        active
     }
 }
 
 impl Incident {
-    fn covers(&self, seed: u64, index: usize, terminal: &SimTerminal, at: f64) -> bool {
-        let in_window = at >= self.start_seconds && at < self.start_seconds + self.duration_seconds;
+    /// Whether the terminal matches every filter of the incident (at any time).
+    pub fn matches(&self, terminal: &SimTerminal) -> bool {
         let matches = |filter: &Option<String>, value: &str| {
             filter.as_deref().is_none_or(|wanted| wanted == value)
         };
-        in_window
-            && matches(&self.region, terminal.region)
+        matches(&self.region, terminal.region)
             && matches(&self.carrier, terminal.carrier)
             && matches(&self.model, terminal.model)
-            && unit(&[seed, terminal.index, 1000 + index as u64]) < self.share
+            && matches(&self.firmware, terminal.firmware)
+            && matches(&self.pos_app, terminal.pos_app)
+            && matches(&self.merchant, &terminal.merchant)
+            && matches(&self.gateway, &terminal.gateway)
+            && matches(&self.resolver, &terminal.resolver)
+            && self
+                .router_resolver
+                .is_none_or(|router| router == terminal.resolver_is_router())
+    }
+
+    /// The share of the matching terminals hit `elapsed` seconds after the start.
+    fn share_at(&self, elapsed: f64) -> f64 {
+        match self.ramp_seconds {
+            Some(ramp) => self.share * (elapsed / ramp).clamp(0.0, 1.0),
+            None => self.share,
+        }
+    }
+
+    /// Whether the incident hits `terminal` at `at` (seconds on the incidents' time axis).
+    pub fn covers(&self, seed: u64, index: usize, terminal: &SimTerminal, at: f64) -> bool {
+        let in_window = at >= self.start_seconds && at < self.start_seconds + self.duration_seconds;
+        in_window
+            && self.matches(terminal)
+            && unit(&[seed, terminal.index, 1000 + index as u64])
+                < self.share_at(at - self.start_seconds)
     }
 }
 
@@ -257,6 +349,61 @@ mod tests {
         assert!(fleet
             .iter()
             .all(|t| scenario.active(9, t, 9.9).faults.is_empty()));
+    }
+
+    #[test]
+    fn a_spreading_incident_grows_and_keeps_whom_it_hit() {
+        let scenario = scenario(
+            "[[incidents]]\nfault = \"host_refuses\"\nstart_seconds = 10\nduration_seconds = 100\nramp_seconds = 40\nfirmware = \"4.2.9\"\n",
+        )
+        .unwrap_or_default();
+        let fleet: Vec<SimTerminal> = (0..5000).map(|i| SimTerminal::new(3, "S-", i)).collect();
+        let hit_at = |at: f64| -> Vec<u64> {
+            fleet
+                .iter()
+                .filter(|t| scenario.active(3, t, at).has(Fault::HostRefuses))
+                .map(|t| t.index)
+                .collect()
+        };
+        let matching = fleet.iter().filter(|t| t.firmware == "4.2.9").count();
+        let (quarter, half, all) = (hit_at(20.0), hit_at(30.0), hit_at(60.0));
+        assert!(
+            !quarter.is_empty() && quarter.len() < half.len(),
+            "{quarter:?}"
+        );
+        assert!(quarter.iter().all(|index| half.contains(index)));
+        assert_eq!(all.len(), matching);
+        assert!(fleet
+            .iter()
+            .all(|t| t.firmware == "4.2.9" || !all.contains(&t.index)));
+    }
+
+    #[test]
+    fn filters_pick_a_shop_a_resolver_or_every_target() {
+        let scenario = scenario(
+            "[[incidents]]\nfault = \"host_outage\"\nstart_seconds = 0\nduration_seconds = 9\nmerchant = \"M-000002\"\ntarget = \"*\"\n\n[[incidents]]\nfault = \"packet_loss\"\nstart_seconds = 0\nduration_seconds = 9\nloss_percent = 1\nrouter_resolver = true\n",
+        )
+        .unwrap_or_default();
+        let fleet: Vec<SimTerminal> = (0..3000).map(|i| SimTerminal::new(3, "S-", i)).collect();
+        let shop: Vec<u64> = fleet
+            .iter()
+            .filter(|t| scenario.active(3, t, 1.0).has(Fault::HostOutage))
+            .map(|t| t.index)
+            .collect();
+        assert_eq!(shop, vec![6, 7, 8]);
+        let active = scenario.active(3, &fleet[6], 1.0);
+        assert!(
+            active.hits(Fault::HostOutage, "tms") && active.hits(Fault::HostOutage, DEFAULT_TARGET)
+        );
+        for terminal in &fleet {
+            let loss = scenario.active(3, terminal, 1.0).loss(DEFAULT_TARGET);
+            let expected = if terminal.resolver_is_router() {
+                0.01
+            } else {
+                0.0
+            };
+            assert!((loss - expected).abs() < 1e-12, "{loss}");
+        }
     }
 
     #[test]
