@@ -37,6 +37,22 @@ use tls::{Trust, TrustError};
 /// (why, and a detail).
 pub type Try<T> = Result<(T, Duration, String), (ErrorKind, String)>;
 
+/// One cycle's ladders, and the network they ran on.
+pub struct Measured {
+    pub probes: Vec<ProbeResult>,
+    pub network: Network,
+}
+
+/// The network the terminal is on, as the `gateway` and `resolver` labels carry it: which
+/// terminals share a router, and whose resolver a DNS failure is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Network {
+    /// The default gateway's subnet, `192.168.1.0/24`.
+    pub gateway: Option<String>,
+    /// The first nameserver asked, `10.0.0.53`.
+    pub resolver: Option<String>,
+}
+
 /// A configured target, ready to probe.
 struct Target {
     name: String,
@@ -92,8 +108,8 @@ impl Ladder {
         })
     }
 
-    /// Every target's ladder, in the configured order.
-    pub async fn probe_all(&self) -> Vec<ProbeResult> {
+    /// Every target's ladder, in the configured order, and the network they ran on.
+    pub async fn probe_all(&self) -> Measured {
         let routes = routes::routes(&self.root);
         let link = link::measure(&self.root, &routes);
         let gateway = if link.status == StageStatus::Failed {
@@ -107,6 +123,10 @@ impl Ladder {
             .any(|stage| stage.status == StageStatus::Failed);
         // Read every cycle: DHCP or the modem may have changed the nameservers.
         let resolver = Arc::new(Resolver::new(&self.root, &self.dns_servers));
+        let network = Network {
+            gateway: routes::gateway_subnet(&routes),
+            resolver: resolver.primary().map(|address| address.to_string()),
+        };
         let mut tasks = JoinSet::new();
         if !blocked {
             for (index, target) in self.targets.iter().enumerate() {
@@ -123,7 +143,8 @@ impl Ladder {
                 Err(error) => tracing::error!(%error, "A probe task failed."),
             }
         }
-        self.targets
+        let probes = self
+            .targets
             .iter()
             .zip(climbed)
             .map(|(target, stages)| {
@@ -136,7 +157,8 @@ impl Ladder {
                     stages: ladder,
                 }
             })
-            .collect()
+            .collect();
+        Measured { probes, network }
     }
 }
 
