@@ -70,6 +70,8 @@ pub struct Ladder {
     targets: Vec<Arc<Target>>,
     timeout: Duration,
     icmp: bool,
+    /// The gateway last seen answering echoes (see `gateway::verify`).
+    echoing_gateway: std::sync::Mutex<Option<std::net::Ipv4Addr>>,
 }
 
 impl Ladder {
@@ -105,6 +107,7 @@ impl Ladder {
             targets,
             timeout: config.probe_timeout(),
             icmp: config.icmp,
+            echoing_gateway: std::sync::Mutex::new(None),
         })
     }
 
@@ -117,10 +120,9 @@ impl Ladder {
         } else {
             Some(gateway::measure(&self.root, &routes))
         };
-        let shared: Vec<StageResult> = std::iter::once(link).chain(gateway).collect();
-        let blocked = shared
-            .iter()
-            .any(|stage| stage.status == StageStatus::Failed);
+        let blocked = gateway
+            .as_ref()
+            .is_none_or(|gateway| gateway.status == StageStatus::Failed);
         // Read every cycle: DHCP or the modem may have changed the nameservers.
         let resolver = Arc::new(Resolver::new(&self.root, &self.dns_servers));
         let network = Network {
@@ -136,13 +138,57 @@ impl Ladder {
                 tasks.spawn(async move { (index, climb(&target, &resolver, timeout, icmp).await) });
             }
         }
-        let mut climbed: Vec<Option<Vec<StageResult>>> = vec![None; self.targets.len()];
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((index, stages)) => climbed[index] = Some(stages),
-                Err(error) => tracing::error!(%error, "A probe task failed."),
+        // The gateway's echo runs beside the climbs: two tries within the probe timeout. Only
+        // to a gateway of the host's real routing table, never to one a stand-in tree names.
+        let echo_gateway = gateway::address(&routes).filter(|_| !blocked && self.root.is_host());
+        let echo = async {
+            match echo_gateway {
+                Some(address) => Some(icmp::echo(IpAddr::V4(address), 2, self.timeout / 2).await),
+                None => None,
             }
-        }
+        };
+        let climbs = async {
+            let mut climbed: Vec<Option<Vec<StageResult>>> = vec![None; self.targets.len()];
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok((index, stages)) => climbed[index] = Some(stages),
+                    Err(error) => tracing::error!(%error, "A probe task failed."),
+                }
+            }
+            climbed
+        };
+        let (echo, mut climbed) = tokio::join!(echo, climbs);
+        let gateway = match (gateway, echo_gateway, echo) {
+            (Some(passive), Some(address), Some(echo)) => {
+                let later_rung_failed = climbed.iter().flatten().any(|stages| {
+                    stages.iter().any(|stage| {
+                        stage.status == StageStatus::Failed && stage.stage != Stage::Icmp
+                    })
+                });
+                let mut answered_before = self
+                    .echoing_gateway
+                    .lock()
+                    .map(|guard| *guard)
+                    .unwrap_or(None);
+                let verdict = gateway::verify(
+                    passive,
+                    address,
+                    &echo,
+                    later_rung_failed,
+                    &mut answered_before,
+                );
+                if let Ok(mut guard) = self.echoing_gateway.lock() {
+                    *guard = answered_before;
+                }
+                if verdict.status == StageStatus::Failed {
+                    // The router is dead: the rungs behind it measured nothing of their own.
+                    climbed = vec![None; self.targets.len()];
+                }
+                Some(verdict)
+            }
+            (gateway, _, _) => gateway,
+        };
+        let shared: Vec<StageResult> = std::iter::once(link).chain(gateway).collect();
         let probes = self
             .targets
             .iter()
