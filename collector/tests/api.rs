@@ -59,7 +59,7 @@ fn report(terminal_id: &str, sequence: u64) -> Value {
         "labels": { "region": "cn-east", "model": "A920" },
         "software": { "pos_app": { "version": "2.9.1" } },
         "probes": [ { "target": "pay", "address": "127.0.0.1:9",
-            "stages": [ { "stage": "tcp", "status": "failed", "error": "refused" } ] } ]
+            "stages": [ { "stage": "tcp", "status": "failed", "error": "timeout" } ] } ]
     })
 }
 

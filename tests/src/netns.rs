@@ -111,7 +111,11 @@ impl Namespace {
         // `ip netns exec` and `env` exec the program: the pid is the program's.
         let child = Command::new("ip")
             .args(["netns", "exec", &self.name, "env"])
-            .args(environment.iter().map(|(key, value)| format!("{key}={value}")))
+            .args(
+                environment
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}")),
+            )
             .arg(program)
             .args(arguments)
             .stdin(Stdio::null())
@@ -259,11 +263,9 @@ impl Serve {
         match self {
             Serve::Dns(address) => format!("dns,{address}"),
             Serve::DnsServfail(address) => format!("servfail,{address}"),
-            Serve::Tls(address, certificate, key) => format!(
-                "tls,{address},{},{}",
-                certificate.display(),
-                key.display()
-            ),
+            Serve::Tls(address, certificate, key) => {
+                format!("tls,{address},{},{}", certificate.display(), key.display())
+            }
             Serve::TlsAlert(address) => format!("alert,{address}"),
             Serve::Forward(socket) => format!("forward,{}", socket.display()),
         }

@@ -26,15 +26,45 @@ fn main() -> ExitCode {
     let root = Need::Root;
     let (ip, nft) = (Need::Program("ip"), Need::Program("nft"));
     trials::run(vec![
-        trial!(a_host_refusing_the_connection_is_the_acquirers, root, ip, nft),
-        trial!(a_host_resetting_the_connection_is_the_acquirers, root, ip, nft),
-        trial!(an_expired_certificate_served_by_the_host_is_the_acquirers, root, ip, nft),
+        trial!(
+            a_host_refusing_the_connection_is_the_acquirers,
+            root,
+            ip,
+            nft
+        ),
+        trial!(
+            a_host_resetting_the_connection_is_the_acquirers,
+            root,
+            ip,
+            nft
+        ),
+        trial!(
+            an_expired_certificate_served_by_the_host_is_the_acquirers,
+            root,
+            ip,
+            nft
+        ),
         trial!(a_tls_alert_from_the_host_is_the_acquirers, root, ip, nft),
-        trial!(a_time_out_with_the_gateway_fine_is_the_network_providers, root, ip, nft),
+        trial!(
+            a_time_out_with_the_gateway_fine_is_the_network_providers,
+            root,
+            ip,
+            nft
+        ),
         trial!(a_link_down_is_the_merchants, root, ip, nft),
         trial!(a_router_that_never_answered_is_the_merchants, root, ip, nft),
-        trial!(the_carriers_resolver_failing_is_the_network_providers, root, ip, nft),
-        trial!(the_carriers_resolver_silent_is_the_network_providers, root, ip, nft),
+        trial!(
+            the_carriers_resolver_failing_is_the_network_providers,
+            root,
+            ip,
+            nft
+        ),
+        trial!(
+            the_carriers_resolver_silent_is_the_network_providers,
+            root,
+            ip,
+            nft
+        ),
         trial!(the_routers_resolver_failing_is_the_merchants, root, ip, nft),
         trial!(the_routers_resolver_silent_is_the_merchants, root, ip, nft),
         trial!(
@@ -44,7 +74,12 @@ fn main() -> ExitCode {
             nft,
             Need::Program("faketime")
         ),
-        trial!(a_router_that_dies_is_one_gateway_finding_at_once, root, ip, nft),
+        trial!(
+            a_router_that_dies_is_one_gateway_finding_at_once,
+            root,
+            ip,
+            nft
+        ),
     ])
 }
 
@@ -89,8 +124,11 @@ impl Scene {
             ca,
             pki,
         };
-        std::fs::write(scene.dir.path().join("forward-port"), forward_port.to_string())
-            .unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(
+            scene.dir.path().join("forward-port"),
+            forward_port.to_string(),
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
         scene
     }
 
@@ -140,7 +178,11 @@ impl Scene {
              [[targets]]\nname = \"payment-host\"\naddress = \"{PAYMENT_NAME}:443\"\ntls = true\n\
              ca_file = {ca:?}\n",
             token = self.collector.token(terminal_id),
-            state = self.dir().join(format!("{terminal_id}-state")).display().to_string(),
+            state = self
+                .dir()
+                .join(format!("{terminal_id}-state"))
+                .display()
+                .to_string(),
             ca = self.ca.display().to_string(),
         );
         let config_path = self.dir().join(format!("{terminal_id}.toml"));
@@ -180,7 +222,9 @@ impl Scene {
                         let text = |key: &str| finding[key].as_str().unwrap_or("").to_string();
                         (text("code"), text("party"))
                     })
-                    .filter(|(code, _)| code.starts_with("env.network.") || code.starts_with("env.clock"))
+                    .filter(|(code, _)| {
+                        code.starts_with("env.network.") || code.starts_with("env.clock")
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -190,7 +234,13 @@ impl Scene {
 
     /// Waits until `code` is open for the terminal, then checks it is the only network finding
     /// (besides `also`), with `party`; returns how long it took.
-    fn expect(&self, terminal_id: &str, code: &str, party: &str, also: &[(&str, &str)]) -> Duration {
+    fn expect(
+        &self,
+        terminal_id: &str,
+        code: &str,
+        party: &str,
+        also: &[(&str, &str)],
+    ) -> Duration {
         let started = Instant::now();
         let opened = wait_for(OPEN_WITHIN, || {
             self.findings(terminal_id)
@@ -294,7 +344,12 @@ fn a_time_out_with_the_gateway_fine_is_the_network_providers() {
          add rule inet path input ip daddr {PAYMENT_HOST} tcp dport 443 drop"
     ));
     scene.start_agent("T-TIMEOUT", CARRIER_RESOLVER, None);
-    scene.expect("T-TIMEOUT", "env.network.host_unreachable", "network_provider", &[]);
+    scene.expect(
+        "T-TIMEOUT",
+        "env.network.host_unreachable",
+        "network_provider",
+        &[],
+    );
 }
 
 fn a_link_down_is_the_merchants() {
@@ -314,7 +369,12 @@ fn a_router_that_never_answered_is_the_merchants() {
     // Dead from the start: no echo was ever answered, the neighbour table decides.
     scene.shop.kill_router();
     scene.start_agent("T-NOGATEWAY", CARRIER_RESOLVER, None);
-    scene.expect("T-NOGATEWAY", "env.network.gateway_unreachable", "merchant", &[]);
+    scene.expect(
+        "T-NOGATEWAY",
+        "env.network.gateway_unreachable",
+        "merchant",
+        &[],
+    );
 }
 
 fn the_carriers_resolver_failing_is_the_network_providers() {
@@ -422,7 +482,11 @@ fn a_router_that_dies_is_one_gateway_finding_at_once() {
         (detail["sequence"].as_u64().unwrap_or(0) >= 3).then_some(())
     });
     assert!(healthy.is_some(), "agent log:\n{}", scene.agent_log());
-    assert!(scene.findings("T-DIES").is_empty(), "{:?}", scene.findings("T-DIES"));
+    assert!(
+        scene.findings("T-DIES").is_empty(),
+        "{:?}",
+        scene.findings("T-DIES")
+    );
     // The router dies with its link up: its neighbour entry stays complete for a while.
     scene.shop.kill_router();
     let killed = Instant::now();
@@ -438,7 +502,10 @@ fn a_router_that_dies_is_one_gateway_finding_at_once() {
             .then(|| killed.elapsed())
     });
     let Some(detected) = opened else {
-        panic!("no gateway finding; seen {seen:?}\nagent log:\n{}", scene.agent_log());
+        panic!(
+            "no gateway finding; seen {seen:?}\nagent log:\n{}",
+            scene.agent_log()
+        );
     };
     // Let a few more cycles run: nothing else may open, no DNS finding ever.
     std::thread::sleep(Duration::from_secs(4));
