@@ -700,6 +700,74 @@ mod code_tables {
 }
 
 #[cfg(test)]
+mod evidence_code_tables {
+    use super::tests_support::{failed, ok};
+    use crate::test_support::{check_code, with, CodeCase};
+    use posmon_protocol::{ClockStatus, ErrorKind::*, Report, Stage::*, StageResult};
+
+    /// A report whose only probe has `stages`, from a terminal that asks its router for names
+    /// and whose clock is `offset_seconds` off.
+    fn report(stages: Vec<StageResult>, offset_seconds: f64) -> Report {
+        with(move |report| {
+            report.labels.gateway = Some("192.168.1.0/24".into());
+            report.labels.resolver = Some("192.168.1.1".into());
+            report.clock = Some(ClockStatus {
+                offset_ms: offset_seconds * 1000.0,
+                uncertainty_ms: 20.0,
+                ntp_synchronized: None,
+            });
+            report.probes[0].stages = stages.clone();
+        })
+    }
+
+    #[test]
+    fn the_codes_the_evidence_picks_open_and_close_like_the_others() {
+        let healthy = || report(vec![ok(Link), ok(Gateway), ok(Dns), ok(Tcp), ok(Tls)], 0.0);
+        let router_dns = || report(vec![ok(Link), ok(Gateway), failed(Dns, Servfail)], 0.0);
+        let day = 86_400.0;
+        let clock_tls = |offset| {
+            report(
+                vec![
+                    ok(Link),
+                    ok(Gateway),
+                    ok(Dns),
+                    ok(Tcp),
+                    failed(Tls, CertificateExpired),
+                ],
+                offset,
+            )
+        };
+        check_code(
+            CodeCase {
+                code: "env.network.dns_router_failure",
+                opens: vec![healthy(), router_dns(), router_dns()],
+                must_not_open: vec![vec![router_dns(), healthy(), router_dns(), healthy()]],
+                closes: vec![healthy(), healthy()],
+            },
+            &[],
+        );
+        check_code(
+            CodeCase {
+                code: "env.clock_breaks_tls",
+                opens: vec![healthy(), clock_tls(2.0 * day), clock_tls(2.0 * day)],
+                must_not_open: vec![
+                    vec![
+                        clock_tls(2.0 * day),
+                        healthy(),
+                        clock_tls(2.0 * day),
+                        healthy(),
+                    ],
+                    // The clock is right: the certificate is the host's problem.
+                    vec![clock_tls(0.0), clock_tls(0.0), clock_tls(0.0)],
+                ],
+                closes: vec![healthy(), healthy()],
+            },
+            &[],
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests_support {
     use crate::test_support::{stage, with};
     use posmon_protocol::{ErrorKind, Report, Stage, StageResult, StageStatus};
