@@ -421,6 +421,14 @@ mod party_table {
             .collect()
     }
 
+    /// (what happened, the context, the ladder, the expected (code, party)).
+    type Row = (
+        &'static str,
+        &'static Context,
+        Vec<StageResult>,
+        (&'static str, &'static str),
+    );
+
     fn tls_failed(error: posmon_protocol::ErrorKind, days_left: Option<i64>) -> StageResult {
         StageResult {
             certificate_days_left: days_left,
@@ -438,7 +446,7 @@ mod party_table {
             ladder.extend(stages);
             ladder
         };
-        let rows: Vec<(&str, &Context, Vec<StageResult>, (&str, &str))> = vec![
+        let rows: Vec<Row> = vec![
             (
                 "the host refuses the connection",
                 &CARRIER_DNS,
