@@ -38,7 +38,7 @@ impl Measurer {
     /// collector, if any; the local NTP state is added to it.
     pub async fn measure(&mut self, clock: Option<ClockStatus>) -> Cycle {
         let observed_at = OffsetDateTime::now_utc();
-        let probes = self.ladder.probe_all().await;
+        let measured = self.ladder.probe_all().await;
         let software = inventory(&self.sources).await;
         let device = self.device.measure().await;
         let clock = match clock {
@@ -50,7 +50,8 @@ impl Measurer {
         };
         Cycle {
             observed_at,
-            probes,
+            probes: measured.probes,
+            network: measured.network,
             software,
             device,
             clock,

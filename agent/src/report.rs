@@ -1,6 +1,6 @@
 //! Assembles one report from one cycle's measurements.
 
-use posmon_protocol::{ClockStatus, DeviceStatus, ProbeResult, Report, SCHEMA_VERSION};
+use posmon_protocol::{ClockStatus, DeviceStatus, Labels, ProbeResult, Report, SCHEMA_VERSION};
 use time::OffsetDateTime;
 
 use crate::config::AgentConfig;
@@ -9,6 +9,8 @@ use crate::config::AgentConfig;
 pub struct Cycle {
     pub observed_at: OffsetDateTime,
     pub probes: Vec<ProbeResult>,
+    /// The `gateway` and `resolver` labels, measured.
+    pub network: crate::probe::Network,
     pub software: std::collections::BTreeMap<String, posmon_protocol::ComponentVersion>,
     pub device: DeviceStatus,
     pub clock: Option<ClockStatus>,
@@ -21,7 +23,11 @@ pub fn build(config: &AgentConfig, sequence: u64, cycle: Cycle) -> Report {
         sequence,
         observed_at: cycle.observed_at,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        labels: config.labels.to_labels(),
+        labels: Labels {
+            gateway: cycle.network.gateway,
+            resolver: cycle.network.resolver,
+            ..config.labels.to_labels()
+        },
         probes: cycle.probes,
         software: cycle.software,
         device: Some(cycle.device),
@@ -87,6 +93,7 @@ pub(crate) mod tests {
             Cycle {
                 observed_at: OffsetDateTime::now_utc(),
                 probes: vec![],
+                network: Default::default(),
                 software: Default::default(),
                 device: DeviceStatus::default(),
                 clock: None,

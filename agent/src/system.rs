@@ -18,6 +18,12 @@ impl SystemRoot {
         SystemRoot(root.into())
     }
 
+    /// Whether this is the host's own root (`/`) rather than a tree standing in for it (in
+    /// tests): only then is the network it describes real, and may be sent a packet.
+    pub fn is_host(&self) -> bool {
+        self.0 == Path::new("/")
+    }
+
     /// `relative` (e.g. `proc/net/route`) under the root.
     pub fn path(&self, relative: impl AsRef<Path>) -> PathBuf {
         let relative = relative.as_ref();

@@ -24,7 +24,7 @@ use crate::config::{Config, LimitsConfig, Thresholds};
 use crate::device::DeviceSummary;
 use posmon_diagnosis::findings::{Change, Finding, FindingEvent, Tracker};
 use posmon_diagnosis::readiness::{self, PaymentRoles, Readiness};
-use posmon_diagnosis::rules::network_path::{HOST_UNREACHABLE, TLS_FAILURE};
+use posmon_diagnosis::rules::network_path::{HOST_REFUSED, HOST_UNREACHABLE, TLS_FAILURE};
 use posmon_diagnosis::rules::silent::{self, SILENT};
 use posmon_diagnosis::rules::upstream::{self, FleetTallies, CARRIER_OUTAGE, HOST_OUTAGE};
 use posmon_diagnosis::{Category, FindingKind, Signal};
@@ -444,6 +444,7 @@ impl Suppressions {
             }
         }
         let at_host = std::ptr::eq(finding.kind, &HOST_UNREACHABLE)
+            || std::ptr::eq(finding.kind, &HOST_REFUSED)
             || std::ptr::eq(finding.kind, &TLS_FAILURE);
         if !at_host || self.hosts.is_empty() {
             return None;
@@ -1192,7 +1193,7 @@ mod tests {
             report.probes[0].stages = vec![stage(
                 Stage::Tcp,
                 StageStatus::Failed,
-                Some(ErrorKind::Refused),
+                Some(ErrorKind::Timeout),
             )];
         }
         report
@@ -1624,7 +1625,7 @@ mod tests {
                     probe.stages = vec![stage(
                         Stage::Tcp,
                         StageStatus::Failed,
-                        Some(ErrorKind::Refused),
+                        Some(ErrorKind::Timeout),
                     )];
                 }
                 probe

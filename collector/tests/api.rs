@@ -59,7 +59,7 @@ fn report(terminal_id: &str, sequence: u64) -> Value {
         "labels": { "region": "cn-east", "model": "A920" },
         "software": { "pos_app": { "version": "2.9.1" } },
         "probes": [ { "target": "payment-host", "address": "127.0.0.1:9",
-            "stages": [ { "stage": "tcp", "status": "failed", "error": "refused" } ] } ]
+            "stages": [ { "stage": "tcp", "status": "failed", "error": "timeout" } ] } ]
     })
 }
 
@@ -1092,7 +1092,7 @@ async fn readiness_leads_every_view_and_the_problem_list() {
                 for probe in value["probes"].as_array_mut().unwrap() {
                     if Some(probe["target"].as_str().unwrap()) == *failing {
                         probe["stages"] =
-                            json!([ { "stage": "tcp", "status": "failed", "error": "refused" } ]);
+                            json!([ { "stage": "tcp", "status": "failed", "error": "timeout" } ]);
                     }
                 }
                 value

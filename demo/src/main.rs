@@ -201,7 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         "policy minimum 2.4.0, so outdated.pos_app is open; the payment host at {payment_address}"
     );
     println!(
-        "goes down for {0} s every {0} s, opening and closing env.network.host_unreachable.",
+        "goes down for {0} s every {0} s, opening and closing env.network.host_refused.",
         cli.outage_period_seconds
     );
     if cli.simulated_terminals > 0 {

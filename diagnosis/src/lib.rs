@@ -59,15 +59,24 @@ impl Category {
     }
 }
 
-/// Who must act on a finding.
+/// Who must act on a finding. A kind's party is fixed, so where the evidence names another
+/// party (the host refusing rather than the path losing packets, the router's resolver rather
+/// than the carrier's, the terminal's clock rather than the certificate) the rules pick another
+/// kind: the party table in README ("Who must act").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Party {
+    /// The shop: its link, its router (and the router's resolver).
     Merchant,
+    /// The terminal's maker: hardware and firmware.
     PosVendor,
+    /// The carrier or ISP: the path beyond the shop and its resolvers.
     NetworkProvider,
+    /// The POS application's maker.
     SoftwareVendor,
+    /// The payment host's operator.
     Acquirer,
+    /// The team that runs the terminals: their clock, disk, memory and configuration.
     Operations,
 }
 
@@ -221,11 +230,14 @@ static ALL_KINDS: &[&FindingKind] = &[
     &rules::network_path::LINK_DOWN,
     &rules::network_path::GATEWAY_UNREACHABLE,
     &rules::network_path::DNS_FAILURE,
+    &rules::network_path::DNS_ROUTER_FAILURE,
     &rules::network_path::HOST_UNREACHABLE,
+    &rules::network_path::HOST_REFUSED,
     &rules::network_path::TLS_FAILURE,
     &rules::high_latency::HIGH_LATENCY,
     &rules::packet_loss::PACKET_LOSS,
     &rules::clock_skew::CLOCK_SKEW,
+    &rules::clock_skew::CLOCK_BREAKS_TLS,
     &rules::peripheral_missing::PERIPHERAL_MISSING,
     &rules::disk_full::DISK_FULL,
     &rules::memory_pressure::MEMORY_PRESSURE,
@@ -424,6 +436,10 @@ mod tests {
             );
             assert_eq!(kind_by_code(kind.code), Some(kind));
         }
-        assert_eq!(seen.len(), 20, "the issue names twenty codes");
+        assert_eq!(
+            seen.len(),
+            23,
+            "the issue names twenty codes; the party table splits three (host refused, the router's DNS, the clock breaking TLS)"
+        );
     }
 }

@@ -182,6 +182,8 @@ pub fn effect(
             stops_if(roles.processes.iter().any(|name| name == subject))
         }
         "env.clock_skew" => stops_if(severity == Severity::Critical),
+        // A clock so far off that TLS fails breaks every TLS path, payments' among them.
+        "env.clock_breaks_tls" => Readiness::CannotPay,
         _ => match kind.category {
             Category::Availability => Readiness::Unknown,
             Category::Upstream => stops_if(severity == Severity::Critical),
@@ -285,6 +287,7 @@ mod tests {
             ("env.network.high_latency", [R, R, R], [R, R, R]),
             ("env.network.packet_loss", [R, R, R], [R, R, R]),
             ("env.clock_skew", [R, R, R], [X, X, X]),
+            ("env.clock_breaks_tls", [X, X, X], [X, X, X]),
             ("env.hardware.peripheral_missing", [X, R, R], [X, R, R]),
             ("env.hardware.disk_full", [R, R, R], [R, R, R]),
             ("env.hardware.memory_pressure", [R, R, R], [R, R, R]),
@@ -420,7 +423,7 @@ mod tests {
             (
                 "payment host HTTP",
                 target_down("payment-host", Stage::Http),
-                "env.network.host_unreachable",
+                "env.network.host_refused",
                 Severity::Critical,
             ),
             (

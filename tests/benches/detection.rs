@@ -35,7 +35,7 @@ use serde_json::Value;
 
 const TERMINAL: &str = "T-0001";
 /// The finding a refused TCP connection opens.
-const CODE: &str = "env.network.host_unreachable";
+const CODE: &str = "env.network.host_refused";
 const POLL: Duration = Duration::from_millis(100);
 /// The longest wait for one phase (the fault's notices, or the repair's).
 const WAIT_CAP: Duration = Duration::from_secs(360);

@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod netns;
 pub mod trials;
 
 /// Set (by `.ci/run`) to turn every test ignored for lack of a program or root (see [`trials`])

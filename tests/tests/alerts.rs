@@ -86,7 +86,7 @@ fn webhook(dir: &Path, name: &str, url: &str) -> String {
 
 fn report(terminal_id: &str, sequence: u64, region: &str, host_down: bool) -> Value {
     let tcp = if host_down {
-        json!({ "stage": "tcp", "status": "failed", "error": "refused" })
+        json!({ "stage": "tcp", "status": "failed", "error": "timeout" })
     } else {
         json!({ "stage": "tcp", "status": "ok", "latency_ms": { "min": 30.0, "avg": 35.0, "max": 41.0 } })
     };
@@ -266,7 +266,7 @@ fn every_receiver_gets_its_documented_request_shape_and_signature() {
         ),
         "{alert}"
     );
-    assert!(alert["evidence"].to_string().contains("refused"), "{alert}");
+    assert!(alert["evidence"].to_string().contains("timeout"), "{alert}");
     let text = body["text"].as_str().unwrap();
     assert!(
         text.contains("What to do") && text.contains("**T-1**"),

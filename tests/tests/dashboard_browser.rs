@@ -285,7 +285,7 @@ fn failing_report(terminal_id: &str, sequence: u64) -> Value {
             { "stage": "link", "status": "ok" },
             { "stage": "gateway", "status": "ok", "attempts": 3, "successes": 3, "latency_ms": { "min": 1.0, "avg": 1.5, "max": 2.0 } },
             { "stage": "dns", "status": "ok", "latency_ms": { "min": 3.0, "avg": 3.0, "max": 3.0 } },
-            { "stage": "tcp", "status": "failed", "error": "refused" }
+            { "stage": "tcp", "status": "failed", "error": "timeout" }
         ] } ],
         "device": { "cpu_percent": 12.5, "memory_total_bytes": 2147483648u64, "memory_available_bytes": 1073741824u64,
                     "peripherals": [ { "name": "card_reader", "present": true }, { "name": "printer", "present": false } ] }

@@ -46,7 +46,7 @@ fn report(terminal_id: &str, sequence: u64, region: &str, path: Ladder) -> Value
         ]),
         Ladder::HostRefuses => json!([
             { "stage": "gateway", "status": "ok", "attempts": 3, "successes": 3 },
-            { "stage": "tcp", "status": "failed", "error": "refused" },
+            { "stage": "tcp", "status": "failed", "error": "timeout" },
         ]),
         Ladder::GatewayDown => json!([
             { "stage": "gateway", "status": "failed", "error": "timeout", "attempts": 3 },

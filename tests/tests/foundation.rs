@@ -105,7 +105,7 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
     let opened = wait_for(Duration::from_secs(4 * INTERVAL_SECONDS), || {
         collector
             .finding_codes("T-E2E-1")
-            .contains(&"env.network.host_unreachable".to_string())
+            .contains(&"env.network.host_refused".to_string())
             .then(Instant::now)
     });
     let opened = opened.unwrap_or_else(|| panic!("no finding; agent log:\n{}", agent.log()));
@@ -114,10 +114,10 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
         took <= Duration::from_secs(3 * INTERVAL_SECONDS) + Duration::from_millis(500),
         "the finding took {took:?}, more than three report intervals"
     );
-    let findings = collector.get_json("/api/v1/findings?code=env.network.host_unreachable");
+    let findings = collector.get_json("/api/v1/findings?code=env.network.host_refused");
     let finding = &findings["findings"][0];
     assert_eq!(finding["category"], "environment");
-    assert_eq!(finding["party"], "network_provider");
+    assert_eq!(finding["party"], "acquirer");
     assert_eq!(finding["subject"], "payment-host");
     assert!(finding["remediation"]["zh-CN"]
         .as_str()
@@ -126,7 +126,7 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
     assert!(evidence.contains("refused"), "{evidence}");
     let metrics = collector.metrics();
     assert!(
-        metrics.contains("posmon_findings_open{category=\"environment\",code=\"env.network.host_unreachable\",party=\"network_provider\",severity=\"critical\"} 1"),
+        metrics.contains("posmon_findings_open{category=\"environment\",code=\"env.network.host_refused\",party=\"acquirer\",severity=\"critical\"} 1"),
         "{metrics}"
     );
 
@@ -143,7 +143,7 @@ fn a_terminal_reports_and_its_findings_open_and_close() {
     let detail = collector.get_json("/api/v1/terminals/T-E2E-1");
     assert_eq!(
         detail["findings_history"][0]["code"],
-        "env.network.host_unreachable"
+        "env.network.host_refused"
     );
     assert!(detail["findings_history"][0]["closed_at"].is_string());
     assert_eq!(detail["readiness"], "can_pay");

@@ -47,7 +47,7 @@ fn rfc3339(at: OffsetDateTime) -> String {
 /// A report observed at `observed_at` (RFC 3339 text, so that any year can be sent).
 fn report(terminal_id: &str, sequence: u64, observed_at: &str, host_down: bool) -> Value {
     let tcp = if host_down {
-        json!({ "stage": "tcp", "status": "failed", "error": "refused" })
+        json!({ "stage": "tcp", "status": "failed", "error": "timeout" })
     } else {
         json!({ "stage": "tcp", "status": "ok", "latency_ms": { "min": 30.0, "avg": 35.0, "max": 41.0 } })
     };

@@ -4,9 +4,9 @@
 //! the namespace. Needs root, `ip` (iproute2) and `nft` (nftables): without them the tests are
 //! ignored (with the reason) on a developer's machine and fail under CI.
 
-use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::ExitCode;
 
+use posmon_e2e_tests::netns::Namespace;
 use posmon_e2e_tests::trials::{self, Need};
 use posmon_e2e_tests::{healthy_system_root, ladder_of, probe_once, trial};
 
@@ -26,69 +26,6 @@ fn main() -> ExitCode {
             Need::Program("nft")
         ),
     ])
-}
-
-/// A network namespace with loopback up, deleted when dropped (also when the test fails).
-struct Namespace {
-    name: String,
-}
-
-impl Namespace {
-    /// Needs root and `ip` (the tests declare it).
-    fn create() -> Namespace {
-        // Tests run in parallel in one process: the pid alone does not make a name unique.
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "posmon-test-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let status = Command::new("ip").args(["netns", "add", &name]).status();
-        assert!(
-            status.is_ok_and(|status| status.success()),
-            "cannot create network namespace {name}"
-        );
-        // Owned (and so deleted on drop) only once it exists.
-        let namespace = Namespace { name };
-        namespace.run(
-            "ip",
-            &["-n", &namespace.name, "link", "set", "lo", "up"],
-            false,
-        );
-        namespace
-    }
-
-    /// Runs `program` (inside the namespace when `inside`), failing the test if it fails.
-    fn run(&self, program: &str, arguments: &[&str], inside: bool) {
-        let mut command = if inside {
-            let mut command = Command::new("ip");
-            command.args(["netns", "exec", &self.name, program]);
-            command
-        } else {
-            Command::new(program)
-        };
-        let output = command
-            .args(arguments)
-            .output()
-            .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
-        assert!(
-            output.status.success(),
-            "{program} {arguments:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn wrapper(&self) -> [&str; 4] {
-        ["ip", "netns", "exec", &self.name]
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
-    }
 }
 
 fn a_blackholed_port_times_out_and_an_unroutable_address_is_unreachable() {

@@ -51,6 +51,11 @@ impl Resolver {
         }
     }
 
+    /// The address of the first nameserver asked (the `resolver` label), if any.
+    pub fn primary(&self) -> Option<IpAddr> {
+        self.servers.first().map(SocketAddr::ip)
+    }
+
     /// Resolves `name` within `timeout`.
     pub async fn resolve(&self, name: &str, timeout: Duration) -> Resolution {
         let from_hosts: Vec<IpAddr> = self

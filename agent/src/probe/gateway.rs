@@ -1,6 +1,13 @@
 //! The gateway rung: the default route's gateway, and whether it answers ARP, read from the
-//! kernel's neighbour table (`/proc/net/arp`). Passive on purpose: the terminal's own traffic
-//! keeps the entry fresh, so the rung costs no packet on a metered cellular link.
+//! kernel's neighbour table (`/proc/net/arp`), then verified actively by an ICMP echo.
+//!
+//! The neighbour table alone is late: the kernel keeps a dead router's entry complete until its
+//! own timers run out (24–54 s), and meanwhile the rungs behind the router fail and would name
+//! DNS. So every cycle also sends the gateway an echo (on the local link only: it never crosses
+//! the merchant's metered uplink), and when a later rung fails and a gateway that answered
+//! echoes before stops answering, the gateway is unreachable at once. A router that does not
+//! answer echoes while everything works filters them: it is judged by the neighbour table
+//! alone, as where no ICMP socket is permitted.
 
 use std::net::Ipv4Addr;
 
@@ -51,6 +58,52 @@ pub fn measure(root: &SystemRoot, routes: &[Route]) -> StageResult {
     }
 }
 
+/// The gateway the rung asks: the default route's, unless the link is point-to-point.
+pub fn address(routes: &[Route]) -> Option<Ipv4Addr> {
+    default_route(routes)
+        .map(|route| route.gateway)
+        .filter(|gateway| !gateway.is_unspecified())
+}
+
+/// The gateway rung after the echo: `passive` (from the neighbour table) confirmed, completed or
+/// overruled by `echo` (the echo rung towards `gateway`), given whether a later rung failed this
+/// cycle. `answered_before` is the gateway last seen answering echoes; it is updated here.
+pub fn verify(
+    passive: StageResult,
+    gateway: Ipv4Addr,
+    echo: &StageResult,
+    later_rung_failed: bool,
+    answered_before: &mut Option<Ipv4Addr>,
+) -> StageResult {
+    if passive.status == StageStatus::Failed {
+        return passive;
+    }
+    match echo.status {
+        StageStatus::Ok => {
+            *answered_before = Some(gateway);
+            if passive.status == StageStatus::Unavailable {
+                return succeeded(Stage::Gateway, format!("gateway {gateway} answers echo"));
+            }
+            passive
+        }
+        StageStatus::Failed if later_rung_failed && *answered_before == Some(gateway) => failed(
+            Stage::Gateway,
+            ErrorKind::Unreachable,
+            &format!(
+                "gateway {gateway} stopped answering echo (it answered before) while the rungs behind it fail"
+            ),
+        ),
+        StageStatus::Failed => {
+            if !later_rung_failed {
+                // Everything works, so the router filters echoes: no evidence either way.
+                *answered_before = None;
+            }
+            passive
+        }
+        StageStatus::Unavailable => passive,
+    }
+}
+
 /// The flags of the neighbour entry of `address` on `interface`.
 fn neighbour_flags(arp: &str, address: Ipv4Addr, interface: &str) -> Option<u32> {
     arp.lines().skip(1).find_map(|line| {
@@ -69,6 +122,71 @@ fn neighbour_flags(arp: &str, address: Ipv4Addr, interface: &str) -> Option<u32>
 mod tests {
     use super::*;
     use crate::probe::routes::tests::HEADER;
+
+    #[test]
+    fn the_echo_overrules_a_stale_neighbour_entry_only_for_a_gateway_that_answered_before() {
+        let gateway = Ipv4Addr::new(192, 168, 1, 1);
+        let other = Ipv4Addr::new(192, 168, 1, 254);
+        let passive_ok = || succeeded(Stage::Gateway, "answers ARP".into());
+        let no_entry = || stage(Stage::Gateway, StageStatus::Unavailable);
+        let echo = |status| stage(Stage::Icmp, status);
+        use StageStatus::{Failed, Ok, Unavailable};
+        // (passive, echo, later rung failed, answered before) -> (status, answered before after)
+        let rows = [
+            (passive_ok(), Ok, false, None, Ok, Some(gateway)),
+            (no_entry(), Ok, false, None, Ok, Some(gateway)),
+            (
+                passive_ok(),
+                Failed,
+                true,
+                Some(gateway),
+                Failed,
+                Some(gateway),
+            ),
+            // It never answered echoes: the neighbour table decides.
+            (passive_ok(), Failed, true, None, Ok, None),
+            // Another router answered before (the terminal moved).
+            (passive_ok(), Failed, true, Some(other), Ok, Some(other)),
+            // Everything works without echoes: the router filters them.
+            (passive_ok(), Failed, false, Some(gateway), Ok, None),
+            // No ICMP socket permitted.
+            (
+                passive_ok(),
+                Unavailable,
+                true,
+                Some(gateway),
+                Ok,
+                Some(gateway),
+            ),
+            (no_entry(), Unavailable, true, None, Unavailable, None),
+            // The neighbour table already says failed.
+            (
+                failed(Stage::Gateway, ErrorKind::Unreachable, "no ARP"),
+                Ok,
+                true,
+                None,
+                Failed,
+                None,
+            ),
+        ];
+        for (number, (passive, echo_status, later, before, status, after)) in
+            rows.into_iter().enumerate()
+        {
+            let mut answered_before = before;
+            let verdict = verify(
+                passive,
+                gateway,
+                &echo(echo_status),
+                later,
+                &mut answered_before,
+            );
+            assert_eq!(
+                (verdict.status, answered_before),
+                (status, after),
+                "row {number}"
+            );
+        }
+    }
     use crate::probe::rung_on_tree;
 
     /// Routes below the header of `/proc/net/route`.

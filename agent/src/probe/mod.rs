@@ -37,6 +37,22 @@ use tls::{Trust, TrustError};
 /// (why, and a detail).
 pub type Try<T> = Result<(T, Duration, String), (ErrorKind, String)>;
 
+/// One cycle's ladders, and the network they ran on.
+pub struct Measured {
+    pub probes: Vec<ProbeResult>,
+    pub network: Network,
+}
+
+/// The network the terminal is on, as the `gateway` and `resolver` labels carry it: which
+/// terminals share a router, and whose resolver a DNS failure is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Network {
+    /// The default gateway's subnet, `192.168.1.0/24`.
+    pub gateway: Option<String>,
+    /// The first nameserver asked, `10.0.0.53`.
+    pub resolver: Option<String>,
+}
+
 /// A configured target, ready to probe.
 struct Target {
     name: String,
@@ -54,6 +70,8 @@ pub struct Ladder {
     targets: Vec<Arc<Target>>,
     timeout: Duration,
     icmp: bool,
+    /// The gateway last seen answering echoes (see `gateway::verify`).
+    echoing_gateway: std::sync::Mutex<Option<std::net::Ipv4Addr>>,
 }
 
 impl Ladder {
@@ -89,11 +107,12 @@ impl Ladder {
             targets,
             timeout: config.probe_timeout(),
             icmp: config.icmp,
+            echoing_gateway: std::sync::Mutex::new(None),
         })
     }
 
-    /// Every target's ladder, in the configured order.
-    pub async fn probe_all(&self) -> Vec<ProbeResult> {
+    /// Every target's ladder, in the configured order, and the network they ran on.
+    pub async fn probe_all(&self) -> Measured {
         let routes = routes::routes(&self.root);
         let link = link::measure(&self.root, &routes);
         let gateway = if link.status == StageStatus::Failed {
@@ -101,12 +120,15 @@ impl Ladder {
         } else {
             Some(gateway::measure(&self.root, &routes))
         };
-        let shared: Vec<StageResult> = std::iter::once(link).chain(gateway).collect();
-        let blocked = shared
-            .iter()
-            .any(|stage| stage.status == StageStatus::Failed);
+        let blocked = gateway
+            .as_ref()
+            .is_none_or(|gateway| gateway.status == StageStatus::Failed);
         // Read every cycle: DHCP or the modem may have changed the nameservers.
         let resolver = Arc::new(Resolver::new(&self.root, &self.dns_servers));
+        let network = Network {
+            gateway: routes::gateway_subnet(&routes),
+            resolver: resolver.primary().map(|address| address.to_string()),
+        };
         let mut tasks = JoinSet::new();
         if !blocked {
             for (index, target) in self.targets.iter().enumerate() {
@@ -116,14 +138,59 @@ impl Ladder {
                 tasks.spawn(async move { (index, climb(&target, &resolver, timeout, icmp).await) });
             }
         }
-        let mut climbed: Vec<Option<Vec<StageResult>>> = vec![None; self.targets.len()];
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok((index, stages)) => climbed[index] = Some(stages),
-                Err(error) => tracing::error!(%error, "A probe task failed."),
+        // The gateway's echo runs beside the climbs: two tries within the probe timeout. Only
+        // to a gateway of the host's real routing table, never to one a stand-in tree names.
+        let echo_gateway = gateway::address(&routes).filter(|_| !blocked && self.root.is_host());
+        let echo = async {
+            match echo_gateway {
+                Some(address) => Some(icmp::echo(IpAddr::V4(address), 2, self.timeout / 2).await),
+                None => None,
             }
-        }
-        self.targets
+        };
+        let climbs = async {
+            let mut climbed: Vec<Option<Vec<StageResult>>> = vec![None; self.targets.len()];
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok((index, stages)) => climbed[index] = Some(stages),
+                    Err(error) => tracing::error!(%error, "A probe task failed."),
+                }
+            }
+            climbed
+        };
+        let (echo, mut climbed) = tokio::join!(echo, climbs);
+        let gateway = match (gateway, echo_gateway, echo) {
+            (Some(passive), Some(address), Some(echo)) => {
+                let later_rung_failed = climbed.iter().flatten().any(|stages| {
+                    stages.iter().any(|stage| {
+                        stage.status == StageStatus::Failed && stage.stage != Stage::Icmp
+                    })
+                });
+                let mut answered_before = self
+                    .echoing_gateway
+                    .lock()
+                    .map(|guard| *guard)
+                    .unwrap_or(None);
+                let verdict = gateway::verify(
+                    passive,
+                    address,
+                    &echo,
+                    later_rung_failed,
+                    &mut answered_before,
+                );
+                if let Ok(mut guard) = self.echoing_gateway.lock() {
+                    *guard = answered_before;
+                }
+                if verdict.status == StageStatus::Failed {
+                    // The router is dead: the rungs behind it measured nothing of their own.
+                    climbed = vec![None; self.targets.len()];
+                }
+                Some(verdict)
+            }
+            (gateway, _, _) => gateway,
+        };
+        let shared: Vec<StageResult> = std::iter::once(link).chain(gateway).collect();
+        let probes = self
+            .targets
             .iter()
             .zip(climbed)
             .map(|(target, stages)| {
@@ -136,7 +203,8 @@ impl Ladder {
                     stages: ladder,
                 }
             })
-            .collect()
+            .collect();
+        Measured { probes, network }
     }
 }
 

@@ -59,6 +59,34 @@ fn parse_routes(text: &str) -> Vec<Route> {
         .collect()
 }
 
+/// The subnet of the default route's gateway, as `192.168.1.0/24`: the prefix route on the
+/// gateway's interface that holds the gateway. `None` on a point-to-point link (no gateway
+/// address) or without a default route.
+pub fn gateway_subnet(routes: &[Route]) -> Option<String> {
+    let default = default_route(routes)?;
+    if default.gateway.is_unspecified() {
+        return None;
+    }
+    routes
+        .iter()
+        .filter(|route| {
+            !route.is_default()
+                && route.interface == default.interface
+                && route.gateway.is_unspecified()
+                && u32::from(default.gateway) & u32::from(route.mask)
+                    == u32::from(route.destination)
+        })
+        // The most specific prefix that holds the gateway.
+        .max_by_key(|route| u32::from(route.mask).count_ones())
+        .map(|route| {
+            format!(
+                "{}/{}",
+                route.destination,
+                u32::from(route.mask).count_ones()
+            )
+        })
+}
+
 /// An address as `/proc/net/route` and `/proc/net/arp` write it: hex, in host byte order
 /// (little-endian on every Linux target the agent runs on).
 fn hex_address(text: &str) -> Option<Ipv4Addr> {
@@ -119,5 +147,32 @@ pub(crate) mod tests {
             None,
         );
         check("garbage line\n\n", None);
+    }
+
+    #[test]
+    fn the_gateway_subnet_is_the_prefix_route_holding_the_gateway() {
+        let subnet = |lines: &str| gateway_subnet(&parse_routes(&format!("{HEADER}{lines}")));
+        assert_eq!(
+            subnet(
+                "eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+                 eth0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n\
+                 eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n"
+            ),
+            Some("192.168.1.0/24".to_string())
+        );
+        // The same prefix on another interface is another network.
+        assert_eq!(
+            subnet(
+                "eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+                 wlan0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n"
+            ),
+            None
+        );
+        // Point-to-point: no gateway address, no subnet.
+        assert_eq!(
+            subnet("ppp0\t00000000\t00000000\t0001\t0\t0\t0\t00000000\t0\t0\t0\n"),
+            None
+        );
+        assert_eq!(subnet(""), None);
     }
 }

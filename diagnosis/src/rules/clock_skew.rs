@@ -1,7 +1,7 @@
 //! Clock skew: the terminal's clock is off from the collector's by more than the allowed
 //! offset, beyond the uncertainty of the measurement. Card payments and TLS need a right clock.
 
-use posmon_protocol::Report;
+use posmon_protocol::{ErrorKind, Report, StageResult};
 
 use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Severity, Signal, Text};
 
@@ -19,6 +19,49 @@ pub static CLOCK_SKEW: FindingKind = FindingKind {
     },
     hysteresis: Hysteresis::new(2, 2),
 };
+
+pub static CLOCK_BREAKS_TLS: FindingKind = FindingKind {
+    code: "env.clock_breaks_tls",
+    category: Category::Environment,
+    party: Party::Operations,
+    title: Text {
+        en: "The terminal's wrong clock breaks TLS",
+        zh_cn: "终端时钟错误导致 TLS 失败",
+    },
+    remediation: Text {
+        en: "The terminal rejects the host's certificate as expired or not yet valid only because its own clock is off; the certificate is fine. The terminal's operations team sets the clock right and enables time synchronisation (NTP) on the terminal.",
+        zh_cn: "终端因自身时钟错误而将主机证书判为过期或尚未生效，证书本身正常。请终端运维团队校正终端时钟并启用时间同步（NTP）。",
+    },
+    hysteresis: Hysteresis::new(2, 2),
+};
+
+/// A day: the agent reports a certificate's days left rounded down.
+const DAY_SECONDS: f64 = 86_400.0;
+
+/// Whether the terminal's clock explains a failed TLS rung: the certificate is rejected for
+/// its validity dates, the clock is off beyond the allowed offset (beyond the measurement's
+/// uncertainty) in the direction that explains the rejection (ahead: "expired"; behind: "not
+/// yet valid"), and, for "expired", the certificate is still valid by the collector's clock
+/// (its days left, corrected by the offset, with a day of rounding).
+pub fn breaks_tls(report: &Report, failed: &StageResult, policy: &Policy<'_>) -> bool {
+    let Some(clock) = &report.clock else {
+        return false;
+    };
+    let allowed_ms = policy.thresholds.clock_skew_seconds * 1000.0;
+    if clock.offset_ms.abs() - clock.uncertainty_ms <= allowed_ms {
+        return false;
+    }
+    let ahead = clock.offset_ms > 0.0;
+    match failed.error {
+        Some(ErrorKind::CertificateExpired) if ahead => {
+            failed.certificate_days_left.is_none_or(|days| {
+                days as f64 * DAY_SECONDS + clock.offset_ms / 1000.0 + DAY_SECONDS >= 0.0
+            })
+        }
+        Some(ErrorKind::CertificateNotYetValid) => !ahead,
+        _ => false,
+    }
+}
 
 /// An offset this many times the allowed one is critical: certificates and payment messages
 /// start to be refused.

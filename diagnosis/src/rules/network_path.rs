@@ -1,8 +1,11 @@
 //! The network path ladder: the first failing rung of a probe names the cause, so one broken
 //! router yields one gateway finding, not one finding per rung or per target.
 
-use posmon_protocol::{Report, Stage, StageResult};
+use std::net::IpAddr;
 
+use posmon_protocol::{ErrorKind, Report, Stage, StageResult};
+
+use crate::rules::clock_skew;
 use crate::{Category, Evidence, FindingKind, Hysteresis, Party, Policy, Signal, Text};
 
 /// One failed cycle can be a blip: two in a row open a finding, two good ones close it.
@@ -11,14 +14,14 @@ const PATH_HYSTERESIS: Hysteresis = Hysteresis::new(2, 2);
 pub static LINK_DOWN: FindingKind = FindingKind {
     code: "env.network.link_down",
     category: Category::Environment,
-    party: Party::NetworkProvider,
+    party: Party::Merchant,
     title: Text {
         en: "Network link down",
         zh_cn: "网络链路中断",
     },
     remediation: Text {
-        en: "The terminal has no network link. Check the cable, Wi-Fi or SIM card and the mobile signal; if they are fine, contact the network provider.",
-        zh_cn: "终端没有网络连接。请检查网线、Wi-Fi 或 SIM 卡及信号；如均正常，请联系网络运营商。",
+        en: "The terminal has no network link at the shop. The merchant checks the cable, the Wi-Fi or the SIM card and the signal where the terminal stands.",
+        zh_cn: "终端在门店没有网络连接。请商户检查终端所在位置的网线、Wi-Fi 或 SIM 卡及信号。",
     },
     hysteresis: PATH_HYSTERESIS,
 };
@@ -26,15 +29,16 @@ pub static LINK_DOWN: FindingKind = FindingKind {
 pub static GATEWAY_UNREACHABLE: FindingKind = FindingKind {
     code: "env.network.gateway_unreachable",
     category: Category::Environment,
-    party: Party::NetworkProvider,
+    party: Party::Merchant,
     title: Text {
         en: "Default gateway unreachable",
         zh_cn: "默认网关不可达",
     },
     remediation: Text {
-        en: "The terminal cannot reach its router. Restart the router or modem at the shop; if it persists, contact the network provider.",
-        zh_cn: "终端无法连接到路由器。请重启门店的路由器或调制解调器；如仍未恢复，请联系网络运营商。",
-    },    hysteresis: PATH_HYSTERESIS,
+        en: "The shop's router does not answer the terminal. The merchant checks that the router or modem is powered and restarts it.",
+        zh_cn: "门店的路由器没有响应终端。请商户检查路由器或调制解调器的电源并重启。",
+    },
+    hysteresis: PATH_HYSTERESIS,
 };
 
 pub static DNS_FAILURE: FindingKind = FindingKind {
@@ -46,9 +50,25 @@ pub static DNS_FAILURE: FindingKind = FindingKind {
         zh_cn: "域名解析失败",
     },
     remediation: Text {
-        en: "The terminal cannot resolve the host name. Check the DNS servers configured on the terminal or router; contact the network provider if their resolver fails.",
-        zh_cn: "终端无法解析主机名。请检查终端或路由器上配置的 DNS 服务器；如运营商的解析服务故障，请联系网络运营商。",
-    },    hysteresis: PATH_HYSTERESIS,
+        en: "The network provider's resolver does not resolve the host name (it fails, does not answer, or says the name does not exist). Contact the network provider.",
+        zh_cn: "网络运营商的 DNS 服务器无法解析主机名（解析失败、无响应或名称不存在）。请联系网络运营商。",
+    },
+    hysteresis: PATH_HYSTERESIS,
+};
+
+pub static DNS_ROUTER_FAILURE: FindingKind = FindingKind {
+    code: "env.network.dns_router_failure",
+    category: Category::Environment,
+    party: Party::Merchant,
+    title: Text {
+        en: "The shop router's DNS fails",
+        zh_cn: "门店路由器的 DNS 故障",
+    },
+    remediation: Text {
+        en: "The terminal asks the shop's router to resolve names, and the router fails or does not answer. The merchant restarts the router; if it persists, set the router's DNS servers to the network provider's.",
+        zh_cn: "终端通过门店路由器解析域名，而路由器解析失败或无响应。请商户重启路由器；如仍未恢复，请将路由器的 DNS 服务器设为网络运营商提供的地址。",
+    },
+    hysteresis: PATH_HYSTERESIS,
 };
 
 pub static HOST_UNREACHABLE: FindingKind = FindingKind {
@@ -60,39 +80,113 @@ pub static HOST_UNREACHABLE: FindingKind = FindingKind {
         zh_cn: "支付主机不可达",
     },
     remediation: Text {
-        en: "The terminal reaches the network but not this host. Check firewall rules and the route to the host; if many terminals fail the same host, the host itself is down: contact the acquirer.",
-        zh_cn: "终端网络正常，但无法连接该主机。请检查防火墙规则和到该主机的路由；如多台终端同时无法连接同一主机，则为主机故障，请联系收单机构。",
-    },    hysteresis: PATH_HYSTERESIS,
+        en: "The shop's router answers, but the host does not: packets are lost beyond the shop (a time-out or no route). Contact the network provider; if many terminals of several networks fail the same host, the host is down and the fleet-wide finding names its operator.",
+        zh_cn: "门店路由器正常，但主机没有响应：数据包在门店之外丢失（超时或无路由）。请联系网络运营商；如多个网络的大量终端无法连接同一主机，则为主机故障，全网级告警会指明其运营方。",
+    },
+    hysteresis: PATH_HYSTERESIS,
+};
+
+pub static HOST_REFUSED: FindingKind = FindingKind {
+    code: "env.network.host_refused",
+    category: Category::Environment,
+    party: Party::Acquirer,
+    title: Text {
+        en: "Payment host refuses the connection",
+        zh_cn: "支付主机拒绝连接",
+    },
+    remediation: Text {
+        en: "The host itself answers with a refusal, a reset or a server error: the path is fine and its service is not. The host's operator (the acquirer) must fix the service.",
+        zh_cn: "主机本身以拒绝连接、重置连接或服务器错误作答：网络通畅，但其服务异常。需由主机运营方（收单机构）修复服务。",
+    },
+    hysteresis: PATH_HYSTERESIS,
 };
 
 pub static TLS_FAILURE: FindingKind = FindingKind {
     code: "env.network.tls_failure",
     category: Category::Environment,
-    party: Party::NetworkProvider,
+    party: Party::Acquirer,
     title: Text {
         en: "TLS handshake failed",
         zh_cn: "TLS 握手失败",
     },
     remediation: Text {
-        en: "The secure connection to the host fails. Check the terminal's clock and CA certificates; an expired or wrong server certificate must be fixed by the host's operator.",
-        zh_cn: "与主机的安全连接失败。请检查终端时钟和 CA 证书；如服务器证书过期或不匹配，需由主机运营方修复。",
-    },    hysteresis: PATH_HYSTERESIS,
+        en: "The host's TLS fails while the terminal's clock is right: its certificate is expired, not trusted or for another name, or it ends the handshake with an alert. The host's operator (the acquirer) must fix its certificate or TLS setup.",
+        zh_cn: "终端时钟正常，但主机的 TLS 失败：证书过期、不受信任或与域名不符，或主机以告警中止握手。需由主机运营方（收单机构）修复证书或 TLS 配置。",
+    },
+    hysteresis: PATH_HYSTERESIS,
 };
 
-/// The finding kind for a failed rung, and whether it concerns the whole terminal (link and
-/// gateway) rather than one target. ICMP is a side measurement, not a rung: it opens nothing.
-fn kind_of(stage: Stage) -> Option<(&'static FindingKind, bool)> {
-    match stage {
+/// The finding kind for a probe's first failed rung, and whether it concerns the whole terminal
+/// (link and gateway) rather than one target. The party follows the evidence: who answered
+/// (the host refusing, the router's resolver), and whether the terminal's own clock explains a
+/// certificate it rejects. ICMP is a side measurement, not a rung: it opens nothing.
+fn kind_of(
+    report: &Report,
+    failed: &StageResult,
+    policy: &Policy<'_>,
+) -> Option<(&'static FindingKind, bool)> {
+    let error = failed.error.unwrap_or(ErrorKind::Other);
+    match failed.stage {
         Stage::Link => Some((&LINK_DOWN, true)),
         Stage::Gateway => Some((&GATEWAY_UNREACHABLE, true)),
+        Stage::Dns if resolver_is_the_router(report) && resolver_broken(error) => {
+            Some((&DNS_ROUTER_FAILURE, false))
+        }
         Stage::Dns => Some((&DNS_FAILURE, false)),
-        Stage::Tcp | Stage::Http | Stage::Other => Some((&HOST_UNREACHABLE, false)),
+        Stage::Tcp if matches!(error, ErrorKind::Refused | ErrorKind::Reset) => {
+            Some((&HOST_REFUSED, false))
+        }
+        Stage::Tcp | Stage::Other => Some((&HOST_UNREACHABLE, false)),
+        // The host accepted the connection and the handshake: what fails now is its service.
+        Stage::Http => Some((&HOST_REFUSED, false)),
+        Stage::Tls if clock_skew::breaks_tls(report, failed, policy) => {
+            Some((&clock_skew::CLOCK_BREAKS_TLS, false))
+        }
         Stage::Tls => Some((&TLS_FAILURE, false)),
         Stage::Icmp => None,
     }
 }
 
-fn evidence(target: &str, address: &str, failed: &StageResult) -> Vec<Evidence> {
+/// Errors of the resolver itself (rather than an answer about the name).
+fn resolver_broken(error: ErrorKind) -> bool {
+    !matches!(error, ErrorKind::Nxdomain | ErrorKind::NoResolver)
+}
+
+/// Whether the resolver the terminal asks is the shop's router: the gateway itself or an
+/// address in the gateway's subnet (both labels as the agent measured them).
+fn resolver_is_the_router(report: &Report) -> bool {
+    let (Some(resolver), Some(gateway)) = (&report.labels.resolver, &report.labels.gateway) else {
+        return false;
+    };
+    let Ok(resolver) = resolver.parse::<IpAddr>() else {
+        return false;
+    };
+    let Some((network, prefix)) = gateway.split_once('/') else {
+        return false;
+    };
+    let (Ok(network), Ok(prefix)) = (network.parse::<IpAddr>(), prefix.parse::<u32>()) else {
+        return false;
+    };
+    match (resolver, network) {
+        (IpAddr::V4(resolver), IpAddr::V4(network)) if prefix <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+            u32::from(resolver) & mask == u32::from(network) & mask
+        }
+        (IpAddr::V6(resolver), IpAddr::V6(network)) if prefix <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - prefix).unwrap_or(0);
+            u128::from(resolver) & mask == u128::from(network) & mask
+        }
+        _ => false,
+    }
+}
+
+fn evidence(
+    report: &Report,
+    kind: &FindingKind,
+    target: &str,
+    address: &str,
+    failed: &StageResult,
+) -> Vec<Evidence> {
     let mut evidence = vec![
         Evidence::new("target", target),
         Evidence::new("address", address),
@@ -114,6 +208,25 @@ fn evidence(target: &str, address: &str, failed: &StageResult) -> Vec<Evidence> 
     if let Some(status) = failed.http_status {
         evidence.push(Evidence::new("http_status", status.to_string()).with_threshold("< 500"));
     }
+    // What decided the party: whose resolver failed, how far off the clock is.
+    if failed.stage == Stage::Dns {
+        for (name, value) in [
+            ("resolver", &report.labels.resolver),
+            ("gateway_subnet", &report.labels.gateway),
+        ] {
+            if let Some(value) = value {
+                evidence.push(Evidence::new(name, value.as_str()));
+            }
+        }
+    }
+    if std::ptr::eq(kind, &clock_skew::CLOCK_BREAKS_TLS) {
+        if let Some(clock) = &report.clock {
+            evidence.push(Evidence::new(
+                "clock_offset_seconds",
+                format!("{:.1}", clock.offset_ms / 1000.0),
+            ));
+        }
+    }
     evidence
 }
 
@@ -124,7 +237,7 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
         }) else {
             continue;
         };
-        let Some((kind, terminal_wide)) = kind_of(failed.stage) else {
+        let Some((kind, terminal_wide)) = kind_of(report, failed, policy) else {
             continue;
         };
         let subject = if terminal_wide {
@@ -144,7 +257,7 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
             kind,
             severity: crate::readiness::severity_of(kind, &subject, policy.roles),
             subject,
-            evidence: evidence(&probe.target, &probe.address, failed),
+            evidence: evidence(report, kind, &probe.target, &probe.address, failed),
         });
     }
 }
@@ -192,7 +305,7 @@ mod tests {
         );
         check(
             vec![("pay", vec![ok(Dns), failed(Tcp, Refused)])],
-            &[("env.network.host_unreachable", "pay")],
+            &[("env.network.host_refused", "pay")],
         );
         check(
             vec![("pay", vec![failed(Dns, Nxdomain), failed(Tcp, Timeout)])],
@@ -207,7 +320,7 @@ mod tests {
         );
         check(
             vec![("pay", vec![ok(Tcp), ok(Tls), failed(Http, HttpStatus)])],
-            &[("env.network.host_unreachable", "pay")],
+            &[("env.network.host_refused", "pay")],
         );
         // ICMP may be unavailable or fail without opening anything.
         check(vec![("pay", vec![ok(Tcp), failed(Icmp, Timeout)])], &[]);
@@ -237,6 +350,305 @@ mod tests {
 }
 
 #[cfg(test)]
+mod party_table {
+    use super::tests_support::{failed, ok};
+    use super::*;
+    use crate::test_support::healthy_report;
+    use posmon_protocol::{ClockStatus, ErrorKind::*, ProbeResult, Stage::*};
+
+    /// What a terminal reports around its ladder: the labels the agent measures and the clock.
+    struct Context {
+        gateway: Option<&'static str>,
+        resolver: Option<&'static str>,
+        clock_offset_seconds: Option<f64>,
+    }
+
+    const CARRIER_DNS: Context = Context {
+        gateway: Some("192.168.1.0/24"),
+        resolver: Some("10.0.0.53"),
+        clock_offset_seconds: Some(0.4),
+    };
+    const ROUTER_DNS: Context = Context {
+        resolver: Some("192.168.1.1"),
+        ..CARRIER_DNS
+    };
+    const ROUTER_SUBNET_DNS: Context = Context {
+        resolver: Some("192.168.1.53"),
+        ..CARRIER_DNS
+    };
+    const NO_LABELS: Context = Context {
+        gateway: None,
+        resolver: None,
+        clock_offset_seconds: None,
+    };
+    const CLOCK_AHEAD: Context = Context {
+        clock_offset_seconds: Some(2.0 * 86_400.0),
+        ..CARRIER_DNS
+    };
+    const CLOCK_BEHIND: Context = Context {
+        clock_offset_seconds: Some(-3.0 * 86_400.0),
+        ..CARRIER_DNS
+    };
+    const CLOCK_SLIGHTLY_OFF: Context = Context {
+        clock_offset_seconds: Some(30.0),
+        ..CARRIER_DNS
+    };
+
+    /// The (code, party) the rule names for one ladder in one context.
+    fn verdict(context: &Context, stages: Vec<StageResult>) -> Vec<(&'static str, &'static str)> {
+        let mut report = healthy_report();
+        report.labels.gateway = context.gateway.map(str::to_string);
+        report.labels.resolver = context.resolver.map(str::to_string);
+        report.clock = context.clock_offset_seconds.map(|seconds| ClockStatus {
+            offset_ms: seconds * 1000.0,
+            uncertainty_ms: 50.0,
+            ntp_synchronized: Some(false),
+        });
+        report.probes = vec![ProbeResult {
+            target: "pay".into(),
+            address: "pay.example:443".into(),
+            stages,
+        }];
+        let thresholds = crate::thresholds::Thresholds::default();
+        let policy = Policy {
+            versions: &[],
+            thresholds: &thresholds,
+            roles: &crate::readiness::PaymentRoles::default(),
+        };
+        let mut signals = Vec::new();
+        evaluate(&report, &policy, &mut signals);
+        signals
+            .iter()
+            .map(|signal| (signal.kind.code, signal.kind.party.as_str()))
+            .collect()
+    }
+
+    /// (what happened, the context, the ladder, the expected (code, party)).
+    type Row = (
+        &'static str,
+        &'static Context,
+        Vec<StageResult>,
+        (&'static str, &'static str),
+    );
+
+    fn tls_failed(error: posmon_protocol::ErrorKind, days_left: Option<i64>) -> StageResult {
+        StageResult {
+            certificate_days_left: days_left,
+            ..failed(Tls, error)
+        }
+    }
+
+    /// Every row of the party table in README ("Who must act"), and the evidence that moves a
+    /// failure from one party to another.
+    #[test]
+    fn the_party_follows_the_evidence() {
+        let up = || vec![ok(Link), ok(Gateway)];
+        let rung = |stages: Vec<StageResult>| {
+            let mut ladder = up();
+            ladder.extend(stages);
+            ladder
+        };
+        let rows: Vec<Row> = vec![
+            (
+                "the host refuses the connection",
+                &CARRIER_DNS,
+                rung(vec![ok(Dns), failed(Tcp, Refused)]),
+                ("env.network.host_refused", "acquirer"),
+            ),
+            (
+                "the host resets the connection",
+                &CARRIER_DNS,
+                rung(vec![ok(Dns), failed(Tcp, Reset)]),
+                ("env.network.host_refused", "acquirer"),
+            ),
+            (
+                "the host answers 503",
+                &CARRIER_DNS,
+                rung(vec![ok(Dns), ok(Tcp), ok(Tls), failed(Http, HttpStatus)]),
+                ("env.network.host_refused", "acquirer"),
+            ),
+            (
+                "the host serves an expired certificate, the clock is right",
+                &CARRIER_DNS,
+                rung(vec![
+                    ok(Dns),
+                    ok(Tcp),
+                    tls_failed(CertificateExpired, Some(-400)),
+                ]),
+                ("env.network.tls_failure", "acquirer"),
+            ),
+            (
+                "the host ends the handshake with an alert",
+                &CARRIER_DNS,
+                rung(vec![ok(Dns), ok(Tcp), failed(Tls, HandshakeFailed)]),
+                ("env.network.tls_failure", "acquirer"),
+            ),
+            (
+                "the host's certificate is from an unknown CA",
+                &CLOCK_AHEAD,
+                rung(vec![ok(Dns), ok(Tcp), failed(Tls, UnknownCa)]),
+                ("env.network.tls_failure", "acquirer"),
+            ),
+            (
+                "an expired certificate, and the clock is not measured",
+                &NO_LABELS,
+                rung(vec![
+                    ok(Dns),
+                    ok(Tcp),
+                    tls_failed(CertificateExpired, Some(-1)),
+                ]),
+                ("env.network.tls_failure", "acquirer"),
+            ),
+            (
+                "a certificate expired two years ago, the clock two days ahead",
+                &CLOCK_AHEAD,
+                rung(vec![
+                    ok(Dns),
+                    ok(Tcp),
+                    tls_failed(CertificateExpired, Some(-730)),
+                ]),
+                ("env.network.tls_failure", "acquirer"),
+            ),
+            (
+                "expired only by the terminal's clock, two days ahead",
+                &CLOCK_AHEAD,
+                rung(vec![
+                    ok(Dns),
+                    ok(Tcp),
+                    tls_failed(CertificateExpired, Some(-1)),
+                ]),
+                ("env.clock_breaks_tls", "operations"),
+            ),
+            (
+                "not yet valid by the terminal's clock, three days behind",
+                &CLOCK_BEHIND,
+                rung(vec![
+                    ok(Dns),
+                    ok(Tcp),
+                    tls_failed(CertificateNotYetValid, Some(80)),
+                ]),
+                ("env.clock_breaks_tls", "operations"),
+            ),
+            (
+                "not yet valid, but the clock is ahead: not the clock",
+                &CLOCK_AHEAD,
+                rung(vec![
+                    ok(Dns),
+                    ok(Tcp),
+                    tls_failed(CertificateNotYetValid, Some(80)),
+                ]),
+                ("env.network.tls_failure", "acquirer"),
+            ),
+            (
+                "expired, the clock within the allowed offset: not the clock",
+                &CLOCK_SLIGHTLY_OFF,
+                rung(vec![
+                    ok(Dns),
+                    ok(Tcp),
+                    tls_failed(CertificateExpired, Some(-1)),
+                ]),
+                ("env.network.tls_failure", "acquirer"),
+            ),
+            (
+                "a time-out towards the host, the gateway fine",
+                &CARRIER_DNS,
+                rung(vec![ok(Dns), failed(Tcp, Timeout)]),
+                ("env.network.host_unreachable", "network_provider"),
+            ),
+            (
+                "no route to the host, the gateway fine",
+                &CARRIER_DNS,
+                rung(vec![ok(Dns), failed(Tcp, Unreachable)]),
+                ("env.network.host_unreachable", "network_provider"),
+            ),
+            (
+                "the link is down",
+                &CARRIER_DNS,
+                vec![failed(Link, NoCarrier)],
+                ("env.network.link_down", "merchant"),
+            ),
+            (
+                "the gateway does not answer",
+                &CARRIER_DNS,
+                vec![ok(Link), failed(Gateway, Unreachable)],
+                ("env.network.gateway_unreachable", "merchant"),
+            ),
+            (
+                "the carrier's resolver fails",
+                &CARRIER_DNS,
+                rung(vec![failed(Dns, Servfail)]),
+                ("env.network.dns_failure", "network_provider"),
+            ),
+            (
+                "the carrier's resolver does not answer",
+                &CARRIER_DNS,
+                rung(vec![failed(Dns, Timeout)]),
+                ("env.network.dns_failure", "network_provider"),
+            ),
+            (
+                "a resolver the agent did not name",
+                &NO_LABELS,
+                rung(vec![failed(Dns, Servfail)]),
+                ("env.network.dns_failure", "network_provider"),
+            ),
+            (
+                "the router, as resolver, fails",
+                &ROUTER_DNS,
+                rung(vec![failed(Dns, Servfail)]),
+                ("env.network.dns_router_failure", "merchant"),
+            ),
+            (
+                "the router, as resolver, does not answer",
+                &ROUTER_DNS,
+                rung(vec![failed(Dns, Timeout)]),
+                ("env.network.dns_router_failure", "merchant"),
+            ),
+            (
+                "a resolver in the shop's subnet does not answer",
+                &ROUTER_SUBNET_DNS,
+                rung(vec![failed(Dns, Timeout)]),
+                ("env.network.dns_router_failure", "merchant"),
+            ),
+            (
+                "the router's resolver says the name does not exist: an answer about the name",
+                &ROUTER_DNS,
+                rung(vec![failed(Dns, Nxdomain)]),
+                ("env.network.dns_failure", "network_provider"),
+            ),
+        ];
+        for (row, context, stages, expected) in rows {
+            assert_eq!(verdict(context, stages), vec![expected], "{row}");
+        }
+    }
+
+    #[test]
+    fn only_a_well_formed_subnet_holds_the_resolver() {
+        for (gateway, resolver, router) in [
+            ("192.168.1.0/24", "192.168.1.1", true),
+            ("192.168.1.0/24", "192.168.2.1", false),
+            ("10.0.0.0/8", "10.200.3.4", true),
+            ("0.0.0.0/0", "8.8.8.8", true),
+            ("192.168.1.1/32", "192.168.1.1", true),
+            ("192.168.1.0/33", "192.168.1.1", false),
+            ("192.168.1.0", "192.168.1.1", false),
+            ("fd00:1::/64", "fd00:1::1", true),
+            ("fd00:1::/64", "192.168.1.1", false),
+            ("garbage/24", "192.168.1.1", false),
+            ("192.168.1.0/24", "not an address", false),
+        ] {
+            let mut report = healthy_report();
+            report.labels.gateway = Some(gateway.into());
+            report.labels.resolver = Some(resolver.into());
+            assert_eq!(
+                resolver_is_the_router(&report),
+                router,
+                "{gateway} {resolver}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
 mod code_tables {
     use super::tests_support::*;
     use crate::test_support::{check_code, CodeCase};
@@ -257,6 +669,10 @@ mod code_tables {
             ),
             (
                 "env.network.host_unreachable",
+                vec![ok(Link), ok(Gateway), ok(Dns), failed(Tcp, Timeout)],
+            ),
+            (
+                "env.network.host_refused",
                 vec![ok(Link), ok(Gateway), ok(Dns), failed(Tcp, Refused)],
             ),
             (
@@ -290,6 +706,74 @@ mod code_tables {
                 &[],
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod evidence_code_tables {
+    use super::tests_support::{failed, ok};
+    use crate::test_support::{check_code, with, CodeCase};
+    use posmon_protocol::{ClockStatus, ErrorKind::*, Report, Stage::*, StageResult};
+
+    /// A report whose only probe has `stages`, from a terminal that asks its router for names
+    /// and whose clock is `offset_seconds` off.
+    fn report(stages: Vec<StageResult>, offset_seconds: f64) -> Report {
+        with(move |report| {
+            report.labels.gateway = Some("192.168.1.0/24".into());
+            report.labels.resolver = Some("192.168.1.1".into());
+            report.clock = Some(ClockStatus {
+                offset_ms: offset_seconds * 1000.0,
+                uncertainty_ms: 20.0,
+                ntp_synchronized: None,
+            });
+            report.probes[0].stages = stages.clone();
+        })
+    }
+
+    #[test]
+    fn the_codes_the_evidence_picks_open_and_close_like_the_others() {
+        let healthy = || report(vec![ok(Link), ok(Gateway), ok(Dns), ok(Tcp), ok(Tls)], 0.0);
+        let router_dns = || report(vec![ok(Link), ok(Gateway), failed(Dns, Servfail)], 0.0);
+        let day = 86_400.0;
+        let clock_tls = |offset| {
+            report(
+                vec![
+                    ok(Link),
+                    ok(Gateway),
+                    ok(Dns),
+                    ok(Tcp),
+                    failed(Tls, CertificateExpired),
+                ],
+                offset,
+            )
+        };
+        check_code(
+            CodeCase {
+                code: "env.network.dns_router_failure",
+                opens: vec![healthy(), router_dns(), router_dns()],
+                must_not_open: vec![vec![router_dns(), healthy(), router_dns(), healthy()]],
+                closes: vec![healthy(), healthy()],
+            },
+            &[],
+        );
+        check_code(
+            CodeCase {
+                code: "env.clock_breaks_tls",
+                opens: vec![healthy(), clock_tls(2.0 * day), clock_tls(2.0 * day)],
+                must_not_open: vec![
+                    vec![
+                        clock_tls(2.0 * day),
+                        healthy(),
+                        clock_tls(2.0 * day),
+                        healthy(),
+                    ],
+                    // The clock is right: the certificate is the host's problem.
+                    vec![clock_tls(0.0), clock_tls(0.0), clock_tls(0.0)],
+                ],
+                closes: vec![healthy(), healthy()],
+            },
+            &[],
+        );
     }
 }
 

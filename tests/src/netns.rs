@@ -1,0 +1,434 @@
+//! Network namespaces for tests that need a network they control: a namespace deleted on drop,
+//! a shop (a terminal namespace behind a router namespace that also stands for the carrier's
+//! resolver and the payment host), stand-in servers run inside a namespace, and a way for an
+//! agent inside one to reach a collector on the host's loopback. No packet leaves the
+//! namespaces a test creates. Needs root, `ip` and (for faults) `nft`: the tests declare it.
+//!
+//! A stand-in server runs inside a namespace as the test binary itself, started again through
+//! `ip netns exec` with [`SERVE_ENV`] naming what to serve: a test file using them calls
+//! [`serve_if_asked`] first thing in its `main`.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{wait_for, Process};
+
+/// The environment variable that makes a test binary a stand-in server (see [`Serve`]).
+pub const SERVE_ENV: &str = "POSMON_NETNS_SERVE";
+
+/// The shop's subnet: the terminal is `.2`, the router `.1`.
+pub const TERMINAL: &str = "192.168.77.2";
+pub const ROUTER: &str = "192.168.77.1";
+pub const SHOP_SUBNET: &str = "192.168.77.0/24";
+/// Beyond the router: the payment host and the carrier's resolver (addresses of the router
+/// namespace, reached through the router).
+pub const PAYMENT_HOST: &str = "10.77.0.2";
+pub const CARRIER_RESOLVER: &str = "10.77.0.53";
+/// The name the resolvers answer with [`PAYMENT_HOST`].
+pub const PAYMENT_NAME: &str = "pay.test";
+
+/// A network namespace with loopback up, deleted when dropped (also when the test fails).
+pub struct Namespace {
+    pub name: String,
+}
+
+impl Namespace {
+    pub fn create() -> Namespace {
+        // Tests run in parallel in one process: the pid alone does not make a name unique.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "posmon-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let status = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(
+            status.is_ok_and(|status| status.success()),
+            "cannot create network namespace {name}"
+        );
+        // Owned (and so deleted on drop) only once it exists.
+        let namespace = Namespace { name };
+        namespace.ip(&["link", "set", "lo", "up"]);
+        namespace
+    }
+
+    /// Runs `program` (inside the namespace when `inside`), failing the test if it fails.
+    pub fn run(&self, program: &str, arguments: &[&str], inside: bool) {
+        let mut command = if inside {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", &self.name, program]);
+            command
+        } else {
+            Command::new(program)
+        };
+        let output = command
+            .args(arguments)
+            .output()
+            .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+        assert!(
+            output.status.success(),
+            "{program} {arguments:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// `ip -n <namespace> …`
+    pub fn ip(&self, arguments: &[&str]) {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(arguments);
+        self.run("ip", &all, false);
+    }
+
+    /// `nft <script>` inside the namespace.
+    pub fn nft(&self, script: &str) {
+        self.run("nft", &[script], true);
+    }
+
+    /// The command prefix that runs a program inside the namespace.
+    pub fn wrapper(&self) -> [&str; 4] {
+        ["ip", "netns", "exec", &self.name]
+    }
+
+    /// Starts `program` inside the namespace with `environment`, its stderr in `log`.
+    pub fn spawn(
+        &self,
+        program: &Path,
+        arguments: &[&str],
+        environment: &[(&str, &str)],
+        log: &Path,
+    ) -> Process {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|error| panic!("{}: {error}", log.display()));
+        // `ip netns exec` and `env` exec the program: the pid is the program's.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "env"])
+            .args(
+                environment
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}")),
+            )
+            .arg(program)
+            .args(arguments)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+        Process {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// Starts this test binary inside the namespace as the stand-in servers `serves`, and
+    /// waits until they listen.
+    pub fn serve(&self, dir: &Path, name: &str, serves: &[Serve]) -> Process {
+        let ready = dir.join(format!("{name}.ready"));
+        let spec = serves.iter().map(Serve::spec).collect::<Vec<_>>().join(";");
+        let program = std::env::current_exe().unwrap_or_else(|error| panic!("{error}"));
+        let ready_text = ready.display().to_string();
+        let process = self.spawn(
+            &program,
+            &[],
+            &[(SERVE_ENV, &spec), (READY_ENV, &ready_text)],
+            &dir.join(format!("{name}.log")),
+        );
+        assert!(
+            wait_for(Duration::from_secs(10), || ready.exists().then_some(())).is_some(),
+            "the stand-in servers {spec} did not start:\n{}",
+            process.log()
+        );
+        process
+    }
+
+    /// A TCP port on the namespace's loopback that leads to `target` on the host's loopback
+    /// (through a Unix socket in `dir`, which both sides see): how an agent in the namespace
+    /// reaches a collector the test can query. Returns the port and the forwarder's process.
+    pub fn forward_to(&self, dir: &Path, target: SocketAddr) -> (u16, Process) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let socket = dir.join(format!(
+            "forward-{}.sock",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let listener = UnixListener::bind(&socket).unwrap_or_else(|error| panic!("{error}"));
+        std::thread::spawn(move || {
+            for unix in listener.incoming().map_while(Result::ok) {
+                if let Ok(tcp) = TcpStream::connect(target) {
+                    splice(tcp, unix);
+                }
+            }
+        });
+        let process = self.serve(
+            dir,
+            &format!("forwarder-{}", self.name),
+            &[Serve::Forward(socket)],
+        );
+        let port_file = dir.join(format!("forwarder-{}.ready", self.name));
+        let port = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the forwarder wrote no port"));
+        (port, process)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// A shop: the terminal's namespace, whose only link (`t0`, [`TERMINAL`]) leads to the
+/// router's namespace (`r0`, [`ROUTER`], the default gateway). The router namespace also holds
+/// [`PAYMENT_HOST`] and [`CARRIER_RESOLVER`], reached through the router as if across the
+/// carrier's network.
+pub struct Shop {
+    pub terminal: Namespace,
+    pub router: Namespace,
+}
+
+impl Shop {
+    pub fn new() -> Shop {
+        let shop = Shop {
+            terminal: Namespace::create(),
+            router: Namespace::create(),
+        };
+        let router = shop.router.name.as_str();
+        shop.terminal.ip(&[
+            "link", "add", "t0", "type", "veth", "peer", "name", "r0", "netns", router,
+        ]);
+        shop.terminal
+            .ip(&["addr", "add", &format!("{TERMINAL}/24"), "dev", "t0"]);
+        shop.terminal.ip(&["link", "set", "t0", "up"]);
+        shop.router
+            .ip(&["addr", "add", &format!("{ROUTER}/24"), "dev", "r0"]);
+        shop.router.ip(&["link", "set", "r0", "up"]);
+        for address in [PAYMENT_HOST, CARRIER_RESOLVER] {
+            shop.router
+                .ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
+        }
+        shop.terminal
+            .ip(&["route", "add", "default", "via", ROUTER, "dev", "t0"]);
+        shop
+    }
+
+    /// The router stops answering anything, ARP included, while its link stays up.
+    pub fn kill_router(&self) {
+        self.router.nft(
+            "add table netdev dead; \
+             add chain netdev dead in { type filter hook ingress device r0 priority 0; policy drop; }",
+        );
+    }
+}
+
+impl Default for Shop {
+    fn default() -> Self {
+        Shop::new()
+    }
+}
+
+/// What a stand-in server answers.
+#[derive(Debug, Clone)]
+pub enum Serve {
+    /// A DNS server on `address`:53 (UDP) answering [`PAYMENT_NAME`] with [`PAYMENT_HOST`]
+    /// (other names: NXDOMAIN).
+    Dns(&'static str),
+    /// A DNS server on `address`:53 that answers SERVFAIL to everything.
+    DnsServfail(&'static str),
+    /// A TLS server on `address`:443 presenting the certificate and key (DER files).
+    Tls(&'static str, PathBuf, PathBuf),
+    /// A server on `address`:443 that ends every handshake with a fatal TLS alert.
+    TlsAlert(&'static str),
+    /// A TCP port on the namespace's loopback forwarded to a Unix socket; it writes its port
+    /// into the ready file.
+    Forward(PathBuf),
+}
+
+/// The environment variable naming the file a stand-in writes once it listens.
+const READY_ENV: &str = "POSMON_NETNS_READY";
+
+impl Serve {
+    fn spec(&self) -> String {
+        match self {
+            Serve::Dns(address) => format!("dns,{address}"),
+            Serve::DnsServfail(address) => format!("servfail,{address}"),
+            Serve::Tls(address, certificate, key) => {
+                format!("tls,{address},{},{}", certificate.display(), key.display())
+            }
+            Serve::TlsAlert(address) => format!("alert,{address}"),
+            Serve::Forward(socket) => format!("forward,{}", socket.display()),
+        }
+    }
+}
+
+/// When this process was started as a stand-in server ([`SERVE_ENV`] set): serves until
+/// killed and returns `true` only if it could not start. Otherwise returns `false` at once.
+pub fn serve_if_asked() -> bool {
+    let Ok(spec) = std::env::var(SERVE_ENV) else {
+        return false;
+    };
+    let ready = std::env::var(READY_ENV).unwrap_or_else(|error| panic!("{READY_ENV}: {error}"));
+    let mut ready_text = String::new();
+    for serve in spec.split(';') {
+        let fields: Vec<&str> = serve.split(',').collect();
+        match fields.as_slice() {
+            ["dns", address] => dns(address, false),
+            ["servfail", address] => dns(address, true),
+            ["tls", address, certificate, key] => tls(address, certificate, key),
+            ["alert", address] => alert(address),
+            ["forward", socket] => ready_text = forward(PathBuf::from(socket)).to_string(),
+            _ => panic!("unknown stand-in {serve:?}"),
+        }
+    }
+    std::fs::write(&ready, ready_text).unwrap_or_else(|error| panic!("{ready}: {error}"));
+    loop {
+        std::thread::park();
+    }
+}
+
+fn dns(address: &str, servfail: bool) {
+    let socket = UdpSocket::bind((parse(address), 53)).unwrap_or_else(|error| panic!("{error}"));
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 512];
+        while let Ok((length, peer)) = socket.recv_from(&mut buffer) {
+            if let Some(answer) = dns_answer(&buffer[..length], servfail) {
+                let _ = socket.send_to(&answer, peer);
+            }
+        }
+    });
+}
+
+/// The answer to one query, written by hand (not with the agent's own codec).
+fn dns_answer(query: &[u8], servfail: bool) -> Option<Vec<u8>> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let length = usize::from(*query.get(at)?);
+        at += 1;
+        if length == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at..at + length)?).to_string());
+        at += length;
+    }
+    let question_end = at + 4;
+    let record_type = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    let name = labels.join(".");
+    let host = parse(PAYMENT_HOST).octets();
+    let (rcode, addresses): (u8, Vec<[u8; 4]>) = match (servfail, name.as_str(), record_type) {
+        (true, _, _) => (2, vec![]),
+        (false, PAYMENT_NAME, 1) => (0, vec![host]),
+        (false, PAYMENT_NAME, _) => (0, vec![]),
+        _ => (3, vec![]),
+    };
+    let mut message = query.get(..question_end)?.to_vec();
+    message[2] = 0x81;
+    message[3] = 0x80 | rcode;
+    message[6] = 0;
+    message[7] = u8::try_from(addresses.len()).ok()?;
+    message[8..12].fill(0);
+    for address in addresses {
+        message.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        message.extend_from_slice(&address);
+    }
+    Some(message)
+}
+
+fn tls(address: &str, certificate: &str, key: &str) {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let read = |path: &str| std::fs::read(path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|error| panic!("{error}"))
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(read(certificate))],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read(key))),
+    )
+    .unwrap_or_else(|error| panic!("{error}"));
+    let config = Arc::new(config);
+    let listener =
+        TcpListener::bind((parse(address), 443)).unwrap_or_else(|error| panic!("{error}"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let Ok(connection) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(connection, stream);
+                // Completes the handshake, then reads until the client goes away.
+                let mut buffer = [0u8; 1024];
+                while matches!(tls.read(&mut buffer), Ok(read) if read > 0) {}
+            });
+        }
+    });
+}
+
+fn alert(address: &str) {
+    let listener =
+        TcpListener::bind((parse(address), 443)).unwrap_or_else(|error| panic!("{error}"));
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut hello = [0u8; 1024];
+            let _ = stream.read(&mut hello);
+            // A fatal handshake_failure alert record.
+            let _ = stream.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+            let _ = stream.flush();
+        }
+    });
+}
+
+/// Forwards connections to the namespace's loopback port it returns to `socket`.
+fn forward(socket: PathBuf) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
+    let port = listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("{error}"))
+        .port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().map_while(Result::ok) {
+            if let Ok(unix) = UnixStream::connect(&socket) {
+                splice(tcp, unix);
+            }
+        }
+    });
+    port
+}
+
+/// Copies both ways between a TCP and a Unix stream until either side closes.
+fn splice(tcp: TcpStream, unix: UnixStream) {
+    let (Ok(mut tcp_reader), Ok(mut unix_reader)) = (tcp.try_clone(), unix.try_clone()) else {
+        return;
+    };
+    let (mut tcp_writer, mut unix_writer) = (tcp, unix);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut tcp_reader, &mut unix_writer);
+        let _ = unix_writer.shutdown(Shutdown::Write);
+    });
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut unix_reader, &mut tcp_writer);
+        let _ = tcp_writer.shutdown(Shutdown::Write);
+    });
+}
+
+fn parse(address: &str) -> Ipv4Addr {
+    address
+        .parse()
+        .unwrap_or_else(|error| panic!("{address}: {error}"))
+}
