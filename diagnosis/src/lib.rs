@@ -292,6 +292,7 @@ pub mod test_support {
             dropped_reports: 0,
             unchanged: Vec::new(),
             agent_instance: None,
+            intervals: None,
         }
     }
 
