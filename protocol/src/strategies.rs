@@ -11,10 +11,9 @@ use proptest::prelude::*;
 use time::OffsetDateTime;
 
 use crate::report::{
-    Intervals,
     BatteryStatus, ClockStatus, ComponentVersion, DeviceStatus, DiskStatus, ErrorKind,
-    InterfaceStatus, Labels, LatencyStats, PeripheralStatus, ProbeResult, ProcessStatus, Report,
-    ReportBatch, Section, Stage, StageResult, StageStatus, Temperature,
+    InterfaceStatus, Intervals, Labels, LatencyStats, PeripheralStatus, ProbeResult, ProcessStatus,
+    Report, ReportBatch, Section, Stage, StageResult, StageStatus, Temperature,
 };
 use crate::SCHEMA_VERSION;
 
@@ -497,11 +496,13 @@ fn any_intervals(hostile: bool) -> BoxedStrategy<Intervals> {
         (1u32..=3600).boxed()
     };
     (seconds.clone(), seconds.clone(), seconds)
-        .prop_map(|(probe_seconds, report_seconds, retry_max_seconds)| Intervals {
-            probe_seconds,
-            report_seconds,
-            retry_max_seconds,
-        })
+        .prop_map(
+            |(probe_seconds, report_seconds, retry_max_seconds)| Intervals {
+                probe_seconds,
+                report_seconds,
+                retry_max_seconds,
+            },
+        )
         .boxed()
 }
 

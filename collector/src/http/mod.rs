@@ -274,6 +274,8 @@ pub async fn serve(
         state.config.limits.max_history_findings,
         Arc::clone(&state.durability),
     )?;
+    // Silence is judged only over time the collector listens: from now on.
+    state.fleet.listen_from(OffsetDateTime::now_utc());
     let evaluator = tokio::spawn(evaluate_periodically(Arc::clone(&state)));
     let notifier = state
         .alerts
