@@ -1,12 +1,12 @@
 //! The silence watch: which terminals have gone quiet, without a pass over the fleet.
 //!
 //! Each shard keeps a queue of deadlines (collector time, whole seconds) at which one of its
-//! terminals may have become silent. A report pushes nothing: it only moves the terminal's
-//! `last_seen`, and when its deadline comes the watch computes the real one from the terminal's
-//! current state (its last report, its own report interval and retry cap, and when the collector
-//! began listening) and either opens the silence or waits again. A terminal is in the queue at
-//! most about once (plus one entry for each time its schedule shortened), so an evaluation costs
-//! the terminals due, not the fleet.
+//! terminals may have become silent. An ordinary report pushes nothing: it only moves the
+//! terminal's `last_seen`, and when its deadline comes the watch computes the real one from the
+//! terminal's current state (its last report, its own report interval and retry cap, and when
+//! the collector began listening) and either opens the silence or waits again. A terminal is in
+//! the queue about once (plus an entry when it is new, back from a silence, or its schedule
+//! changed), so an evaluation costs the terminals due, not the fleet.
 //!
 //! Silence is judged only over time the collector was listening ([`silent::silent_after`]), and
 //! a backfill that proves the agent kept reporting through a silence disproves it
