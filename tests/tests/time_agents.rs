@@ -5,7 +5,11 @@
 //! an agent reporting every 300 s is judged by its own schedule, not the collector's default
 //! guess; and a terminal that starts up broken is shown within seconds.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use posmon_e2e_tests::trials::{run, Need};
@@ -24,6 +28,7 @@ fn main() -> std::process::ExitCode {
             Need::Program("faketime")
         ),
         trial!(a_collector_stopped_longer_than_the_silence_threshold_calls_nobody_silent),
+        trial!(a_backfill_proving_the_agents_kept_reporting_erases_their_silence),
         trial!(an_agent_reporting_every_300_s_is_not_silent_between_its_reports),
         trial!(a_terminal_that_starts_broken_is_shown_within_seconds),
     ])
@@ -419,4 +424,154 @@ fn a_terminal_that_starts_broken_is_shown_within_seconds() {
         "the agent died; log:\n{}",
         agent.log()
     );
+}
+
+/// The way from the agents to the collector, which the test can cut (every connection closed,
+/// new ones dropped at once) and mend: the collector keeps running but hears nothing.
+struct Relay {
+    url: String,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn start(upstream: &str) -> Relay {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("{error}"));
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (is_cut, streams) = (Arc::clone(&cut), Arc::clone(&open));
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                if is_cut.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                if let (Ok(a), Ok(b), Ok(mut held)) =
+                    (client.try_clone(), server.try_clone(), streams.lock())
+                {
+                    held.push(a);
+                    held.push(b);
+                }
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let mut buffer = [0u8; 16 * 1024];
+                        while let Ok(read) = from.read(&mut buffer) {
+                            if read == 0 || to.write_all(&buffer[..read]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                };
+                if let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone())
+                {
+                    pipe(client, server_copy);
+                    pipe(server, client_copy);
+                }
+            }
+        });
+        Relay {
+            url: format!("http://{address}"),
+            cut,
+            open,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        if let Ok(mut held) = self.open.lock() {
+            for stream in held.drain(..) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    fn mend(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+fn a_backfill_proving_the_agents_kept_reporting_erases_their_silence() {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let dir = dir.path();
+    let collector = Collector::start(dir, &collector_config(""));
+    let relay = Relay::start(&collector.url);
+    let target = TargetServer::start();
+    // In regions of their own: one silent terminal per carrier and region is no carrier
+    // outage, which would fold (suppress) their silences.
+    let terminals = ["T-D", "T-E"];
+    let mut agents: Vec<Process> = terminals
+        .iter()
+        .map(|terminal_id| {
+            let region = format!("cn-{terminal_id}").to_lowercase();
+            // A report every 2 s: silent after 6 s.
+            let config = quick_agent_config(
+                &relay.url,
+                &collector.token(terminal_id),
+                dir,
+                terminal_id,
+                &target,
+                2,
+                &agent_labels(&region),
+            );
+            start_agent(dir, terminal_id, &config)
+        })
+        .collect();
+    for terminal_id in terminals {
+        assert!(
+            wait_for(Duration::from_secs(20), || (sequence(
+                &collector,
+                terminal_id
+            ) >= 2)
+                .then_some(()))
+            .is_some(),
+            "{terminal_id} never reported"
+        );
+    }
+    // The way to the collector is cut: it hears nothing, and calls them silent.
+    relay.cut();
+    for terminal_id in terminals {
+        wait_codes(&collector, terminal_id, 30, |codes| {
+            codes == ["terminal.silent"]
+        });
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    let spooled: Vec<u64> = terminals
+        .iter()
+        .map(|terminal_id| {
+            posmon_e2e_tests::highest_spooled(&dir.join(format!("{terminal_id}-state/spool")))
+        })
+        .collect();
+    // Mended: the backfill shows the agents reported every 2 s throughout.
+    relay.mend();
+    for (terminal_id, spooled) in terminals.iter().zip(spooled) {
+        assert!(
+            wait_for(Duration::from_secs(20), || (sequence(
+                &collector,
+                terminal_id
+            ) >= spooled)
+                .then_some(()))
+            .is_some(),
+            "{terminal_id} did not backfill up to {spooled}"
+        );
+        wait_codes(&collector, terminal_id, 10, |codes| codes.is_empty());
+        let history = history_codes(&collector, terminal_id);
+        assert!(
+            !history.contains(&"terminal.silent".to_string()),
+            "{terminal_id}: the disproved silence stayed in its history: {history:?}"
+        );
+    }
+    for agent in &mut agents {
+        assert!(
+            agent.exited().is_none(),
+            "an agent died; log:\n{}",
+            agent.log()
+        );
+    }
 }
