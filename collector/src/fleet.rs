@@ -646,6 +646,9 @@ pub struct Changes {
     pub next_finding_id: u64,
     /// The history quota per terminal, which the store keeps too.
     pub history_per_terminal: usize,
+    /// Since when this collector listens, and until when it is known to have (the write's
+    /// time): the store's record of its own up-time. `None` before it listens.
+    pub listening: Option<(OffsetDateTime, OffsetDateTime)>,
 }
 
 /// Everything restored from the database at start.

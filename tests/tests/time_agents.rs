@@ -276,6 +276,17 @@ fn a_collector_stopped_longer_than_the_silence_threshold_calls_nobody_silent() {
         "back on its port"
     );
     let back = Instant::now();
+    // It knows it was away, from the store's record of its previous run.
+    assert!(
+        wait_for(Duration::from_secs(5), || collector
+            .process
+            .log()
+            .contains("Listening again: nothing was heard for")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        collector.process.log()
+    );
     // Every agent backfills what it spooled meanwhile.
     for ((terminal_id, held), spooled) in terminals.iter().zip(held).zip(spooled) {
         assert!(
