@@ -139,10 +139,13 @@ pub struct Terminal {
     /// none (the collector's defaults apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals: Option<Intervals>,
+    /// When the silence watch looks at it next: its one live queue entry.
+    #[serde(skip)]
+    pub(crate) silence_due: silence::Due,
 }
 
 impl Terminal {
-    fn new(id: Arc<str>, received_at: OffsetDateTime) -> Self {
+    pub(crate) fn new(id: Arc<str>, received_at: OffsetDateTime) -> Self {
         Terminal {
             id,
             highest_sequence: 0,
@@ -160,6 +163,7 @@ impl Terminal {
             sequence_resets: 0,
             last_sequence_reset_at: None,
             intervals: None,
+            silence_due: silence::Due::default(),
         }
     }
 
@@ -726,7 +730,7 @@ impl Fleet {
             let mut shard = lock(fleet.shard_of(&terminal.id));
             terminal.intern_with(&mut shard.interner);
             // Looked at in the first evaluation.
-            shard.silence.watch(&terminal.id, i64::MIN);
+            shard.silence.watch(&mut terminal, i64::MIN);
             shard.terminals.insert(Arc::clone(&terminal.id), terminal);
         }
         {
@@ -789,11 +793,12 @@ impl Fleet {
             None => {
                 let id = shard.interner.intern(terminal_id);
                 self.terminal_count.fetch_add(1, Ordering::Relaxed);
-                shard.silence.watch(&id, received_at.unix_timestamp());
-                shard
+                let terminal = shard
                     .terminals
                     .entry(Arc::clone(&id))
-                    .or_insert_with(|| Terminal::new(id, received_at))
+                    .or_insert_with(|| Terminal::new(id, received_at));
+                shard.silence.watch(terminal, received_at.unix_timestamp());
+                terminal
             }
         };
         let mut changed = false;
@@ -875,9 +880,7 @@ impl Fleet {
         }
         // Back from a silence, or on a shorter schedule: look again at the new deadline.
         if (was_silent && outcome.applied > 0) || terminal.intervals != intervals {
-            shard
-                .silence
-                .watch(&terminal.id, received_at.unix_timestamp());
+            shard.silence.watch(terminal, received_at.unix_timestamp());
         }
         let mut disproved = None;
         if was_silent && !terminal.is_silent() {
@@ -1014,10 +1017,14 @@ impl Fleet {
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             let shard = &mut *shard;
-            while let Some(id) = shard.silence.next_due(due) {
+            while let Some((at, id)) = shard.silence.next_due(due) {
                 let Some(terminal) = shard.terminals.get_mut(&id) else {
                     continue;
                 };
+                // An entry superseded by a later one.
+                if terminal.silence_due.at() != at {
+                    continue;
+                }
                 match silence::check(terminal, now, listening_since, thresholds, &mut next_id) {
                     Ok(opened) => {
                         if !opened.is_empty() {
@@ -1025,7 +1032,7 @@ impl Fleet {
                         }
                         events.extend(opened);
                     }
-                    Err(at) if at < i64::MAX => shard.silence.watch(&terminal.id, at),
+                    Err(at) if at < i64::MAX => shard.silence.watch(terminal, at),
                     Err(_) => {}
                 }
             }

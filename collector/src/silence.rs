@@ -25,23 +25,44 @@ use time::OffsetDateTime;
 
 use crate::fleet::Terminal;
 
+/// When the watch looks at a terminal next (Unix seconds): bookkeeping, not the terminal's
+/// state, so two terminals are equal whatever theirs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Due(i64);
+
+impl Due {
+    pub fn at(self) -> i64 {
+        self.0
+    }
+}
+
+impl PartialEq for Due {
+    fn eq(&self, _: &Due) -> bool {
+        true
+    }
+}
+
 /// The deadlines of one shard's terminals, earliest first. Entries are checked lazily: a
-/// terminal that reported since its entry was pushed is put back at its new deadline.
+/// terminal that reported since its entry was pushed is put back at its new deadline. A
+/// terminal has one live entry, the one at its `silence_due`; others are stale and skipped.
 #[derive(Debug, Default)]
 pub struct SilenceQueue {
     due: BinaryHeap<Reverse<(i64, Arc<str>)>>,
 }
 
 impl SilenceQueue {
-    /// Looks at `terminal` again at `at` (Unix seconds, collector time).
-    pub fn watch(&mut self, terminal: &Arc<str>, at: i64) {
-        self.due.push(Reverse((at, Arc::clone(terminal))));
+    /// Looks at `terminal` again at `at` (Unix seconds, collector time), instead of when it
+    /// was due before.
+    pub fn watch(&mut self, terminal: &mut Terminal, at: i64) {
+        terminal.silence_due = Due(at);
+        self.due.push(Reverse((at, Arc::clone(&terminal.id))));
     }
 
-    /// The next terminal due at or before `now` (Unix seconds), taken off the queue.
-    pub fn next_due(&mut self, now: i64) -> Option<Arc<str>> {
+    /// The next entry due at or before `now` (Unix seconds), taken off the queue: when it was
+    /// due, and its terminal.
+    pub fn next_due(&mut self, now: i64) -> Option<(i64, Arc<str>)> {
         if self.due.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-            return self.due.pop().map(|Reverse((_, terminal))| terminal);
+            return self.due.pop().map(|Reverse(entry)| entry);
         }
         None
     }
@@ -251,16 +272,24 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_hands_out_what_is_due_earliest_first() {
+    fn the_queue_hands_out_what_is_due_earliest_first_and_one_live_entry_per_terminal() {
         let mut queue = SilenceQueue::default();
-        let a: Arc<str> = Arc::from("A");
-        let b: Arc<str> = Arc::from("B");
-        queue.watch(&a, 20);
-        queue.watch(&b, 10);
+        let mut a = Terminal::new(Arc::from("A"), T0);
+        let mut b = Terminal::new(Arc::from("B"), T0);
+        queue.watch(&mut a, 20);
+        queue.watch(&mut b, 10);
         assert_eq!(queue.next_due(5), None);
-        assert_eq!(queue.next_due(15).as_deref(), Some("B"));
+        assert_eq!(queue.next_due(15), Some((10, Arc::clone(&b.id))));
         assert_eq!(queue.next_due(15), None);
-        assert_eq!(queue.next_due(i64::MAX).as_deref(), Some("A"));
+        // Watched again earlier: the entry at 20 is stale (not its `silence_due`).
+        queue.watch(&mut a, 12);
+        assert_eq!(a.silence_due.at(), 12);
+        assert_eq!(queue.len(), 2);
+        assert_eq!(queue.next_due(i64::MAX), Some((12, Arc::clone(&a.id))));
+        let (at, _) = queue
+            .next_due(i64::MAX)
+            .unwrap_or_else(|| panic!("the stale entry"));
+        assert_ne!(at, a.silence_due.at(), "what the watch skips");
         assert!(queue.is_empty());
     }
 
