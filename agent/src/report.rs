@@ -35,6 +35,7 @@ pub fn build(config: &AgentConfig, sequence: u64, cycle: Cycle) -> Report {
         dropped_reports: 0,
         unchanged: Vec::new(),
         agent_instance: None,
+        intervals: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use posmon_protocol::{ComponentVersion, Labels, Report, Section, StageStatus};
+use posmon_protocol::{ComponentVersion, Intervals, Labels, Report, Section, StageStatus};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -161,10 +161,12 @@ impl Agent {
         let now = Instant::now();
         // Half a probe interval of slack: a tick that comes a little early still reports on time.
         let slack = self.config.probe_interval() / 2;
+        // The first report of a run is confirmed like a change: a terminal that starts up
+        // broken is shown within one confirming cycle, not a report interval later.
         let changed = self
             .last_reported
             .as_ref()
-            .is_some_and(|(previous, _)| *previous != outcomes);
+            .is_none_or(|(previous, _)| *previous != outcomes);
         let due = match &self.last_reported {
             None => true,
             Some((_, at)) => {
@@ -182,7 +184,10 @@ impl Agent {
             || self.reports_since_full + 1 >= FULL_REPORT_EVERY
             || dropped > 0;
         compact(&mut report);
-        if !full {
+        if full {
+            // The schedule rides with the full sections: it can change only with a restart.
+            report.intervals = Some(intervals(&self.config));
+        } else {
             report.labels = Labels::default();
             report.software.clear();
             report.unchanged = vec![Section::Labels, Section::Software];
@@ -230,6 +235,16 @@ impl Agent {
                 self.retry_at = Some(Instant::now() + self.config.report_interval());
             }
         }
+    }
+}
+
+/// The schedule the collector judges this terminal's silence by.
+fn intervals(config: &AgentConfig) -> Intervals {
+    let seconds = |duration: Duration| u32::try_from(duration.as_secs()).unwrap_or(u32::MAX);
+    Intervals {
+        probe_seconds: seconds(config.probe_interval()),
+        report_seconds: seconds(config.report_interval()),
+        retry_max_seconds: u32::try_from(config.retry_max_seconds).unwrap_or(u32::MAX),
     }
 }
 

@@ -10,22 +10,23 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use posmon_protocol::limits::{COMPONENTS_MAX, EXTRA_LABELS_MAX, PROBES_MAX};
 use posmon_protocol::{
-    ComponentVersion, ErrorKind, Labels, ProbeResult, Report, Stage, StageStatus,
+    ComponentVersion, ErrorKind, Intervals, Labels, ProbeResult, Report, Stage, StageStatus,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::{Config, LimitsConfig, Thresholds};
 use crate::device::DeviceSummary;
+use crate::silence::{self, Reported, SilenceQueue};
 use posmon_diagnosis::findings::{Change, Finding, FindingEvent, Tracker};
 use posmon_diagnosis::readiness::{self, PaymentRoles, Readiness};
 use posmon_diagnosis::rules::network_path::{HOST_REFUSED, HOST_UNREACHABLE, TLS_FAILURE};
-use posmon_diagnosis::rules::silent::{self, SILENT};
+use posmon_diagnosis::rules::silent::SILENT;
 use posmon_diagnosis::rules::upstream::{self, FleetTallies, CARRIER_OUTAGE, HOST_OUTAGE};
 use posmon_diagnosis::{Category, FindingKind, Signal};
 
@@ -113,10 +114,17 @@ pub struct Terminal {
     pub sequence_resets: u64,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub last_sequence_reset_at: Option<OffsetDateTime>,
+    /// The agent's schedule, as its reports last announced it; `None` for agents that send
+    /// none (the collector's defaults apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<Intervals>,
+    /// When the silence watch looks at it next: its one live queue entry.
+    #[serde(skip)]
+    pub(crate) silence_due: silence::Due,
 }
 
 impl Terminal {
-    fn new(id: Arc<str>, received_at: OffsetDateTime) -> Self {
+    pub(crate) fn new(id: Arc<str>, received_at: OffsetDateTime) -> Self {
         Terminal {
             id,
             highest_sequence: 0,
@@ -133,6 +141,8 @@ impl Terminal {
             agent_instance: None,
             sequence_resets: 0,
             last_sequence_reset_at: None,
+            intervals: None,
+            silence_due: silence::Due::default(),
         }
     }
 
@@ -149,7 +159,7 @@ impl Terminal {
             .filter(|finding| finding.suppressed_by.is_none())
     }
 
-    fn is_silent(&self) -> bool {
+    pub(crate) fn is_silent(&self) -> bool {
         self.findings
             .findings()
             .any(|finding| std::ptr::eq(finding.kind, &SILENT))
@@ -180,6 +190,10 @@ impl Terminal {
     /// per-terminal bound must not depend on every caller validating.
     fn take_summary(&mut self, report: &Report, interner: &mut Interner, latency_points: usize) {
         self.observed_at = report.observed_at;
+        // Absent: as before.
+        if report.intervals.is_some() {
+            self.intervals = report.intervals;
+        }
         self.agent_version = interner.intern(&report.agent_version);
         self.labels = interner.labels(&report.labels);
         self.versions = report
@@ -400,6 +414,8 @@ struct Shard {
     /// Terminals changed since the store's writer last took them.
     dirty: HashSet<Arc<str>>,
     interner: Interner,
+    /// When its terminals may become silent.
+    silence: SilenceQueue,
 }
 
 /// Open fleet-wide findings by what they explain, for suppressing terminal findings.
@@ -612,6 +628,9 @@ pub struct Changes {
     pub next_finding_id: u64,
     /// The history quota per terminal, which the store keeps too.
     pub history_per_terminal: usize,
+    /// Since when this collector listens, and until when it is known to have (the write's
+    /// time): the store's record of its own up-time. `None` before it listens.
+    pub listening: Option<(OffsetDateTime, OffsetDateTime)>,
 }
 
 /// Everything restored from the database at start.
@@ -639,6 +658,8 @@ pub struct Fleet {
     limits: FleetLimits,
     /// Signals of new problems not tracked because their terminal held its most open findings.
     capped_signals: AtomicU64,
+    /// Since when this collector listens (Unix seconds): silence is judged only from then on.
+    listening_since: AtomicI64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -665,6 +686,7 @@ impl Fleet {
             latency_points: limits.latency_points,
             limits,
             capped_signals: AtomicU64::new(0),
+            listening_since: AtomicI64::new(0),
         }
     }
 
@@ -685,6 +707,8 @@ impl Fleet {
         for mut terminal in restored.terminals {
             let mut shard = lock(fleet.shard_of(&terminal.id));
             terminal.intern_with(&mut shard.interner);
+            // Looked at in the first evaluation.
+            shard.silence.watch(&mut terminal, i64::MIN);
             shard.terminals.insert(Arc::clone(&terminal.id), terminal);
         }
         {
@@ -747,13 +771,20 @@ impl Fleet {
             None => {
                 let id = shard.interner.intern(terminal_id);
                 self.terminal_count.fetch_add(1, Ordering::Relaxed);
-                shard
+                let terminal = shard
                     .terminals
                     .entry(Arc::clone(&id))
-                    .or_insert_with(|| Terminal::new(id, received_at))
+                    .or_insert_with(|| Terminal::new(id, received_at));
+                shard.silence.watch(terminal, received_at.unix_timestamp());
+                terminal
             }
         };
         let mut changed = false;
+        // What a batch that ends a silence must show to disprove it.
+        let was_silent = terminal.is_silent();
+        let held = (terminal.highest_sequence, terminal.observed_at);
+        let intervals = terminal.intervals;
+        let mut backfill: Vec<Reported> = Vec::new();
         for (index, (report, signals)) in reports.into_iter().enumerate() {
             if let Some(reset) = terminal.follow_instance(&report, received_at) {
                 changed = true;
@@ -771,6 +802,13 @@ impl Fleet {
                 .dropped_reports
                 .saturating_add(report.dropped_reports);
             terminal.highest_sequence = report.sequence;
+            if was_silent {
+                backfill.push(Reported {
+                    sequence: report.sequence,
+                    observed_at: report.observed_at,
+                    clock_offset_ms: report.clock.as_ref().map(|clock| clock.offset_ms),
+                });
+            }
             terminal.take_summary(&report, &mut shard.interner, self.latency_points);
             let signals = self.cap_new_findings(&terminal.findings, signals);
             let mut events = terminal.findings.observe(
@@ -818,16 +856,32 @@ impl Fleet {
         if outcome.applied > 0 || changed {
             shard.dirty.insert(Arc::clone(&terminal.id));
         }
-        self.record_closed(&outcome.events);
+        // Back from a silence, or on a shorter schedule: look again at the new deadline.
+        if (was_silent && outcome.applied > 0) || terminal.intervals != intervals {
+            shard.silence.watch(terminal, received_at.unix_timestamp());
+        }
+        let mut disproved = None;
+        if was_silent && !terminal.is_silent() {
+            let allowed = silence::cadence(terminal, thresholds).allowed_silence(thresholds);
+            if silence::disproved(held.0, held.1, &backfill, received_at, allowed) {
+                disproved = disprove_silence(&mut outcome.events, &backfill);
+            }
+        }
+        self.record_closed(&outcome.events, disproved);
         outcome
     }
 
-    fn record_closed(&self, events: &[FindingEvent]) {
-        if !events.iter().any(|event| event.change == Change::Closed) {
+    /// Holds the closed findings of `events` in the history, except a silence the reports
+    /// disproved (its id).
+    fn record_closed(&self, events: &[FindingEvent], disproved: Option<u64>) {
+        let closed = |event: &&FindingEvent| {
+            event.change == Change::Closed && Some(event.finding.id) != disproved
+        };
+        if !events.iter().any(|event| closed(&event)) {
             return;
         }
         let mut history = lock(&self.history);
-        for event in events.iter().filter(|event| event.change == Change::Closed) {
+        for event in events.iter().filter(closed) {
             history.hold(
                 event.finding.clone(),
                 self.history_limit,
@@ -882,40 +936,13 @@ impl Fleet {
     /// fleet's tallies, opens and closes fleet-wide findings, and suppresses the terminal
     /// findings they explain.
     pub fn evaluate(&self, now: OffsetDateTime, thresholds: &Thresholds) -> Vec<FindingEvent> {
-        let mut events = Vec::new();
+        let mut events = self.watch_silence(now, thresholds);
         let mut tallies = FleetTallies::default();
         let mut next_id = || self.next_id();
         for shard in self.shards.iter() {
-            let mut shard = lock(shard);
-            let shard = &mut *shard;
-            for terminal in shard.terminals.values_mut() {
-                let signal = silent::evaluate(terminal.last_seen, now, thresholds);
-                let silent = signal.is_some();
-                if let Some(signal) = signal.filter(|_| !terminal.is_silent()) {
-                    let mut opened = terminal.findings.observe_scope(
-                        &terminal.id,
-                        vec![signal],
-                        now,
-                        thresholds,
-                        &mut next_id,
-                        |kind| std::ptr::eq(kind, &SILENT),
-                    );
-                    // Silent since the last report, not since it was noticed.
-                    let since = terminal.last_seen;
-                    for finding in terminal
-                        .findings
-                        .findings_mut()
-                        .filter(|finding| std::ptr::eq(finding.kind, &SILENT))
-                    {
-                        finding.since = since;
-                    }
-                    for event in &mut opened {
-                        event.finding.since = since;
-                    }
-                    events.extend(opened);
-                    shard.dirty.insert(Arc::clone(&terminal.id));
-                }
-                tally(terminal, silent, &mut tallies);
+            let shard = lock(shard);
+            for terminal in shard.terminals.values() {
+                tally(terminal, terminal.is_silent(), &mut tallies);
             }
         }
         let signals = upstream::evaluate(&tallies, thresholds);
@@ -941,7 +968,53 @@ impl Fleet {
                 finding.explains = explains.get(&finding.id).copied().unwrap_or(0);
             }
         }
-        self.record_closed(&events);
+        self.record_closed(&events, None);
+        events
+    }
+
+    /// The collector listens from `at` on: no terminal is silent before it had its comeback
+    /// window after that (its report interval plus its agent's longest retry wait).
+    pub fn listen_from(&self, at: OffsetDateTime) {
+        self.listening_since
+            .store(at.unix_timestamp(), Ordering::Relaxed);
+    }
+
+    /// Since when the collector listens (the Unix epoch until [`Fleet::listen_from`]).
+    pub fn listening_since(&self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(self.listening_since.load(Ordering::Relaxed))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// Opens the silences due at `now`: only the terminals whose deadline came are looked at
+    /// (`silence.rs`).
+    fn watch_silence(&self, now: OffsetDateTime, thresholds: &Thresholds) -> Vec<FindingEvent> {
+        let listening_since = self.listening_since();
+        let mut next_id = || self.next_id();
+        let mut events = Vec::new();
+        let due = now.unix_timestamp();
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let shard = &mut *shard;
+            while let Some((at, id)) = shard.silence.next_due(due) {
+                let Some(terminal) = shard.terminals.get_mut(&id) else {
+                    continue;
+                };
+                // An entry superseded by a later one.
+                if terminal.silence_due.at() != at {
+                    continue;
+                }
+                match silence::check(terminal, now, listening_since, thresholds, &mut next_id) {
+                    Ok(opened) => {
+                        if !opened.is_empty() {
+                            shard.dirty.insert(Arc::clone(&terminal.id));
+                        }
+                        events.extend(opened);
+                    }
+                    Err(at) if at < i64::MAX => shard.silence.watch(terminal, at),
+                    Err(_) => {}
+                }
+            }
+        }
         events
     }
 
@@ -1141,6 +1214,22 @@ impl Fleet {
         changes.history_per_terminal = self.limits.history_findings_per_terminal;
         changes
     }
+}
+
+/// Marks the closing of a silence the backfilled reports disproved (they show the agent kept
+/// reporting through it): its evidence names them, and the caller keeps it out of the history.
+/// Returns its id.
+fn disprove_silence(events: &mut [FindingEvent], backfill: &[Reported]) -> Option<u64> {
+    let event = events.iter_mut().find(|event| {
+        event.change == Change::Closed && std::ptr::eq(event.finding.kind, &SILENT)
+    })?;
+    if let (Some(first), Some(last)) = (backfill.first(), backfill.last()) {
+        event.finding.evidence.push(posmon_diagnosis::Evidence::new(
+            "disproved_by",
+            format!("reports {} to {}", first.sequence, last.sequence),
+        ));
+    }
+    Some(event.finding.id)
 }
 
 /// Adds one terminal to the fleet's tallies.

@@ -19,6 +19,7 @@ pub mod metrics;
 mod properties;
 pub mod revocation;
 pub mod secret;
+pub mod silence;
 pub mod store;
 pub mod tls;
 pub mod web;

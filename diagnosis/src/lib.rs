@@ -308,6 +308,7 @@ pub mod test_support {
             dropped_reports: 0,
             unchanged: Vec::new(),
             agent_instance: None,
+            intervals: None,
         }
     }
 

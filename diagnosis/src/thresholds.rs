@@ -19,8 +19,13 @@ pub struct ThresholdError {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Thresholds {
-    /// How often terminals are expected to report.
+    /// How often terminals are expected to report, for agents that do not say (a report's
+    /// `intervals`).
     pub report_interval_seconds: u64,
+    /// The longest wait between an agent's delivery retries (its backoff cap), for agents that
+    /// do not say: after the collector starts, a terminal is given a report interval plus this
+    /// before it can be silent.
+    pub agent_retry_max_seconds: u64,
     /// A terminal is silent after this many report intervals without a report.
     pub silent_after_intervals: u32,
     /// How often the fleet is evaluated for silent terminals and upstream outages.
@@ -52,6 +57,7 @@ impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
             report_interval_seconds: 60,
+            agent_retry_max_seconds: 300,
             silent_after_intervals: 3,
             evaluation_interval_seconds: 1,
             high_latency_ms: 1000.0,
@@ -146,11 +152,11 @@ impl Thresholds {
             .unwrap_or(kind.hysteresis)
     }
 
-    /// How long a terminal may stay quiet before it is silent.
-    pub fn silent_after_seconds(&self) -> i64 {
-        let seconds = self
-            .report_interval_seconds
-            .saturating_mul(u64::from(self.silent_after_intervals));
+    /// How long a terminal reporting every `report_interval_seconds` may stay quiet before
+    /// it is silent.
+    pub fn silent_after_seconds(&self, report_interval_seconds: u64) -> i64 {
+        let seconds =
+            report_interval_seconds.saturating_mul(u64::from(self.silent_after_intervals));
         i64::try_from(seconds).unwrap_or(i64::MAX)
     }
 }

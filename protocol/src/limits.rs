@@ -43,3 +43,6 @@ pub const CERTIFICATE_DAYS_MAX: i64 = 36_600;
 pub const UPTIME_SECONDS_MAX: u64 = 100 * 366 * 86_400;
 /// Any latency (`latency_ms.*`): an hour. No probe waits that long.
 pub const LATENCY_MAX_MS: f64 = 3_600_000.0;
+
+/// The longest probe or report interval, and the longest retry wait, a report may announce.
+pub const INTERVAL_SECONDS_MAX: u32 = 86_400;

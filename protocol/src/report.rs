@@ -52,6 +52,24 @@ pub struct Report {
     /// taking the restarted counter's reports for repeats. Absent from agents before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_instance: Option<String>,
+    /// How often the agent probes and reports, and its longest wait between delivery retries:
+    /// what the collector judges its silence by. Sent only when it changed (in practice with
+    /// the full sections: the first report of a run, hourly, after a drop); absent means "as
+    /// before". Absent from agents before it: the collector assumes its own defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intervals: Option<Intervals>,
+}
+
+/// The agent's schedule, in whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Intervals {
+    /// Between probe cycles.
+    pub probe_seconds: u32,
+    /// Between reports when nothing changed (an outcome that changes is reported at once).
+    pub report_seconds: u32,
+    /// The longest wait between two delivery attempts while the collector cannot be reached
+    /// (the cap of its backoff).
+    pub retry_max_seconds: u32,
 }
 
 /// A section of a report that may be marked `unchanged`.

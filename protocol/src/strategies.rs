@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use crate::report::{
     BatteryStatus, ClockStatus, ComponentVersion, DeviceStatus, DiskStatus, ErrorKind,
-    InterfaceStatus, Labels, LatencyStats, PeripheralStatus, ProbeResult, ProcessStatus, Report,
-    ReportBatch, Section, Stage, StageResult, StageStatus, Temperature,
+    InterfaceStatus, Intervals, Labels, LatencyStats, PeripheralStatus, ProbeResult, ProcessStatus,
+    Report, ReportBatch, Section, Stage, StageResult, StageStatus, Temperature,
 };
 use crate::SCHEMA_VERSION;
 
@@ -460,13 +460,14 @@ pub fn any_report_of(terminal_id: String, hostile: bool) -> BoxedStrategy<Report
             any_count(hostile),
             vec(any_section(), 0..3),
             option::of(instance(hostile)),
+            option::of(any_intervals(hostile)),
         ),
     )
         .prop_map(
             move |(
                 (schema_version, sequence, observed_at, agent_version),
                 (labels, probes, software),
-                (device, clock, dropped_reports, unchanged, agent_instance),
+                (device, clock, dropped_reports, unchanged, agent_instance, intervals),
             )| Report {
                 schema_version,
                 terminal_id: terminal_id.clone(),
@@ -481,6 +482,25 @@ pub fn any_report_of(terminal_id: String, hostile: bool) -> BoxedStrategy<Report
                 dropped_reports,
                 unchanged,
                 agent_instance,
+                intervals,
+            },
+        )
+        .boxed()
+}
+
+/// An agent's schedule: plausible, or any numbers at all.
+fn any_intervals(hostile: bool) -> BoxedStrategy<Intervals> {
+    let seconds = if hostile {
+        any::<u32>().boxed()
+    } else {
+        (1u32..=3600).boxed()
+    };
+    (seconds.clone(), seconds.clone(), seconds)
+        .prop_map(
+            |(probe_seconds, report_seconds, retry_max_seconds)| Intervals {
+                probe_seconds,
+                report_seconds,
+                retry_max_seconds,
             },
         )
         .boxed()

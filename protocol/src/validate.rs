@@ -105,6 +105,9 @@ pub fn validate_report(report: &Report, path: &str) -> Checked {
             format!("too many entries ({} > 8)", report.unchanged.len()),
         ));
     }
+    if let Some(intervals) = &report.intervals {
+        check_intervals(intervals, &format!("{path}.intervals"))?;
+    }
     if let Some(clock) = &report.clock {
         check_non_negative(
             clock.uncertainty_ms,
@@ -115,6 +118,23 @@ pub fn validate_report(report: &Report, path: &str) -> Checked {
             ("uncertainty_ms", clock.uncertainty_ms),
         ] {
             check_bounded(value, CLOCK_OFFSET_MAX_MS, &format!("{path}.clock.{name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Probe and report intervals from 1 s, a retry wait from 0 s, each at most a day.
+fn check_intervals(intervals: &Intervals, path: &str) -> Checked {
+    for (name, value, least) in [
+        ("probe_seconds", intervals.probe_seconds, 1),
+        ("report_seconds", intervals.report_seconds, 1),
+        ("retry_max_seconds", intervals.retry_max_seconds, 0),
+    ] {
+        if !(least..=INTERVAL_SECONDS_MAX).contains(&value) {
+            return Err(ValidationError::new(
+                format!("{path}.{name}"),
+                format!("must be between {least} and {INTERVAL_SECONDS_MAX}"),
+            ));
         }
     }
     Ok(())
@@ -529,6 +549,27 @@ mod tests {
             |r| r.agent_instance = Some("0f3a9c2e-77b1-4d5e".into()),
             None,
         );
+        let schedule = |probe_seconds, report_seconds, retry_max_seconds| {
+            Some(Intervals {
+                probe_seconds,
+                report_seconds,
+                retry_max_seconds,
+            })
+        };
+        check(|r| r.intervals = schedule(10, 300, 0), None);
+        check(|r| r.intervals = schedule(86_400, 86_400, 86_400), None);
+        for (intervals, field) in [
+            (schedule(0, 60, 300), "probe_seconds"),
+            (schedule(10, 0, 300), "report_seconds"),
+            (schedule(86_401, 60, 300), "probe_seconds"),
+            (schedule(10, u32::MAX, 300), "report_seconds"),
+            (schedule(10, 60, 86_401), "retry_max_seconds"),
+        ] {
+            check(
+                |r| r.intervals = intervals,
+                Some((&format!("reports[0].intervals.{field}"), "between")),
+            );
+        }
         for bad in [
             "short",
             "has space in it",

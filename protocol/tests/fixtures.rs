@@ -86,3 +86,19 @@ fn an_agent_instance_rides_beside_the_sequence() {
     // Older fixtures carry none: the agents before it keep today's behaviour.
     assert_eq!(parse("minimal.json").reports[0].agent_instance, None);
 }
+
+#[test]
+fn the_agents_schedule_rides_when_it_changed() {
+    let batch = parse("intervals.json");
+    assert_eq!(
+        batch.reports[0].intervals,
+        Some(posmon_protocol::Intervals {
+            probe_seconds: 10,
+            report_seconds: 300,
+            retry_max_seconds: 300,
+        })
+    );
+    // Absent: as before (and from older agents: the collector's defaults).
+    assert_eq!(batch.reports[1].intervals, None);
+    assert_eq!(parse("minimal.json").reports[0].intervals, None);
+}

@@ -279,6 +279,7 @@ impl Moment<'_> {
             dropped_reports: self.dropped_reports,
             unchanged: Vec::new(),
             agent_instance: None,
+            intervals: None,
         }
     }
 }

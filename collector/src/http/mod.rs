@@ -83,6 +83,9 @@ pub struct AppState {
     pub trend: Trend,
     /// Who may read the dashboard and the read API; `None`: everybody.
     viewer: Option<ViewerAuth>,
+    /// When the collector last listened on this data before this run (since, until), as the
+    /// store recorded it.
+    previous_listening: Option<(OffsetDateTime, OffsetDateTime)>,
 }
 
 impl AppState {
@@ -100,6 +103,7 @@ impl AppState {
         let store = Store::open(&config.data_dir)?;
         let revocations = crate::revocation::Revocations::open(&config.data_dir)?;
         let (restored, stored_policy) = store.load(config.limits.max_history_findings)?;
+        let previous_listening = store.last_listening();
         for (table, _) in &restored.unreadable {
             metrics.unreadable_rows.with_label_values(&[table]).inc();
         }
@@ -145,6 +149,7 @@ impl AppState {
             events,
             alerts: Arc::new(alerts),
             viewer: None,
+            previous_listening,
         })
     }
 
@@ -274,6 +279,17 @@ pub async fn serve(
         state.config.limits.max_history_findings,
         Arc::clone(&state.durability),
     )?;
+    // Silence is judged only over time the collector listens: from now on.
+    let now = OffsetDateTime::now_utc();
+    state.fleet.listen_from(now);
+    if let Some((_, until)) = state.previous_listening {
+        let seconds = (now - until).whole_seconds().max(0);
+        tracing::info!(
+            not_listening_since = %until,
+            seconds,
+            "Listening again: nothing was heard for {seconds} s, which is nobody's silence; each terminal gets its report interval plus its retry cap to come back."
+        );
+    }
     let evaluator = tokio::spawn(evaluate_periodically(Arc::clone(&state)));
     let notifier = state
         .alerts

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use rusqlite::{params, Connection, OptionalExtension};
+use time::OffsetDateTime;
 
 use posmon_protocol::limits::SEQUENCE_MAX;
 
@@ -52,6 +53,8 @@ pub enum StoreError {
 
 const POLICY_KEY: &str = "version_policy";
 const FLEET_WIDE_KEY: &str = "fleet_wide_findings";
+/// When the collector last listened: "<since> <until>", Unix seconds.
+const LISTENING_KEY: &str = "collector_listening";
 const NEXT_ID_KEY: &str = "next_finding_id";
 /// The largest finding id the collector issues or accepts from its database: 2^53 − 1.
 pub const FINDING_ID_MAX: u64 = (1 << 53) - 1;
@@ -298,6 +301,10 @@ impl Store {
             if let Some(text) = &fleet_wide {
                 put_setting(&transaction, FLEET_WIDE_KEY, text)?;
             }
+            if let Some((since, until)) = changes.listening {
+                let text = format!("{} {}", since.unix_timestamp(), until.unix_timestamp());
+                put_setting(&transaction, LISTENING_KEY, &text)?;
+            }
             put_setting(
                 &transaction,
                 NEXT_ID_KEY,
@@ -391,6 +398,32 @@ fn prune_history<'a>(
     Ok(())
 }
 
+impl Store {
+    /// When the collector last listened on this data (since, until): its previous run, read
+    /// before this one records its own. `None` when nothing (usable) was recorded.
+    pub fn last_listening(&self) -> Option<(OffsetDateTime, OffsetDateTime)> {
+        let text = match setting(&self.connection(), LISTENING_KEY) {
+            Ok(text) => text?,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot read when the collector last listened.");
+                return None;
+            }
+        };
+        let mut parts = text.split(' ').map(|part| {
+            part.parse::<i64>()
+                .ok()
+                .and_then(|seconds| OffsetDateTime::from_unix_timestamp(seconds).ok())
+        });
+        match (parts.next().flatten(), parts.next().flatten(), parts.next()) {
+            (Some(since), Some(until), None) if since <= until => Some((since, until)),
+            _ => {
+                tracing::warn!(key = LISTENING_KEY, value = %text, "Skipped a stored setting the collector cannot use.");
+                None
+            }
+        }
+    }
+}
+
 fn setting(connection: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(connection
         .query_row("SELECT value FROM settings WHERE key = ?1", [key], |row| {
@@ -417,6 +450,29 @@ mod tests {
     use posmon_diagnosis::{diagnose, Policy};
     use posmon_protocol::{ErrorKind, Stage, StageStatus};
     use time::macros::datetime;
+
+    #[test]
+    fn when_the_collector_last_listened_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.last_listening(), None, "a new database");
+        let since = datetime!(2026-11-26 02:00 UTC);
+        let until = datetime!(2026-11-26 03:00 UTC);
+        let changes = Changes {
+            listening: Some((since, until)),
+            ..Changes::default()
+        };
+        store.write(&changes, 100).unwrap();
+        // Changes without it leave the record alone.
+        store.write(&Changes::default(), 100).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.last_listening(), Some((since, until)));
+        for bad in ["", "1 2 3", "x 5", "10 5", "-99999999999999 0"] {
+            put_setting(&store.connection(), LISTENING_KEY, bad).unwrap();
+            assert_eq!(store.last_listening(), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn what_is_written_is_restored() {

@@ -98,12 +98,17 @@ pub fn write_changes(
 ) -> bool {
     let started = Instant::now();
     let mut changes = fleet.take_changes();
+    let listening_since = fleet.listening_since();
+    if listening_since > time::OffsetDateTime::UNIX_EPOCH {
+        changes.listening = Some((listening_since, time::OffsetDateTime::now_utc()));
+    }
     if let Some(mut failed) = retry.take() {
         // The older batch first, so that newer terminal states overwrite older ones.
         failed.terminals.append(&mut changes.terminals);
         failed.closed.append(&mut changes.closed);
         failed.fleet_wide = changes.fleet_wide.or(failed.fleet_wide);
         failed.next_finding_id = changes.next_finding_id;
+        failed.listening = changes.listening.or(failed.listening);
         changes = failed;
     }
     let written = changes.terminals.len();
