@@ -1192,3 +1192,38 @@ async fn readiness_leads_every_view_and_the_problem_list() {
         );
     }
 }
+
+/// What a payment needs is declared: with `[readiness] targets = ["acquirer-b"]`, a refused
+/// `acquirer-b` stops payments (critical) and a refused `payment-host` only threatens them.
+#[tokio::test]
+async fn the_declared_payment_targets_decide() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.readiness.targets = vec!["acquirer-b".into()];
+    let state = AppState::open(config, keyring(), None).unwrap();
+    let router = app(Arc::new(state));
+    for (terminal, target) in [("T-B", "acquirer-b"), ("T-HOST", "payment-host")] {
+        let reports: Vec<Value> = (1..=2)
+            .map(|sequence| {
+                let mut value = report(terminal, sequence);
+                value["software"]["pos_app"]["version"] = json!("2.10");
+                value["probes"][0]["target"] = json!(target);
+                value
+            })
+            .collect();
+        let (status, _, text) =
+            send(&router, post_as(batch(reports), terminal, &token(terminal))).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+    for (terminal, readiness, severity) in [
+        ("T-B", "cannot_pay", "critical"),
+        ("T-HOST", "at_risk", "warning"),
+    ] {
+        let (_, detail, _) = send(&router, get(&format!("/api/v1/terminals/{terminal}"))).await;
+        assert_eq!(detail["readiness"], readiness, "{detail}");
+        assert_eq!(detail["open_findings"][0]["severity"], severity, "{detail}");
+    }
+}

@@ -142,15 +142,6 @@ impl Tracker {
         self.open.is_empty() && self.pending.is_empty()
     }
 
-    /// The worst severity among open findings not explained by a fleet-wide one.
-    pub fn worst_severity(&self) -> Option<Severity> {
-        self.open
-            .iter()
-            .filter(|open| open.finding.suppressed_by.is_none())
-            .map(|open| open.finding.severity)
-            .max()
-    }
-
     pub fn findings(&self) -> impl Iterator<Item = &Finding> {
         self.open.iter().map(|open| &open.finding)
     }

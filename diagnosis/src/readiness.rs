@@ -12,7 +12,7 @@ use crate::findings::Finding;
 use crate::{Category, FindingKind, Severity, Text};
 
 /// Whether a terminal can take payments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Readiness {
     /// A payment-critical path, peripheral or process is down, or the clock is so far off

@@ -85,9 +85,11 @@ fn findings(detail: &Value) -> Vec<(String, String)> {
 #[test]
 fn readiness_follows_what_payments_need() {
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    // The agents measure this machine's own disks: a nearly full build disk must not add a
+    // finding of its own to the faults under test.
     let collector = Collector::start(
         dir.path(),
-        "[diagnosis]\nreport_interval_seconds = 2\n\n[[version_policy]]\ncomponent = \"pos_app\"\nminimum = \"2.10\"\n",
+        "[diagnosis]\nreport_interval_seconds = 2\ndisk_free_percent = 0.0001\n\n[[version_policy]]\ncomponent = \"pos_app\"\nminimum = \"2.10\"\n",
     );
     let mut payment_down = TargetServer::start();
     let payment_up = TargetServer::start();

@@ -355,10 +355,16 @@ fn firing_readiness(items: &[AlertItem]) -> Option<Readiness> {
     items.iter().map(readiness_of).min_by_key(|r| r.urgency())
 }
 
+/// The title's opening: the readiness said of payments, so a message read out of context is
+/// still clear ("At risk" alone does not say what is).
 fn readiness_label(readiness: Readiness, language: Language) -> &'static str {
-    match language {
-        Language::En => readiness.label().en,
-        Language::ZhCn => readiness.label().zh_cn,
+    match (readiness, language) {
+        (Readiness::AtRisk, Language::En) => "Payments at risk",
+        (Readiness::AtRisk, Language::ZhCn) => "收款存在风险",
+        (Readiness::Unknown, Language::En) => "Payments unknown",
+        (Readiness::Unknown, Language::ZhCn) => "收款状态未知",
+        (readiness, Language::En) => readiness.label().en,
+        (readiness, Language::ZhCn) => readiness.label().zh_cn,
     }
 }
 
@@ -718,13 +724,13 @@ pub(crate) mod tests {
         let cases: [(Vec<AlertItem>, &str, &str); 4] = [
             (
                 vec![outdated.clone()],
-                "[FIRING:1] At risk: POS application outdated",
-                "【告警:1】存在风险：",
+                "[FIRING:1] Payments at risk: POS application outdated",
+                "【告警:1】收款存在风险：",
             ),
             (
                 vec![silent.clone()],
-                "[FIRING:1] Unknown: ",
-                "【告警:1】未知：",
+                "[FIRING:1] Payments unknown: ",
+                "【告警:1】收款状态未知：",
             ),
             (
                 vec![outdated.clone(), down.clone()],
@@ -733,8 +739,8 @@ pub(crate) mod tests {
             ),
             (
                 vec![silent, outdated],
-                "[FIRING:2] At risk: ",
-                "【告警:2】存在风险：",
+                "[FIRING:2] Payments at risk: ",
+                "【告警:2】收款存在风险：",
             ),
         ];
         for (firing, en, zh) in cases {
