@@ -51,6 +51,12 @@ fn main() -> ExitCode {
             ip,
             nft
         ),
+        trial!(
+            a_time_out_behind_a_router_filtering_echoes_is_still_the_network_providers,
+            root,
+            ip,
+            nft
+        ),
         trial!(a_link_down_is_the_merchants, root, ip, nft),
         trial!(a_router_that_never_answered_is_the_merchants, root, ip, nft),
         trial!(
@@ -380,6 +386,27 @@ fn a_time_out_with_the_gateway_fine_is_the_network_providers() {
     scene.start_agent("T-TIMEOUT", CARRIER_RESOLVER, None);
     scene.expect_error(
         "T-TIMEOUT",
+        "env.network.host_unreachable",
+        "network_provider",
+        "timeout",
+    );
+}
+
+fn a_time_out_behind_a_router_filtering_echoes_is_still_the_network_providers() {
+    let mut scene = Scene::new();
+    let servers = scene.healthy_servers();
+    scene.serve(&servers);
+    // The router never answers an echo (many do not), and the host's port is lost beyond it:
+    // the silent echo alone must not call the router dead.
+    scene.shop.router.nft(&format!(
+        "add table inet path; \
+         add chain inet path input {{ type filter hook input priority 0; }}; \
+         add rule inet path input icmp type echo-request drop; \
+         add rule inet path input ip daddr {PAYMENT_HOST} tcp dport 443 drop"
+    ));
+    scene.start_agent("T-NOECHO", CARRIER_RESOLVER, None);
+    scene.expect_error(
+        "T-NOECHO",
         "env.network.host_unreachable",
         "network_provider",
         "timeout",
