@@ -4,8 +4,8 @@
 //! The neighbour table alone is late: the kernel keeps a dead router's entry complete until its
 //! own timers run out (24–54 s), and meanwhile the rungs behind the router fail and would name
 //! DNS. So every cycle also sends the gateway an echo (on the local link only: it never crosses
-//! the merchant's metered uplink), and when a later rung fails and a gateway that answered
-//! echoes before stops answering, the gateway is unreachable at once. A router that does not
+//! the merchant's metered uplink), and when every target fails behind it and a gateway that
+//! answered echoes before stops answering, the gateway is unreachable at once. A router that does not
 //! answer echoes while everything works filters them: it is judged by the neighbour table
 //! alone, as where no ICMP socket is permitted.
 
@@ -66,13 +66,14 @@ pub fn address(routes: &[Route]) -> Option<Ipv4Addr> {
 }
 
 /// The gateway rung after the echo: `passive` (from the neighbour table) confirmed, completed or
-/// overruled by `echo` (the echo rung towards `gateway`), given whether a later rung failed this
-/// cycle. `answered_before` is the gateway last seen answering echoes; it is updated here.
+/// overruled by `echo` (the echo rung towards `gateway`), given whether every target's ladder
+/// failed behind the gateway this cycle. `answered_before` is the gateway last seen answering
+/// echoes; it is updated here.
 pub fn verify(
     passive: StageResult,
     gateway: Ipv4Addr,
     echo: &StageResult,
-    later_rung_failed: bool,
+    behind_failed: bool,
     answered_before: &mut Option<Ipv4Addr>,
 ) -> StageResult {
     if passive.status == StageStatus::Failed {
@@ -86,7 +87,7 @@ pub fn verify(
             }
             passive
         }
-        StageStatus::Failed if later_rung_failed && *answered_before == Some(gateway) => failed(
+        StageStatus::Failed if behind_failed && *answered_before == Some(gateway) => failed(
             Stage::Gateway,
             ErrorKind::Unreachable,
             &format!(
@@ -94,8 +95,8 @@ pub fn verify(
             ),
         ),
         StageStatus::Failed => {
-            if !later_rung_failed {
-                // Everything works, so the router filters echoes: no evidence either way.
+            if !behind_failed {
+                // Something works behind it: the router routes, and filters echoes.
                 *answered_before = None;
             }
             passive
@@ -131,7 +132,7 @@ mod tests {
         let no_entry = || stage(Stage::Gateway, StageStatus::Unavailable);
         let echo = |status| stage(Stage::Icmp, status);
         use StageStatus::{Failed, Ok, Unavailable};
-        // (passive, echo, later rung failed, answered before) -> (status, answered before after)
+        // (passive, echo, every target failed behind it, answered before) -> (status, answered before after)
         let rows = [
             (passive_ok(), Ok, false, None, Ok, Some(gateway)),
             (no_entry(), Ok, false, None, Ok, Some(gateway)),

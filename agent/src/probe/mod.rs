@@ -1,7 +1,9 @@
 //! The network path ladder: per target, link → gateway → DNS → TCP → TLS → HTTP, in order, so
 //! that the first failing rung names the cause; ICMP echo beside it. Link and gateway are
 //! measured once per cycle and head every target's ladder; when either fails, no target goes
-//! further. A failed rung is a measurement (`status: failed` with an error kind), never an
+//! further. The gateway is also sent an echo beside the climbs (`gateway::verify`): when every
+//! target failed behind a gateway that answered echoes before and now does not, the gateway
+//! is the failed rung and the climbs' rungs are dropped. A failed rung is a measurement (`status: failed` with an error kind), never an
 //! `Err`, and every network step is bounded by the configured timeout.
 //!
 //! One attempt walks down the rungs until one fails; a target gets `attempts` attempts per
@@ -160,11 +162,15 @@ impl Ladder {
         let (echo, mut climbed) = tokio::join!(echo, climbs);
         let gateway = match (gateway, echo_gateway, echo) {
             (Some(passive), Some(address), Some(echo)) => {
-                let later_rung_failed = climbed.iter().flatten().any(|stages| {
-                    stages.iter().any(|stage| {
-                        stage.status == StageStatus::Failed && stage.stage != Stage::Icmp
-                    })
-                });
+                // A dead router breaks every target behind it; one target failing alone is no
+                // reason to doubt the router.
+                let mut ladders = climbed.iter().flatten().peekable();
+                let every_target_failed = ladders.peek().is_some()
+                    && ladders.all(|stages| {
+                        stages.iter().any(|stage| {
+                            stage.status == StageStatus::Failed && stage.stage != Stage::Icmp
+                        })
+                    });
                 let mut answered_before = self
                     .echoing_gateway
                     .lock()
@@ -174,7 +180,7 @@ impl Ladder {
                     passive,
                     address,
                     &echo,
-                    later_rung_failed,
+                    every_target_failed,
                     &mut answered_before,
                 );
                 if let Ok(mut guard) = self.echoing_gateway.lock() {

@@ -14,8 +14,8 @@ pub static CLOCK_SKEW: FindingKind = FindingKind {
         zh_cn: "终端时钟不准",
     },
     remediation: Text {
-        en: "The terminal's clock is off. Enable time synchronisation (NTP) on the terminal and check that it can reach its time server; a wrong clock breaks TLS and transaction timestamps.",
-        zh_cn: "终端时钟偏差过大。请在终端上启用时间同步（NTP）并确认能访问时间服务器；时钟错误会导致 TLS 失败和交易时间戳错误。",
+        en: "The terminal's clock is off. The terminal's operations team enables time synchronisation (NTP) on the terminal and checks that it can reach its time server; a wrong clock breaks TLS and transaction timestamps.",
+        zh_cn: "终端时钟偏差过大。请终端运维团队在终端上启用时间同步（NTP）并确认能访问时间服务器；时钟错误会导致 TLS 失败和交易时间戳错误。",
     },
     hysteresis: Hysteresis::new(2, 2),
 };

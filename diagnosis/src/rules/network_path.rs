@@ -621,6 +621,32 @@ mod party_table {
         }
     }
 
+    /// The remediation tells the party of its kind to act, in both languages.
+    #[test]
+    fn each_remediation_names_its_party() {
+        for kind in [
+            &LINK_DOWN,
+            &GATEWAY_UNREACHABLE,
+            &DNS_FAILURE,
+            &DNS_ROUTER_FAILURE,
+            &HOST_UNREACHABLE,
+            &HOST_REFUSED,
+            &TLS_FAILURE,
+            &clock_skew::CLOCK_BREAKS_TLS,
+            &clock_skew::CLOCK_SKEW,
+        ] {
+            let (en, zh_cn) = match kind.party {
+                Party::Merchant => ("merchant", "商户"),
+                Party::NetworkProvider => ("network provider", "网络运营商"),
+                Party::Acquirer => ("acquirer", "收单机构"),
+                Party::Operations => ("operations team", "运维团队"),
+                Party::PosVendor | Party::SoftwareVendor => panic!("{}", kind.code),
+            };
+            assert!(kind.remediation.en.contains(en), "{}", kind.code);
+            assert!(kind.remediation.zh_cn.contains(zh_cn), "{}", kind.code);
+        }
+    }
+
     #[test]
     fn only_a_well_formed_subnet_holds_the_resolver() {
         for (gateway, resolver, router) in [
