@@ -67,11 +67,13 @@ impl SilenceQueue {
         None
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.due.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.due.is_empty()
     }
 }
@@ -141,8 +143,8 @@ pub struct Reported {
 }
 
 /// Whether the reports of a batch that ends a silence prove the agent kept reporting through
-/// it — so the silence was the collector's not hearing (its own absence, or the way to it), not
-/// the terminal's: the batch continues the sequence held before (`held_sequence`, observed at
+/// it — so the silence was only the collector not hearing it (its own absence, or the way to it
+/// cut), and the backfilled reports now tell what the terminal saw meanwhile: the batch continues the sequence held before (`held_sequence`, observed at
 /// `held_observed_at`) without a gap, no two consecutive reports are further apart than the
 /// terminal's allowed silence (by its own clock: a clock that jumped back counts as no time,
 /// one that jumped ahead as a gap), and its newest report was observed within the allowed
