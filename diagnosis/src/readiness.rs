@@ -171,8 +171,10 @@ pub fn effect(
         // The path ladder: the terminal's own rungs (link, gateway) break every target…
         "env.network.link_down" | "env.network.gateway_unreachable" => Readiness::CannotPay,
         // …a target's rung (DNS, TCP, TLS, HTTP) breaks payments if payments need the target
-        // (or, without a target, the whole terminal's path).
-        code if code.starts_with("env.network.") => {
+        // (or, without a target, the whole terminal's path). A clock that breaks TLS does so
+        // per target too: it fails only the certificates whose validity it crosses, so another
+        // target's rejected certificate says nothing of the payment host's.
+        code if code.starts_with("env.network.") || code == "env.clock_breaks_tls" => {
             stops_if(subject.is_empty() || roles.is_payment_target(subject))
         }
         "env.hardware.peripheral_missing" => {
@@ -182,8 +184,6 @@ pub fn effect(
             stops_if(roles.processes.iter().any(|name| name == subject))
         }
         "env.clock_skew" => stops_if(severity == Severity::Critical),
-        // A clock so far off that TLS fails breaks every TLS path, payments' among them.
-        "env.clock_breaks_tls" => Readiness::CannotPay,
         _ => match kind.category {
             Category::Availability => Readiness::Unknown,
             Category::Upstream => stops_if(severity == Severity::Critical),
@@ -287,7 +287,8 @@ mod tests {
             ("env.network.high_latency", [R, R, R], [R, R, R]),
             ("env.network.packet_loss", [R, R, R], [R, R, R]),
             ("env.clock_skew", [R, R, R], [X, X, X]),
-            ("env.clock_breaks_tls", [X, X, X], [X, X, X]),
+            // Per target: the payment host's certificate, another's, none named.
+            ("env.clock_breaks_tls", [X, R, X], [X, R, X]),
             ("env.hardware.peripheral_missing", [X, R, R], [X, R, R]),
             ("env.hardware.disk_full", [R, R, R], [R, R, R]),
             ("env.hardware.memory_pressure", [R, R, R], [R, R, R]),
