@@ -1,6 +1,7 @@
-//! The problem list: terminals with open findings (not explained by a fleet-wide one),
-//! filtered by readiness, region, model, carrier, code, category, party, severity and terminal
-//! id, sorted (by default those that cannot take payments first) and paginated.
+//! The problem list: terminals with open findings not explained by a fleet-wide one (asked for
+//! by readiness, the explained ones too, as readiness counts them), filtered by readiness,
+//! region, model, carrier, code, category, party, severity and terminal id, sorted (by default
+//! those that cannot take payments first) and paginated.
 //!
 //! Fast at 100 000 terminals: one pass over the shards keeps only a small sort key per
 //! matching terminal (a shared id, no copy of its state); only the terminals of the page asked
@@ -135,9 +136,13 @@ impl Filter<'_> {
         &self,
         terminal: &'t Terminal,
     ) -> impl Iterator<Item = &'t Finding> + use<'t, '_> {
-        terminal
-            .visible_findings()
-            .filter(|finding| self.wants_finding(finding))
+        // Readiness counts every open finding, those an outage explains included: a list asked
+        // for by readiness shows them too (marked `suppressed_by`), or the terminals behind an
+        // outage would be counted as unable to pay and listed nowhere.
+        let explained_too = self.0.contains_key("readiness");
+        terminal.findings.findings().filter(move |finding| {
+            (explained_too || finding.suppressed_by.is_none()) && self.wants_finding(finding)
+        })
     }
 }
 
@@ -268,6 +273,7 @@ fn row_view(terminal: &Terminal, roles: &PaymentRoles, filter: &Filter<'_>) -> s
                 "subject": finding.subject,
                 "title": finding.kind.title,
                 "since": finding.since.unix_timestamp(),
+                "suppressed_by": finding.suppressed_by,
             })
         })
         .collect();
@@ -306,6 +312,59 @@ mod tests {
         rows.sort_by(|a, b| a.compare(b, key));
         let order: Vec<&str> = rows.iter().map(|row| &*row.terminal_id).collect();
         assert_eq!(order, expected, "{key:?}");
+    }
+
+    /// Terminals behind a host outage cannot pay although their findings are folded under it:
+    /// the list filtered by readiness holds them, as the readiness counts do, and says which
+    /// outage explains each finding. Unfiltered, they stay folded under the outage.
+    #[test]
+    fn the_readiness_filter_lists_terminals_whose_findings_an_outage_explains() {
+        use posmon_diagnosis::test_support::{healthy_report, stage};
+        use posmon_diagnosis::thresholds::Thresholds;
+        use posmon_diagnosis::{diagnose, Policy};
+        use posmon_protocol::{ErrorKind, Stage, StageStatus};
+
+        let t0 = time::macros::datetime!(2026-11-26 02:00 UTC);
+        let thresholds = Thresholds::default();
+        let roles = PaymentRoles::default();
+        let policy = Policy {
+            versions: &[],
+            thresholds: &thresholds,
+            roles: &roles,
+        };
+        let fleet = Fleet::new(100, 30);
+        for index in 0..6 {
+            let id = format!("T-{index}");
+            let reports = (1..=2)
+                .map(|sequence| {
+                    let mut report = healthy_report();
+                    report.terminal_id = id.clone();
+                    report.sequence = sequence;
+                    report.observed_at = t0 + time::Duration::minutes(sequence as i64);
+                    report.probes[0].stages = vec![stage(
+                        Stage::Tcp,
+                        StageStatus::Failed,
+                        Some(ErrorKind::Timeout),
+                    )];
+                    let signals = diagnose(&report, &policy);
+                    (report, signals)
+                })
+                .collect();
+            fleet.apply_batch(&id, reports, t0 + time::Duration::minutes(2), &thresholds);
+        }
+        fleet.evaluate(t0 + time::Duration::minutes(2), &thresholds);
+        let outage = fleet.fleet_wide_findings();
+        assert_eq!(outage.len(), 1, "a host outage opens");
+        let filter =
+            |pairs: &[(&'static str, &'static str)]| Filter(pairs.iter().copied().collect());
+        let cannot_pay = filter(&[("readiness", "cannot_pay")]);
+        let listed = rows(&fleet, &roles, &cannot_pay, SortKey::Readiness, false);
+        assert_eq!(listed.len(), 6, "{listed:?}");
+        let terminal = fleet.terminal("T-0").expect("known");
+        let view = row_view(&terminal, &roles, &cannot_pay);
+        assert_eq!(view["findings"][0]["suppressed_by"], outage[0].id, "{view}");
+        // Without the filter, the outage's terminals are folded under its banner.
+        assert!(rows(&fleet, &roles, &filter(&[]), SortKey::Readiness, false).is_empty());
     }
 
     #[test]

@@ -296,7 +296,7 @@ async function viewProblems(main, current, fresh) {
       <td><a href="#/terminal/${encodeURIComponent(row.terminal_id)}">${esc(row.terminal_id)}</a><div class="muted">${esc(row.labels?.merchant || "")}</div></td>
       <td>${badge(row.readiness, t("readiness." + row.readiness))}</td>
       <td>${esc(row.labels?.region || "")}</td><td>${esc(row.labels?.model || "")}</td><td>${esc(row.labels?.carrier || "")}</td>
-      <td>${(row.findings || []).map(f => `<div class="finding" data-code="${esc(f.code)}">${badge(f.severity, t("severity." + f.severity))} ${esc(text(f.title))}${f.subject ? ` <span class="muted">(${esc(f.subject)})</span>` : ""} ${partyBadge(f.party)}</div>`).join("")}</td>
+      <td>${(row.findings || []).map(f => `<div class="finding" data-code="${esc(f.code)}">${badge(f.severity, t("severity." + f.severity))} ${esc(text(f.title))}${f.subject ? ` <span class="muted">(${esc(f.subject)})</span>` : ""} ${partyBadge(f.party)}${f.suppressed_by ? ` <span class="muted">${esc(t("terminal.suppressed"))}</span>` : ""}</div>`).join("")}</td>
       <td>${esc(ago(Math.min(...(row.findings || []).map(f => f.since))))}</td>
       <td>${esc(ago(row.last_seen))}</td>
     </tr>`).join("");
