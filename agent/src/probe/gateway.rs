@@ -105,6 +105,37 @@ pub fn verify(
     }
 }
 
+/// Whether nothing behind the gateway answered this cycle: every target's ladder failed, and no
+/// rung behind the gateway worked or failed with an answer — a refusal or a reset, a resolver's
+/// error, a certificate or a TLS alert, an HTTP status — each of which the router forwarded.
+/// Only then can an unanswered echo mean a dead router: a host refusing while the router drops a
+/// pair of echoes is the host's operator's, not the merchant's.
+pub fn nothing_answered_behind<'a>(ladders: impl IntoIterator<Item = &'a [StageResult]>) -> bool {
+    let mut ladders = ladders.into_iter().peekable();
+    ladders.peek().is_some()
+        && ladders.all(|stages| {
+            let rungs = || stages.iter().filter(|stage| stage.stage != Stage::Icmp);
+            rungs().any(|stage| stage.status == StageStatus::Failed)
+                && rungs().all(|stage| {
+                    stage.status != StageStatus::Ok && !stage.error.is_some_and(is_an_answer)
+                })
+        })
+}
+
+/// An error that something behind the gateway sent (rather than silence, or nothing sent).
+fn is_an_answer(error: ErrorKind) -> bool {
+    !matches!(
+        error,
+        ErrorKind::Timeout
+            | ErrorKind::Unreachable
+            | ErrorKind::NoResolver
+            | ErrorKind::NoCarrier
+            | ErrorKind::NoAddress
+            | ErrorKind::NoDefaultRoute
+            | ErrorKind::Other
+    )
+}
+
 /// The flags of the neighbour entry of `address` on `interface`.
 fn neighbour_flags(arp: &str, address: Ipv4Addr, interface: &str) -> Option<u32> {
     arp.lines().skip(1).find_map(|line| {
@@ -188,6 +219,40 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn only_silence_behind_the_gateway_lets_the_echo_doubt_it() {
+        use ErrorKind::*;
+        let down = |rung: Stage, error: ErrorKind| failed(rung, error, "");
+        let up = |rung: Stage| succeeded(rung, String::new());
+        let dead = vec![down(Stage::Dns, Timeout)];
+        let no_route = vec![up(Stage::Dns), down(Stage::Tcp, Unreachable)];
+        // (ladders, nothing answered behind the gateway)
+        let rows: Vec<(Vec<Vec<StageResult>>, bool)> = vec![
+            (vec![], false),
+            (vec![dead.clone()], true),
+            (vec![dead.clone(), vec![down(Stage::Tcp, Timeout)]], true),
+            // The ICMP side measurement is no rung.
+            (vec![vec![down(Stage::Tcp, Timeout), up(Stage::Icmp)]], true),
+            // The resolver answered: the router forwards.
+            (vec![no_route.clone()], false),
+            (vec![dead.clone(), vec![up(Stage::Tcp)]], false),
+            // The host refuses, resets, or answers with a server error or a TLS alert.
+            (vec![vec![down(Stage::Tcp, Refused)]], false),
+            (vec![vec![down(Stage::Tcp, Reset)]], false),
+            (vec![vec![down(Stage::Dns, Servfail)]], false),
+            (vec![vec![down(Stage::Tls, HandshakeFailed)]], false),
+            (vec![vec![down(Stage::Http, HttpStatus)]], false),
+        ];
+        for (number, (ladders, expected)) in rows.into_iter().enumerate() {
+            assert_eq!(
+                nothing_answered_behind(ladders.iter().map(Vec::as_slice)),
+                expected,
+                "row {number}"
+            );
+        }
+    }
+
     use crate::probe::rung_on_tree;
 
     /// Routes below the header of `/proc/net/route`.

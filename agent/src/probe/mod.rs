@@ -162,15 +162,11 @@ impl Ladder {
         let (echo, mut climbed) = tokio::join!(echo, climbs);
         let gateway = match (gateway, echo_gateway, echo) {
             (Some(passive), Some(address), Some(echo)) => {
-                // A dead router breaks every target behind it; one target failing alone is no
-                // reason to doubt the router.
-                let mut ladders = climbed.iter().flatten().peekable();
-                let every_target_failed = ladders.peek().is_some()
-                    && ladders.all(|stages| {
-                        stages.iter().any(|stage| {
-                            stage.status == StageStatus::Failed && stage.stage != Stage::Icmp
-                        })
-                    });
+                // A dead router breaks every target behind it, and nothing behind it answers;
+                // one target failing alone, or a host that answers with a refusal, is no reason
+                // to doubt the router.
+                let every_target_failed =
+                    gateway::nothing_answered_behind(climbed.iter().flatten().map(Vec::as_slice));
                 let mut answered_before = self
                     .echoing_gateway
                     .lock()
