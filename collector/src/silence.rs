@@ -117,6 +117,10 @@ pub fn check(
         next_id,
         |kind| std::ptr::eq(kind, &SILENT),
     );
+    // A configured hysteresis may want more observations: look again at the next evaluation.
+    if !terminal.is_silent() {
+        return Err(now.unix_timestamp().saturating_add(1));
+    }
     // Silent since the last report, not since it was noticed.
     let since = terminal.last_seen;
     for finding in terminal
@@ -396,6 +400,28 @@ mod tests {
             let events = fleet.evaluate(back + Duration::seconds(361), &thresholds);
             assert_eq!(silences(&events, Change::Opened), 1);
             assert_eq!(events[0].finding.since, T0);
+        }
+
+        /// `[diagnosis.hysteresis."terminal.silent"]` may ask for more than one observation:
+        /// the watch then looks again at each evaluation until the silence opens, rather than
+        /// dropping the terminal after the first (it would never be silent).
+        #[test]
+        fn a_silence_that_needs_more_observations_is_looked_at_again() {
+            let mut thresholds = Thresholds::default();
+            thresholds.hysteresis.insert(
+                SILENT.code.to_string(),
+                posmon_diagnosis::Hysteresis::new(3, 1),
+            );
+            let fleet = Fleet::new(100, 30);
+            apply(&fleet, vec![report(1, T0)], T0);
+            let mut opened = Vec::new();
+            for seconds in 181..=190 {
+                let events = fleet.evaluate(T0 + Duration::seconds(seconds), &thresholds);
+                if silences(&events, Change::Opened) > 0 {
+                    opened.push(seconds);
+                }
+            }
+            assert_eq!(opened, [183], "the third evaluation after the deadline");
         }
 
         #[test]
