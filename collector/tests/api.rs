@@ -1035,7 +1035,9 @@ async fn a_report_without_the_instance_cannot_pin_a_terminal_that_sends_one() {
 async fn unchanged_sections_are_taken_from_the_previous_report() {
     let (router, _dir) = router();
     let token = token("T-1");
-    let full = report("T-1", 1);
+    let mut full = report("T-1", 1);
+    full["labels"]["gateway"] = json!("192.168.1.0/24");
+    full["labels"]["resolver"] = json!("192.168.1.1");
     let mut delta = report("T-1", 2);
     if let Some(object) = delta.as_object_mut() {
         object.remove("labels");
@@ -1052,6 +1054,12 @@ async fn unchanged_sections_are_taken_from_the_previous_report() {
     let (_, terminal, _) = send(&router, get("/api/v1/terminals/T-1")).await;
     assert_eq!(terminal["sequence"], 3);
     assert_eq!(terminal["labels"]["region"], "cn-east", "{terminal}");
+    // The network labels that pick the party of a DNS failure are shown with the others.
+    assert_eq!(
+        terminal["labels"]["gateway"], "192.168.1.0/24",
+        "{terminal}"
+    );
+    assert_eq!(terminal["labels"]["resolver"], "192.168.1.1", "{terminal}");
     let (_, findings, _) = send(
         &router,
         get("/api/v1/findings?terminal=T-1&code=outdated.pos_app"),

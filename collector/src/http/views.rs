@@ -59,7 +59,8 @@ impl<'a> From<&'a Finding> for FindingView<'a> {
     }
 }
 
-/// Labels as the protocol writes them: the four well-known ones and `extra` as an object.
+/// Labels as the protocol writes them: the well-known ones (with the network the agent measured,
+/// which picks the party of a DNS failure) and `extra` as an object.
 #[derive(Serialize)]
 pub struct LabelsView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -70,6 +71,10 @@ pub struct LabelsView<'a> {
     region: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     carrier: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gateway: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolver: Option<&'a str>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     extra: BTreeMap<&'a str, &'a str>,
 }
@@ -81,6 +86,8 @@ impl<'a> From<&'a TerminalLabels> for LabelsView<'a> {
             model: labels.model.as_deref(),
             region: labels.region.as_deref(),
             carrier: labels.carrier.as_deref(),
+            gateway: labels.gateway.as_deref(),
+            resolver: labels.resolver.as_deref(),
             extra: labels.extra.iter().map(|(k, v)| (&**k, &**v)).collect(),
         }
     }

@@ -29,7 +29,7 @@ const STRINGS = {
     "col.findings": "Findings", "col.since": "Since", "col.last_seen": "Last report",
     "page.prev": "‹ Previous", "page.next": "Next ›", "page.of": "{from}–{to} of {total}",
     "terminal.title": "Terminal {id}", "terminal.identity": "Identity", "terminal.labels": "Labels",
-    "terminal.merchant": "Merchant", "terminal.agent": "Agent version", "terminal.first_seen": "First report",
+    "terminal.merchant": "Merchant", "terminal.gateway": "Gateway subnet", "terminal.resolver": "Resolver", "terminal.agent": "Agent version", "terminal.first_seen": "First report",
     "terminal.last_seen": "Last report", "terminal.observed_at": "Measured at", "terminal.path": "Network path",
     "terminal.instance": "Agent instance", "terminal.resets": "Restarted from sequence 1: {count}×, last {time}",
     "terminal.no_resets": "sequence {sequence}, never restarted",
@@ -79,7 +79,7 @@ const STRINGS = {
     "col.findings": "问题", "col.since": "开始时间", "col.last_seen": "最近上报",
     "page.prev": "‹ 上一页", "page.next": "下一页 ›", "page.of": "第 {from}–{to} 条，共 {total} 条",
     "terminal.title": "终端 {id}", "terminal.identity": "基本信息", "terminal.labels": "标签",
-    "terminal.merchant": "商户", "terminal.agent": "代理版本", "terminal.first_seen": "首次上报",
+    "terminal.merchant": "商户", "terminal.gateway": "网关子网", "terminal.resolver": "DNS 服务器", "terminal.agent": "代理版本", "terminal.first_seen": "首次上报",
     "terminal.last_seen": "最近上报", "terminal.observed_at": "测量时间", "terminal.path": "网络路径",
     "terminal.instance": "代理实例", "terminal.resets": "序号已从 1 重新开始：{count} 次，最近一次 {time}",
     "terminal.no_resets": "序号 {sequence}，未重新开始",
@@ -397,7 +397,7 @@ async function viewTerminal(main, current) {
     throw error;
   }
   const labels = terminal.labels || {};
-  const labelRows = [["col.region", labels.region], ["col.model", labels.model], ["col.carrier", labels.carrier], ["terminal.merchant", labels.merchant]]
+  const labelRows = [["col.region", labels.region], ["col.model", labels.model], ["col.carrier", labels.carrier], ["terminal.merchant", labels.merchant], ["terminal.gateway", labels.gateway], ["terminal.resolver", labels.resolver]]
     .filter(([, v]) => v).map(([k, v]) => `<dt>${esc(t(k))}</dt><dd>${esc(v)}</dd>`).join("")
     + Object.entries(labels.extra || {}).map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("");
   const targets = (terminal.targets || []).map(target => `
