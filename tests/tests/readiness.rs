@@ -160,7 +160,7 @@ fn readiness_follows_what_payments_need() {
     );
     assert_eq!(
         findings(&detail),
-        [("env.network.host_unreachable".into(), "critical".into())],
+        [("env.network.host_refused".into(), "critical".into())],
         "{detail}"
     );
 
@@ -186,7 +186,7 @@ fn readiness_follows_what_payments_need() {
     );
     assert_eq!(
         findings(&detail),
-        [("env.network.host_unreachable".into(), "warning".into())],
+        [("env.network.host_refused".into(), "warning".into())],
         "{detail}"
     );
 
