@@ -574,6 +574,14 @@ mod tests {
             "config key diagnosis.packet_loss_percent: must be a percentage above 0 and at most 100",
         );
         check(
+            "[diagnosis]\nupstream_max_dimensions = 3",
+            "config key diagnosis.upstream_max_dimensions: must be 1 or 2",
+        );
+        check(
+            "[diagnosis]\nupstream_min_contrast = 0.5",
+            "config key diagnosis.upstream_min_contrast: must be a number of at least 1",
+        );
+        check(
             "[diagnosis.hysteresis.\"env.network.nope\"]\nopen_after_observations = 1\nclose_after_observations = 1",
             "config key diagnosis.hysteresis.\"env.network.nope\": unknown finding code",
         );

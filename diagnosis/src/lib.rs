@@ -8,6 +8,7 @@
 //! rule is one file in `rules/` plus one line in `RULES` and one in `all_kinds`.
 
 pub mod findings;
+pub mod localize;
 pub mod rules;
 pub mod thresholds;
 pub mod version;
@@ -29,7 +30,8 @@ pub enum Category {
     Outdated,
     /// The terminal itself stopped reporting.
     Availability,
-    /// A fault outside every single terminal: a host or a carrier, seen across the fleet.
+    /// A fault outside every single terminal, seen across the fleet and localized to a scope: a
+    /// host, a carrier, a model, a version, a merchant, a resolver.
     Upstream,
 }
 
@@ -234,6 +236,13 @@ static ALL_KINDS: &[&FindingKind] = &[
     &rules::silent::SILENT,
     &rules::upstream::HOST_OUTAGE,
     &rules::upstream::CARRIER_OUTAGE,
+    &rules::upstream::REGIONAL_OUTAGE,
+    &rules::upstream::RESOLVER_OUTAGE,
+    &rules::upstream::MODEL_FAULT,
+    &rules::upstream::FIRMWARE_FAULT,
+    &rules::upstream::APP_FAULT,
+    &rules::upstream::MERCHANT_OUTAGE,
+    &rules::upstream::GATEWAY_OUTAGE,
 ];
 
 /// Every kind of finding, for documentation, metrics that list all codes, and restoring
@@ -418,6 +427,10 @@ mod tests {
             );
             assert_eq!(kind_by_code(kind.code), Some(kind));
         }
-        assert_eq!(seen.len(), 20, "the issue names twenty codes");
+        assert_eq!(
+            seen.len(),
+            27,
+            "the issue names twenty codes; shared causes add seven kinds by party"
+        );
     }
 }
