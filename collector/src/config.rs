@@ -608,7 +608,7 @@ mod tests {
         );
         check(
             &format!("{receiver}[[alerts.routes]]\nname = \"old\"\nreceiver = \"ops\"\nmatch = {{ code = [\"outdate.*\"] }}"),
-            "config key alerts.routes[0] \"old\" match.code[0]: \"outdate.*\" matches none of env.network.link_down, env.network.gateway_unreachable, env.network.dns_failure, env.network.host_unreachable, env.network.tls_failure, env.network.high_latency, env.network.packet_loss, env.clock_skew, env.hardware.peripheral_missing, env.hardware.disk_full, env.hardware.memory_pressure, env.hardware.overheat, env.hardware.battery_low, env.software.app_not_running, outdated.pos_app, outdated.os, outdated.firmware, terminal.silent, upstream.host_outage, upstream.carrier_outage",
+            "config key alerts.routes[0] \"old\" match.code[0]: \"outdate.*\" matches none of env.network.link_down, env.network.gateway_unreachable, env.network.dns_failure, env.network.host_unreachable, env.network.tls_failure, env.network.high_latency, env.network.packet_loss, env.clock_skew, env.hardware.peripheral_missing, env.hardware.disk_full, env.hardware.memory_pressure, env.hardware.overheat, env.hardware.battery_low, env.software.app_not_running, outdated.pos_app, outdated.os, outdated.firmware, terminal.silent, upstream.host_outage, upstream.carrier_outage, upstream.regional_outage, upstream.resolver_outage, upstream.model_fault, upstream.firmware_fault, upstream.app_fault, upstream.merchant_outage, upstream.gateway_outage",
         );
         check(
             "[[alerts.receivers]]\nname = \"robot\"\nkind = \"dingtalk\"\nurl = \"http://x/\"\nsecret = \"inline\"",
