@@ -339,10 +339,12 @@ impl Fleet {
         inputs
     }
 
-    /// The shared-cause part of the periodic evaluation: follows the findings `events` opened
-    /// and closed, localizes the causes, opens, updates and closes their fleet-level findings,
-    /// and suppresses the terminal findings they explain. O(failing terminals).
-    pub(super) fn evaluate_shared_causes(
+    /// The shared-cause part of the periodic evaluation ([`Fleet::evaluate`] runs it after the
+    /// silence check; public for the benchmark that times it alone): follows the findings
+    /// `events` opened and closed, localizes the causes, opens, updates and closes their
+    /// fleet-level findings, and suppresses the terminal findings they explain.
+    /// O(failing terminals).
+    pub fn evaluate_shared_causes(
         &self,
         now: OffsetDateTime,
         thresholds: &Thresholds,
