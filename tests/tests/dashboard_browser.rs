@@ -382,6 +382,14 @@ latest = "3.2.1"
         "the token left the address bar"
     );
     assert!(browser.text("#outages").contains("Upstream outage"));
+    // The outage names its scope and party, and unfolds the terminal findings it explains.
+    assert!(browser.text("#outages").contains("host payment-host"));
+    assert!(browser.text("#outages").contains("Acquirer"));
+    browser.click("#outages details.explained summary");
+    browser.wait_until(
+        "the outage to unfold the terminal findings it explains",
+        "return document.querySelectorAll('#outages .explained-list a[href^=\"#/terminal/\"]').length > 0",
+    );
     // Bar widths are set through the CSSOM (the CSP refuses inline style attributes).
     browser.wait_until(
         "the bars to have their widths",
