@@ -37,7 +37,8 @@ fn report(index: usize, terminals: usize, sequence: u64) -> Report {
         format!("cn-region-{}", index % 29)
     };
     report.labels.region = Some(region);
-    report.labels.carrier = Some(["china-mobile", "china-unicom", "china-telecom"][index % 3].into());
+    report.labels.carrier =
+        Some(["china-mobile", "china-unicom", "china-telecom"][index % 3].into());
     report.labels.model = Some(format!("model-{}", (index / 7) % 8));
     report.labels.merchant = Some(format!("M-{}", index / 3));
     let mut tms = report.probes[0].clone();
@@ -49,7 +50,11 @@ fn report(index: usize, terminals: usize, sequence: u64) -> Report {
             && (index - HOT_REGION_TERMINALS) % scattered_every == 0
             && (index - HOT_REGION_TERMINALS) / scattered_every < SCATTERED_FAILING);
     if failing {
-        report.probes[0].stages = vec![stage(Stage::Tcp, StageStatus::Failed, Some(ErrorKind::Timeout))];
+        report.probes[0].stages = vec![stage(
+            Stage::Tcp,
+            StageStatus::Failed,
+            Some(ErrorKind::Timeout),
+        )];
     }
     report
 }
@@ -72,7 +77,12 @@ fn run(terminals: usize) {
             let report = report(index, terminals, sequence);
             let signals = diagnose(&report, &policy);
             let at = report.observed_at;
-            fleet.apply_batch(&report.terminal_id.clone(), vec![(report, signals)], at, &thresholds);
+            fleet.apply_batch(
+                &report.terminal_id.clone(),
+                vec![(report, signals)],
+                at,
+                &thresholds,
+            );
         }
     }
     let filled = filling.elapsed();
@@ -120,7 +130,11 @@ fn main() {
         .skip(1)
         .filter_map(|argument| argument.parse().ok())
         .collect();
-    let sizes = if sizes.is_empty() { vec![100_000] } else { sizes };
+    let sizes = if sizes.is_empty() {
+        vec![100_000]
+    } else {
+        sizes
+    };
     for terminals in sizes {
         run(terminals.max(HOT_REGION_TERMINALS + SCATTERED_FAILING * 2));
     }

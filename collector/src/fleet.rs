@@ -640,9 +640,7 @@ impl Fleet {
         for mut terminal in restored.terminals {
             let mut shard = lock(fleet.shard_of(&terminal.id));
             terminal.intern_with(&mut shard.interner);
-            fleet
-                .tallies
-                .update(None, Some(&Membership::of(&terminal)));
+            fleet.tallies.update(None, Some(&Membership::of(&terminal)));
             shard.failing.restore(&terminal);
             shard.terminals.insert(Arc::clone(&terminal.id), terminal);
         }

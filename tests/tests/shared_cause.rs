@@ -85,7 +85,11 @@ fn the_demos_regional_host_outage_is_one_cause_for_the_acquirer() {
             .then_some(causes)
     })
     .unwrap_or_else(|| panic!("no shared cause; log:\n{}", collector.process.log()));
-    assert_eq!(causes.len(), 1, "exactly one fleet-level finding: {causes:#?}");
+    assert_eq!(
+        causes.len(),
+        1,
+        "exactly one fleet-level finding: {causes:#?}"
+    );
     let cause = &causes[0];
     assert_eq!(cause["subject"], subject.as_str(), "{cause:#}");
     assert_eq!(cause["code"], "upstream.host_outage");
@@ -98,12 +102,12 @@ fn the_demos_regional_host_outage_is_one_cause_for_the_acquirer() {
 
     // Every host finding of the region is suppressed by it; none elsewhere (the incident hits
     // only that region).
-    let host_findings =
-        collector.get_json("/api/v1/findings?code=env.network.host_unreachable&suppressed=include")
-            ["findings"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+    let host_findings = collector
+        .get_json("/api/v1/findings?code=env.network.host_unreachable&suppressed=include")
+        ["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(host_findings.len() >= 20, "{host_findings:#?}");
     for finding in &host_findings {
         assert_eq!(finding["suppressed_by"], cause["id"], "{finding:#}");

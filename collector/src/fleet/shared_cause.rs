@@ -169,7 +169,10 @@ impl Tallies {
 /// Whether a kind's findings are symptoms a shared cause may explain: what a terminal's
 /// environment shows, and silence. Outdated software is policy, not a fault.
 fn symptom_kind(kind: &FindingKind) -> bool {
-    matches!(kind.category, Category::Environment | Category::Availability)
+    matches!(
+        kind.category,
+        Category::Environment | Category::Availability
+    )
 }
 
 /// The terminals of one shard showing each symptom.
@@ -357,9 +360,8 @@ impl Fleet {
             .findings()
             .map(|finding| finding.subject.clone())
             .collect();
-        let mut totals = |population: Option<&str>, scope: &Scope| {
-            self.tallies.total(population, scope)
-        };
+        let mut totals =
+            |population: Option<&str>, scope: &Scope| self.tallies.total(population, scope);
         let causes = localize::localize(&inputs, &mut totals, &open, thresholds);
         let signals = upstream::evaluate(&causes, thresholds.upstream_min_share_percent);
         let mut next_id = || self.next_id();
@@ -592,7 +594,10 @@ mod tests {
         }
         let keys = fleet.tallies.len();
         assert_eq!(fleet.tallies.total(None, &Scope::default()), 8);
-        assert_eq!(fleet.tallies.total(Some("payment-host"), &Scope::default()), 8);
+        assert_eq!(
+            fleet.tallies.total(Some("payment-host"), &Scope::default()),
+            8
+        );
         assert_eq!(fleet.tallies.total(None, &region("cn-south")), 2);
         // The same labels again change nothing.
         send(&fleet, report(0, 2, false));
