@@ -682,12 +682,14 @@ mod tests {
         let mut inputs: Vec<SymptomInput> = inputs.into_values().collect();
         inputs.sort_by(|a, b| a.symptom.cmp(&b.symptom));
         // Every terminal probes payment-host; the population is the whole fleet either way.
-        let mut totals = |_: Option<&str>, scope: &Scope| {
-            fleet
-                .iter()
-                .filter(|sim| scope.contains(&sim.attributes))
-                .count() as u64
-        };
+        // Counted like the collector's tallies: every scope of every terminal.
+        let mut counts: HashMap<Scope, u64> = HashMap::new();
+        for sim in fleet {
+            for scope in scopes_of(&sim.attributes, 2) {
+                *counts.entry(scope).or_insert(0) += 1;
+            }
+        }
+        let mut totals = |_: Option<&str>, scope: &Scope| counts.get(scope).copied().unwrap_or(0);
         localize(&inputs, &mut totals, open, &Thresholds::default())
     }
 
@@ -870,6 +872,35 @@ mod tests {
                 .collect();
             assert_eq!(got, expected, "{name}: {causes:#?}");
         }
+    }
+
+    #[test]
+    fn random_noise_in_a_large_fleet_with_large_merchants_is_no_cause() {
+        // 20 000 terminals, merchants of ten, 3 % of them failing each symptom at random.
+        let mut sims = fleet(20_000);
+        for (index, sim) in sims.iter_mut().enumerate() {
+            sim.attributes[Dimension::Merchant.index()] =
+                Some(Arc::from(format!("M{}", index / 10)));
+        }
+        for (salt, symptom) in [
+            host(UNREACHABLE),
+            host("env.network.dns_failure"),
+            Symptom {
+                code: "env.network.gateway_unreachable",
+                subject: Arc::from(""),
+            },
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for (index, sim) in sims.iter_mut().enumerate() {
+                if draw(index * 7 + salt) < 0.03 {
+                    sim.failing.push(symptom.clone());
+                }
+            }
+        }
+        let causes = run(&sims, &HashSet::new());
+        assert!(causes.is_empty(), "{causes:#?}");
     }
 
     #[test]
