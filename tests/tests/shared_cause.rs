@@ -15,12 +15,12 @@ fn demo_host_outage() -> (String, String) {
     let block = script
         .split("[[incidents]]")
         .find(|block| block.contains("fault = \"host_outage\""))
-        .expect("the demo scripts a host outage");
+        .unwrap_or_else(|| panic!("the demo scripts a host outage"));
     let region = block
         .lines()
         .find_map(|line| line.trim().strip_prefix("region = "))
         .map(|value| value.trim_matches('"').to_string())
-        .expect("the demo's host outage is regional");
+        .unwrap_or_else(|| panic!("the demo's host outage is regional"));
     let incident: String = block
         .lines()
         .map(|line| {
