@@ -9,7 +9,7 @@ const STRINGS = {
     "lang.other": "中文", "updated": "Updated {time}", "loading": "Loading…", "error": "Cannot load: {error}",
     "status.ok": "OK", "status.warning": "Warning", "status.critical": "Critical", "terminals": "Terminals",
     "of.fleet": "{share} of the fleet", "outage.title": "Upstream outage", "outage.explains": "{count} terminal findings explained",
-    "outage.since": "since {time}", "outage.evidence": "{inside} of {total} failing; elsewhere {outside} %",
+    "outage.since": "since {time}", "outage.evidence": "{inside} of {total} failing; elsewhere {outside} %", "outage.evidence.all": "{inside} of {total} failing",
     "outage.loading": "Loading the terminal findings…", "outage.none": "No terminal finding explained now.",
     "dim.target": "host", "dim.region": "region", "dim.carrier": "carrier", "dim.model": "model", "dim.firmware": "firmware",
     "dim.pos_app": "POS app", "dim.merchant": "merchant", "dim.gateway": "gateway", "dim.resolver": "resolver", "by.category": "Open findings by category", "by.party": "Who must act",
@@ -60,7 +60,7 @@ const STRINGS = {
     "lang.other": "English", "updated": "更新于 {time}", "loading": "加载中…", "error": "无法加载：{error}",
     "status.ok": "正常", "status.warning": "警告", "status.critical": "严重", "terminals": "终端总数",
     "of.fleet": "占全部终端 {share}", "outage.title": "上游故障", "outage.explains": "解释了 {count} 个终端问题",
-    "outage.since": "开始于 {time}", "outage.evidence": "{total} 台中 {inside} 台故障；其他范围 {outside} %",
+    "outage.since": "开始于 {time}", "outage.evidence": "{total} 台中 {inside} 台故障；其他范围 {outside} %", "outage.evidence.all": "{total} 台中 {inside} 台故障",
     "outage.loading": "正在加载终端问题…", "outage.none": "当前没有被解释的终端问题。",
     "dim.target": "主机", "dim.region": "地区", "dim.carrier": "运营商", "dim.model": "型号", "dim.firmware": "固件",
     "dim.pos_app": "收银应用", "dim.merchant": "商户", "dim.gateway": "网关", "dim.resolver": "DNS 服务器", "by.category": "未关闭问题（按类别）", "by.party": "责任方",
@@ -244,7 +244,8 @@ async function viewOverview(main) {
   const status = overview.status || {};
   const outages = (overview.outages || []).map(o => {
     const share = evidenceOf(o, "share_outside_percent");
-    const evidence = share === undefined ? "" : `<div class="detail">${esc(t("outage.evidence", { inside: evidenceOf(o, "failing_inside"), total: evidenceOf(o, "total_inside"), outside: share }))}</div>`;
+    const key = evidenceOf(o, "total_outside") === "0" ? "outage.evidence.all" : "outage.evidence";
+    const evidence = share === undefined ? "" : `<div class="detail">${esc(t(key, { inside: evidenceOf(o, "failing_inside"), total: evidenceOf(o, "total_inside"), outside: share }))}</div>`;
     return `
     <div class="outage" data-code="${esc(o.code)}">
       <span class="icon">⚠</span>
