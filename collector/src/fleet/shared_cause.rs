@@ -575,6 +575,44 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_fleet_keeps_its_cause_its_tallies_and_suppresses_new_findings() {
+        let fleet = Fleet::new(1000, 10);
+        let thresholds = Thresholds::default();
+        let now = |seconds: i64| T0 + time::Duration::minutes(1) + time::Duration::seconds(seconds);
+        // All of cn-south but T-0 fails the host.
+        round(&fleet, 200, 1, |index| index % 4 == 0 && index != 0);
+        fleet.evaluate(now(0), &thresholds);
+        let cause = fleet.fleet_wide_findings();
+        assert_eq!(cause.len(), 1);
+        let changes = fleet.take_changes();
+        let restored = Fleet::restore(
+            super::super::Restored {
+                terminals: changes.terminals,
+                history: Vec::new(),
+                fleet_wide: changes.fleet_wide.unwrap_or_default(),
+                next_finding_id: changes.next_finding_id,
+                unreadable: Vec::new(),
+            },
+            1000,
+            10,
+        );
+        let south = Scope(vec![(Dimension::Region, Arc::from("cn-south"))]);
+        assert_eq!(restored.tallies.total(Some("payment-host"), &south), 50);
+        assert_eq!(restored.tallies.len(), fleet.tallies.len());
+        assert_eq!(suppressed(&restored, 200), 49);
+        // T-0 fails too now: its new finding is suppressed as it opens.
+        send(&restored, report(0, 10, true));
+        send(&restored, report(0, 11, true));
+        assert_eq!(suppressed(&restored, 200), 50);
+        // The evaluation after the restart keeps the same finding.
+        restored.evaluate(now(1), &thresholds);
+        let after = restored.fleet_wide_findings();
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].id, cause[0].id);
+        assert_eq!(after[0].explains, 50);
+    }
+
+    #[test]
     fn scattered_failures_make_no_cause() {
         let fleet = Fleet::new(1000, 10);
         let thresholds = Thresholds::default();
