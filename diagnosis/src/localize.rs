@@ -22,8 +22,9 @@
 //!   rate held there, corrected for the number of candidates tried), so scattered single faults
 //!   never add up to a cause however large the fleet;
 //! - the ripple check Squeeze relies on, made exact: a finer scope must fail at least
-//!   [`REFINE_CONTRAST`] times more than the rest of each coarser scope it refines, so a
-//!   fluctuation inside a coarser incident (or an incident still under the share) never
+//!   [`REFINE_CONTRAST`] times more than the rest of each coarser scope it refines, and
+//!   significantly so (the same binomial bound), so a fluctuation inside a coarser incident —
+//!   or the first few terminals of a growing one that happen to share a carrier — never
 //!   becomes a cause of its own;
 //! - a resolver is a place only for DNS failures (a carrier's resolver per region would
 //!   otherwise tie with the carrier in that region for every symptom);
@@ -433,7 +434,10 @@ fn localize_one(
                 return false;
             }
             let rest_rate = parent_all.saturating_sub(all) as f64 / rest_total as f64;
-            precision >= REFINE_CONTRAST * rest_rate
+            // And significantly so: at the onset of a growing incident a few terminals that
+            // happen to share a carrier must not make a carrier outage of a host outage.
+            let evidence = total as f64 * divergence(precision, rest_rate.max(OUTSIDE_RATE_FLOOR));
+            precision >= REFINE_CONTRAST * rest_rate && evidence >= SIGNIFICANCE_NATS
         })
     };
     let clear: HashSet<&Scope> = all_inside
@@ -995,6 +999,26 @@ mod tests {
         });
         assert_eq!(subjects(&run(&sims, &open)).len(), 1);
         assert!(run(&sims, &HashSet::new()).is_empty());
+    }
+
+    #[test]
+    fn the_onset_of_a_regional_outage_is_no_carrier_outage() {
+        // The demo's onset: 11 of a region's 50 terminals have opened their findings so far,
+        // 7 of them of one carrier (16 terminals there): under the share for the region, and
+        // the carrier's excess is no evidence of a carrier outage.
+        let mut sims = fleet(300);
+        let unreachable = host(UNREACHABLE);
+        let in_region: Vec<usize> = (0..sims.len())
+            .filter(|index| is(&sims[*index], Dimension::Region, "r2"))
+            .collect();
+        let (carrier, other): (Vec<usize>, Vec<usize>) = in_region
+            .iter()
+            .partition(|index| is(&sims[**index], Dimension::Carrier, "c1"));
+        for index in carrier.iter().take(7).chain(other.iter().take(4)) {
+            sims[*index].failing.push(unreachable.clone());
+        }
+        let causes = run(&sims, &HashSet::new());
+        assert!(causes.is_empty(), "{causes:#?}");
     }
 
     #[test]
