@@ -586,6 +586,14 @@ mod tests {
             "config key diagnosis.packet_loss_percent: must be a percentage above 0 and at most 100",
         );
         check(
+            "[diagnosis]\nupstream_max_dimensions = 3",
+            "config key diagnosis.upstream_max_dimensions: must be 1 or 2",
+        );
+        check(
+            "[diagnosis]\nupstream_min_contrast = 0.5",
+            "config key diagnosis.upstream_min_contrast: must be a number of at least 1",
+        );
+        check(
             "[diagnosis.hysteresis.\"env.network.nope\"]\nopen_after_observations = 1\nclose_after_observations = 1",
             "config key diagnosis.hysteresis.\"env.network.nope\": unknown finding code",
         );
@@ -612,7 +620,7 @@ mod tests {
         );
         check(
             &format!("{receiver}[[alerts.routes]]\nname = \"old\"\nreceiver = \"ops\"\nmatch = {{ code = [\"outdate.*\"] }}"),
-            "config key alerts.routes[0] \"old\" match.code[0]: \"outdate.*\" matches none of env.network.link_down, env.network.gateway_unreachable, env.network.dns_failure, env.network.dns_router_failure, env.network.host_unreachable, env.network.host_refused, env.network.tls_failure, env.network.high_latency, env.network.packet_loss, env.clock_skew, env.clock_breaks_tls, env.hardware.peripheral_missing, env.hardware.disk_full, env.hardware.memory_pressure, env.hardware.overheat, env.hardware.battery_low, env.software.app_not_running, outdated.pos_app, outdated.os, outdated.firmware, terminal.silent, upstream.host_outage, upstream.carrier_outage",
+            "config key alerts.routes[0] \"old\" match.code[0]: \"outdate.*\" matches none of env.network.link_down, env.network.gateway_unreachable, env.network.dns_failure, env.network.dns_router_failure, env.network.host_unreachable, env.network.host_refused, env.network.tls_failure, env.network.high_latency, env.network.packet_loss, env.clock_skew, env.clock_breaks_tls, env.hardware.peripheral_missing, env.hardware.disk_full, env.hardware.memory_pressure, env.hardware.overheat, env.hardware.battery_low, env.software.app_not_running, outdated.pos_app, outdated.os, outdated.firmware, terminal.silent, upstream.host_outage, upstream.carrier_outage, upstream.regional_outage, upstream.resolver_outage, upstream.model_fault, upstream.firmware_fault, upstream.app_fault, upstream.merchant_outage, upstream.gateway_outage",
         );
         check(
             "[[alerts.receivers]]\nname = \"robot\"\nkind = \"dingtalk\"\nurl = \"http://x/\"\nsecret = \"inline\"",

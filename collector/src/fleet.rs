@@ -25,10 +25,11 @@ use crate::device::DeviceSummary;
 use crate::silence::{self, Reported, SilenceQueue};
 use posmon_diagnosis::findings::{Change, Finding, FindingEvent, Tracker};
 use posmon_diagnosis::readiness::{self, PaymentRoles, Readiness};
-use posmon_diagnosis::rules::network_path::{HOST_REFUSED, HOST_UNREACHABLE, TLS_FAILURE};
 use posmon_diagnosis::rules::silent::SILENT;
-use posmon_diagnosis::rules::upstream::{self, FleetTallies, CARRIER_OUTAGE, HOST_OUTAGE};
-use posmon_diagnosis::{Category, FindingKind, Signal};
+use posmon_diagnosis::Signal;
+
+mod shared_cause;
+use shared_cause::{Failing, Membership, Suppressions, Tallies};
 
 /// Shards of the terminal map: enough that two cores rarely wait on each other.
 const SHARDS: usize = 64;
@@ -163,26 +164,6 @@ impl Terminal {
         self.findings
             .findings()
             .any(|finding| std::ptr::eq(finding.kind, &SILENT))
-    }
-
-    /// Lost the network: every target fails, at a local rung or on more than one host.
-    fn lost_network(&self) -> bool {
-        let failing: Vec<&TargetState> = self
-            .targets
-            .iter()
-            .filter(|target| target.failed_stage.is_some())
-            .collect();
-        if failing.is_empty() || failing.len() < self.targets.len() {
-            return false;
-        }
-        let local = failing.iter().any(|target| {
-            matches!(
-                target.failed_stage,
-                Some(Stage::Link | Stage::Gateway | Stage::Dns)
-            )
-        });
-        let addresses: HashSet<&str> = failing.iter().map(|target| &*target.address).collect();
-        local || addresses.len() > 1
     }
 
     /// Takes the summary of a report that is the terminal's newest. Every list is cut at the
@@ -416,60 +397,8 @@ struct Shard {
     interner: Interner,
     /// When its terminals may become silent.
     silence: SilenceQueue,
-}
-
-/// Open fleet-wide findings by what they explain, for suppressing terminal findings.
-#[derive(Debug, Default)]
-struct Suppressions {
-    /// Host address → outage id.
-    hosts: HashMap<String, u64>,
-    /// `carrier/region` → outage id.
-    carriers: HashMap<String, u64>,
-}
-
-impl Suppressions {
-    fn from_open(findings: impl Iterator<Item = (u64, &'static FindingKind, String)>) -> Self {
-        let mut suppressions = Suppressions::default();
-        for (id, kind, subject) in findings {
-            if std::ptr::eq(kind, &HOST_OUTAGE) {
-                suppressions.hosts.insert(subject, id);
-            } else if std::ptr::eq(kind, &CARRIER_OUTAGE) {
-                suppressions.carriers.insert(subject, id);
-            }
-        }
-        suppressions
-    }
-
-    /// The fleet-wide finding that explains a terminal's finding, if any.
-    fn explaining(
-        &self,
-        labels: &TerminalLabels,
-        targets: &[TargetState],
-        finding: &Finding,
-    ) -> Option<u64> {
-        if !self.carriers.is_empty() {
-            if let (Some(carrier), Some(region)) = (&labels.carrier, &labels.region) {
-                let network = finding.kind.code.starts_with("env.network.")
-                    || std::ptr::eq(finding.kind, &SILENT);
-                if network {
-                    let scope = upstream::carrier_scope(carrier, region);
-                    if let Some(id) = self.carriers.get(&scope) {
-                        return Some(*id);
-                    }
-                }
-            }
-        }
-        let at_host = std::ptr::eq(finding.kind, &HOST_UNREACHABLE)
-            || std::ptr::eq(finding.kind, &HOST_REFUSED)
-            || std::ptr::eq(finding.kind, &TLS_FAILURE);
-        if !at_host || self.hosts.is_empty() {
-            return None;
-        }
-        let target = targets
-            .iter()
-            .find(|target| *target.name == *finding.subject)?;
-        self.hosts.get(&*target.address).copied()
-    }
+    /// The shard's terminals showing each symptom, for the shared causes.
+    failing: Failing,
 }
 
 /// Closed findings, bounded twice: at most a quota per terminal, so that a terminal whose
@@ -654,6 +583,8 @@ pub struct Fleet {
     history_limit: usize,
     fleet_wide: Mutex<FleetWide>,
     suppressions: RwLock<Arc<Suppressions>>,
+    /// Terminals per population and combination of attribute values, for the shared causes.
+    tallies: Tallies,
     latency_points: usize,
     limits: FleetLimits,
     /// Signals of new problems not tracked because their terminal held its most open findings.
@@ -683,6 +614,7 @@ impl Fleet {
             history_limit: limits.history_findings,
             fleet_wide: Mutex::new(FleetWide::default()),
             suppressions: RwLock::new(Arc::new(Suppressions::default())),
+            tallies: Tallies::default(),
             latency_points: limits.latency_points,
             limits,
             capped_signals: AtomicU64::new(0),
@@ -709,6 +641,8 @@ impl Fleet {
             terminal.intern_with(&mut shard.interner);
             // Looked at in the first evaluation.
             shard.silence.watch(&mut terminal, i64::MIN);
+            fleet.tallies.update(None, Some(&Membership::of(&terminal)));
+            shard.failing.restore(&terminal);
             shard.terminals.insert(Arc::clone(&terminal.id), terminal);
         }
         {
@@ -723,7 +657,7 @@ impl Fleet {
             // What the database held is written.
             history.written_upto = history.next_number;
         }
-        fleet.set_suppressions(&restored.fleet_wide);
+        fleet.set_suppressions(Suppressions::from_open(restored.fleet_wide.findings()));
         lock(&fleet.fleet_wide).tracker = restored.fleet_wide;
         fleet
     }
@@ -755,19 +689,17 @@ impl Fleet {
         received_at: OffsetDateTime,
         thresholds: &Thresholds,
     ) -> BatchOutcome {
-        let suppressions = Arc::clone(
-            &self
-                .suppressions
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let suppressions = self.suppressions();
         let mut outcome = BatchOutcome::default();
         let mut next_id = || self.next_id();
         let count = reports.len();
         let mut shard = lock(self.shard_of(terminal_id));
         let shard = &mut *shard;
-        let terminal = match shard.terminals.get_mut(terminal_id) {
-            Some(terminal) => terminal,
+        let (terminal, membership) = match shard.terminals.get_mut(terminal_id) {
+            Some(terminal) => {
+                let membership = Membership::of(terminal);
+                (terminal, Some(membership))
+            }
             None => {
                 let id = shard.interner.intern(terminal_id);
                 self.terminal_count.fetch_add(1, Ordering::Relaxed);
@@ -776,7 +708,7 @@ impl Fleet {
                     .entry(Arc::clone(&id))
                     .or_insert_with(|| Terminal::new(id, received_at));
                 shard.silence.watch(terminal, received_at.unix_timestamp());
-                terminal
+                (terminal, None)
             }
         };
         let mut changed = false;
@@ -828,26 +760,35 @@ impl Fleet {
                 |kind| std::ptr::eq(kind, &SILENT),
             ));
             let replayed = index + 1 < count;
-            let Terminal {
-                labels,
-                targets,
-                findings,
-                ..
-            } = terminal;
+            let attributes = (!suppressions.is_empty()
+                && events.iter().any(|event| event.change == Change::Opened))
+            .then(|| shared_cause::attributes(terminal));
             for event in &mut events {
                 event.replayed = replayed;
                 if event.change != Change::Opened {
                     continue;
                 }
-                let explained = suppressions.explaining(labels, targets, &event.finding);
+                let Some(attributes) = &attributes else {
+                    continue;
+                };
+                let explained = suppressions.explaining(attributes, &event.finding);
                 if let Some(outage) = explained {
                     event.finding.suppressed_by = Some(outage);
-                    if let Some(open) = findings.findings_mut().find(|f| f.id == event.finding.id) {
+                    if let Some(open) = terminal
+                        .findings
+                        .findings_mut()
+                        .find(|f| f.id == event.finding.id)
+                    {
                         open.suppressed_by = Some(outage);
                     }
                 }
             }
+            shard.failing.follow(&terminal.id, &events);
             outcome.events.extend(events);
+        }
+        if outcome.applied > 0 {
+            self.tallies
+                .update(membership.as_ref(), Some(&Membership::of(terminal)));
         }
         outcome.highest_sequence = terminal.highest_sequence;
         if outcome.applied > 0 {
@@ -922,52 +863,28 @@ impl Fleet {
         signals
     }
 
-    fn set_suppressions(&self, fleet_wide: &Tracker) {
-        let open = fleet_wide
-            .findings()
-            .map(|finding| (finding.id, finding.kind, finding.subject.clone()));
+    fn set_suppressions(&self, suppressions: Suppressions) {
         *self
             .suppressions
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(Suppressions::from_open(open));
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(suppressions);
     }
 
-    /// The periodic evaluation at `now` (collector time): opens silent findings, counts the
-    /// fleet's tallies, opens and closes fleet-wide findings, and suppresses the terminal
-    /// findings they explain.
+    fn suppressions(&self) -> Arc<Suppressions> {
+        Arc::clone(
+            &self
+                .suppressions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The periodic evaluation at `now` (collector time): opens silent findings, then
+    /// localizes the shared causes, opens, updates and closes their fleet-level findings, and
+    /// suppresses the terminal findings they explain (`shared_cause.rs`).
     pub fn evaluate(&self, now: OffsetDateTime, thresholds: &Thresholds) -> Vec<FindingEvent> {
         let mut events = self.watch_silence(now, thresholds);
-        let mut tallies = FleetTallies::default();
-        let mut next_id = || self.next_id();
-        for shard in self.shards.iter() {
-            let shard = lock(shard);
-            for terminal in shard.terminals.values() {
-                tally(terminal, terminal.is_silent(), &mut tallies);
-            }
-        }
-        let signals = upstream::evaluate(&tallies, thresholds);
-        let fleet_wide = {
-            let mut fleet_wide = lock(&self.fleet_wide);
-            let changes = fleet_wide.tracker.observe_scope(
-                "",
-                signals,
-                now,
-                thresholds,
-                &mut next_id,
-                |kind| kind.category == Category::Upstream,
-            );
-            fleet_wide.changed = true;
-            events.extend(changes);
-            fleet_wide.tracker.clone()
-        };
-        self.set_suppressions(&fleet_wide);
-        let explains = self.apply_suppressions(&mut events);
-        {
-            let mut fleet_wide = lock(&self.fleet_wide);
-            for finding in fleet_wide.tracker.findings_mut() {
-                finding.explains = explains.get(&finding.id).copied().unwrap_or(0);
-            }
-        }
+        self.evaluate_shared_causes(now, thresholds, &mut events);
         self.record_closed(&events, None);
         events
     }
@@ -1017,61 +934,6 @@ impl Fleet {
         }
         events
     }
-
-    /// Marks every open terminal finding with the fleet-wide finding that explains it (or
-    /// none), records the changes as events, and counts what each fleet-wide finding explains.
-    fn apply_suppressions(&self, events: &mut Vec<FindingEvent>) -> HashMap<u64, u32> {
-        let suppressions = Arc::clone(
-            &self
-                .suppressions
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        let mut explains = HashMap::new();
-        for shard in self.shards.iter() {
-            let mut shard = lock(shard);
-            let shard = &mut *shard;
-            for terminal in shard.terminals.values_mut() {
-                if terminal.findings.open.is_empty() {
-                    continue;
-                }
-                let Terminal {
-                    id,
-                    labels,
-                    targets,
-                    findings,
-                    ..
-                } = terminal;
-                let mut changed = false;
-                for finding in findings.findings_mut() {
-                    let wanted = suppressions.explaining(labels, targets, finding);
-                    if let Some(outage) = wanted {
-                        *explains.entry(outage).or_insert(0) += 1;
-                    }
-                    if wanted == finding.suppressed_by {
-                        continue;
-                    }
-                    let change = if wanted.is_some() {
-                        Change::Suppressed
-                    } else {
-                        Change::Unsuppressed
-                    };
-                    finding.suppressed_by = wanted;
-                    changed = true;
-                    events.push(FindingEvent {
-                        change,
-                        finding: finding.clone(),
-                        replayed: false,
-                    });
-                }
-                if changed {
-                    shard.dirty.insert(Arc::clone(id));
-                }
-            }
-        }
-        explains
-    }
-
     /// A copy of one terminal's state.
     pub fn terminal(&self, terminal_id: &str) -> Option<Terminal> {
         lock(self.shard_of(terminal_id))
@@ -1230,39 +1092,6 @@ fn disprove_silence(events: &mut [FindingEvent], backfill: &[Reported]) -> Optio
         ));
     }
     Some(event.finding.id)
-}
-
-/// Adds one terminal to the fleet's tallies.
-fn tally(terminal: &Terminal, silent: bool, tallies: &mut FleetTallies) {
-    if let (Some(carrier), Some(region)) = (&terminal.labels.carrier, &terminal.labels.region) {
-        let group = tallies
-            .carriers
-            .entry((carrier.to_string(), region.to_string()))
-            .or_default();
-        group.total += 1;
-        if silent || terminal.lost_network() {
-            group.failing += 1;
-        }
-    }
-    // A silent terminal's last word on a host is stale.
-    if silent {
-        return;
-    }
-    let mut counted: Vec<&str> = Vec::with_capacity(terminal.targets.len());
-    for target in &terminal.targets {
-        if counted.contains(&&*target.address) {
-            continue;
-        }
-        counted.push(&target.address);
-        let host = tallies.hosts.entry(target.address.to_string()).or_default();
-        host.total += 1;
-        if matches!(
-            target.failed_stage,
-            Some(Stage::Tcp | Stage::Tls | Stage::Http | Stage::Other)
-        ) {
-            host.failing += 1;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1630,11 +1459,18 @@ mod tests {
     fn half_of_a_carrier_going_silent_is_one_carrier_outage() {
         let thresholds = Thresholds::default();
         let fleet = Fleet::new(100, 30);
+        // T-0..T-9: china-mobile in cn-east; T-10..T-14 china-unicom there, T-15..T-19
+        // china-mobile in cn-west: the rest of the fleet, which keeps reporting.
         let send = |index: u64, sequence: u64, minute: i64| {
             let mut report = report(sequence, minute, false);
             report.terminal_id = format!("T-{index}");
-            report.labels.carrier = Some("china-mobile".into());
-            report.labels.region = Some("cn-east".into());
+            let (carrier, region) = match index {
+                0..10 => ("china-mobile", "cn-east"),
+                10..15 => ("china-unicom", "cn-east"),
+                _ => ("china-mobile", "cn-west"),
+            };
+            report.labels.carrier = Some(carrier.into());
+            report.labels.region = Some(region.into());
             fleet.apply_batch(
                 &report.terminal_id.clone(),
                 diagnosed(vec![report]),
@@ -1642,10 +1478,10 @@ mod tests {
                 &thresholds,
             );
         };
-        for index in 0..10 {
+        for index in 0..20 {
             send(index, 1, 0);
         }
-        for index in 0..5 {
+        for index in (0..5).chain(10..20) {
             send(index, 2, 3);
         }
         let events = fleet.evaluate(T0 + time::Duration::minutes(4), &thresholds);
@@ -1664,8 +1500,20 @@ mod tests {
                 .iter()
                 .map(|f| (f.subject.as_str(), f.explains))
                 .collect::<Vec<_>>(),
-            [("china-mobile/cn-east", 5)]
+            [("carrier=china-mobile,region=cn-east", 5)]
         );
+        let evidence = |name: &str| {
+            outage[0]
+                .evidence
+                .iter()
+                .find(|evidence| evidence.name == name)
+                .map(|evidence| evidence.value.clone())
+        };
+        assert_eq!(evidence("symptom").as_deref(), Some("terminal.silent"));
+        assert_eq!(evidence("failing_inside").as_deref(), Some("5"));
+        assert_eq!(evidence("total_inside").as_deref(), Some("10"));
+        assert_eq!(evidence("failing_outside").as_deref(), Some("0"));
+        assert_eq!(evidence("total_outside").as_deref(), Some("10"));
         // Silent, explained by the outage: what it can do is not known.
         assert_eq!(
             fleet.terminal("T-7").map(|t| ready(&t)),
@@ -1673,7 +1521,7 @@ mod tests {
         );
         // Three come back: 2 of 10 silent is under 30 %. The outage ends after three clean
         // evaluations and the remaining silence is reported on its own again.
-        for index in 5..8 {
+        for index in (5..8).chain(10..20) {
             send(index, 2, 5);
         }
         for seconds in [0, 10, 20] {
@@ -1853,7 +1701,7 @@ mod tests {
         Finding {
             id,
             terminal_id: Arc::from("T-1"),
-            kind: &HOST_UNREACHABLE,
+            kind: &posmon_diagnosis::rules::network_path::HOST_UNREACHABLE,
             severity: Severity::Critical,
             subject: "payment-host".into(),
             evidence: Vec::new(),

@@ -213,7 +213,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         println!(
             "failures, latency, loss, old apps, overheating, full disks, missing card readers,"
         );
-        println!("silent terminals and late backfills.");
+        println!("silent terminals and late backfills. The regional outage is one banner on the");
+        println!(
+            "overview naming the region and the acquirer, its terminal findings folded under it."
+        );
     }
     println!("Press Ctrl-C to stop.");
 

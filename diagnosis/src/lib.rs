@@ -8,6 +8,7 @@
 //! rule is one file in `rules/` plus one line in `RULES` and one in `all_kinds`.
 
 pub mod findings;
+pub mod localize;
 pub mod readiness;
 pub mod rules;
 pub mod thresholds;
@@ -31,7 +32,8 @@ pub enum Category {
     Outdated,
     /// The terminal itself stopped reporting.
     Availability,
-    /// A fault outside every single terminal: a host or a carrier, seen across the fleet.
+    /// A fault outside every single terminal, seen across the fleet and localized to a scope: a
+    /// host, a carrier, a model, a version, a merchant, a resolver.
     Upstream,
 }
 
@@ -250,6 +252,13 @@ static ALL_KINDS: &[&FindingKind] = &[
     &rules::silent::SILENT,
     &rules::upstream::HOST_OUTAGE,
     &rules::upstream::CARRIER_OUTAGE,
+    &rules::upstream::REGIONAL_OUTAGE,
+    &rules::upstream::RESOLVER_OUTAGE,
+    &rules::upstream::MODEL_FAULT,
+    &rules::upstream::FIRMWARE_FAULT,
+    &rules::upstream::APP_FAULT,
+    &rules::upstream::MERCHANT_OUTAGE,
+    &rules::upstream::GATEWAY_OUTAGE,
 ];
 
 /// Every kind of finding, for documentation, metrics that list all codes, and restoring
@@ -439,8 +448,8 @@ mod tests {
         }
         assert_eq!(
             seen.len(),
-            23,
-            "the issue names twenty codes; the party table splits three (host refused, the router's DNS, the clock breaking TLS)"
+            30,
+            "the issue names twenty codes; the party table splits three (host refused, the router's DNS, the clock breaking TLS); shared causes add seven kinds by party"
         );
     }
 }

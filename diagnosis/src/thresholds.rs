@@ -44,11 +44,17 @@ pub struct Thresholds {
     pub overheat_celsius: f64,
     /// A battery below this charge, not charging, is low.
     pub battery_low_percent: f64,
-    /// The share of the terminals of a host (or carrier and region) that must fail together
-    /// for an upstream outage.
+    /// The share of the terminals inside a scope (a host, a region, a carrier in a region, a
+    /// model…) that must show the same symptom for a shared cause (see `localize.rs`); an open
+    /// cause stays down to half of it.
     pub upstream_min_share_percent: f64,
     /// And the least number of them.
     pub upstream_min_terminals: u32,
+    /// How many times the failing share of the terminals outside every cause the share inside a
+    /// cause must be at least.
+    pub upstream_min_contrast: f64,
+    /// Attribute values a cause's scope combines at most, besides the target: 1 or 2.
+    pub upstream_max_dimensions: u32,
     /// Per-code overrides of the default hysteresis, keyed by finding code.
     pub hysteresis: BTreeMap<String, Hysteresis>,
 }
@@ -69,6 +75,8 @@ impl Default for Thresholds {
             battery_low_percent: 15.0,
             upstream_min_share_percent: 30.0,
             upstream_min_terminals: 5,
+            upstream_min_contrast: 10.0,
+            upstream_max_dimensions: 2,
             hysteresis: BTreeMap::new(),
         }
     }
@@ -103,6 +111,13 @@ impl Thresholds {
             if value == 0 {
                 return invalid(key, "must be at least 1");
             }
+        }
+        if !(1..=2).contains(&diagnosis.upstream_max_dimensions) {
+            return invalid("upstream_max_dimensions", "must be 1 or 2");
+        }
+        if !(diagnosis.upstream_min_contrast.is_finite() && diagnosis.upstream_min_contrast >= 1.0)
+        {
+            return invalid("upstream_min_contrast", "must be a number of at least 1");
         }
         for (key, value) in [
             ("high_latency_ms", diagnosis.high_latency_ms),

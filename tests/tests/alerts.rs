@@ -712,7 +712,7 @@ fn a_host_outage_is_sent_instead_of_the_terminal_findings_it_explains() {
     let firing = body["firing"].as_array().unwrap();
     assert_eq!(firing.len(), 1, "{body}");
     assert_eq!(firing[0]["code"], "upstream.host_outage");
-    assert_eq!(firing[0]["subject"], PAYMENT_HOST);
+    assert_eq!(firing[0]["subject"], "target=payment-host");
     assert_eq!(firing[0]["explains"], 100);
     assert_eq!(firing[0]["party"], "acquirer");
 }

@@ -268,7 +268,8 @@ duration_seconds = 600
 share = 0.2
 "#;
 
-/// One report of `terminal_id` whose payment host refuses connections.
+/// One report of `terminal_id` whose own host (one no other terminal probes, so no fleet-level
+/// outage explains it) refuses connections.
 fn failing_report(terminal_id: &str, sequence: u64) -> Value {
     let now = time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -281,7 +282,7 @@ fn failing_report(terminal_id: &str, sequence: u64) -> Value {
         "agent_version": "0.1.0",
         "labels": { "merchant": "Live Test Shop", "model": "PAX-A920", "region": "cn-test-live", "carrier": "china-mobile" },
         "software": { "pos_app": { "version": "3.2.1" } },
-        "probes": [ { "target": "payment-host", "address": "pay.live.test:443", "stages": [
+        "probes": [ { "target": "live-host", "address": "pay.live.test:443", "stages": [
             { "stage": "link", "status": "ok" },
             { "stage": "gateway", "status": "ok", "attempts": 3, "successes": 3, "latency_ms": { "min": 1.0, "avg": 1.5, "max": 2.0 } },
             { "stage": "dns", "status": "ok", "latency_ms": { "min": 3.0, "avg": 3.0, "max": 3.0 } },
@@ -300,9 +301,6 @@ fn the_dashboard_in_a_real_browser() {
     let collector = Collector::start(
         dir.path(),
         r#"
-[diagnosis]
-report_interval_seconds = 2
-
 [web]
 viewer_token_file = "viewer-token"
 trend_interval_seconds = 1
@@ -390,6 +388,14 @@ latest = "3.2.1"
         "the token left the address bar"
     );
     assert!(browser.text("#outages").contains("Upstream outage"));
+    // The outage names its scope and party, and unfolds the terminal findings it explains.
+    assert!(browser.text("#outages").contains("host payment-host"));
+    assert!(browser.text("#outages").contains("Acquirer"));
+    browser.click("#outages details.explained summary");
+    browser.wait_until(
+        "the outage to unfold the terminal findings it explains",
+        "return document.querySelectorAll('#outages .explained-list a[href^=\"#/terminal/\"]').length > 0",
+    );
     // Bar widths are set through the CSSOM (the CSP refuses inline style attributes).
     browser.wait_until(
         "the bars to have their widths",

@@ -47,7 +47,7 @@ use crate::fleet::{Fleet, TerminalLabels};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 use posmon_diagnosis::findings::{Change, Finding, FindingEvent};
-use posmon_diagnosis::rules::upstream::CARRIER_OUTAGE;
+use posmon_diagnosis::localize::{parse_subject, Dimension};
 
 /// How often the notifier compares the fleet with what was sent, without events.
 const TICK: Duration = Duration::from_secs(1);
@@ -401,18 +401,22 @@ fn active_alerts(fleet: &Fleet, dashboard_url: &str) -> Vec<Active> {
         }
     });
     for finding in fleet.fleet_wide_findings() {
-        // A carrier outage's scope is a carrier in a region: route it like their terminals.
+        // A shared cause's scope (a carrier in a region, a model, a merchant…): route it like
+        // the terminals inside.
         let mut labels = TerminalLabels::default();
-        if std::ptr::eq(finding.kind, &CARRIER_OUTAGE) {
-            let evidence = |name: &str| {
-                finding
-                    .evidence
-                    .iter()
-                    .find(|evidence| evidence.name == name)
-                    .map(|evidence| Arc::from(evidence.value.as_str()))
-            };
-            labels.carrier = evidence("carrier");
-            labels.region = evidence("region");
+        if let Some((scope, _)) = parse_subject(&finding.subject) {
+            for (dimension, value) in scope.0 {
+                let label = match dimension {
+                    Dimension::Carrier => &mut labels.carrier,
+                    Dimension::Region => &mut labels.region,
+                    Dimension::Model => &mut labels.model,
+                    Dimension::Merchant => &mut labels.merchant,
+                    Dimension::Gateway => &mut labels.gateway,
+                    Dimension::Resolver => &mut labels.resolver,
+                    Dimension::Firmware | Dimension::PosApp => continue,
+                };
+                *label = Some(value);
+            }
         }
         active.push(Active {
             item: item_of(&finding, &labels, dashboard),

@@ -10,7 +10,10 @@ const STRINGS = {
     "readiness.cannot_pay": "Cannot take payments", "readiness.at_risk": "At risk", "readiness.can_pay": "Can pay",
     "readiness.unknown": "Unknown", "readiness.why": "Why", "readiness.stops": "Stops payments", "terminals": "Terminals",
     "of.fleet": "{share} of the fleet", "outage.title": "Upstream outage", "outage.explains": "{count} terminal findings explained",
-    "outage.since": "since {time}", "by.category": "Open findings by category", "by.party": "Who must act",
+    "outage.since": "since {time}", "outage.evidence": "{inside} of {total} failing; elsewhere {outside} %", "outage.evidence.all": "{inside} of {total} failing",
+    "outage.loading": "Loading the terminal findings…", "outage.none": "No terminal finding explained now.",
+    "dim.target": "host", "dim.region": "region", "dim.carrier": "carrier", "dim.model": "model", "dim.firmware": "firmware",
+    "dim.pos_app": "POS app", "dim.merchant": "merchant", "dim.gateway": "gateway", "dim.resolver": "resolver", "by.category": "Open findings by category", "by.party": "Who must act",
     "by.code": "Open findings by code", "by.severity": "Open findings by severity", "trend": "Trend, last {hours} h",
     "trend.empty": "The trend fills in as the collector takes a point every {seconds} s.",
     "no.findings": "No open findings.",
@@ -60,7 +63,10 @@ const STRINGS = {
     "readiness.cannot_pay": "无法收款", "readiness.at_risk": "存在风险", "readiness.can_pay": "可以收款",
     "readiness.unknown": "未知", "readiness.why": "原因", "readiness.stops": "导致无法收款", "terminals": "终端总数",
     "of.fleet": "占全部终端 {share}", "outage.title": "上游故障", "outage.explains": "解释了 {count} 个终端问题",
-    "outage.since": "开始于 {time}", "by.category": "未关闭问题（按类别）", "by.party": "责任方",
+    "outage.since": "开始于 {time}", "outage.evidence": "{total} 台中 {inside} 台故障；其他范围 {outside} %", "outage.evidence.all": "{total} 台中 {inside} 台故障",
+    "outage.loading": "正在加载终端问题…", "outage.none": "当前没有被解释的终端问题。",
+    "dim.target": "主机", "dim.region": "地区", "dim.carrier": "运营商", "dim.model": "型号", "dim.firmware": "固件",
+    "dim.pos_app": "收银应用", "dim.merchant": "商户", "dim.gateway": "网关", "dim.resolver": "DNS 服务器", "by.category": "未关闭问题（按类别）", "by.party": "责任方",
     "by.code": "未关闭问题（按代码）", "by.severity": "未关闭问题（按严重程度）", "trend": "趋势（最近 {hours} 小时）",
     "trend.empty": "采集器每 {seconds} 秒记录一个点，趋势图将逐渐填满。",
     "no.findings": "没有未关闭的问题。",
@@ -118,6 +124,8 @@ if (!STRINGS[lang]) lang = "en";
 let timer = null;
 let renderedRoute = null;
 let overviewCache = null;
+// Outage banners whose explained terminal findings are unfolded: kept across refreshes.
+const unfoldedOutages = new Set();
 
 function t(key, values) {
   let text = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
@@ -143,6 +151,22 @@ function ago(seconds) {
   return t("ago.d", { n: Math.round(s / 86400) });
 }
 function badge(kind, label) { return `<span class="badge ${esc(kind)}">${esc(label)}</span>`; }
+// A shared cause's scope (`region=cn-south,target=payment-host`) in words.
+function scopeText(subject) {
+  return String(subject || "").split(",").filter(Boolean).map(pair => {
+    const [name, value] = pair.split("=");
+    return `${t("dim." + name)} ${value ?? ""}`;
+  }).join(" · ");
+}
+function evidenceOf(finding, name) { return (finding.evidence || []).find(e => e.name === name)?.value; }
+async function unfoldOutage(node) {
+  const list = node.querySelector(".explained-list");
+  list.innerHTML = `<li class="muted">${esc(t("outage.loading"))}</li>`;
+  const answer = await api("/api/v1/findings?suppressed=only&limit=1000");
+  const explained = (answer.findings || []).filter(f => String(f.suppressed_by) === node.dataset.outage);
+  list.innerHTML = explained.length ? explained.map(f => `<li><a href="#/terminal/${encodeURIComponent(f.terminal_id)}">${esc(f.terminal_id)}</a> — ${esc(text(f.title))}${f.subject ? " · " + esc(f.subject) : ""}</li>`).join("")
+    : `<li class="muted">${esc(t("outage.none"))}</li>`;
+}
 function partyBadge(party) { return `<span class="badge party" data-party="${esc(party)}">${esc(t("party." + party))}</span>`; }
 
 async function api(path) {
@@ -224,13 +248,20 @@ async function viewOverview(main) {
   const total = overview.terminals || 0;
   const share = n => total ? `${(100 * n / total).toFixed(1)} %` : "–";
   const readiness = overview.readiness || {};
-  const outages = (overview.outages || []).map(o => `
+  const outages = (overview.outages || []).map(o => {
+    const share = evidenceOf(o, "share_outside_percent");
+    const key = evidenceOf(o, "total_outside") === "0" ? "outage.evidence.all" : "outage.evidence";
+    const evidence = share === undefined ? "" : `<div class="detail">${esc(t(key, { inside: evidenceOf(o, "failing_inside"), total: evidenceOf(o, "total_inside"), outside: share }))}</div>`;
+    return `
     <div class="outage" data-code="${esc(o.code)}">
       <span class="icon">⚠</span>
-      <div><div class="what">${esc(t("outage.title"))}: ${esc(text(o.title))} — ${esc(o.subject)}</div>
-      <div class="detail">${esc(t("outage.explains", { count: o.explains ?? 0 }))} · ${esc(t("outage.since", { time: ago(o.since) }))} · ${partyBadge(o.party)}</div>
-      <div class="detail">${esc(text(o.remediation))}</div></div>
-    </div>`).join("");
+      <div><div class="what">${esc(t("outage.title"))}: ${esc(text(o.title))} — ${esc(scopeText(o.subject))}</div>
+      ${evidence}
+      <div class="detail">${esc(t("outage.since", { time: ago(o.since) }))} · ${partyBadge(o.party)}</div>
+      <div class="detail">${esc(text(o.remediation))}</div>
+      <details class="explained" data-outage="${esc(o.id)}"${unfoldedOutages.has(String(o.id)) ? " open" : ""}><summary>${esc(t("outage.explains", { count: o.explains ?? 0 }))}</summary><ul class="explained-list"></ul></details></div>
+    </div>`;
+  }).join("");
   const tile = (kind, label, value, extra) => `<div class="panel tile ${kind}" id="readiness-${kind}" data-readiness="${kind}"><div class="label">${esc(label)}</div><div class="value">${fmtNumber(value)}</div><div class="share">${esc(extra)}</div></div>`;
   const findings = overview.findings || {};
   main.innerHTML = `
@@ -257,6 +288,15 @@ async function viewOverview(main) {
   main.querySelectorAll("#by-code [data-code]").forEach(node => {
     node.style.cursor = "pointer";
     node.addEventListener("click", () => { location.hash = `#/problems?code=${encodeURIComponent(node.dataset.code)}`; });
+  });
+  main.querySelectorAll("#outages details.explained").forEach(node => {
+    const unfold = () => unfoldOutage(node).catch(error => {
+      node.querySelector(".explained-list").innerHTML = `<li class="muted">${esc(t("error", { error: error.message }))}</li>`;
+    });
+    if (node.open) unfold();
+    node.addEventListener("toggle", () => {
+      if (node.open) { unfoldedOutages.add(node.dataset.outage); unfold(); } else unfoldedOutages.delete(node.dataset.outage);
+    });
   });
 }
 
