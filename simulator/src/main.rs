@@ -188,9 +188,9 @@ fn evaluate(args: EvalArgs) -> anyhow::Result<ExitCode> {
         });
     }
     anyhow::ensure!(!cases.is_empty(), "no case to run");
-    let parallel = args
-        .parallel
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get));
+    let parallel = args.parallel.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
     anyhow::ensure!(parallel > 0, "--parallel must be above 0");
     let (work_dir, temporary) = match args.work_dir {
         Some(dir) => (dir, false),
