@@ -229,9 +229,8 @@ pub fn parse(text: &str) -> Result<Vec<Case>, CasesError> {
             if case.terminals == 0 {
                 return Err(invalid("terminals must be above 0".into()));
             }
-            if !(case.report_interval_seconds.is_finite() && case.report_interval_seconds > 0.0)
-                || !(run_seconds.is_finite() && run_seconds > 0.0)
-            {
+            let positive = |value: f64| value.is_finite() && value > 0.0;
+            if !(positive(case.report_interval_seconds) && positive(run_seconds)) {
                 return Err(invalid(
                     "report_interval_seconds and run_seconds must be above 0".into(),
                 ));

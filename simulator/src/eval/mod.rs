@@ -164,6 +164,9 @@ pub fn render(
                 run.reports_sent
             ));
         }
+        for error in &run.fleet_errors {
+            text.push_str(&format!("    fleet error: {error}\n"));
+        }
     }
     let readiness = match totals.readiness_right {
         Some((right, checked)) => format!("{right} of {checked} right"),

@@ -47,6 +47,8 @@ pub struct CaseRun {
     /// The fleet could not keep its schedule (the machine or the collector was too slow): its
     /// incidents happened later than the polls assume, so the times are not valid.
     pub fell_behind: bool,
+    /// A few of the fleet's errors (refused reports, transport errors), to read.
+    pub fleet_errors: Vec<String>,
 }
 
 /// A fleet that needed more than this share of its run time over it fell behind.
@@ -224,6 +226,7 @@ async fn run_case(settings: &Settings, index: usize, case: &Case) -> Result<Case
         reports_accepted: summary.reports_accepted,
         wall_seconds: started.elapsed().as_secs_f64(),
         fell_behind: summary.elapsed_seconds > case.run_seconds * (1.0 + BEHIND_TOLERANCE),
+        fleet_errors: summary.sample_errors,
     })
 }
 
