@@ -306,6 +306,11 @@ viewer_token_file = "viewer-token"
 trend_interval_seconds = 1
 refresh_interval_seconds = 1
 
+# The live terminal pays through a host of its own (the simulated fleet's payment-host outage
+# must not explain its finding).
+[readiness]
+targets = ["payment-host", "live-host"]
+
 [[version_policy]]
 component = "pos_app"
 minimum = "3.0.0"
