@@ -309,40 +309,17 @@ fn dns(address: &str, servfail: bool) {
     });
 }
 
-/// The answer to one query, written by hand (not with the agent's own codec).
+/// The stand-in resolver's answer: the payment host's name resolves (or SERVFAIL for every name).
 fn dns_answer(query: &[u8], servfail: bool) -> Option<Vec<u8>> {
-    let mut at = 12;
-    let mut labels = Vec::new();
-    loop {
-        let length = usize::from(*query.get(at)?);
-        at += 1;
-        if length == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(query.get(at..at + length)?).to_string());
-        at += length;
-    }
-    let question_end = at + 4;
-    let record_type = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
-    let name = labels.join(".");
     let host = parse(PAYMENT_HOST).octets();
-    let (rcode, addresses): (u8, Vec<[u8; 4]>) = match (servfail, name.as_str(), record_type) {
-        (true, _, _) => (2, vec![]),
-        (false, PAYMENT_NAME, 1) => (0, vec![host]),
-        (false, PAYMENT_NAME, _) => (0, vec![]),
-        _ => (3, vec![]),
-    };
-    let mut message = query.get(..question_end)?.to_vec();
-    message[2] = 0x81;
-    message[3] = 0x80 | rcode;
-    message[6] = 0;
-    message[7] = u8::try_from(addresses.len()).ok()?;
-    message[8..12].fill(0);
-    for address in addresses {
-        message.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        message.extend_from_slice(&address);
-    }
-    Some(message)
+    crate::dns_answer(query, |name, record_type| {
+        match (servfail, name, record_type) {
+            (true, _, _) => (2, vec![]),
+            (false, PAYMENT_NAME, 1) => (0, vec![host]),
+            (false, PAYMENT_NAME, _) => (0, vec![]),
+            _ => (3, vec![]),
+        }
+    })
 }
 
 fn tls(address: &str, certificate: &str, key: &str) {

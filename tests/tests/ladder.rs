@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use posmon_e2e_tests::{healthy_system_root, ladder_of, probe_once, Pki};
+use posmon_e2e_tests::{dns_answer, healthy_system_root, ladder_of, probe_once, Pki};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A DNS stub on loopback: `pay.test` is 127.0.0.1, `broken.test` fails (SERVFAIL), every other
@@ -35,39 +35,14 @@ fn dns_stub(silent: bool) -> std::net::SocketAddr {
     address
 }
 
-/// The stub's answer to one query, written by hand (not with the agent's own codec).
+/// The stub's answer to one query.
 fn answer(query: &[u8]) -> Option<Vec<u8>> {
-    let mut at = 12;
-    let mut labels = Vec::new();
-    loop {
-        let length = usize::from(*query.get(at)?);
-        at += 1;
-        if length == 0 {
-            break;
-        }
-        labels.push(String::from_utf8_lossy(query.get(at..at + length)?).to_string());
-        at += length;
-    }
-    let question_end = at + 4;
-    let record_type = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
-    let name = labels.join(".");
-    let (rcode, addresses): (u8, Vec<[u8; 4]>) = match (name.as_str(), record_type) {
+    dns_answer(query, |name, record_type| match (name, record_type) {
         ("pay.test", 1) => (0, vec![[127, 0, 0, 1]]),
         ("pay.test", _) => (0, vec![]),
         ("broken.test", _) => (2, vec![]),
         _ => (3, vec![]),
-    };
-    let mut message = query.get(..question_end)?.to_vec();
-    message[2] = 0x81;
-    message[3] = 0x80 | rcode;
-    message[6] = 0;
-    message[7] = addresses.len() as u8;
-    message[8..12].fill(0);
-    for address in addresses {
-        message.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        message.extend_from_slice(&address);
-    }
-    Some(message)
+    })
 }
 
 /// Answers every request on a connection with `status`.
