@@ -36,6 +36,7 @@ pub fn build(config: &AgentConfig, sequence: u64, cycle: Cycle) -> Report {
         unchanged: Vec::new(),
         agent_instance: None,
         intervals: None,
+        data_usage: None,
     }
 }
 

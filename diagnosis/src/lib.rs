@@ -318,6 +318,7 @@ pub mod test_support {
             unchanged: Vec::new(),
             agent_instance: None,
             intervals: None,
+            data_usage: None,
         }
     }
 

@@ -58,6 +58,46 @@ pub struct Report {
     /// before". Absent from agents before it: the collector assumes its own defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals: Option<Intervals>,
+    /// What the agent's own traffic has cost this month, as the carrier bills it, and its
+    /// budget. Sent with the full sections and whenever the agent stretches its intervals;
+    /// absent means "as before". Absent from agents before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_usage: Option<DataUsage>,
+}
+
+/// The agent's data use in the current calendar month (UTC), in IP bytes both ways: what a
+/// metered SIM card's plan is charged for the agent's own traffic (not the POS application's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataUsage {
+    /// The month the figures are for, as `YYYY * 12 + (month - 1)`: 2026-12 is 24 323.
+    pub month: u32,
+    /// Reports, acknowledgements and everything else exchanged with the collector.
+    pub report_bytes: u64,
+    /// The active probes: DNS, TCP, TLS, HTTP and ICMP towards the targets and the gateway.
+    pub probe_bytes: u64,
+    /// Anything else the agent sent or received (NTP, …).
+    #[serde(default)]
+    pub other_bytes: u64,
+    /// The configured monthly budget, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_bytes: Option<u64>,
+    /// How far the agent has stretched its probe and report intervals to stay within the
+    /// budget, in percent of the configured ones (100: not stretched).
+    #[serde(default = "hundred")]
+    pub stretch_percent: u32,
+}
+
+fn hundred() -> u32 {
+    100
+}
+
+impl DataUsage {
+    /// Every kind of traffic together, saturating.
+    pub fn total_bytes(&self) -> u64 {
+        self.report_bytes
+            .saturating_add(self.probe_bytes)
+            .saturating_add(self.other_bytes)
+    }
 }
 
 /// The agent's schedule, in whole seconds.
@@ -78,6 +118,11 @@ pub struct Intervals {
 pub enum Section {
     Labels,
     Software,
+    /// The probes, the device and the clock: equal, within the agent's dead bands, to those of
+    /// the previous report, and no rule's outcome changed on the terminal. A report that says so
+    /// is a heartbeat: the collector counts it for liveness and keeps the terminal's findings
+    /// and measurements as they are (it runs no rule on it).
+    Measurements,
     /// A section a newer agent leaves out that this collector does not know: ignored.
     #[serde(other)]
     Other,

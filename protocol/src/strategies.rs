@@ -483,6 +483,7 @@ pub fn any_report_of(terminal_id: String, hostile: bool) -> BoxedStrategy<Report
                 unchanged,
                 agent_instance,
                 intervals,
+                data_usage: None,
             },
         )
         .boxed()

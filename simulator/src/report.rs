@@ -280,6 +280,7 @@ impl Moment<'_> {
             unchanged: Vec::new(),
             agent_instance: None,
             intervals: None,
+            data_usage: None,
         }
     }
 }
