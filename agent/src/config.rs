@@ -31,10 +31,25 @@ pub struct AgentConfig {
     /// Directory for the agent's own state: the spool of undelivered reports.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// Seconds between probe cycles; a cycle whose outcome changed is reported at once.
+    /// Seconds between two cheap active probes of a target (DNS from its cache, a TCP connect
+    /// closed at once); none while the POS application's own connection shows the path works.
     #[serde(default = "default_probe_interval")]
     pub probe_interval_seconds: u64,
-    /// Seconds between reports when nothing changes.
+    /// Seconds between two full ladders of a target (DNS, TCP, TLS, HTTP, ICMP).
+    #[serde(default = "default_full_probe_interval")]
+    pub full_probe_interval_seconds: u64,
+    /// Seconds between two full ladders of a target that fails, to see it recover.
+    #[serde(default = "default_failing_probe_interval")]
+    pub failing_probe_interval_seconds: u64,
+    /// Seconds between two local checks (link, neighbour table, device, software, processes,
+    /// peripherals): they cost no traffic; a changed outcome is reported at once.
+    #[serde(default = "default_check_interval")]
+    pub check_interval_seconds: u64,
+    /// Seconds between two reads of the kernel's socket table and TCP counters (the passive
+    /// watch of the POS application's connections); 0 turns the watch off.
+    #[serde(default = "default_watch_interval")]
+    pub watch_interval_seconds: u64,
+    /// Seconds between reports when nothing changes (most are heartbeats).
     #[serde(default = "default_report_interval")]
     pub report_interval_seconds: u64,
     #[serde(default = "default_probe_timeout")]
@@ -90,11 +105,24 @@ pub struct AgentConfig {
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/posmon-agent")
 }
+// The schedule's defaults fit a 10 MiB/month data plan: see "Data plan" in ARCHITECTURE.md.
 fn default_probe_interval() -> u64 {
+    600
+}
+fn default_full_probe_interval() -> u64 {
+    6 * 3600
+}
+fn default_failing_probe_interval() -> u64 {
+    60
+}
+fn default_check_interval() -> u64 {
     10
 }
+fn default_watch_interval() -> u64 {
+    1
+}
 fn default_report_interval() -> u64 {
-    60
+    300
 }
 fn default_spool_max_bytes() -> u64 {
     8 * 1024 * 1024
@@ -395,6 +423,10 @@ impl AgentConfig {
             token_file: Some(PathBuf::from("/etc/posmon/agent-token")),
             state_dir: default_state_dir(),
             probe_interval_seconds: default_probe_interval(),
+            full_probe_interval_seconds: default_full_probe_interval(),
+            failing_probe_interval_seconds: default_failing_probe_interval(),
+            check_interval_seconds: default_check_interval(),
+            watch_interval_seconds: default_watch_interval(),
             report_interval_seconds: default_report_interval(),
             probe_timeout_seconds: default_probe_timeout(),
             request_timeout_seconds: default_request_timeout(),
@@ -421,12 +453,37 @@ impl AgentConfig {
         Duration::from_secs(self.report_interval_seconds)
     }
 
-    /// How often to probe: the probe interval, or the report interval when that is shorter.
+    /// How often a target is probed cheaply.
     pub fn probe_interval(&self) -> Duration {
+        Duration::from_secs(self.probe_interval_seconds)
+    }
+
+    /// How often a target climbs the full ladder (never less often than it is probed cheaply).
+    pub fn full_probe_interval(&self) -> Duration {
         Duration::from_secs(
-            self.probe_interval_seconds
+            self.full_probe_interval_seconds
+                .max(self.probe_interval_seconds),
+        )
+    }
+
+    /// How often a failing target climbs the full ladder.
+    pub fn failing_probe_interval(&self) -> Duration {
+        Duration::from_secs(self.failing_probe_interval_seconds)
+    }
+
+    /// How often the local checks run: the check interval, or the probe or report interval
+    /// when that is shorter.
+    pub fn check_interval(&self) -> Duration {
+        Duration::from_secs(
+            self.check_interval_seconds
+                .min(self.probe_interval_seconds)
                 .min(self.report_interval_seconds),
         )
+    }
+
+    /// How often the socket table is read; `None` when the watch is off.
+    pub fn watch_interval(&self) -> Option<Duration> {
+        (self.watch_interval_seconds > 0).then(|| Duration::from_secs(self.watch_interval_seconds))
     }
 
     pub fn probe_timeout(&self) -> Duration {
@@ -469,6 +526,17 @@ impl AgentConfig {
                 self.probe_interval_seconds,
                 86_400,
             ),
+            (
+                "full_probe_interval_seconds",
+                self.full_probe_interval_seconds,
+                7 * 86_400,
+            ),
+            (
+                "failing_probe_interval_seconds",
+                self.failing_probe_interval_seconds,
+                86_400,
+            ),
+            ("check_interval_seconds", self.check_interval_seconds, 3600),
             ("probe_timeout_seconds", self.probe_timeout_seconds, 300),
             ("request_timeout_seconds", self.request_timeout_seconds, 300),
             (
@@ -486,6 +554,12 @@ impl AgentConfig {
             if value == 0 || value > max {
                 return Err(invalid(key, format!("must be between 1 and {max}")));
             }
+        }
+        if self.watch_interval_seconds > 60 {
+            return Err(invalid(
+                "watch_interval_seconds",
+                "must be between 0 (off) and 60",
+            ));
         }
         if !(4 * 1024..=1 << 30).contains(&self.spool_max_bytes) {
             return Err(invalid(

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use posmon_protocol::ErrorKind;
 use tokio::net::UdpSocket;
 
+use super::traffic::{self, Traffic};
 use crate::system::SystemRoot;
 
 /// At most this many nameservers are asked, as in glibc (`MAXNS`).
@@ -28,8 +29,8 @@ pub struct Resolver {
     servers: Vec<SocketAddr>,
 }
 
-/// A resolved name, or why not.
-pub type Resolution = Result<(Vec<IpAddr>, String), (ErrorKind, String)>;
+/// A resolved name, how long the answer may be cached (none for `/etc/hosts`), or why not.
+pub type Resolution = Result<(Vec<IpAddr>, Option<Duration>, String), (ErrorKind, String)>;
 
 impl Resolver {
     /// `servers` when given, else the `nameserver` lines of `<root>/etc/resolv.conf`.
@@ -56,8 +57,8 @@ impl Resolver {
         self.servers.first().map(SocketAddr::ip)
     }
 
-    /// Resolves `name` within `timeout`.
-    pub async fn resolve(&self, name: &str, timeout: Duration) -> Resolution {
+    /// Resolves `name` within `timeout`; the datagrams are counted in `traffic`.
+    pub async fn resolve(&self, name: &str, timeout: Duration, traffic: &Traffic) -> Resolution {
         let from_hosts: Vec<IpAddr> = self
             .hosts
             .iter()
@@ -65,7 +66,7 @@ impl Resolver {
             .map(|(_, address)| *address)
             .collect();
         if !from_hosts.is_empty() {
-            return Ok((from_hosts, "from /etc/hosts".to_string()));
+            return Ok((from_hosts, None, "from /etc/hosts".to_string()));
         }
         if self.servers.is_empty() {
             return Err((
@@ -78,9 +79,9 @@ impl Resolver {
         // silence.
         let mut worst: Option<(ErrorKind, String)> = None;
         for server in &self.servers {
-            match ask_server(*server, name, share).await {
-                Ok(addresses) => {
-                    return Ok((addresses, format!("answered by {server}")));
+            match ask_server(*server, name, share, traffic).await {
+                Ok((addresses, ttl)) => {
+                    return Ok((addresses, Some(ttl), format!("answered by {server}")));
                 }
                 Err((ErrorKind::Nxdomain, detail)) => return Err((ErrorKind::Nxdomain, detail)),
                 Err(error) => {
@@ -98,16 +99,17 @@ impl Resolver {
     }
 }
 
-/// Asks one server for A, then AAAA records.
+/// Asks one server for A, then AAAA records: the addresses and how long they may be cached.
 async fn ask_server(
     server: SocketAddr,
     name: &str,
     timeout: Duration,
-) -> Result<Vec<IpAddr>, (ErrorKind, String)> {
+    traffic: &Traffic,
+) -> Result<(Vec<IpAddr>, Duration), (ErrorKind, String)> {
     let started = Instant::now();
     for record_type in [TYPE_A, TYPE_AAAA] {
         let remaining = timeout.saturating_sub(started.elapsed());
-        let answer = tokio::time::timeout(remaining, query(server, name, record_type))
+        let answer = tokio::time::timeout(remaining, query(server, name, record_type, traffic))
             .await
             .map_err(|_| {
                 (
@@ -116,7 +118,9 @@ async fn ask_server(
                 )
             })??;
         match answer.rcode {
-            0 if !answer.addresses.is_empty() => return Ok(answer.addresses),
+            0 if !answer.addresses.is_empty() => {
+                return Ok((answer.addresses, Duration::from_secs(u64::from(answer.ttl))))
+            }
             0 => continue,
             3 => {
                 return Err((
@@ -148,6 +152,7 @@ async fn query(
     server: SocketAddr,
     name: &str,
     record_type: u16,
+    traffic: &Traffic,
 ) -> Result<Answer, (ErrorKind, String)> {
     let io_error = |error: std::io::Error| {
         let kind = match error.kind() {
@@ -173,9 +178,11 @@ async fn query(
         )
     })?;
     socket.send(&message).await.map_err(io_error)?;
+    traffic.add(traffic::udp(server.is_ipv4(), message.len()));
     let mut buffer = [0u8; ANSWER_MAX_BYTES];
     loop {
         let length = socket.recv(&mut buffer).await.map_err(io_error)?;
+        traffic.add(traffic::udp(server.is_ipv4(), length));
         // A stray or spoofed datagram is ignored; the caller's timeout bounds the wait.
         if let Some(answer) = decode_answer(&buffer[..length], id) {
             return Ok(answer);
@@ -245,6 +252,8 @@ fn encode_query(id: u16, name: &str, record_type: u16) -> Option<Vec<u8>> {
 struct Answer {
     rcode: u8,
     addresses: Vec<IpAddr>,
+    /// The smallest TTL of the address records, in seconds (0 without any).
+    ttl: u32,
 }
 
 /// The response code and addresses of an answer to query `id`; `None` when it is not a
@@ -266,24 +275,33 @@ fn decode_answer(message: &[u8], id: u16) -> Option<Answer> {
         reader.skip(4)?;
     }
     let mut addresses = Vec::new();
+    let mut ttl: Option<u32> = None;
     for _ in 0..answers {
         reader.skip_name()?;
         let record_type = reader.u16()?;
         let class = reader.u16()?;
-        reader.skip(4)?; // TTL
+        let record_ttl = reader.u32()?;
         let length = usize::from(reader.u16()?);
         let data = reader.take(length)?;
-        match (record_type, class, data.len()) {
-            (TYPE_A, CLASS_IN, 4) => {
-                addresses.push(IpAddr::from(<[u8; 4]>::try_from(data).ok()?));
-            }
-            (TYPE_AAAA, CLASS_IN, 16) => {
-                addresses.push(IpAddr::from(<[u8; 16]>::try_from(data).ok()?));
-            }
-            _ => {} // CNAME and others: the addresses that follow are what counts.
-        }
+        let address = match (record_type, class, data.len()) {
+            (TYPE_A, CLASS_IN, 4) => IpAddr::from(<[u8; 4]>::try_from(data).ok()?),
+            (TYPE_AAAA, CLASS_IN, 16) => IpAddr::from(<[u8; 16]>::try_from(data).ok()?),
+            _ => continue, // CNAME and others: the addresses that follow are what counts.
+        };
+        addresses.push(address);
+        // RFC 2181: a TTL with the top bit set is taken as zero.
+        let record_ttl = if record_ttl & 0x8000_0000 != 0 {
+            0
+        } else {
+            record_ttl
+        };
+        ttl = Some(ttl.map_or(record_ttl, |ttl| ttl.min(record_ttl)));
     }
-    Some(Answer { rcode, addresses })
+    Some(Answer {
+        rcode,
+        addresses,
+        ttl: ttl.unwrap_or(0),
+    })
 }
 
 struct Reader<'a> {
@@ -306,6 +324,11 @@ impl<'a> Reader<'a> {
     fn u16(&mut self) -> Option<u16> {
         let bytes = self.take(2)?;
         Some(u16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let bytes = self.take(4)?;
+        Some(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
     /// Skips a name: labels up to a zero byte, or a compression pointer (two bytes) ending it.
@@ -341,6 +364,11 @@ mod tests {
 
     fn check(message: &[u8], id: u16, expected: Option<(u8, Vec<IpAddr>)>) {
         let got = decode_answer(message, id).map(|answer| (answer.rcode, answer.addresses));
+        if let Some(answer) =
+            decode_answer(message, id).filter(|answer| !answer.addresses.is_empty())
+        {
+            assert_eq!(answer.ttl, 60, "the records' TTL");
+        }
         assert_eq!(got, expected, "{message:?}");
     }
 

@@ -10,15 +10,22 @@ use posmon_protocol::{ErrorKind, Stage, StageResult, StageStatus};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
+use super::traffic::{self, Traffic};
 use super::{stage, Tally};
 
 const ECHO_REQUEST: u8 = 8;
 const ECHO_REPLY: u8 = 0;
-/// The payload sent with each echo: small, it only has to come back.
-const PAYLOAD: &[u8; 16] = b"posmon-agent-icm";
+/// The payload sent with each echo: none, the identifier and sequence match the reply (an
+/// echo costs 28 bytes each way on a metered link).
+const PAYLOAD: &[u8] = b"";
 
-/// `attempts` echoes to `address`, each within `timeout`.
-pub async fn echo(address: IpAddr, attempts: u32, timeout: Duration) -> StageResult {
+/// `attempts` echoes to `address`, each within `timeout`; counted in `traffic`.
+pub async fn echo(
+    address: IpAddr,
+    attempts: u32,
+    timeout: Duration,
+    traffic: &Traffic,
+) -> StageResult {
     let IpAddr::V4(address) = address else {
         return unavailable("ICMPv6 echo is not measured".to_string());
     };
@@ -37,8 +44,14 @@ pub async fn echo(address: IpAddr, attempts: u32, timeout: Duration) -> StageRes
         let started = Instant::now();
         let outcome =
             tokio::time::timeout(timeout, exchange(&socket, raw, identifier, sequence)).await;
+        // The request, and the reply when one came: IP header and echo header.
+        let echo_bytes = traffic::udp(true, PAYLOAD.len());
+        traffic.add(echo_bytes);
         match outcome {
-            Ok(Ok(())) => tally.success(started.elapsed(), format!("{address} answers")),
+            Ok(Ok(())) => {
+                traffic.add(echo_bytes);
+                tally.success(started.elapsed(), format!("{address} answers"));
+            }
             Ok(Err(error)) => tally.failure(ErrorKind::Other, format!("{address}: {error}")),
             Err(_) => tally.failure(
                 ErrorKind::Timeout,
@@ -167,9 +180,19 @@ mod tests {
 
     #[tokio::test]
     async fn loopback_answers_or_the_rung_is_unavailable() {
-        let result = echo(IpAddr::from([127, 0, 0, 1]), 2, Duration::from_secs(2)).await;
+        let traffic = Traffic::default();
+        let result = echo(
+            IpAddr::from([127, 0, 0, 1]),
+            2,
+            Duration::from_secs(2),
+            &traffic,
+        )
+        .await;
         match result.status {
-            StageStatus::Ok => assert_eq!(result.successes, 2),
+            StageStatus::Ok => {
+                assert_eq!(result.successes, 2);
+                assert_eq!(traffic.take(), 4 * 28);
+            }
             StageStatus::Unavailable => assert!(result.detail.is_some()),
             StageStatus::Failed => panic!("loopback did not answer: {result:?}"),
         }

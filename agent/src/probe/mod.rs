@@ -9,6 +9,12 @@
 //! One attempt walks down the rungs until one fails; a target gets `attempts` attempts per
 //! cycle, and each rung reports how often it was tried, how often it succeeded, and the latency
 //! statistics of its successes.
+//!
+//! Each cycle the caller plans every target's climb ([`Mode`]): the *full* ladder above, a
+//! *cheap* one (DNS from the cache while its TTL holds, one TCP connect closed at once with a
+//! reset; the full ladder at once when it fails), or none. A target not climbed, and the rungs a
+//! cheap climb skips, are reported as last measured. The gateway's echo is sent only beside a
+//! full climb or when a target fails. Every packet's IP bytes are counted ([`traffic`]).
 
 pub mod dns;
 pub mod gateway;
@@ -18,9 +24,11 @@ pub mod link;
 pub mod routes;
 pub mod tcp;
 pub mod tls;
+pub mod traffic;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use posmon_protocol::{
@@ -34,6 +42,24 @@ use crate::software::bounded;
 use crate::system::SystemRoot;
 use dns::Resolver;
 use tls::{Trust, TrustError};
+use traffic::{Counted, Traffic};
+
+/// How a target is probed in a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// DNS from the cache while its TTL holds, one TCP connect closed with a reset; the full
+    /// ladder when it fails.
+    Cheap,
+    /// DNS, TCP, TLS, HTTP over the target's attempts, ICMP.
+    Full,
+}
+
+/// The longest a DNS answer is kept, whatever its TTL.
+const DNS_CACHE_MAX: Duration = Duration::from_secs(3600);
+
+/// The targets' resolved addresses and until when each answer may be used; one entry per
+/// target name at most, so it is bounded by the number of targets.
+type DnsCache = Arc<Mutex<BTreeMap<String, (Vec<IpAddr>, Instant)>>>;
 
 /// A rung's step that succeeded (what it produced, how long it took, a detail) or failed
 /// (why, and a detail).
@@ -73,7 +99,11 @@ pub struct Ladder {
     timeout: Duration,
     icmp: bool,
     /// The gateway last seen answering echoes (see `gateway::verify`).
-    echoing_gateway: std::sync::Mutex<Option<std::net::Ipv4Addr>>,
+    echoing_gateway: Mutex<Option<std::net::Ipv4Addr>>,
+    /// Each target's rungs past the gateway as last measured.
+    last: Vec<Option<Vec<StageResult>>>,
+    dns_cache: DnsCache,
+    traffic: Traffic,
 }
 
 impl Ladder {
@@ -106,15 +136,61 @@ impl Ladder {
         Ok(Ladder {
             root: SystemRoot::new(&config.system_root),
             dns_servers: config.dns_server_addresses(),
-            targets,
             timeout: config.probe_timeout(),
             icmp: config.icmp,
-            echoing_gateway: std::sync::Mutex::new(None),
+            echoing_gateway: Mutex::new(None),
+            last: vec![None; targets.len()],
+            targets,
+            dns_cache: Arc::new(Mutex::new(BTreeMap::new())),
+            traffic: Traffic::default(),
         })
     }
 
-    /// Every target's ladder, in the configured order, and the network they ran on.
-    pub async fn probe_all(&self) -> Measured {
+    /// The IP bytes the probes sent and received since the last call.
+    pub fn take_traffic(&self) -> u64 {
+        self.traffic.take()
+    }
+
+    /// The targets' names, in the configured order.
+    pub fn target_names(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(|target| target.name.as_str())
+    }
+
+    /// Where each target was last found (its addresses and port), in the configured order:
+    /// the addresses the POS application connects to.
+    pub fn addresses(&self) -> Vec<Vec<SocketAddr>> {
+        let cache = self
+            .dns_cache
+            .lock()
+            .map(|cache| cache.clone())
+            .unwrap_or_default();
+        self.targets
+            .iter()
+            .map(|target| {
+                let addresses = match &target.endpoint.host {
+                    Host::Address(address) => vec![*address],
+                    Host::Name(name) => cache
+                        .get(name)
+                        .map(|(addresses, _)| addresses.clone())
+                        .unwrap_or_default(),
+                };
+                addresses
+                    .into_iter()
+                    .map(|address| SocketAddr::new(address, target.endpoint.port))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Every target's full ladder, in the configured order, and the network they ran on.
+    pub async fn probe_all(&mut self) -> Measured {
+        let plans = vec![Some(Mode::Full); self.targets.len()];
+        self.probe(&plans).await
+    }
+
+    /// Every target's ladder as planned (`plans[i]` for the i-th target; `None`: as last
+    /// measured), in the configured order, and the network they ran on.
+    pub async fn probe(&mut self, plans: &[Option<Mode>]) -> Measured {
         let routes = routes::routes(&self.root);
         let link = link::measure(&self.root, &routes);
         let gateway = if link.status == StageStatus::Failed {
@@ -134,18 +210,29 @@ impl Ladder {
         let mut tasks = JoinSet::new();
         if !blocked {
             for (index, target) in self.targets.iter().enumerate() {
-                let target = Arc::clone(target);
-                let resolver = Arc::clone(&resolver);
-                let (timeout, icmp) = (self.timeout, self.icmp);
-                tasks.spawn(async move { (index, climb(&target, &resolver, timeout, icmp).await) });
+                let Some(mode) = plans.get(index).copied().flatten() else {
+                    continue;
+                };
+                let climber = Climber {
+                    target: Arc::clone(target),
+                    resolver: Arc::clone(&resolver),
+                    timeout: self.timeout,
+                    icmp: self.icmp,
+                    dns_cache: Arc::clone(&self.dns_cache),
+                    traffic: self.traffic.clone(),
+                };
+                tasks.spawn(async move { (index, climber.climb(mode).await) });
             }
         }
-        // The gateway's echo runs beside the climbs: two tries within the probe timeout. Only
-        // to a gateway of the host's real routing table, never to one a stand-in tree names.
+        // The gateway's echo: two tries within the probe timeout, beside a full climb or when
+        // a target failed last time (else after the climbs, only if one fails). Only to a
+        // gateway of the host's real routing table, never to one a stand-in tree names.
         let echo_gateway = gateway::address(&routes).filter(|_| !blocked && self.root.is_host());
-        let echo = async {
+        let echo = || async {
             match echo_gateway {
-                Some(address) => Some(icmp::echo(IpAddr::V4(address), 2, self.timeout / 2).await),
+                Some(address) => {
+                    Some(icmp::echo(IpAddr::V4(address), 2, self.timeout / 2, &self.traffic).await)
+                }
                 None => None,
             }
         };
@@ -159,7 +246,25 @@ impl Ladder {
             }
             climbed
         };
-        let (echo, mut climbed) = tokio::join!(echo, climbs);
+        let failing = |stages: &Option<Vec<StageResult>>| {
+            stages.as_ref().is_some_and(|stages| {
+                stages
+                    .iter()
+                    .any(|stage| stage.status == StageStatus::Failed)
+            })
+        };
+        let echo_beside = plans.contains(&Some(Mode::Full)) || self.last.iter().any(failing);
+        let (echo, mut climbed) = if echo_beside {
+            tokio::join!(echo(), climbs)
+        } else {
+            let climbed = climbs.await;
+            let echo = if climbed.iter().any(failing) {
+                echo().await
+            } else {
+                None
+            };
+            (echo, climbed)
+        };
         let gateway = match (gateway, echo_gateway, echo) {
             (Some(passive), Some(address), Some(echo)) => {
                 // A dead router breaks every target behind it, and nothing behind it answers;
@@ -182,14 +287,27 @@ impl Ladder {
                 if let Ok(mut guard) = self.echoing_gateway.lock() {
                     *guard = answered_before;
                 }
-                if verdict.status == StageStatus::Failed {
-                    // The router is dead: the rungs behind it measured nothing of their own.
-                    climbed = vec![None; self.targets.len()];
-                }
                 Some(verdict)
             }
             (gateway, _, _) => gateway,
         };
+        // A dead router: the rungs behind it measured nothing of their own.
+        let blocked = blocked
+            || gateway
+                .as_ref()
+                .is_some_and(|gateway| gateway.status == StageStatus::Failed);
+        // What was climbed replaces what was last measured; the rest is carried.
+        for (index, fresh) in climbed.iter_mut().enumerate() {
+            if blocked {
+                *fresh = None;
+                continue;
+            }
+            if let Some(stages) = fresh.take() {
+                let merged = carry(self.last[index].as_deref().unwrap_or_default(), stages);
+                self.last[index] = Some(merged);
+            }
+            fresh.clone_from(&self.last[index]);
+        }
         let shared: Vec<StageResult> = std::iter::once(link).chain(gateway).collect();
         let probes = self
             .targets
@@ -210,116 +328,221 @@ impl Ladder {
     }
 }
 
-/// The rungs past the gateway for one target, over its attempts; ICMP last.
-async fn climb(
-    target: &Target,
-    resolver: &Resolver,
-    timeout: Duration,
-    icmp: bool,
-) -> Vec<StageResult> {
-    let endpoint = &target.endpoint;
-    let mut dns = Tally::new(Stage::Dns);
-    let mut tcp = Tally::new(Stage::Tcp);
-    let mut tls = Tally::new(Stage::Tls);
-    let mut http = Tally::new(Stage::Http);
-    let mut echo_address: Option<IpAddr> = None;
-    for _ in 0..target.attempts {
-        let addresses = match &endpoint.host {
-            Host::Address(address) => vec![*address],
-            Host::Name(name) => {
-                let started = Instant::now();
-                match resolver.resolve(name, timeout).await {
-                    Ok((addresses, detail)) => {
-                        let listed: Vec<String> =
-                            addresses.iter().map(ToString::to_string).collect();
-                        dns.success(
-                            started.elapsed(),
-                            format!("{} ({detail})", listed.join(" ")),
-                        );
-                        addresses
-                    }
-                    Err((kind, detail)) => {
-                        dns.failure(kind, detail);
-                        continue;
-                    }
-                }
-            }
-        };
-        echo_address = echo_address.or(addresses.first().copied());
-        let socket_addresses: Vec<SocketAddr> = addresses
-            .iter()
-            .map(|address| SocketAddr::new(*address, endpoint.port))
-            .collect();
-        let stream = match tcp::connect(&socket_addresses, timeout).await {
-            Ok((stream, elapsed, detail)) => {
-                tcp.success(elapsed, detail);
-                stream
-            }
-            Err((kind, detail)) => {
-                tcp.failure(kind, detail);
-                continue;
-            }
-        };
-        let exchange = match &target.tls {
-            Some((trust, server_name)) => {
-                match tls::handshake(stream, server_name.clone(), trust, timeout).await {
-                    Ok(mut handshake) => {
-                        tls.certificate_days_left = handshake.days_left;
-                        tls.tls_version = handshake.version.clone();
-                        tls.success(handshake.elapsed, "certificate verified".to_string());
-                        match &endpoint.http_path {
-                            Some(path) => Some(
-                                http::get(
-                                    &mut handshake.stream,
-                                    &endpoint.host_header(),
-                                    path,
-                                    timeout,
-                                )
-                                .await,
-                            ),
-                            None => None,
-                        }
-                    }
-                    Err(failure) => {
-                        tls.certificate_days_left = failure.days_left;
-                        tls.failure(failure.error, failure.detail);
-                        continue;
-                    }
-                }
-            }
-            None => match &endpoint.http_path {
-                Some(path) => {
-                    let mut stream = stream;
-                    Some(http::get(&mut stream, &endpoint.host_header(), path, timeout).await)
-                }
-                None => None,
-            },
-        };
-        match exchange {
-            Some(Ok((status, first_byte))) => {
-                http.http_status = Some(status);
-                if status >= 500 {
-                    http.failure(
-                        ErrorKind::HttpStatus,
-                        format!("the server answered {status}"),
-                    );
-                } else {
-                    http.success(first_byte, format!("status {status}"));
-                }
-            }
-            Some(Err((kind, detail))) => http.failure(kind, detail),
-            None => {}
+/// `fresh` rungs (a climb) over `previous` ones (as last measured): a rung climbed replaces
+/// its earlier measurement; one not climbed is carried, unless it lies past a rung that failed
+/// now (the ladder stops there).
+fn carry(previous: &[StageResult], fresh: Vec<StageResult>) -> Vec<StageResult> {
+    let order = [Stage::Dns, Stage::Tcp, Stage::Tls, Stage::Http, Stage::Icmp];
+    let rank = |kind: Stage| order.iter().position(|stage| *stage == kind);
+    let first_failure = fresh
+        .iter()
+        .filter(|stage| stage.status == StageStatus::Failed && stage.stage != Stage::Icmp)
+        .filter_map(|stage| rank(stage.stage))
+        .min();
+    let mut merged = Vec::with_capacity(order.len());
+    for kind in order {
+        if let Some(climbed) = fresh.iter().find(|stage| stage.stage == kind) {
+            merged.push(climbed.clone());
+        } else if first_failure.is_none_or(|failed| rank(kind) < Some(failed)) {
+            merged.extend(previous.iter().find(|stage| stage.stage == kind).cloned());
         }
     }
-    let mut stages: Vec<StageResult> = [dns, tcp, tls, http]
-        .into_iter()
-        .filter(Tally::attempted)
-        .map(Tally::finish)
-        .collect();
-    if let (true, Some(address)) = (icmp, echo_address) {
-        stages.push(icmp::echo(address, target.attempts, timeout).await);
+    merged
+}
+
+/// What one target's climb needs, owned so that it runs as its own task.
+struct Climber {
+    target: Arc<Target>,
+    resolver: Arc<Resolver>,
+    timeout: Duration,
+    icmp: bool,
+    dns_cache: DnsCache,
+    traffic: Traffic,
+}
+
+impl Climber {
+    /// The rungs past the gateway as `mode` says; a cheap climb that fails climbs the full
+    /// ladder at once, to name the cause over the target's attempts.
+    async fn climb(&self, mode: Mode) -> Vec<StageResult> {
+        if mode == Mode::Cheap {
+            let stages = self.cheap().await;
+            if stages
+                .iter()
+                .all(|stage| stage.status != StageStatus::Failed)
+            {
+                return stages;
+            }
+        }
+        self.full().await
     }
-    stages
+
+    /// Resolves the target's name (an address needs none): from the cache when `cached` and
+    /// its TTL holds, else asked and tallied in `dns` (and cached).
+    async fn addresses(&self, dns: &mut Tally, cached: bool) -> Option<Vec<IpAddr>> {
+        let name = match &self.target.endpoint.host {
+            Host::Address(address) => return Some(vec![*address]),
+            Host::Name(name) => name,
+        };
+        if cached {
+            let hit = self.dns_cache.lock().ok().and_then(|cache| {
+                cache
+                    .get(name)
+                    .filter(|(_, until)| Instant::now() < *until)
+                    .map(|(addresses, _)| addresses.clone())
+            });
+            if hit.is_some() {
+                return hit;
+            }
+        }
+        let started = Instant::now();
+        match self
+            .resolver
+            .resolve(name, self.timeout, &self.traffic)
+            .await
+        {
+            Ok((addresses, ttl, detail)) => {
+                let listed: Vec<String> = addresses.iter().map(ToString::to_string).collect();
+                dns.success(
+                    started.elapsed(),
+                    format!("{} ({detail})", listed.join(" ")),
+                );
+                if let (Some(ttl), Ok(mut cache)) = (ttl, self.dns_cache.lock()) {
+                    let until = Instant::now() + ttl.min(DNS_CACHE_MAX);
+                    cache.insert(name.clone(), (addresses.clone(), until));
+                }
+                Some(addresses)
+            }
+            Err((kind, detail)) => {
+                dns.failure(kind, detail);
+                None
+            }
+        }
+    }
+
+    fn socket_addresses(&self, addresses: &[IpAddr]) -> Vec<SocketAddr> {
+        addresses
+            .iter()
+            .map(|address| SocketAddr::new(*address, self.target.endpoint.port))
+            .collect()
+    }
+
+    /// DNS (cached while its TTL holds) and one TCP connect, closed at once with a reset.
+    async fn cheap(&self) -> Vec<StageResult> {
+        let mut dns = Tally::new(Stage::Dns);
+        let mut tcp = Tally::new(Stage::Tcp);
+        if let Some(addresses) = self.addresses(&mut dns, true).await {
+            let addresses = self.socket_addresses(&addresses);
+            match tcp::connect(&addresses, self.timeout, &self.traffic).await {
+                Ok(((stream, peer), elapsed, detail)) => {
+                    tcp::abort(stream, &peer, &self.traffic);
+                    tcp.success(elapsed, detail);
+                }
+                Err((kind, detail)) => tcp.failure(kind, detail),
+            }
+        }
+        [dns, tcp]
+            .into_iter()
+            .filter(Tally::attempted)
+            .map(Tally::finish)
+            .collect()
+    }
+
+    /// The full ladder over the target's attempts; ICMP last.
+    async fn full(&self) -> Vec<StageResult> {
+        let (target, timeout) = (&*self.target, self.timeout);
+        let endpoint = &target.endpoint;
+        let mut dns = Tally::new(Stage::Dns);
+        let mut tcp = Tally::new(Stage::Tcp);
+        let mut tls = Tally::new(Stage::Tls);
+        let mut http = Tally::new(Stage::Http);
+        let mut echo_address: Option<IpAddr> = None;
+        for _ in 0..target.attempts {
+            let Some(addresses) = self.addresses(&mut dns, false).await else {
+                continue;
+            };
+            echo_address = echo_address.or(addresses.first().copied());
+            let socket_addresses = self.socket_addresses(&addresses);
+            let (stream, peer) = match tcp::connect(&socket_addresses, timeout, &self.traffic).await
+            {
+                Ok((connected, elapsed, detail)) => {
+                    tcp.success(elapsed, detail);
+                    connected
+                }
+                Err((kind, detail)) => {
+                    tcp.failure(kind, detail);
+                    continue;
+                }
+            };
+            let stream = Counted::new(stream, &peer, self.traffic.clone());
+            let (exchange, stream) = match &target.tls {
+                Some((trust, server_name)) => {
+                    match tls::handshake(stream, server_name.clone(), trust, timeout).await {
+                        Ok(mut handshake) => {
+                            tls.certificate_days_left = handshake.days_left;
+                            tls.tls_version = handshake.version.clone();
+                            tls.success(handshake.elapsed, "certificate verified".to_string());
+                            let exchange = match &endpoint.http_path {
+                                Some(path) => Some(
+                                    http::get(
+                                        &mut handshake.stream,
+                                        &endpoint.host_header(),
+                                        path,
+                                        timeout,
+                                    )
+                                    .await,
+                                ),
+                                None => None,
+                            };
+                            (exchange, Some(handshake.stream.into_inner().0))
+                        }
+                        Err(failure) => {
+                            tls.certificate_days_left = failure.days_left;
+                            tls.failure(failure.error, failure.detail);
+                            // The handshake consumed the connection; the kernel closes it.
+                            self.traffic.add(traffic::tcp_closed(&peer));
+                            continue;
+                        }
+                    }
+                }
+                None => match &endpoint.http_path {
+                    Some(path) => {
+                        let mut stream = stream;
+                        let exchange =
+                            http::get(&mut stream, &endpoint.host_header(), path, timeout).await;
+                        (Some(exchange), Some(stream))
+                    }
+                    None => (None, Some(stream)),
+                },
+            };
+            if let Some(stream) = stream {
+                tcp::abort(stream.into_inner(), &peer, &self.traffic);
+            }
+            match exchange {
+                Some(Ok((status, first_byte))) => {
+                    http.http_status = Some(status);
+                    if status >= 500 {
+                        http.failure(
+                            ErrorKind::HttpStatus,
+                            format!("the server answered {status}"),
+                        );
+                    } else {
+                        http.success(first_byte, format!("status {status}"));
+                    }
+                }
+                Some(Err((kind, detail))) => http.failure(kind, detail),
+                None => {}
+            }
+        }
+        let mut stages: Vec<StageResult> = [dns, tcp, tls, http]
+            .into_iter()
+            .filter(Tally::attempted)
+            .map(Tally::finish)
+            .collect();
+        if let (true, Some(address)) = (self.icmp, echo_address) {
+            stages.push(icmp::echo(address, target.attempts, timeout, &self.traffic).await);
+        }
+        stages
+    }
 }
 
 /// The tries of one rung in one cycle, folded into its [`StageResult`].

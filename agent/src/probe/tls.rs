@@ -14,6 +14,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
+
+use super::traffic::Counted;
 use tokio_rustls::client::TlsStream;
 
 /// The most certificates read from a `ca_file`.
@@ -69,7 +71,7 @@ impl Trust {
 /// A completed handshake: the stream, its duration, the protocol version and the peer
 /// certificate's days to expiry.
 pub struct Handshake {
-    pub stream: TlsStream<TcpStream>,
+    pub stream: TlsStream<Counted<TcpStream>>,
     pub elapsed: Duration,
     pub version: Option<String>,
     pub days_left: Option<i64>,
@@ -84,7 +86,7 @@ pub struct HandshakeFailure {
 
 /// Performs a TLS handshake for `server_name` over `stream` within `timeout`.
 pub async fn handshake(
-    stream: TcpStream,
+    stream: Counted<TcpStream>,
     server_name: ServerName<'static>,
     trust: &Trust,
     timeout: Duration,
