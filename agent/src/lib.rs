@@ -21,3 +21,4 @@ pub mod run;
 pub mod software;
 pub mod spool;
 pub mod system;
+pub mod watch;
