@@ -100,6 +100,17 @@ pub struct AgentConfig {
     pub processes: Vec<String>,
     #[serde(default)]
     pub peripherals: Vec<PeripheralConfig>,
+
+    // --- The data budget (`budget.rs`) ---
+    /// The agent's own traffic allowed per calendar month (UTC), in IP bytes both ways; 0 for
+    /// no budget (the usage is still counted and reported).
+    #[serde(default = "default_data_budget_bytes_per_month")]
+    pub data_budget_bytes_per_month: u64,
+    /// The most the cheap probes and heartbeats are ever stretched to stay within the budget, in
+    /// percent of their configured intervals (100: never). Bounds how late a fault the passive
+    /// watch cannot see is found once the budget is spent.
+    #[serde(default = "default_data_budget_max_stretch_percent")]
+    pub data_budget_max_stretch_percent: u32,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -153,6 +164,12 @@ fn default_system_root() -> PathBuf {
 }
 fn default_command_timeout() -> u64 {
     5
+}
+fn default_data_budget_bytes_per_month() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_data_budget_max_stretch_percent() -> u32 {
+    400
 }
 
 /// The most tries per target per cycle.
@@ -446,6 +463,8 @@ impl AgentConfig {
             components: Vec::new(),
             processes: Vec::new(),
             peripherals: Vec::new(),
+            data_budget_bytes_per_month: default_data_budget_bytes_per_month(),
+            data_budget_max_stretch_percent: default_data_budget_max_stretch_percent(),
         }
     }
 
@@ -716,6 +735,29 @@ impl AgentConfig {
                 })?;
             }
         }
+        self.validate_data_budget()
+    }
+
+    /// The data budget's keys: a budget of 0 (none) or at least 64 KiB, at most the protocol's
+    /// byte bound; a stretch cap within the protocol's range.
+    fn validate_data_budget(&self) -> Result<(), ConfigError> {
+        let budget = self.data_budget_bytes_per_month;
+        if budget != 0 && !(64 * 1024..=limits::DATA_BYTES_MAX).contains(&budget) {
+            return Err(invalid(
+                "data_budget_bytes_per_month",
+                format!(
+                    "must be 0 (no budget) or between 65536 and {}",
+                    limits::DATA_BYTES_MAX
+                ),
+            ));
+        }
+        let range = limits::STRETCH_PERCENT_MIN..=limits::STRETCH_PERCENT_MAX;
+        if !range.contains(&self.data_budget_max_stretch_percent) {
+            return Err(invalid(
+                "data_budget_max_stretch_percent",
+                format!("must be between {} and {}", range.start(), range.end()),
+            ));
+        }
         Ok(())
     }
 }
@@ -981,5 +1023,36 @@ mod tests {
             error.as_deref(),
             Some("config key terminal_id: character ' ' not allowed (use A-Z a-z 0-9 . _ : -)")
         );
+    }
+
+    #[test]
+    fn the_data_budget_keys_are_bounded() {
+        for (extra, expected) in [
+            (
+                "data_budget_bytes_per_month = 1000",
+                "config key data_budget_bytes_per_month: must be 0",
+            ),
+            (
+                "data_budget_bytes_per_month = 1099511627777",
+                "config key data_budget_bytes_per_month",
+            ),
+            (
+                "data_budget_max_stretch_percent = 99",
+                "config key data_budget_max_stretch_percent: must be between 100 and 10000",
+            ),
+            (
+                "data_budget_max_stretch_percent = 10001",
+                "config key data_budget_max_stretch_percent",
+            ),
+        ] {
+            check(extra, expected);
+        }
+        for extra in [
+            "data_budget_bytes_per_month = 0",
+            "data_budget_bytes_per_month = 65536\ndata_budget_max_stretch_percent = 100",
+            "data_budget_max_stretch_percent = 10000",
+        ] {
+            assert!(parse(&format!("{BASE}{extra}")).is_ok(), "{extra}");
+        }
     }
 }

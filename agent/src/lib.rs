@@ -7,6 +7,7 @@
 //! errors: a failure is a measurement in the report.
 
 pub mod backoff;
+pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod command;
