@@ -1,15 +1,116 @@
 //! One probe cycle's measurements: the ladder towards every target, the software inventory,
 //! the device status and the NTP state. Shared by the agent's loop and `posmon-agent probe`.
+//!
+//! The loop's cycles are planned: each target is probed only when its schedule says so
+//! ([`plan`]): the full ladder first, then every full-probe interval, at once on a trigger of
+//! the passive watch, and while it fails every failing-probe interval (doubling while the
+//! outcome stays the same, up to the probe interval); a cheap probe every probe interval unless
+//! the watch saw the POS application's own connection working meanwhile.
 
-use posmon_protocol::ClockStatus;
+use std::time::Duration;
+
+use posmon_protocol::{ClockStatus, StageStatus};
 use time::OffsetDateTime;
+use tokio::time::Instant;
 
 use crate::config::AgentConfig;
 use crate::device::DeviceProbe;
-use crate::probe::Ladder;
+use crate::probe::{Ladder, Mode};
 use crate::report::Cycle;
 use crate::software::{inventory, ComponentSource};
 use crate::system::SystemRoot;
+use crate::watch::Watch;
+
+/// A trigger runs a target's full ladder at once, but not twice within this long: a POS
+/// application retrying a broken connection would otherwise climb it every second.
+const TRIGGER_HOLDOFF: Duration = Duration::from_secs(10);
+
+/// What the schedule knows of one target.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetState {
+    /// The last active probe of any kind.
+    last_probe: Option<Instant>,
+    /// The last full ladder.
+    last_full: Option<Instant>,
+    /// The last time the path was seen working: a probe, or the watch.
+    last_working: Option<Instant>,
+    /// Whether the last probe found a rung failing, and which (the outcome).
+    failure: Option<String>,
+    /// Failing probes in a row with the same outcome: the failing re-probe's backoff.
+    same_failures: u32,
+    /// Why the watch asks for the full ladder, until it runs.
+    trigger: Option<String>,
+}
+
+/// The intervals a plan is made with, stretched by the budget where they may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub probe: Duration,
+    pub full: Duration,
+    pub failing: Duration,
+}
+
+/// How `state`'s target is probed at `now`, if at all.
+pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mode> {
+    let since = |at: Option<Instant>| at.map(|at| now.saturating_duration_since(at));
+    let (Some(since_probe), Some(since_full)) = (since(state.last_probe), since(state.last_full))
+    else {
+        return Some(Mode::Full);
+    };
+    if state.trigger.is_some() && since_probe >= TRIGGER_HOLDOFF {
+        return Some(Mode::Full);
+    }
+    if state.failure.is_some() {
+        let backoff = 2u32.saturating_pow(state.same_failures.min(16));
+        let wait = schedule
+            .failing
+            .saturating_mul(backoff)
+            .min(schedule.probe.max(schedule.failing));
+        return (since_probe >= wait).then_some(Mode::Full);
+    }
+    if since_full >= schedule.full {
+        return Some(Mode::Full);
+    }
+    let since_working = since(state.last_working).unwrap_or(since_probe);
+    (since_working >= schedule.probe).then_some(Mode::Cheap)
+}
+
+impl TargetState {
+    /// After a probe in `mode` at `now` that found `failure` (the first failing rung).
+    fn probed(&mut self, mode: Mode, failure: Option<String>, now: Instant) {
+        self.last_probe = Some(now);
+        if mode == Mode::Full {
+            self.last_full = Some(now);
+        }
+        if failure.is_none() {
+            self.last_working = Some(now);
+        }
+        self.same_failures = match (&failure, &self.failure) {
+            (Some(now_failing), Some(before)) if now_failing == before => {
+                self.same_failures.saturating_add(1)
+            }
+            _ => 0,
+        };
+        self.failure = failure;
+        self.trigger = None;
+    }
+
+    /// After the watch saw the target (`working`, `trigger`) at `now`.
+    fn sighted(&mut self, working: bool, trigger: Option<String>, now: Instant) {
+        if working {
+            self.last_working = Some(now);
+            if self.failure.is_some() {
+                // The POS application reaches a target the ladder found failing: confirm.
+                self.trigger = Some("the POS application's connection works again".into());
+            }
+        } else if let Some(trigger) = trigger {
+            // A failing target is re-probed on its own schedule: its trouble is known.
+            if self.failure.is_none() {
+                self.trigger = Some(trigger);
+            }
+        }
+    }
+}
 
 /// What a cycle needs, prepared once.
 pub struct Measurer {
@@ -17,6 +118,8 @@ pub struct Measurer {
     sources: Vec<ComponentSource>,
     device: DeviceProbe,
     root: SystemRoot,
+    watch: Watch,
+    states: Vec<TargetState>,
 }
 
 impl Measurer {
@@ -26,19 +129,90 @@ impl Measurer {
             .iter()
             .map(ComponentSource::new)
             .collect::<Result<Vec<_>, _>>()?;
+        let ladder = Ladder::new(config)?;
+        let states = vec![TargetState::default(); ladder.target_names().count()];
         Ok(Measurer {
-            ladder: Ladder::new(config)?,
+            ladder,
             sources,
             device: DeviceProbe::new(config),
             root: SystemRoot::new(&config.system_root),
+            watch: Watch::new(SystemRoot::new(&config.system_root)),
+            states,
         })
     }
 
-    /// Measures everything once. `clock` is the offset from the latest exchange with the
-    /// collector, if any; the local NTP state is added to it.
+    /// Reads the socket table (no traffic) and notes what it shows of each target; whether a
+    /// target's full ladder is due now because of it.
+    pub fn watch(&mut self, schedule: &Schedule, now: Instant) -> bool {
+        let sightings = self.watch.observe(&self.ladder.addresses(), now);
+        let mut due = false;
+        for (state, sighting) in self.states.iter_mut().zip(sightings) {
+            let before = state.trigger.is_some();
+            state.sighted(sighting.working, sighting.trigger, now);
+            if let (false, Some(trigger)) = (before, &state.trigger) {
+                tracing::debug!(%trigger, "The watch asks for a target's full ladder.");
+            }
+            due |= state.trigger.is_some() && plan(state, schedule, now) == Some(Mode::Full);
+        }
+        due
+    }
+
+    /// Each target's plan at `now`; the targets named in `confirm` climb the full ladder.
+    pub fn plans(
+        &self,
+        schedule: &Schedule,
+        now: Instant,
+        confirm: &[String],
+    ) -> Vec<Option<Mode>> {
+        self.states
+            .iter()
+            .zip(self.ladder.target_names())
+            .map(|(state, name)| {
+                if confirm.iter().any(|confirmed| confirmed == name) {
+                    Some(Mode::Full)
+                } else {
+                    plan(state, schedule, now)
+                }
+            })
+            .collect()
+    }
+
+    /// Measures everything once, every target's full ladder. `clock` is the offset from the
+    /// latest exchange with the collector, if any; the local NTP state is added to it.
     pub async fn measure(&mut self, clock: Option<ClockStatus>) -> Cycle {
+        let plans = vec![Some(Mode::Full); self.states.len()];
+        self.measure_planned(clock, &plans).await
+    }
+
+    /// Measures everything once, each target as planned (see [`Measurer::plans`]).
+    pub async fn measure_planned(
+        &mut self,
+        clock: Option<ClockStatus>,
+        plans: &[Option<Mode>],
+    ) -> Cycle {
         let observed_at = OffsetDateTime::now_utc();
-        let measured = self.ladder.probe_all().await;
+        let measured = self.ladder.probe(plans).await;
+        let now = Instant::now();
+        for ((state, plan), probe) in self.states.iter_mut().zip(plans).zip(&measured.probes) {
+            if let Some(mode) = plan {
+                let failure = probe
+                    .stages
+                    .iter()
+                    .find(|stage| stage.status == StageStatus::Failed)
+                    .map(|stage| {
+                        format!(
+                            "{}:{}",
+                            stage.stage.as_str(),
+                            stage.error.map_or("", |error| error.as_str())
+                        )
+                    });
+                state.probed(*mode, failure, now);
+            }
+        }
+        if plans.iter().any(Option::is_some) {
+            // The probes' own refused connects and resets are no trigger.
+            self.watch.rebaseline();
+        }
         let software = inventory(&self.sources).await;
         let device = self.device.measure().await;
         let clock = match clock {
@@ -56,5 +230,91 @@ impl Measurer {
             device,
             clock,
         }
+    }
+
+    /// The IP bytes spent since the last call: (probes, anything else). Everything the
+    /// measurer sends is a probe; the local checks cost nothing.
+    pub fn take_traffic(&mut self) -> (u64, u64) {
+        (self.ladder.take_traffic(), 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEDULE: Schedule = Schedule {
+        probe: Duration::from_secs(600),
+        full: Duration::from_secs(6 * 3600),
+        failing: Duration::from_secs(60),
+    };
+
+    fn at(start: Instant, seconds: u64) -> Instant {
+        start + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn targets_are_probed_fully_first_then_cheaply_unless_seen_working() {
+        let start = Instant::now();
+        let mut state = TargetState::default();
+        assert_eq!(plan(&state, &SCHEDULE, start), Some(Mode::Full));
+        state.probed(Mode::Full, None, start);
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 599)), None);
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 600)), Some(Mode::Cheap));
+        // The POS application's connection worked at 500 s: no probe until 1,100 s.
+        state.sighted(true, None, at(start, 500));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 1099)), None);
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 1100)), Some(Mode::Cheap));
+        state.probed(Mode::Cheap, None, at(start, 1100));
+        // The full ladder comes every six hours, working connection or not.
+        state.sighted(true, None, at(start, 21_590));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 21_600)), Some(Mode::Full));
+    }
+
+    #[test]
+    fn a_trigger_climbs_at_once_but_not_twice_within_the_holdoff() {
+        let start = Instant::now();
+        let mut state = TargetState::default();
+        state.probed(Mode::Full, None, start);
+        state.sighted(false, Some("a connect waits".into()), at(start, 5));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 5)), None, "held off");
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 10)), Some(Mode::Full));
+        state.probed(Mode::Full, None, at(start, 10));
+        assert_eq!(
+            plan(&state, &SCHEDULE, at(start, 30)),
+            None,
+            "the trigger is spent"
+        );
+    }
+
+    #[test]
+    fn a_failing_target_is_re_probed_with_backoff_until_it_recovers() {
+        let start = Instant::now();
+        let mut state = TargetState::default();
+        state.probed(Mode::Full, Some("tcp:refused".into()), start);
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 59)), None);
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 60)), Some(Mode::Full));
+        state.probed(Mode::Full, Some("tcp:refused".into()), at(start, 60));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 179)), None, "120 s now");
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 180)), Some(Mode::Full));
+        for _ in 0..10 {
+            state.probed(Mode::Full, Some("tcp:refused".into()), at(start, 180));
+        }
+        assert_eq!(
+            plan(&state, &SCHEDULE, at(start, 780)),
+            Some(Mode::Full),
+            "never rarer than the probe interval"
+        );
+        // Another failure starts the backoff again.
+        state.probed(Mode::Full, Some("tcp:timeout".into()), at(start, 780));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 840)), Some(Mode::Full));
+        // The watch's failing connects are no news; the POS application's working connection
+        // is: it is confirmed at once.
+        state.sighted(false, Some("a connect waits".into()), at(start, 800));
+        assert_eq!(state.trigger, None);
+        state.sighted(true, None, at(start, 800));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 800)), Some(Mode::Full));
+        state.probed(Mode::Full, None, at(start, 800));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 860)), None, "recovered");
     }
 }

@@ -1,17 +1,27 @@
-//! The agent's loop: probe every probe interval; spool a report when the outcome changed or the
-//! report interval has passed; deliver what the spool holds, retrying with backoff. Between
-//! cycles it sleeps.
+//! The agent's loop: the local checks every check interval, the passive watch every watch
+//! interval, the targets' probes when their schedule says (`cycle::plan`); spool a report when
+//! the outcome changed or the report interval has passed (a heartbeat when nothing did);
+//! deliver what the spool holds, retrying with backoff; count what it all cost in the month's
+//! data budget, whose stretch lengthens the cheap probes and heartbeats. Between cycles it
+//! sleeps.
 
 use std::time::Duration;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use posmon_protocol::{ComponentVersion, Intervals, Labels, Report, Section, StageStatus};
+use posmon_diagnosis::readiness::PaymentRoles;
+use posmon_diagnosis::thresholds::Thresholds;
+use posmon_diagnosis::{diagnose, Policy};
+use posmon_protocol::{
+    ClockStatus, ComponentVersion, DeviceStatus, Intervals, Labels, ProbeResult, Report, Section,
+    StageStatus,
+};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
+use crate::budget::{Budget, BudgetSettings};
 use crate::config::AgentConfig;
-use crate::cycle::Measurer;
+use crate::cycle::{Measurer, Schedule};
 use crate::deliver::{Deliverer, DeliveryConfig, Outcome};
 use crate::report::{build, compact};
 use crate::spool::{Spool, SpoolLimits};
@@ -54,6 +64,49 @@ impl Outcomes {
         }
         Outcomes(outcomes)
     }
+
+    /// The targets whose outcome differs in `now`.
+    fn changed_targets(&self, now: &Outcomes) -> Vec<String> {
+        now.0
+            .iter()
+            .filter(|entry| !self.0.contains(entry))
+            .filter_map(|(key, _)| key.strip_prefix("target:").map(str::to_string))
+            .collect()
+    }
+}
+
+/// The findings the shared rules (`posmon-diagnosis`, default thresholds and payment roles)
+/// see in a report, by code and subject: when they change, the report is no heartbeat.
+type Signals = BTreeSet<(&'static str, String)>;
+
+fn signals_of(report: &Report) -> Signals {
+    let thresholds = Thresholds::default();
+    let roles = PaymentRoles::default();
+    let policy = Policy {
+        versions: &[],
+        thresholds: &thresholds,
+        roles: &roles,
+    };
+    diagnose(report, &policy)
+        .into_iter()
+        .map(|signal| (signal.kind.code, signal.subject))
+        .collect()
+}
+
+/// The latest spooled report's outcomes and signals, and when it was spooled.
+struct Reported {
+    outcomes: Outcomes,
+    signals: Signals,
+    at: Instant,
+}
+
+/// The measurements of the latest report that carried them, and when: a heartbeat says they
+/// are still so, within the dead bands.
+struct Baseline {
+    probes: Vec<ProbeResult>,
+    device: Option<DeviceStatus>,
+    clock: Option<ClockStatus>,
+    at: Instant,
 }
 
 /// Everything the loop keeps between cycles.
@@ -62,23 +115,25 @@ pub struct Agent {
     measurer: Measurer,
     spool: Spool,
     deliverer: Deliverer,
-    /// The outcomes of the latest spooled report and when it was spooled.
-    last_reported: Option<(Outcomes, Instant)>,
+    budget: Budget,
+    last_reported: Option<Reported>,
     /// While the collector cannot take reports: when to try again.
     retry_at: Option<Instant>,
-    /// The labels and software of the latest report that carried them, and how many reports
-    /// have said "unchanged" since.
-    identity: Option<Identity>,
-    reports_since_full: u32,
-    /// After a changed outcome: when to probe again and report, to confirm it.
-    confirm_at: Option<Instant>,
+    /// The labels and software of the latest report that carried them, and when.
+    identity: Option<(Identity, Instant)>,
+    baseline: Option<Baseline>,
+    /// After a changed outcome: when to probe again and report, to confirm it, and which
+    /// targets changed (they climb the full ladder then).
+    confirm_at: Option<(Instant, Vec<String>)>,
+    /// The schedule and the stretch the collector was last told.
+    announced: Option<(Intervals, u32)>,
 }
 
 type Identity = (Labels, BTreeMap<String, ComponentVersion>);
 
-/// A report carries its labels and software at least this often even when they do not change,
-/// so that a collector that lost its state learns them again (hourly at the 60 s default).
-const FULL_REPORT_EVERY: u32 = 60;
+/// A report carries its labels, software and measurements at least this often even when they
+/// do not change, so that a collector that lost its state learns them again.
+const FULL_REPORT_AFTER: Duration = Duration::from_secs(3600);
 
 /// How long after a changed outcome the confirming cycle runs.
 const CONFIRM_AFTER: Duration = Duration::from_secs(3);
@@ -103,41 +158,53 @@ impl Agent {
             );
         }
         let deliverer = Deliverer::new(delivery_config(&config, token))?;
+        let budget = Budget::open(
+            &config.state_dir,
+            BudgetSettings::from_config(&config),
+            unix_now(),
+        );
         Ok(Agent {
             config,
             measurer,
             spool,
             deliverer,
+            budget,
             last_reported: None,
             retry_at: None,
             identity: None,
-            reports_since_full: 0,
+            baseline: None,
             confirm_at: None,
+            announced: None,
         })
     }
 
     /// Runs until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        let mut ticker = tokio::time::interval(self.config.probe_interval());
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checks = tokio::time::interval(self.config.check_interval());
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watching = self.config.watch_interval();
+        let mut watch = tokio::time::interval(watching.unwrap_or(Duration::from_secs(1)));
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             let retry_at = self.retry_at;
-            let confirm_at = self.confirm_at;
+            let confirm_at = self.confirm_at.as_ref().map(|(at, _)| *at);
             tokio::select! {
                 () = &mut shutdown => return,
-                _ = ticker.tick() => {
+                _ = checks.tick() => {
                     self.cycle(false).await;
-                    if self.retry_at.is_none() {
-                        self.deliver().await;
+                    self.deliver_unless_waiting().await;
+                }
+                _ = watch.tick(), if watching.is_some() => {
+                    let schedule = self.schedule(unix_now());
+                    if self.measurer.watch(&schedule, Instant::now()) {
+                        self.cycle(false).await;
+                        self.deliver_unless_waiting().await;
                     }
                 }
                 () = sleep_until(confirm_at), if confirm_at.is_some() => {
-                    self.confirm_at = None;
                     self.cycle(true).await;
-                    if self.retry_at.is_none() {
-                        self.deliver().await;
-                    }
+                    self.deliver_unless_waiting().await;
                 }
                 () = sleep_until(retry_at), if retry_at.is_some() => {
                     self.retry_at = None;
@@ -147,50 +214,134 @@ impl Agent {
         }
     }
 
-    /// One probe cycle: spools a report if it is due, the outcome changed, or `confirming` a
-    /// change. After a change, one more cycle runs `CONFIRM_AFTER` later and is reported too:
-    /// the collector opens (and closes) findings after two observations in a row, and should not
-    /// wait a whole report interval for the second.
+    /// The probing schedule now: the cheap probes (and, through their cap, a failing target's
+    /// re-probes) stretched by the budget.
+    fn schedule(&self, unix: i64) -> Schedule {
+        Schedule {
+            probe: self
+                .budget
+                .stretch_interval(self.config.probe_interval(), unix),
+            full: self.config.full_probe_interval(),
+            failing: self.config.failing_probe_interval(),
+        }
+    }
+
+    /// The report interval now, stretched by the budget.
+    fn report_interval(&self, unix: i64) -> Duration {
+        self.budget
+            .stretch_interval(self.config.report_interval(), unix)
+    }
+
+    /// Feeds the budget what the measurer and the deliverer spent since they were last asked.
+    fn record_traffic(&mut self) {
+        let (probe_bytes, other_bytes) = self.measurer.take_traffic();
+        let report_bytes = delivery_traffic(&mut self.deliverer);
+        if probe_bytes > 0 || other_bytes > 0 || report_bytes > 0 {
+            self.budget
+                .record(report_bytes, probe_bytes, other_bytes, unix_now());
+        }
+    }
+
+    /// One cycle: the local checks, and the targets' probes that are due (see
+    /// [`crate::cycle::plan`]). Spools a report if one is due, the outcome changed, or
+    /// `confirming` a change. After a change, one more cycle runs `CONFIRM_AFTER` later and is
+    /// reported too: the collector opens (and closes) findings after two observations in a
+    /// row, and should not wait a whole report interval for the second.
+    ///
+    /// A report whose outcomes and the shared rules' signals did not change, and whose
+    /// measurements are within the dead bands of the last ones sent, is a heartbeat: it leaves
+    /// them out (`unchanged: measurements`). Labels, software and measurements are sent in full
+    /// at least every `FULL_REPORT_AFTER`.
     pub async fn cycle(&mut self, confirming: bool) {
-        let cycle = self.measurer.measure(self.deliverer.clock()).await;
+        let unix = unix_now();
+        let schedule = self.schedule(unix);
+        let confirm = if confirming {
+            self.confirm_at.take().map(|(_, targets)| targets)
+        } else {
+            None
+        };
+        let confirm = confirm.unwrap_or_default();
+        let plans = self.measurer.plans(&schedule, Instant::now(), &confirm);
+        let cycle = self
+            .measurer
+            .measure_planned(self.deliverer.clock(), &plans)
+            .await;
+        self.record_traffic();
         let dropped = self.spool.dropped();
         let mut report = build(&self.config, self.spool.next_sequence(), cycle);
         report.dropped_reports = dropped;
         report.agent_instance = Some(self.spool.instance().to_string());
+        compact(&mut report);
         let outcomes = Outcomes::of(&report);
+        let signals = signals_of(&report);
         let now = Instant::now();
-        // Half a probe interval of slack: a tick that comes a little early still reports on time.
-        let slack = self.config.probe_interval() / 2;
+        // Half a check interval of slack: a tick that comes a little early still reports on
+        // time.
+        let slack = self.config.check_interval() / 2;
         // The first report of a run is confirmed like a change: a terminal that starts up
         // broken is shown within one confirming cycle, not a report interval later.
         let changed = self
             .last_reported
             .as_ref()
-            .is_none_or(|(previous, _)| *previous != outcomes);
-        let due = match &self.last_reported {
-            None => true,
-            Some((_, at)) => {
-                confirming
-                    || changed
-                    || now.duration_since(*at) + slack >= self.config.report_interval()
-            }
-        };
+            .is_none_or(|previous| previous.outcomes != outcomes || previous.signals != signals);
+        let due = confirming
+            || changed
+            || self.last_reported.as_ref().is_none_or(|previous| {
+                now.duration_since(previous.at) + slack >= self.report_interval(unix)
+            });
         if !due {
             return;
         }
+        let changed_targets = self
+            .last_reported
+            .as_ref()
+            .map(|previous| previous.outcomes.changed_targets(&outcomes))
+            .unwrap_or_default();
         let identity = (report.labels.clone(), report.software.clone());
+        let stale = |at: Instant| now.duration_since(at) + slack >= FULL_REPORT_AFTER;
         // After a drop, the collector may have missed the last full report: send a full one.
-        let full = self.identity.as_ref() != Some(&identity)
-            || self.reports_since_full + 1 >= FULL_REPORT_EVERY
+        let full = self
+            .identity
+            .as_ref()
+            .is_none_or(|(sent, at)| *sent != identity || stale(*at))
             || dropped > 0;
-        compact(&mut report);
-        if full {
-            // The schedule rides with the full sections: it can change only with a restart.
-            report.intervals = Some(intervals(&self.config));
-        } else {
+        let heartbeat = !full
+            && !confirming
+            && !changed
+            && self.baseline.as_ref().is_some_and(|baseline| {
+                !stale(baseline.at)
+                    && probes_within_bands(&baseline.probes, &report.probes)
+                    && device_within_bands(baseline.device.as_ref(), report.device.as_ref())
+                    && clock_within_bands(baseline.clock.as_ref(), report.clock.as_ref())
+            });
+        let announce = (
+            intervals(&self.config, schedule.probe, self.report_interval(unix)),
+            self.budget.stretch(unix),
+        );
+        // The schedule rides with the full sections, and with any report when it changed: the
+        // collector judges silence by it. So does the data usage.
+        if full || self.announced != Some(announce) {
+            report.intervals = Some(announce.0);
+            report.data_usage = Some(self.budget.usage(unix));
+        }
+        let baseline = Baseline {
+            probes: report.probes.clone(),
+            device: report.device.clone(),
+            clock: report.clock.clone(),
+            at: now,
+        };
+        if heartbeat {
+            report.probes.clear();
+            report.device = None;
+            report.clock = None;
+        }
+        if !full {
             report.labels = Labels::default();
             report.software.clear();
             report.unchanged = vec![Section::Labels, Section::Software];
+        }
+        if heartbeat {
+            report.unchanged.push(Section::Measurements);
         }
         let payload = match serde_json::to_vec(&report) {
             Ok(payload) => payload,
@@ -206,28 +357,46 @@ impl Agent {
             unix_now(),
         ) {
             Ok(sequence) => {
-                tracing::debug!(sequence, full, changed, "Spooled a report.");
-                self.last_reported = Some((outcomes, now));
+                tracing::debug!(sequence, full, changed, heartbeat, "Spooled a report.");
+                self.last_reported = Some(Reported {
+                    outcomes,
+                    signals,
+                    at: now,
+                });
                 if changed && !confirming {
-                    self.confirm_at = Some(now + CONFIRM_AFTER);
+                    self.confirm_at = Some((now + CONFIRM_AFTER, changed_targets));
                 }
                 if full {
-                    self.identity = Some(identity);
-                    self.reports_since_full = 0;
-                } else {
-                    self.reports_since_full += 1;
+                    self.identity = Some((identity, now));
+                }
+                if !heartbeat {
+                    self.baseline = Some(baseline);
+                }
+                if report.intervals.is_some() {
+                    self.announced = Some(announce);
                 }
                 if let Err(error) = self.spool.forget_dropped(dropped) {
                     tracing::warn!(%error, "Cannot record that the dropped count was reported.");
+                }
+                if let Err(error) = self.budget.save() {
+                    tracing::warn!(%error, "Cannot save the data usage.");
                 }
             }
             Err(error) => tracing::error!(%error, "Cannot spool a report; it is lost."),
         }
     }
 
+    async fn deliver_unless_waiting(&mut self) {
+        if self.retry_at.is_none() {
+            self.deliver().await;
+        }
+    }
+
     /// Delivers the spool; on failure, schedules the retry.
     async fn deliver(&mut self) {
-        match self.deliverer.deliver(&mut self.spool).await {
+        let delivered = self.deliverer.deliver(&mut self.spool).await;
+        self.record_traffic();
+        match delivered {
             Ok(Outcome::Drained) => {}
             Ok(Outcome::RetryAfter(delay)) => self.retry_at = Some(Instant::now() + delay),
             Err(error) => {
@@ -238,12 +407,141 @@ impl Agent {
     }
 }
 
-/// The schedule the collector judges this terminal's silence by.
-fn intervals(config: &AgentConfig) -> Intervals {
+/// The IP bytes the deliverer spent since the last call. Stands in for
+/// `Deliverer::take_traffic()` (the datagram transport's accounting) until that is merged:
+/// then this function goes and its caller calls it.
+fn delivery_traffic(_deliverer: &mut Deliverer) -> u64 {
+    0
+}
+
+/// Latency within this many milliseconds, or this share of the previous value, whichever is
+/// larger, is "the same" for a heartbeat; the rules' thresholds decide what is too slow.
+const LATENCY_BAND_MS: f64 = 50.0;
+const LATENCY_BAND_SHARE: f64 = 0.3;
+/// Dead bands of the device's measurements: disk and memory use in points of percent,
+/// temperature in °C, battery in points.
+const DISK_BAND_PERCENT: f64 = 2.0;
+const MEMORY_BAND_PERCENT: f64 = 5.0;
+const TEMPERATURE_BAND_CELSIUS: f64 = 3.0;
+const BATTERY_BAND_PERCENT: f64 = 5.0;
+/// The clock's offset from the collector's, in milliseconds (a round trip's asymmetry on a
+/// cellular link moves it by tens of milliseconds).
+const CLOCK_BAND_MS: f64 = 250.0;
+
+/// Whether every rung is as before: the same status, error, loss or none, HTTP status, TLS
+/// version and certificate days, and latency within the band.
+fn probes_within_bands(before: &[ProbeResult], now: &[ProbeResult]) -> bool {
+    before.len() == now.len()
+        && before.iter().zip(now).all(|(before, now)| {
+            before.target == now.target
+                && before.stages.len() == now.stages.len()
+                && before.stages.iter().zip(&now.stages).all(|(before, now)| {
+                    let latency = match (before.latency_ms, now.latency_ms) {
+                        (Some(before), Some(now)) => {
+                            let band = LATENCY_BAND_MS.max(before.avg * LATENCY_BAND_SHARE);
+                            (now.avg - before.avg).abs() <= band
+                        }
+                        (before, now) => before.is_none() == now.is_none(),
+                    };
+                    before.stage == now.stage
+                        && before.status == now.status
+                        && before.error == now.error
+                        && (before.successes == before.attempts) == (now.successes == now.attempts)
+                        && before.http_status == now.http_status
+                        && before.tls_version == now.tls_version
+                        && before.certificate_days_left == now.certificate_days_left
+                        && latency
+                })
+        })
+}
+
+fn within(before: f64, now: f64, band: f64) -> bool {
+    (now - before).abs() <= band
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// Whether the device's disks, memory, temperatures, battery, interfaces, processes and
+/// peripherals are as before, within the dead bands (CPU and load are not compared: the rules
+/// do not judge them).
+fn device_within_bands(before: Option<&DeviceStatus>, now: Option<&DeviceStatus>) -> bool {
+    let (Some(before), Some(now)) = (before, now) else {
+        return before.is_none() && now.is_none();
+    };
+    let used = |disk: &posmon_protocol::DiskStatus| {
+        percent(
+            disk.total_bytes.saturating_sub(disk.available_bytes),
+            disk.total_bytes,
+        )
+    };
+    let memory =
+        |device: &DeviceStatus| match (device.memory_total_bytes, device.memory_available_bytes) {
+            (Some(total), Some(available)) => Some(percent(available, total)),
+            _ => None,
+        };
+    let memory_same = match (memory(before), memory(now)) {
+        (Some(before), Some(now)) => within(before, now, MEMORY_BAND_PERCENT),
+        (before, now) => before.is_none() == now.is_none(),
+    };
+    let disks_same = before.disks.len() == now.disks.len()
+        && before.disks.iter().zip(&now.disks).all(|(before, now)| {
+            before.mount == now.mount && within(used(before), used(now), DISK_BAND_PERCENT)
+        });
+    let temperatures_same = before.temperatures.len() == now.temperatures.len()
+        && before
+            .temperatures
+            .iter()
+            .zip(&now.temperatures)
+            .all(|(before, now)| {
+                before.sensor == now.sensor
+                    && within(before.celsius, now.celsius, TEMPERATURE_BAND_CELSIUS)
+            });
+    let battery_same = match (&before.battery, &now.battery) {
+        (Some(before), Some(now)) => {
+            before.charging == now.charging
+                && within(before.percent, now.percent, BATTERY_BAND_PERCENT)
+        }
+        (before, now) => before.is_none() == now.is_none(),
+    };
+    let interfaces_same = before.interfaces.len() == now.interfaces.len()
+        && before
+            .interfaces
+            .iter()
+            .zip(&now.interfaces)
+            .all(|(before, now)| before.name == now.name && before.up == now.up);
+    memory_same
+        && disks_same
+        && temperatures_same
+        && battery_same
+        && interfaces_same
+        && before.processes == now.processes
+        && before.peripherals == now.peripherals
+}
+
+fn clock_within_bands(before: Option<&ClockStatus>, now: Option<&ClockStatus>) -> bool {
+    match (before, now) {
+        (Some(before), Some(now)) => {
+            before.ntp_synchronized == now.ntp_synchronized
+                && within(before.offset_ms, now.offset_ms, CLOCK_BAND_MS)
+        }
+        // The offset comes with the first exchange with the collector.
+        (before, now) => before.is_none() == now.is_none(),
+    }
+}
+
+/// The schedule the collector judges this terminal's silence by: the cheap probes' and the
+/// reports' intervals as stretched now.
+fn intervals(config: &AgentConfig, probe: Duration, report: Duration) -> Intervals {
     let seconds = |duration: Duration| u32::try_from(duration.as_secs()).unwrap_or(u32::MAX);
     Intervals {
-        probe_seconds: seconds(config.probe_interval()),
-        report_seconds: seconds(config.report_interval()),
+        probe_seconds: seconds(probe),
+        report_seconds: seconds(report),
         retry_max_seconds: u32::try_from(config.retry_max_seconds).unwrap_or(u32::MAX),
     }
 }

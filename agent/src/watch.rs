@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::system::SystemRoot;
 
@@ -171,8 +173,7 @@ impl Watch {
             _ => false,
         };
         self.counters = counters.or(self.counters);
-        let sightings = sight(&sockets, targets, &mut self.waiting, failures, now);
-        sightings
+        sight(&sockets, targets, &mut self.waiting, failures, now)
     }
 
     /// Forgets the counters' rise so far: the agent's own probes (a refused connect, a reset)
