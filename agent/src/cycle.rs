@@ -19,11 +19,16 @@ use crate::probe::{Ladder, Mode};
 use crate::report::Cycle;
 use crate::software::{inventory, ComponentSource};
 use crate::system::SystemRoot;
-use crate::watch::Watch;
+use crate::watch::{Trigger, Watch};
 
-/// A trigger runs a target's full ladder at once, but not twice within this long: a POS
-/// application retrying a broken connection would otherwise climb it every second.
+/// A connection's trigger runs a target's full ladder at once, but not within this long of its
+/// last probe: a POS application retrying a broken connection would otherwise climb it every
+/// second.
 const TRIGGER_HOLDOFF: Duration = Duration::from_secs(10);
+/// The host's failure counters run a cheap probe, but not within this long of the last probe:
+/// another application's failures move them too (at worst a cheap probe a minute, about 9 MB a
+/// month, where nothing but the counters ever shows the POS application's refused connects).
+const COUNTERS_HOLDOFF: Duration = Duration::from_secs(60);
 
 /// What the schedule knows of one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,8 +43,8 @@ pub struct TargetState {
     failure: Option<String>,
     /// Failing probes in a row with the same outcome: the failing re-probe's backoff.
     same_failures: u32,
-    /// Why the watch asks for the full ladder, until it runs.
-    trigger: Option<String>,
+    /// Why the watch asks for a probe, until one runs.
+    trigger: Option<Trigger>,
 }
 
 /// The intervals a plan is made with, stretched by the budget where they may be.
@@ -57,8 +62,10 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
     else {
         return Some(Mode::Full);
     };
-    if state.trigger.is_some() && since_probe >= TRIGGER_HOLDOFF {
-        return Some(Mode::Full);
+    match &state.trigger {
+        Some(Trigger::Connection(_)) if since_probe >= TRIGGER_HOLDOFF => return Some(Mode::Full),
+        Some(Trigger::Counters) if since_probe >= COUNTERS_HOLDOFF => return Some(Mode::Cheap),
+        _ => {}
     }
     if state.failure.is_some() {
         let backoff = 2u32.saturating_pow(state.same_failures.min(16));
@@ -96,16 +103,19 @@ impl TargetState {
     }
 
     /// After the watch saw the target (`working`, `trigger`) at `now`.
-    fn sighted(&mut self, working: bool, trigger: Option<String>, now: Instant) {
+    fn sighted(&mut self, working: bool, trigger: Option<Trigger>, now: Instant) {
         if working {
             self.last_working = Some(now);
             if self.failure.is_some() {
                 // The POS application reaches a target the ladder found failing: confirm.
-                self.trigger = Some("the POS application's connection works again".into());
+                self.trigger = Some(Trigger::Connection(
+                    "the POS application's connection works again".into(),
+                ));
             }
         } else if let Some(trigger) = trigger {
-            // A failing target is re-probed on its own schedule: its trouble is known.
-            if self.failure.is_none() {
+            // A failing target is re-probed on its own schedule: its trouble is known. A
+            // connection's trigger outranks the counters'.
+            if self.failure.is_none() && !matches!(self.trigger, Some(Trigger::Connection(_))) {
                 self.trigger = Some(trigger);
             }
         }
@@ -142,19 +152,30 @@ impl Measurer {
     }
 
     /// Reads the socket table (no traffic) and notes what it shows of each target; whether a
-    /// target's full ladder is due now because of it.
+    /// target's probe is due now because of it.
     pub fn watch(&mut self, schedule: &Schedule, now: Instant) -> bool {
         let sightings = self.watch.observe(&self.ladder.addresses(), now);
         let mut due = false;
-        for (state, sighting) in self.states.iter_mut().zip(sightings) {
-            let before = state.trigger.is_some();
+        for ((state, sighting), name) in self
+            .states
+            .iter_mut()
+            .zip(sightings)
+            .zip(self.ladder.target_names())
+        {
+            let before = state.trigger.clone();
             state.sighted(sighting.working, sighting.trigger, now);
-            if let (false, Some(trigger)) = (before, &state.trigger) {
-                tracing::debug!(%trigger, "The watch asks for a target's full ladder.");
+            if state.trigger != before {
+                tracing::debug!(target = name, trigger = ?state.trigger, "The watch asks for a probe.");
             }
-            due |= state.trigger.is_some() && plan(state, schedule, now) == Some(Mode::Full);
+            due |= state.trigger.is_some() && plan(state, schedule, now).is_some();
         }
         due
+    }
+
+    /// Forgets the rise of the host's failure counters so far (after the agent's own
+    /// deliveries, which move them too).
+    pub fn rebaseline_watch(&mut self) {
+        self.watch.rebaseline();
     }
 
     /// Each target's plan at `now`; the targets named in `confirm` climb the full ladder.
@@ -276,7 +297,8 @@ mod tests {
         let start = Instant::now();
         let mut state = TargetState::default();
         state.probed(Mode::Full, None, start);
-        state.sighted(false, Some("a connect waits".into()), at(start, 5));
+        let waits = || Some(Trigger::Connection("a connect waits".into()));
+        state.sighted(false, waits(), at(start, 5));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 5)), None, "held off");
         assert_eq!(plan(&state, &SCHEDULE, at(start, 10)), Some(Mode::Full));
         state.probed(Mode::Full, None, at(start, 10));
@@ -285,6 +307,14 @@ mod tests {
             None,
             "the trigger is spent"
         );
+        // The host's counters ask for a cheap probe, at most once a minute.
+        state.sighted(false, Some(Trigger::Counters), at(start, 30));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 69)), None);
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 70)), Some(Mode::Cheap));
+        // A connection's trouble outranks them.
+        state.sighted(false, waits(), at(start, 70));
+        state.sighted(false, Some(Trigger::Counters), at(start, 70));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 70)), Some(Mode::Full));
     }
 
     #[test]
@@ -310,7 +340,11 @@ mod tests {
         assert_eq!(plan(&state, &SCHEDULE, at(start, 840)), Some(Mode::Full));
         // The watch's failing connects are no news; the POS application's working connection
         // is: it is confirmed at once.
-        state.sighted(false, Some("a connect waits".into()), at(start, 800));
+        state.sighted(
+            false,
+            Some(Trigger::Connection("a connect waits".into())),
+            at(start, 800),
+        );
         assert_eq!(state.trigger, None);
         state.sighted(true, None, at(start, 800));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 800)), Some(Mode::Full));

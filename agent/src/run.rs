@@ -284,11 +284,13 @@ impl Agent {
             .last_reported
             .as_ref()
             .is_none_or(|previous| previous.outcomes != outcomes || previous.signals != signals);
+        // A confirming cycle on its way reports within seconds: no periodic report before it.
         let due = confirming
             || changed
-            || self.last_reported.as_ref().is_none_or(|previous| {
-                now.duration_since(previous.at) + slack >= self.report_interval(unix)
-            });
+            || (self.confirm_at.is_none()
+                && self.last_reported.as_ref().is_none_or(|previous| {
+                    now.duration_since(previous.at) + slack >= self.report_interval(unix)
+                }));
         if !due {
             return;
         }
@@ -396,6 +398,7 @@ impl Agent {
     async fn deliver(&mut self) {
         let delivered = self.deliverer.deliver(&mut self.spool).await;
         self.record_traffic();
+        self.measurer.rebaseline_watch();
         match delivered {
             Ok(Outcome::Drained) => {}
             Ok(Outcome::RetryAfter(delay)) => self.retry_at = Some(Instant::now() + delay),

@@ -118,8 +118,19 @@ pub fn parse_counters(text: &str) -> Option<Counters> {
 pub struct Sighting {
     /// An established connection to the target that is not retransmitting: its path works.
     pub working: bool,
-    /// Why the target's full ladder should run at once, if it should.
-    pub trigger: Option<String>,
+    /// Why the target should be probed at once, if it should.
+    pub trigger: Option<Trigger>,
+}
+
+/// Why the watch asks for a probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// A connection to the target is in trouble: its full ladder runs.
+    Connection(String),
+    /// The host counted failed connects or resets, to some peer: the counters do not say
+    /// which, and another application's failures move them too, so a cheap probe runs (the
+    /// full ladder follows only when it fails).
+    Counters,
 }
 
 /// The watch's memory between two reads.
@@ -176,8 +187,8 @@ impl Watch {
         sight(&sockets, targets, &mut self.waiting, failures, now)
     }
 
-    /// Forgets the counters' rise so far: the agent's own probes (a refused connect, a reset)
-    /// move them too.
+    /// Forgets the counters' rise so far: the agent's own probes and deliveries (a refused
+    /// connect, a reset) move them too.
     pub fn rebaseline(&mut self) {
         self.counters = self
             .root
@@ -210,10 +221,10 @@ fn sight(
                 match socket.state {
                     ESTABLISHED if socket.retransmits == 0 => sighting.working = true,
                     ESTABLISHED => {
-                        sighting.trigger = Some(format!(
+                        sighting.trigger = Some(Trigger::Connection(format!(
                             "a connection to {remote} is retransmitting ({} times)",
                             socket.retransmits
-                        ));
+                        )));
                     }
                     SYN_SENT => {
                         let key = (socket.local, remote);
@@ -224,15 +235,16 @@ fn sight(
                         if socket.retransmits > 0
                             || now.saturating_duration_since(since) >= SYN_SENT_TRIGGER
                         {
-                            sighting.trigger =
-                                Some(format!("a connect to {remote} waits for an answer"));
+                            sighting.trigger = Some(Trigger::Connection(format!(
+                                "a connect to {remote} waits for an answer"
+                            )));
                         }
                     }
                     _ => {}
                 }
             }
             if failures && !sighting.working && sighting.trigger.is_none() {
-                sighting.trigger = Some("the host counted failed connects or resets".to_string());
+                sighting.trigger = Some(Trigger::Counters);
             }
             sighting
         })
@@ -366,7 +378,8 @@ Udp: InDatagrams NoPorts\nUdp: 10 0\n";
         // Failed connects on the host: every target not seen working.
         let seen = sight(&sockets[..1], &targets, &mut waiting, true, later);
         assert!(seen[0].trigger.is_none());
-        assert!(seen[1].trigger.is_some() && seen[3].trigger.is_some());
+        assert_eq!(seen[1].trigger, Some(Trigger::Counters));
+        assert_eq!(seen[3].trigger, Some(Trigger::Counters));
     }
 
     #[test]
@@ -396,7 +409,7 @@ Udp: InDatagrams NoPorts\nUdp: 10 0\n";
         std::fs::write(tree.root().path("proc/net/snmp"), &risen)
             .unwrap_or_else(|error| panic!("{error}"));
         let second = watch.observe(&targets, Instant::now());
-        assert!(second[1].trigger.is_some(), "{second:?}");
+        assert_eq!(second[1].trigger, Some(Trigger::Counters), "{second:?}");
         assert!(
             second[0].trigger.is_none(),
             "a working target is not doubted"

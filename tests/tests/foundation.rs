@@ -26,6 +26,7 @@ collector_url = "{url}"
 token = "{token}"
 state_dir = "{state}"
 report_interval_seconds = {INTERVAL_SECONDS}
+probe_interval_seconds = {INTERVAL_SECONDS}
 probe_timeout_seconds = 1
 
 [labels]
