@@ -121,7 +121,7 @@ fn default_probe_interval() -> u64 {
     600
 }
 fn default_full_probe_interval() -> u64 {
-    6 * 3600
+    12 * 3600
 }
 fn default_failing_probe_interval() -> u64 {
     60

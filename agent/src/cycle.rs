@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use posmon_protocol::{ClockStatus, StageStatus};
+use posmon_protocol::{ClockStatus, Stage, StageStatus};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
@@ -67,13 +67,20 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
         Some(Trigger::Counters) if since_probe >= COUNTERS_HOLDOFF => return Some(Mode::Cheap),
         _ => {}
     }
-    if state.failure.is_some() {
+    if let Some(failure) = &state.failure {
         let backoff = 2u32.saturating_pow(state.same_failures.min(16));
         let wait = schedule
             .failing
             .saturating_mul(backoff)
             .min(schedule.probe.max(schedule.failing));
-        return (since_probe >= wait).then_some(Mode::Full);
+        // A failed lookup or connect is seen recovering by a cheap probe (which climbs the
+        // full ladder when it fails again); a failure above needs the full ladder.
+        let mode = if failure.starts_with("dns:") || failure.starts_with("tcp:") {
+            Mode::Cheap
+        } else {
+            Mode::Full
+        };
+        return (since_probe >= wait).then_some(mode);
     }
     if since_full >= schedule.full {
         return Some(Mode::Full);
@@ -216,10 +223,12 @@ impl Measurer {
         let now = Instant::now();
         for ((state, plan), probe) in self.states.iter_mut().zip(plans).zip(&measured.probes) {
             if let Some(mode) = plan {
+                // An echo that goes unanswered is no failure of the path: many networks drop
+                // ICMP.
                 let failure = probe
                     .stages
                     .iter()
-                    .find(|stage| stage.status == StageStatus::Failed)
+                    .find(|stage| stage.status == StageStatus::Failed && stage.stage != Stage::Icmp)
                     .map(|stage| {
                         format!(
                             "{}:{}",
@@ -323,20 +332,24 @@ mod tests {
         let mut state = TargetState::default();
         state.probed(Mode::Full, Some("tcp:refused".into()), start);
         assert_eq!(plan(&state, &SCHEDULE, at(start, 59)), None);
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 60)), Some(Mode::Full));
-        state.probed(Mode::Full, Some("tcp:refused".into()), at(start, 60));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 60)), Some(Mode::Cheap));
+        state.probed(Mode::Cheap, Some("tcp:refused".into()), at(start, 60));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 179)), None, "120 s now");
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 180)), Some(Mode::Full));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 180)), Some(Mode::Cheap));
         for _ in 0..10 {
             state.probed(Mode::Full, Some("tcp:refused".into()), at(start, 180));
         }
         assert_eq!(
             plan(&state, &SCHEDULE, at(start, 780)),
-            Some(Mode::Full),
+            Some(Mode::Cheap),
             "never rarer than the probe interval"
         );
-        // Another failure starts the backoff again.
-        state.probed(Mode::Full, Some("tcp:timeout".into()), at(start, 780));
+        // Another failure starts the backoff again; one above TCP needs the full ladder.
+        state.probed(
+            Mode::Full,
+            Some("tls:certificate_expired".into()),
+            at(start, 780),
+        );
         assert_eq!(plan(&state, &SCHEDULE, at(start, 840)), Some(Mode::Full));
         // The watch's failing connects are no news; the POS application's working connection
         // is: it is confirmed at once.

@@ -100,8 +100,12 @@ pub struct Ladder {
     icmp: bool,
     /// The gateway last seen answering echoes (see `gateway::verify`).
     echoing_gateway: Mutex<Option<std::net::Ipv4Addr>>,
-    /// Each target's rungs past the gateway as last measured.
+    /// Each target's rungs past the gateway as last reported.
     last: Vec<Option<Vec<StageResult>>>,
+    /// Each target's latest measurement of every rung past the gateway, even one the ladder
+    /// did not reach since: what a climb that stops short of it carries once the target works
+    /// again (the TLS rung after a cheap probe sees a failed connect recover).
+    memory: Vec<Vec<StageResult>>,
     dns_cache: DnsCache,
     traffic: Traffic,
 }
@@ -140,6 +144,7 @@ impl Ladder {
             icmp: config.icmp,
             echoing_gateway: Mutex::new(None),
             last: vec![None; targets.len()],
+            memory: vec![Vec::new(); targets.len()],
             targets,
             dns_cache: Arc::new(Mutex::new(BTreeMap::new())),
             traffic: Traffic::default(),
@@ -303,8 +308,9 @@ impl Ladder {
                 continue;
             }
             if let Some(stages) = fresh.take() {
-                let merged = carry(self.last[index].as_deref().unwrap_or_default(), stages);
-                self.last[index] = Some(merged);
+                let shown = carry(&self.memory[index], &stages);
+                self.memory[index] = remember(&self.memory[index], stages);
+                self.last[index] = Some(shown);
             }
             fresh.clone_from(&self.last[index]);
         }
@@ -328,11 +334,14 @@ impl Ladder {
     }
 }
 
+/// The rungs past the gateway, in ladder order.
+const RUNGS: [Stage; 5] = [Stage::Dns, Stage::Tcp, Stage::Tls, Stage::Http, Stage::Icmp];
+
 /// `fresh` rungs (a climb) over `previous` ones (as last measured): a rung climbed replaces
 /// its earlier measurement; one not climbed is carried, unless it lies past a rung that failed
 /// now (the ladder stops there).
-fn carry(previous: &[StageResult], fresh: Vec<StageResult>) -> Vec<StageResult> {
-    let order = [Stage::Dns, Stage::Tcp, Stage::Tls, Stage::Http, Stage::Icmp];
+fn carry(previous: &[StageResult], fresh: &[StageResult]) -> Vec<StageResult> {
+    let order = RUNGS;
     let rank = |kind: Stage| order.iter().position(|stage| *stage == kind);
     let first_failure = fresh
         .iter()
@@ -348,6 +357,20 @@ fn carry(previous: &[StageResult], fresh: Vec<StageResult>) -> Vec<StageResult> 
         }
     }
     merged
+}
+
+/// Every rung's latest measurement: `fresh` ones replace those of `previous`, the others stay.
+fn remember(previous: &[StageResult], fresh: Vec<StageResult>) -> Vec<StageResult> {
+    RUNGS
+        .iter()
+        .filter_map(|kind| {
+            fresh
+                .iter()
+                .chain(previous)
+                .find(|stage| stage.stage == *kind)
+                .cloned()
+        })
+        .collect()
 }
 
 /// What one target's climb needs, owned so that it runs as its own task.
@@ -697,6 +720,40 @@ pub(crate) fn rung_on_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rungs_not_climbed_are_carried_unless_the_ladder_stops_short_of_them() {
+        let rung = |kind: Stage, status: StageStatus| stage(kind, status);
+        let kinds = |stages: &[StageResult]| -> Vec<(Stage, StageStatus)> {
+            stages
+                .iter()
+                .map(|stage| (stage.stage, stage.status))
+                .collect()
+        };
+        let full = vec![
+            rung(Stage::Dns, StageStatus::Ok),
+            rung(Stage::Tcp, StageStatus::Ok),
+            rung(Stage::Tls, StageStatus::Ok),
+            rung(Stage::Http, StageStatus::Ok),
+            rung(Stage::Icmp, StageStatus::Failed),
+        ];
+        // A cheap probe with the name cached: only TCP is new.
+        let cheap = vec![rung(Stage::Tcp, StageStatus::Ok)];
+        assert_eq!(kinds(&carry(&full, &cheap)), kinds(&full));
+        // Refused: the ladder stops at TCP; ICMP's failure does not stop it.
+        let refused = vec![rung(Stage::Tcp, StageStatus::Failed)];
+        assert_eq!(
+            kinds(&carry(&full, &refused)),
+            vec![
+                (Stage::Dns, StageStatus::Ok),
+                (Stage::Tcp, StageStatus::Failed)
+            ]
+        );
+        // Remembered, TLS and HTTP come back with the connect that recovers.
+        let memory = remember(&full, refused);
+        assert_eq!(memory.len(), 5);
+        assert_eq!(kinds(&carry(&memory, &cheap)), kinds(&full));
+    }
 
     fn check(
         tries: &[Result<u64, ErrorKind>],
