@@ -119,12 +119,20 @@ impl TargetState {
                     "the POS application's connection works again".into(),
                 ));
             }
-        } else if let Some(trigger) = trigger {
-            // A failing target is re-probed on its own schedule: its trouble is known. A
-            // connection's trigger outranks the counters'.
-            if self.failure.is_none() && !matches!(self.trigger, Some(Trigger::Connection(_))) {
-                self.trigger = Some(trigger);
+        }
+        // A failing target is re-probed on its own schedule: its trouble is known. A
+        // connection in trouble is news even beside one that works (a full accept queue, a
+        // lost SYN); the host's counters are not, and a connection's trigger outranks theirs.
+        match trigger {
+            Some(Trigger::Connection(why)) if self.failure.is_none() => {
+                self.trigger = Some(Trigger::Connection(why));
             }
+            Some(Trigger::Counters)
+                if !working && self.failure.is_none() && self.trigger.is_none() =>
+            {
+                self.trigger = Some(Trigger::Counters);
+            }
+            _ => {}
         }
     }
 }
@@ -363,5 +371,96 @@ mod tests {
         assert_eq!(plan(&state, &SCHEDULE, at(start, 800)), Some(Mode::Full));
         state.probed(Mode::Full, None, at(start, 800));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 860)), None, "recovered");
+    }
+
+    /// The watch over the test process's own sockets (`/proc/self/net`, linked into a fake
+    /// root): a connection to the target spares its cheap probe; a connect the target leaves
+    /// unanswered (its accept queue is full, so the kernel drops the SYN) runs its full ladder.
+    #[tokio::test]
+    async fn the_watch_sees_the_applications_own_connections() {
+        use socket2::{Domain, Socket, Type};
+        let tree = crate::system::tests::FakeTree::new(&[
+            ("sys/class/net/eth0/carrier", "1\n"),
+            ("sys/class/net/eth0/operstate", "up\n"),
+            (
+                "proc/net/route",
+                "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+                 eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
+            ),
+            (
+                "proc/net/arp",
+                "IP address       HW type     Flags       HW address            Mask     Device\n\
+                 192.168.1.1      0x1         0x2         aa:bb:cc:dd:ee:ff     *        eth0\n",
+            ),
+        ]);
+        let root = tree.root();
+        for table in ["tcp", "tcp6", "snmp"] {
+            std::os::unix::fs::symlink(
+                std::path::Path::new("/proc/self/net").join(table),
+                root.path("proc/net").join(table),
+            )
+            .unwrap_or_else(|error| panic!("{error}"));
+        }
+        // A listener that never accepts, with room for one connection in its queue.
+        let listener =
+            Socket::new(Domain::IPV4, Type::STREAM, None).unwrap_or_else(|e| panic!("{e}"));
+        listener
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap_or_else(|error| panic!("{error}"));
+        listener.listen(0).unwrap_or_else(|error| panic!("{error}"));
+        let address = listener
+            .local_addr()
+            .ok()
+            .and_then(|address| address.as_socket())
+            .unwrap_or_else(|| panic!("no address"));
+        let mut config = AgentConfig::example();
+        config.system_root = root.path("");
+        config.icmp = false;
+        config.attempts = 1;
+        config.probe_timeout_seconds = 1;
+        config.targets = vec![crate::config::TargetConfig {
+            name: "pay".into(),
+            address: address.to_string(),
+            tls: false,
+            attempts: None,
+            ca_file: None,
+        }];
+        let mut measurer = Measurer::new(&config).unwrap_or_else(|error| panic!("{error}"));
+        let start = Instant::now();
+        let cycle = measurer.measure(None).await;
+        assert!(
+            cycle.probes[0]
+                .stages
+                .iter()
+                .all(|stage| stage.status != StageStatus::Failed),
+            "{:?}",
+            cycle.probes
+        );
+        let later = |seconds: u64| start + Duration::from_secs(seconds);
+        // The probe's connection leaves the queue; the POS application's takes its place
+        // (established by the kernel, never accepted).
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|error| panic!("{error}"));
+        while listener.accept().is_ok() {}
+        let application = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert!(!measurer.watch(&SCHEDULE, later(300)));
+        assert_eq!(measurer.plans(&SCHEDULE, later(700), &[]), vec![None]);
+        // Another connect finds the queue full: its SYN goes unanswered.
+        let waiting = tokio::spawn(tokio::net::TcpStream::connect(address));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        measurer.watch(&SCHEDULE, later(710));
+        assert!(
+            measurer.watch(&SCHEDULE, later(712)),
+            "a connect waiting 2 s"
+        );
+        assert_eq!(
+            measurer.plans(&SCHEDULE, later(712), &[]),
+            vec![Some(Mode::Full)]
+        );
+        waiting.abort();
+        drop(application);
     }
 }

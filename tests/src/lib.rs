@@ -477,6 +477,15 @@ pub fn healthy_system_root(dir: &Path) -> PathBuf {
         }
         std::fs::write(&path, content).unwrap_or_else(|error| panic!("{error}"));
     }
+    // The agent's passive watch (agent/src/watch.rs) reads the real TCP socket table and
+    // counters of the network namespace it runs in: /proc/self/net is the reader's own.
+    for table in ["tcp", "tcp6", "snmp"] {
+        let link = root.join("proc/net").join(table);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(Path::new("/proc/self/net").join(table), &link)
+                .unwrap_or_else(|error| panic!("{}: {error}", link.display()));
+        }
+    }
     root
 }
 
