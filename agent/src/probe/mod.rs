@@ -480,6 +480,15 @@ impl Climber {
         let mut http = Tally::new(Stage::Http);
         let mut echo_address: Option<IpAddr> = None;
         for _ in 0..target.attempts {
+            // A rung that has only timed out so far would time out again: one timeout names
+            // the cause, and a fault is reported a timeout after it is found rather than
+            // `attempts` timeouts after. A path that worked once keeps its tries (loss).
+            if [&dns, &tcp, &tls, &http]
+                .iter()
+                .any(|tally| tally.only_timed_out())
+            {
+                break;
+            }
             let Some(addresses) = self.addresses(&mut dns, false).await else {
                 continue;
             };
@@ -607,6 +616,15 @@ impl Tally {
 
     fn attempted(&self) -> bool {
         self.attempts > 0
+    }
+
+    /// Whether every try so far failed, the last by timing out.
+    fn only_timed_out(&self) -> bool {
+        self.latencies_ms.is_empty()
+            && self
+                .last_failure
+                .as_ref()
+                .is_some_and(|(kind, _)| *kind == ErrorKind::Timeout)
     }
 
     /// Ok when at least one try succeeded (the failures show as loss); failed with the last
@@ -783,6 +801,19 @@ mod tests {
             expected,
             "{tries:?}"
         );
+    }
+
+    #[test]
+    fn a_rung_that_only_timed_out_stops_the_tries() {
+        let mut tally = Tally::new(Stage::Tcp);
+        assert!(!tally.only_timed_out());
+        tally.failure(ErrorKind::Refused, "refused".into());
+        assert!(!tally.only_timed_out(), "a refusal is tried again");
+        tally.failure(ErrorKind::Timeout, "silent".into());
+        assert!(tally.only_timed_out());
+        tally.success(Duration::from_millis(5), "ok".into());
+        tally.failure(ErrorKind::Timeout, "silent".into());
+        assert!(!tally.only_timed_out(), "a path that worked keeps its tries");
     }
 
     #[test]
