@@ -648,4 +648,107 @@ mod tests {
         }
         assert_ne!(Outcomes::of(&unplugged), Outcomes::of(&plugged));
     }
+
+    #[test]
+    fn measurements_within_the_dead_bands_are_the_same() {
+        let before = with_tcp(StageStatus::Ok, None, 100.0);
+        let same = |milliseconds: f64| {
+            probes_within_bands(
+                &before.probes,
+                &with_tcp(StageStatus::Ok, None, milliseconds).probes,
+            )
+        };
+        assert!(same(100.0) && same(140.0) && same(60.0));
+        assert!(!same(131.0 + 20.0), "more than 50 ms and 30 % slower");
+        assert!(!probes_within_bands(
+            &before.probes,
+            &with_tcp(StageStatus::Failed, Some(ErrorKind::Refused), 0.0).probes
+        ));
+        let device = |available: u64, celsius: f64| DeviceStatus {
+            memory_total_bytes: Some(1000),
+            memory_available_bytes: Some(available),
+            temperatures: vec![posmon_protocol::Temperature {
+                sensor: "cpu".into(),
+                celsius,
+            }],
+            ..DeviceStatus::default()
+        };
+        let base = device(500, 50.0);
+        assert!(device_within_bands(Some(&base), Some(&device(540, 52.0))));
+        assert!(!device_within_bands(Some(&base), Some(&device(600, 50.0))));
+        assert!(!device_within_bands(Some(&base), Some(&device(500, 54.0))));
+        assert!(!device_within_bands(Some(&base), None));
+        let clock = |offset_ms: f64| ClockStatus {
+            offset_ms,
+            uncertainty_ms: 5.0,
+            ntp_synchronized: Some(true),
+        };
+        assert!(clock_within_bands(Some(&clock(10.0)), Some(&clock(200.0))));
+        assert!(!clock_within_bands(Some(&clock(10.0)), Some(&clock(400.0))));
+        assert!(!clock_within_bands(None, Some(&clock(10.0))));
+    }
+
+    /// The reports the loop spools: the first whole, its confirmation with measurements, then a
+    /// heartbeat, and a change whole again (labels and software only hourly).
+    #[tokio::test]
+    async fn unchanged_cycles_are_heartbeats_and_a_change_is_not() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let tree = crate::system::tests::FakeTree::new(&[("etc/hosts", ""), ("dev/.keep", "")]);
+        let mut config = AgentConfig::example();
+        config.state_dir = dir.path().join("state");
+        config.system_root = tree.root().path("");
+        config.report_interval_seconds = 1;
+        config.check_interval_seconds = 1;
+        config.peripherals = vec![crate::config::PeripheralConfig {
+            name: "card_reader".into(),
+            device: Some("/dev/ttyFAKE".into()),
+            usb: None,
+            command: None,
+            timeout_seconds: 5,
+        }];
+        let mut agent = Agent::new(config, "k1.x").unwrap_or_else(|error| panic!("{error}"));
+        agent.cycle(false).await;
+        agent.cycle(true).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        agent.cycle(false).await;
+        std::fs::write(tree.root().path("dev/ttyFAKE"), "")
+            .unwrap_or_else(|error| panic!("{error}"));
+        agent.cycle(false).await;
+        let reports: Vec<Report> = agent
+            .spool
+            .pending(100, 1 << 20)
+            .unwrap_or_else(|error| panic!("{error}"))
+            .iter()
+            .map(|pending| {
+                serde_json::from_slice(&pending.payload).unwrap_or_else(|error| panic!("{error}"))
+            })
+            .collect();
+        let shape = |report: &Report| {
+            (
+                report.unchanged.clone(),
+                report.device.is_some(),
+                report.intervals.is_some(),
+            )
+        };
+        let labels = vec![Section::Labels, Section::Software];
+        let mut heartbeat = labels.clone();
+        heartbeat.push(Section::Measurements);
+        assert_eq!(
+            reports.iter().map(shape).collect::<Vec<_>>(),
+            vec![
+                (vec![], true, true),
+                (labels.clone(), true, false),
+                (heartbeat, false, false),
+                (labels, true, false),
+            ]
+        );
+        for report in &reports {
+            posmon_protocol::validate_report(report, "report")
+                .unwrap_or_else(|error| panic!("{error}"));
+        }
+        let usage = reports[0]
+            .data_usage
+            .unwrap_or_else(|| panic!("data usage"));
+        assert_eq!((usage.stretch_percent, usage.probe_bytes), (100, 0));
+    }
 }

@@ -813,7 +813,10 @@ mod tests {
         assert!(tally.only_timed_out());
         tally.success(Duration::from_millis(5), "ok".into());
         tally.failure(ErrorKind::Timeout, "silent".into());
-        assert!(!tally.only_timed_out(), "a path that worked keeps its tries");
+        assert!(
+            !tally.only_timed_out(),
+            "a path that worked keeps its tries"
+        );
     }
 
     #[test]
