@@ -68,6 +68,12 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
         _ => {}
     }
     if let Some(failure) = &state.failure {
+        if failure.starts_with("link:") || failure.starts_with("gateway:") {
+            // The terminal's own link or router: every cycle, so that the failure stays shown
+            // and its end is seen at once. It costs nothing on the metered link: nothing is
+            // sent while the link or neighbour table fails, and nothing passes a dead router.
+            return Some(Mode::Cheap);
+        }
         let backoff = 2u32.saturating_pow(state.same_failures.min(16));
         let wait = schedule
             .failing
@@ -352,6 +358,10 @@ mod tests {
             Some(Mode::Cheap),
             "never rarer than the probe interval"
         );
+        // The terminal's own router: every cycle.
+        let mut router = TargetState::default();
+        router.probed(Mode::Full, Some("gateway:unreachable".into()), start);
+        assert_eq!(plan(&router, &SCHEDULE, at(start, 1)), Some(Mode::Cheap));
         // Another failure starts the backoff again; one above TCP needs the full ladder.
         state.probed(
             Mode::Full,

@@ -189,6 +189,20 @@ impl Agent {
         loop {
             let retry_at = self.retry_at;
             let confirm_at = self.confirm_at.as_ref().map(|(at, _)| *at);
+            // A deadline that passed during a long cycle goes first: a timer polled for the
+            // first time after its deadline is not ready before the next turn of the timer,
+            // and a check tick that is would win every time.
+            let now = Instant::now();
+            if confirm_at.is_some_and(|at| at <= now) {
+                self.cycle(true).await;
+                self.deliver_unless_waiting().await;
+                continue;
+            }
+            if retry_at.is_some_and(|at| at <= now) {
+                self.retry_at = None;
+                self.deliver().await;
+                continue;
+            }
             tokio::select! {
                 () = &mut shutdown => return,
                 _ = checks.tick() => {
@@ -262,6 +276,7 @@ impl Agent {
         };
         let confirm = confirm.unwrap_or_default();
         let plans = self.measurer.plans(&schedule, Instant::now(), &confirm);
+        tracing::debug!(?plans, confirming, "A cycle.");
         let cycle = self
             .measurer
             .measure_planned(self.deliverer.clock(), &plans)

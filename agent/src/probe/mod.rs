@@ -384,16 +384,20 @@ struct Climber {
 }
 
 impl Climber {
-    /// The rungs past the gateway as `mode` says; a cheap climb that fails climbs the full
-    /// ladder at once, to name the cause over the target's attempts.
+    /// The rungs past the gateway as `mode` says; a cheap climb that fails with an answer (a
+    /// refusal, a reset, a resolver's error) climbs the full ladder at once, to name the cause
+    /// over the target's attempts. One that timed out does not: the full ladder would not try
+    /// a rung that only timed out again, and the confirming cycle climbs it anyway.
     async fn climb(&self, mode: Mode) -> Vec<StageResult> {
         if mode == Mode::Cheap {
             let stages = self.cheap().await;
-            if stages
+            let failure = stages
                 .iter()
-                .all(|stage| stage.status != StageStatus::Failed)
-            {
-                return stages;
+                .find(|stage| stage.status == StageStatus::Failed);
+            match failure {
+                None => return stages,
+                Some(failed) if failed.error == Some(ErrorKind::Timeout) => return stages,
+                Some(_) => {}
             }
         }
         self.full().await
