@@ -2,6 +2,10 @@
 //! the target's own CA bundle (`ca_file`). A failed verification is classified (expired, not yet
 //! valid, unknown CA, name mismatch) and the peer certificate's days to expiry are reported even
 //! when verification fails, so an expired certificate says by how much.
+//!
+//! Every handshake is a full one, without session resumption: a resumed handshake shows no
+//! certificate, and the full ladder (every 12 h by default) is where its expiry is measured;
+//! session tickets rarely outlive that interval anyway.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
