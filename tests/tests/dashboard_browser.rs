@@ -543,6 +543,12 @@ latest = "3.2.1"
          && document.querySelector('#usage-near .label').textContent === '接近流量预算' \
          && document.querySelector('#usage-total .value').textContent === '9 MiB'",
     );
+    // Unfolded, the tile lists it, linked to its page.
+    browser.click("#usage-near-details summary");
+    browser.wait_until(
+        "the terminals near their budget",
+        "return document.querySelector('#usage-near-details .near-list li[data-terminal=\"LIVE-0001\"] a') !== null",
+    );
     browser.screenshot("7-overview-data-plan-zh-CN");
     browser.assert_no_csp_violation("the whole walk");
 }

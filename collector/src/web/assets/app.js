@@ -61,6 +61,7 @@ const STRINGS = {
     "terminal.data_usage": "Data this month", "usage.of_budget": "{total} of {budget} ({percent} %)",
     "usage.no_budget": "{total}, no budget", "usage.projected": "month projected at {bytes} ({percent} %)",
     "usage.stretched": "intervals stretched ×{factor}", "usage.near_badge": "near budget", "usage.old": "figures of {month}",
+    "usage.near.list": "The terminals nearest their budget", "usage.near.none": "No terminal is near its budget now.",
   },
   "zh-CN": {
     "nav.overview": "总览", "nav.problems": "问题列表", "nav.versions": "版本合规", "nav.alerts": "告警",
@@ -119,6 +120,7 @@ const STRINGS = {
     "terminal.data_usage": "本月流量", "usage.of_budget": "{total}，预算 {budget}（{percent} %）",
     "usage.no_budget": "{total}，未设预算", "usage.projected": "预计全月 {bytes}（{percent} %）",
     "usage.stretched": "间隔已延长 ×{factor}", "usage.near_badge": "接近预算", "usage.old": "{month} 的数据",
+    "usage.near.list": "最接近预算的终端", "usage.near.none": "当前没有接近预算的终端。",
   },
 };
 
@@ -136,6 +138,9 @@ let renderedRoute = null;
 let overviewCache = null;
 // Outage banners whose explained terminal findings are unfolded: kept across refreshes.
 const unfoldedOutages = new Set();
+// Whether the list of terminals near their data budget is unfolded: kept across refreshes.
+let unfoldedNearBudget = false;
+const NEAR_BUDGET_LIST = 20;
 
 function t(key, values) {
   let text = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
@@ -194,6 +199,14 @@ async function unfoldOutage(node) {
   const explained = (answer.findings || []).filter(f => String(f.suppressed_by) === node.dataset.outage);
   list.innerHTML = explained.length ? explained.map(f => `<li><a href="#/terminal/${encodeURIComponent(f.terminal_id)}">${esc(f.terminal_id)}</a> — ${esc(text(f.title))}${f.subject ? " · " + esc(f.subject) : ""}</li>`).join("")
     : `<li class="muted">${esc(t("outage.none"))}</li>`;
+}
+async function unfoldNearBudget(node) {
+  const list = node.querySelector(".near-list");
+  list.innerHTML = `<li class="muted">${esc(t("loading"))}</li>`;
+  const answer = await api(`/api/v1/terminals?budget=near&sort=data_usage&limit=${NEAR_BUDGET_LIST}`);
+  const terminals = answer.terminals || [];
+  list.innerHTML = terminals.length ? terminals.map(terminal => `<li data-terminal="${esc(terminal.terminal_id)}"><a href="#/terminal/${encodeURIComponent(terminal.terminal_id)}">${esc(terminal.terminal_id)}</a> — ${terminal.data_usage ? usageLine(terminal.data_usage) : ""}</li>`).join("")
+    : `<li class="muted">${esc(t("usage.near.none"))}</li>`;
 }
 function partyBadge(party) { return `<span class="badge party" data-party="${esc(party)}">${esc(t("party." + party))}</span>`; }
 
@@ -301,7 +314,8 @@ async function viewOverview(main) {
       ${tile("total", t("terminals"), total, "")}
     </div>
     <div class="grid cols2 mt" id="data-usage">
-      <div class="panel tile ${usage.near_budget ? "warning" : "ok"}" id="usage-near" data-count="${esc(usage.near_budget || 0)}"><div class="label">${esc(t("usage.near"))}</div><div class="value">${fmtNumber(usage.near_budget)}</div><div class="share">${esc(t("usage.near.share", { count: fmtNumber(usage.terminals_reporting) }))}</div></div>
+      <div class="panel tile ${usage.near_budget ? "warning" : "ok"}" id="usage-near" data-count="${esc(usage.near_budget || 0)}"><div class="label">${esc(t("usage.near"))}</div><div class="value">${fmtNumber(usage.near_budget)}</div><div class="share">${esc(t("usage.near.share", { count: fmtNumber(usage.terminals_reporting) }))}</div>
+        ${usage.near_budget ? `<details class="near" id="usage-near-details"${unfoldedNearBudget ? " open" : ""}><summary>${esc(t("usage.near.list"))}</summary><ul class="near-list"></ul></details>` : ""}</div>
       <div class="panel tile total" id="usage-total" data-bytes="${esc(usage.total_bytes || 0)}"><div class="label">${esc(t("usage.total", { month: usage.month || "" }))}</div><div class="value">${esc(fmtBytes(usage.total_bytes))}</div><div class="share">${esc(t("usage.kinds", { report: fmtBytes(usage.report_bytes), probe: fmtBytes(usage.probe_bytes), other: fmtBytes(usage.other_bytes) }))}</div></div>
     </div>
     <div class="grid cols2 mt">
@@ -322,6 +336,17 @@ async function viewOverview(main) {
     node.style.cursor = "pointer";
     node.addEventListener("click", () => { location.hash = `#/problems?code=${encodeURIComponent(node.dataset.code)}`; });
   });
+  const nearDetails = main.querySelector("#usage-near-details");
+  if (nearDetails) {
+    const unfold = () => unfoldNearBudget(nearDetails).catch(error => {
+      nearDetails.querySelector(".near-list").innerHTML = `<li class="muted">${esc(t("error", { error: error.message }))}</li>`;
+    });
+    if (nearDetails.open) unfold();
+    nearDetails.addEventListener("toggle", () => {
+      unfoldedNearBudget = nearDetails.open;
+      if (nearDetails.open) unfold();
+    });
+  }
   main.querySelectorAll("#outages details.explained").forEach(node => {
     const unfold = () => unfoldOutage(node).catch(error => {
       node.querySelector(".explained-list").innerHTML = `<li class="muted">${esc(t("error", { error: error.message }))}</li>`;
