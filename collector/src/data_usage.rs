@@ -37,6 +37,34 @@ fn month_start(month: u32) -> Option<i64> {
     Some(date.midnight().assume_utc().unix_timestamp())
 }
 
+/// The month of a moment and its bounds, computed once for a pass over the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthAt {
+    index: u32,
+    /// Unix seconds: the moment, and the month's start and length.
+    now: i64,
+    start: Option<i64>,
+    length: i64,
+}
+
+impl MonthAt {
+    pub fn new(now: OffsetDateTime) -> Self {
+        let index = month_of(now);
+        let start = month_start(index);
+        let end = month_start(index.saturating_add(1));
+        let length = match (start, end) {
+            (Some(start), Some(end)) => end.saturating_sub(start).max(1),
+            _ => 31 * 86_400,
+        };
+        MonthAt {
+            index,
+            now: now.unix_timestamp(),
+            start,
+            length,
+        }
+    }
+}
+
 /// Where a terminal stands against its budget at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Standing {
@@ -57,17 +85,18 @@ pub struct Standing {
 
 impl Standing {
     pub fn of(usage: &DataUsage, now: OffsetDateTime) -> Standing {
-        let current = usage.month == month_of(now);
+        Standing::at(usage, &MonthAt::new(now))
+    }
+
+    /// [`Standing::of`] with the month computed once.
+    pub fn at(usage: &DataUsage, month: &MonthAt) -> Standing {
+        let current = usage.month == month.index;
         let total_bytes = usage.total_bytes();
-        let projected_bytes = match (
-            current,
-            month_start(usage.month),
-            month_start(usage.month.saturating_add(1)),
-        ) {
-            (true, Some(start), Some(end)) => {
-                let length = end.saturating_sub(start).max(1);
-                let elapsed = now
-                    .unix_timestamp()
+        let projected_bytes = match (current, month.start) {
+            (true, Some(start)) => {
+                let length = month.length;
+                let elapsed = month
+                    .now
                     .saturating_sub(start)
                     .clamp(PROJECTION_MIN_SECONDS.min(length), length);
                 let projected = u128::from(total_bytes) * u128::from(length.unsigned_abs())
@@ -161,8 +190,10 @@ fn bucket(standing: &Standing) -> &'static str {
 
 /// The fleet's data usage this month: sums by kind over the terminals whose latest usage is this
 /// month's, and counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FleetUsage {
+    #[serde(skip)]
+    at: MonthAt,
     /// `YYYY-MM`.
     pub month: String,
     pub report_bytes: u64,
@@ -179,22 +210,30 @@ pub struct FleetUsage {
 
 impl FleetUsage {
     pub fn new(now: OffsetDateTime) -> Self {
+        let at = MonthAt::new(now);
         FleetUsage {
-            month: month_label(month_of(now)),
+            at,
+            month: month_label(at.index),
+            report_bytes: 0,
+            probe_bytes: 0,
+            other_bytes: 0,
+            total_bytes: 0,
+            terminals_reporting: 0,
+            near_budget: 0,
+            stretched: 0,
             projected: PROJECTED_BUCKETS
                 .iter()
                 .map(|bucket| (*bucket, 0))
                 .collect(),
-            ..FleetUsage::default()
         }
     }
 
     /// Counts one terminal's latest usage (nothing when it has none or it is not this month's).
-    pub fn add(&mut self, usage: Option<&DataUsage>, now: OffsetDateTime) {
+    pub fn add(&mut self, usage: Option<&DataUsage>) {
         let Some(usage) = usage else {
             return;
         };
-        let standing = Standing::of(usage, now);
+        let standing = Standing::at(usage, &self.at);
         if !standing.current {
             return;
         }
@@ -324,7 +363,7 @@ mod tests {
             Some(usage(24_322, 9 * MIB, Some(10 * MIB), 100)),
             None,
         ] {
-            fleet.add(usage.as_ref(), now);
+            fleet.add(usage.as_ref());
         }
         assert_eq!(fleet.month, "2026-12");
         assert_eq!(fleet.total_bytes, 6 * MIB);
@@ -343,8 +382,8 @@ mod tests {
         assert_eq!(fleet.projected["over_100"], 0);
         // Sums saturate.
         let huge = usage(24_323, u64::MAX, None, 100);
-        fleet.add(Some(&huge), now);
-        fleet.add(Some(&huge), now);
+        fleet.add(Some(&huge));
+        fleet.add(Some(&huge));
         assert_eq!(fleet.total_bytes, u64::MAX);
     }
 }

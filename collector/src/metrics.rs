@@ -632,7 +632,7 @@ impl Metrics {
                 .models
                 .value(&terminal.id, terminal.labels.model.as_deref());
             *by_status.entry(status).or_default() += 1;
-            data_usage.add(terminal.data_usage.as_ref(), now);
+            data_usage.add(terminal.data_usage.as_ref());
             *by_region.entry((region.clone(), status)).or_default() += 1;
             *by_model.entry((model.clone(), status)).or_default() += 1;
             let carrier = self

@@ -254,8 +254,8 @@ proptest! {
         if let Some(usage) = heartbeat.data_usage {
             let _ = serde_json::to_string(&crate::data_usage::UsageView::new(&usage, now));
             let mut sums = crate::data_usage::FleetUsage::new(now);
-            sums.add(Some(&usage), now);
-            sums.add(Some(&usage), now);
+            sums.add(Some(&usage));
+            sums.add(Some(&usage));
             if crate::data_usage::Standing::of(&usage, now).current {
                 prop_assert_eq!(sums.terminals_reporting, 2);
                 prop_assert!(sums.total_bytes >= usage.total_bytes());

@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use super::error::{ApiError, Reason};
 use super::views::{FindingView, TerminalDetail, TerminalSummary};
 use super::AppState;
-use crate::data_usage::{FleetUsage, Standing};
+use crate::data_usage::{FleetUsage, MonthAt, Standing};
 use crate::fleet::Terminal;
 use posmon_diagnosis::findings::Finding;
 use posmon_diagnosis::readiness::Readiness;
@@ -91,6 +91,7 @@ pub async fn list_terminals(
         }
     };
     let now = OffsetDateTime::now_utc();
+    let month = MonthAt::new(now);
     let roles = &state.config.readiness;
     // (projected percent of the budget, id): the sort key either way.
     let mut ids: Vec<(Option<u64>, Arc<str>)> = Vec::with_capacity(state.fleet.len());
@@ -98,7 +99,8 @@ pub async fn list_terminals(
         let standing = terminal
             .data_usage
             .as_ref()
-            .map(|usage| Standing::of(usage, now));
+            .filter(|_| near_only || by_usage)
+            .map(|usage| Standing::at(usage, &month));
         if wanted.is_some_and(|wanted| terminal.readiness(roles) != wanted)
             || (near_only && !standing.is_some_and(|standing| standing.near_budget))
         {
@@ -308,7 +310,7 @@ pub async fn fleet(State(state): State<Arc<AppState>>) -> Result<impl IntoRespon
         readiness.add(terminal.readiness(&state.config.readiness).as_str());
         region.add(terminal.labels.region.as_deref().unwrap_or("unknown"));
         model.add(terminal.labels.model.as_deref().unwrap_or("unknown"));
-        data_usage.add(terminal.data_usage.as_ref(), now);
+        data_usage.add(terminal.data_usage.as_ref());
         for (component, version) in &terminal.versions {
             if versions.len() < COUNT_KEYS_MAX || versions.contains_key(&**component) {
                 versions

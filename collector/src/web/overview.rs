@@ -58,7 +58,7 @@ fn overview_of(state: &AppState) -> serde_json::Value {
         region.add(labels.region.as_deref().unwrap_or("unknown"));
         model.add(labels.model.as_deref().unwrap_or("unknown"));
         carrier.add(labels.carrier.as_deref().unwrap_or("unknown"));
-        data_usage.add(terminal.data_usage.as_ref(), now);
+        data_usage.add(terminal.data_usage.as_ref());
         terminal.visible_findings().for_each(&mut count_finding);
     });
     let fleet_wide = fleet.fleet_wide_findings();
