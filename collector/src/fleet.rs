@@ -90,7 +90,8 @@ pub struct Terminal {
     pub first_seen: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
-    /// Terminal time of the report the current state is from.
+    /// Terminal time of the newest report: the one the current state is from, or a heartbeat
+    /// saying that state still holds.
     #[serde(with = "time::serde::rfc3339")]
     pub observed_at: OffsetDateTime,
     pub agent_version: Arc<str>,
