@@ -153,6 +153,8 @@ pub struct Metrics {
     models: BoundedValues,
     targets: BoundedValues,
     per_terminal: Option<PerTerminal>,
+    /// Report datagrams (`datagram.rs`).
+    pub datagrams: crate::datagram::DatagramMetrics,
 }
 
 struct PerTerminal {
@@ -493,7 +495,9 @@ impl Metrics {
         for reason in crate::http::listener::Closed::ALL {
             connections_closed.with_label_values(&[reason.as_str()]);
         }
+        let datagrams = crate::datagram::DatagramMetrics::register(&registry)?;
         Ok(Metrics {
+            datagrams,
             connections_open,
             connections_refused,
             connections_closed,
