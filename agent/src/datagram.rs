@@ -171,12 +171,10 @@ impl DatagramClient {
                 let length = match received {
                     Err(_) => break,
                     Ok(Ok(length)) => length,
-                    // An ICMP error (port unreachable) shows as a failed receive: no answer
-                    // will come to this send.
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "A datagram to the collector was not taken.");
-                        break;
-                    }
+                    // An ICMP error (port unreachable: no datagram listener) shows as a failed
+                    // receive. Believed at once: at worst a forged one sends this delivery by
+                    // HTTPS, which a datagram refusal may do anyway.
+                    Ok(Err(error)) => return Err(DatagramFailure::Io(error)),
                 };
                 self.traffic = self.traffic.saturating_add(length as u64 + overhead);
                 match open_answer(&self.key, request_header, &buffer[..length]) {
@@ -193,9 +191,6 @@ impl DatagramClient {
                     }
                 }
             }
-            // A failed receive after an ICMP error: wait out the rest before the retry, so a
-            // flood of them cannot make us send faster.
-            tokio::time::sleep_until(deadline).await;
         }
         Err(DatagramFailure::NoAnswer)
     }
