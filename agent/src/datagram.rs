@@ -117,8 +117,13 @@ impl DatagramClient {
         self.resolved = None;
     }
 
-    /// Sends one report's JSON and waits for the collector's answer (one retry).
-    pub async fn exchange(&mut self, report_json: &[u8]) -> Result<Answered, DatagramFailure> {
+    /// Sends one report's JSON of `agent_instance` and waits for the collector's answer (one
+    /// retry).
+    pub async fn exchange(
+        &mut self,
+        report_json: &[u8],
+        agent_instance: &str,
+    ) -> Result<Answered, DatagramFailure> {
         let mut nonce = [0_u8; NONCE_BYTES];
         getrandom::fill(&mut nonce).map_err(|error| DatagramFailure::Random(error.to_string()))?;
         let header = ReportHeader {
@@ -127,8 +132,8 @@ impl DatagramClient {
             generation: self.generation,
             nonce,
         };
-        let request =
-            seal_report(&self.key, &header, report_json).map_err(DatagramFailure::Unfit)?;
+        let request = seal_report(&self.key, &header, Some(agent_instance), report_json)
+            .map_err(DatagramFailure::Unfit)?;
         let request_header = parse_report(&request)
             .map_err(DatagramFailure::Unfit)?
             .header_bytes
@@ -203,6 +208,7 @@ mod tests {
     use super::*;
 
     const TOKEN: &str = "k1.2.qfe73r2DOVolGgwEq-2T9S5JqRlYO8O41Y1YUiAA7mM";
+    const INSTANCE: &str = "6f1c2a9e-4b7d-4e21-9a3f-0c5d8e7b1a42";
 
     /// A stand-in collector on loopback: answers each datagram by `respond`.
     async fn collector(
@@ -257,7 +263,7 @@ mod tests {
         let (address, task) = collector(|_, request| vec![ack_to(request, ACK)]).await;
         let mut client = client(address);
         let answered = client
-            .exchange(b"{\"sequence\":5}")
+            .exchange(b"{\"sequence\":5}", INSTANCE)
             .await
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(answered.answer, ACK);
@@ -309,10 +315,10 @@ mod tests {
         })
         .await;
         let mut client = client(address);
-        let first = client.exchange(b"{\"sequence\":4}").await;
+        let first = client.exchange(b"{\"sequence\":4}", INSTANCE).await;
         assert!(matches!(first, Err(DatagramFailure::NoAnswer)), "{first:?}");
         let answered = client
-            .exchange(b"{\"sequence\":5}")
+            .exchange(b"{\"sequence\":5}", INSTANCE)
             .await
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(answered.answer, ACK);
@@ -336,7 +342,7 @@ mod tests {
                 b'a' + (state % 26) as u8
             })
             .collect();
-        let outcome = client.exchange(&noise).await;
+        let outcome = client.exchange(&noise, INSTANCE).await;
         assert!(
             matches!(outcome, Err(DatagramFailure::Unfit(_))),
             "{outcome:?}"

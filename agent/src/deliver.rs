@@ -264,11 +264,12 @@ impl Deliverer {
         if pending.len() > DATAGRAM_REPORTS_MAX {
             return Ok(None);
         }
+        let instance = spool.instance().to_string();
         for report in &pending {
             let Some(client) = self.datagrams.as_mut() else {
                 return Ok(None);
             };
-            let answered = match client.exchange(&report.payload).await {
+            let answered = match client.exchange(&report.payload, &instance).await {
                 Ok(answered) => answered,
                 Err(DatagramFailure::Unfit(error)) => {
                     tracing::debug!(%error, sequence = report.sequence, "A report does not fit one datagram; it goes by HTTPS.");

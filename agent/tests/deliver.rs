@@ -436,6 +436,7 @@ async fn a_hostile_collector_cannot_crash_the_agent_or_lose_its_reports() {
 /// report's sequence), and records the sequences it got.
 fn datagram_collector(
     port: u16,
+    instance: String,
     respond: impl Fn(u64) -> Option<Answer> + Send + 'static,
 ) -> Arc<Mutex<Vec<u64>>> {
     let socket = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
@@ -448,7 +449,7 @@ fn datagram_collector(
             let Ok(parsed) = parse_report(&buffer[..length]) else {
                 continue;
             };
-            let Ok(json) = open_report(&key, &parsed) else {
+            let Ok(json) = open_report(&key, &parsed, Some(&instance)) else {
                 continue;
             };
             let sequence = sequences(
@@ -481,14 +482,15 @@ async fn a_short_spool_goes_by_datagram_and_its_clock_comes_from_the_ack() {
     let dir = tempfile::tempdir().unwrap();
     let (url, over_https) = scripted_collector(vec![]);
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    let by_datagram = datagram_collector(port_of(&url), move |sequence| {
+    let mut spool = spool_with(dir.path(), 2);
+    let instance = spool.instance().to_string();
+    let by_datagram = datagram_collector(port_of(&url), instance, move |sequence| {
         Some(Answer::Ack {
             sequence,
             // The collector's clock is a minute behind.
             collector_time_unix_ms: now_ms - 60_000,
         })
     });
-    let mut spool = spool_with(dir.path(), 2);
     let mut deliverer = datagram_deliverer(&url, dir.path());
     assert_eq!(
         deliverer.deliver(&mut spool).await.unwrap(),
@@ -512,8 +514,10 @@ async fn a_short_spool_goes_by_datagram_and_its_clock_comes_from_the_ack() {
 async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let (url, over_https) = scripted_collector(vec![]);
+    let mut spool = spool_with(dir.path(), 4);
+    let instance = spool.instance().to_string();
     // Refuses sequence 5 (a new instance), never answers from 7 on.
-    let by_datagram = datagram_collector(port_of(&url), |sequence| match sequence {
+    let by_datagram = datagram_collector(port_of(&url), instance, |sequence| match sequence {
         5 => Some(Answer::Refusal(Refusal::NewInstance)),
         7.. => None,
         _ => Some(Answer::Ack {
@@ -523,7 +527,6 @@ async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
     });
     let mut deliverer = datagram_deliverer(&url, dir.path());
     // After an outage: a batch, by HTTPS.
-    let mut spool = spool_with(dir.path(), 4);
     assert_eq!(
         deliverer.deliver(&mut spool).await.unwrap(),
         Outcome::Drained

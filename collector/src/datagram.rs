@@ -83,21 +83,18 @@ enum Dropped {
     Revoked,
     /// The seal does not open under the terminal's key.
     Unauthentic,
-    /// Authentic, but its body does not decompress within the bounds.
-    CorruptBody,
     /// The answer would have been larger than the datagram (never sent).
     AnswerTooLarge,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 8] = [
+    const ALL: [Dropped; 7] = [
         Dropped::TooLarge,
         Dropped::FleetRate,
         Dropped::Malformed,
         Dropped::UnknownKey,
         Dropped::Revoked,
         Dropped::Unauthentic,
-        Dropped::CorruptBody,
         Dropped::AnswerTooLarge,
     ];
 
@@ -109,7 +106,6 @@ impl Dropped {
             Dropped::UnknownKey => "unknown_key",
             Dropped::Revoked => "revoked",
             Dropped::Unauthentic => "unauthentic",
-            Dropped::CorruptBody => "corrupt_body",
             Dropped::AnswerTooLarge => "answer_too_large",
         }
     }
@@ -145,7 +141,7 @@ impl DatagramMetrics {
         let dropped = IntCounterVec::new(
             Opts::new(
                 "posmon_ingest_datagrams_dropped_total",
-                "Report datagrams dropped without an answer, by reason (too_large, fleet_rate, malformed, unknown_key, revoked, unauthentic, corrupt_body, answer_too_large).",
+                "Report datagrams dropped without an answer, by reason (too_large, fleet_rate, malformed, unknown_key, revoked, unauthentic, answer_too_large).",
             ),
             &["reason"],
         )?;
@@ -194,14 +190,15 @@ pub async fn bind(address: SocketAddr) -> Option<UdpSocket> {
     }
 }
 
-/// A datagram that authenticated: its terminal, its key, its JSON and its header (what the
-/// answer is bound to).
+/// A datagram that authenticated: its terminal, its key, its header (what the answer is bound
+/// to) and its JSON — `None` when the body does not decompress with the dictionary of the agent
+/// instance the collector holds for the terminal (a new instance: answered "use HTTPS").
 struct Opened {
     terminal_id: String,
     key: DatagramKey,
     key_index: usize,
     header: Vec<u8>,
-    report_json: Vec<u8>,
+    report_json: Option<Vec<u8>>,
 }
 
 /// Authenticates and opens a datagram, or says why it is dropped unanswered.
@@ -219,10 +216,12 @@ fn open(state: &AppState, datagram: &[u8]) -> Result<Opened, Dropped> {
             _ => Dropped::UnknownKey,
         })?;
     let key = DatagramKey::from_token(&token);
-    let report_json = open_report(&key, &parsed).map_err(|error| match error {
-        DatagramError::Unauthentic => Dropped::Unauthentic,
-        _ => Dropped::CorruptBody,
-    })?;
+    let instance = state.fleet.agent_instance(&header.terminal_id);
+    let report_json = match open_report(&key, &parsed, instance.as_deref()) {
+        Ok(json) => Some(json),
+        Err(DatagramError::Unauthentic) => return Err(Dropped::Unauthentic),
+        Err(_) => None,
+    };
     Ok(Opened {
         terminal_id: header.terminal_id.clone(),
         key,
@@ -268,14 +267,19 @@ pub async fn serve(socket: UdpSocket, state: Arc<AppState>) {
             }
         };
         state.keyring.note_use(opened.key_index);
+        if opened.report_json.is_none() {
+            let refusal = Err(Refusal::NewInstance);
+            answer(&socket, &state, peer, length, &opened, refusal).await;
+            continue;
+        }
         match admit_datagram(&state, &opened.terminal_id) {
             Err(refusal) => answer(&socket, &state, peer, length, &opened, Err(refusal)).await,
             Ok(slot) => {
                 let socket = Arc::clone(&socket);
                 let state = Arc::clone(&state);
                 tokio::spawn(async move {
-                    let outcome =
-                        ingest_datagram(&state, &opened.terminal_id, &opened.report_json).await;
+                    let report_json = opened.report_json.as_deref().unwrap_or_default();
+                    let outcome = ingest_datagram(&state, &opened.terminal_id, report_json).await;
                     drop(slot);
                     answer(&socket, &state, peer, length, &opened, outcome).await;
                 });
@@ -451,8 +455,13 @@ mod tests {
             generation,
             nonce,
         };
-        seal_report(&DatagramKey::from_token(token), &header, json)
-            .unwrap_or_else(|error| panic!("{error}"))
+        seal_report(
+            &DatagramKey::from_token(token),
+            &header,
+            Some(INSTANCE),
+            json,
+        )
+        .unwrap_or_else(|error| panic!("{error}"))
     }
 
     fn answer_to(request: &[u8], token: &str, answer: &[u8]) -> Answer {

@@ -6,7 +6,9 @@
 //! ```text
 //! report   = "pm" 0x01 0x01  len(terminal_id) terminal_id  len(key_id) key_id  leb128(generation)
 //!            nonce[12]  ChaCha20-Poly1305(body, aad = everything before it)
-//!   body   = zstd frame of the report's JSON with the shared dictionary, its 4 magic bytes left out
+//!   body   = zstd frame (with its checksum, without its 4 magic bytes) of the report's JSON,
+//!            compressed with the shared dictionary followed by the terminal's own suffix
+//!            `"terminal_id":<id>,"agent_instance":<instance>}`
 //! answer   = "pm" 0x01 kind  nonce[12]  ChaCha20-Poly1305(answer body,
 //!                                             aad = its own 4 bytes ‖ the request's header)
 //!   ack      (kind 0x02) = leb128(acknowledged_sequence) collector_time_unix_ms[i64 LE]
@@ -22,11 +24,15 @@
 //! agent forget reports (an ack) or fall back to HTTPS (a refusal). A refusal only ever sends
 //! the agent to HTTPS: it never makes it drop a report.
 //!
+//! The dictionary's terminal suffix saves the two strings every report repeats (the instance id
+//! alone is 36 characters of randomness). The collector builds it from the header's terminal id
+//! and the agent instance it holds for that terminal: a report of another instance (a new one,
+//! which must come by HTTPS anyway) fails the frame's checksum, and an authentic datagram whose
+//! body does not decompress is answered with [`Refusal::NewInstance`].
+//!
 //! Sizes are bounded before anything is allocated: a datagram is at most
 //! [`DATAGRAM_MAX_BYTES`] on the wire and its body at most [`REPORT_JSON_MAX_BYTES`]
 //! decompressed.
-
-use std::sync::OnceLock;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -186,11 +192,12 @@ pub struct ParsedReport<'a> {
     sealed: &'a [u8],
 }
 
-/// Seals a report's JSON (the agent's spooled payload, as is) into one datagram. A report that
-/// does not fit ([`DatagramError::TooLarge`]) goes by HTTPS.
+/// Seals a report's JSON (the agent's spooled payload, as is) of `agent_instance` into one
+/// datagram. A report that does not fit ([`DatagramError::TooLarge`]) goes by HTTPS.
 pub fn seal_report(
     key: &DatagramKey,
     header: &ReportHeader,
+    agent_instance: Option<&str>,
     report_json: &[u8],
 ) -> Result<Vec<u8>, DatagramError> {
     if report_json.len() > REPORT_JSON_MAX_BYTES {
@@ -212,7 +219,10 @@ pub fn seal_report(
     put_text(&mut datagram, &header.key_id, "key_id", VERSION_MAX_CHARS)?;
     put_varint(&mut datagram, u64::from(header.generation));
     datagram.extend_from_slice(&header.nonce);
-    let body = compress(report_json)?;
+    let body = compress(
+        report_json,
+        &terminal_dictionary(&header.terminal_id, agent_instance),
+    )?;
     let sealed = key.seal(&header.nonce, &datagram, &body);
     datagram.extend_from_slice(&sealed);
     if datagram.len() > DATAGRAM_MAX_BYTES {
@@ -254,11 +264,21 @@ pub fn parse_report(datagram: &[u8]) -> Result<ParsedReport<'_>, DatagramError> 
     })
 }
 
-/// Authenticates and decrypts a parsed report datagram under `key` and decompresses its body:
-/// the report's JSON, at most [`REPORT_JSON_MAX_BYTES`].
-pub fn open_report(key: &DatagramKey, parsed: &ParsedReport<'_>) -> Result<Vec<u8>, DatagramError> {
+/// Authenticates and decrypts a parsed report datagram under `key` and decompresses its body
+/// with the dictionary of its terminal and `agent_instance` (the one the collector holds): the
+/// report's JSON, at most [`REPORT_JSON_MAX_BYTES`]. [`DatagramError::Unauthentic`] comes before
+/// anything is decompressed; [`DatagramError::Decompress`] after it means an authentic sender
+/// of another instance (or a broken one).
+pub fn open_report(
+    key: &DatagramKey,
+    parsed: &ParsedReport<'_>,
+    agent_instance: Option<&str>,
+) -> Result<Vec<u8>, DatagramError> {
     let body = key.open(&parsed.header.nonce, parsed.header_bytes, parsed.sealed)?;
-    decompress(&body)
+    decompress(
+        &body,
+        &terminal_dictionary(&parsed.header.terminal_id, agent_instance),
+    )
 }
 
 /// The collector's answer to a report datagram.
@@ -402,23 +422,29 @@ pub fn open_answer(
     }
 }
 
-fn encoder_dictionary() -> &'static zstd::dict::EncoderDictionary<'static> {
-    static DICTIONARY_FOR_ENCODING: OnceLock<zstd::dict::EncoderDictionary<'static>> =
-        OnceLock::new();
-    DICTIONARY_FOR_ENCODING
-        .get_or_init(|| zstd::dict::EncoderDictionary::copy(DICTIONARY, COMPRESSION_LEVEL))
+/// The dictionary of one terminal's reports: the shared one, then the strings only this
+/// terminal's reports hold, nearest to the data (the shortest offsets).
+fn terminal_dictionary(terminal_id: &str, agent_instance: Option<&str>) -> Vec<u8> {
+    let text = |value: &str| serde_json::to_string(value).unwrap_or_default();
+    let mut dictionary = DICTIONARY.to_vec();
+    dictionary.extend_from_slice(b"\"terminal_id\":");
+    dictionary.extend_from_slice(text(terminal_id).as_bytes());
+    if let Some(instance) = agent_instance {
+        dictionary.extend_from_slice(b",\"agent_instance\":");
+        dictionary.extend_from_slice(text(instance).as_bytes());
+    }
+    dictionary.push(b'}');
+    dictionary
 }
 
-fn decoder_dictionary() -> &'static zstd::dict::DecoderDictionary<'static> {
-    static DICTIONARY_FOR_DECODING: OnceLock<zstd::dict::DecoderDictionary<'static>> =
-        OnceLock::new();
-    DICTIONARY_FOR_DECODING.get_or_init(|| zstd::dict::DecoderDictionary::copy(DICTIONARY))
-}
-
-/// A zstd frame of `json` with the shared dictionary, without its 4 magic bytes.
-fn compress(json: &[u8]) -> Result<Vec<u8>, DatagramError> {
-    let frame = zstd::bulk::Compressor::with_prepared_dictionary(encoder_dictionary())
-        .and_then(|mut compressor| compressor.compress(json))
+/// A zstd frame of `json` with `dictionary` and a checksum, without its 4 magic bytes.
+fn compress(json: &[u8], dictionary: &[u8]) -> Result<Vec<u8>, DatagramError> {
+    let frame = zstd::bulk::Compressor::with_dictionary(COMPRESSION_LEVEL, dictionary)
+        .and_then(|mut compressor| {
+            // Tells a wrong dictionary (another agent instance) from the right one.
+            compressor.include_checksum(true)?;
+            compressor.compress(json)
+        })
         .map_err(|error| DatagramError::Compress(error.to_string()))?;
     match frame.strip_prefix(&ZSTD_MAGIC[..]) {
         Some(rest) => Ok(rest.to_vec()),
@@ -426,7 +452,7 @@ fn compress(json: &[u8]) -> Result<Vec<u8>, DatagramError> {
     }
 }
 
-fn decompress(body: &[u8]) -> Result<Vec<u8>, DatagramError> {
+fn decompress(body: &[u8], dictionary: &[u8]) -> Result<Vec<u8>, DatagramError> {
     let mut frame = Vec::with_capacity(ZSTD_MAGIC.len() + body.len());
     frame.extend_from_slice(&ZSTD_MAGIC);
     frame.extend_from_slice(body);
@@ -441,7 +467,7 @@ fn decompress(body: &[u8]) -> Result<Vec<u8>, DatagramError> {
         Ok(None) => return Err(failed("it does not say its size".into())),
         Err(_) => return Err(failed("not a zstd frame".into())),
     }
-    let json = zstd::bulk::Decompressor::with_prepared_dictionary(decoder_dictionary())
+    let json = zstd::bulk::Decompressor::with_dictionary(dictionary)
         .and_then(|mut decompressor| decompressor.decompress(&frame, REPORT_JSON_MAX_BYTES))
         .map_err(|error| failed(error.to_string()))?;
     Ok(json)
@@ -605,12 +631,16 @@ mod tests {
         serde_json::to_vec(report).unwrap_or_else(|error| panic!("{error}"))
     }
 
-    fn round_trip(report_json: &[u8], terminal_id: &str) -> Result<Vec<u8>, DatagramError> {
+    fn round_trip(
+        report_json: &[u8],
+        terminal_id: &str,
+        instance: Option<&str>,
+    ) -> Result<Vec<u8>, DatagramError> {
         let key = DatagramKey::from_token(TOKEN);
-        let datagram = seal_report(&key, &header(terminal_id), report_json)?;
+        let datagram = seal_report(&key, &header(terminal_id), instance, report_json)?;
         let parsed = parse_report(&datagram)?;
         assert_eq!(parsed.header, header(terminal_id));
-        open_report(&key, &parsed)
+        open_report(&key, &parsed, instance)
     }
 
     /// What the agent sends at first and hourly: every section.
@@ -838,8 +868,9 @@ mod tests {
             let name = entry.unwrap_or_else(|error| panic!("{error}")).file_name();
             for report in fixture(&name.to_string_lossy()).reports {
                 let sent = json(&report);
-                let received = round_trip(&sent, &report.terminal_id)
-                    .unwrap_or_else(|error| panic!("{name:?}: {error}"));
+                let received =
+                    round_trip(&sent, &report.terminal_id, report.agent_instance.as_deref())
+                        .unwrap_or_else(|error| panic!("{name:?}: {error}"));
                 assert_eq!(received, sent, "{name:?}");
                 let decoded: Report = serde_json::from_slice(&received)
                     .unwrap_or_else(|error| panic!("{name:?}: {error}"));
@@ -904,7 +935,8 @@ mod tests {
             report.agent_instance = Some("0d9e8a7b-1c2d-4e3f-8a9b-0c1d2e3f4a5b".into());
             vary(&mut report);
             let sent = json(&report);
-            let datagram = seal_report(&key, &header("SH-0042"), &sent)
+            let instance = report.agent_instance.as_deref();
+            let datagram = seal_report(&key, &header("SH-0042"), instance, &sent)
                 .unwrap_or_else(|error| panic!("{name}: {error}"));
             println!(
                 "{name}: JSON {} bytes, datagram {} bytes, {} on IPv4",
@@ -914,7 +946,7 @@ mod tests {
             );
             sizes.push(datagram.len());
         }
-        let request = seal_report(&key, &header("SH-0042"), b"{}").unwrap_or_default();
+        let request = seal_report(&key, &header("SH-0042"), None, b"{}").unwrap_or_default();
         let parsed = parse_report(&request).unwrap_or_else(|error| panic!("{error}"));
         let ack = seal_answer(
             &key,
@@ -938,10 +970,10 @@ mod tests {
     #[test]
     fn answers_round_trip_and_bind_to_their_request() {
         let key = DatagramKey::from_token(TOKEN);
-        let first = seal_report(&key, &header("T-1"), b"{\"a\":1}").unwrap_or_default();
+        let first = seal_report(&key, &header("T-1"), None, b"{\"a\":1}").unwrap_or_default();
         let mut other_header = header("T-1");
         other_header.nonce = [8; NONCE_BYTES];
-        let second = seal_report(&key, &other_header, b"{\"a\":1}").unwrap_or_default();
+        let second = seal_report(&key, &other_header, None, b"{\"a\":1}").unwrap_or_default();
         let first = parse_report(&first).unwrap_or_else(|error| panic!("{error}"));
         let second = parse_report(&second).unwrap_or_else(|error| panic!("{error}"));
         for answer in [
@@ -982,7 +1014,9 @@ mod tests {
     fn tampering_with_any_byte_is_detected() {
         let key = DatagramKey::from_token(TOKEN);
         let sent = json(&agent_heartbeat());
-        let datagram = seal_report(&key, &header("T-0001"), &sent).unwrap_or_default();
+        let instance = agent_heartbeat().agent_instance;
+        let instance = instance.as_deref();
+        let datagram = seal_report(&key, &header("T-0001"), instance, &sent).unwrap_or_default();
         for index in 0..datagram.len() {
             let mut tampered = datagram.clone();
             tampered[index] ^= 0x01;
@@ -993,13 +1027,13 @@ mod tests {
                 } else {
                     "k1.another-token"
                 };
-                open_report(&DatagramKey::from_token(token), &parsed)
+                open_report(&DatagramKey::from_token(token), &parsed, instance)
             });
             assert!(opened.is_err(), "byte {index} changed unnoticed");
         }
         for length in 0..datagram.len() {
-            let opened =
-                parse_report(&datagram[..length]).and_then(|parsed| open_report(&key, &parsed));
+            let opened = parse_report(&datagram[..length])
+                .and_then(|parsed| open_report(&key, &parsed, instance));
             assert!(opened.is_err(), "truncated to {length} bytes");
         }
     }
@@ -1095,7 +1129,7 @@ mod tests {
         // Too much JSON to carry at all.
         let huge = vec![b' '; REPORT_JSON_MAX_BYTES + 1];
         assert!(matches!(
-            seal_report(&key, &header("T-1"), &huge),
+            seal_report(&key, &header("T-1"), None, &huge),
             Err(DatagramError::TooLarge { .. })
         ));
         // Incompressible JSON that does not fit one datagram.
@@ -1111,7 +1145,7 @@ mod tests {
             .collect();
         let noisy = format!("{{\"x\":\"{noisy}\"}}");
         assert!(matches!(
-            seal_report(&key, &header("T-1"), noisy.as_bytes()),
+            seal_report(&key, &header("T-1"), None, noisy.as_bytes()),
             Err(DatagramError::TooLarge { .. })
         ));
         // A sealed bomb: a small frame that says it holds a megabyte is refused before
@@ -1125,12 +1159,41 @@ mod tests {
         let parsed = parse_report(&bomb_datagram).unwrap_or_else(|error| panic!("{error}"));
         assert!(
             matches!(
-                open_report(&key, &parsed),
+                open_report(&key, &parsed, None),
                 Err(DatagramError::Decompress { .. })
             ),
             "{:?}",
-            open_report(&key, &parsed)
+            open_report(&key, &parsed, None)
         );
+    }
+
+    #[test]
+    fn a_report_of_another_instance_does_not_open() {
+        let key = DatagramKey::from_token(TOKEN);
+        // An instance the shared dictionary does not hold (so it is taken from the suffix).
+        let instance = "1a2b3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d";
+        let mut report = agent_heartbeat();
+        report.agent_instance = Some(instance.into());
+        let datagram = seal_report(&key, &header("T-0001"), Some(instance), &json(&report))
+            .unwrap_or_default();
+        let parsed = parse_report(&datagram).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            open_report(&key, &parsed, Some(instance)),
+            Ok(json(&report))
+        );
+        for other in [
+            None,
+            Some("0d9e8a7b-1c2d-4e3f-8a9b-0c1d2e3f4a5b"),
+            Some("short-01"),
+        ] {
+            assert!(
+                matches!(
+                    open_report(&key, &parsed, other),
+                    Err(DatagramError::Decompress { .. })
+                ),
+                "{other:?}"
+            );
+        }
     }
 
     #[test]
@@ -1181,7 +1244,7 @@ mod tests {
         #[test]
         fn any_report_round_trips_or_is_too_large(report in crate::strategies::any_report()) {
             let sent = json(&report);
-            match round_trip(&sent, "T-0001") {
+            match round_trip(&sent, "T-0001", report.agent_instance.as_deref()) {
                 Ok(received) => prop_assert_eq!(received, sent),
                 Err(DatagramError::TooLarge { .. }) => {}
                 Err(error) => prop_assert!(false, "{}", error),
@@ -1193,7 +1256,7 @@ mod tests {
         fn any_bytes_are_read_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1300)) {
             let key = DatagramKey::from_token(TOKEN);
             if let Ok(parsed) = parse_report(&bytes) {
-                let _ = open_report(&key, &parsed);
+                let _ = open_report(&key, &parsed, Some("6f1c2a9e"));
             }
             let _ = open_answer(&key, b"pm\x01\x01", &bytes);
         }

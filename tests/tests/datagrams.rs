@@ -135,6 +135,8 @@ fn without_datagrams_the_agent_falls_back_to_https_and_loses_nothing() {
     );
 }
 
+const INSTANCE: &str = "1a2b3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d";
+
 /// Sends each datagram from a fresh socket and says whether anything came back.
 fn answered(collector: &Collector, datagram: &[u8]) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -158,7 +160,13 @@ fn sealed(terminal_id: &str, token: &str, nonce: u8, json: &[u8]) -> Vec<u8> {
         generation,
         nonce: [nonce; NONCE_BYTES],
     };
-    seal_report(&DatagramKey::from_token(token), &header, json).unwrap()
+    seal_report(
+        &DatagramKey::from_token(token),
+        &header,
+        Some(INSTANCE),
+        json,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -181,7 +189,7 @@ fn hostile_datagrams_get_no_answer_and_hurt_no_one() {
             "sequence": sequence,
             "observed_at": time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap(),
             "agent_version": "0.1.0",
-            "agent_instance": "6f1c2a9e-4b7d-4e21-9a3f-0c5d8e7b1a42",
+            "agent_instance": INSTANCE,
         })
         .to_string()
     };
