@@ -845,6 +845,67 @@ mod tests {
     }
 
     #[test]
+    fn https_traffic_is_estimated_from_bodies_headers_and_packets() {
+        // (request body, answer body) → IP bytes: the bodies, half the headers each way, a
+        // packet per 1 400 bytes each way plus an ACK each way, 74 bytes a packet.
+        for (request, answer, expected) in [
+            (0, 0, 450 + 4 * 74),
+            (2_000, 120, 2_120 + 450 + 5 * 74),
+            (1_175, 1_175, 2_350 + 450 + 4 * 74),
+            (1_176, 0, 1_176 + 450 + 5 * 74),
+            (u64::MAX, u64::MAX, u64::MAX),
+        ] {
+            assert_eq!(
+                https_exchange_bytes(request, answer),
+                expected,
+                "{request} {answer}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_connection_costs_its_handshakes_and_a_kept_one_its_keepalives() {
+        let directory = std::env::temp_dir();
+        let config = |url: &str| DeliveryConfig {
+            collector_url: url.into(),
+            terminal_id: "T-1".into(),
+            token: "k1.x".into(),
+            request_timeout: Duration::from_secs(1),
+            max_batch_reports: 1,
+            max_batch_bytes: 1024,
+            ca_file: None,
+            client_certificate: None,
+            rejected_dir: directory.clone(),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(1),
+            transport: Transport::Https,
+            datagram_port: None,
+        };
+        let mut plain = Deliverer::new(config("http://127.0.0.1:1")).unwrap();
+        assert_eq!(
+            plain.https_connection_bytes(),
+            LOOKUP_BYTES + TCP_HANDSHAKE_BYTES
+        );
+        // Kept: nothing idle yet.
+        assert_eq!(plain.https_connection_bytes(), 0);
+        let mut secure = Deliverer::new(config("https://127.0.0.1:1")).unwrap();
+        assert_eq!(
+            secure.https_connection_bytes(),
+            LOOKUP_BYTES + TCP_HANDSHAKE_BYTES + TLS_HANDSHAKE_BYTES
+        );
+        // Long idle: the old connection's keepalives and close, then a new one.
+        secure.last_https = Instant::now().checked_sub(POOL_IDLE * 2);
+        assert_eq!(
+            secure.https_connection_bytes(),
+            TCP_CLOSE_BYTES
+                + 10 * TCP_KEEPALIVE_BYTES
+                + LOOKUP_BYTES
+                + TCP_HANDSHAKE_BYTES
+                + TLS_HANDSHAKE_BYTES
+        );
+    }
+
+    #[test]
     fn a_batch_body_is_the_payloads_in_order() {
         let batch = [
             Pending {
