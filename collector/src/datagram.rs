@@ -136,7 +136,7 @@ impl DatagramMetrics {
         )?;
         let acknowledged = IntCounter::new(
             "posmon_ingest_datagrams_acknowledged_total",
-            "Report datagrams ingested and acknowledged.",
+            "Report datagrams answered with an acknowledgement.",
         )?;
         let dropped = IntCounterVec::new(
             Opts::new(
@@ -231,6 +231,9 @@ fn open(state: &AppState, datagram: &[u8]) -> Result<Opened, Dropped> {
     })
 }
 
+/// How long the listener pauses after a failed receive.
+const RECEIVE_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Reads report datagrams until the task is aborted.
 pub async fn serve(socket: UdpSocket, state: Arc<AppState>) {
     let socket = Arc::new(socket);
@@ -243,7 +246,9 @@ pub async fn serve(socket: UdpSocket, state: Arc<AppState>) {
         let (length, peer) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
             Err(error) => {
+                // Whatever it is, never a busy loop on a socket that keeps failing.
                 tracing::debug!(%error, "Cannot read a datagram.");
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
                 continue;
             }
         };
@@ -301,17 +306,13 @@ async fn answer(
     let metrics = &state.metrics.datagrams;
     let answer = match outcome {
         Ok(ack) => {
-            metrics.acknowledged.inc();
             let milliseconds = ack.collector_time.unix_timestamp_nanos() / 1_000_000;
             Answer::Ack {
                 sequence: ack.acknowledged_sequence,
                 collector_time_unix_ms: i64::try_from(milliseconds).unwrap_or(i64::MAX),
             }
         }
-        Err(refusal) => {
-            metrics.refused.with_label_values(&[refusal.as_str()]).inc();
-            Answer::Refusal(refusal)
-        }
+        Err(refusal) => Answer::Refusal(refusal),
     };
     let mut nonce = [0_u8; NONCE_BYTES];
     if let Err(error) = getrandom::fill(&mut nonce) {
@@ -323,6 +324,10 @@ async fn answer(
     if sealed.len() > request_length {
         metrics.drop(Dropped::AnswerTooLarge);
         return;
+    }
+    match answer {
+        Answer::Ack { .. } => metrics.acknowledged.inc(),
+        Answer::Refusal(refusal) => metrics.refused.with_label_values(&[refusal.as_str()]).inc(),
     }
     if let Err(error) = socket.send_to(&sealed, peer).await {
         tracing::debug!(%peer, %error, "Cannot answer a report datagram.");
