@@ -580,6 +580,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_revoked_generation_opens_nothing_and_the_next_one_works() {
+        let harness = harness(|_| {}).await;
+        harness.know("T-1").await;
+        let old = terminal_token(keyring().current(), "T-1");
+        let minimum = harness
+            .state
+            .keyring
+            .revocations()
+            .revoke("T-1", time::OffsetDateTime::now_utc())
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(minimum, 1);
+        let request = sealed("T-1", &old, 0, &report_json("T-1", 2));
+        assert_eq!(harness.exchange(&request).await, None);
+        assert_eq!(harness.dropped(Dropped::Revoked), 1);
+        let new = posmon_protocol::terminal_token_at(keyring().current(), "T-1", 1);
+        let request = sealed("T-1", &new, 1, &report_json("T-1", 2));
+        let answer = harness.exchange(&request).await;
+        assert!(
+            matches!(
+                answer.map(|answer| answer_to(&request, &new, &answer)),
+                Some(Answer::Ack { sequence: 2, .. })
+            ),
+            "the new generation is taken"
+        );
+    }
+
+    #[tokio::test]
     async fn a_flood_is_cut_at_the_fleet_rate_and_the_terminal_rate() {
         let harness = harness(|config| {
             config.datagram.max_datagrams_per_second = 20;
