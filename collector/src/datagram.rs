@@ -83,18 +83,24 @@ enum Dropped {
     Revoked,
     /// The seal does not open under the terminal's key.
     Unauthentic,
+    /// Authentic, but its terminal is over its rate or has its requests in flight already.
+    TerminalRate,
+    /// Authentic, but every slot of the ingest pool is taken.
+    Overloaded,
     /// The answer would have been larger than the datagram (never sent).
     AnswerTooLarge,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 7] = [
+    const ALL: [Dropped; 9] = [
         Dropped::TooLarge,
         Dropped::FleetRate,
         Dropped::Malformed,
         Dropped::UnknownKey,
         Dropped::Revoked,
         Dropped::Unauthentic,
+        Dropped::TerminalRate,
+        Dropped::Overloaded,
         Dropped::AnswerTooLarge,
     ];
 
@@ -106,6 +112,8 @@ impl Dropped {
             Dropped::UnknownKey => "unknown_key",
             Dropped::Revoked => "revoked",
             Dropped::Unauthentic => "unauthentic",
+            Dropped::TerminalRate => "terminal_rate",
+            Dropped::Overloaded => "overloaded",
             Dropped::AnswerTooLarge => "answer_too_large",
         }
     }
@@ -141,7 +149,7 @@ impl DatagramMetrics {
         let dropped = IntCounterVec::new(
             Opts::new(
                 "posmon_ingest_datagrams_dropped_total",
-                "Report datagrams dropped without an answer, by reason (too_large, fleet_rate, malformed, unknown_key, revoked, unauthentic, answer_too_large).",
+                "Report datagrams dropped without an answer, by reason (too_large, fleet_rate, malformed, unknown_key, revoked, unauthentic, terminal_rate, overloaded, answer_too_large).",
             ),
             &["reason"],
         )?;
@@ -272,24 +280,33 @@ pub async fn serve(socket: UdpSocket, state: Arc<AppState>) {
             }
         };
         state.keyring.note_use(opened.key_index);
+        // Over its terminal's rate, or with the collector's pool full: no answer at all (the
+        // agent goes to HTTPS on silence), so that replayed captures cannot make the collector
+        // send more than the terminal's rate allows.
+        let slot = match admit_datagram(&state, &opened.terminal_id) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                metrics.drop(match refusal {
+                    Refusal::RateLimited => Dropped::TerminalRate,
+                    _ => Dropped::Overloaded,
+                });
+                continue;
+            }
+        };
         if opened.report_json.is_none() {
+            drop(slot);
             let refusal = Err(Refusal::NewInstance);
             answer(&socket, &state, peer, length, &opened, refusal).await;
             continue;
         }
-        match admit_datagram(&state, &opened.terminal_id) {
-            Err(refusal) => answer(&socket, &state, peer, length, &opened, Err(refusal)).await,
-            Ok(slot) => {
-                let socket = Arc::clone(&socket);
-                let state = Arc::clone(&state);
-                tokio::spawn(async move {
-                    let report_json = opened.report_json.as_deref().unwrap_or_default();
-                    let outcome = ingest_datagram(&state, &opened.terminal_id, report_json).await;
-                    drop(slot);
-                    answer(&socket, &state, peer, length, &opened, outcome).await;
-                });
-            }
-        }
+        let socket = Arc::clone(&socket);
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let report_json = opened.report_json.as_deref().unwrap_or_default();
+            let outcome = ingest_datagram(&state, &opened.terminal_id, report_json).await;
+            drop(slot);
+            answer(&socket, &state, peer, length, &opened, outcome).await;
+        });
     }
 }
 
@@ -649,14 +666,11 @@ mod tests {
             .filter(|answer| matches!(answer, Answer::Ack { .. }))
             .count();
         // The fleet's rate lets 20 in; the terminal's burst (and its two in flight) some of
-        // those; the rest are told to slow down (by HTTPS).
-        assert_eq!(answers.len(), 20, "{answers:?}");
+        // those, acknowledged; the rest get no answer (their agent goes to HTTPS).
         assert_eq!(harness.dropped(Dropped::FleetRate), 18);
         assert!((1..=5).contains(&acks), "{answers:?}");
-        assert!(answers
-            .iter()
-            .all(|answer| matches!(answer, Answer::Ack { .. })
-                || *answer == Answer::Refusal(Refusal::RateLimited)));
+        assert_eq!(answers.len(), acks, "{answers:?}");
+        assert_eq!(harness.dropped(Dropped::TerminalRate) as usize, 20 - acks);
     }
 
     #[test]
