@@ -544,6 +544,14 @@ mod tests {
             answer.map(|answer| answer_to(&request, &token, &answer)),
             Some(Answer::Refusal(Refusal::Invalid))
         );
+        let two = [report_json("T-1", 2), report_json("T-1", 3)].join(&b',');
+        let request = sealed("T-1", &token, 0, &two);
+        let answer = harness.exchange(&request).await;
+        assert_eq!(
+            answer.map(|answer| answer_to(&request, &token, &answer)),
+            Some(Answer::Refusal(Refusal::Invalid)),
+            "two reports spliced into one datagram"
+        );
         let request = sealed("T-1", &token, 0, b"{\"schema_version\":1}");
         let answer = harness.exchange(&request).await;
         assert_eq!(
@@ -552,7 +560,7 @@ mod tests {
         );
         let refused = &harness.state.metrics.datagrams.refused;
         assert_eq!(refused.with_label_values(&["new_instance"]).get(), 1);
-        assert_eq!(refused.with_label_values(&["invalid"]).get(), 2);
+        assert_eq!(refused.with_label_values(&["invalid"]).get(), 3);
     }
 
     #[tokio::test]

@@ -321,6 +321,15 @@ pub(crate) async fn ingest_json(
     sender: Sender<'_>,
 ) -> Result<BatchAck, Refusal> {
     let mut batch = decode(bytes).map_err(Refusal::from)?;
+    if matches!(sender, Sender::Datagram(_)) && batch.reports.len() != 1 {
+        // Its JSON was spliced into a batch: it must not have spliced in more.
+        return Err(ApiError::field(
+            Reason::InvalidField,
+            "reports",
+            "a datagram carries exactly one report",
+        )
+        .into());
+    }
     validate_batch(&batch, state.config.limits.max_reports_per_request).map_err(|error| {
         let reason = if error.unsupported_schema {
             Reason::UnsupportedSchemaVersion
