@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compliance;
 pub mod config;
 pub mod data_usage;
+pub mod datagram;
 pub mod device;
 pub mod fleet;
 pub mod http;

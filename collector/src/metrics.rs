@@ -157,6 +157,8 @@ pub struct Metrics {
     models: BoundedValues,
     targets: BoundedValues,
     per_terminal: Option<PerTerminal>,
+    /// Report datagrams (`datagram.rs`).
+    pub datagrams: crate::datagram::DatagramMetrics,
 }
 
 struct PerTerminal {
@@ -515,7 +517,9 @@ impl Metrics {
         for reason in crate::http::listener::Closed::ALL {
             connections_closed.with_label_values(&[reason.as_str()]);
         }
+        let datagrams = crate::datagram::DatagramMetrics::register(&registry)?;
         Ok(Metrics {
+            datagrams,
             connections_open,
             connections_refused,
             connections_closed,
