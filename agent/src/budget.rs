@@ -259,6 +259,7 @@ impl Budget {
             let path = path.to_path_buf();
             move |source| BudgetError { path, source }
         };
+        std::fs::create_dir_all(&self.dir).map_err(error(&self.dir))?;
         let mut file = File::create(&temporary).map_err(error(&temporary))?;
         file.write_all(text.as_bytes()).map_err(error(&temporary))?;
         file.sync_all().map_err(error(&temporary))?;
@@ -538,6 +539,18 @@ mod tests {
         // A lower cap than the one saved applies at once.
         let capped = Budget::open(dir.path(), settings(Some(10 * MIB), 150), now);
         assert!(capped.stretch(now) <= 150);
+    }
+
+    #[test]
+    fn the_state_directory_is_created_on_save() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("not-yet");
+        let mut budget = Budget::open(&state, settings(None, 400), DECEMBER);
+        budget.record(1, 2, 3, DECEMBER + 1);
+        budget.save().unwrap();
+        let reopened = Budget::open(&state, settings(None, 400), DECEMBER + 2);
+        assert_eq!(reopened.usage(DECEMBER + 2).total_bytes(), 6);
+        assert_eq!(reopened.usage(DECEMBER + 2).budget_bytes, None);
     }
 
     #[test]

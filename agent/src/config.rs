@@ -111,6 +111,25 @@ pub struct AgentConfig {
     /// watch cannot see is found once the budget is spent.
     #[serde(default = "default_data_budget_max_stretch_percent")]
     pub data_budget_max_stretch_percent: u32,
+    /// How reports travel to the collector (`deliver.rs`, `datagram.rs`).
+    #[serde(default)]
+    pub transport: Transport,
+    /// The collector's UDP port for report datagrams; absent: the port of `collector_url`.
+    #[serde(default)]
+    pub datagram_port: Option<u16>,
+}
+
+/// How reports travel to the collector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A report that fits one datagram goes as one authenticated, encrypted UDP datagram
+    /// (about a hundred bytes for a heartbeat); HTTPS when it does not fit, for batches after an
+    /// outage, and for a while after datagrams went unanswered or were refused.
+    #[default]
+    Datagram,
+    /// Always HTTPS.
+    Https,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -465,6 +484,8 @@ impl AgentConfig {
             peripherals: Vec::new(),
             data_budget_bytes_per_month: default_data_budget_bytes_per_month(),
             data_budget_max_stretch_percent: default_data_budget_max_stretch_percent(),
+            transport: Transport::default(),
+            datagram_port: None,
         }
     }
 
@@ -532,6 +553,9 @@ impl AgentConfig {
                 "collector_url",
                 "must be an http:// or https:// URL with a host",
             ));
+        }
+        if self.datagram_port == Some(0) {
+            return Err(invalid("datagram_port", "must be 1 to 65535"));
         }
         // The token is checked where it is needed (`run`, `check-config`): `probe` needs none.
         for (key, value, max) in [

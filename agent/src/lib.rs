@@ -13,6 +13,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod cycle;
+pub mod datagram;
 pub mod deliver;
 pub mod device;
 pub mod probe;

@@ -249,7 +249,7 @@ impl Agent {
     /// Feeds the budget what the measurer and the deliverer spent since they were last asked.
     fn record_traffic(&mut self) {
         let (probe_bytes, other_bytes) = self.measurer.take_traffic();
-        let report_bytes = delivery_traffic(&mut self.deliverer);
+        let report_bytes = self.deliverer.take_traffic();
         if probe_bytes > 0 || other_bytes > 0 || report_bytes > 0 {
             self.budget
                 .record(report_bytes, probe_bytes, other_bytes, unix_now());
@@ -425,13 +425,6 @@ impl Agent {
     }
 }
 
-/// The IP bytes the deliverer spent since the last call. Stands in for
-/// `Deliverer::take_traffic()` (the datagram transport's accounting) until that is merged:
-/// then this function goes and its caller calls it.
-fn delivery_traffic(_deliverer: &mut Deliverer) -> u64 {
-    0
-}
-
 /// Latency within this many milliseconds, or this share of the previous value, whichever is
 /// larger, is "the same" for a heartbeat; the rules' thresholds decide what is too slow.
 const LATENCY_BAND_MS: f64 = 50.0;
@@ -587,6 +580,8 @@ fn delivery_config(config: &AgentConfig, token: &str) -> DeliveryConfig {
         rejected_dir: config.state_dir.join("rejected"),
         backoff_base: Duration::from_secs(1),
         backoff_cap: Duration::from_secs(config.retry_max_seconds),
+        transport: config.transport,
+        datagram_port: config.datagram_port,
     }
 }
 
