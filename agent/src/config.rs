@@ -38,7 +38,8 @@ pub struct AgentConfig {
     /// Seconds between two full ladders of a target (DNS, TCP, TLS, HTTP, ICMP).
     #[serde(default = "default_full_probe_interval")]
     pub full_probe_interval_seconds: u64,
-    /// Seconds between two full ladders of a target that fails, to see it recover.
+    /// Seconds between two probes of a target that fails, to see it recover (at most the probe
+    /// interval), doubled while the failure stays the same.
     #[serde(default = "default_failing_probe_interval")]
     pub failing_probe_interval_seconds: u64,
     /// Seconds between two local checks (link, neighbour table, device, software, processes,
@@ -506,9 +507,12 @@ impl AgentConfig {
         )
     }
 
-    /// How often a failing target climbs the full ladder.
+    /// How often a failing target is probed at first: never less often than a healthy one.
     pub fn failing_probe_interval(&self) -> Duration {
-        Duration::from_secs(self.failing_probe_interval_seconds)
+        Duration::from_secs(
+            self.failing_probe_interval_seconds
+                .min(self.probe_interval_seconds),
+        )
     }
 
     /// How often the local checks run: the check interval, or the probe or report interval

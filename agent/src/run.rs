@@ -275,7 +275,10 @@ impl Agent {
             None
         };
         let confirm = confirm.unwrap_or_default();
-        let plans = self.measurer.plans(&schedule, Instant::now(), &confirm);
+        // Planned half a check interval ahead: a target due a little after this tick is probed
+        // now rather than a whole check interval late.
+        let planned_at = Instant::now() + self.config.check_interval() / 2;
+        let plans = self.measurer.plans(&schedule, planned_at, &confirm);
         tracing::debug!(?plans, confirming, "A cycle.");
         let cycle = self
             .measurer
@@ -380,7 +383,8 @@ impl Agent {
                     signals,
                     at: now,
                 });
-                if changed && !confirming {
+                // A change is confirmed, even one a confirming cycle found.
+                if changed {
                     self.confirm_at = Some((now + CONFIRM_AFTER, changed_targets));
                 }
                 if full {
