@@ -447,6 +447,8 @@ mod tests {
             "{:?}",
             cycle.probes
         );
+        // One connect and its reset, no name to look up, no echo under a stand-in root.
+        assert_eq!(measurer.take_traffic(), (60 + 60 + 52 + 40, 0));
         let later = |seconds: u64| start + Duration::from_secs(seconds);
         // The probe's connection leaves the queue; the POS application's takes its place
         // (established by the kernel, never accepted).
