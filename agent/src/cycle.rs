@@ -25,10 +25,11 @@ use crate::watch::{Trigger, Watch};
 /// last probe: a POS application retrying a broken connection would otherwise climb it every
 /// second.
 const TRIGGER_HOLDOFF: Duration = Duration::from_secs(10);
-/// The host's failure counters run a cheap probe, but not within this long of the last probe:
-/// another application's failures move them too (at worst a cheap probe a minute, about 9 MB a
-/// month, where nothing but the counters ever shows the POS application's refused connects).
-const COUNTERS_HOLDOFF: Duration = Duration::from_secs(60);
+/// The host's failure counters run a cheap probe, but not within this long of the last probe
+/// (stretched by the budget, see [`Schedule::counters`]): another application's failures move
+/// them too (at worst a cheap probe a minute, about 10 MB a month before the stretch, where
+/// nothing but the counters shows the POS application's refused connects).
+pub const COUNTERS_HOLDOFF: Duration = Duration::from_secs(60);
 
 /// What the schedule knows of one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct Schedule {
     pub probe: Duration,
     pub full: Duration,
     pub failing: Duration,
+    /// The least time between a probe and the cheap probe the host's counters ask for.
+    pub counters: Duration,
 }
 
 /// How `state`'s target is probed at `now`, if at all.
@@ -64,7 +67,7 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
     };
     match &state.trigger {
         Some(Trigger::Connection(_)) if since_probe >= TRIGGER_HOLDOFF => return Some(Mode::Full),
-        Some(Trigger::Counters) if since_probe >= COUNTERS_HOLDOFF => return Some(Mode::Cheap),
+        Some(Trigger::Counters) if since_probe >= schedule.counters => return Some(Mode::Cheap),
         _ => {}
     }
     if let Some(failure) = &state.failure {
@@ -291,6 +294,7 @@ mod tests {
         probe: Duration::from_secs(600),
         full: Duration::from_secs(6 * 3600),
         failing: Duration::from_secs(60),
+        counters: COUNTERS_HOLDOFF,
     };
 
     fn at(start: Instant, seconds: u64) -> Instant {
@@ -448,7 +452,7 @@ mod tests {
             cycle.probes
         );
         // One connect and its reset, no name to look up, no echo under a stand-in root.
-        assert_eq!(measurer.take_traffic(), (60 + 60 + 52 + 40, 0));
+        assert_eq!(measurer.take_traffic(), (60 + 60 + 52 + 52, 0));
         let later = |seconds: u64| start + Duration::from_secs(seconds);
         // The probe's connection leaves the queue; the POS application's takes its place
         // (established by the kernel, never accepted).

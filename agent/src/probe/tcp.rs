@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(traffic.take(), 172);
         if let Ok(((stream, peer), _, _)) = connected {
             abort(stream, &peer, &traffic);
-            assert_eq!(traffic.take(), 40);
+            assert_eq!(traffic.take(), 52);
         }
         drop(listener);
         let refused = connect(&[open], Duration::from_secs(2), &traffic).await;

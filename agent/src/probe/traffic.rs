@@ -3,11 +3,13 @@
 //!
 //! - UDP (DNS) and ICMP: the datagram's length plus the IP and UDP/ICMP headers (IPv4 20 + 8,
 //!   IPv6 40 + 8), each way, for every datagram sent or received.
-//! - TCP: a SYN and a SYN-ACK carry options (IP + 40 bytes each), every other segment the
-//!   timestamp option (IP + 32); a reset carries none (IP + 20). A connect is SYN, SYN-ACK and
-//!   ACK; a refused one SYN and RST; one that times out every SYN retransmitted within the
-//!   timeout (Linux: after 1, 3, 7, 15, 31 s). Closed at once with SO_LINGER 0: one RST;
-//!   closed gracefully: FIN, ACK both ways.
+//! - TCP: a SYN and a SYN-ACK carry options (IP + 40 bytes each), every other segment of a
+//!   connection the timestamp option (IP + 32), the reset a closed port answers with none
+//!   (IP + 20). A connect is SYN, SYN-ACK and ACK; a refused one SYN and RST; one that times out
+//!   every SYN retransmitted within the timeout (Linux: after 1, 3, 7, 15, 31 s). Closed at once
+//!   with SO_LINGER 0: one RST (with timestamps); closed gracefully: FIN, FIN, ACK. Measured on
+//!   Linux loopback in a namespace of its own (IpExt OutOctets): 224 bytes for a connect and
+//!   its reset, 100 for a refusal, 328 for a connect and a graceful close.
 //! - TLS and HTTP: the bytes read and written through the connection, cut into segments of at
 //!   most 1,400 bytes, each with its IP + TCP header, and one pure ACK for every two segments
 //!   received.
@@ -77,14 +79,14 @@ pub fn tcp_unanswered(address: &SocketAddr, waited: Duration) -> u64 {
     (1 + retries) * (ip_header(address) + 40)
 }
 
-/// A connection aborted with SO_LINGER 0: one RST.
+/// A connection aborted with SO_LINGER 0: one RST, with the timestamp option.
 pub fn tcp_reset(address: &SocketAddr) -> u64 {
-    ip_header(address) + 20
+    ip_header(address) + 32
 }
 
-/// A connection closed gracefully: FIN and ACK both ways.
+/// A connection closed gracefully: FIN, FIN and the last ACK.
 pub fn tcp_closed(address: &SocketAddr) -> u64 {
-    4 * (ip_header(address) + 32)
+    3 * (ip_header(address) + 32)
 }
 
 /// `bytes` of payload written in one call: its segments and their headers.
@@ -176,8 +178,9 @@ mod tests {
         assert_eq!(tcp_connected(&v4), 60 + 60 + 52);
         assert_eq!(tcp_connected(&v6), 80 + 80 + 72);
         assert_eq!(tcp_refused(&v4), 100);
-        assert_eq!(tcp_reset(&v4), 40);
-        assert_eq!(tcp_closed(&v4), 208);
+        // As measured on Linux loopback: connect and reset 224, refused 100, closed 328.
+        assert_eq!(tcp_connected(&v4) + tcp_reset(&v4), 224);
+        assert_eq!(tcp_connected(&v4) + tcp_closed(&v4), 328);
         assert_eq!(tcp_unanswered(&v4, Duration::from_secs(1)), 60);
         assert_eq!(tcp_unanswered(&v4, Duration::from_secs(5)), 180);
         assert_eq!(udp(true, 33), 61);
