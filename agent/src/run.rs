@@ -339,9 +339,13 @@ impl Agent {
             intervals(&self.config, schedule.probe, self.report_interval(unix)),
             self.budget.stretch(unix),
         );
-        // The schedule rides with the full sections, and with any report when it changed: the
+        // The schedule rides with the full sections, and with any report when it moved: the
         // collector judges silence by it. So does the data usage.
-        if full || self.announced != Some(announce) {
+        if full
+            || self
+                .announced
+                .is_none_or(|announced| schedule_moved(announced, announce))
+        {
             report.intervals = Some(announce.0);
             report.data_usage = Some(self.budget.usage(unix));
         }
@@ -428,6 +432,31 @@ impl Agent {
             }
         }
     }
+}
+
+/// A stretch that moved by less than this many points is not announced again before the next
+/// full report: a few percent on a report interval is nothing to the collector's silence
+/// judgement (several intervals), and the budget moves it a little at every record.
+const STRETCH_ANNOUNCE_POINTS: u32 = 10;
+
+/// Whether the schedule and stretch `now` differ enough from those `announced` to be sent: a
+/// configured interval's change, a stretch that moved by `STRETCH_ANNOUNCE_POINTS` or more,
+/// or one that began or ended.
+fn schedule_moved(announced: (Intervals, u32), now: (Intervals, u32)) -> bool {
+    let ((_, before), (_, after)) = (announced, now);
+    let configured = |(intervals, stretch): (Intervals, u32)| {
+        let unstretched = |seconds: u32| u64::from(seconds) * 100 / u64::from(stretch.max(1));
+        (
+            unstretched(intervals.probe_seconds),
+            unstretched(intervals.report_seconds),
+            intervals.retry_max_seconds,
+        )
+    };
+    configured(announced).0.abs_diff(configured(now).0) > 1
+        || configured(announced).1.abs_diff(configured(now).1) > 1
+        || configured(announced).2 != configured(now).2
+        || before.abs_diff(after) >= STRETCH_ANNOUNCE_POINTS
+        || (before == 100) != (after == 100)
 }
 
 /// Latency within this many milliseconds, or this share of the previous value, whichever is
@@ -765,5 +794,32 @@ mod tests {
             .data_usage
             .unwrap_or_else(|| panic!("data usage"));
         assert_eq!((usage.stretch_percent, usage.probe_bytes), (100, 0));
+    }
+
+    #[test]
+    fn a_stretch_is_announced_when_it_moved_enough() {
+        let at = |probe: u32, report: u32, stretch: u32| {
+            (
+                Intervals {
+                    probe_seconds: probe * stretch / 100,
+                    report_seconds: report * stretch / 100,
+                    retry_max_seconds: 300,
+                },
+                stretch,
+            )
+        };
+        let base = at(600, 300, 100);
+        assert!(!schedule_moved(base, at(600, 300, 100)));
+        assert!(schedule_moved(base, at(600, 300, 103)), "a stretch begins");
+        assert!(!schedule_moved(at(600, 300, 150), at(600, 300, 155)));
+        assert!(schedule_moved(at(600, 300, 150), at(600, 300, 160)));
+        assert!(
+            schedule_moved(at(600, 300, 150), at(600, 300, 100)),
+            "it ends"
+        );
+        assert!(
+            schedule_moved(base, at(600, 60, 100)),
+            "a configured change"
+        );
     }
 }
