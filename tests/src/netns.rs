@@ -435,7 +435,8 @@ pub enum Serve {
     Switch(&'static str, u16),
     /// A POS application: every `every_seconds` one payment to `target` (connect from the next
     /// source port of [`PAYMENT_PORTS`], a [`PAYMENT_REQUEST_BYTES`]-byte request, the reply,
-    /// close).
+    /// the connection kept [`PAYMENT_HOLD`] as while a receipt prints, close). It logs each
+    /// payment on a line `payment <ms since the epoch> ok` (or `failed: <why>`).
     Pos(SocketAddr, u64),
 }
 
@@ -445,6 +446,20 @@ pub const PAYMENT_PORTS: (u16, u16) = (40000, 40999);
 /// bytes).
 pub const PAYMENT_REQUEST_BYTES: usize = 320;
 pub const SWITCH_REPLY_BYTES: usize = 240;
+/// How long a stand-in payment keeps its connection open after the reply.
+pub const PAYMENT_HOLD: Duration = Duration::from_millis(1500);
+
+/// The payments a [`Serve::Pos`] logged in `log`: (ms since the epoch, whether it went
+/// through).
+pub fn payments(log: &str) -> Vec<(u128, bool)> {
+    log.lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("payment ")?.split(' ');
+            let millis = words.next()?.parse().ok()?;
+            Some((millis, words.next()? == "ok"))
+        })
+        .collect()
+}
 
 /// The environment variable naming the file a stand-in writes once it listens.
 const READY_ENV: &str = "POSMON_NETNS_READY";
@@ -689,11 +704,19 @@ fn pos(target: &str, every: &str) {
     );
     std::thread::spawn(move || {
         let (first, last) = PAYMENT_PORTS;
+        let mut next = std::time::Instant::now() + every;
         for port in (first..=last).cycle() {
-            std::thread::sleep(every);
+            std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            next += every;
             // A port still in TIME_WAIT (or any failure) is a failed payment: the next one
             // comes on time from the next port.
-            let _ = pay(target, port);
+            let millis = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis());
+            match pay(target, port) {
+                Ok(()) => eprintln!("payment {millis} ok"),
+                Err(error) => eprintln!("payment {millis} failed: {error}"),
+            }
         }
     });
 }
@@ -710,6 +733,7 @@ fn pay(target: SocketAddr, port: u16) -> std::io::Result<()> {
     stream.write_all(&[0x31; PAYMENT_REQUEST_BYTES])?;
     let mut reply = [0u8; SWITCH_REPLY_BYTES];
     stream.read_exact(&mut reply)?;
+    std::thread::sleep(PAYMENT_HOLD);
     stream.shutdown(Shutdown::Both)
 }
 
