@@ -20,8 +20,9 @@
 //!
 //! After a warm-up (the collector has the terminal's first report, then 20 s) the counters are
 //! reset and the window runs `--minutes`; bytes per 30-day month are extrapolated from it. When
-//! the collector's API shows the agent's own `data_usage`, its count over the window is printed
-//! beside nft's (old agents report none: the column says so).
+//! the collector's API shows the agent's own `data_usage`, its count is printed beside nft's,
+//! extrapolated the same way from the span between the agent's last report before the window
+//! and its last one in it (old agents report none: the column shows a dash).
 //!
 //! Run: `bench/dataplan.sh [--minutes N] [--agent PATH] [--collector PATH]` (builds what it
 //! needs; 10 minutes per condition by default, the conditions at once). Needs root, `ip`, `nft`,
@@ -449,23 +450,33 @@ fn find_data_usage(value: &Value) -> Option<&Value> {
     }
 }
 
-/// The agent's own count (reports, probes, other bytes) as the collector last heard it.
-fn agent_usage(terminal: &Value) -> Option<[u64; 3]> {
+/// The agent's own count (reports, probes, other bytes) as the collector last heard it, and
+/// when it heard it (the terminal's `last_seen`).
+fn agent_usage(terminal: &Value) -> Option<([u64; 3], time::OffsetDateTime)> {
     let usage = find_data_usage(terminal)?;
     let field = |key: &str| usage[key].as_u64();
-    Some([
-        field("report_bytes")?,
-        field("probe_bytes")?,
-        field("other_bytes").unwrap_or(0),
-    ])
+    let seen = time::OffsetDateTime::parse(
+        terminal["last_seen"].as_str()?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    Some((
+        [
+            field("report_bytes")?,
+            field("probe_bytes")?,
+            field("other_bytes").unwrap_or(0),
+        ],
+        seen,
+    ))
 }
 
 struct Measured {
     condition: Condition,
     window: Duration,
     counters: Counters,
-    /// The agent's own count over the window, when its reports carry one.
-    agent: Option<[u64; 3]>,
+    /// The agent's own count between its last report before the window and its last one in
+    /// it, and how long apart they came, when its reports carry a count.
+    agent: Option<([u64; 3], Duration)>,
     /// Reports the collector acknowledged in the window (the terminal's sequence numbers).
     reports: Option<u64>,
 }
@@ -626,7 +637,10 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
         before.as_ref().and_then(agent_usage),
         after.as_ref().and_then(agent_usage),
     ) {
-        (Some(before), Some(after)) => Some([0, 1, 2].map(|i| after[i].saturating_sub(before[i]))),
+        (Some((before, first)), Some((after, last))) if last > first => Some((
+            [0, 1, 2].map(|i| after[i].saturating_sub(before[i])),
+            Duration::try_from(last - first).unwrap_or_default(),
+        )),
         _ => None,
     };
     let reports = sequence(after.as_ref())
@@ -660,8 +674,8 @@ fn print_tables(results: &[Measured], options: &Options) {
         let window = measured.window;
         let count = |kind: &str| measured.counters.get(kind).copied().unwrap_or((0, 0));
         let own = |index: Option<usize>| match (measured.agent, index) {
-            (Some(agent), Some(index)) => format!("{:.2}", per_month(agent[index], window)),
-            (Some(agent), None) => format!("{:.2}", per_month(agent.iter().sum(), window)),
+            (Some((agent, span)), Some(index)) => format!("{:.2}", per_month(agent[index], span)),
+            (Some((agent, span)), None) => format!("{:.2}", per_month(agent.iter().sum(), span)),
             (None, _) => "—".to_string(),
         };
         for (kind, label) in KINDS {
