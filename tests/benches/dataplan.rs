@@ -18,8 +18,11 @@
 //! - `payments`: the quiet terminal with a POS application paying through the switch (connect,
 //!   a 320-byte request, a 240-byte reply, close) every `--payment-interval` seconds.
 //!
-//! After a warm-up (the collector has the terminal's first report, then 20 s) the counters are
-//! reset and the window runs `--minutes`; bytes per 30-day month are extrapolated from it. When
+//! After a warm-up (the collector has the terminal's first report, then 20 s; its bytes are
+//! printed apart: what the agent's start costs) the counters are reset and the window runs
+//! `--minutes`; bytes per 30-day month are extrapolated from it. Events rarer than the window
+//! are missing from it (or, caught once, over-weighted): the window should be as long as the
+//! agent's longest regular period, or such events added from their measured cost. When
 //! the collector's API shows the agent's own `data_usage`, its count is printed beside nft's,
 //! extrapolated the same way from the span between the agent's last report before the window
 //! and its last one in it (old agents report none: the column shows a dash).
@@ -479,6 +482,19 @@ struct Measured {
     agent: Option<([u64; 3], Duration)>,
     /// Reports the collector acknowledged in the window (the terminal's sequence numbers).
     reports: Option<u64>,
+    /// The agent's bytes from its start to the window (its first full probes and reports,
+    /// not extrapolated: what a restart costs), and how long that was.
+    warm_up: (u64, Duration),
+}
+
+/// The agent's bytes among `counters` (every kind but the payments).
+fn agent_bytes(counters: &Counters) -> u64 {
+    KINDS
+        .iter()
+        .filter(|(kind, _)| *kind != "payments")
+        .filter_map(|(kind, _)| counters.get(*kind))
+        .map(|(_, bytes)| bytes)
+        .sum()
 }
 
 fn sequence(terminal: Option<&Value>) -> Option<u64> {
@@ -568,6 +584,7 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
         ),
     )
     .unwrap();
+    let started = Instant::now();
     let mut agent = uplink.terminal.spawn(
         &options.agent,
         &["run", "--config", &agent_config.display().to_string()],
@@ -597,6 +614,7 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
     std::thread::sleep(WARM_UP);
 
     let before = api(&uplink, pki, &path);
+    let warm_up = (agent_bytes(&read_counters(&uplink)), started.elapsed());
     uplink.terminal.run(
         "nft",
         &["reset", "counters", "table", "inet", "dataplan"],
@@ -657,6 +675,7 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
         counters,
         agent: agent_count,
         reports,
+        warm_up,
     }
 }
 
@@ -713,25 +732,21 @@ fn print_tables(results: &[Measured], options: &Options) {
     }
     println!();
     println!(
-        "| condition | window | reports acknowledged | the agent's total, MiB per 30-day month |"
+        "| condition | window | reports acknowledged | the agent's total, MiB per 30-day month | the agent's start: bytes before the window |"
     );
-    println!("| --- | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
     for measured in results {
-        let total: u64 = KINDS
-            .iter()
-            .filter(|(kind, _)| *kind != "payments")
-            .filter_map(|(kind, _)| measured.counters.get(*kind))
-            .map(|(_, bytes)| bytes)
-            .sum();
+        let (warm_up_bytes, warm_up_time) = measured.warm_up;
         println!(
-            "| {} ({}) | {:.0} s | {} | {:.1} |",
+            "| {} ({}) | {:.0} s | {} | {:.2} | {warm_up_bytes} in {:.0} s |",
             measured.condition.name(),
             measured.condition.describe(options),
             measured.window.as_secs_f64(),
             measured
                 .reports
                 .map_or("—".to_string(), |reports| reports.to_string()),
-            per_month(total, measured.window)
+            per_month(agent_bytes(&measured.counters), measured.window),
+            warm_up_time.as_secs_f64(),
         );
     }
 }
