@@ -4,7 +4,8 @@
 # bytes counted both ways by nftables on the terminal's interface, by kind (reports, probes,
 # the rest; the POS app stand-in's payments apart), extrapolated to a 30-day month. Conditions
 # run at once, each in its own namespaces: quiet, nat (idle flows forgotten after 30 s), flap
-# (the HTTPS payment host down 60 s / up 60 s), payments (a POS app paying every 60 s).
+# (the HTTPS payment host down 60 s / up 60 s), payments (a POS app paying every 60 s),
+# flap-payments (the switch flapping while the POS app pays through it).
 # See tests/benches/dataplan.rs.
 #
 # Usage: bench/dataplan.sh                        (10 minutes per condition; builds release)

@@ -16,7 +16,10 @@
 //!   drops their later packets, so connections must be opened again;
 //! - `flap`: the HTTPS payment host drops everything for 60 s, then works for 60 s, and so on;
 //! - `payments`: the quiet terminal with a POS application paying through the switch (connect,
-//!   a 320-byte request, a 240-byte reply, close) every `--payment-interval` seconds.
+//!   a 320-byte request, a 240-byte reply, the connection held 1.5 s, close) every
+//!   `--payment-interval` seconds (60 by default);
+//! - `flap-payments`: the switch flapping like `flap`'s host while the POS app pays through
+//!   it (its failed payments are what a passive watch sees).
 //!
 //! After a warm-up (the collector has the terminal's first report, then 20 s; its bytes are
 //! printed apart: what the agent's start costs) the counters are reset and the window runs
@@ -81,7 +84,16 @@ enum Condition {
     Nat,
     Flap,
     Payments,
+    FlapPayments,
 }
+
+const ALL_CONDITIONS: [Condition; 5] = [
+    Condition::Quiet,
+    Condition::Nat,
+    Condition::Flap,
+    Condition::Payments,
+    Condition::FlapPayments,
+];
 
 impl Condition {
     fn name(self) -> &'static str {
@@ -90,19 +102,17 @@ impl Condition {
             Condition::Nat => "nat",
             Condition::Flap => "flap",
             Condition::Payments => "payments",
+            Condition::FlapPayments => "flap-payments",
         }
     }
 
     fn parse(name: &str) -> Condition {
-        [
-            Condition::Quiet,
-            Condition::Nat,
-            Condition::Flap,
-            Condition::Payments,
-        ]
-        .into_iter()
-        .find(|condition| condition.name() == name)
-        .unwrap_or_else(|| panic!("unknown condition {name:?}: quiet, nat, flap or payments"))
+        ALL_CONDITIONS
+            .into_iter()
+            .find(|condition| condition.name() == name)
+            .unwrap_or_else(|| {
+                panic!("unknown condition {name:?}: quiet, nat, flap, payments or flap-payments")
+            })
     }
 
     fn describe(self, options: &Options) -> String {
@@ -119,7 +129,25 @@ impl Condition {
                 "quiet, a POS app paying through the switch every {} s",
                 options.payment_seconds
             ),
+            Condition::FlapPayments => format!(
+                "the switch down {0} s / up {0} s (packets dropped), a POS app paying through it every {1} s",
+                FLAP_PERIOD.as_secs(),
+                options.payment_seconds
+            ),
         }
+    }
+
+    /// The host this condition makes flap, if it does.
+    fn flapping(self) -> Option<&'static str> {
+        match self {
+            Condition::Flap => Some(PAYMENT_HOST),
+            Condition::FlapPayments => Some(SWITCH_HOST),
+            Condition::Quiet | Condition::Nat | Condition::Payments => None,
+        }
+    }
+
+    fn pays(self) -> bool {
+        matches!(self, Condition::Payments | Condition::FlapPayments)
     }
 }
 
@@ -136,12 +164,7 @@ fn options() -> Options {
         window: Duration::from_secs(600),
         agent: PathBuf::from("target/release/posmon-agent"),
         collector: PathBuf::from("target/release/posmon-collector"),
-        conditions: vec![
-            Condition::Quiet,
-            Condition::Nat,
-            Condition::Flap,
-            Condition::Payments,
-        ],
+        conditions: ALL_CONDITIONS.to_vec(),
         payment_seconds: 60,
     };
     // `cargo bench` adds `--bench`.
@@ -165,7 +188,7 @@ fn options() -> Options {
             "--payment-interval" => options.payment_seconds = value().parse().unwrap(),
             other => panic!(
                 "unknown argument {other}: --minutes N --agent PATH --collector PATH \
-                 --conditions quiet,nat,flap,payments --payment-interval SECONDS"
+                 --conditions quiet,nat,flap,payments,flap-payments --payment-interval SECONDS"
             ),
         }
     }
@@ -591,7 +614,7 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
         &[],
         &dir.join("agent.log"),
     );
-    let pos: Option<Process> = (condition == Condition::Payments).then(|| {
+    let pos: Option<Process> = condition.pays().then(|| {
         uplink.terminal.serve(
             dir,
             "pos",
@@ -621,7 +644,8 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
         true,
     );
     let start = Instant::now();
-    if condition == Condition::Flap {
+    let flapping = condition.flapping();
+    if flapping.is_some() {
         uplink.carrier.nft(
             "add table inet flap; add chain inet flap input { type filter hook input priority 0; }",
         );
@@ -630,11 +654,11 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
     let mut next_flip = FLAP_PERIOD;
     while start.elapsed() < options.window {
         std::thread::sleep(Duration::from_millis(200));
-        if condition == Condition::Flap && start.elapsed() >= next_flip {
+        if let Some(host) = flapping.filter(|_| start.elapsed() >= next_flip) {
             down = !down;
             next_flip += FLAP_PERIOD;
             uplink.carrier.nft(&if down {
-                format!("add rule inet flap input ip daddr {PAYMENT_HOST} drop")
+                format!("add rule inet flap input ip daddr {host} drop")
             } else {
                 "flush chain inet flap input".to_string()
             });
