@@ -85,6 +85,36 @@ pub struct AgentConfig {
     pub processes: Vec<String>,
     #[serde(default)]
     pub peripherals: Vec<PeripheralConfig>,
+
+    // --- The data budget (`budget.rs`) ---
+    /// The agent's own traffic allowed per calendar month (UTC), in IP bytes both ways; 0 for
+    /// no budget (the usage is still counted and reported).
+    #[serde(default = "default_data_budget_bytes_per_month")]
+    pub data_budget_bytes_per_month: u64,
+    /// The most the cheap probes and heartbeats are ever stretched to stay within the budget, in
+    /// percent of their configured intervals (100: never). Bounds how late a fault the passive
+    /// watch cannot see is found once the budget is spent.
+    #[serde(default = "default_data_budget_max_stretch_percent")]
+    pub data_budget_max_stretch_percent: u32,
+    /// How reports travel to the collector (`deliver.rs`, `datagram.rs`).
+    #[serde(default)]
+    pub transport: Transport,
+    /// The collector's UDP port for report datagrams; absent: the port of `collector_url`.
+    #[serde(default)]
+    pub datagram_port: Option<u16>,
+}
+
+/// How reports travel to the collector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// A report that fits one datagram goes as one authenticated, encrypted UDP datagram
+    /// (about a hundred bytes for a heartbeat); HTTPS when it does not fit, for batches after an
+    /// outage, and for a while after datagrams went unanswered or were refused.
+    #[default]
+    Datagram,
+    /// Always HTTPS.
+    Https,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -125,6 +155,12 @@ fn default_system_root() -> PathBuf {
 }
 fn default_command_timeout() -> u64 {
     5
+}
+fn default_data_budget_bytes_per_month() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_data_budget_max_stretch_percent() -> u32 {
+    400
 }
 
 /// The most tries per target per cycle.
@@ -414,6 +450,10 @@ impl AgentConfig {
             components: Vec::new(),
             processes: Vec::new(),
             peripherals: Vec::new(),
+            data_budget_bytes_per_month: default_data_budget_bytes_per_month(),
+            data_budget_max_stretch_percent: default_data_budget_max_stretch_percent(),
+            transport: Transport::default(),
+            datagram_port: None,
         }
     }
 
@@ -456,6 +496,9 @@ impl AgentConfig {
                 "collector_url",
                 "must be an http:// or https:// URL with a host",
             ));
+        }
+        if self.datagram_port == Some(0) {
+            return Err(invalid("datagram_port", "must be 1 to 65535"));
         }
         // The token is checked where it is needed (`run`, `check-config`): `probe` needs none.
         for (key, value, max) in [
@@ -641,6 +684,29 @@ impl AgentConfig {
                     )
                 })?;
             }
+        }
+        self.validate_data_budget()
+    }
+
+    /// The data budget's keys: a budget of 0 (none) or at least 64 KiB, at most the protocol's
+    /// byte bound; a stretch cap within the protocol's range.
+    fn validate_data_budget(&self) -> Result<(), ConfigError> {
+        let budget = self.data_budget_bytes_per_month;
+        if budget != 0 && !(64 * 1024..=limits::DATA_BYTES_MAX).contains(&budget) {
+            return Err(invalid(
+                "data_budget_bytes_per_month",
+                format!(
+                    "must be 0 (no budget) or between 65536 and {}",
+                    limits::DATA_BYTES_MAX
+                ),
+            ));
+        }
+        let range = limits::STRETCH_PERCENT_MIN..=limits::STRETCH_PERCENT_MAX;
+        if !range.contains(&self.data_budget_max_stretch_percent) {
+            return Err(invalid(
+                "data_budget_max_stretch_percent",
+                format!("must be between {} and {}", range.start(), range.end()),
+            ));
         }
         Ok(())
     }
@@ -907,5 +973,36 @@ mod tests {
             error.as_deref(),
             Some("config key terminal_id: character ' ' not allowed (use A-Z a-z 0-9 . _ : -)")
         );
+    }
+
+    #[test]
+    fn the_data_budget_keys_are_bounded() {
+        for (extra, expected) in [
+            (
+                "data_budget_bytes_per_month = 1000",
+                "config key data_budget_bytes_per_month: must be 0",
+            ),
+            (
+                "data_budget_bytes_per_month = 1099511627777",
+                "config key data_budget_bytes_per_month",
+            ),
+            (
+                "data_budget_max_stretch_percent = 99",
+                "config key data_budget_max_stretch_percent: must be between 100 and 10000",
+            ),
+            (
+                "data_budget_max_stretch_percent = 10001",
+                "config key data_budget_max_stretch_percent",
+            ),
+        ] {
+            check(extra, expected);
+        }
+        for extra in [
+            "data_budget_bytes_per_month = 0",
+            "data_budget_bytes_per_month = 65536\ndata_budget_max_stretch_percent = 100",
+            "data_budget_max_stretch_percent = 10000",
+        ] {
+            assert!(parse(&format!("{BASE}{extra}")).is_ok(), "{extra}");
+        }
     }
 }

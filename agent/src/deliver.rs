@@ -1,5 +1,9 @@
-//! Delivery: sends spooled reports to the collector, oldest first, in bounded gzip-compressed
-//! batches over one kept-alive connection, and forgets them only once acknowledged.
+//! Delivery: sends spooled reports to the collector, oldest first, and forgets them only once
+//! acknowledged. With `transport = "datagram"` (the default) a spool of a few reports that each
+//! fit one datagram goes by UDP (`datagram.rs`), one sealed datagram per report and one sealed
+//! acknowledgement back; everything else — a batch after an outage, a report too large, a
+//! refusal, datagrams that go unanswered (then HTTPS is preferred for a while) — goes in
+//! bounded gzip-compressed batches over one kept-alive HTTPS connection.
 //!
 //! Failures never block the queue for long and never lose a report: a 5xx, a timeout or a broken
 //! connection retries after exponential backoff with full jitter; 429 and 503 honour
@@ -15,7 +19,11 @@ use posmon_protocol::{BatchAck, ClockStatus, ErrorBody};
 use reqwest::StatusCode;
 use time::OffsetDateTime;
 
+use posmon_protocol::datagram::{Answer as DatagramAnswer, Refusal};
+
 use crate::backoff::{full_jitter, retry_after, Jitter};
+use crate::config::Transport;
+use crate::datagram::{DatagramClient, DatagramFailure, LOOKUP_BYTES};
 use crate::spool::{Pending, Spool, SpoolError};
 
 /// Where and how to deliver.
@@ -41,7 +49,19 @@ pub struct DeliveryConfig {
     /// First retry delay bound and the cap of the exponential backoff.
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
+    /// Datagrams first, or HTTPS only.
+    pub transport: Transport,
+    /// The collector's UDP port; absent: the port of `collector_url`.
+    pub datagram_port: Option<u16>,
 }
+
+/// The most reports a delivery sends as datagrams; a longer spool (after an outage) goes as
+/// HTTPS batches, which cost less per report once there are many.
+pub const DATAGRAM_REPORTS_MAX: usize = 3;
+/// How long HTTPS is preferred after datagrams went unanswered (UDP blocked, or no listener).
+const HTTPS_AFTER_SILENCE: Duration = Duration::from_secs(30 * 60);
+/// And after a refusal (rate limit, overload, a report the collector would not take).
+const HTTPS_AFTER_REFUSAL: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
@@ -106,6 +126,14 @@ pub struct Deliverer {
     /// Requests sent and bytes on the wire (compressed bodies), for the log and benchmarks.
     pub requests: u64,
     pub body_bytes: u64,
+    /// The datagram client, with `transport = "datagram"`.
+    datagrams: Option<DatagramClient>,
+    /// HTTPS is preferred until then.
+    https_until: Option<Instant>,
+    /// Estimated IP bytes of the HTTPS exchanges since the last `take_traffic`.
+    https_traffic: u64,
+    /// When the last HTTPS request was answered or failed: whether its connection is kept.
+    last_https: Option<Instant>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, DeliveryError> {
@@ -125,8 +153,8 @@ impl Deliverer {
             .connect_timeout(config.request_timeout)
             // One connection, kept: a new TLS handshake costs more bytes than many reports.
             .pool_max_idle_per_host(1)
-            .pool_idle_timeout(Duration::from_secs(600))
-            .tcp_keepalive(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE)
+            .tcp_keepalive(TCP_KEEPALIVE)
             // A report goes to the configured collector only: never where an answer points.
             .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &config.ca_file {
@@ -159,6 +187,10 @@ impl Deliverer {
         }
         let client = builder.build().map_err(DeliveryError::Client)?;
         let authorization = format!("Bearer {}", config.token);
+        let datagrams = match config.transport {
+            Transport::Https => None,
+            Transport::Datagram => datagram_client(&config, &url),
+        };
         Ok(Deliverer {
             config,
             client,
@@ -169,7 +201,22 @@ impl Deliverer {
             clock: None,
             requests: 0,
             body_bytes: 0,
+            datagrams,
+            https_until: None,
+            https_traffic: 0,
+            last_https: None,
         })
+    }
+
+    /// IP bytes both ways spent on delivery since the last call: datagrams exactly (UDP payload
+    /// plus 28 header bytes on IPv4, 48 on IPv6) and the collector's name lookups estimated;
+    /// HTTPS estimated from what reqwest shows ([`https_exchange_bytes`]).
+    pub fn take_traffic(&mut self) -> u64 {
+        let datagrams = self
+            .datagrams
+            .as_mut()
+            .map_or(0, DatagramClient::take_traffic);
+        datagrams.saturating_add(std::mem::take(&mut self.https_traffic))
     }
 
     /// The clock offset from the latest acknowledgement, for the next report.
@@ -188,8 +235,142 @@ impl Deliverer {
         delay
     }
 
-    /// Sends batches until the spool is drained or the collector cannot take more now.
+    /// Sends what the spool holds until it is drained or the collector cannot take more now:
+    /// by datagram when that fits, else by HTTPS.
     pub async fn deliver(&mut self, spool: &mut Spool) -> Result<Outcome, SpoolError> {
+        if let Some(outcome) = self.deliver_by_datagram(spool).await? {
+            return Ok(outcome);
+        }
+        self.deliver_by_https(spool).await
+    }
+
+    /// Sends a short spool report by report as datagrams. `None`: this delivery goes by
+    /// HTTPS (a batch, a report that does not fit, a refusal, no answer, or HTTPS preferred).
+    async fn deliver_by_datagram(
+        &mut self,
+        spool: &mut Spool,
+    ) -> Result<Option<Outcome>, SpoolError> {
+        if self.https_until.is_some_and(|until| Instant::now() < until) {
+            return Ok(None);
+        }
+        self.https_until = None;
+        if self.datagrams.is_none() {
+            return Ok(None);
+        }
+        let pending = spool.pending(DATAGRAM_REPORTS_MAX + 1, self.config.max_batch_bytes)?;
+        if pending.is_empty() {
+            return Ok(Some(Outcome::Drained));
+        }
+        if pending.len() > DATAGRAM_REPORTS_MAX {
+            return Ok(None);
+        }
+        let instance = spool.instance().to_string();
+        for report in &pending {
+            let Some(client) = self.datagrams.as_mut() else {
+                return Ok(None);
+            };
+            let answered = match client.exchange(&report.payload, &instance).await {
+                Ok(answered) => answered,
+                Err(DatagramFailure::Unfit(error)) => {
+                    tracing::debug!(%error, sequence = report.sequence, "A report does not fit one datagram; it goes by HTTPS.");
+                    return Ok(None);
+                }
+                Err(failure) => {
+                    tracing::warn!(%failure, minutes = HTTPS_AFTER_SILENCE.as_secs() / 60, "Report datagrams go unanswered; using HTTPS for a while.");
+                    self.https_until = Some(Instant::now() + HTTPS_AFTER_SILENCE);
+                    return Ok(None);
+                }
+            };
+            match answered.answer {
+                DatagramAnswer::Ack {
+                    sequence,
+                    collector_time_unix_ms,
+                } => {
+                    let collector_time = OffsetDateTime::from_unix_timestamp_nanos(
+                        i128::from(collector_time_unix_ms) * 1_000_000,
+                    )
+                    .ok();
+                    // Only an answer to the first send gives a round trip to trust.
+                    let clock = answered.round_trip.zip(collector_time).map(
+                        |(round_trip, collector_time)| {
+                            let elapsed =
+                                time::Duration::try_from(round_trip).unwrap_or(time::Duration::MAX);
+                            let sent_at = OffsetDateTime::now_utc().saturating_sub(elapsed);
+                            estimate_clock(sent_at, round_trip, collector_time)
+                        },
+                    );
+                    if let Some(outcome) =
+                        self.take_acknowledgement(spool, sequence, clock, report.sequence)?
+                    {
+                        return Ok(Some(outcome));
+                    }
+                }
+                DatagramAnswer::Refusal(refusal) => {
+                    // A new instance is known to the collector once HTTPS delivered it:
+                    // datagrams work again at once. Anything else: HTTPS for a while.
+                    if refusal != Refusal::NewInstance {
+                        tracing::info!(
+                            reason = refusal.as_str(),
+                            minutes = HTTPS_AFTER_REFUSAL.as_secs() / 60,
+                            "The collector refused a report datagram; using HTTPS for a while."
+                        );
+                        self.https_until = Some(Instant::now() + HTTPS_AFTER_REFUSAL);
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+        if spool.pending(1, self.config.max_batch_bytes)?.is_empty() {
+            Ok(Some(Outcome::Drained))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Forgets what an acknowledgement of reports up to `last` covers. `Some`: stop delivering
+    /// for now with this outcome.
+    fn take_acknowledgement(
+        &mut self,
+        spool: &mut Spool,
+        acknowledged: u64,
+        clock: Option<ClockStatus>,
+        last: u64,
+    ) -> Result<Option<Outcome>, SpoolError> {
+        if clock.is_some() {
+            self.clock = clock;
+        }
+        if acknowledged > last {
+            // The collector holds a higher mark for this instance than this spool issued, so
+            // it took these reports for repeats and applied none of them: another device with
+            // this token and instance, or a forged report, pinned the mark. A new instance
+            // makes the collector start the terminal's sequences anew; what was not applied is
+            // counted as dropped, never taken as delivered.
+            tracing::error!(
+                acknowledged,
+                sent = last,
+                "The collector holds sequences above those this agent issued; starting a new agent instance."
+            );
+            spool.start_anew()?;
+            return Ok(Some(Outcome::RetryAfter(Duration::ZERO)));
+        }
+        spool.acknowledge(acknowledged)?;
+        if acknowledged < last {
+            // The collector holds less than it was sent: do not loop on it.
+            tracing::warn!(
+                acknowledged,
+                sent = last,
+                "The collector acknowledged fewer reports than were sent; retrying later."
+            );
+            return Ok(Some(Outcome::RetryAfter(self.backoff())));
+        }
+        // Only a whole acknowledgement ends a run of failures: one that keeps taking part of
+        // each batch must not keep the retries at their fastest.
+        self.failures = 0;
+        Ok(None)
+    }
+
+    /// Sends batches by HTTPS until the spool is drained or the collector cannot take more now.
+    async fn deliver_by_https(&mut self, spool: &mut Spool) -> Result<Outcome, SpoolError> {
         let mut max_reports = self.config.max_batch_reports.max(1);
         loop {
             let batch = spool.pending(max_reports, self.config.max_batch_bytes)?;
@@ -211,35 +392,15 @@ impl Deliverer {
                     let round_trip_time =
                         time::Duration::try_from(round_trip).unwrap_or(time::Duration::MAX);
                     let sent_at = OffsetDateTime::now_utc().saturating_sub(round_trip_time);
-                    self.clock = Some(estimate_clock(sent_at, round_trip, ack.collector_time));
-                    if ack.acknowledged_sequence > last {
-                        // The collector holds a higher mark for this instance than this spool
-                        // issued, so it took these reports for repeats and applied none of
-                        // them: another device with this token and instance, or a forged
-                        // report, pinned the mark. A new instance makes the collector start
-                        // the terminal's sequences anew; what was not applied is counted as
-                        // dropped, never taken as delivered.
-                        tracing::error!(
-                            acknowledged = ack.acknowledged_sequence,
-                            sent = last,
-                            "The collector holds sequences above those this agent issued; starting a new agent instance."
-                        );
-                        spool.start_anew()?;
-                        return Ok(Outcome::RetryAfter(Duration::ZERO));
+                    let clock = estimate_clock(sent_at, round_trip, ack.collector_time);
+                    if let Some(outcome) = self.take_acknowledgement(
+                        spool,
+                        ack.acknowledged_sequence,
+                        Some(clock),
+                        last,
+                    )? {
+                        return Ok(outcome);
                     }
-                    spool.acknowledge(ack.acknowledged_sequence)?;
-                    if ack.acknowledged_sequence < last {
-                        // The collector holds less than it was sent: do not loop on it.
-                        tracing::warn!(
-                            acknowledged = ack.acknowledged_sequence,
-                            sent = last,
-                            "The collector acknowledged fewer reports than were sent; retrying later."
-                        );
-                        return Ok(Outcome::RetryAfter(self.backoff()));
-                    }
-                    // Only a whole acknowledgement ends a run of failures: one that keeps
-                    // taking part of each batch must not keep the retries at their fastest.
-                    self.failures = 0;
                 }
                 Answer::SlowDown(told) => {
                     let fallback = self.backoff();
@@ -311,7 +472,8 @@ impl Deliverer {
             Err(error) => return Answer::Failed(format!("cannot compress: {error}")),
         };
         self.requests += 1;
-        self.body_bytes += compressed.len() as u64;
+        let request_bytes = compressed.len() as u64;
+        self.body_bytes += request_bytes;
         let started = Instant::now();
         let response = self
             .client
@@ -323,13 +485,19 @@ impl Deliverer {
             .body(compressed)
             .send()
             .await;
+        let connection = self.https_connection_bytes();
         let response = match response {
             Ok(response) => response,
             Err(error) => {
+                // At least the attempt to connect (whatever else happened is not known).
+                self.https_traffic = self
+                    .https_traffic
+                    .saturating_add(connection)
+                    .saturating_add(https_exchange_bytes(request_bytes, 0));
                 return Answer::Failed(format!(
                     "cannot reach the collector: {}",
                     error_chain(&error)
-                ))
+                ));
             }
         };
         let status = response.status();
@@ -338,11 +506,40 @@ impl Deliverer {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| retry_after(value, SystemTime::now()));
-        let body = match read_answer(response, MAX_ANSWER_BYTES).await {
+        let body = read_answer(response, MAX_ANSWER_BYTES).await;
+        let answer_bytes = body.as_ref().map_or(MAX_ANSWER_BYTES, Vec::len) as u64;
+        self.https_traffic = self
+            .https_traffic
+            .saturating_add(connection)
+            .saturating_add(https_exchange_bytes(request_bytes, answer_bytes));
+        let body = match body {
             Ok(body) => body,
             Err(problem) => return Answer::Failed(problem),
         };
         classify(status, told, &body, started.elapsed())
+    }
+
+    /// The estimated bytes of the connection under the next HTTPS request: the keepalives of
+    /// an idle kept connection since the last request, or, when the pool has let it go, the old
+    /// one's close and idle keepalives, a name lookup, a TCP handshake and a TLS handshake.
+    fn https_connection_bytes(&mut self) -> u64 {
+        let now = Instant::now();
+        let previous = self.last_https.replace(now);
+        let keepalives = |idle: Duration| {
+            (idle.as_secs() / TCP_KEEPALIVE.as_secs()).saturating_mul(TCP_KEEPALIVE_BYTES)
+        };
+        match previous {
+            Some(at) if now.duration_since(at) < POOL_IDLE => keepalives(now.duration_since(at)),
+            previous => {
+                let closed = previous.map_or(0, |_| TCP_CLOSE_BYTES + keepalives(POOL_IDLE));
+                let tls = if self.url.scheme() == "https" {
+                    TLS_HANDSHAKE_BYTES
+                } else {
+                    0
+                };
+                closed + LOOKUP_BYTES + TCP_HANDSHAKE_BYTES + tls
+            }
+        }
     }
 }
 
@@ -399,6 +596,55 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The kept HTTPS connection's idle life and keepalive period (reqwest's pool and TCP).
+const POOL_IDLE: Duration = Duration::from_secs(600);
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+// The HTTPS traffic estimate: what reqwest does not show, in IP bytes (IPv4; IPv6 adds 20 a
+// packet). Measured orders of magnitude, not exact figures: the collector's certificate chain
+// alone moves the TLS handshake between 3 and 6 KB.
+/// SYN and SYN-ACK with their options, and the ACK.
+const TCP_HANDSHAKE_BYTES: u64 = 60 + 60 + 52;
+/// FIN and ACK each way.
+const TCP_CLOSE_BYTES: u64 = 4 * 52;
+/// A TLS 1.3 handshake with a chain of two certificates (no resumption).
+const TLS_HANDSHAKE_BYTES: u64 = 5_000;
+/// A keepalive probe and its ACK.
+const TCP_KEEPALIVE_BYTES: u64 = 2 * 52;
+/// The request line and headers (bearer token, terminal, encoding) and the response's.
+const HTTP_HEADER_BYTES: u64 = 450;
+/// Payload per TCP segment, and each packet's IP, TCP (with timestamps) and TLS record bytes.
+const SEGMENT_PAYLOAD_BYTES: u64 = 1_400;
+const PACKET_OVERHEAD_BYTES: u64 = 52 + 22;
+
+/// The estimated IP bytes of one HTTPS request and its answer over an open connection: the
+/// bodies and headers, each direction's packets with their headers, and one ACK each way.
+pub fn https_exchange_bytes(request_body: u64, answer_body: u64) -> u64 {
+    let outgoing = request_body.saturating_add(HTTP_HEADER_BYTES / 2);
+    let incoming = answer_body.saturating_add(HTTP_HEADER_BYTES / 2);
+    let packets =
+        outgoing.div_ceil(SEGMENT_PAYLOAD_BYTES) + incoming.div_ceil(SEGMENT_PAYLOAD_BYTES) + 2;
+    outgoing
+        .saturating_add(incoming)
+        .saturating_add(packets.saturating_mul(PACKET_OVERHEAD_BYTES))
+}
+
+/// The datagram client for `config`, towards the collector URL's host and port (or
+/// `datagram_port`). None when the token cannot be named in a datagram: HTTPS only.
+fn datagram_client(config: &DeliveryConfig, url: &reqwest::Url) -> Option<DatagramClient> {
+    let host = url.host_str()?;
+    let port = config
+        .datagram_port
+        .or_else(|| url.port_or_known_default())?;
+    match DatagramClient::new(&config.terminal_id, &config.token, host, port) {
+        Ok(client) => Some(client),
+        Err(error) => {
+            tracing::debug!(%error, "No report datagrams with this token: HTTPS only.");
+            None
+        }
+    }
 }
 
 /// `{"reports":[…]}` from the spooled JSON payloads, without decoding them.
@@ -595,6 +841,67 @@ mod tests {
             500,
             "boom",
             Answer::Failed("500 Internal Server Error: boom".into()),
+        );
+    }
+
+    #[test]
+    fn https_traffic_is_estimated_from_bodies_headers_and_packets() {
+        // (request body, answer body) → IP bytes: the bodies, half the headers each way, a
+        // packet per 1 400 bytes each way plus an ACK each way, 74 bytes a packet.
+        for (request, answer, expected) in [
+            (0, 0, 450 + 4 * 74),
+            (2_000, 120, 2_120 + 450 + 5 * 74),
+            (1_175, 1_175, 2_350 + 450 + 4 * 74),
+            (1_176, 0, 1_176 + 450 + 5 * 74),
+            (u64::MAX, u64::MAX, u64::MAX),
+        ] {
+            assert_eq!(
+                https_exchange_bytes(request, answer),
+                expected,
+                "{request} {answer}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_connection_costs_its_handshakes_and_a_kept_one_its_keepalives() {
+        let directory = std::env::temp_dir();
+        let config = |url: &str| DeliveryConfig {
+            collector_url: url.into(),
+            terminal_id: "T-1".into(),
+            token: "k1.x".into(),
+            request_timeout: Duration::from_secs(1),
+            max_batch_reports: 1,
+            max_batch_bytes: 1024,
+            ca_file: None,
+            client_certificate: None,
+            rejected_dir: directory.clone(),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(1),
+            transport: Transport::Https,
+            datagram_port: None,
+        };
+        let mut plain = Deliverer::new(config("http://127.0.0.1:1")).unwrap();
+        assert_eq!(
+            plain.https_connection_bytes(),
+            LOOKUP_BYTES + TCP_HANDSHAKE_BYTES
+        );
+        // Kept: nothing idle yet.
+        assert_eq!(plain.https_connection_bytes(), 0);
+        let mut secure = Deliverer::new(config("https://127.0.0.1:1")).unwrap();
+        assert_eq!(
+            secure.https_connection_bytes(),
+            LOOKUP_BYTES + TCP_HANDSHAKE_BYTES + TLS_HANDSHAKE_BYTES
+        );
+        // Long idle: the old connection's keepalives and close, then a new one.
+        secure.last_https = Instant::now().checked_sub(POOL_IDLE * 2);
+        assert_eq!(
+            secure.https_connection_bytes(),
+            TCP_CLOSE_BYTES
+                + 10 * TCP_KEEPALIVE_BYTES
+                + LOOKUP_BYTES
+                + TCP_HANDSHAKE_BYTES
+                + TLS_HANDSHAKE_BYTES
         );
     }
 

@@ -7,11 +7,13 @@
 //! errors: a failure is a measurement in the report.
 
 pub mod backoff;
+pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod command;
 pub mod config;
 pub mod cycle;
+pub mod datagram;
 pub mod deliver;
 pub mod device;
 pub mod probe;

@@ -271,6 +271,8 @@ fn delivery_config(config: &AgentConfig, token: &str) -> DeliveryConfig {
         rejected_dir: config.state_dir.join("rejected"),
         backoff_base: Duration::from_secs(1),
         backoff_cap: Duration::from_secs(config.retry_max_seconds),
+        transport: config.transport,
+        datagram_port: config.datagram_port,
     }
 }
 

@@ -16,8 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use posmon_agent::backoff::RETRY_AFTER_MAX;
+use posmon_agent::config::Transport;
 use posmon_agent::deliver::{Deliverer, DeliveryConfig, Outcome};
 use posmon_agent::spool::{Spool, SpoolLimits};
+use posmon_protocol::datagram::{
+    open_report, parse_report, seal_answer, Answer, DatagramKey, Refusal, NONCE_BYTES,
+};
 
 /// What the scripted collector does with one request.
 #[derive(Debug, Clone)]
@@ -185,7 +189,12 @@ fn serve_connection(
 }
 
 fn deliverer(url: &str, dir: &std::path::Path) -> Deliverer {
-    Deliverer::new(DeliveryConfig {
+    Deliverer::new(https_config(url, dir)).unwrap()
+}
+
+/// These scripts are HTTP servers: HTTPS only, unless a test turns datagrams on.
+fn https_config(url: &str, dir: &std::path::Path) -> DeliveryConfig {
+    DeliveryConfig {
         collector_url: url.to_string(),
         terminal_id: "T-1".into(),
         token: "k1.test".into(),
@@ -197,8 +206,9 @@ fn deliverer(url: &str, dir: &std::path::Path) -> Deliverer {
         rejected_dir: dir.join("rejected"),
         backoff_base: Duration::from_millis(20),
         backoff_cap: Duration::from_millis(200),
-    })
-    .unwrap()
+        transport: Transport::Https,
+        datagram_port: None,
+    }
 }
 
 fn spool_with(dir: &std::path::Path, count: u64) -> Spool {
@@ -420,4 +430,152 @@ async fn a_hostile_collector_cannot_crash_the_agent_or_lose_its_reports() {
         received.batches
     );
     assert_eq!(received.batches.len(), hostile, "{:?}", received.batches);
+}
+
+/// A datagram collector on loopback that answers each report datagram by `respond` (given the
+/// report's sequence), and records the sequences it got.
+fn datagram_collector(
+    port: u16,
+    instance: String,
+    respond: impl Fn(u64) -> Option<Answer> + Send + 'static,
+) -> Arc<Mutex<Vec<u64>>> {
+    let socket = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&received);
+    std::thread::spawn(move || {
+        let key = DatagramKey::from_token("k1.test");
+        let mut buffer = vec![0; 2048];
+        while let Ok((length, peer)) = socket.recv_from(&mut buffer) {
+            let Ok(parsed) = parse_report(&buffer[..length]) else {
+                continue;
+            };
+            let Ok(json) = open_report(&key, &parsed, Some(&instance)) else {
+                continue;
+            };
+            let sequence = sequences(
+                format!("{{\"reports\":[{}]}}", String::from_utf8_lossy(&json)).as_bytes(),
+            )[0];
+            record.lock().unwrap().push(sequence);
+            if let Some(answer) = respond(sequence) {
+                let sealed = seal_answer(&key, parsed.header_bytes, &answer, [5; NONCE_BYTES]);
+                let _ = socket.send_to(&sealed, peer);
+            }
+        }
+    });
+    received
+}
+
+fn datagram_deliverer(url: &str, dir: &std::path::Path) -> Deliverer {
+    Deliverer::new(DeliveryConfig {
+        transport: Transport::Datagram,
+        ..https_config(url, dir)
+    })
+    .unwrap()
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_short_spool_goes_by_datagram_and_its_clock_comes_from_the_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, over_https) = scripted_collector(vec![]);
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let mut spool = spool_with(dir.path(), 2);
+    let instance = spool.instance().to_string();
+    let by_datagram = datagram_collector(port_of(&url), instance, move |sequence| {
+        Some(Answer::Ack {
+            sequence,
+            // The collector's clock is a minute behind.
+            collector_time_unix_ms: now_ms - 60_000,
+        })
+    });
+    let mut deliverer = datagram_deliverer(&url, dir.path());
+    assert_eq!(
+        deliverer.deliver(&mut spool).await.unwrap(),
+        Outcome::Drained
+    );
+    assert_eq!(*by_datagram.lock().unwrap(), vec![1, 2]);
+    assert!(over_https.lock().unwrap().batches.is_empty());
+    assert_eq!(spool.pending_count(), 0);
+    let offset = deliverer
+        .clock()
+        .map(|clock| clock.offset_ms)
+        .unwrap_or_default();
+    assert!((offset - 60_000.0).abs() < 5_000.0, "{offset}");
+    // Two datagrams and two answers, each with 28 header bytes, and one name lookup.
+    let traffic = deliverer.take_traffic();
+    assert!((300..1_000).contains(&traffic), "{traffic}");
+    assert_eq!(deliverer.take_traffic(), 0);
+}
+
+#[tokio::test]
+async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, over_https) = scripted_collector(vec![]);
+    let mut spool = spool_with(dir.path(), 4);
+    let instance = spool.instance().to_string();
+    // Refuses sequence 5 (a new instance), never answers from 7 on.
+    let by_datagram = datagram_collector(port_of(&url), instance, |sequence| match sequence {
+        5 => Some(Answer::Refusal(Refusal::NewInstance)),
+        7.. => None,
+        _ => Some(Answer::Ack {
+            sequence,
+            collector_time_unix_ms: 0,
+        }),
+    });
+    let mut deliverer = datagram_deliverer(&url, dir.path());
+    // After an outage: a batch, by HTTPS.
+    assert_eq!(
+        deliverer.deliver(&mut spool).await.unwrap(),
+        Outcome::Drained
+    );
+    assert_eq!(over_https.lock().unwrap().batches, vec![vec![1, 2, 3, 4]]);
+    assert!(by_datagram.lock().unwrap().is_empty());
+    let https_traffic = deliverer.take_traffic();
+    assert!(
+        https_traffic > 500,
+        "an HTTP exchange is estimated: {https_traffic}"
+    );
+    // A new instance is refused by datagram: HTTPS, and datagrams again at once.
+    append(&mut spool, 1);
+    assert_eq!(
+        deliverer.deliver(&mut spool).await.unwrap(),
+        Outcome::Drained
+    );
+    assert_eq!(over_https.lock().unwrap().batches.last(), Some(&vec![5]));
+    append(&mut spool, 1);
+    assert_eq!(
+        deliverer.deliver(&mut spool).await.unwrap(),
+        Outcome::Drained
+    );
+    assert_eq!(*by_datagram.lock().unwrap(), vec![5, 6]);
+    // Silence: sent twice, then HTTPS, and HTTPS for a while after.
+    append(&mut spool, 1);
+    let started = Instant::now();
+    assert_eq!(
+        deliverer.deliver(&mut spool).await.unwrap(),
+        Outcome::Drained
+    );
+    assert!(started.elapsed() >= Duration::from_secs(4));
+    assert_eq!(*by_datagram.lock().unwrap(), vec![5, 6, 7, 7]);
+    append(&mut spool, 1);
+    assert_eq!(
+        deliverer.deliver(&mut spool).await.unwrap(),
+        Outcome::Drained
+    );
+    assert_eq!(by_datagram.lock().unwrap().len(), 4);
+    assert_eq!(over_https.lock().unwrap().batches[2..], [vec![7], vec![8]]);
+    assert_eq!(over_https.lock().unwrap().held, 8);
+    assert_eq!(spool.pending_count(), 0);
+}
+
+fn append(spool: &mut Spool, count: u64) {
+    for _ in 0..count {
+        let sequence = spool.next_sequence();
+        let payload =
+            format!(r#"{{"schema_version":1,"terminal_id":"T-1","sequence":{sequence}}}"#);
+        spool.append(1000, payload.as_bytes(), 0, 1000).unwrap();
+    }
 }

@@ -192,6 +192,12 @@ async fn run_server(mut config: Config) -> anyhow::Result<()> {
     let address = listener
         .local_addr()
         .context("cannot read the listening address")?;
+    // Report datagrams on the same address and port number, unless configured otherwise; a
+    // failure to bind leaves HTTP(S) alone.
+    let datagram_socket = match config.datagram.address(address) {
+        Some(datagram_address) => crate::datagram::bind(datagram_address).await,
+        None => None,
+    };
     let admin_token = load_admin_token(&config, std::env::var(ADMIN_TOKEN_ENV).ok())?;
     if admin_token.is_none() {
         tracing::info!(
@@ -214,9 +220,13 @@ async fn run_server(mut config: Config) -> anyhow::Result<()> {
         .and_then(|()| stdout.flush())
         .context("cannot write to standard output")?;
     tracing::info!(%address, "Serving the dashboard at {scheme}://{address}/, the API at {scheme}://{address}/api/v1/terminals and metrics at {scheme}://{address}/metrics.");
-    serve(listener, state, tls, shutdown_signal())
-        .await
-        .context("the HTTP server failed")?;
+    let datagrams = datagram_socket
+        .map(|socket| tokio::spawn(crate::datagram::serve(socket, Arc::clone(&state))));
+    let served = serve(listener, state, tls, shutdown_signal()).await;
+    if let Some(datagrams) = datagrams {
+        datagrams.abort();
+    }
+    served.context("the HTTP server failed")?;
     tracing::info!("Stopped.");
     Ok(())
 }

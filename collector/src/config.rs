@@ -29,6 +29,8 @@ pub struct Config {
     /// `cannot_pay`, and a signal critical.
     pub readiness: PaymentRoles,
     pub state: StateConfig,
+    /// Report datagrams (UDP) beside the HTTP listener (`datagram.rs`).
+    pub datagram: crate::datagram::DatagramConfig,
     /// The initial version policy; once the collector has stored one (`PUT
     /// /api/v1/policy/versions`), the stored one applies.
     pub version_policy: Vec<VersionRule>,
@@ -49,6 +51,7 @@ impl Default for Config {
             diagnosis: Thresholds::default(),
             readiness: PaymentRoles::default(),
             state: StateConfig::default(),
+            datagram: crate::datagram::DatagramConfig::default(),
             version_policy: Vec::new(),
             metrics: MetricsConfig::default(),
             tls: TlsConfig::default(),
@@ -385,6 +388,9 @@ impl Config {
             return invalid("metrics.max_label_values", "must be at least 1");
         }
         self.validate_per_terminal_bounds()?;
+        if let Err((key, problem)) = self.datagram.validate() {
+            return invalid(&format!("datagram.{key}"), problem);
+        }
         if let Err((key, problem)) = self.alerts.validate() {
             return invalid(&key, &problem);
         }

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use posmon_protocol::limits::{COMPONENTS_MAX, EXTRA_LABELS_MAX, PROBES_MAX};
 use posmon_protocol::{
-    ComponentVersion, ErrorKind, Intervals, Labels, ProbeResult, Report, Stage, StageStatus,
+    ComponentVersion, DataUsage, ErrorKind, Intervals, Labels, ProbeResult, Report, Section, Stage,
+    StageStatus,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -89,7 +90,8 @@ pub struct Terminal {
     pub first_seen: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub last_seen: OffsetDateTime,
-    /// Terminal time of the report the current state is from.
+    /// Terminal time of the newest report: the one the current state is from, or a heartbeat
+    /// saying that state still holds.
     #[serde(with = "time::serde::rfc3339")]
     pub observed_at: OffsetDateTime,
     pub agent_version: Arc<str>,
@@ -119,6 +121,10 @@ pub struct Terminal {
     /// none (the collector's defaults apply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intervals: Option<Intervals>,
+    /// The agent's data use this month and its budget, as its reports last told (validated:
+    /// every number bounded); `None` for agents that send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_usage: Option<DataUsage>,
     /// When the silence watch looks at it next: its one live queue entry.
     #[serde(skip)]
     pub(crate) silence_due: silence::Due,
@@ -143,6 +149,7 @@ impl Terminal {
             sequence_resets: 0,
             last_sequence_reset_at: None,
             intervals: None,
+            data_usage: None,
             silence_due: silence::Due::default(),
         }
     }
@@ -166,14 +173,18 @@ impl Terminal {
             .any(|finding| std::ptr::eq(finding.kind, &SILENT))
     }
 
-    /// Takes the summary of a report that is the terminal's newest. Every list is cut at the
+    /// Takes what any report that is the terminal's newest tells, a heartbeat's included: its
+    /// time, schedule, data usage, agent version, labels and software. Every list is cut at the
     /// protocol's limit even though validation already refused longer ones: the fleet's
     /// per-terminal bound must not depend on every caller validating.
-    fn take_summary(&mut self, report: &Report, interner: &mut Interner, latency_points: usize) {
+    fn take_identity(&mut self, report: &Report, interner: &mut Interner) {
         self.observed_at = report.observed_at;
         // Absent: as before.
         if report.intervals.is_some() {
             self.intervals = report.intervals;
+        }
+        if report.data_usage.is_some() {
+            self.data_usage = report.data_usage;
         }
         self.agent_version = interner.intern(&report.agent_version);
         self.labels = interner.labels(&report.labels);
@@ -186,6 +197,16 @@ impl Terminal {
                 Some((interner.intern(component), interner.intern(version)))
             })
             .collect();
+    }
+
+    /// Takes the measurements of a report that is the terminal's newest and no heartbeat: the
+    /// path to each target (its latency series bounded) and the device.
+    fn take_measurements(
+        &mut self,
+        report: &Report,
+        interner: &mut Interner,
+        latency_points: usize,
+    ) {
         let at = report.observed_at.unix_timestamp();
         let mut targets = Vec::with_capacity(report.probes.len().min(PROBES_MAX));
         for probe in report.probes.iter().take(PROBES_MAX) {
@@ -301,6 +322,14 @@ impl Terminal {
             }
         }
     }
+}
+
+/// Whether `report` is a heartbeat: its probes, device and clock are those of the report before
+/// (`unchanged` holds `measurements`). It counts for liveness only: the fleet runs no rule on it
+/// and keeps the terminal's findings, targets and device as they are, so its diagnosis can be
+/// skipped.
+pub fn is_heartbeat(report: &Report) -> bool {
+    report.unchanged.contains(&Section::Measurements)
 }
 
 /// The latency of the deepest working rung that measured one (ICMP aside): the round trip to
@@ -741,15 +770,23 @@ impl Fleet {
                     clock_offset_ms: report.clock.as_ref().map(|clock| clock.offset_ms),
                 });
             }
-            terminal.take_summary(&report, &mut shard.interner, self.latency_points);
-            let signals = self.cap_new_findings(&terminal.findings, signals);
-            let mut events = terminal.findings.observe(
-                terminal_id,
-                signals,
-                report.observed_at,
-                thresholds,
-                &mut next_id,
-            );
+            terminal.take_identity(&report, &mut shard.interner);
+            // A heartbeat runs no rule: the findings, open and pending, stay as they are (the
+            // hysteresis counts only reports with measurements), and so do the targets and
+            // the device.
+            let mut events = if is_heartbeat(&report) {
+                Vec::new()
+            } else {
+                terminal.take_measurements(&report, &mut shard.interner, self.latency_points);
+                let signals = self.cap_new_findings(&terminal.findings, signals);
+                terminal.findings.observe(
+                    terminal_id,
+                    signals,
+                    report.observed_at,
+                    thresholds,
+                    &mut next_id,
+                )
+            };
             // A report is the end of a silence.
             events.extend(terminal.findings.observe_scope(
                 terminal_id,
@@ -1388,6 +1425,108 @@ mod tests {
             .evaluate(T0 + time::Duration::minutes(5), &thresholds)
             .is_empty());
         let outcome = apply(&fleet, vec![report(2, 6, false)], 6);
+        assert_eq!(changes(&outcome), [(Change::Closed, false)]);
+        assert_eq!(
+            fleet.terminal("T-1").map(|t| ready(&t)),
+            Some(Readiness::CanPay)
+        );
+    }
+
+    /// A heartbeat: the report's probes, device and clock are those of the one before.
+    fn heartbeat(sequence: u64, minute: i64) -> Report {
+        let mut report = report(sequence, minute, false);
+        report.probes.clear();
+        report.device = None;
+        report.clock = None;
+        report.unchanged = vec![Section::Measurements];
+        report
+    }
+
+    #[test]
+    fn a_heartbeat_counts_for_liveness_and_runs_no_rule() {
+        let fleet = Fleet::new(100, 30);
+        // A first failure: pending (the hysteresis wants two observations).
+        let outcome = apply(&fleet, vec![report(1, 0, true)], 0);
+        assert_eq!(changes(&outcome), []);
+        let before = fleet.terminal("T-1").unwrap();
+        // A heartbeat neither breaks the bad streak nor extends it…
+        let mut beat = heartbeat(2, 1);
+        beat.data_usage = Some(DataUsage {
+            month: 24_322,
+            report_bytes: 1000,
+            probe_bytes: 200,
+            other_bytes: 0,
+            budget_bytes: Some(10 << 20),
+            stretch_percent: 150,
+        });
+        beat.intervals = Some(Intervals {
+            probe_seconds: 300,
+            report_seconds: 900,
+            retry_max_seconds: 300,
+        });
+        let outcome = apply(&fleet, vec![beat], 1);
+        assert_eq!((outcome.applied, changes(&outcome)), (1, vec![]));
+        // …but moves the liveness: sequence, times, schedule, data usage.
+        let terminal = fleet.terminal("T-1").unwrap();
+        assert_eq!(terminal.highest_sequence, 2);
+        assert_eq!(terminal.last_seen, T0 + time::Duration::minutes(1));
+        assert_eq!(terminal.observed_at, T0 + time::Duration::minutes(1));
+        assert_eq!(terminal.intervals.map(|i| i.report_seconds), Some(900));
+        assert_eq!(terminal.data_usage.map(|u| u.total_bytes()), Some(1200));
+        // The path state, its latency series and the device are the failing report's.
+        assert_eq!(terminal.targets, before.targets);
+        assert_eq!(terminal.device, before.device);
+        assert_eq!(terminal.findings, before.findings);
+        // The second failure after it opens the finding: the streak held.
+        let outcome = apply(&fleet, vec![report(3, 2, true)], 2);
+        assert_eq!(changes(&outcome), [(Change::Opened, false)]);
+        let latency_points = |fleet: &Fleet| {
+            fleet.terminal("T-1").map(|t| {
+                t.targets
+                    .iter()
+                    .map(|target| target.latency.len())
+                    .sum::<usize>()
+            })
+        };
+        let points = latency_points(&fleet);
+        // Heartbeats keep it open, however many: they are no good observation; a later
+        // report without usage keeps the usage held.
+        for sequence in 4..10 {
+            let outcome = apply(
+                &fleet,
+                vec![heartbeat(sequence, sequence as i64)],
+                sequence as i64,
+            );
+            assert_eq!(changes(&outcome), []);
+        }
+        let terminal = fleet.terminal("T-1").unwrap();
+        assert_eq!(ready(&terminal), Readiness::CannotPay);
+        assert_eq!(terminal.visible_findings().count(), 1);
+        assert_eq!(terminal.data_usage.map(|u| u.stretch_percent), Some(150));
+        assert_eq!(latency_points(&fleet), points);
+        // Reports with measurements close it as before.
+        let outcome = apply(
+            &fleet,
+            vec![report(10, 10, false), report(11, 11, false)],
+            11,
+        );
+        assert!(
+            changes(&outcome)
+                .iter()
+                .any(|(change, _)| *change == Change::Closed),
+            "{:?}",
+            changes(&outcome)
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_ends_a_silence() {
+        let thresholds = Thresholds::default();
+        let fleet = Fleet::new(100, 30);
+        apply(&fleet, vec![report(1, 0, false)], 0);
+        let events = fleet.evaluate(T0 + time::Duration::minutes(4), &thresholds);
+        assert_eq!(events.len(), 1);
+        let outcome = apply(&fleet, vec![heartbeat(2, 6)], 6);
         assert_eq!(changes(&outcome), [(Change::Closed, false)]);
         assert_eq!(
             fleet.terminal("T-1").map(|t| ready(&t)),

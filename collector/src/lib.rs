@@ -10,6 +10,8 @@ pub mod alert;
 pub mod cli;
 pub mod compliance;
 pub mod config;
+pub mod data_usage;
+pub mod datagram;
 pub mod device;
 pub mod fleet;
 pub mod http;

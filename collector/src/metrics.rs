@@ -18,6 +18,7 @@ use prometheus::{
 
 use crate::compliance::Compliance;
 use crate::config::MetricsConfig;
+use crate::data_usage::{FleetUsage, PROJECTED_BUCKETS};
 use crate::fleet::Fleet;
 use crate::http::error::Reason;
 use posmon_diagnosis::findings::Change;
@@ -148,11 +149,16 @@ pub struct Metrics {
     terminals_by_segment: IntGaugeVec,
     findings_open_by_segment: IntGaugeVec,
     versions: IntGaugeVec,
+    data_usage_bytes: IntGaugeVec,
+    data_usage_terminals: IntGaugeVec,
+    data_budget_terminals: IntGaugeVec,
     regions: BoundedValues,
     carriers: BoundedValues,
     models: BoundedValues,
     targets: BoundedValues,
     per_terminal: Option<PerTerminal>,
+    /// Report datagrams (`datagram.rs`).
+    pub datagrams: crate::datagram::DatagramMetrics,
 }
 
 struct PerTerminal {
@@ -403,6 +409,24 @@ impl Metrics {
             "Terminals reporting a software component, by model, component and compliance with the version policy (current, behind, outdated).",
             &["model", "component", "compliance"],
         )?;
+        let data_usage_bytes = gauges(
+            &registry,
+            "posmon_fleet_data_usage_bytes",
+            "The agents' own traffic this calendar month (UTC) as their latest reports tell, summed over the fleet, by kind (report, probe, other).",
+            &["kind"],
+        )?;
+        let data_usage_terminals = gauges(
+            &registry,
+            "posmon_fleet_data_usage_terminals",
+            "Terminals whose latest report tells this month's data usage, by state: reporting (all of them), near_budget (projected month at 80 % of the budget or more, or stretching), stretched (stretching their intervals to stay within the budget).",
+            &["state"],
+        )?;
+        let data_budget_terminals = gauges(
+            &registry,
+            "posmon_fleet_data_budget_terminals",
+            "Terminals reporting this month's data usage, by their month projected at its pace so far in percent of their budget (under_50, 50_to_80, 80_to_100, over_100, no_budget).",
+            &["projected"],
+        )?;
         let per_terminal = if per_terminal_series {
             Some(PerTerminal {
                 last_report: register(
@@ -493,7 +517,9 @@ impl Metrics {
         for reason in crate::http::listener::Closed::ALL {
             connections_closed.with_label_values(&[reason.as_str()]);
         }
+        let datagrams = crate::datagram::DatagramMetrics::register(&registry)?;
         Ok(Metrics {
+            datagrams,
             connections_open,
             connections_refused,
             connections_closed,
@@ -528,6 +554,9 @@ impl Metrics {
             terminals_by_segment,
             findings_open_by_segment,
             versions,
+            data_usage_bytes,
+            data_usage_terminals,
+            data_budget_terminals,
             regions: BoundedValues::new(max_label_values, max_label_values_per_terminal),
             carriers: BoundedValues::new(max_label_values, max_label_values_per_terminal),
             models: BoundedValues::new(max_label_values, max_label_values_per_terminal),
@@ -552,6 +581,35 @@ impl Metrics {
         String::from_utf8(buffer).map_err(|error| prometheus::Error::Msg(error.to_string()))
     }
 
+    /// Every series of the data usage gauges, at 0 when nothing is counted.
+    fn set_data_usage(&self, usage: &FleetUsage) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        for (kind, bytes) in [
+            ("report", usage.report_bytes),
+            ("probe", usage.probe_bytes),
+            ("other", usage.other_bytes),
+        ] {
+            self.data_usage_bytes
+                .with_label_values(&[kind])
+                .set(gauge(bytes));
+        }
+        for (state, count) in [
+            ("reporting", usage.terminals_reporting),
+            ("near_budget", usage.near_budget),
+            ("stretched", usage.stretched),
+        ] {
+            self.data_usage_terminals
+                .with_label_values(&[state])
+                .set(gauge(count));
+        }
+        for bucket in PROJECTED_BUCKETS {
+            let count = usage.projected.get(bucket).copied().unwrap_or(0);
+            self.data_budget_terminals
+                .with_label_values(&[bucket])
+                .set(gauge(count));
+        }
+    }
+
     fn refresh_fleet(&self, fleet: &Fleet, roles: &PaymentRoles) {
         let mut by_status: HashMap<&'static str, i64> = HashMap::new();
         let mut by_region: HashMap<(String, &'static str), i64> = HashMap::new();
@@ -563,6 +621,8 @@ impl Metrics {
         let mut by_segment: HashMap<[String; 4], i64> = HashMap::new();
         let mut findings_by_segment: HashMap<[String; 6], i64> = HashMap::new();
         let mut versions: HashMap<[String; 3], i64> = HashMap::new();
+        let now = time::OffsetDateTime::now_utc();
+        let mut data_usage = FleetUsage::new(now);
         if let Some(per_terminal) = &self.per_terminal {
             per_terminal.last_report.reset();
             per_terminal.open_findings.reset();
@@ -576,6 +636,7 @@ impl Metrics {
                 .models
                 .value(&terminal.id, terminal.labels.model.as_deref());
             *by_status.entry(status).or_default() += 1;
+            data_usage.add(terminal.data_usage.as_ref());
             *by_region.entry((region.clone(), status)).or_default() += 1;
             *by_model.entry((model.clone(), status)).or_default() += 1;
             let carrier = self
@@ -678,6 +739,7 @@ impl Metrics {
         set_all(&self.findings_open_by_segment, findings_by_segment);
         set_all(&self.versions, versions);
         self.findings_suppressed.set(suppressed);
+        self.set_data_usage(&data_usage);
         self.history_findings.set(fleet.history_len() as i64);
         // The fleet counts; these counters follow it.
         for (counter, total) in [
@@ -787,5 +849,45 @@ mod tests {
             );
         }
         assert!(!text.contains("target=\"target-8\""));
+    }
+
+    #[test]
+    fn the_fleets_data_usage_is_exported_without_per_terminal_series() {
+        let now = time::OffsetDateTime::now_utc();
+        let month = crate::data_usage::month_of(now);
+        let fleet = Fleet::new(10, 10);
+        for (terminal, bytes, stretch_percent) in [("T-1", 1000, 100), ("T-2", 3000, 250)] {
+            let mut report = posmon_diagnosis::test_support::healthy_report();
+            report.terminal_id = terminal.into();
+            report.data_usage = Some(posmon_protocol::DataUsage {
+                month,
+                report_bytes: bytes,
+                probe_bytes: 10,
+                other_bytes: 1,
+                budget_bytes: Some(10 << 20),
+                stretch_percent,
+            });
+            fleet.apply_batch(
+                terminal,
+                vec![(report, Vec::new())],
+                now,
+                &Default::default(),
+            );
+        }
+        let metrics = Metrics::new(false, 10).unwrap();
+        let text = metrics.render(&fleet, &PaymentRoles::default()).unwrap();
+        for line in [
+            "posmon_fleet_data_usage_bytes{kind=\"report\"} 4000",
+            "posmon_fleet_data_usage_bytes{kind=\"probe\"} 20",
+            "posmon_fleet_data_usage_bytes{kind=\"other\"} 2",
+            "posmon_fleet_data_usage_terminals{state=\"reporting\"} 2",
+            "posmon_fleet_data_usage_terminals{state=\"near_budget\"} 1",
+            "posmon_fleet_data_usage_terminals{state=\"stretched\"} 1",
+            "posmon_fleet_data_budget_terminals{projected=\"under_50\"} 2",
+            "posmon_fleet_data_budget_terminals{projected=\"over_100\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("T-1"), "no per-terminal series");
     }
 }

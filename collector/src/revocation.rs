@@ -224,7 +224,46 @@ impl Credentials {
                 minimum,
             });
         }
-        if let Some(usage) = self.usage.get(verified.key_index) {
+        self.note_use(verified.key_index);
+        Ok(())
+    }
+
+    pub fn current(&self) -> &FleetKey {
+        self.keyring.current()
+    }
+
+    /// The token of `terminal_id` at `generation` under the key named `key_id`, and the key's
+    /// index, if this collector holds that key and the generation is not revoked: what a report
+    /// datagram's key is derived from (`posmon_protocol::datagram`). Not yet a use of the key:
+    /// the caller says [`Credentials::note_use`] once the datagram authenticated.
+    pub fn token_at(
+        &self,
+        key_id: &str,
+        terminal_id: &str,
+        generation: u32,
+    ) -> Result<(String, usize), CredentialError> {
+        let (key_index, key) = self
+            .keyring
+            .keys()
+            .iter()
+            .enumerate()
+            .find(|(_, key)| key.id() == key_id)
+            .ok_or_else(|| CredentialError::UnknownKey(key_id.chars().take(64).collect()))?;
+        let minimum = self.revocations.minimum(terminal_id);
+        if generation < minimum {
+            return Err(CredentialError::Revoked {
+                terminal_id: terminal_id.to_string(),
+                generation,
+                minimum,
+            });
+        }
+        let token = posmon_protocol::terminal_token_at(key, terminal_id, generation);
+        Ok((token, key_index))
+    }
+
+    /// Counts an accepted use of the key at `key_index` (see [`Credentials::key_usage`]).
+    pub fn note_use(&self, key_index: usize) {
+        if let Some(usage) = self.usage.get(key_index) {
             usage.accepted.fetch_add(1, Ordering::Relaxed);
             // Written once a second at most: readers of a shared line stay cheap under load.
             let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -232,11 +271,6 @@ impl Credentials {
                 usage.last_accepted.fetch_max(now, Ordering::Relaxed);
             }
         }
-        Ok(())
-    }
-
-    pub fn current(&self) -> &FleetKey {
-        self.keyring.current()
     }
 
     pub fn revocations(&self) -> &Revocations {

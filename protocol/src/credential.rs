@@ -133,7 +133,7 @@ const GENERATION_MAX_DIGITS: usize = 10;
 
 /// `<key_id>.<signature>` or `<key_id>.<generation>.<signature>`: (key id, generation as
 /// signed, signature). The generation is decimal digits only, no sign, no leading zero.
-fn parse(token: &str) -> Result<(&str, Option<u32>, &str), CredentialError> {
+pub(crate) fn parse(token: &str) -> Result<(&str, Option<u32>, &str), CredentialError> {
     let mut parts = token.split('.');
     let (Some(key_id), Some(second)) = (parts.next(), parts.next()) else {
         return Err(CredentialError::Malformed);

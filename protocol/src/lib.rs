@@ -7,6 +7,7 @@
 //! this file; golden fixtures under `fixtures/` must keep parsing for as long as v1 is accepted.
 
 pub mod credential;
+pub mod datagram;
 pub mod limits;
 pub mod report;
 #[cfg(any(test, feature = "proptest"))]

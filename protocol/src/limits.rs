@@ -46,3 +46,15 @@ pub const LATENCY_MAX_MS: f64 = 3_600_000.0;
 
 /// The longest probe or report interval, and the longest retry wait, a report may announce.
 pub const INTERVAL_SECONDS_MAX: u32 = 86_400;
+
+/// `data_usage.month` (`year * 12 + month - 1`): from 2000-01 to 2999-12. A month outside is a
+/// clock or an encoding gone wrong, not a month of traffic.
+pub const DATA_MONTH_MIN: u32 = 2000 * 12;
+pub const DATA_MONTH_MAX: u32 = 3000 * 12 - 1;
+/// Any byte count of `data_usage` (each kind, and the budget): 1 TiB a month, four hundred
+/// thousand times the 10 MiB plan the agent is tuned for, far beyond a POS SIM card's plan.
+pub const DATA_BYTES_MAX: u64 = 1 << 40;
+/// `data_usage.stretch_percent`: from 100 (the configured intervals) to 10 000 (a hundred times
+/// longer). An agent's configured cap must lie within.
+pub const STRETCH_PERCENT_MIN: u32 = 100;
+pub const STRETCH_PERCENT_MAX: u32 = 10_000;

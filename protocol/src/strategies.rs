@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use time::OffsetDateTime;
 
 use crate::report::{
-    BatteryStatus, ClockStatus, ComponentVersion, DeviceStatus, DiskStatus, ErrorKind,
+    BatteryStatus, ClockStatus, ComponentVersion, DataUsage, DeviceStatus, DiskStatus, ErrorKind,
     InterfaceStatus, Intervals, Labels, LatencyStats, PeripheralStatus, ProbeResult, ProcessStatus,
     Report, ReportBatch, Section, Stage, StageResult, StageStatus, Temperature,
 };
@@ -431,6 +431,7 @@ fn any_section() -> BoxedStrategy<Section> {
     prop_oneof![
         Just(Section::Labels),
         Just(Section::Software),
+        Just(Section::Measurements),
         Just(Section::Other)
     ]
     .boxed()
@@ -461,29 +462,39 @@ pub fn any_report_of(terminal_id: String, hostile: bool) -> BoxedStrategy<Report
             vec(any_section(), 0..3),
             option::of(instance(hostile)),
             option::of(any_intervals(hostile)),
+            option::of(any_data_usage(hostile)),
         ),
     )
         .prop_map(
             move |(
                 (schema_version, sequence, observed_at, agent_version),
                 (labels, probes, software),
-                (device, clock, dropped_reports, unchanged, agent_instance, intervals),
-            )| Report {
-                schema_version,
-                terminal_id: terminal_id.clone(),
-                sequence,
-                observed_at,
-                agent_version,
-                labels,
-                probes,
-                software,
-                device,
-                clock,
-                dropped_reports,
-                unchanged,
-                agent_instance,
-                intervals,
-                data_usage: None,
+                (device, clock, dropped_reports, unchanged, agent_instance, intervals, data_usage),
+            )| {
+                let heartbeat = unchanged.contains(&Section::Measurements);
+                // An agent's heartbeat carries no measurements; a hostile one may.
+                let (probes, device, clock) = if heartbeat && !hostile {
+                    (Vec::new(), None, None)
+                } else {
+                    (probes, device, clock)
+                };
+                Report {
+                    schema_version,
+                    terminal_id: terminal_id.clone(),
+                    sequence,
+                    observed_at,
+                    agent_version,
+                    labels,
+                    probes,
+                    software,
+                    device,
+                    clock,
+                    dropped_reports,
+                    unchanged,
+                    agent_instance,
+                    intervals,
+                    data_usage,
+                }
             },
         )
         .boxed()
@@ -502,6 +513,44 @@ fn any_intervals(hostile: bool) -> BoxedStrategy<Intervals> {
                 probe_seconds,
                 report_seconds,
                 retry_max_seconds,
+            },
+        )
+        .boxed()
+}
+
+/// A month's data usage: what an agent reports, or any numbers at all.
+fn any_data_usage(hostile: bool) -> BoxedStrategy<DataUsage> {
+    let (month, bytes, budget, stretch) = if hostile {
+        (
+            any::<u32>().boxed(),
+            any_count(true),
+            any_count(true),
+            prop_oneof![any::<u32>(), 99u32..=101, Just(10_000u32), Just(10_001u32)].boxed(),
+        )
+    } else {
+        (
+            (24_320u32..24_330).boxed(),
+            (0u64..20 << 20).boxed(),
+            (1u64..20 << 20).boxed(),
+            (100u32..=1000).boxed(),
+        )
+    };
+    (
+        month,
+        (bytes.clone(), bytes.clone(), bytes),
+        option::of(budget),
+        stretch,
+    )
+        .prop_map(
+            |(month, (report_bytes, probe_bytes, other_bytes), budget_bytes, stretch_percent)| {
+                DataUsage {
+                    month,
+                    report_bytes,
+                    probe_bytes,
+                    other_bytes,
+                    budget_bytes,
+                    stretch_percent,
+                }
             },
         )
         .boxed()

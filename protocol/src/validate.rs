@@ -108,6 +108,12 @@ pub fn validate_report(report: &Report, path: &str) -> Checked {
     if let Some(intervals) = &report.intervals {
         check_intervals(intervals, &format!("{path}.intervals"))?;
     }
+    if report.unchanged.contains(&Section::Measurements) {
+        check_heartbeat(report, path)?;
+    }
+    if let Some(usage) = &report.data_usage {
+        check_data_usage(usage, &format!("{path}.data_usage"))?;
+    }
     if let Some(clock) = &report.clock {
         check_non_negative(
             clock.uncertainty_ms,
@@ -136,6 +142,58 @@ fn check_intervals(intervals: &Intervals, path: &str) -> Checked {
                 format!("must be between {least} and {INTERVAL_SECONDS_MAX}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A heartbeat (`unchanged` holds `measurements`) says its probes, device and clock are those of
+/// the report before: carrying any of them would contradict it, and the collector would have to
+/// choose which to believe.
+fn check_heartbeat(report: &Report, path: &str) -> Checked {
+    for (name, present) in [
+        ("probes", !report.probes.is_empty()),
+        ("device", report.device.is_some()),
+        ("clock", report.clock.is_some()),
+    ] {
+        if present {
+            return Err(ValidationError::new(
+                format!("{path}.{name}"),
+                "must be absent when unchanged holds \"measurements\" (a heartbeat)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A month from 2000-01 to 2999-12, byte counts and the budget within [`DATA_BYTES_MAX`] (the
+/// budget at least 1: absent means none), a stretch from 100 to [`STRETCH_PERCENT_MAX`] percent.
+fn check_data_usage(usage: &DataUsage, path: &str) -> Checked {
+    if !(DATA_MONTH_MIN..=DATA_MONTH_MAX).contains(&usage.month) {
+        return Err(ValidationError::new(
+            format!("{path}.month"),
+            format!(
+                "must be between {DATA_MONTH_MIN} and {DATA_MONTH_MAX} (year * 12 + month - 1, 2000-01 to 2999-12)"
+            ),
+        ));
+    }
+    for (name, value, least) in [
+        ("report_bytes", Some(usage.report_bytes), 0),
+        ("probe_bytes", Some(usage.probe_bytes), 0),
+        ("other_bytes", Some(usage.other_bytes), 0),
+        ("budget_bytes", usage.budget_bytes, 1),
+    ] {
+        if value.is_some_and(|value| !(least..=DATA_BYTES_MAX).contains(&value)) {
+            return Err(ValidationError::new(
+                format!("{path}.{name}"),
+                format!("must be between {least} and {DATA_BYTES_MAX}"),
+            ));
+        }
+    }
+    if !(STRETCH_PERCENT_MIN..=STRETCH_PERCENT_MAX).contains(&usage.stretch_percent) {
+        return Err(ValidationError::new(
+            format!("{path}.stretch_percent"),
+            format!("must be between {STRETCH_PERCENT_MIN} and {STRETCH_PERCENT_MAX}"),
+        ));
     }
     Ok(())
 }
@@ -557,6 +615,70 @@ mod tests {
             })
         };
         check(|r| r.intervals = schedule(10, 300, 0), None);
+        let usage = |month, bytes, budget_bytes, stretch_percent| {
+            Some(DataUsage {
+                month,
+                report_bytes: 1,
+                probe_bytes: bytes,
+                other_bytes: 0,
+                budget_bytes,
+                stretch_percent,
+            })
+        };
+        check(
+            |r| r.data_usage = usage(24_323, 5, Some(10 << 20), 100),
+            None,
+        );
+        check(
+            |r| r.data_usage = usage(DATA_MONTH_MAX, DATA_BYTES_MAX, None, 10_000),
+            None,
+        );
+        for (data_usage, field) in [
+            (usage(0, 5, None, 100), "month"),
+            (usage(DATA_MONTH_MAX + 1, 5, None, 100), "month"),
+            (usage(24_323, DATA_BYTES_MAX + 1, None, 100), "probe_bytes"),
+            (usage(24_323, u64::MAX, None, 100), "probe_bytes"),
+            (usage(24_323, 5, Some(0), 100), "budget_bytes"),
+            (usage(24_323, 5, Some(u64::MAX), 100), "budget_bytes"),
+            (usage(24_323, 5, None, 99), "stretch_percent"),
+            (usage(24_323, 5, None, 0), "stretch_percent"),
+            (usage(24_323, 5, None, u32::MAX), "stretch_percent"),
+        ] {
+            check(
+                |r| r.data_usage = data_usage,
+                Some((&format!("reports[0].data_usage.{field}"), "between")),
+            );
+        }
+        // A heartbeat carries no measurements.
+        let heartbeat = |r: &mut Report| r.unchanged = vec![Section::Measurements];
+        check(
+            heartbeat,
+            Some(("reports[0].probes", "absent when unchanged holds")),
+        );
+        check(
+            |r| {
+                heartbeat(r);
+                r.probes.clear();
+            },
+            Some(("reports[0].device", "absent")),
+        );
+        check(
+            |r| {
+                heartbeat(r);
+                r.probes.clear();
+                r.device = None;
+            },
+            Some(("reports[0].clock", "absent")),
+        );
+        check(
+            |r| {
+                heartbeat(r);
+                r.probes.clear();
+                r.device = None;
+                r.clock = None;
+            },
+            None,
+        );
         check(|r| r.intervals = schedule(86_400, 86_400, 86_400), None);
         for (intervals, field) in [
             (schedule(0, 60, 300), "probe_seconds"),

@@ -102,3 +102,35 @@ fn the_agents_schedule_rides_when_it_changed() {
     assert_eq!(batch.reports[1].intervals, None);
     assert_eq!(parse("minimal.json").reports[0].intervals, None);
 }
+
+#[test]
+fn a_heartbeat_leaves_out_its_measurements() {
+    let batch = parse("heartbeat.json");
+    let report = &batch.reports[0];
+    assert_eq!(
+        report.unchanged,
+        [Section::Labels, Section::Software, Section::Measurements]
+    );
+    assert!(report.probes.is_empty() && report.device.is_none() && report.clock.is_none());
+    assert_eq!(report.data_usage, None);
+}
+
+#[test]
+fn data_usage_counts_the_month_by_kind() {
+    let batch = parse("data_usage.json");
+    let usage = batch.reports[0]
+        .data_usage
+        .unwrap_or_else(|| panic!("no data_usage"));
+    assert_eq!(usage.month, 2026 * 12 + 11);
+    assert_eq!(usage.total_bytes(), 412_300 + 96_120 + 1_520);
+    assert_eq!(usage.budget_bytes, Some(10 << 20));
+    assert_eq!(usage.stretch_percent, 150);
+    // Without a budget, other bytes or a stretch: none, 0 and 100 (not stretched).
+    let usage = batch.reports[1]
+        .data_usage
+        .unwrap_or_else(|| panic!("no data_usage"));
+    assert_eq!(
+        (usage.budget_bytes, usage.other_bytes, usage.stretch_percent),
+        (None, 0, 100)
+    );
+}

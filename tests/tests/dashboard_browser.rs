@@ -478,10 +478,20 @@ latest = "3.2.1"
     );
     let token = collector.token("LIVE-0001");
     for sequence in 1..=3 {
+        let mut report = failing_report("LIVE-0001", sequence);
+        // The last one tells its data usage: 9 MiB of a 10 MiB plan, intervals stretched.
+        if sequence == 3 {
+            let now = time::OffsetDateTime::now_utc();
+            let month = i64::from(now.year()) * 12 + i64::from(u8::from(now.month())) - 1;
+            report["reports"][0]["data_usage"] = json!({
+                "month": month, "report_bytes": 8u64 << 20, "probe_bytes": 1u64 << 20,
+                "budget_bytes": 10u64 << 20, "stretch_percent": 200
+            });
+        }
         let response = client
             .post(format!("{}/api/v1/reports", collector.url))
             .bearer_auth(&token)
-            .json(&failing_report("LIVE-0001", sequence))
+            .json(&report)
             .send()
             .unwrap();
         assert!(response.status().is_success(), "{:?}", response.text());
@@ -517,6 +527,28 @@ latest = "3.2.1"
          && headline.querySelector('[data-code=\"env.network.host_unreachable\"]') !== null \
          && headline.querySelector('[data-code=\"env.hardware.peripheral_missing\"]') === null",
     );
+    // Its data usage: near its budget, stretched.
+    browser.wait_until(
+        "the data usage line in Chinese",
+        "const line = document.querySelector('#data-usage'); \
+         return line?.dataset.near === 'true' && line.textContent.includes('预算 10 MiB') \
+         && line.textContent.includes('间隔已延长 ×2') && line.textContent.includes('接近预算')",
+    );
     browser.screenshot("6-live-terminal-zh-CN");
+    // The overview counts it near its budget, beside the fleet's month.
+    browser.click("#nav a[data-view=overview]");
+    browser.wait_until(
+        "the data plan tiles",
+        "return document.querySelector('#usage-near')?.dataset.count === '1' \
+         && document.querySelector('#usage-near .label').textContent === '接近流量预算' \
+         && document.querySelector('#usage-total .value').textContent === '9 MiB'",
+    );
+    // Unfolded, the tile lists it, linked to its page.
+    browser.click("#usage-near-details summary");
+    browser.wait_until(
+        "the terminals near their budget",
+        "return document.querySelector('#usage-near-details .near-list li[data-terminal=\"LIVE-0001\"] a') !== null",
+    );
+    browser.screenshot("7-overview-data-plan-zh-CN");
     browser.assert_no_csp_violation("the whole walk");
 }

@@ -3,7 +3,7 @@
 //! with the background work (the periodic fleet evaluation and the state writer) until
 //! shutdown.
 
-mod admission;
+pub(crate) mod admission;
 mod alerts;
 mod credentials;
 mod encoding;
@@ -11,7 +11,7 @@ pub mod error;
 pub mod listener;
 mod policy;
 pub(crate) mod queries;
-mod reports;
+pub(crate) mod reports;
 pub(crate) mod views;
 
 use std::future::Future;

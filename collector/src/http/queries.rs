@@ -8,10 +8,12 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::json;
+use time::OffsetDateTime;
 
 use super::error::{ApiError, Reason};
 use super::views::{FindingView, TerminalDetail, TerminalSummary};
 use super::AppState;
+use crate::data_usage::{FleetUsage, MonthAt, Standing};
 use crate::fleet::Terminal;
 use posmon_diagnosis::findings::Finding;
 use posmon_diagnosis::readiness::Readiness;
@@ -58,31 +60,71 @@ pub(crate) fn number(
     }
 }
 
+/// Terminals, ordered by id, or with `sort=data_usage` by their projected month in percent of
+/// their data budget (highest first; those without a budget or usage last). `readiness` keeps
+/// one readiness; `budget=near` keeps the terminals near their data budget
+/// ([`crate::data_usage::NEAR_BUDGET_PERCENT`], or stretching their intervals).
 pub async fn list_terminals(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_parameters(&query, &["limit", "offset", "readiness"])?;
+    check_parameters(&query, &["limit", "offset", "readiness", "budget", "sort"])?;
     let limit = number(&query, "limit", 1000, PAGE_MAX)?;
     let offset = number(&query, "offset", 0, usize::MAX)?;
     let wanted = readiness_filter(&query)?;
-    let roles = &state.config.readiness;
-    let mut ids = Vec::with_capacity(state.fleet.len());
-    state.fleet.for_each_terminal(|terminal| {
-        if wanted.is_none_or(|wanted| terminal.readiness(roles) == wanted) {
-            ids.push(Arc::clone(&terminal.id));
+    let near_only = match query.get("budget").map(String::as_str) {
+        None | Some("") => false,
+        Some("near") => true,
+        Some(_) => {
+            return Err(ApiError::field(Reason::BadQuery, "budget", "must be near"));
         }
+    };
+    let by_usage = match query.get("sort").map(String::as_str) {
+        None | Some("") | Some("terminal_id") => false,
+        Some("data_usage") => true,
+        Some(_) => {
+            return Err(ApiError::field(
+                Reason::BadQuery,
+                "sort",
+                "must be terminal_id or data_usage",
+            ));
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let month = MonthAt::new(now);
+    let roles = &state.config.readiness;
+    // (projected percent of the budget, id): the sort key either way.
+    let mut ids: Vec<(Option<u64>, Arc<str>)> = Vec::with_capacity(state.fleet.len());
+    state.fleet.for_each_terminal(|terminal| {
+        let standing = terminal
+            .data_usage
+            .as_ref()
+            .filter(|_| near_only || by_usage)
+            .map(|usage| Standing::at(usage, &month));
+        if wanted.is_some_and(|wanted| terminal.readiness(roles) != wanted)
+            || (near_only && !standing.is_some_and(|standing| standing.near_budget))
+        {
+            return;
+        }
+        let share = standing
+            .filter(|standing| standing.current)
+            .and_then(|standing| standing.projected_percent);
+        ids.push((share, Arc::clone(&terminal.id)));
     });
-    ids.sort_unstable();
+    if by_usage {
+        ids.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    } else {
+        ids.sort_unstable_by(|a, b| a.1.cmp(&b.1));
+    }
     let page: Vec<Terminal> = ids
         .iter()
         .skip(offset)
         .take(limit)
-        .filter_map(|id| state.fleet.terminal(id))
+        .filter_map(|(_, id)| state.fleet.terminal(id))
         .collect();
     let terminals: Vec<TerminalSummary<'_>> = page
         .iter()
-        .map(|terminal| TerminalSummary::new(terminal, roles))
+        .map(|terminal| TerminalSummary::new(terminal, roles, now))
         .collect();
     Ok(Json(json!({
         "total": ids.len(),
@@ -131,6 +173,7 @@ pub async fn get_terminal(
         &terminal,
         &history,
         &state.config.readiness,
+        OffsetDateTime::now_utc(),
     ))
     .map_err(|error| ApiError::internal("encoding a terminal", error))?;
     Ok(Json(body))
@@ -249,13 +292,15 @@ impl Counts {
 }
 
 /// Counts over the fleet: terminals by readiness, region, model and software version; open
-/// (not suppressed) findings by category, code and party.
+/// (not suppressed) findings by category, code and party; the data usage this month.
 pub async fn fleet(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     let (mut readiness, mut region, mut model) =
         (Counts::default(), Counts::default(), Counts::default());
     let (mut category, mut code, mut party) =
         (Counts::default(), Counts::default(), Counts::default());
     let mut versions: BTreeMap<String, Counts> = BTreeMap::new();
+    let now = OffsetDateTime::now_utc();
+    let mut data_usage = FleetUsage::new(now);
     let mut count_finding = |finding: &Finding| {
         category.add(finding.kind.category.as_str());
         code.add(finding.kind.code);
@@ -265,6 +310,7 @@ pub async fn fleet(State(state): State<Arc<AppState>>) -> Result<impl IntoRespon
         readiness.add(terminal.readiness(&state.config.readiness).as_str());
         region.add(terminal.labels.region.as_deref().unwrap_or("unknown"));
         model.add(terminal.labels.model.as_deref().unwrap_or("unknown"));
+        data_usage.add(terminal.data_usage.as_ref());
         for (component, version) in &terminal.versions {
             if versions.len() < COUNT_KEYS_MAX || versions.contains_key(&**component) {
                 versions
@@ -288,6 +334,7 @@ pub async fn fleet(State(state): State<Arc<AppState>>) -> Result<impl IntoRespon
             "code": code.0,
             "party": party.0,
         },
+        "data_usage": data_usage,
     })))
 }
 

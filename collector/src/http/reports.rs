@@ -1,4 +1,6 @@
-//! `POST /api/v1/reports`: limits, decode, validate, authenticate, diagnose, apply, acknowledge.
+//! `POST /api/v1/reports`: limits, decode, validate, authenticate, diagnose, apply, acknowledge;
+//! and the one ingest path that HTTP batches and report datagrams (`crate::datagram`) share
+//! once their bytes are in hand and their sender is known: [`ingest_json`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +10,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use posmon_protocol::datagram::Refusal as DatagramRefusal;
 use posmon_protocol::{
     validate_batch, BatchAck, CredentialError, Report, ReportBatch, Section, SCHEMA_VERSION,
 };
@@ -52,9 +55,11 @@ struct Admitted {
 }
 
 /// A refused request: the error, and when to come back for the ones that are not final.
-struct Refusal {
+pub(crate) struct Refusal {
     error: ApiError,
     retry_after_seconds: Option<u64>,
+    /// What a datagram sender is told, where the error's reason does not say it.
+    datagram: Option<DatagramRefusal>,
 }
 
 impl From<ApiError> for Refusal {
@@ -62,6 +67,7 @@ impl From<ApiError> for Refusal {
         Refusal {
             error,
             retry_after_seconds: None,
+            datagram: None,
         }
     }
 }
@@ -148,6 +154,7 @@ fn enter(state: &Arc<AppState>, terminal_id: &str) -> Result<InFlight, Refusal> 
                     ),
                 ),
                 retry_after_seconds: Some(1),
+                datagram: None,
             },
             admission::Refusal::RateLimited(wait) => {
                 let seconds = admission::retry_after_seconds(wait);
@@ -160,6 +167,7 @@ fn enter(state: &Arc<AppState>, terminal_id: &str) -> Result<InFlight, Refusal> 
                         ),
                     ),
                     retry_after_seconds: Some(seconds),
+                    datagram: None,
                 }
             }
         })
@@ -233,6 +241,7 @@ fn overloaded(state: &AppState, reason: Reason) -> Refusal {
             format!("too many report requests at once; retry after {seconds} s"),
         ),
         retry_after_seconds: Some(seconds),
+        datagram: None,
     }
 }
 
@@ -279,7 +288,48 @@ async fn ingest(
         };
         ApiError::new(reason, error.to_string())
     })?;
-    let mut batch = decode(&bytes).map_err(Refusal::from)?;
+    let sender = match &admitted.claimed {
+        Some(terminal_id) => Sender::Named(terminal_id),
+        None => Sender::Unidentified {
+            token,
+            in_flight: &mut admitted.in_flight,
+        },
+    };
+    ingest_json(state, &bytes, sender).await
+}
+
+/// Who sent a body, as far as that is known before it is decoded.
+pub(crate) enum Sender<'a> {
+    /// An HTTP request that named its terminal in the header, its token checked.
+    Named(&'a str),
+    /// An HTTP request without the header (an agent from before it): authenticated by `token`
+    /// once the batch says which terminal it is, and counted against that terminal from then on.
+    Unidentified {
+        token: &'a str,
+        in_flight: &'a mut Option<InFlight>,
+    },
+    /// A report datagram that authenticated under this terminal's key.
+    Datagram(&'a str),
+}
+
+/// The one ingest path of HTTP batches and report datagrams: decode → validate → time window →
+/// one terminal → (late authentication) → agent instance → fill unchanged → diagnose → apply →
+/// (durable write) → acknowledge.
+pub(crate) async fn ingest_json(
+    state: &Arc<AppState>,
+    bytes: &[u8],
+    sender: Sender<'_>,
+) -> Result<BatchAck, Refusal> {
+    let mut batch = decode(bytes).map_err(Refusal::from)?;
+    if matches!(sender, Sender::Datagram(_)) && batch.reports.len() != 1 {
+        // Its JSON was spliced into a batch: it must not have spliced in more.
+        return Err(ApiError::field(
+            Reason::InvalidField,
+            "reports",
+            "a datagram carries exactly one report",
+        )
+        .into());
+    }
     validate_batch(&batch, state.config.limits.max_reports_per_request).map_err(|error| {
         let reason = if error.unsupported_schema {
             Reason::UnsupportedSchemaVersion
@@ -294,22 +344,26 @@ async fn ingest(
         &state.config.limits,
     )
     .map_err(|error| ApiError::field(Reason::InvalidField, error.field, error.problem))?;
-    let terminal_id = match &admitted.claimed {
-        Some(claimed) => claimed.clone(),
-        None => batch.reports[0].terminal_id.clone(),
+    let terminal_id = match &sender {
+        Sender::Named(terminal_id) | Sender::Datagram(terminal_id) => terminal_id.to_string(),
+        Sender::Unidentified { .. } => batch.reports[0].terminal_id.clone(),
     };
     if let Some(index) = batch
         .reports
         .iter()
         .position(|report| report.terminal_id != terminal_id)
     {
-        let message = if admitted.claimed.is_some() {
-            format!(
+        let message = match &sender {
+            Sender::Named(_) => format!(
                 "every report must carry the terminal id of the {} header ({terminal_id:?})",
                 posmon_protocol::TERMINAL_HEADER
-            )
-        } else {
-            format!("a batch carries the reports of one terminal ({terminal_id:?})")
+            ),
+            Sender::Datagram(_) => format!(
+                "the report must carry the terminal id of the datagram's header ({terminal_id:?})"
+            ),
+            Sender::Unidentified { .. } => {
+                format!("a batch carries the reports of one terminal ({terminal_id:?})")
+            }
         };
         return Err(ApiError::field(
             Reason::InvalidField,
@@ -318,13 +372,16 @@ async fn ingest(
         )
         .into());
     }
-    if admitted.claimed.is_none() {
-        // An agent from before the terminal header: authenticated only now, and counted
-        // against its terminal's limits from here on.
-        verify(state, token, &terminal_id)?;
-        admitted.in_flight = Some(enter(state, &terminal_id)?);
+    match sender {
+        Sender::Unidentified { token, in_flight } => {
+            // An agent from before the terminal header: authenticated only now, and counted
+            // against its terminal's limits from here on.
+            verify(state, token, &terminal_id)?;
+            *in_flight = Some(enter(state, &terminal_id)?);
+        }
+        Sender::Datagram(_) => require_known_instance(&state.fleet, &terminal_id, &batch.reports)?,
+        Sender::Named(_) => {}
     }
-
     require_instance(&state.fleet, &terminal_id, &batch.reports)?;
     fill_unchanged(&state.fleet, &terminal_id, &mut batch.reports);
     for probe in batch.reports.iter().flat_map(|report| &report.probes) {
@@ -345,7 +402,12 @@ async fn ingest(
         .reports
         .into_iter()
         .map(|report| {
-            let signals = diagnose(&report, &policy);
+            // A heartbeat runs no rule: the fleet keeps the terminal's findings as they are.
+            let signals = if crate::fleet::is_heartbeat(&report) {
+                Vec::new()
+            } else {
+                diagnose(&report, &policy)
+            };
             (report, signals)
         })
         .collect();
@@ -386,11 +448,13 @@ async fn ingest(
         if !state.durability.wait_written(ticket, DURABLE_WAIT).await {
             // Applied but not yet on disk: the agent keeps the reports and sends them again;
             // they are duplicates by then, acknowledged once written.
-            return Err(ApiError::new(
-                Reason::Overloaded,
-                "the reports could not be written in time; retry",
-            )
-            .into());
+            return Err(Refusal {
+                datagram: Some(DatagramRefusal::NotWritten),
+                ..Refusal::from(ApiError::new(
+                    Reason::Overloaded,
+                    "the reports could not be written in time; retry",
+                ))
+            });
         }
     }
     // Milliseconds: finer than any clock offset a terminal can estimate, and shorter on the wire.
@@ -401,6 +465,88 @@ async fn ingest(
         acknowledged_sequence,
         collector_time,
     })
+}
+
+/// A datagram may carry only reports of the agent instance the collector already holds for
+/// its terminal: a new instance restarts the terminal's sequences, and that must come by HTTPS,
+/// where it cannot be replayed (a datagram captured from an earlier instance could otherwise
+/// move the sequence mark back).
+fn require_known_instance(
+    fleet: &Fleet,
+    terminal_id: &str,
+    reports: &[Report],
+) -> Result<(), Refusal> {
+    let known = fleet.agent_instance(terminal_id);
+    let Some(index) = reports
+        .iter()
+        .position(|report| known.is_none() || report.agent_instance.as_deref() != known.as_deref())
+    else {
+        return Ok(());
+    };
+    Err(Refusal {
+        datagram: Some(DatagramRefusal::NewInstance),
+        ..Refusal::from(ApiError::field(
+            Reason::InvalidField,
+            format!("reports[{index}].agent_instance"),
+            "a report of an agent instance the collector does not hold yet goes by HTTPS",
+        ))
+    })
+}
+
+/// An authenticated report datagram's place: a slot of the main ingest pool and its terminal's
+/// share (the same limits as its HTTP requests), held while it is ingested.
+pub(crate) struct DatagramSlot {
+    _in_flight: InFlight,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Takes an ingest slot for a datagram of `terminal_id` (already authenticated), or says why
+/// not.
+pub(crate) fn admit_datagram(
+    state: &Arc<AppState>,
+    terminal_id: &str,
+) -> Result<DatagramSlot, DatagramRefusal> {
+    let Ok(permit) = Arc::clone(&state.ingest_permits).try_acquire_owned() else {
+        return Err(DatagramRefusal::Overloaded);
+    };
+    let in_flight = enter(state, terminal_id).map_err(|refusal| datagram_refusal(&refusal))?;
+    Ok(DatagramSlot {
+        _in_flight: in_flight,
+        _permit: permit,
+    })
+}
+
+/// Ingests one authenticated report datagram's JSON through the one ingest path.
+pub(crate) async fn ingest_datagram(
+    state: &Arc<AppState>,
+    terminal_id: &str,
+    report_json: &[u8],
+) -> Result<BatchAck, DatagramRefusal> {
+    // As a batch of one, so that every error names its field as it would over HTTP.
+    let mut batch = Vec::with_capacity(report_json.len() + 16);
+    batch.extend_from_slice(b"{\"reports\":[");
+    batch.extend_from_slice(report_json);
+    batch.extend_from_slice(b"]}");
+    ingest_json(state, &batch, Sender::Datagram(terminal_id))
+        .await
+        .map_err(|refusal| {
+            tracing::debug!(reason = refusal.error.reason.as_str(), message = %refusal.error.message, "Refused a report datagram.");
+            datagram_refusal(&refusal)
+        })
+}
+
+/// What a datagram sender is told for a refusal: all mean "use HTTPS" to the agent.
+fn datagram_refusal(refusal: &Refusal) -> DatagramRefusal {
+    if let Some(told) = refusal.datagram {
+        return told;
+    }
+    match refusal.error.reason {
+        Reason::RateLimited | Reason::TerminalBusy => DatagramRefusal::RateLimited,
+        Reason::Overloaded | Reason::OverloadedUnidentified | Reason::Internal => {
+            DatagramRefusal::Overloaded
+        }
+        _ => DatagramRefusal::Invalid,
+    }
 }
 
 /// Reads a JSON request body of at most `limit` bytes.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::data_usage::UsageView;
 use crate::device::DeviceSummary;
 use crate::fleet::{TargetState, Terminal, TerminalLabels, LADDER};
 use posmon_diagnosis::findings::Finding;
@@ -123,6 +124,9 @@ pub struct TerminalSummary<'a> {
         with = "time::serde::rfc3339::option"
     )]
     last_sequence_reset_at: Option<OffsetDateTime>,
+    /// The agent's data use this month against its budget (absent for agents that send none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_usage: Option<UsageView>,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -130,7 +134,8 @@ fn is_zero(value: &u64) -> bool {
 }
 
 impl<'a> TerminalSummary<'a> {
-    pub fn new(terminal: &'a Terminal, roles: &PaymentRoles) -> Self {
+    /// The summary at `now` (collector time: the data usage's month and projection).
+    pub fn new(terminal: &'a Terminal, roles: &PaymentRoles, now: OffsetDateTime) -> Self {
         TerminalSummary {
             terminal_id: &terminal.id,
             readiness: terminal.readiness(roles),
@@ -145,6 +150,10 @@ impl<'a> TerminalSummary<'a> {
             agent_instance: terminal.agent_instance.as_deref(),
             sequence_resets: terminal.sequence_resets,
             last_sequence_reset_at: terminal.last_sequence_reset_at,
+            data_usage: terminal
+                .data_usage
+                .as_ref()
+                .map(|usage| UsageView::new(usage, now)),
         }
     }
 }
@@ -229,9 +238,14 @@ pub struct TerminalDetail<'a> {
 }
 
 impl<'a> TerminalDetail<'a> {
-    pub fn new(terminal: &'a Terminal, history: &'a [Finding], roles: &PaymentRoles) -> Self {
+    pub fn new(
+        terminal: &'a Terminal,
+        history: &'a [Finding],
+        roles: &PaymentRoles,
+        now: OffsetDateTime,
+    ) -> Self {
         TerminalDetail {
-            summary: TerminalSummary::new(terminal, roles),
+            summary: TerminalSummary::new(terminal, roles, now),
             open_findings: terminal
                 .findings
                 .findings()

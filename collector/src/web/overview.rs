@@ -1,5 +1,5 @@
 //! The overview: terminals by readiness, open findings by category, code, party and severity,
-//! the open upstream outages, the values to filter the problem list by, and the trend.
+//! the open upstream outages, the fleet's data usage this month (terminals near their budget), the values to filter the problem list by, and the trend.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use axum::Json;
 use serde_json::json;
 use time::OffsetDateTime;
 
+use crate::data_usage::FleetUsage;
 use crate::http::error::ApiError;
 use crate::http::queries::{check_parameters, number, Counts};
 use crate::http::views::FindingView;
@@ -43,6 +44,8 @@ fn overview_of(state: &AppState) -> serde_json::Value {
     );
     let (mut region, mut model, mut carrier) =
         (Counts::default(), Counts::default(), Counts::default());
+    let now = OffsetDateTime::now_utc();
+    let mut data_usage = FleetUsage::new(now);
     let mut count_finding = |finding: &Finding| {
         category.add(finding.kind.category.as_str());
         code.add(finding.kind.code);
@@ -55,6 +58,7 @@ fn overview_of(state: &AppState) -> serde_json::Value {
         region.add(labels.region.as_deref().unwrap_or("unknown"));
         model.add(labels.model.as_deref().unwrap_or("unknown"));
         carrier.add(labels.carrier.as_deref().unwrap_or("unknown"));
+        data_usage.add(terminal.data_usage.as_ref());
         terminal.visible_findings().for_each(&mut count_finding);
     });
     let fleet_wide = fleet.fleet_wide_findings();
@@ -66,7 +70,7 @@ fn overview_of(state: &AppState) -> serde_json::Value {
     outages.sort_by_key(|finding| std::cmp::Reverse(finding.explains));
     let outages: Vec<FindingView<'_>> = outages.into_iter().map(FindingView::from).collect();
     json!({
-        "generated_at": OffsetDateTime::now_utc().unix_timestamp(),
+        "generated_at": now.unix_timestamp(),
         "terminals": fleet.len(),
         "readiness": readiness.into_map(),
         "findings": {
@@ -76,6 +80,7 @@ fn overview_of(state: &AppState) -> serde_json::Value {
             "severity": severity.into_map(),
         },
         "outages": outages,
+        "data_usage": data_usage,
         "facets": {
             "region": region.into_map(),
             "model": model.into_map(),

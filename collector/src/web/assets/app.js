@@ -56,6 +56,12 @@ const STRINGS = {
     "alerts.empty": "No notifications sent yet.", "col.receiver": "Receiver", "col.delivery": "Delivery",
     "col.attempts": "Attempts", "col.last_error": "Last error", "col.time": "Time", "col.finding": "Finding",
     "ago.s": "{n} s ago", "ago.m": "{n} min ago", "ago.h": "{n} h ago", "ago.d": "{n} d ago",
+    "usage.near": "Near data budget", "usage.near.share": "of {count} terminals reporting data usage",
+    "usage.total": "Agents' data this month ({month})", "usage.kinds": "reports {report} · probes {probe} · other {other}",
+    "terminal.data_usage": "Data this month", "usage.of_budget": "{total} of {budget} ({percent} %)",
+    "usage.no_budget": "{total}, no budget", "usage.projected": "month projected at {bytes} ({percent} %)",
+    "usage.stretched": "intervals stretched ×{factor}", "usage.near_badge": "near budget", "usage.old": "figures of {month}",
+    "usage.near.list": "The terminals nearest their budget", "usage.near.none": "No terminal is near its budget now.",
   },
   "zh-CN": {
     "nav.overview": "总览", "nav.problems": "问题列表", "nav.versions": "版本合规", "nav.alerts": "告警",
@@ -109,6 +115,12 @@ const STRINGS = {
     "alerts.empty": "尚未发送任何通知。", "col.receiver": "接收方", "col.delivery": "投递状态",
     "col.attempts": "尝试次数", "col.last_error": "最近错误", "col.time": "时间", "col.finding": "问题",
     "ago.s": "{n} 秒前", "ago.m": "{n} 分钟前", "ago.h": "{n} 小时前", "ago.d": "{n} 天前",
+    "usage.near": "接近流量预算", "usage.near.share": "共 {count} 台终端上报流量",
+    "usage.total": "本月代理流量（{month}）", "usage.kinds": "上报 {report} · 探测 {probe} · 其他 {other}",
+    "terminal.data_usage": "本月流量", "usage.of_budget": "{total}，预算 {budget}（{percent} %）",
+    "usage.no_budget": "{total}，未设预算", "usage.projected": "预计全月 {bytes}（{percent} %）",
+    "usage.stretched": "间隔已延长 ×{factor}", "usage.near_badge": "接近预算", "usage.old": "{month} 的数据",
+    "usage.near.list": "最接近预算的终端", "usage.near.none": "当前没有接近预算的终端。",
   },
 };
 
@@ -126,6 +138,9 @@ let renderedRoute = null;
 let overviewCache = null;
 // Outage banners whose explained terminal findings are unfolded: kept across refreshes.
 const unfoldedOutages = new Set();
+// Whether the list of terminals near their data budget is unfolded: kept across refreshes.
+let unfoldedNearBudget = false;
+const NEAR_BUDGET_LIST = 20;
 
 function t(key, values) {
   let text = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
@@ -137,6 +152,24 @@ function esc(value) {
 }
 function text(textValue) { return textValue ? (textValue[lang] ?? textValue.en ?? "") : ""; }
 function fmtNumber(n) { return Number(n || 0).toLocaleString(lang); }
+// Bytes in binary units: a SIM card's plan is counted in MiB.
+function fmtBytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = Number(n || 0), unit = 0;
+  while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+  return `${value.toLocaleString(lang, { maximumFractionDigits: unit ? 1 : 0 })} ${units[unit]}`;
+}
+// A terminal's data usage in one line: the month so far against its budget, the projection,
+// the stretch.
+function usageLine(usage) {
+  const parts = [usage.budget_bytes
+    ? t("usage.of_budget", { total: fmtBytes(usage.total_bytes), budget: fmtBytes(usage.budget_bytes), percent: fmtNumber(usage.budget_percent) })
+    : t("usage.no_budget", { total: fmtBytes(usage.total_bytes) })];
+  if (!usage.current) parts.push(t("usage.old", { month: usage.month }));
+  else if (usage.projected_percent != null) parts.push(t("usage.projected", { bytes: fmtBytes(usage.projected_bytes), percent: fmtNumber(usage.projected_percent) }));
+  if (usage.stretch_percent > 100) parts.push(t("usage.stretched", { factor: (usage.stretch_percent / 100).toLocaleString(lang, { maximumFractionDigits: 2 }) }));
+  return esc(parts.join(" · ")) + (usage.near_budget ? " " + badge("warning", t("usage.near_badge")) : "");
+}
 function fmtTime(seconds) {
   if (seconds === null || seconds === undefined) return "";
   const date = typeof seconds === "number" ? new Date(seconds * 1000) : new Date(seconds);
@@ -166,6 +199,14 @@ async function unfoldOutage(node) {
   const explained = (answer.findings || []).filter(f => String(f.suppressed_by) === node.dataset.outage);
   list.innerHTML = explained.length ? explained.map(f => `<li><a href="#/terminal/${encodeURIComponent(f.terminal_id)}">${esc(f.terminal_id)}</a> — ${esc(text(f.title))}${f.subject ? " · " + esc(f.subject) : ""}</li>`).join("")
     : `<li class="muted">${esc(t("outage.none"))}</li>`;
+}
+async function unfoldNearBudget(node) {
+  const list = node.querySelector(".near-list");
+  list.innerHTML = `<li class="muted">${esc(t("loading"))}</li>`;
+  const answer = await api(`/api/v1/terminals?budget=near&sort=data_usage&limit=${NEAR_BUDGET_LIST}`);
+  const terminals = answer.terminals || [];
+  list.innerHTML = terminals.length ? terminals.map(terminal => `<li data-terminal="${esc(terminal.terminal_id)}"><a href="#/terminal/${encodeURIComponent(terminal.terminal_id)}">${esc(terminal.terminal_id)}</a> — ${terminal.data_usage ? usageLine(terminal.data_usage) : ""}</li>`).join("")
+    : `<li class="muted">${esc(t("usage.near.none"))}</li>`;
 }
 function partyBadge(party) { return `<span class="badge party" data-party="${esc(party)}">${esc(t("party." + party))}</span>`; }
 
@@ -264,12 +305,18 @@ async function viewOverview(main) {
   }).join("");
   const tile = (kind, label, value, extra) => `<div class="panel tile ${kind}" id="readiness-${kind}" data-readiness="${kind}"><div class="label">${esc(label)}</div><div class="value">${fmtNumber(value)}</div><div class="share">${esc(extra)}</div></div>`;
   const findings = overview.findings || {};
+  const usage = overview.data_usage || {};
   main.innerHTML = `
     <h1>${esc(t("nav.overview"))}</h1>
     <div id="outages">${outages}</div>
     <div class="grid tiles" id="readiness">
       ${READINESS.map(kind => tile(kind, t("readiness." + kind), readiness[kind] || 0, t("of.fleet", { share: share(readiness[kind] || 0) }))).join("")}
       ${tile("total", t("terminals"), total, "")}
+    </div>
+    <div class="grid cols2 mt" id="data-usage">
+      <div class="panel tile ${usage.near_budget ? "warning" : "ok"}" id="usage-near" data-count="${esc(usage.near_budget || 0)}"><div class="label">${esc(t("usage.near"))}</div><div class="value">${fmtNumber(usage.near_budget)}</div><div class="share">${esc(t("usage.near.share", { count: fmtNumber(usage.terminals_reporting) }))}</div>
+        ${usage.near_budget ? `<details class="near" id="usage-near-details"${unfoldedNearBudget ? " open" : ""}><summary>${esc(t("usage.near.list"))}</summary><ul class="near-list"></ul></details>` : ""}</div>
+      <div class="panel tile total" id="usage-total" data-bytes="${esc(usage.total_bytes || 0)}"><div class="label">${esc(t("usage.total", { month: usage.month || "" }))}</div><div class="value">${esc(fmtBytes(usage.total_bytes))}</div><div class="share">${esc(t("usage.kinds", { report: fmtBytes(usage.report_bytes), probe: fmtBytes(usage.probe_bytes), other: fmtBytes(usage.other_bytes) }))}</div></div>
     </div>
     <div class="grid cols2 mt">
       <section class="panel"><h2>${esc(t("by.category"))}</h2>${barList(findings.category, total, n => n, n => t("category." + n), "data-category")}</section>
@@ -289,6 +336,17 @@ async function viewOverview(main) {
     node.style.cursor = "pointer";
     node.addEventListener("click", () => { location.hash = `#/problems?code=${encodeURIComponent(node.dataset.code)}`; });
   });
+  const nearDetails = main.querySelector("#usage-near-details");
+  if (nearDetails) {
+    const unfold = () => unfoldNearBudget(nearDetails).catch(error => {
+      nearDetails.querySelector(".near-list").innerHTML = `<li class="muted">${esc(t("error", { error: error.message }))}</li>`;
+    });
+    if (nearDetails.open) unfold();
+    nearDetails.addEventListener("toggle", () => {
+      unfoldedNearBudget = nearDetails.open;
+      if (nearDetails.open) unfold();
+    });
+  }
   main.querySelectorAll("#outages details.explained").forEach(node => {
     const unfold = () => unfoldOutage(node).catch(error => {
       node.querySelector(".explained-list").innerHTML = `<li class="muted">${esc(t("error", { error: error.message }))}</li>`;
@@ -471,6 +529,7 @@ async function viewTerminal(main, current) {
         <dt>${esc(t("terminal.first_seen"))}</dt><dd>${esc(fmtTime(terminal.first_seen))}</dd>
         <dt>${esc(t("terminal.last_seen"))}</dt><dd>${esc(fmtTime(terminal.last_seen))} (${esc(ago(terminal.last_seen))})</dd>
         <dt>${esc(t("terminal.observed_at"))}</dt><dd>${esc(fmtTime(terminal.observed_at))}</dd>
+        ${terminal.data_usage ? `<dt>${esc(t("terminal.data_usage"))}</dt><dd id="data-usage" data-near="${terminal.data_usage.near_budget}">${usageLine(terminal.data_usage)}</dd>` : ""}
         ${terminal.agent_instance ? `<dt>${esc(t("terminal.instance"))}</dt><dd id="agent-instance"><code>${esc(terminal.agent_instance)}</code><div class="muted">${esc(terminal.sequence_resets
           ? t("terminal.resets", { count: terminal.sequence_resets, time: fmtTime(terminal.last_sequence_reset_at) })
           : t("terminal.no_resets", { sequence: terminal.sequence }))}</div></dd>` : ""}
