@@ -3,6 +3,14 @@
 //! listening again on the same port the repair) is watched at once by
 //! - posmon with its default settings (release collector and agent, a generic webhook
 //!   receiver on a sink the benchmark owns), and by posmon with tuned intervals beside it;
+//! - posmon with its default settings on a shop of its own (issue 17): the agent, a payment host
+//!   (a TCP listener) and a POS application stand-in in a network namespace the benchmark
+//!   creates, the agent watching the namespace's kernel socket table and TCP counters; the POS
+//!   app pays (connect, request, reply, the connection held 1.5 s, close) every
+//!   [`PAYMENT_SECONDS`] s, or is idle. Its fault is the host refusing connections (an nftables
+//!   reset in the namespace, at the same instant the loopback listener closes); the paying
+//!   shop also tells the alert's delay after the first payment the fault made fail (the aim:
+//!   at most 20 s);
 //! - the standard stack: Debian's `prometheus-blackbox-exporter` (tcp_connect), `prometheus`
 //!   (scrape and evaluation every 15 s, `probe_success == 0` with `for: 1m`) and
 //!   `prometheus-alertmanager` (default group_wait 30 s, group_interval 5 m) sending to a
@@ -15,9 +23,14 @@
 //! printed as "> N s". Prints one table of seconds per round and min–max.
 //!
 //! Run: `cargo build --release -p posmon-agent -p posmon-collector && cargo bench -p
-//! posmon-e2e-tests --bench detection [-- ROUNDS]` (3 rounds by default, about 30 minutes;
-//! installs the three Debian packages with apt-get when missing). Loopback only. Every process
-//! it starts is killed when the benchmark ends, on a panic too (their handles kill on drop).
+//! posmon-e2e-tests --bench detection [-- ROUNDS] [--systems KEY,…] [--cap SECONDS]` (3 rounds
+//! by default; installs the three Debian packages with apt-get when missing). The systems'
+//! keys: `defaults`, `report15`, `fast`, `paying`, `idle` (the two shops), `standard`; all by
+//! default. A round lasts until the slowest system's resolved notice, capped at `--cap` per
+//! phase (720 s by default: an idle shop may wait for its agent's rare probe). The shops need
+//! root, `ip` and `nft`. Loopback and the namespaces it creates only. Every process it starts is
+//! killed when the benchmark ends, on a panic too (their handles kill on drop), and the
+//! namespaces are deleted.
 #![allow(
     clippy::unwrap_used,
     reason = "a benchmark harness: a failed unwrap stops the run with the location"
@@ -27,9 +40,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use posmon_e2e_tests::netns::{payments, Namespace, Serve};
 use posmon_e2e_tests::{
-    find_program, free_port, healthy_system_root, start_agent, wait_for, Collector, HttpSink,
-    Process, TargetServer,
+    binary, find_program, free_port, healthy_system_root, start_agent, wait_for, Collector,
+    HttpSink, Process, TargetServer,
 };
 use serde_json::Value;
 
@@ -37,41 +51,83 @@ const TERMINAL: &str = "T-0001";
 /// The finding a refused TCP connection opens.
 const CODE: &str = "env.network.host_refused";
 const POLL: Duration = Duration::from_millis(100);
-/// The longest wait for one phase (the fault's notices, or the repair's).
-const WAIT_CAP: Duration = Duration::from_secs(360);
+/// The longest wait for one phase (the fault's notices, or the repair's), unless `--cap` says.
+const WAIT_CAP: Duration = Duration::from_secs(720);
+/// A paying shop's POS app pays this often.
+const PAYMENT_SECONDS: u64 = 5;
+/// The port of a shop's payment host, on the shop namespace's loopback.
+const SHOP_PORT: u16 = 8583;
 /// Quiet time between a round's last resolved notice and the next fault.
 const SETTLE: Duration = Duration::from_secs(20);
 /// The fault comes at a phase in [0, this) of the 15 s probe and scrape cycles.
 const PHASE_SPREAD_MILLISECONDS: u32 = 15_000;
 
-/// One posmon setup: what its agent and collector configs add to the defaults.
+/// One posmon setup: what its agent and collector configs add to the defaults, and where its
+/// agent runs.
 struct Variant {
+    key: &'static str,
     name: &'static str,
     agent: &'static str,
     diagnosis: &'static str,
     alerts: &'static str,
+    shop: Shop,
 }
 
-const VARIANTS: [Variant; 3] = [
+/// Where a posmon variant's agent and target are.
+#[derive(Clone, Copy, PartialEq)]
+enum Shop {
+    /// On the host, watching the shared loopback target.
+    Loopback,
+    /// In a network namespace of its own with its payment host and a POS app paying every so
+    /// many seconds (`None`: idle).
+    Namespace(Option<u64>),
+}
+
+const VARIANTS: [Variant; 5] = [
     Variant {
+        key: "defaults",
         name: "posmon, defaults",
         agent: "",
         diagnosis: "",
         alerts: "",
+        shop: Shop::Loopback,
     },
     Variant {
+        key: "report15",
         name: "posmon, report every 15 s probe, group_interval 10 s",
         agent: "report_interval_seconds = 15\n",
         diagnosis: "report_interval_seconds = 15\n",
         alerts: "group_interval_seconds = 10\n",
+        shop: Shop::Loopback,
     },
     Variant {
+        key: "fast",
         name: "posmon, 5 s probe and report, group_wait 5 s, group_interval 10 s",
         agent: "probe_interval_seconds = 5\nreport_interval_seconds = 5\n",
         diagnosis: "report_interval_seconds = 5\n",
         alerts: "group_wait_seconds = 5\ngroup_interval_seconds = 10\n",
+        shop: Shop::Loopback,
+    },
+    Variant {
+        key: "paying",
+        name: "posmon, defaults, POS app paying every 5 s",
+        agent: "",
+        diagnosis: "",
+        alerts: "",
+        shop: Shop::Namespace(Some(PAYMENT_SECONDS)),
+    },
+    Variant {
+        key: "idle",
+        name: "posmon, defaults, POS app idle",
+        agent: "",
+        diagnosis: "",
+        alerts: "",
+        shop: Shop::Namespace(None),
     },
 ];
+
+/// The standard stack's key for `--systems`.
+const STANDARD: &str = "standard";
 
 /// Where a system shows the problem while it lasts.
 enum Api {
@@ -116,12 +172,76 @@ fn notice(body: &Value) -> (bool, bool) {
 /// One watched system.
 struct System {
     name: String,
-    /// The four measures' names: problem shown, notified, problem gone, resolved notice.
-    measures: [&'static str; 4],
+    /// The four measures' names: problem shown, notified, problem gone, resolved notice; a
+    /// paying shop adds the alert's delay after the first failed payment.
+    measures: Vec<&'static str>,
     api: Api,
     sink: HttpSink,
-    /// Kept alive for the run; killed on drop.
+    /// Kept alive for the run; killed on drop (before the shop's namespace goes).
     _processes: Vec<Process>,
+    shop: Option<ShopNamespace>,
+}
+
+/// A shop's namespace, and the log of its POS app when it pays.
+struct ShopNamespace {
+    namespace: Namespace,
+    pos_log: Option<PathBuf>,
+}
+
+impl ShopNamespace {
+    fn create(dir: &Path, pays: Option<u64>) -> (ShopNamespace, Process) {
+        let namespace = Namespace::create();
+        // The fault: the payment host refuses connections (a reset, as a closed port does).
+        namespace.nft(
+            "add table inet fault; add chain inet fault output { type filter hook output priority 0; }",
+        );
+        let mut serves = vec![Serve::Switch("127.0.0.1", SHOP_PORT)];
+        if let Some(every) = pays {
+            serves.push(Serve::Pos(
+                format!("127.0.0.1:{SHOP_PORT}").parse().unwrap(),
+                every,
+            ));
+        }
+        let process = namespace.serve(dir, "shop", &serves);
+        let pos_log = pays.map(|_| dir.join("shop.log"));
+        (ShopNamespace { namespace, pos_log }, process)
+    }
+
+    fn break_host(&self) {
+        self.namespace.nft(&format!(
+            "add rule inet fault output tcp dport {SHOP_PORT} reject with tcp reset"
+        ));
+    }
+
+    fn repair_host(&self) {
+        self.namespace.nft("flush chain inet fault output");
+    }
+
+    /// Seconds from `fault` to the first payment after it that failed.
+    fn first_failed_payment(&self, fault: SystemTime) -> Option<f64> {
+        let log = std::fs::read_to_string(self.pos_log.as_ref()?).ok()?;
+        let fault_millis = fault
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_millis();
+        let (millis, _) = payments(&log)
+            .into_iter()
+            .find(|&(millis, ok)| millis >= fault_millis && !ok)?;
+        Some((millis - fault_millis) as f64 / 1000.0)
+    }
+}
+
+/// A system root whose socket tables and TCP counters are the kernel's, as the agent's watch
+/// of the POS app's connections needs (the rest as [`healthy_system_root`] writes it).
+fn watching_system_root(dir: &Path) -> PathBuf {
+    let root = healthy_system_root(dir);
+    for table in ["tcp", "tcp6", "snmp"] {
+        let link = root.join("proc/net").join(table);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(Path::new("/proc/self/net").join(table), &link).unwrap();
+        }
+    }
+    root
 }
 
 /// Seconds from the fault (or the repair) to each measure, `None` when the cap passed.
@@ -129,11 +249,16 @@ type Times = [Option<f64>; 2];
 
 /// Polls every system until each has both events of the phase or the cap passes: the
 /// problem shown (`want_open`) or gone, and a firing (or resolved) notification.
-fn watch(systems: &[System], client: &reqwest::blocking::Client, want_open: bool) -> Vec<Times> {
+fn watch(
+    systems: &[System],
+    client: &reqwest::blocking::Client,
+    want_open: bool,
+    cap: Duration,
+) -> Vec<Times> {
     let baselines: Vec<usize> = systems.iter().map(|s| s.sink.requests().len()).collect();
     let start = Instant::now();
     let mut times: Vec<Times> = vec![[None, None]; systems.len()];
-    while start.elapsed() < WAIT_CAP && times.iter().any(|t| t.iter().any(Option::is_none)) {
+    while start.elapsed() < cap && times.iter().any(|t| t.iter().any(Option::is_none)) {
         for ((system, baseline), time) in systems.iter().zip(&baselines).zip(&mut times) {
             let now = start.elapsed().as_secs_f64();
             if time[0].is_none() && system.api.shows_problem(client) == Some(want_open) {
@@ -165,6 +290,7 @@ fn watch(systems: &[System], client: &reqwest::blocking::Client, want_open: bool
 
 fn posmon(dir: &Path, variant: &Variant, target: &TargetServer) -> System {
     std::fs::create_dir_all(dir).unwrap();
+    let mut processes = Vec::new();
     let sink = HttpSink::start();
     let secret = dir.join("webhook-secret");
     std::fs::write(&secret, "detection benchmark webhook secret").unwrap();
@@ -178,30 +304,66 @@ fn posmon(dir: &Path, variant: &Variant, target: &TargetServer) -> System {
             secret.display().to_string()
         ),
     );
-    let agent = start_agent(
-        dir,
-        "agent",
-        &format!(
-            "terminal_id = \"{TERMINAL}\"\ncollector_url = \"{}\"\ntoken = \"{}\"\nstate_dir = {:?}\nsystem_root = {:?}\n{}\n[labels]\nregion = \"cn-east-sh\"\n\n[[targets]]\nname = \"payment-host\"\naddress = \"{}\"\n",
-            collector.url,
-            collector.token(TERMINAL),
-            dir.join("agent-state").display().to_string(),
-            healthy_system_root(dir).display().to_string(),
-            variant.agent,
-            target.address
+    let (shop, address, collector_url, system_root) = match variant.shop {
+        Shop::Loopback => (
+            None,
+            target.address.to_string(),
+            collector.url.clone(),
+            healthy_system_root(dir),
         ),
+        Shop::Namespace(pays) => {
+            let (shop, host) = ShopNamespace::create(dir, pays);
+            processes.push(host);
+            let (port, forwarder) = shop.namespace.forward_to(
+                dir,
+                collector.url.trim_start_matches("http://").parse().unwrap(),
+            );
+            processes.push(forwarder);
+            (
+                Some(shop),
+                format!("127.0.0.1:{SHOP_PORT}"),
+                format!("http://127.0.0.1:{port}"),
+                watching_system_root(dir),
+            )
+        }
+    };
+    let config = format!(
+        "terminal_id = \"{TERMINAL}\"\ncollector_url = \"{collector_url}\"\ntoken = \"{}\"\nstate_dir = {:?}\nsystem_root = {:?}\n{}\n[labels]\nregion = \"cn-east-sh\"\n\n[[targets]]\nname = \"payment-host\"\naddress = \"{address}\"\n",
+        collector.token(TERMINAL),
+        dir.join("agent-state").display().to_string(),
+        system_root.display().to_string(),
+        variant.agent,
     );
+    let agent = match &shop {
+        None => start_agent(dir, "agent", &config),
+        Some(shop) => {
+            let path = dir.join("agent.toml");
+            std::fs::write(&path, config).unwrap();
+            shop.namespace.spawn(
+                &binary("posmon-agent"),
+                &["run", "--config", &path.display().to_string()],
+                &[("POSMON_LOG", "debug")],
+                &dir.join("agent.log"),
+            )
+        }
+    };
+    processes.push(agent);
+    let mut measures = vec![
+        "finding in the API",
+        "alert at the webhook",
+        "finding closed",
+        "resolved notice",
+    ];
+    if variant.shop == Shop::Namespace(Some(PAYMENT_SECONDS)) {
+        measures.push("alert at the webhook after the first failed payment");
+    }
     System {
         name: variant.name.to_string(),
-        measures: [
-            "finding in the API",
-            "alert at the webhook",
-            "finding closed",
-            "resolved notice",
-        ],
+        measures,
         api: Api::Posmon(collector),
         sink,
-        _processes: vec![agent],
+        _processes: processes,
+        shop,
     }
 }
 
@@ -312,7 +474,7 @@ fn standard_stack(dir: &Path, target: &TargetServer) -> System {
     );
     System {
         name: "blackbox_exporter + Prometheus + Alertmanager".to_string(),
-        measures: [
+        measures: vec![
             "alert firing in Prometheus",
             "Alertmanager webhook firing",
             "alert gone from Prometheus",
@@ -321,6 +483,7 @@ fn standard_stack(dir: &Path, target: &TargetServer) -> System {
         api: Api::Prometheus(format!("http://127.0.0.1:{prometheus_port}")),
         sink,
         _processes: vec![blackbox, alertmanager, prometheus],
+        shop: None,
     }
 }
 
@@ -351,25 +514,73 @@ fn wait_until_watching(systems: &[System], client: &reqwest::blocking::Client) {
     }
 }
 
-fn seconds(time: Option<f64>) -> String {
-    time.map_or(format!("> {} s", WAIT_CAP.as_secs()), |s| format!("{s:.1}"))
+fn seconds(time: Option<f64>, cap: Duration) -> String {
+    time.map_or(format!("> {} s", cap.as_secs()), |s| format!("{s:.1}"))
+}
+
+/// The command line: rounds (3 by default), the systems' keys, the cap of each phase.
+struct Options {
+    rounds: usize,
+    systems: Vec<String>,
+    cap: Duration,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        rounds: 3,
+        systems: VARIANTS
+            .iter()
+            .map(|variant| variant.key.to_string())
+            .chain([STANDARD.to_string()])
+            .collect(),
+        cap: WAIT_CAP,
+    };
+    // `cargo bench` adds `--bench` to the arguments.
+    let mut arguments = std::env::args().skip(1).filter(|a| a != "--bench");
+    while let Some(argument) = arguments.next() {
+        let mut value = || {
+            arguments
+                .next()
+                .unwrap_or_else(|| panic!("{argument} needs a value"))
+        };
+        match argument.as_str() {
+            "--systems" => {
+                options.systems = value().split(',').map(str::to_string).collect();
+                let known = |key: &String| {
+                    key == STANDARD || VARIANTS.iter().any(|variant| variant.key == key)
+                };
+                if let Some(unknown) = options.systems.iter().find(|key| !known(key)) {
+                    panic!("unknown system {unknown:?}: defaults, report15, fast, paying, idle, standard");
+                }
+            }
+            "--cap" => {
+                let seconds = value()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("--cap takes seconds"));
+                options.cap = Duration::from_secs(seconds);
+            }
+            rounds => {
+                options.rounds = rounds.parse().unwrap_or_else(|_| {
+                    panic!("the argument is the number of rounds, not {rounds}")
+                });
+            }
+        }
+    }
+    options
 }
 
 fn main() {
-    // `cargo bench` adds `--bench` to the arguments.
-    let rounds: usize = std::env::args()
-        .skip(1)
-        .find(|argument| argument != "--bench")
-        .map_or(3, |argument| {
-            argument
-                .parse()
-                .unwrap_or_else(|_| panic!("the argument is the number of rounds, not {argument}"))
-        });
+    if posmon_e2e_tests::netns::serve_if_asked() {
+        std::process::exit(1);
+    }
+    let options = options();
+    let chosen = |key: &str| options.systems.iter().any(|chosen| chosen == key);
     let dir = tempfile::tempdir().unwrap();
     let mut target = TargetServer::start();
     let mut systems: Vec<System> = VARIANTS
         .iter()
         .enumerate()
+        .filter(|(_, variant)| chosen(variant.key))
         .map(|(index, variant)| {
             posmon(
                 &dir.path().join(format!("posmon-{index}")),
@@ -378,43 +589,69 @@ fn main() {
             )
         })
         .collect();
-    systems.push(standard_stack(&dir.path().join("standard"), &target));
+    if chosen(STANDARD) {
+        systems.push(standard_stack(&dir.path().join("standard"), &target));
+    }
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
     wait_until_watching(&systems, &client);
-    eprintln!("Every system watches {}.", target.address);
-    // [round][system] → the four measures.
-    let mut results: Vec<Vec<[Option<f64>; 4]>> = Vec::new();
-    for round in 1..=rounds {
+    eprintln!("Every system watches its target.");
+    // [round][system] → its measures.
+    let mut results: Vec<Vec<Vec<Option<f64>>>> = Vec::new();
+    for round in 1..=options.rounds {
         // Faults at varying phases of the probe and scrape cycles.
         let phase_milliseconds = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |since| since.subsec_micros() % PHASE_SPREAD_MILLISECONDS);
         std::thread::sleep(Duration::from_millis(u64::from(phase_milliseconds)));
-        eprintln!("Round {round}: the target goes down.");
+        eprintln!("Round {round}: the targets go down.");
+        let fault_at = SystemTime::now();
+        for shop in systems.iter().filter_map(|system| system.shop.as_ref()) {
+            shop.break_host();
+        }
         target.close();
-        let fault = watch(&systems, &client, true);
-        eprintln!("Round {round}: the target is repaired.");
+        let fault = watch(&systems, &client, true, options.cap);
+        eprintln!("Round {round}: the targets are repaired.");
+        for shop in systems.iter().filter_map(|system| system.shop.as_ref()) {
+            shop.repair_host();
+        }
         target.reopen();
-        let repair = watch(&systems, &client, false);
-        let round_results: Vec<[Option<f64>; 4]> = fault
+        let repair = watch(&systems, &client, false, options.cap);
+        let round_results: Vec<Vec<Option<f64>>> = systems
             .iter()
-            .zip(&repair)
-            .map(|(down, up)| [down[0], down[1], up[0], up[1]])
+            .zip(fault.iter().zip(&repair))
+            .map(|(system, (down, up))| {
+                let mut measured = vec![down[0], down[1], up[0], up[1]];
+                if system.measures.len() > measured.len() {
+                    let first_failure = system
+                        .shop
+                        .as_ref()
+                        .and_then(|shop| shop.first_failed_payment(fault_at));
+                    measured.push(
+                        down[1]
+                            .zip(first_failure)
+                            .map(|(alert, failure)| alert - failure),
+                    );
+                }
+                measured
+            })
             .collect();
         for (system, measured) in systems.iter().zip(&round_results) {
-            let cells: Vec<String> = measured.iter().copied().map(seconds).collect();
+            let cells: Vec<String> = measured
+                .iter()
+                .map(|time| seconds(*time, options.cap))
+                .collect();
             eprintln!("Round {round}, {}: {}", system.name, cells.join(", "));
         }
         results.push(round_results);
         std::thread::sleep(SETTLE);
     }
-    print_table(&systems, &results);
+    print_table(&systems, &results, options.cap);
 }
 
-fn print_table(systems: &[System], results: &[Vec<[Option<f64>; 4]>]) {
+fn print_table(systems: &[System], results: &[Vec<Vec<Option<f64>>>], cap: Duration) {
     let rounds: Vec<String> = (1..=results.len()).map(|r| format!("round {r}")).collect();
     println!(
         "| system | measure (s after the fault; after the repair for the last two) | {} | min–max |",
@@ -425,17 +662,17 @@ fn print_table(systems: &[System], results: &[Vec<[Option<f64>; 4]>]) {
         for (measure_index, measure) in system.measures.iter().enumerate() {
             let values: Vec<Option<f64>> = results
                 .iter()
-                .map(|round| round[index][measure_index])
+                .map(|round| round[index].get(measure_index).copied().flatten())
                 .collect();
             let reached: Vec<f64> = values.iter().flatten().copied().collect();
             let min = reached.iter().copied().fold(f64::INFINITY, f64::min);
-            let max = reached.iter().copied().fold(0.0, f64::max);
+            let max = reached.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let range = match (reached.len(), values.len() - reached.len()) {
-                (0, _) => seconds(None),
+                (0, _) => seconds(None, cap),
                 (_, 0) => format!("{min:.1}–{max:.1}"),
-                _ => format!("{min:.1}–({})", seconds(None)),
+                _ => format!("{min:.1}–({})", seconds(None, cap)),
             };
-            let cells: Vec<String> = values.into_iter().map(seconds).collect();
+            let cells: Vec<String> = values.into_iter().map(|time| seconds(time, cap)).collect();
             println!(
                 "| {} | {measure} | {} | {range} |",
                 system.name,

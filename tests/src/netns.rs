@@ -103,11 +103,27 @@ impl Namespace {
         environment: &[(&str, &str)],
         log: &Path,
     ) -> Process {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap_or_else(|error| panic!("{}: {error}", log.display()));
+        self.spawn_output(program, arguments, environment, None, log)
+    }
+
+    /// Like [`Namespace::spawn`], its stdout in the file `output` when given.
+    pub fn spawn_output(
+        &self,
+        program: &Path,
+        arguments: &[&str],
+        environment: &[(&str, &str)],
+        output: Option<&Path>,
+        log: &Path,
+    ) -> Process {
+        let open = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        };
+        let log_file = open(log);
+        let stdout = output.map_or_else(Stdio::null, |path| Stdio::from(open(path)));
         // `ip netns exec` and `env` exec the program: the pid is the program's.
         let child = Command::new("ip")
             .args(["netns", "exec", &self.name, "env"])
@@ -119,7 +135,7 @@ impl Namespace {
             .arg(program)
             .args(arguments)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(log_file)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
@@ -127,6 +143,37 @@ impl Namespace {
             child,
             log: log.to_path_buf(),
         }
+    }
+
+    /// Runs `program` inside the namespace and returns its stdout, or `None` when it fails.
+    pub fn output(&self, program: &str, arguments: &[&str]) -> Option<String> {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(arguments)
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).to_string())
+    }
+
+    /// Sets a sysctl inside the namespace (`net.ipv4.ip_forward=1`).
+    pub fn sysctl(&self, setting: &str) {
+        self.run("sysctl", &["-q", "-w", setting], true);
+    }
+
+    /// The `/etc/resolv.conf` programs run in the namespace with `ip netns exec` see (it
+    /// bind-mounts `/etc/netns/<name>/resolv.conf`; removed when the namespace is dropped).
+    pub fn set_resolver(&self, nameserver: &str) {
+        let dir = Path::new(ETC_NETNS).join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
     }
 
     /// Starts this test binary inside the namespace as the stand-in servers `serves`, and
@@ -181,11 +228,15 @@ impl Namespace {
     }
 }
 
+/// Where `ip netns exec` finds the files it shows a namespace's programs in `/etc`.
+const ETC_NETNS: &str = "/etc/netns";
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.name])
             .status();
+        let _ = std::fs::remove_dir_all(Path::new(ETC_NETNS).join(&self.name));
     }
 }
 
@@ -238,6 +289,126 @@ impl Default for Shop {
     }
 }
 
+/// A shop whose router is a NAT-capable hop to the carrier's side, a namespace of its own: the
+/// terminal (`t0`, [`TERMINAL`]) — the router (`r0`, [`ROUTER`]; `w0`, [`ROUTER_WAN`]) — the
+/// carrier (`c0`, [`CARRIER_LINK`]), whose loopback holds [`PAYMENT_HOST`], [`SWITCH_HOST`],
+/// [`COLLECTOR_HOST`] and [`CARRIER_RESOLVER`]. Packets to them are forwarded by the router,
+/// so a NAT there ([`Uplink::nat`]) sees every flow. IPv6 is off and the links do not offload
+/// segmentation: each packet counted on `t0` is a packet as a modem would carry it. The
+/// terminal's ephemeral ports leave out [`PAYMENT_PORTS`].
+pub struct Uplink {
+    pub terminal: Namespace,
+    pub router: Namespace,
+    pub carrier: Namespace,
+}
+
+/// The router's address on the carrier's side, and the carrier's end of that link.
+pub const ROUTER_WAN: &str = "10.77.255.1";
+pub const CARRIER_LINK: &str = "10.77.255.2";
+/// A second payment host beyond the router (a plain TCP payment switch).
+pub const SWITCH_HOST: &str = "10.77.0.3";
+/// The collector's address beyond the router.
+pub const COLLECTOR_HOST: &str = "10.77.0.10";
+/// The carrier-side subnet holding the hosts.
+pub const HOSTS_SUBNET: &str = "10.77.0.0/24";
+
+impl Uplink {
+    pub fn new() -> Uplink {
+        let uplink = Uplink {
+            terminal: Namespace::create(),
+            router: Namespace::create(),
+            carrier: Namespace::create(),
+        };
+        for namespace in [&uplink.terminal, &uplink.router, &uplink.carrier] {
+            namespace.sysctl("net.ipv6.conf.all.disable_ipv6=1");
+            namespace.sysctl("net.ipv6.conf.default.disable_ipv6=1");
+        }
+        let (router, carrier) = (uplink.router.name.as_str(), uplink.carrier.name.as_str());
+        uplink.terminal.ip(&[
+            "link", "add", "t0", "type", "veth", "peer", "name", "r0", "netns", router,
+        ]);
+        uplink.router.ip(&[
+            "link", "add", "w0", "type", "veth", "peer", "name", "c0", "netns", carrier,
+        ]);
+        let links = [
+            (&uplink.terminal, "t0", TERMINAL, 24),
+            (&uplink.router, "r0", ROUTER, 24),
+            (&uplink.router, "w0", ROUTER_WAN, 24),
+            (&uplink.carrier, "c0", CARRIER_LINK, 24),
+        ];
+        for (namespace, link, address, prefix) in links {
+            namespace.ip(&["addr", "add", &format!("{address}/{prefix}"), "dev", link]);
+            namespace.run(
+                "ethtool",
+                &["-K", link, "tso", "off", "gso", "off", "gro", "off"],
+                true,
+            );
+            namespace.ip(&["link", "set", link, "up"]);
+        }
+        for address in [PAYMENT_HOST, SWITCH_HOST, COLLECTOR_HOST, CARRIER_RESOLVER] {
+            uplink
+                .carrier
+                .ip(&["addr", "add", &format!("{address}/32"), "dev", "lo"]);
+        }
+        // The terminal's own connections never take a payment's source port.
+        let (first, last) = PAYMENT_PORTS;
+        uplink
+            .terminal
+            .sysctl(&format!("net.ipv4.ip_local_reserved_ports={first}-{last}"));
+        uplink.router.sysctl("net.ipv4.ip_forward=1");
+        uplink
+            .terminal
+            .ip(&["route", "add", "default", "via", ROUTER, "dev", "t0"]);
+        uplink.router.ip(&[
+            "route",
+            "add",
+            HOSTS_SUBNET,
+            "via",
+            CARRIER_LINK,
+            "dev",
+            "w0",
+        ]);
+        uplink
+            .carrier
+            .ip(&["route", "add", SHOP_SUBNET, "via", ROUTER_WAN, "dev", "c0"]);
+        uplink
+    }
+
+    /// Makes the router a NAT (masquerade on `w0`) like a carrier's: a flow idle for
+    /// `idle_seconds` (TCP established, UDP) is forgotten, and a packet of a forgotten flow is
+    /// dropped both ways (no loose pick-up of TCP mid-stream, nothing unsolicited let in), so
+    /// the terminal must open a new connection.
+    pub fn nat(&self, idle_seconds: u32) {
+        let router = &self.router;
+        router.nft(
+            "add table ip nat; \
+             add chain ip nat postrouting { type nat hook postrouting priority srcnat; }; \
+             add rule ip nat postrouting oifname \"w0\" masquerade; \
+             add table inet carrier; \
+             add chain inet carrier forward { type filter hook forward priority 0; }; \
+             add rule inet carrier forward ct state invalid drop; \
+             add rule inet carrier forward iifname \"w0\" ct state new drop; \
+             add chain inet carrier input { type filter hook input priority 0; }; \
+             add rule inet carrier input iifname \"w0\" ct state != { established, related } drop",
+        );
+        // The conntrack settings exist once the rules above loaded conntrack here.
+        for setting in [
+            "nf_conntrack_tcp_timeout_established",
+            "nf_conntrack_udp_timeout",
+            "nf_conntrack_udp_timeout_stream",
+        ] {
+            router.sysctl(&format!("net.netfilter.{setting}={idle_seconds}"));
+        }
+        router.sysctl("net.netfilter.nf_conntrack_tcp_loose=0");
+    }
+}
+
+impl Default for Uplink {
+    fn default() -> Self {
+        Uplink::new()
+    }
+}
+
 /// What a stand-in server answers.
 #[derive(Debug, Clone)]
 pub enum Serve {
@@ -253,6 +424,41 @@ pub enum Serve {
     /// A TCP port on the namespace's loopback forwarded to a Unix socket; it writes its port
     /// into the ready file.
     Forward(PathBuf),
+    /// A DNS server on `address`:53 answering each name of the list with its IPv4 address
+    /// (other names: NXDOMAIN).
+    Names(&'static str, Vec<(String, String)>),
+    /// An HTTPS server on `address`:443 presenting a PEM certificate chain (leaf first) and
+    /// key, answering each request with a small `200 OK` and closing.
+    Https(&'static str, PathBuf, PathBuf),
+    /// A payment switch on `address`:`port` (plain TCP): answers each message it reads with a
+    /// [`SWITCH_REPLY_BYTES`]-byte reply, until the client closes.
+    Switch(&'static str, u16),
+    /// A POS application: every `every_seconds` one payment to `target` (connect from the next
+    /// source port of [`PAYMENT_PORTS`], a [`PAYMENT_REQUEST_BYTES`]-byte request, the reply,
+    /// the connection kept [`PAYMENT_HOLD`] as while a receipt prints, close). It logs each
+    /// payment on a line `payment <ms since the epoch> ok` (or `failed: <why>`).
+    Pos(SocketAddr, u64),
+}
+
+/// The source ports a [`Serve::Pos`] pays from, so a packet filter can tell payments apart.
+pub const PAYMENT_PORTS: (u16, u16) = (40000, 40999);
+/// The sizes of a stand-in payment's request and reply (an ISO 8583 message is a few hundred
+/// bytes).
+pub const PAYMENT_REQUEST_BYTES: usize = 320;
+pub const SWITCH_REPLY_BYTES: usize = 240;
+/// How long a stand-in payment keeps its connection open after the reply.
+pub const PAYMENT_HOLD: Duration = Duration::from_millis(1500);
+
+/// The payments a [`Serve::Pos`] logged in `log`: (ms since the epoch, whether it went
+/// through).
+pub fn payments(log: &str) -> Vec<(u128, bool)> {
+    log.lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("payment ")?.split(' ');
+            let millis = words.next()?.parse().ok()?;
+            Some((millis, words.next()? == "ok"))
+        })
+        .collect()
 }
 
 /// The environment variable naming the file a stand-in writes once it listens.
@@ -268,6 +474,18 @@ impl Serve {
             }
             Serve::TlsAlert(address) => format!("alert,{address}"),
             Serve::Forward(socket) => format!("forward,{}", socket.display()),
+            Serve::Names(address, names) => {
+                let names: Vec<String> = names
+                    .iter()
+                    .map(|(name, ip)| format!("{name}={ip}"))
+                    .collect();
+                format!("names,{address},{}", names.join(","))
+            }
+            Serve::Https(address, chain, key) => {
+                format!("https,{address},{},{}", chain.display(), key.display())
+            }
+            Serve::Switch(address, port) => format!("switch,{address},{port}"),
+            Serve::Pos(target, every) => format!("pos,{target},{every}"),
         }
     }
 }
@@ -288,6 +506,10 @@ pub fn serve_if_asked() -> bool {
             ["tls", address, certificate, key] => tls(address, certificate, key),
             ["alert", address] => alert(address),
             ["forward", socket] => ready_text = forward(PathBuf::from(socket)).to_string(),
+            ["names", address, names @ ..] => names_dns(address, names),
+            ["https", address, chain, key] => https(address, chain, key),
+            ["switch", address, port] => switch(address, port),
+            ["pos", target, every] => pos(target, every),
             _ => panic!("unknown stand-in {serve:?}"),
         }
     }
@@ -369,6 +591,150 @@ fn alert(address: &str) {
             let _ = stream.flush();
         }
     });
+}
+
+fn names_dns(address: &str, names: &[&str]) {
+    let table: Vec<(String, [u8; 4])> = names
+        .iter()
+        .map(|entry| {
+            let (name, ip) = entry
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not name=ip: {entry}"));
+            (name.to_string(), parse(ip).octets())
+        })
+        .collect();
+    let socket = UdpSocket::bind((parse(address), 53)).unwrap_or_else(|error| panic!("{error}"));
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 512];
+        while let Ok((length, peer)) = socket.recv_from(&mut buffer) {
+            let answer = crate::dns_answer(&buffer[..length], |name, record_type| {
+                match table.iter().find(|(known, _)| known == name) {
+                    Some((_, ip)) if record_type == 1 => (0, vec![*ip]),
+                    Some(_) => (0, vec![]),
+                    None => (3, vec![]),
+                }
+            });
+            if let Some(answer) = answer {
+                let _ = socket.send_to(&answer, peer);
+            }
+        }
+    });
+}
+
+fn https(address: &str, chain: &str, key: &str) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certificates = CertificateDer::pem_file_iter(chain)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .unwrap_or_else(|error| panic!("{chain}: {error}"));
+    let key = PrivateKeyDer::from_pem_file(key).unwrap_or_else(|error| panic!("{key}: {error}"));
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|error| panic!("{error}"))
+    .with_no_client_auth()
+    .with_single_cert(certificates, key)
+    .unwrap_or_else(|error| panic!("{error}"));
+    let config = Arc::new(config);
+    let listener =
+        TcpListener::bind((parse(address), 443)).unwrap_or_else(|error| panic!("{error}"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let config = Arc::clone(&config);
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let Ok(connection) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut tls = rustls::StreamOwned::new(connection, stream);
+                // Reads the request head (the handshake happens on the way), answers, closes.
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match tls.read(&mut buffer) {
+                        Ok(read) if read > 0 && request.len() < 16 * 1024 => {
+                            request.extend_from_slice(&buffer[..read]);
+                        }
+                        _ => return,
+                    }
+                }
+                let body = "{\"status\":\"up\"}";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 02 Dec 2026 12:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nStrict-Transport-Security: max-age=31536000\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(answer.as_bytes());
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+}
+
+fn switch(address: &str, port: &str) {
+    let port: u16 = port
+        .parse()
+        .unwrap_or_else(|error| panic!("{port}: {error}"));
+    let listener =
+        TcpListener::bind((parse(address), port)).unwrap_or_else(|error| panic!("{error}"));
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut buffer = [0u8; 2048];
+                while matches!(stream.read(&mut buffer), Ok(read) if read > 0) {
+                    if stream.write_all(&[0x30; SWITCH_REPLY_BYTES]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn pos(target: &str, every: &str) {
+    let target: SocketAddr = target
+        .parse()
+        .unwrap_or_else(|error| panic!("{target}: {error}"));
+    let every = Duration::from_secs(
+        every
+            .parse()
+            .unwrap_or_else(|error| panic!("{every}: {error}")),
+    );
+    std::thread::spawn(move || {
+        let (first, last) = PAYMENT_PORTS;
+        let mut next = std::time::Instant::now() + every;
+        for port in (first..=last).cycle() {
+            std::thread::sleep(next.saturating_duration_since(std::time::Instant::now()));
+            next += every;
+            // A port still in TIME_WAIT (or any failure) is a failed payment: the next one
+            // comes on time from the next port.
+            let millis = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis());
+            match pay(target, port) {
+                Ok(()) => eprintln!("payment {millis} ok"),
+                Err(error) => eprintln!("payment {millis} failed: {error}"),
+            }
+        }
+    });
+}
+
+/// One payment from source `port`: connect, request, read the reply, close.
+fn pay(target: SocketAddr, port: u16) -> std::io::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    socket.connect_timeout(&target.into(), Duration::from_secs(10))?;
+    let mut stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(&[0x31; PAYMENT_REQUEST_BYTES])?;
+    let mut reply = [0u8; SWITCH_REPLY_BYTES];
+    stream.read_exact(&mut reply)?;
+    std::thread::sleep(PAYMENT_HOLD);
+    stream.shutdown(Shutdown::Both)
 }
 
 /// Forwards connections to the namespace's loopback port it returns to `socket`.
