@@ -44,6 +44,8 @@ pub struct TargetState {
     failure: Option<String>,
     /// Failing probes in a row with the same outcome: the failing re-probe's backoff.
     same_failures: u32,
+    /// The failure the target last recovered from, until the recovery is confirmed.
+    recovered_from: Option<String>,
     /// Why the watch asks for a probe, until one runs.
     trigger: Option<Trigger>,
 }
@@ -66,7 +68,10 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
         return Some(Mode::Full);
     };
     match &state.trigger {
-        Some(Trigger::Connection(_)) if since_probe >= TRIGGER_HOLDOFF => return Some(Mode::Full),
+        // A failing target's trigger is its recovery: seen as its failure would be re-probed.
+        Some(Trigger::Connection(_)) if since_probe >= TRIGGER_HOLDOFF => {
+            return Some(state.failure.as_deref().map_or(Mode::Full, recheck_mode));
+        }
         Some(Trigger::Counters) if since_probe >= schedule.counters => return Some(Mode::Cheap),
         _ => {}
     }
@@ -82,14 +87,7 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
             .failing
             .saturating_mul(backoff)
             .min(schedule.probe.max(schedule.failing));
-        // A failed lookup or connect is seen recovering by a cheap probe (which climbs the
-        // full ladder when it fails again); a failure above needs the full ladder.
-        let mode = if failure.starts_with("dns:") || failure.starts_with("tcp:") {
-            Mode::Cheap
-        } else {
-            Mode::Full
-        };
-        return (since_probe >= wait).then_some(mode);
+        return (since_probe >= wait).then_some(recheck_mode(failure));
     }
     if since_full >= schedule.full {
         return Some(Mode::Full);
@@ -98,7 +96,29 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
     (since_working >= schedule.probe).then_some(Mode::Cheap)
 }
 
+/// How a target failing at `failure` (`rung:error`) is probed again: a failed link, router,
+/// lookup or connect is seen recovering by a cheap probe (which climbs the full ladder when it
+/// fails again with an answer); a failure above them needs the full ladder.
+fn recheck_mode(failure: &str) -> Mode {
+    let below_tls = ["link:", "gateway:", "dns:", "tcp:"];
+    if below_tls.iter().any(|rung| failure.starts_with(rung)) {
+        Mode::Cheap
+    } else {
+        Mode::Full
+    }
+}
+
 impl TargetState {
+    /// How a change found on this target is confirmed: a failure with the full ladder (to name
+    /// its cause over the attempts), a recovery as its failure was re-probed (a working
+    /// connection after a failed connect needs no TLS handshake to show it).
+    fn confirm_mode(&self) -> Mode {
+        match (&self.failure, self.recovered_from.as_deref()) {
+            (Some(_), _) | (None, None) => Mode::Full,
+            (None, Some(failure)) => recheck_mode(failure),
+        }
+    }
+
     /// After a probe in `mode` at `now` that found `failure` (the first failing rung).
     fn probed(&mut self, mode: Mode, failure: Option<String>, now: Instant) {
         self.last_probe = Some(now);
@@ -107,6 +127,11 @@ impl TargetState {
         }
         if failure.is_none() {
             self.last_working = Some(now);
+        }
+        if failure.is_none() && self.failure.is_some() {
+            self.recovered_from = self.failure.clone();
+        } else if failure.is_some() {
+            self.recovered_from = None;
         }
         self.same_failures = match (&failure, &self.failure) {
             (Some(now_failing), Some(before)) if now_failing == before => {
@@ -214,7 +239,7 @@ impl Measurer {
             .zip(self.ladder.target_names())
             .map(|(state, name)| {
                 if confirm.iter().any(|confirmed| confirmed == name) {
-                    Some(Mode::Full)
+                    Some(state.confirm_mode())
                 } else {
                     plan(state, schedule, now)
                 }
@@ -382,9 +407,21 @@ mod tests {
         );
         assert_eq!(state.trigger, None);
         state.sighted(true, None, at(start, 800));
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 800)), Some(Mode::Full));
+        assert_eq!(
+            plan(&state, &SCHEDULE, at(start, 800)),
+            Some(Mode::Full),
+            "a TLS failure needs the full ladder to be seen gone"
+        );
         state.probed(Mode::Full, None, at(start, 800));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 860)), None, "recovered");
+        assert_eq!(state.confirm_mode(), Mode::Full);
+        // A connect that failed is seen working again by a cheap probe, and confirmed by one.
+        state.probed(Mode::Full, Some("tcp:timeout".into()), at(start, 900));
+        assert_eq!(state.confirm_mode(), Mode::Full, "a failure is named fully");
+        state.sighted(true, None, at(start, 950));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 950)), Some(Mode::Cheap));
+        state.probed(Mode::Cheap, None, at(start, 950));
+        assert_eq!(state.confirm_mode(), Mode::Cheap);
     }
 
     /// The watch over the test process's own sockets (`/proc/self/net`, linked into a fake
