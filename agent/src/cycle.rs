@@ -144,10 +144,12 @@ impl TargetState {
     }
 
     /// After the watch saw the target (`working`, `trigger`) at `now`.
-    fn sighted(&mut self, working: bool, trigger: Option<Trigger>, now: Instant) {
+    fn sighted(&mut self, working: bool, connected: bool, trigger: Option<Trigger>, now: Instant) {
         if working {
             self.last_working = Some(now);
-            if self.failure.is_some() {
+            // A connection in TIME_WAIT may be from before the failure; one established now
+            // is not.
+            if self.failure.is_some() && connected {
                 // The POS application reaches a target the ladder found failing: confirm.
                 self.trigger = Some(Trigger::Connection(
                     "the POS application's connection works again".into(),
@@ -212,7 +214,7 @@ impl Measurer {
             .zip(self.ladder.target_names())
         {
             let before = state.trigger.clone();
-            state.sighted(sighting.working, sighting.trigger, now);
+            state.sighted(sighting.working, sighting.connected, sighting.trigger, now);
             if state.trigger != before {
                 tracing::debug!(target = name, trigger = ?state.trigger, "The watch asks for a probe.");
             }
@@ -335,12 +337,12 @@ mod tests {
         assert_eq!(plan(&state, &SCHEDULE, at(start, 599)), None);
         assert_eq!(plan(&state, &SCHEDULE, at(start, 600)), Some(Mode::Cheap));
         // The POS application's connection worked at 500 s: no probe until 1,100 s.
-        state.sighted(true, None, at(start, 500));
+        state.sighted(true, true, None, at(start, 500));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 1099)), None);
         assert_eq!(plan(&state, &SCHEDULE, at(start, 1100)), Some(Mode::Cheap));
         state.probed(Mode::Cheap, None, at(start, 1100));
         // The full ladder comes every six hours, working connection or not.
-        state.sighted(true, None, at(start, 21_590));
+        state.sighted(true, true, None, at(start, 21_590));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 21_600)), Some(Mode::Full));
     }
 
@@ -350,7 +352,7 @@ mod tests {
         let mut state = TargetState::default();
         state.probed(Mode::Full, None, start);
         let waits = || Some(Trigger::Connection("a connect waits".into()));
-        state.sighted(false, waits(), at(start, 5));
+        state.sighted(false, false, waits(), at(start, 5));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 5)), None, "held off");
         assert_eq!(plan(&state, &SCHEDULE, at(start, 10)), Some(Mode::Full));
         state.probed(Mode::Full, None, at(start, 10));
@@ -360,12 +362,12 @@ mod tests {
             "the trigger is spent"
         );
         // The host's counters ask for a cheap probe, at most once a minute.
-        state.sighted(false, Some(Trigger::Counters), at(start, 30));
+        state.sighted(false, false, Some(Trigger::Counters), at(start, 30));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 69)), None);
         assert_eq!(plan(&state, &SCHEDULE, at(start, 70)), Some(Mode::Cheap));
         // A connection's trouble outranks them.
-        state.sighted(false, waits(), at(start, 70));
-        state.sighted(false, Some(Trigger::Counters), at(start, 70));
+        state.sighted(false, false, waits(), at(start, 70));
+        state.sighted(false, false, Some(Trigger::Counters), at(start, 70));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 70)), Some(Mode::Full));
     }
 
@@ -402,11 +404,12 @@ mod tests {
         // is: it is confirmed at once.
         state.sighted(
             false,
+            false,
             Some(Trigger::Connection("a connect waits".into())),
             at(start, 800),
         );
         assert_eq!(state.trigger, None);
-        state.sighted(true, None, at(start, 800));
+        state.sighted(true, true, None, at(start, 800));
         assert_eq!(
             plan(&state, &SCHEDULE, at(start, 800)),
             Some(Mode::Full),
@@ -418,7 +421,7 @@ mod tests {
         // A connect that failed is seen working again by a cheap probe, and confirmed by one.
         state.probed(Mode::Full, Some("tcp:timeout".into()), at(start, 900));
         assert_eq!(state.confirm_mode(), Mode::Full, "a failure is named fully");
-        state.sighted(true, None, at(start, 950));
+        state.sighted(true, true, None, at(start, 950));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 950)), Some(Mode::Cheap));
         state.probed(Mode::Cheap, None, at(start, 950));
         assert_eq!(state.confirm_mode(), Mode::Cheap);

@@ -16,6 +16,11 @@ use crate::system::SystemRoot;
 /// `TCP_ESTABLISHED` and `TCP_SYN_SENT` in the socket table's `st` column.
 const ESTABLISHED: u8 = 0x01;
 const SYN_SENT: u8 = 0x02;
+/// The states of a connection that was established and is closing or closed (`FIN_WAIT1`,
+/// `FIN_WAIT2`, `TIME_WAIT`, `CLOSE_WAIT`, `LAST_ACK`, `CLOSING`): a payment's short
+/// connection is seen in them (a minute in `TIME_WAIT`) when it came and went between two
+/// reads of the table. The agent's own probes end with a reset, which leaves none of them.
+const CLOSING: [u8; 6] = [0x04, 0x05, 0x06, 0x08, 0x09, 0x0b];
 /// How long a connect may wait for an answer before it is a trigger: the kernel retransmits
 /// an unanswered SYN after one second.
 const SYN_SENT_TRIGGER: Duration = Duration::from_secs(1);
@@ -116,8 +121,11 @@ pub fn parse_counters(text: &str) -> Option<Counters> {
 /// What the watch saw of one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Sighting {
-    /// An established connection to the target that is not retransmitting: its path works.
+    /// A connection to the target that is established or closing, not retransmitting: its
+    /// path works (or worked within the last minute, for a connection in `TIME_WAIT`).
     pub working: bool,
+    /// One of them is established now.
+    pub connected: bool,
     /// Why the target should be probed at once, if it should.
     pub trigger: Option<Trigger>,
 }
@@ -219,7 +227,13 @@ fn sight(
             {
                 let remote = socket.remote;
                 match socket.state {
-                    ESTABLISHED if socket.retransmits == 0 => sighting.working = true,
+                    ESTABLISHED if socket.retransmits == 0 => {
+                        sighting.working = true;
+                        sighting.connected = true;
+                    }
+                    state if CLOSING.contains(&state) && socket.retransmits == 0 => {
+                        sighting.working = true;
+                    }
                     ESTABLISHED => {
                         sighting.trigger = Some(Trigger::Connection(format!(
                             "a connection to {remote} is retransmitting ({} times)",
@@ -353,6 +367,7 @@ Udp: InDatagrams NoPorts\nUdp: 10 0\n";
             vec![address("10.0.0.8:443")],
             vec![address("10.0.0.9:443")],
             vec![],
+            vec![address("10.0.0.10:8583")],
         ];
         let start = Instant::now();
         let mut waiting = BTreeMap::new();
@@ -361,8 +376,12 @@ Udp: InDatagrams NoPorts\nUdp: 10 0\n";
             socket("10.0.0.7:80", SYN_SENT, 0),
             socket("10.0.0.8:443", SYN_SENT, 0),
             socket("10.0.0.9:443", ESTABLISHED, 1),
+            // A payment's connection that came and went: TIME_WAIT.
+            socket("10.0.0.10:8583", 0x06, 0),
         ];
         let seen = sight(&sockets, &targets, &mut waiting, false, start);
+        assert!(seen[4].working && !seen[4].connected, "{seen:?}");
+        assert!(seen[0].connected);
         assert!(seen[0].working && seen[0].trigger.is_none(), "{seen:?}");
         assert_eq!(seen[1], Sighting::default(), "a connect just begun");
         assert!(!seen[2].working && seen[2].trigger.is_some());
