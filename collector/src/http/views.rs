@@ -127,6 +127,10 @@ pub struct TerminalSummary<'a> {
     /// The agent's data use this month against its budget (absent for agents that send none).
     #[serde(skip_serializing_if = "Option::is_none")]
     data_usage: Option<UsageView>,
+    /// The schedule the agent announced (stretched by its data budget, if it is): what its
+    /// silence is judged by. Absent for agents that announce none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    intervals: Option<posmon_protocol::Intervals>,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -154,6 +158,7 @@ impl<'a> TerminalSummary<'a> {
                 .data_usage
                 .as_ref()
                 .map(|usage| UsageView::new(usage, now)),
+            intervals: terminal.intervals,
         }
     }
 }
