@@ -285,7 +285,9 @@ pub fn open_report(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
     /// The collector holds every report of the terminal up to `sequence`; its clock read
-    /// `collector_time_unix_ms` when it answered.
+    /// `collector_time_unix_ms` when it answered. It carries no `heartbeats` flag: every
+    /// collector that answers datagrams takes heartbeats (both came in the same version), so
+    /// an ack read from a datagram means `BatchAck::heartbeats`.
     Ack {
         sequence: u64,
         collector_time_unix_ms: i64,
