@@ -7,21 +7,31 @@
 //! What this listener must never do: answer before a datagram authenticated (a spoofed source
 //! address gets nothing back), answer with more bytes than it received (no amplification),
 //! allocate or work beyond its bounds for a datagram from anybody (the size is checked before
-//! anything else, a token bucket bounds the datagrams read per second over all senders, and an
-//! authenticated one takes a slot of the main ingest pool and its terminal's share), or let a
-//! replay do harm (a replayed report is a duplicate by its sequence; one of an agent instance
-//! the collector does not hold is refused, so an old capture cannot move a terminal's mark).
+//! anything else; authentication comes first, each datagram's work before it bounded: a parse,
+//! at most two HMACs and one AEAD over at most 1 200 bytes; a token bucket over all senders is
+//! charged only by the datagrams that fail to parse or to authenticate, and once it is empty a
+//! datagram under a key not authenticated recently is dropped unread, so a flood of garbage
+//! never stops the terminals whose keys are cached; an authenticated one takes a slot of the
+//! main ingest pool and its terminal's datagram share, apart from its HTTPS one), or let a
+//! replay do harm (each cached key remembers its last nonces: a datagram is taken at most twice,
+//! its first send and the agent's one resend of the same bytes, later repeats are dropped
+//! unanswered before admission; a replayed report is a duplicate by its sequence; one of an
+//! agent instance the collector does not hold is refused, so an old capture cannot move a
+//! terminal's mark).
 
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use posmon_protocol::datagram::{
-    open_report, parse_report, seal_answer, Answer, DatagramError, DatagramKey, Refusal,
-    DATAGRAM_MAX_BYTES, NONCE_BYTES,
+    authenticate_report, decompress_report, parse_report, seal_answer, Answer, DatagramError,
+    DatagramKey, ParsedReport, Refusal, DATAGRAM_MAX_BYTES, NONCE_BYTES,
 };
 use posmon_protocol::CredentialError;
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use serde::Deserialize;
 use tokio::net::UdpSocket;
 
@@ -37,8 +47,13 @@ pub struct DatagramConfig {
     pub enabled: bool,
     /// Where; absent: the HTTP listener's address and port number.
     pub address: Option<SocketAddr>,
-    /// Datagrams read per second at most, over all senders; more are dropped unread.
+    /// Datagrams that fail to parse or to authenticate per second at most, over all senders
+    /// (a token bucket of one second's worth, charged only by those); once it is empty, a
+    /// datagram under a key not in the cache of recently authenticated ones is dropped unread.
     pub max_datagrams_per_second: u32,
+    /// Keys of recently authenticated terminals held (about 100 bytes each, with their last
+    /// nonces): size it to the terminals reporting by datagram.
+    pub max_cached_keys: usize,
 }
 
 impl Default for DatagramConfig {
@@ -47,6 +62,7 @@ impl Default for DatagramConfig {
             enabled: true,
             address: None,
             max_datagrams_per_second: 20_000,
+            max_cached_keys: 262_144,
         }
     }
 }
@@ -59,6 +75,9 @@ impl DatagramConfig {
                 "max_datagrams_per_second".into(),
                 "must be at least 1 (turn datagrams off with enabled = false)",
             ));
+        }
+        if self.max_cached_keys < 2 {
+            return Err(("max_cached_keys".into(), "must be at least 2"));
         }
         Ok(())
     }
@@ -74,7 +93,7 @@ impl DatagramConfig {
 enum Dropped {
     /// Larger than a datagram may be.
     TooLarge,
-    /// Over the rate of all senders together.
+    /// Under a key not cached while the failures of all senders together are over their rate.
     FleetRate,
     /// Not a report datagram of this version.
     Malformed,
@@ -83,6 +102,8 @@ enum Dropped {
     Revoked,
     /// The seal does not open under the terminal's key.
     Unauthentic,
+    /// Authentic, but taken twice already (its first send and its resend): a replay.
+    Replayed,
     /// Authentic, but its terminal is over its rate or has its requests in flight already.
     TerminalRate,
     /// Authentic, but every slot of the ingest pool is taken.
@@ -92,13 +113,14 @@ enum Dropped {
 }
 
 impl Dropped {
-    const ALL: [Dropped; 9] = [
+    const ALL: [Dropped; 10] = [
         Dropped::TooLarge,
         Dropped::FleetRate,
         Dropped::Malformed,
         Dropped::UnknownKey,
         Dropped::Revoked,
         Dropped::Unauthentic,
+        Dropped::Replayed,
         Dropped::TerminalRate,
         Dropped::Overloaded,
         Dropped::AnswerTooLarge,
@@ -112,6 +134,7 @@ impl Dropped {
             Dropped::UnknownKey => "unknown_key",
             Dropped::Revoked => "revoked",
             Dropped::Unauthentic => "unauthentic",
+            Dropped::Replayed => "replayed",
             Dropped::TerminalRate => "terminal_rate",
             Dropped::Overloaded => "overloaded",
             Dropped::AnswerTooLarge => "answer_too_large",
@@ -131,6 +154,7 @@ const REFUSALS: [Refusal; 5] = [
 /// `posmon_ingest_datagrams_*`: registered with the collector's other metrics (`metrics.rs`).
 pub struct DatagramMetrics {
     received: IntCounter,
+    cached_keys: IntGauge,
     acknowledged: IntCounter,
     dropped: IntCounterVec,
     refused: IntCounterVec,
@@ -142,6 +166,10 @@ impl DatagramMetrics {
             "posmon_ingest_datagrams_received_total",
             "Report datagrams received (UDP), whatever became of them.",
         )?;
+        let cached_keys = IntGauge::new(
+            "posmon_ingest_datagram_keys_cached",
+            "Keys of recently authenticated terminals the datagram listener holds (datagram.max_cached_keys at most).",
+        )?;
         let acknowledged = IntCounter::new(
             "posmon_ingest_datagrams_acknowledged_total",
             "Report datagrams answered with an acknowledgement.",
@@ -149,7 +177,7 @@ impl DatagramMetrics {
         let dropped = IntCounterVec::new(
             Opts::new(
                 "posmon_ingest_datagrams_dropped_total",
-                "Report datagrams dropped without an answer, by reason (too_large, fleet_rate, malformed, unknown_key, revoked, unauthentic, terminal_rate, overloaded, answer_too_large).",
+                "Report datagrams dropped without an answer, by reason (too_large, fleet_rate, malformed, unknown_key, revoked, unauthentic, replayed, terminal_rate, overloaded, answer_too_large).",
             ),
             &["reason"],
         )?;
@@ -161,6 +189,7 @@ impl DatagramMetrics {
             &["reason"],
         )?;
         registry.register(Box::new(received.clone()))?;
+        registry.register(Box::new(cached_keys.clone()))?;
         registry.register(Box::new(acknowledged.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(refused.clone()))?;
@@ -172,6 +201,7 @@ impl DatagramMetrics {
         }
         Ok(DatagramMetrics {
             received,
+            cached_keys,
             acknowledged,
             dropped,
             refused,
@@ -209,12 +239,169 @@ struct Opened {
     report_json: Option<Vec<u8>>,
 }
 
-/// Authenticates and opens a datagram, or says why it is dropped unanswered.
-fn open(state: &AppState, datagram: &[u8]) -> Result<Opened, Dropped> {
-    let parsed = parse_report(datagram).map_err(|error| match error {
-        DatagramError::TooLarge { .. } => Dropped::TooLarge,
-        _ => Dropped::Malformed,
-    })?;
+/// How many of each key's last nonces are remembered.
+const RECENT_NONCES: usize = 4;
+
+/// A recently authenticated key and the last nonces seen under it (their first 8 bytes, random
+/// bits: an agent's two nonces sharing them is a chance of one in 2^64).
+struct Known {
+    key: DatagramKey,
+    key_index: usize,
+    nonces: [u64; RECENT_NONCES],
+    /// Which of `nonces` was taken twice already.
+    resent: [bool; RECENT_NONCES],
+    /// How many were seen, to know the slots in use and the next to reuse.
+    seen: usize,
+}
+
+impl Known {
+    fn new(key: DatagramKey, key_index: usize) -> Self {
+        Known {
+            key,
+            key_index,
+            nonces: [0; RECENT_NONCES],
+            resent: [false; RECENT_NONCES],
+            seen: 0,
+        }
+    }
+
+    /// Notes `nonce`; false when it was taken twice already (a replay).
+    fn take_nonce(&mut self, nonce: &[u8; NONCE_BYTES]) -> bool {
+        let mut prefix = [0_u8; 8];
+        prefix.copy_from_slice(&nonce[..8]);
+        let nonce = u64::from_le_bytes(prefix);
+        let used = self.seen.min(RECENT_NONCES);
+        if let Some(slot) = (0..used).find(|&slot| self.nonces[slot] == nonce) {
+            if self.resent[slot] {
+                return false;
+            }
+            self.resent[slot] = true;
+            return true;
+        }
+        let slot = self.seen % RECENT_NONCES;
+        self.nonces[slot] = nonce;
+        self.resent[slot] = false;
+        self.seen = self.seen.wrapping_add(1);
+        true
+    }
+}
+
+/// The keys of recently authenticated (terminal, key id, generation), at most `capacity`: two
+/// generations of maps, the older dropped when the newer is half full (a key used since moves
+/// to the newer). Only a datagram that authenticated adds one, so garbage cannot churn it.
+/// Keyed by a keyed hash of the triple: nobody can aim at a collision, and one by chance (one in
+/// 2^64 per pair) only makes a terminal's datagrams fail until the entry ages out.
+struct KeyCache {
+    hasher: RandomState,
+    current: HashMap<u64, Known>,
+    previous: HashMap<u64, Known>,
+    capacity: usize,
+}
+
+impl KeyCache {
+    fn new(capacity: usize) -> Self {
+        KeyCache {
+            hasher: RandomState::new(),
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            capacity: capacity.max(2),
+        }
+    }
+
+    fn name(&self, terminal_id: &str, key_id: &str, generation: u32) -> u64 {
+        self.hasher.hash_one((terminal_id, key_id, generation))
+    }
+
+    fn get(&mut self, name: u64) -> Option<&mut Known> {
+        if !self.current.contains_key(&name) {
+            let known = self.previous.remove(&name)?;
+            self.insert(name, known);
+        }
+        self.current.get_mut(&name)
+    }
+
+    fn insert(&mut self, name: u64, known: Known) {
+        if self.current.len() >= self.capacity / 2 {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(name, known);
+    }
+
+    fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
+    }
+}
+
+/// The pre-authentication budget: the failures of all senders per second.
+struct Failures {
+    bucket: TokenBucket,
+    per_second: f64,
+}
+
+impl Failures {
+    fn room(&mut self) -> bool {
+        self.bucket
+            .has_token(Instant::now(), self.per_second, self.per_second)
+    }
+
+    fn charge(&mut self) {
+        // Empty already: nothing more to take.
+        let _ = self
+            .bucket
+            .take(Instant::now(), self.per_second, self.per_second);
+    }
+}
+
+/// Authenticates a parsed datagram, with its key from the cache or derived (while the failures
+/// leave room), charging the failures; then checks its nonce, and only then looks up its
+/// terminal's agent instance and decompresses it.
+fn open(
+    state: &AppState,
+    keys: &mut KeyCache,
+    failures: &mut Failures,
+    parsed: &ParsedReport<'_>,
+) -> Result<Opened, Dropped> {
+    let header = &parsed.header;
+    // Checked at each use, a cached key's included: a revocation takes effect at once.
+    if header.generation < state.keyring.revocations().minimum(&header.terminal_id) {
+        failures.charge();
+        return Err(Dropped::Revoked);
+    }
+    let name = keys.name(&header.terminal_id, &header.key_id, header.generation);
+    let body = match keys.get(name) {
+        Some(known) => authenticate_report(&known.key, parsed).map_err(|_| {
+            failures.charge();
+            Dropped::Unauthentic
+        })?,
+        None => {
+            if !failures.room() {
+                return Err(Dropped::FleetRate);
+            }
+            let (body, known) = derive(state, parsed).inspect_err(|_| failures.charge())?;
+            keys.insert(name, known);
+            body
+        }
+    };
+    // Just inserted if it was not there.
+    let known = keys.get(name).ok_or(Dropped::Unauthentic)?;
+    if !known.take_nonce(&header.nonce) {
+        return Err(Dropped::Replayed);
+    }
+    let (key, key_index) = (known.key.clone(), known.key_index);
+    let instance = state.fleet.agent_instance(&header.terminal_id);
+    let report_json = decompress_report(&body, &header.terminal_id, instance.as_deref()).ok();
+    Ok(Opened {
+        terminal_id: header.terminal_id.clone(),
+        key,
+        key_index,
+        header: parsed.header_bytes.to_vec(),
+        report_json,
+    })
+}
+
+/// Derives the key of a datagram's header from the keyring and authenticates the datagram
+/// under it: its body and the key to cache.
+fn derive(state: &AppState, parsed: &ParsedReport<'_>) -> Result<(Vec<u8>, Known), Dropped> {
     let header = &parsed.header;
     let (token, key_index) = state
         .keyring
@@ -224,19 +411,8 @@ fn open(state: &AppState, datagram: &[u8]) -> Result<Opened, Dropped> {
             _ => Dropped::UnknownKey,
         })?;
     let key = DatagramKey::from_token(&token);
-    let instance = state.fleet.agent_instance(&header.terminal_id);
-    let report_json = match open_report(&key, &parsed, instance.as_deref()) {
-        Ok(json) => Some(json),
-        Err(DatagramError::Unauthentic) => return Err(Dropped::Unauthentic),
-        Err(_) => None,
-    };
-    Ok(Opened {
-        terminal_id: header.terminal_id.clone(),
-        key,
-        key_index,
-        header: parsed.header_bytes.to_vec(),
-        report_json,
-    })
+    let body = authenticate_report(&key, parsed).map_err(|_| Dropped::Unauthentic)?;
+    Ok((body, Known::new(key, key_index)))
 }
 
 /// How long the listener pauses after a failed receive.
@@ -247,7 +423,11 @@ pub async fn serve(socket: UdpSocket, state: Arc<AppState>) {
     let socket = Arc::new(socket);
     let metrics = &state.metrics.datagrams;
     let per_second = f64::from(state.config.datagram.max_datagrams_per_second);
-    let mut fleet_rate = TokenBucket::full(per_second, Instant::now());
+    let mut failures = Failures {
+        bucket: TokenBucket::full(per_second, Instant::now()),
+        per_second,
+    };
+    let mut keys = KeyCache::new(state.config.datagram.max_cached_keys);
     // One byte more than a datagram may have: a longer one shows as filling it.
     let mut buffer = vec![0_u8; DATAGRAM_MAX_BYTES + 1];
     loop {
@@ -265,20 +445,27 @@ pub async fn serve(socket: UdpSocket, state: Arc<AppState>) {
             metrics.drop(Dropped::TooLarge);
             continue;
         }
-        if fleet_rate
-            .take(Instant::now(), per_second, per_second)
-            .is_err()
-        {
-            metrics.drop(Dropped::FleetRate);
-            continue;
-        }
-        let opened = match open(&state, &buffer[..length]) {
+        let parsed = match parse_report(&buffer[..length]) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                failures.charge();
+                metrics.drop(match error {
+                    DatagramError::TooLarge { .. } => Dropped::TooLarge,
+                    _ => Dropped::Malformed,
+                });
+                continue;
+            }
+        };
+        let opened = match open(&state, &mut keys, &mut failures, &parsed) {
             Ok(opened) => opened,
             Err(reason) => {
                 metrics.drop(reason);
                 continue;
             }
         };
+        metrics
+            .cached_keys
+            .set(i64::try_from(keys.len()).unwrap_or(i64::MAX));
         state.keyring.note_use(opened.key_index);
         // Over its terminal's rate, or with the collector's pool full: no answer at all (the
         // agent goes to HTTPS on silence), so that replayed captures cannot make the collector
@@ -502,6 +689,7 @@ mod tests {
         harness.know("T-1").await;
         let token = terminal_token(keyring().current(), "T-1");
         let request = sealed("T-1", &token, 0, &report_json("T-1", 2));
+        // The first send and the agent's resend of the same bytes (its ack lost).
         for _ in 0..2 {
             let answer = harness
                 .exchange(&request)
@@ -523,6 +711,103 @@ mod tests {
         assert_eq!(reports.with_label_values(&["applied"]).get(), 2);
         assert_eq!(reports.with_label_values(&["duplicate"]).get(), 1);
         assert_eq!(harness.state.metrics.datagrams.acknowledged.get(), 2);
+        // Any more of it is a replay: no answer, nothing admitted.
+        for _ in 0..3 {
+            assert_eq!(harness.exchange(&request).await, None);
+        }
+        assert_eq!(harness.dropped(Dropped::Replayed), 3);
+        assert_eq!(reports.with_label_values(&["duplicate"]).get(), 1);
+    }
+
+    #[tokio::test]
+    async fn datagrams_never_spend_the_terminals_https_share() {
+        let harness = harness(|config| {
+            config.limits.terminal_request_burst = 3;
+            config.limits.terminal_requests_per_minute = 1;
+        })
+        .await;
+        harness.know("T-1").await;
+        let token = terminal_token(keyring().current(), "T-1");
+        // Captures replayed and fresh datagrams, more than the terminal's burst.
+        let capture = sealed("T-1", &token, 0, &report_json("T-1", 2));
+        for _ in 0..10 {
+            harness.exchange(&capture).await;
+        }
+        for sequence in 3..8 {
+            harness
+                .exchange(&sealed("T-1", &token, 0, &report_json("T-1", sequence)))
+                .await;
+        }
+        assert_eq!(harness.dropped(Dropped::Replayed), 8);
+        assert!(harness.dropped(Dropped::TerminalRate) > 0);
+        // The terminal's HTTPS reports are taken as if no datagram had come.
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(
+                harness.state.fairness.enter("T-1", now).is_ok(),
+                "the HTTPS share spent by datagrams"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_over_the_failure_rate_does_not_stop_authenticated_terminals() {
+        let harness = harness(|config| {
+            config.datagram.max_datagrams_per_second = 5;
+        })
+        .await;
+        harness.know("T-1").await;
+        harness.know("T-2").await;
+        let token = terminal_token(keyring().current(), "T-1");
+        // T-1's key is cached by its first datagram.
+        let first = sealed("T-1", &token, 0, &report_json("T-1", 2));
+        assert!(harness.exchange(&first).await.is_some());
+        // A flood of garbage, forged datagrams under T-1's and T-2's names among it.
+        let mut forged = first.clone();
+        if let Some(last) = forged.last_mut() {
+            *last ^= 1;
+        }
+        let t2_forged = sealed("T-2", "k1.not-the-token", 0, &report_json("T-2", 2));
+        for _ in 0..30 {
+            for datagram in [&b"garbage"[..], &forged, &t2_forged] {
+                harness
+                    .client
+                    .send_to(datagram, harness.collector)
+                    .await
+                    .unwrap_or_else(|error| panic!("{error}"));
+            }
+        }
+        // Let the listener read them all (their drops are counted).
+        for _ in 0..100 {
+            if harness.state.metrics.datagrams.received.get() >= 91 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            harness.dropped(Dropped::FleetRate) > 0,
+            "the failures are over their rate"
+        );
+        // T-1 is served still; T-2, whose key is not cached yet, waits for the failures to ebb.
+        let next = sealed("T-1", &token, 0, &report_json("T-1", 3));
+        let answer = harness.exchange(&next).await;
+        assert!(
+            matches!(
+                answer.map(|answer| answer_to(&next, &token, &answer)),
+                Some(Answer::Ack { sequence: 3, .. })
+            ),
+            "an authenticated terminal dropped for others' garbage"
+        );
+        let t2_token = terminal_token(keyring().current(), "T-2");
+        let t2 = sealed("T-2", &t2_token, 0, &report_json("T-2", 2));
+        let before = harness.dropped(Dropped::FleetRate);
+        assert_eq!(harness.exchange(&t2).await, None);
+        assert_eq!(harness.dropped(Dropped::FleetRate), before + 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            harness.exchange(&t2).await.is_some(),
+            "taken once the failures ebbed"
+        );
     }
 
     #[tokio::test]
@@ -609,6 +894,9 @@ mod tests {
         let harness = harness(|_| {}).await;
         harness.know("T-1").await;
         let old = terminal_token(keyring().current(), "T-1");
+        // Its key cached by a datagram taken before the revocation.
+        let before = sealed("T-1", &old, 0, &report_json("T-1", 2));
+        assert!(harness.exchange(&before).await.is_some());
         let minimum = harness
             .state
             .keyring
@@ -616,23 +904,23 @@ mod tests {
             .revoke("T-1", time::OffsetDateTime::now_utc())
             .unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(minimum, 1);
-        let request = sealed("T-1", &old, 0, &report_json("T-1", 2));
+        let request = sealed("T-1", &old, 0, &report_json("T-1", 3));
         assert_eq!(harness.exchange(&request).await, None);
         assert_eq!(harness.dropped(Dropped::Revoked), 1);
         let new = posmon_protocol::terminal_token_at(keyring().current(), "T-1", 1);
-        let request = sealed("T-1", &new, 1, &report_json("T-1", 2));
+        let request = sealed("T-1", &new, 1, &report_json("T-1", 3));
         let answer = harness.exchange(&request).await;
         assert!(
             matches!(
                 answer.map(|answer| answer_to(&request, &new, &answer)),
-                Some(Answer::Ack { sequence: 2, .. })
+                Some(Answer::Ack { sequence: 3, .. })
             ),
             "the new generation is taken"
         );
     }
 
     #[tokio::test]
-    async fn a_flood_is_cut_at_the_fleet_rate_and_the_terminal_rate() {
+    async fn an_authentic_flood_is_cut_at_the_terminal_rate() {
         let harness = harness(|config| {
             config.datagram.max_datagrams_per_second = 20;
             config.limits.terminal_request_burst = 5;
@@ -673,12 +961,40 @@ mod tests {
             .iter()
             .filter(|answer| matches!(answer, Answer::Ack { .. }))
             .count();
-        // The fleet's rate lets 20 in; the terminal's burst (and its two in flight) some of
-        // those, acknowledged; the rest get no answer (their agent goes to HTTPS).
-        assert_eq!(harness.dropped(Dropped::FleetRate), 18);
+        // Authentic datagrams spend nothing of the failures' rate; the terminal's burst (and
+        // its two in flight) lets some in, acknowledged; the rest get no answer (their agent
+        // goes to HTTPS).
+        assert_eq!(harness.dropped(Dropped::FleetRate), 0);
         assert!((1..=5).contains(&acks), "{answers:?}");
         assert_eq!(answers.len(), acks, "{answers:?}");
-        assert_eq!(harness.dropped(Dropped::TerminalRate) as usize, 20 - acks);
+        assert_eq!(harness.dropped(Dropped::TerminalRate) as usize, 38 - acks);
+    }
+
+    #[test]
+    fn the_key_cache_is_bounded_and_a_nonce_taken_twice_at_most() {
+        let mut keys = KeyCache::new(8);
+        let key = DatagramKey::from_token("k1.token");
+        for terminal in 0..100 {
+            let name = keys.name(&format!("T-{terminal}"), "k1", 0);
+            keys.insert(name, Known::new(key.clone(), 0));
+            assert!(keys.len() <= 8, "{}", keys.len());
+        }
+        // The newest are there.
+        let newest = keys.name("T-99", "k1", 0);
+        let known = keys
+            .get(newest)
+            .unwrap_or_else(|| panic!("the newest key is gone"));
+        let nonce = |byte: u8| [byte; NONCE_BYTES];
+        assert!(known.take_nonce(&nonce(1)));
+        assert!(known.take_nonce(&nonce(1)), "the agent's resend");
+        assert!(!known.take_nonce(&nonce(1)), "a replay");
+        for byte in 2..=4 {
+            assert!(known.take_nonce(&nonce(byte)));
+        }
+        assert!(!known.take_nonce(&nonce(1)), "still remembered");
+        // Pushed out by newer ones: remembered no longer (the terminal's rate bounds those).
+        assert!(known.take_nonce(&nonce(5)));
+        assert!(known.take_nonce(&nonce(1)));
     }
 
     #[test]
@@ -690,6 +1006,14 @@ mod tests {
         assert_eq!(
             config.validate().map_err(|(key, _)| key),
             Err("max_datagrams_per_second".to_string())
+        );
+        let config = DatagramConfig {
+            max_cached_keys: 1,
+            ..DatagramConfig::default()
+        };
+        assert_eq!(
+            config.validate().map_err(|(key, _)| key),
+            Err("max_cached_keys".to_string())
         );
         let http = SocketAddr::from(([0, 0, 0, 0], 8080));
         assert_eq!(DatagramConfig::default().address(http), Some(http));

@@ -128,6 +128,23 @@ pub struct Terminal {
     /// When the silence watch looks at it next: its one live queue entry.
     #[serde(skip)]
     pub(crate) silence_due: silence::Due,
+    /// The signals of the newest report with measurements (after the open-findings cap): what
+    /// a heartbeat repeats. `None` until one is applied since the collector started (not
+    /// stored: the next report with measurements sets it); an empty set allocates nothing.
+    #[serde(skip)]
+    pub(crate) last_signals: LastSignals,
+}
+
+/// The signals a heartbeat repeats ([`Terminal::last_signals`]): a memory of the collector's
+/// run, not stored, so two terminals are equal whatever theirs (as a restored one is to the one
+/// written).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LastSignals(Option<Box<[Signal]>>);
+
+impl PartialEq for LastSignals {
+    fn eq(&self, _: &LastSignals) -> bool {
+        true
+    }
 }
 
 impl Terminal {
@@ -151,6 +168,7 @@ impl Terminal {
             intervals: None,
             data_usage: None,
             silence_due: silence::Due::default(),
+            last_signals: LastSignals::default(),
         }
     }
 
@@ -278,6 +296,8 @@ impl Terminal {
         };
         let new_instance: Arc<str> = Arc::from(instance);
         self.agent_instance = Some(Arc::clone(&new_instance));
+        // A heartbeat of the new instance repeats its own reports, not the old one's.
+        self.last_signals = LastSignals::default();
         let old_highest = std::mem::take(&mut self.highest_sequence);
         self.sequence_resets = self.sequence_resets.saturating_add(1);
         let previous_reset_at = self.last_sequence_reset_at.replace(received_at);
@@ -771,21 +791,27 @@ impl Fleet {
                 });
             }
             terminal.take_identity(&report, &mut shard.interner);
-            // A heartbeat runs no rule: the findings, open and pending, stay as they are (the
-            // hysteresis counts only reports with measurements), and so do the targets and
-            // the device.
-            let mut events = if is_heartbeat(&report) {
-                Vec::new()
+            // A heartbeat says "as before": it repeats the last report's observation, the
+            // signals of the newest report with measurements, at its own time, so that the
+            // hysteresis counts it; the targets and the device stay as they are. Before any
+            // such report since the collector started, it runs no rule (nothing to repeat).
+            let signals = if is_heartbeat(&report) {
+                terminal.last_signals.0.as_deref().map(<[Signal]>::to_vec)
             } else {
                 terminal.take_measurements(&report, &mut shard.interner, self.latency_points);
                 let signals = self.cap_new_findings(&terminal.findings, signals);
-                terminal.findings.observe(
+                terminal.last_signals = LastSignals(Some(signals.clone().into_boxed_slice()));
+                Some(signals)
+            };
+            let mut events = match signals {
+                Some(signals) => terminal.findings.observe(
                     terminal_id,
                     signals,
                     report.observed_at,
                     thresholds,
                     &mut next_id,
-                )
+                ),
+                None => Vec::new(),
             };
             // A report is the end of a silence.
             events.extend(terminal.findings.observe_scope(
@@ -1443,13 +1469,13 @@ mod tests {
     }
 
     #[test]
-    fn a_heartbeat_counts_for_liveness_and_runs_no_rule() {
+    fn a_heartbeat_counts_for_liveness_and_repeats_the_last_observation() {
         let fleet = Fleet::new(100, 30);
         // A first failure: pending (the hysteresis wants two observations).
         let outcome = apply(&fleet, vec![report(1, 0, true)], 0);
         assert_eq!(changes(&outcome), []);
         let before = fleet.terminal("T-1").unwrap();
-        // A heartbeat neither breaks the bad streak nor extends it…
+        // A heartbeat says "as before": the failure seen again, the second observation…
         let mut beat = heartbeat(2, 1);
         beat.data_usage = Some(DataUsage {
             month: 24_322,
@@ -1465,8 +1491,15 @@ mod tests {
             retry_max_seconds: 300,
         });
         let outcome = apply(&fleet, vec![beat], 1);
-        assert_eq!((outcome.applied, changes(&outcome)), (1, vec![]));
-        // …but moves the liveness: sequence, times, schedule, data usage.
+        assert_eq!(
+            (outcome.applied, changes(&outcome)),
+            (1, vec![(Change::Opened, false)])
+        );
+        assert_eq!(
+            outcome.events[0].finding.since, T0,
+            "open since the failure it repeats"
+        );
+        // …and it moves the liveness: sequence, times, schedule, data usage.
         let terminal = fleet.terminal("T-1").unwrap();
         assert_eq!(terminal.highest_sequence, 2);
         assert_eq!(terminal.last_seen, T0 + time::Duration::minutes(1));
@@ -1476,10 +1509,6 @@ mod tests {
         // The path state, its latency series and the device are the failing report's.
         assert_eq!(terminal.targets, before.targets);
         assert_eq!(terminal.device, before.device);
-        assert_eq!(terminal.findings, before.findings);
-        // The second failure after it opens the finding: the streak held.
-        let outcome = apply(&fleet, vec![report(3, 2, true)], 2);
-        assert_eq!(changes(&outcome), [(Change::Opened, false)]);
         let latency_points = |fleet: &Fleet| {
             fleet.terminal("T-1").map(|t| {
                 t.targets
@@ -1489,9 +1518,9 @@ mod tests {
             })
         };
         let points = latency_points(&fleet);
-        // Heartbeats keep it open, however many: they are no good observation; a later
-        // report without usage keeps the usage held.
-        for sequence in 4..10 {
+        // Heartbeats keep it open, however many: each repeats the failure; a later report
+        // without usage keeps the usage held.
+        for sequence in 3..10 {
             let outcome = apply(
                 &fleet,
                 vec![heartbeat(sequence, sequence as i64)],
@@ -1502,20 +1531,87 @@ mod tests {
         let terminal = fleet.terminal("T-1").unwrap();
         assert_eq!(ready(&terminal), Readiness::CannotPay);
         assert_eq!(terminal.visible_findings().count(), 1);
+        assert_eq!(
+            terminal.visible_findings().next().map(|f| f.last_seen),
+            Some(T0 + time::Duration::minutes(9)),
+            "seen again at each heartbeat's time"
+        );
         assert_eq!(terminal.data_usage.map(|u| u.stretch_percent), Some(150));
         assert_eq!(latency_points(&fleet), points);
-        // Reports with measurements close it as before.
-        let outcome = apply(
-            &fleet,
-            vec![report(10, 10, false), report(11, 11, false)],
-            11,
+        // A recovery and a heartbeat repeating it close it as two recoveries do.
+        assert_eq!(changes(&apply(&fleet, vec![report(10, 10, false)], 10)), []);
+        let outcome = apply(&fleet, vec![heartbeat(11, 11)], 11);
+        assert_eq!(changes(&outcome), [(Change::Closed, false)]);
+        assert_eq!(
+            fleet.terminal("T-1").map(|t| ready(&t)),
+            Some(Readiness::CanPay)
         );
-        assert!(
-            changes(&outcome)
-                .iter()
-                .any(|(change, _)| *change == Change::Closed),
-            "{:?}",
-            changes(&outcome)
+    }
+
+    /// A report whose payment host answers slowly (the high-latency rule's signal).
+    fn slow(sequence: u64, minute: i64) -> Report {
+        let mut report = report(sequence, minute, false);
+        for stage in &mut report.probes[0].stages {
+            stage.latency_ms = Some(posmon_protocol::LatencyStats {
+                min: 5_000.0,
+                avg: 5_000.0,
+                max: 5_000.0,
+                jitter: 0.0,
+            });
+        }
+        report
+    }
+
+    #[test]
+    fn heartbeats_count_toward_a_finding_that_needs_three_observations() {
+        let codes = |fleet: &Fleet| -> Vec<&'static str> {
+            fleet
+                .terminal("T-1")
+                .map(|t| t.findings.findings().map(|f| f.kind.code).collect())
+                .unwrap_or_default()
+        };
+        let fleet = Fleet::new(100, 30);
+        // The agent sends the change and its confirmation, then only heartbeats.
+        apply(&fleet, vec![slow(1, 0)], 0);
+        apply(&fleet, vec![slow(2, 1)], 1);
+        assert!(codes(&fleet).is_empty(), "pending after two");
+        let outcome = apply(&fleet, vec![heartbeat(3, 2)], 2);
+        assert_eq!(changes(&outcome), [(Change::Opened, false)]);
+        let opened = codes(&fleet);
+        assert_eq!(opened.len(), 1, "{opened:?}");
+        // The same for its end.
+        apply(&fleet, vec![report(4, 3, false)], 3);
+        apply(&fleet, vec![report(5, 4, false)], 4);
+        assert_eq!(codes(&fleet), opened, "open until the third good one");
+        let outcome = apply(&fleet, vec![heartbeat(6, 5)], 5);
+        assert_eq!(changes(&outcome), [(Change::Closed, false)]);
+        // Without a report with measurements since the collector started (nothing stored
+        // repeats), a heartbeat runs no rule.
+        let fleet = Fleet::new(100, 30);
+        apply(&fleet, vec![slow(1, 0)], 0);
+        apply(&fleet, vec![slow(2, 1)], 1);
+        // As the store writes and reads them back.
+        let stored = serde_json::to_string(&fleet.take_changes().terminals).unwrap_or_default();
+        let restored = Fleet::restore(
+            Restored {
+                terminals: serde_json::from_str(&stored).unwrap_or_else(|error| panic!("{error}")),
+                ..Restored::default()
+            },
+            100,
+            30,
+        );
+        for sequence in 3..6 {
+            let outcome = apply(
+                &restored,
+                vec![heartbeat(sequence, sequence as i64)],
+                sequence as i64,
+            );
+            assert_eq!(changes(&outcome), []);
+        }
+        assert!(codes(&restored).is_empty());
+        assert_eq!(
+            changes(&apply(&restored, vec![slow(6, 6)], 6)),
+            [(Change::Opened, false)]
         );
     }
 

@@ -274,18 +274,37 @@ pub fn open_report(
     parsed: &ParsedReport<'_>,
     agent_instance: Option<&str>,
 ) -> Result<Vec<u8>, DatagramError> {
-    let body = key.open(&parsed.header.nonce, parsed.header_bytes, parsed.sealed)?;
-    decompress(
-        &body,
-        &terminal_dictionary(&parsed.header.terminal_id, agent_instance),
-    )
+    let body = authenticate_report(key, parsed)?;
+    decompress_report(&body, &parsed.header.terminal_id, agent_instance)
+}
+
+/// The first half of [`open_report`]: authenticates and decrypts a parsed report datagram under
+/// `key`, giving its still compressed body ([`DatagramError::Unauthentic`] otherwise). The
+/// collector looks up the terminal's agent instance only after this.
+pub fn authenticate_report(
+    key: &DatagramKey,
+    parsed: &ParsedReport<'_>,
+) -> Result<Vec<u8>, DatagramError> {
+    key.open(&parsed.header.nonce, parsed.header_bytes, parsed.sealed)
+}
+
+/// The second half of [`open_report`]: decompresses an authenticated body of `terminal_id`
+/// with the dictionary of `agent_instance`.
+pub fn decompress_report(
+    body: &[u8],
+    terminal_id: &str,
+    agent_instance: Option<&str>,
+) -> Result<Vec<u8>, DatagramError> {
+    decompress(body, &terminal_dictionary(terminal_id, agent_instance))
 }
 
 /// The collector's answer to a report datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
     /// The collector holds every report of the terminal up to `sequence`; its clock read
-    /// `collector_time_unix_ms` when it answered.
+    /// `collector_time_unix_ms` when it answered. It carries no `heartbeats` flag: every
+    /// collector that answers datagrams takes heartbeats (both came in the same version), so
+    /// an ack read from a datagram means `BatchAck::heartbeats`.
     Ack {
         sequence: u64,
         collector_time_unix_ms: i64,

@@ -453,6 +453,9 @@ pub struct BatchAck {
     /// The collector's clock when it answered.
     #[serde(with = "time::serde::rfc3339")]
     pub collector_time: OffsetDateTime,
+    /// This collector takes heartbeats (Section::Measurements); absent from collectors before them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub heartbeats: bool,
 }
 
 /// The body of every 4xx and 5xx answer from the collector's API.
@@ -469,4 +472,28 @@ pub struct ErrorDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_says_heartbeats_only_when_taken() {
+        let old = r#"{"terminal_id":"T-1","acknowledged_sequence":3,"collector_time":"2026-11-26T02:00:00Z"}"#;
+        let ack: BatchAck = serde_json::from_str(old).unwrap_or_else(|error| panic!("{error}"));
+        assert!(!ack.heartbeats, "a collector from before heartbeats");
+        assert_eq!(
+            serde_json::to_string(&ack).unwrap_or_default(),
+            old,
+            "false is not written"
+        );
+        let new = BatchAck {
+            heartbeats: true,
+            ..ack
+        };
+        let json = serde_json::to_string(&new).unwrap_or_default();
+        assert!(json.ends_with(r#","heartbeats":true}"#), "{json}");
+        assert_eq!(serde_json::from_str::<BatchAck>(&json).ok(), Some(new));
+    }
 }

@@ -91,6 +91,8 @@ fn post(collector: &Collector, token: &str, report: Value) -> (u16, Value) {
 fn send(collector: &Collector, token: &str, report: Value) {
     let (status, body) = post(collector, token, report);
     assert_eq!(status, 200, "{body}");
+    // Every acknowledgement says the collector takes heartbeats: the agent sends none before.
+    assert_eq!(body["heartbeats"], true, "{body}");
 }
 
 fn terminal_ids(list: &Value) -> Vec<String> {

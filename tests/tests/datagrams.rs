@@ -220,9 +220,9 @@ fn hostile_datagrams_get_no_answer_and_hurt_no_one() {
     for (name, datagram) in &hostile {
         assert_eq!(answered(&collector, datagram), None, "{name} was answered");
     }
-    // An authentic report of an instance the collector does not hold is sent to HTTPS;
-    // replayed, it is refused again and moves nothing.
-    for _ in 0..3 {
+    // An authentic report of an instance the collector does not hold is sent to HTTPS; its
+    // resend is refused again; any later copy is a replay, unanswered; none moves anything.
+    for _ in 0..2 {
         let answer = answered(&collector, &good).unwrap();
         assert!(answer.len() <= good.len(), "amplification");
         let parsed = parse_report(&good).unwrap();
@@ -233,6 +233,15 @@ fn hostile_datagrams_get_no_answer_and_hurt_no_one() {
         );
         assert!(matches!(opened, Ok(Answer::Refusal(_))), "{opened:?}");
     }
+    assert_eq!(answered(&collector, &good), None, "a replay was answered");
+    assert_eq!(
+        metric(
+            &collector,
+            "posmon_ingest_datagrams_dropped_total",
+            "{reason=\"replayed\"}"
+        ),
+        1
+    );
     assert_eq!(sequence(&collector, "T-HOSTILE"), 0);
 
     // A flood from many sockets: whatever gets through is dropped or refused; the honest

@@ -50,6 +50,12 @@ impl TokenBucket {
         Err(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::from_secs(3600)))
     }
 
+    /// Whether a token is there at `now`, without taking it.
+    pub fn has_token(&mut self, now: Instant, per_second: f64, burst: f64) -> bool {
+        self.refill(now, per_second, burst);
+        self.tokens >= 1.0
+    }
+
     /// Whether the bucket is full at `now`: the terminal has been quiet long enough to forget.
     pub fn is_full(&self, now: Instant, per_second: f64, burst: f64) -> bool {
         let mut bucket = *self;

@@ -74,7 +74,10 @@ pub struct AppState {
     /// (`limits.max_concurrent_unidentified_ingest`).
     unidentified_permits: Arc<tokio::sync::Semaphore>,
     /// Requests in flight and the request rate of each authenticated terminal.
-    fairness: Arc<admission::Fairness>,
+    pub(crate) fairness: Arc<admission::Fairness>,
+    /// The same limits for each terminal's report datagrams, counted apart: datagrams (a
+    /// replayed capture among them) never spend the terminal's HTTPS share.
+    pub(crate) datagram_fairness: Arc<admission::Fairness>,
     /// Tickets for durable acknowledgements (`state.durable_acknowledgements`).
     durability: Arc<Durability>,
     /// Receivers, routes, the notification outbox and the silences.
@@ -130,6 +133,11 @@ impl AppState {
             config.limits.terminal_requests_per_minute,
             config.limits.terminal_request_burst,
         ));
+        let datagram_fairness = Arc::new(admission::Fairness::new(
+            config.limits.max_concurrent_ingest_per_terminal,
+            config.limits.terminal_requests_per_minute,
+            config.limits.terminal_request_burst,
+        ));
         let metrics = Arc::new(metrics);
         let alerts = Alerts::open(&config.alerts, &config.data_dir, Arc::clone(&metrics))?;
         let config_trend_points = config.web.trend_points;
@@ -137,6 +145,7 @@ impl AppState {
             ingest_permits,
             unidentified_permits,
             fairness,
+            datagram_fairness,
             durability: Arc::new(Durability::default()),
             config,
             keyring: crate::revocation::Credentials::new(keyring, revocations),

@@ -141,8 +141,16 @@ fn admit(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Admitted, Refusal
 
 /// Counts a request against its authenticated terminal's limits.
 fn enter(state: &Arc<AppState>, terminal_id: &str) -> Result<InFlight, Refusal> {
-    state
-        .fairness
+    enter_in(&state.fairness, state, terminal_id)
+}
+
+/// Counts a request against its authenticated terminal's limits in `fairness`.
+fn enter_in(
+    fairness: &Arc<admission::Fairness>,
+    state: &AppState,
+    terminal_id: &str,
+) -> Result<InFlight, Refusal> {
+    fairness
         .enter(terminal_id, Instant::now())
         .map_err(|refusal| match refusal {
             admission::Refusal::Busy => Refusal {
@@ -464,6 +472,7 @@ pub(crate) async fn ingest_json(
         terminal_id,
         acknowledged_sequence,
         collector_time,
+        heartbeats: true,
     })
 }
 
@@ -501,7 +510,7 @@ pub(crate) struct DatagramSlot {
 }
 
 /// Takes an ingest slot for a datagram of `terminal_id` (already authenticated), or says why
-/// not.
+/// not: the terminal's datagram limits, apart from its HTTPS ones.
 pub(crate) fn admit_datagram(
     state: &Arc<AppState>,
     terminal_id: &str,
@@ -509,7 +518,8 @@ pub(crate) fn admit_datagram(
     let Ok(permit) = Arc::clone(&state.ingest_permits).try_acquire_owned() else {
         return Err(DatagramRefusal::Overloaded);
     };
-    let in_flight = enter(state, terminal_id).map_err(|refusal| datagram_refusal(&refusal))?;
+    let in_flight = enter_in(&state.datagram_fairness, state, terminal_id)
+        .map_err(|refusal| datagram_refusal(&refusal))?;
     Ok(DatagramSlot {
         _in_flight: in_flight,
         _permit: permit,
