@@ -266,6 +266,11 @@ impl Deliverer {
         }
         let instance = spool.instance().to_string();
         for report in &pending {
+            // An acknowledgement of a later report (the collector took it before, and its
+            // answer was lost) covers this one too.
+            if report.sequence <= spool.acknowledged() {
+                continue;
+            }
             let Some(client) = self.datagrams.as_mut() else {
                 return Ok(None);
             };
@@ -327,8 +332,8 @@ impl Deliverer {
         }
     }
 
-    /// Forgets what an acknowledgement of reports up to `last` covers. `Some`: stop delivering
-    /// for now with this outcome.
+    /// Forgets what an acknowledgement of reports up to `last` (the last one sent) covers.
+    /// `Some`: stop delivering for now with this outcome.
     fn take_acknowledgement(
         &mut self,
         spool: &mut Spool,
@@ -339,7 +344,10 @@ impl Deliverer {
         if clock.is_some() {
             self.clock = clock;
         }
-        if acknowledged > last {
+        // Above the last report sent but not above the last one issued: the collector took
+        // later reports before (their answer was lost); they are acknowledged, as any are.
+        let issued = spool.next_sequence().saturating_sub(1);
+        if acknowledged > issued {
             // The collector holds a higher mark for this instance than this spool issued, so
             // it took these reports for repeats and applied none of them: another device with
             // this token and instance, or a forged report, pinned the mark. A new instance
@@ -347,7 +355,7 @@ impl Deliverer {
             // counted as dropped, never taken as delivered.
             tracing::error!(
                 acknowledged,
-                sent = last,
+                issued,
                 "The collector holds sequences above those this agent issued; starting a new agent instance."
             );
             spool.start_anew()?;
