@@ -5,7 +5,10 @@
 //! ([`plan`]): the full ladder first, then every full-probe interval, at once on a trigger of
 //! the passive watch, and while it fails every failing-probe interval (doubling while the
 //! outcome stays the same, up to the probe interval); a cheap probe every probe interval unless
-//! the watch saw the POS application's own connection working meanwhile.
+//! the watch saw the POS application's own connection working meanwhile. A failing target's
+//! established connection asks for one re-probe per failure (its outcome): a working connection
+//! is no recovery of a failed lookup, handshake or request, nor of a connect when it predates
+//! the failure, so seeing it again asks for nothing more than the failing re-probes.
 
 use std::time::Duration;
 
@@ -25,11 +28,12 @@ use crate::watch::{Trigger, Watch};
 /// last probe: a POS application retrying a broken connection would otherwise climb it every
 /// second.
 const TRIGGER_HOLDOFF: Duration = Duration::from_secs(10);
-/// The host's failure counters run a cheap probe, but not within this long of the last probe
-/// (stretched by the budget, see [`Schedule::counters`]): another application's failures move
-/// them too (at worst a cheap probe a minute, about 10 MB a month before the stretch, where
-/// nothing but the counters shows the POS application's refused connects).
-pub const COUNTERS_HOLDOFF: Duration = Duration::from_secs(60);
+/// The host's failure counters run a cheap probe at once, but not within this long of the last
+/// probe they ran: another application's failures move them too (at worst a cheap probe a
+/// minute, about 9 MB a month, where nothing but the counters shows the POS application's
+/// refused connects). Not stretched by the budget: the first refused payment after a quiet
+/// minute is probed at once, so that it is reported within seconds.
+const COUNTERS_HOLDOFF: Duration = Duration::from_secs(60);
 
 /// What the schedule knows of one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +50,10 @@ pub struct TargetState {
     same_failures: u32,
     /// The failure the target last recovered from, until the recovery is confirmed.
     recovered_from: Option<String>,
+    /// Whether the POS application's connection asked for a re-probe of this failure already.
+    recovery_sought: bool,
+    /// The last probe the host's counters ran.
+    last_counters: Option<Instant>,
     /// Why the watch asks for a probe, until one runs.
     trigger: Option<Trigger>,
 }
@@ -56,8 +64,6 @@ pub struct Schedule {
     pub probe: Duration,
     pub full: Duration,
     pub failing: Duration,
-    /// The least time between a probe and the cheap probe the host's counters ask for.
-    pub counters: Duration,
 }
 
 /// How `state`'s target is probed at `now`, if at all.
@@ -72,7 +78,11 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
         Some(Trigger::Connection(_)) if since_probe >= TRIGGER_HOLDOFF => {
             return Some(state.failure.as_deref().map_or(Mode::Full, recheck_mode));
         }
-        Some(Trigger::Counters) if since_probe >= schedule.counters => return Some(Mode::Cheap),
+        Some(Trigger::Counters)
+            if since(state.last_counters).is_none_or(|since| since >= COUNTERS_HOLDOFF) =>
+        {
+            return Some(Mode::Cheap)
+        }
         _ => {}
     }
     if let Some(failure) = &state.failure {
@@ -122,6 +132,13 @@ impl TargetState {
     /// After a probe in `mode` at `now` that found `failure` (the first failing rung).
     fn probed(&mut self, mode: Mode, failure: Option<String>, now: Instant) {
         self.last_probe = Some(now);
+        if self.trigger == Some(Trigger::Counters) {
+            self.last_counters = Some(now);
+        }
+        if failure != self.failure {
+            // Another failure, or none: a working connection may be news again.
+            self.recovery_sought = false;
+        }
         if mode == Mode::Full {
             self.last_full = Some(now);
         }
@@ -148,9 +165,11 @@ impl TargetState {
         if working {
             self.last_working = Some(now);
             // A connection in TIME_WAIT may be from before the failure; one established now
-            // is not.
-            if self.failure.is_some() && connected {
+            // is not. Once per failure: an idle connection from before a failed connect, or
+            // one beside a failed lookup, handshake or request, stays established through it.
+            if self.failure.is_some() && connected && !self.recovery_sought {
                 // The POS application reaches a target the ladder found failing: confirm.
+                self.recovery_sought = true;
                 self.trigger = Some(Trigger::Connection(
                     "the POS application's connection works again".into(),
                 ));
@@ -164,7 +183,7 @@ impl TargetState {
                 self.trigger = Some(Trigger::Connection(why));
             }
             Some(Trigger::Counters)
-                if !working && self.failure.is_none() && self.trigger.is_none() =>
+                if !connected && self.failure.is_none() && self.trigger.is_none() =>
             {
                 self.trigger = Some(Trigger::Counters);
             }
@@ -321,7 +340,6 @@ mod tests {
         probe: Duration::from_secs(600),
         full: Duration::from_secs(6 * 3600),
         failing: Duration::from_secs(60),
-        counters: COUNTERS_HOLDOFF,
     };
 
     fn at(start: Instant, seconds: u64) -> Instant {
@@ -361,14 +379,58 @@ mod tests {
             None,
             "the trigger is spent"
         );
-        // The host's counters ask for a cheap probe, at most once a minute.
+        // The host's counters ask for a cheap probe at once (a refused payment, seconds after
+        // the last probe), then at most once a minute.
+        state.sighted(false, false, Some(Trigger::Counters), at(start, 12));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 12)), Some(Mode::Cheap));
+        state.probed(Mode::Cheap, None, at(start, 12));
         state.sighted(false, false, Some(Trigger::Counters), at(start, 30));
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 69)), None);
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 70)), Some(Mode::Cheap));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 71)), None);
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 72)), Some(Mode::Cheap));
         // A connection's trouble outranks them.
-        state.sighted(false, false, waits(), at(start, 70));
-        state.sighted(false, false, Some(Trigger::Counters), at(start, 70));
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 70)), Some(Mode::Full));
+        state.sighted(false, false, waits(), at(start, 72));
+        state.sighted(false, false, Some(Trigger::Counters), at(start, 72));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 72)), Some(Mode::Full));
+        state.probed(Mode::Full, None, at(start, 72));
+        // Only an established connection shows connects are taken: one closing (a good
+        // payment's TIME_WAIT) does not hide the counters' rise.
+        state.sighted(true, false, Some(Trigger::Counters), at(start, 140));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 140)), Some(Mode::Cheap));
+        let mut connected = TargetState::default();
+        connected.probed(Mode::Full, None, start);
+        connected.sighted(true, true, Some(Trigger::Counters), at(start, 140));
+        assert_eq!(plan(&connected, &SCHEDULE, at(start, 140)), None);
+    }
+
+    /// A failing target's established connection asks for one re-probe per failure: one
+    /// beside a failed handshake (or from before a failed connect) stays established, and
+    /// must not climb the full ladder every holdoff for as long as the failure lasts.
+    #[test]
+    fn a_working_connection_asks_once_per_failure() {
+        let start = Instant::now();
+        let mut state = TargetState::default();
+        let expired = || Some("tls:certificate_expired".to_string());
+        state.probed(Mode::Full, expired(), start);
+        state.sighted(true, true, None, at(start, 5));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 10)), Some(Mode::Full));
+        state.probed(Mode::Full, expired(), at(start, 10));
+        for second in 11..130 {
+            state.sighted(true, true, None, at(start, second));
+            assert_eq!(
+                plan(&state, &SCHEDULE, at(start, second)),
+                None,
+                "{second} s"
+            );
+        }
+        // The failing re-probes go on as before, doubling: 120 s, then 240 s.
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 130)), Some(Mode::Full));
+        state.probed(Mode::Full, expired(), at(start, 130));
+        state.sighted(true, true, None, at(start, 150));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 369)), None);
+        // Another failure: a working connection is news again.
+        state.probed(Mode::Full, Some("tcp:refused".into()), at(start, 370));
+        state.sighted(true, true, None, at(start, 375));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 380)), Some(Mode::Cheap));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::budget::{Budget, BudgetSettings};
 use crate::config::AgentConfig;
-use crate::cycle::{Measurer, Schedule, COUNTERS_HOLDOFF};
+use crate::cycle::{Measurer, Schedule};
 use crate::deliver::{Deliverer, DeliveryConfig, Outcome};
 use crate::report::{build, compact};
 use crate::spool::{Spool, SpoolLimits};
@@ -229,7 +229,7 @@ impl Agent {
     }
 
     /// The probing schedule now: the cheap probes (and, through their cap, a failing target's
-    /// re-probes) and the counters' holdoff stretched by the budget.
+    /// re-probes) stretched by the budget. The watch's triggers are not: they are the faults.
     fn schedule(&self, unix: i64) -> Schedule {
         Schedule {
             probe: self
@@ -237,7 +237,6 @@ impl Agent {
                 .stretch_interval(self.config.probe_interval(), unix),
             full: self.config.full_probe_interval(),
             failing: self.config.failing_probe_interval(),
-            counters: self.budget.stretch_interval(COUNTERS_HOLDOFF, unix),
         }
     }
 
