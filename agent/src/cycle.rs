@@ -24,9 +24,10 @@ use crate::software::{inventory, ComponentSource};
 use crate::system::SystemRoot;
 use crate::watch::{Trigger, Watch};
 
-/// A connection's trigger runs a target's full ladder at once, but not within this long of its
-/// last probe: a POS application retrying a broken connection would otherwise climb it every
-/// second.
+/// A connection's trigger runs a target's full ladder at once, but not within this long of the
+/// last probe a connection ran: a POS application retrying a broken connection would otherwise
+/// climb it every second. Counted from the last triggered probe, not from any: a blackholed
+/// payment's connect a few seconds after a scheduled probe is probed at once.
 const TRIGGER_HOLDOFF: Duration = Duration::from_secs(10);
 /// The host's failure counters run a cheap probe at once, but not within this long of the last
 /// probe they ran: another application's failures move them too (at worst a cheap probe a
@@ -52,7 +53,8 @@ pub struct TargetState {
     recovered_from: Option<String>,
     /// Whether the POS application's connection asked for a re-probe of this failure already.
     recovery_sought: bool,
-    /// The last probe the host's counters ran.
+    /// The last probe a connection's trigger ran, and the last the host's counters ran.
+    last_connection: Option<Instant>,
     last_counters: Option<Instant>,
     /// Why the watch asks for a probe, until one runs.
     trigger: Option<Trigger>,
@@ -75,7 +77,9 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
     };
     match &state.trigger {
         // A failing target's trigger is its recovery: seen as its failure would be re-probed.
-        Some(Trigger::Connection(_)) if since_probe >= TRIGGER_HOLDOFF => {
+        Some(Trigger::Connection(_))
+            if since(state.last_connection).is_none_or(|since| since >= TRIGGER_HOLDOFF) =>
+        {
             return Some(state.failure.as_deref().map_or(Mode::Full, recheck_mode));
         }
         Some(Trigger::Counters)
@@ -132,8 +136,10 @@ impl TargetState {
     /// After a probe in `mode` at `now` that found `failure` (the first failing rung).
     fn probed(&mut self, mode: Mode, failure: Option<String>, now: Instant) {
         self.last_probe = Some(now);
-        if self.trigger == Some(Trigger::Counters) {
-            self.last_counters = Some(now);
+        match self.trigger {
+            Some(Trigger::Connection(_)) => self.last_connection = Some(now),
+            Some(Trigger::Counters) => self.last_counters = Some(now),
+            None => {}
         }
         if failure != self.failure {
             // Another failure, or none: a working connection may be news again.
@@ -370,10 +376,14 @@ mod tests {
         let mut state = TargetState::default();
         state.probed(Mode::Full, None, start);
         let waits = || Some(Trigger::Connection("a connect waits".into()));
+        // Seconds after a scheduled probe: at once.
+        state.sighted(false, false, waits(), at(start, 2));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 2)), Some(Mode::Full));
+        state.probed(Mode::Full, None, at(start, 2));
         state.sighted(false, false, waits(), at(start, 5));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 5)), None, "held off");
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 10)), Some(Mode::Full));
-        state.probed(Mode::Full, None, at(start, 10));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 12)), Some(Mode::Full));
+        state.probed(Mode::Full, None, at(start, 12));
         assert_eq!(
             plan(&state, &SCHEDULE, at(start, 30)),
             None,
