@@ -433,8 +433,10 @@ impl Climber {
                     started.elapsed(),
                     format!("{} ({detail})", listed.join(" ")),
                 );
-                if let (Some(ttl), Ok(mut cache)) = (ttl, self.dns_cache.lock()) {
-                    let until = Instant::now() + ttl.min(DNS_CACHE_MAX);
+                // A name from /etc/hosts (no TTL) is kept as long as any: the watch knows a
+                // target only by the addresses cached for it.
+                if let Ok(mut cache) = self.dns_cache.lock() {
+                    let until = Instant::now() + ttl.unwrap_or(DNS_CACHE_MAX).min(DNS_CACHE_MAX);
                     cache.insert(name.clone(), (addresses.clone(), until));
                 }
                 Some(addresses)
@@ -742,6 +744,61 @@ pub(crate) fn rung_on_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A target named in /etc/hosts: the watch is given its address (it knows a target only by
+    /// the addresses cached for it).
+    #[tokio::test]
+    async fn a_name_from_the_hosts_file_is_watched() {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("{error}"))
+            .port();
+        let tree = crate::system::tests::FakeTree::new(&[
+            ("etc/hosts", "127.0.0.1 pay.example\n"),
+            ("sys/class/net/eth0/carrier", "1\n"),
+            ("sys/class/net/eth0/operstate", "up\n"),
+            (
+                "proc/net/route",
+                "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+                 eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
+            ),
+            (
+                "proc/net/arp",
+                "IP address       HW type     Flags       HW address            Mask     Device\n\
+                 192.168.1.1      0x1         0x2         aa:bb:cc:dd:ee:ff     *        eth0\n",
+            ),
+        ]);
+        let mut config = AgentConfig::example();
+        config.system_root = tree.root().path("");
+        config.icmp = false;
+        config.attempts = 1;
+        config.probe_timeout_seconds = 1;
+        config.targets = vec![crate::config::TargetConfig {
+            name: "pay".into(),
+            address: format!("pay.example:{port}"),
+            tls: false,
+            attempts: None,
+            ca_file: None,
+        }];
+        let mut ladder = Ladder::new(&config).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(ladder.addresses(), vec![vec![]], "not resolved yet");
+        let measured = ladder.probe_all().await;
+        assert!(
+            measured.probes[0]
+                .stages
+                .iter()
+                .all(|stage| stage.status == StageStatus::Ok),
+            "{:?}",
+            measured.probes
+        );
+        assert_eq!(
+            ladder.addresses(),
+            vec![vec![SocketAddr::from(([127, 0, 0, 1], port))]]
+        );
+    }
 
     #[test]
     fn rungs_not_climbed_are_carried_unless_the_ladder_stops_short_of_them() {
