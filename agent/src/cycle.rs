@@ -125,11 +125,14 @@ fn recheck_mode(failure: &str) -> Mode {
 impl TargetState {
     /// How a change found on this target is confirmed: a failure with the full ladder (to name
     /// its cause over the attempts), a recovery as its failure was re-probed (a working
-    /// connection after a failed connect needs no TLS handshake to show it).
-    fn confirm_mode(&self) -> Mode {
+    /// connection after a failed connect needs no TLS handshake to show it) unless the target
+    /// has a TLS or HTTP rung (`above_tcp`): those came back from memory, maybe hours old, and
+    /// a host back with an expired certificate must not show healthy. One full ladder per
+    /// recovery; the re-probes that found it stay cheap.
+    fn confirm_mode(&self, above_tcp: bool) -> Mode {
         match (&self.failure, self.recovered_from.as_deref()) {
-            (Some(_), _) | (None, None) => Mode::Full,
-            (None, Some(failure)) => recheck_mode(failure),
+            (None, Some(failure)) if !above_tcp => recheck_mode(failure),
+            _ => Mode::Full,
         }
     }
 
@@ -264,9 +267,10 @@ impl Measurer {
         self.states
             .iter()
             .zip(self.ladder.target_names())
-            .map(|(state, name)| {
+            .zip(self.ladder.remembers_above_tcp())
+            .map(|((state, name), above_tcp)| {
                 if confirm.iter().any(|confirmed| confirmed == name) {
-                    Some(state.confirm_mode())
+                    Some(state.confirm_mode(above_tcp))
                 } else {
                     plan(state, schedule, now)
                 }
@@ -489,14 +493,20 @@ mod tests {
         );
         state.probed(Mode::Full, None, at(start, 800));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 860)), None, "recovered");
-        assert_eq!(state.confirm_mode(), Mode::Full);
+        assert_eq!(state.confirm_mode(false), Mode::Full);
         // A connect that failed is seen working again by a cheap probe, and confirmed by one.
         state.probed(Mode::Full, Some("tcp:timeout".into()), at(start, 900));
-        assert_eq!(state.confirm_mode(), Mode::Full, "a failure is named fully");
+        assert_eq!(
+            state.confirm_mode(false),
+            Mode::Full,
+            "a failure is named fully"
+        );
         state.sighted(true, true, None, at(start, 950));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 950)), Some(Mode::Cheap));
         state.probed(Mode::Cheap, None, at(start, 950));
-        assert_eq!(state.confirm_mode(), Mode::Cheap);
+        assert_eq!(state.confirm_mode(false), Mode::Cheap);
+        // A target with TLS or HTTP rungs: those are measured again, not taken from memory.
+        assert_eq!(state.confirm_mode(true), Mode::Full);
     }
 
     /// The watch over the test process's own sockets (`/proc/self/net`, linked into a fake

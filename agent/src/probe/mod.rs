@@ -187,6 +187,19 @@ impl Ladder {
             .collect()
     }
 
+    /// Whether each target's latest measurements include a TLS or HTTP rung, in the configured
+    /// order: a climb that stops below them carries them from memory.
+    pub fn remembers_above_tcp(&self) -> Vec<bool> {
+        self.memory
+            .iter()
+            .map(|rungs| {
+                rungs
+                    .iter()
+                    .any(|rung| matches!(rung.stage, Stage::Tls | Stage::Http))
+            })
+            .collect()
+    }
+
     /// Every target's full ladder, in the configured order, and the network they ran on.
     pub async fn probe_all(&mut self) -> Measured {
         let plans = vec![Some(Mode::Full); self.targets.len()];
@@ -798,6 +811,7 @@ mod tests {
             ladder.addresses(),
             vec![vec![SocketAddr::from(([127, 0, 0, 1], port))]]
         );
+        assert_eq!(ladder.remembers_above_tcp(), vec![false], "no TLS, no HTTP");
     }
 
     #[test]
