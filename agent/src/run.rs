@@ -330,9 +330,12 @@ impl Agent {
             .as_ref()
             .is_none_or(|(sent, at)| *sent != identity || stale(*at))
             || dropped > 0;
+        // Only to a collector that said it takes them: one from before heartbeats would read
+        // one as a report without probes.
         let heartbeat = !full
             && !confirming
             && !changed
+            && self.deliverer.takes_heartbeats()
             && self.baseline.as_ref().is_some_and(|baseline| {
                 !stale(baseline.at)
                     && probes_within_bands(&baseline.probes, &report.probes)
@@ -779,6 +782,10 @@ mod tests {
         agent.cycle(false).await;
         agent.cycle(true).await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
+        // No collector said it takes heartbeats yet: the measurements go in full.
+        agent.cycle(false).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        agent.deliverer.assume_heartbeats();
         agent.cycle(false).await;
         std::fs::write(tree.root().path("dev/ttyFAKE"), "")
             .unwrap_or_else(|error| panic!("{error}"));
@@ -806,6 +813,7 @@ mod tests {
             reports.iter().map(shape).collect::<Vec<_>>(),
             vec![
                 (vec![], true, true),
+                (labels.clone(), true, false),
                 (labels.clone(), true, false),
                 (heartbeat, false, false),
                 (labels, true, false),

@@ -533,6 +533,10 @@ async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
     );
     assert_eq!(over_https.lock().unwrap().batches, vec![vec![1, 2, 3, 4]]);
     assert!(by_datagram.lock().unwrap().is_empty());
+    assert!(
+        !deliverer.takes_heartbeats(),
+        "an acknowledgement from before heartbeats"
+    );
     let https_traffic = deliverer.take_traffic();
     assert!(
         https_traffic > 500,
@@ -551,6 +555,7 @@ async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
         Outcome::Drained
     );
     assert_eq!(*by_datagram.lock().unwrap(), vec![5, 6]);
+    assert!(deliverer.takes_heartbeats(), "a datagram's acknowledgement");
     // Silence: sent twice, then HTTPS, and HTTPS for a while after.
     append(&mut spool, 1);
     let started = Instant::now();
@@ -568,6 +573,10 @@ async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
     assert_eq!(by_datagram.lock().unwrap().len(), 4);
     assert_eq!(over_https.lock().unwrap().batches[2..], [vec![7], vec![8]]);
     assert_eq!(over_https.lock().unwrap().held, 8);
+    assert!(
+        !deliverer.takes_heartbeats(),
+        "the latest acknowledgement rules"
+    );
     assert_eq!(spool.pending_count(), 0);
 }
 

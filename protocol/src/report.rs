@@ -453,6 +453,9 @@ pub struct BatchAck {
     /// The collector's clock when it answered.
     #[serde(with = "time::serde::rfc3339")]
     pub collector_time: OffsetDateTime,
+    /// This collector takes heartbeats (Section::Measurements); absent from collectors before them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub heartbeats: bool,
 }
 
 /// The body of every 4xx and 5xx answer from the collector's API.

@@ -464,6 +464,7 @@ pub(crate) async fn ingest_json(
         terminal_id,
         acknowledged_sequence,
         collector_time,
+        heartbeats: true,
     })
 }
 
