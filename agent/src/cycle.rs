@@ -125,13 +125,16 @@ fn recheck_mode(failure: &str) -> Mode {
 impl TargetState {
     /// How a change found on this target is confirmed: a failure with the full ladder (to name
     /// its cause over the attempts), a recovery as its failure was re-probed (a working
-    /// connection after a failed connect needs no TLS handshake to show it) unless the target
-    /// has a TLS or HTTP rung (`above_tcp`): those came back from memory, maybe hours old, and
-    /// a host back with an expired certificate must not show healthy. One full ladder per
-    /// recovery; the re-probes that found it stay cheap.
-    fn confirm_mode(&self, above_tcp: bool) -> Mode {
+    /// connection after a failed connect needs no TLS handshake to show it) unless the target's
+    /// TLS or HTTP rung, which came back from memory, was climbed a probe interval ago or more
+    /// (`above_tcp_age`): a host back with an expired certificate must not show healthy on a
+    /// measurement hours old. A path flapping every few minutes pays one TLS handshake per
+    /// (stretched) probe interval for it, not one per flap; the re-probes stay cheap.
+    fn confirm_mode(&self, above_tcp_age: Option<Duration>, probe: Duration) -> Mode {
         match (&self.failure, self.recovered_from.as_deref()) {
-            (None, Some(failure)) if !above_tcp => recheck_mode(failure),
+            (None, Some(failure)) if above_tcp_age.is_none_or(|age| age < probe) => {
+                recheck_mode(failure)
+            }
             _ => Mode::Full,
         }
     }
@@ -267,10 +270,10 @@ impl Measurer {
         self.states
             .iter()
             .zip(self.ladder.target_names())
-            .zip(self.ladder.remembers_above_tcp())
-            .map(|((state, name), above_tcp)| {
+            .zip(self.ladder.above_tcp_ages())
+            .map(|((state, name), above_tcp_age)| {
                 if confirm.iter().any(|confirmed| confirmed == name) {
-                    Some(state.confirm_mode(above_tcp))
+                    Some(state.confirm_mode(above_tcp_age, schedule.probe))
                 } else {
                     plan(state, schedule, now)
                 }
@@ -493,20 +496,24 @@ mod tests {
         );
         state.probed(Mode::Full, None, at(start, 800));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 860)), None, "recovered");
-        assert_eq!(state.confirm_mode(false), Mode::Full);
+        assert_eq!(state.confirm_mode(None, SCHEDULE.probe), Mode::Full);
         // A connect that failed is seen working again by a cheap probe, and confirmed by one.
         state.probed(Mode::Full, Some("tcp:timeout".into()), at(start, 900));
         assert_eq!(
-            state.confirm_mode(false),
+            state.confirm_mode(None, SCHEDULE.probe),
             Mode::Full,
             "a failure is named fully"
         );
         state.sighted(true, true, None, at(start, 950));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 950)), Some(Mode::Cheap));
         state.probed(Mode::Cheap, None, at(start, 950));
-        assert_eq!(state.confirm_mode(false), Mode::Cheap);
-        // A target with TLS or HTTP rungs: those are measured again, not taken from memory.
-        assert_eq!(state.confirm_mode(true), Mode::Full);
+        assert_eq!(state.confirm_mode(None, SCHEDULE.probe), Mode::Cheap);
+        // A target with TLS or HTTP rungs: those are measured again when their memory is a
+        // probe interval old (a flapping path pays a handshake per interval, not per flap).
+        let age = |seconds: u64| Some(Duration::from_secs(seconds));
+        assert_eq!(state.confirm_mode(age(599), SCHEDULE.probe), Mode::Cheap);
+        assert_eq!(state.confirm_mode(age(600), SCHEDULE.probe), Mode::Full);
+        assert_eq!(state.confirm_mode(age(43_200), SCHEDULE.probe), Mode::Full);
     }
 
     /// The watch over the test process's own sockets (`/proc/self/net`, linked into a fake

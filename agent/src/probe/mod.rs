@@ -106,6 +106,8 @@ pub struct Ladder {
     /// did not reach since: what a climb that stops short of it carries once the target works
     /// again (the TLS rung after a cheap probe sees a failed connect recover).
     memory: Vec<Vec<StageResult>>,
+    /// When each target's TLS or HTTP rung was last climbed (a full ladder that reached it).
+    above_tcp_at: Vec<Option<Instant>>,
     dns_cache: DnsCache,
     traffic: Traffic,
 }
@@ -145,6 +147,7 @@ impl Ladder {
             echoing_gateway: Mutex::new(None),
             last: vec![None; targets.len()],
             memory: vec![Vec::new(); targets.len()],
+            above_tcp_at: vec![None; targets.len()],
             targets,
             dns_cache: Arc::new(Mutex::new(BTreeMap::new())),
             traffic: Traffic::default(),
@@ -187,16 +190,12 @@ impl Ladder {
             .collect()
     }
 
-    /// Whether each target's latest measurements include a TLS or HTTP rung, in the configured
-    /// order: a climb that stops below them carries them from memory.
-    pub fn remembers_above_tcp(&self) -> Vec<bool> {
-        self.memory
+    /// How long ago each target's TLS or HTTP rung was last climbed, in the configured order
+    /// (`None`: never, it has none): a climb that stops below them carries them from memory.
+    pub fn above_tcp_ages(&self) -> Vec<Option<Duration>> {
+        self.above_tcp_at
             .iter()
-            .map(|rungs| {
-                rungs
-                    .iter()
-                    .any(|rung| matches!(rung.stage, Stage::Tls | Stage::Http))
-            })
+            .map(|at| at.map(|at| at.elapsed()))
             .collect()
     }
 
@@ -321,6 +320,12 @@ impl Ladder {
                 continue;
             }
             if let Some(stages) = fresh.take() {
+                if stages
+                    .iter()
+                    .any(|rung| matches!(rung.stage, Stage::Tls | Stage::Http))
+                {
+                    self.above_tcp_at[index] = Some(Instant::now());
+                }
                 let shown = carry(&self.memory[index], &stages);
                 self.memory[index] = remember(&self.memory[index], stages);
                 self.last[index] = Some(shown);
@@ -811,7 +816,7 @@ mod tests {
             ladder.addresses(),
             vec![vec![SocketAddr::from(([127, 0, 0, 1], port))]]
         );
-        assert_eq!(ladder.remembers_above_tcp(), vec![false], "no TLS, no HTTP");
+        assert_eq!(ladder.above_tcp_ages(), vec![None], "no TLS, no HTTP");
     }
 
     #[test]
