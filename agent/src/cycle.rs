@@ -5,7 +5,10 @@
 //! ([`plan`]): the full ladder first, then every full-probe interval, at once on a trigger of
 //! the passive watch, and while it fails every failing-probe interval (doubling while the
 //! outcome stays the same, up to the probe interval); a cheap probe every probe interval unless
-//! the watch saw the POS application's own connection working meanwhile.
+//! the watch saw the POS application's own connection working meanwhile. A failing target's
+//! established connection asks for one re-probe per failure (its outcome): a working connection
+//! is no recovery of a failed lookup, handshake or request, nor of a connect when it predates
+//! the failure, so seeing it again asks for nothing more than the failing re-probes.
 
 use std::time::Duration;
 
@@ -21,15 +24,17 @@ use crate::software::{inventory, ComponentSource};
 use crate::system::SystemRoot;
 use crate::watch::{Trigger, Watch};
 
-/// A connection's trigger runs a target's full ladder at once, but not within this long of its
-/// last probe: a POS application retrying a broken connection would otherwise climb it every
-/// second.
+/// A connection's trigger runs a target's full ladder at once, but not within this long of the
+/// last probe a connection ran: a POS application retrying a broken connection would otherwise
+/// climb it every second. Counted from the last triggered probe, not from any: a blackholed
+/// payment's connect a few seconds after a scheduled probe is probed at once.
 const TRIGGER_HOLDOFF: Duration = Duration::from_secs(10);
-/// The host's failure counters run a cheap probe, but not within this long of the last probe
-/// (stretched by the budget, see [`Schedule::counters`]): another application's failures move
-/// them too (at worst a cheap probe a minute, about 10 MB a month before the stretch, where
-/// nothing but the counters shows the POS application's refused connects).
-pub const COUNTERS_HOLDOFF: Duration = Duration::from_secs(60);
+/// The host's failure counters run a cheap probe at once, but not within this long of the last
+/// probe they ran: another application's failures move them too (at worst a cheap probe a
+/// minute, about 9 MB a month, where nothing but the counters shows the POS application's
+/// refused connects). Not stretched by the budget: the first refused payment after a quiet
+/// minute is probed at once, so that it is reported within seconds.
+const COUNTERS_HOLDOFF: Duration = Duration::from_secs(60);
 
 /// What the schedule knows of one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +51,11 @@ pub struct TargetState {
     same_failures: u32,
     /// The failure the target last recovered from, until the recovery is confirmed.
     recovered_from: Option<String>,
+    /// Whether the POS application's connection asked for a re-probe of this failure already.
+    recovery_sought: bool,
+    /// The last probe a connection's trigger ran, and the last the host's counters ran.
+    last_connection: Option<Instant>,
+    last_counters: Option<Instant>,
     /// Why the watch asks for a probe, until one runs.
     trigger: Option<Trigger>,
 }
@@ -56,8 +66,6 @@ pub struct Schedule {
     pub probe: Duration,
     pub full: Duration,
     pub failing: Duration,
-    /// The least time between a probe and the cheap probe the host's counters ask for.
-    pub counters: Duration,
 }
 
 /// How `state`'s target is probed at `now`, if at all.
@@ -69,10 +77,16 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
     };
     match &state.trigger {
         // A failing target's trigger is its recovery: seen as its failure would be re-probed.
-        Some(Trigger::Connection(_)) if since_probe >= TRIGGER_HOLDOFF => {
+        Some(Trigger::Connection(_))
+            if since(state.last_connection).is_none_or(|since| since >= TRIGGER_HOLDOFF) =>
+        {
             return Some(state.failure.as_deref().map_or(Mode::Full, recheck_mode));
         }
-        Some(Trigger::Counters) if since_probe >= schedule.counters => return Some(Mode::Cheap),
+        Some(Trigger::Counters)
+            if since(state.last_counters).is_none_or(|since| since >= COUNTERS_HOLDOFF) =>
+        {
+            return Some(Mode::Cheap)
+        }
         _ => {}
     }
     if let Some(failure) = &state.failure {
@@ -111,17 +125,32 @@ fn recheck_mode(failure: &str) -> Mode {
 impl TargetState {
     /// How a change found on this target is confirmed: a failure with the full ladder (to name
     /// its cause over the attempts), a recovery as its failure was re-probed (a working
-    /// connection after a failed connect needs no TLS handshake to show it).
-    fn confirm_mode(&self) -> Mode {
+    /// connection after a failed connect needs no TLS handshake to show it) unless the target's
+    /// TLS or HTTP rung, which came back from memory, was climbed a probe interval ago or more
+    /// (`above_tcp_age`): a host back with an expired certificate must not show healthy on a
+    /// measurement hours old. A path flapping every few minutes pays one TLS handshake per
+    /// (stretched) probe interval for it, not one per flap; the re-probes stay cheap.
+    fn confirm_mode(&self, above_tcp_age: Option<Duration>, probe: Duration) -> Mode {
         match (&self.failure, self.recovered_from.as_deref()) {
-            (Some(_), _) | (None, None) => Mode::Full,
-            (None, Some(failure)) => recheck_mode(failure),
+            (None, Some(failure)) if above_tcp_age.is_none_or(|age| age < probe) => {
+                recheck_mode(failure)
+            }
+            _ => Mode::Full,
         }
     }
 
     /// After a probe in `mode` at `now` that found `failure` (the first failing rung).
     fn probed(&mut self, mode: Mode, failure: Option<String>, now: Instant) {
         self.last_probe = Some(now);
+        match self.trigger {
+            Some(Trigger::Connection(_)) => self.last_connection = Some(now),
+            Some(Trigger::Counters) => self.last_counters = Some(now),
+            None => {}
+        }
+        if failure != self.failure {
+            // Another failure, or none: a working connection may be news again.
+            self.recovery_sought = false;
+        }
         if mode == Mode::Full {
             self.last_full = Some(now);
         }
@@ -148,9 +177,11 @@ impl TargetState {
         if working {
             self.last_working = Some(now);
             // A connection in TIME_WAIT may be from before the failure; one established now
-            // is not.
-            if self.failure.is_some() && connected {
+            // is not. Once per failure: an idle connection from before a failed connect, or
+            // one beside a failed lookup, handshake or request, stays established through it.
+            if self.failure.is_some() && connected && !self.recovery_sought {
                 // The POS application reaches a target the ladder found failing: confirm.
+                self.recovery_sought = true;
                 self.trigger = Some(Trigger::Connection(
                     "the POS application's connection works again".into(),
                 ));
@@ -164,7 +195,7 @@ impl TargetState {
                 self.trigger = Some(Trigger::Connection(why));
             }
             Some(Trigger::Counters)
-                if !working && self.failure.is_none() && self.trigger.is_none() =>
+                if !connected && self.failure.is_none() && self.trigger.is_none() =>
             {
                 self.trigger = Some(Trigger::Counters);
             }
@@ -239,9 +270,10 @@ impl Measurer {
         self.states
             .iter()
             .zip(self.ladder.target_names())
-            .map(|(state, name)| {
+            .zip(self.ladder.above_tcp_ages())
+            .map(|((state, name), above_tcp_age)| {
                 if confirm.iter().any(|confirmed| confirmed == name) {
-                    Some(state.confirm_mode())
+                    Some(state.confirm_mode(above_tcp_age, schedule.probe))
                 } else {
                     plan(state, schedule, now)
                 }
@@ -321,7 +353,6 @@ mod tests {
         probe: Duration::from_secs(600),
         full: Duration::from_secs(6 * 3600),
         failing: Duration::from_secs(60),
-        counters: COUNTERS_HOLDOFF,
     };
 
     fn at(start: Instant, seconds: u64) -> Instant {
@@ -352,23 +383,71 @@ mod tests {
         let mut state = TargetState::default();
         state.probed(Mode::Full, None, start);
         let waits = || Some(Trigger::Connection("a connect waits".into()));
+        // Seconds after a scheduled probe: at once.
+        state.sighted(false, false, waits(), at(start, 2));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 2)), Some(Mode::Full));
+        state.probed(Mode::Full, None, at(start, 2));
         state.sighted(false, false, waits(), at(start, 5));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 5)), None, "held off");
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 10)), Some(Mode::Full));
-        state.probed(Mode::Full, None, at(start, 10));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 12)), Some(Mode::Full));
+        state.probed(Mode::Full, None, at(start, 12));
         assert_eq!(
             plan(&state, &SCHEDULE, at(start, 30)),
             None,
             "the trigger is spent"
         );
-        // The host's counters ask for a cheap probe, at most once a minute.
+        // The host's counters ask for a cheap probe at once (a refused payment, seconds after
+        // the last probe), then at most once a minute.
+        state.sighted(false, false, Some(Trigger::Counters), at(start, 12));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 12)), Some(Mode::Cheap));
+        state.probed(Mode::Cheap, None, at(start, 12));
         state.sighted(false, false, Some(Trigger::Counters), at(start, 30));
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 69)), None);
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 70)), Some(Mode::Cheap));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 71)), None);
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 72)), Some(Mode::Cheap));
         // A connection's trouble outranks them.
-        state.sighted(false, false, waits(), at(start, 70));
-        state.sighted(false, false, Some(Trigger::Counters), at(start, 70));
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 70)), Some(Mode::Full));
+        state.sighted(false, false, waits(), at(start, 72));
+        state.sighted(false, false, Some(Trigger::Counters), at(start, 72));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 72)), Some(Mode::Full));
+        state.probed(Mode::Full, None, at(start, 72));
+        // Only an established connection shows connects are taken: one closing (a good
+        // payment's TIME_WAIT) does not hide the counters' rise.
+        state.sighted(true, false, Some(Trigger::Counters), at(start, 140));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 140)), Some(Mode::Cheap));
+        let mut connected = TargetState::default();
+        connected.probed(Mode::Full, None, start);
+        connected.sighted(true, true, Some(Trigger::Counters), at(start, 140));
+        assert_eq!(plan(&connected, &SCHEDULE, at(start, 140)), None);
+    }
+
+    /// A failing target's established connection asks for one re-probe per failure: one
+    /// beside a failed handshake (or from before a failed connect) stays established, and
+    /// must not climb the full ladder every holdoff for as long as the failure lasts.
+    #[test]
+    fn a_working_connection_asks_once_per_failure() {
+        let start = Instant::now();
+        let mut state = TargetState::default();
+        let expired = || Some("tls:certificate_expired".to_string());
+        state.probed(Mode::Full, expired(), start);
+        state.sighted(true, true, None, at(start, 5));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 10)), Some(Mode::Full));
+        state.probed(Mode::Full, expired(), at(start, 10));
+        for second in 11..130 {
+            state.sighted(true, true, None, at(start, second));
+            assert_eq!(
+                plan(&state, &SCHEDULE, at(start, second)),
+                None,
+                "{second} s"
+            );
+        }
+        // The failing re-probes go on as before, doubling: 120 s, then 240 s.
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 130)), Some(Mode::Full));
+        state.probed(Mode::Full, expired(), at(start, 130));
+        state.sighted(true, true, None, at(start, 150));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 369)), None);
+        // Another failure: a working connection is news again.
+        state.probed(Mode::Full, Some("tcp:refused".into()), at(start, 370));
+        state.sighted(true, true, None, at(start, 375));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 380)), Some(Mode::Cheap));
     }
 
     #[test]
@@ -417,14 +496,24 @@ mod tests {
         );
         state.probed(Mode::Full, None, at(start, 800));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 860)), None, "recovered");
-        assert_eq!(state.confirm_mode(), Mode::Full);
+        assert_eq!(state.confirm_mode(None, SCHEDULE.probe), Mode::Full);
         // A connect that failed is seen working again by a cheap probe, and confirmed by one.
         state.probed(Mode::Full, Some("tcp:timeout".into()), at(start, 900));
-        assert_eq!(state.confirm_mode(), Mode::Full, "a failure is named fully");
+        assert_eq!(
+            state.confirm_mode(None, SCHEDULE.probe),
+            Mode::Full,
+            "a failure is named fully"
+        );
         state.sighted(true, true, None, at(start, 950));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 950)), Some(Mode::Cheap));
         state.probed(Mode::Cheap, None, at(start, 950));
-        assert_eq!(state.confirm_mode(), Mode::Cheap);
+        assert_eq!(state.confirm_mode(None, SCHEDULE.probe), Mode::Cheap);
+        // A target with TLS or HTTP rungs: those are measured again when their memory is a
+        // probe interval old (a flapping path pays a handshake per interval, not per flap).
+        let age = |seconds: u64| Some(Duration::from_secs(seconds));
+        assert_eq!(state.confirm_mode(age(599), SCHEDULE.probe), Mode::Cheap);
+        assert_eq!(state.confirm_mode(age(600), SCHEDULE.probe), Mode::Full);
+        assert_eq!(state.confirm_mode(age(43_200), SCHEDULE.probe), Mode::Full);
     }
 
     /// The watch over the test process's own sockets (`/proc/self/net`, linked into a fake

@@ -134,6 +134,8 @@ pub struct Deliverer {
     https_traffic: u64,
     /// When the last HTTPS request was answered or failed: whether its connection is kept.
     last_https: Option<Instant>,
+    /// Whether the collector's latest acknowledgement said it takes heartbeats.
+    heartbeats: bool,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, DeliveryError> {
@@ -205,6 +207,7 @@ impl Deliverer {
             https_until: None,
             https_traffic: 0,
             last_https: None,
+            heartbeats: false,
         })
     }
 
@@ -222,6 +225,20 @@ impl Deliverer {
     /// The clock offset from the latest acknowledgement, for the next report.
     pub fn clock(&self) -> Option<ClockStatus> {
         self.clock.clone()
+    }
+
+    /// Whether the collector takes heartbeats, as its latest acknowledgement said: one from
+    /// before them reads a heartbeat as a report without probes (and closes path findings), so
+    /// none is sent until an acknowledgement says so. Every datagram acknowledgement does: only
+    /// collectors that take heartbeats answer datagrams.
+    pub fn takes_heartbeats(&self) -> bool {
+        self.heartbeats
+    }
+
+    /// As if an acknowledgement had said the collector takes heartbeats.
+    #[cfg(test)]
+    pub(crate) fn assume_heartbeats(&mut self) {
+        self.heartbeats = true;
     }
 
     fn backoff(&mut self) -> Duration {
@@ -266,6 +283,11 @@ impl Deliverer {
         }
         let instance = spool.instance().to_string();
         for report in &pending {
+            // An acknowledgement of a later report (the collector took it before, and its
+            // answer was lost) covers this one too.
+            if report.sequence <= spool.acknowledged() {
+                continue;
+            }
             let Some(client) = self.datagrams.as_mut() else {
                 return Ok(None);
             };
@@ -286,6 +308,7 @@ impl Deliverer {
                     sequence,
                     collector_time_unix_ms,
                 } => {
+                    self.heartbeats = true;
                     let collector_time = OffsetDateTime::from_unix_timestamp_nanos(
                         i128::from(collector_time_unix_ms) * 1_000_000,
                     )
@@ -327,8 +350,8 @@ impl Deliverer {
         }
     }
 
-    /// Forgets what an acknowledgement of reports up to `last` covers. `Some`: stop delivering
-    /// for now with this outcome.
+    /// Forgets what an acknowledgement of reports up to `last` (the last one sent) covers.
+    /// `Some`: stop delivering for now with this outcome.
     fn take_acknowledgement(
         &mut self,
         spool: &mut Spool,
@@ -339,7 +362,10 @@ impl Deliverer {
         if clock.is_some() {
             self.clock = clock;
         }
-        if acknowledged > last {
+        // Above the last report sent but not above the last one issued: the collector took
+        // later reports before (their answer was lost); they are acknowledged, as any are.
+        let issued = spool.next_sequence().saturating_sub(1);
+        if acknowledged > issued {
             // The collector holds a higher mark for this instance than this spool issued, so
             // it took these reports for repeats and applied none of them: another device with
             // this token and instance, or a forged report, pinned the mark. A new instance
@@ -347,7 +373,7 @@ impl Deliverer {
             // counted as dropped, never taken as delivered.
             tracing::error!(
                 acknowledged,
-                sent = last,
+                issued,
                 "The collector holds sequences above those this agent issued; starting a new agent instance."
             );
             spool.start_anew()?;
@@ -389,6 +415,7 @@ impl Deliverer {
                 }
                 Answer::Acknowledged(ack, round_trip) => {
                     max_reports = self.config.max_batch_reports.max(1);
+                    self.heartbeats = ack.heartbeats;
                     let round_trip_time =
                         time::Duration::try_from(round_trip).unwrap_or(time::Duration::MAX);
                     let sent_at = OffsetDateTime::now_utc().saturating_sub(round_trip_time);
@@ -809,6 +836,7 @@ mod tests {
             terminal_id: "T-1".into(),
             acknowledged_sequence: 9,
             collector_time: datetime!(2026-11-26 02:00 UTC),
+            heartbeats: true,
         };
         check(
             200,

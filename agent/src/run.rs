@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use posmon_diagnosis::readiness::PaymentRoles;
 use posmon_diagnosis::thresholds::Thresholds;
 use posmon_diagnosis::{diagnose, Policy};
+use posmon_protocol::limits::INTERVAL_SECONDS_MAX;
 use posmon_protocol::{
     ClockStatus, ComponentVersion, DeviceStatus, Intervals, Labels, ProbeResult, Report, Section,
     StageStatus,
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::budget::{Budget, BudgetSettings};
 use crate::config::AgentConfig;
-use crate::cycle::{Measurer, Schedule, COUNTERS_HOLDOFF};
+use crate::cycle::{Measurer, Schedule};
 use crate::deliver::{Deliverer, DeliveryConfig, Outcome};
 use crate::report::{build, compact};
 use crate::spool::{Spool, SpoolLimits};
@@ -229,22 +230,24 @@ impl Agent {
     }
 
     /// The probing schedule now: the cheap probes (and, through their cap, a failing target's
-    /// re-probes) and the counters' holdoff stretched by the budget.
+    /// re-probes) stretched by the budget. The watch's triggers are not: they are the faults.
     fn schedule(&self, unix: i64) -> Schedule {
         Schedule {
-            probe: self
-                .budget
-                .stretch_interval(self.config.probe_interval(), unix),
+            probe: within_protocol(
+                self.budget
+                    .stretch_interval(self.config.probe_interval(), unix),
+            ),
             full: self.config.full_probe_interval(),
             failing: self.config.failing_probe_interval(),
-            counters: self.budget.stretch_interval(COUNTERS_HOLDOFF, unix),
         }
     }
 
     /// The report interval now, stretched by the budget.
     fn report_interval(&self, unix: i64) -> Duration {
-        self.budget
-            .stretch_interval(self.config.report_interval(), unix)
+        within_protocol(
+            self.budget
+                .stretch_interval(self.config.report_interval(), unix),
+        )
     }
 
     /// Feeds the budget what the measurer and the deliverer spent since they were last asked.
@@ -308,7 +311,8 @@ impl Agent {
             || changed
             || (self.confirm_at.is_none()
                 && self.last_reported.as_ref().is_none_or(|previous| {
-                    now.duration_since(previous.at) + slack >= self.report_interval(unix)
+                    now.duration_since(previous.at) + slack
+                        >= report_due_after(self.report_interval(unix), self.announced.as_ref())
                 }));
         if !due {
             return;
@@ -326,9 +330,12 @@ impl Agent {
             .as_ref()
             .is_none_or(|(sent, at)| *sent != identity || stale(*at))
             || dropped > 0;
+        // Only to a collector that said it takes them: one from before heartbeats would read
+        // one as a report without probes.
         let heartbeat = !full
             && !confirming
             && !changed
+            && self.deliverer.takes_heartbeats()
             && self.baseline.as_ref().is_some_and(|baseline| {
                 !stale(baseline.at)
                     && probes_within_bands(&baseline.probes, &report.probes)
@@ -581,14 +588,35 @@ fn clock_within_bands(before: Option<&ClockStatus>, now: Option<&ClockStatus>) -
 }
 
 /// The schedule the collector judges this terminal's silence by: the cheap probes' and the
-/// reports' intervals as stretched now.
+/// reports' intervals as stretched now, within what the protocol carries (a value beyond would
+/// have the report refused and set aside).
 fn intervals(config: &AgentConfig, probe: Duration, report: Duration) -> Intervals {
-    let seconds = |duration: Duration| u32::try_from(duration.as_secs()).unwrap_or(u32::MAX);
+    let seconds = |seconds: u64, least: u32| {
+        u32::try_from(seconds)
+            .unwrap_or(u32::MAX)
+            .clamp(least, INTERVAL_SECONDS_MAX)
+    };
     Intervals {
-        probe_seconds: seconds(probe),
-        report_seconds: seconds(report),
-        retry_max_seconds: u32::try_from(config.retry_max_seconds).unwrap_or(u32::MAX),
+        probe_seconds: seconds(probe.as_secs(), 1),
+        report_seconds: seconds(report.as_secs(), 1),
+        retry_max_seconds: seconds(config.retry_max_seconds, 0),
     }
+}
+
+/// `interval`, at most the longest interval the protocol carries: a stretch never makes the
+/// agent quieter than it can announce.
+fn within_protocol(interval: Duration) -> Duration {
+    interval.min(Duration::from_secs(u64::from(INTERVAL_SECONDS_MAX)))
+}
+
+/// How long after the last report the next is due, given the report interval stretched now:
+/// never later than the interval last `announced`, because the collector judges silence by it
+/// and learns a longer one only from the next report (a stretch from 100 % to 400 % would
+/// otherwise come a whole new interval later, past the collector's limit).
+fn report_due_after(stretched: Duration, announced: Option<&(Intervals, u32)>) -> Duration {
+    announced.map_or(stretched, |(intervals, _)| {
+        stretched.min(Duration::from_secs(u64::from(intervals.report_seconds)))
+    })
 }
 
 async fn sleep_until(when: Option<Instant>) {
@@ -754,6 +782,10 @@ mod tests {
         agent.cycle(false).await;
         agent.cycle(true).await;
         tokio::time::sleep(Duration::from_millis(1100)).await;
+        // No collector said it takes heartbeats yet: the measurements go in full.
+        agent.cycle(false).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        agent.deliverer.assume_heartbeats();
         agent.cycle(false).await;
         std::fs::write(tree.root().path("dev/ttyFAKE"), "")
             .unwrap_or_else(|error| panic!("{error}"));
@@ -782,6 +814,7 @@ mod tests {
             vec![
                 (vec![], true, true),
                 (labels.clone(), true, false),
+                (labels.clone(), true, false),
                 (heartbeat, false, false),
                 (labels, true, false),
             ]
@@ -794,6 +827,62 @@ mod tests {
             .data_usage
             .unwrap_or_else(|| panic!("data usage"));
         assert_eq!((usage.stretch_percent, usage.probe_bytes), (100, 0));
+    }
+
+    /// A stretch from 100 % to 400 % reaches the collector at the cadence it knows: the next
+    /// report is due after the interval announced (and announces the new one), not after the
+    /// new one, which would pass the collector's silence limit (three announced intervals).
+    #[test]
+    fn a_longer_interval_is_announced_at_the_old_cadence() {
+        let minutes = |count: u64| Duration::from_secs(count * 60);
+        let announced = (
+            Intervals {
+                probe_seconds: 600,
+                report_seconds: 300,
+                retry_max_seconds: 300,
+            },
+            100,
+        );
+        assert_eq!(report_due_after(minutes(20), Some(&announced)), minutes(5));
+        assert_eq!(report_due_after(minutes(2), Some(&announced)), minutes(2));
+        assert_eq!(report_due_after(minutes(20), None), minutes(20));
+        assert!(schedule_moved(
+            announced,
+            (
+                Intervals {
+                    probe_seconds: 2400,
+                    report_seconds: 1200,
+                    retry_max_seconds: 300,
+                },
+                400
+            )
+        ));
+    }
+
+    /// Stretched intervals beyond a day are announced as a day: the collector refuses more.
+    #[test]
+    fn announced_intervals_stay_within_the_protocol() {
+        let mut config = AgentConfig::example();
+        config.retry_max_seconds = u64::MAX;
+        let day = Duration::from_secs(86_400);
+        let announced = intervals(
+            &config,
+            within_protocol(day * 4),
+            within_protocol(Duration::MAX),
+        );
+        assert_eq!(
+            (
+                announced.probe_seconds,
+                announced.report_seconds,
+                announced.retry_max_seconds
+            ),
+            (86_400, 86_400, 86_400)
+        );
+        let mut report = crate::report::tests::minimal_report();
+        report.intervals = Some(announced);
+        posmon_protocol::validate_report(&report, "report")
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(intervals(&config, Duration::ZERO, day).probe_seconds, 1);
     }
 
     #[test]

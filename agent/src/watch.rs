@@ -3,9 +3,11 @@
 //! under the system root, at no cost on the link. An established connection to a target shows
 //! its path works (no active probe is needed); a connect waiting for an answer for a second or
 //! more, a connection retransmitting, or new failed connects or resets on the host are a
-//! *trigger*: the target's full ladder runs at once.
+//! *trigger*: the target's full ladder runs at once. A socket in trouble triggers once, however
+//! long it stays so (a stuck flow retransmits for many minutes); a rise of the counters stays
+//! news until a target not connected takes it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -24,7 +26,8 @@ const CLOSING: [u8; 6] = [0x04, 0x05, 0x06, 0x08, 0x09, 0x0b];
 /// How long a connect may wait for an answer before it is a trigger: the kernel retransmits
 /// an unanswered SYN after one second.
 const SYN_SENT_TRIGGER: Duration = Duration::from_secs(1);
-/// The most waiting connects remembered (only those towards a target are).
+/// The most waiting connects, and sockets in trouble that triggered, remembered (only those
+/// towards a target are).
 const WAITING_MAX: usize = 256;
 
 /// One row of the socket table.
@@ -147,6 +150,8 @@ pub struct Watch {
     root: SystemRoot,
     /// Connects to a target seen waiting for an answer, and since when.
     waiting: BTreeMap<(SocketAddr, SocketAddr), Instant>,
+    /// Sockets (local, remote) whose trouble triggered already, while they stay in trouble.
+    triggered: BTreeSet<(SocketAddr, SocketAddr)>,
     counters: Option<Counters>,
     /// Whether the socket table could be read last time (to say so once when it cannot).
     readable: bool,
@@ -157,6 +162,7 @@ impl Watch {
         Watch {
             root,
             waiting: BTreeMap::new(),
+            triggered: BTreeSet::new(),
             counters: None,
             readable: true,
         }
@@ -191,8 +197,25 @@ impl Watch {
             }
             _ => false,
         };
-        self.counters = counters.or(self.counters);
-        sight(&sockets, targets, &mut self.waiting, failures, now)
+        let sightings = sight(
+            &sockets,
+            targets,
+            &mut Memory {
+                waiting: &mut self.waiting,
+                triggered: &mut self.triggered,
+            },
+            failures,
+            now,
+        );
+        // A rise no target took (each was connected) stays news: the POS application's refused
+        // connect is seen once its other connection is gone, not lost to it.
+        let taken = sightings
+            .iter()
+            .any(|sighting| sighting.trigger == Some(Trigger::Counters));
+        if !failures || taken {
+            self.counters = counters.or(self.counters);
+        }
+        sightings
     }
 
     /// Forgets the counters' rise so far: the agent's own probes and deliveries (a refused
@@ -207,16 +230,24 @@ impl Watch {
     }
 }
 
-/// The sightings of each target in `sockets`; `waiting` remembers the connects seen waiting;
-/// `failures` says whether the host's failed-connect or reset counters rose.
+/// What [`sight`] remembers between reads: the connects seen waiting, and since when; the
+/// sockets whose trouble triggered.
+struct Memory<'a> {
+    waiting: &'a mut BTreeMap<(SocketAddr, SocketAddr), Instant>,
+    triggered: &'a mut BTreeSet<(SocketAddr, SocketAddr)>,
+}
+
+/// The sightings of each target in `sockets`; `failures` says whether the host's failed-connect
+/// or reset counters rose.
 fn sight(
     sockets: &[Socket],
     targets: &[Vec<SocketAddr>],
-    waiting: &mut BTreeMap<(SocketAddr, SocketAddr), Instant>,
+    memory: &mut Memory<'_>,
     failures: bool,
     now: Instant,
 ) -> Vec<Sighting> {
     let mut still_waiting = BTreeMap::new();
+    let mut still_triggered = BTreeSet::new();
     let sightings = targets
         .iter()
         .map(|addresses| {
@@ -226,44 +257,52 @@ fn sight(
                 .filter(|socket| addresses.contains(&socket.remote))
             {
                 let remote = socket.remote;
-                match socket.state {
+                let key = (socket.local, remote);
+                let trouble = match socket.state {
                     ESTABLISHED if socket.retransmits == 0 => {
                         sighting.working = true;
                         sighting.connected = true;
+                        None
                     }
                     state if CLOSING.contains(&state) && socket.retransmits == 0 => {
                         sighting.working = true;
+                        None
                     }
-                    ESTABLISHED => {
-                        sighting.trigger = Some(Trigger::Connection(format!(
-                            "a connection to {remote} is retransmitting ({} times)",
-                            socket.retransmits
-                        )));
-                    }
+                    ESTABLISHED => Some(format!(
+                        "a connection to {remote} is retransmitting ({} times)",
+                        socket.retransmits
+                    )),
                     SYN_SENT => {
-                        let key = (socket.local, remote);
-                        let since = waiting.get(&key).copied().unwrap_or(now);
+                        let since = memory.waiting.get(&key).copied().unwrap_or(now);
                         if still_waiting.len() < WAITING_MAX {
                             still_waiting.insert(key, since);
                         }
-                        if socket.retransmits > 0
-                            || now.saturating_duration_since(since) >= SYN_SENT_TRIGGER
-                        {
-                            sighting.trigger = Some(Trigger::Connection(format!(
-                                "a connect to {remote} waits for an answer"
-                            )));
-                        }
+                        (socket.retransmits > 0
+                            || now.saturating_duration_since(since) >= SYN_SENT_TRIGGER)
+                            .then(|| format!("a connect to {remote} waits for an answer"))
                     }
-                    _ => {}
+                    _ => None,
+                };
+                // A socket's trouble triggers once; it is remembered while it lasts.
+                if let Some(why) = trouble {
+                    if still_triggered.len() < WAITING_MAX {
+                        still_triggered.insert(key);
+                    }
+                    if !memory.triggered.contains(&key) {
+                        sighting.trigger = Some(Trigger::Connection(why));
+                    }
                 }
             }
-            if failures && !sighting.working && sighting.trigger.is_none() {
+            // Only an established connection shows the target takes connects now: one in
+            // TIME_WAIT may be a good payment's from before a refused one.
+            if failures && !sighting.connected && sighting.trigger.is_none() {
                 sighting.trigger = Some(Trigger::Counters);
             }
             sighting
         })
         .collect();
-    *waiting = still_waiting;
+    *memory.waiting = still_waiting;
+    *memory.triggered = still_triggered;
     sightings
 }
 
@@ -370,7 +409,14 @@ Udp: InDatagrams NoPorts\nUdp: 10 0\n";
             vec![address("10.0.0.10:8583")],
         ];
         let start = Instant::now();
-        let mut waiting = BTreeMap::new();
+        let (mut waiting, mut triggered) = (BTreeMap::new(), BTreeSet::new());
+        let mut sight = |sockets: &[Socket], failures: bool, now: Instant| {
+            let mut memory = Memory {
+                waiting: &mut waiting,
+                triggered: &mut triggered,
+            };
+            sight(sockets, &targets, &mut memory, failures, now)
+        };
         let sockets = [
             socket("10.0.0.7:443", ESTABLISHED, 0),
             socket("10.0.0.7:80", SYN_SENT, 0),
@@ -379,26 +425,35 @@ Udp: InDatagrams NoPorts\nUdp: 10 0\n";
             // A payment's connection that came and went: TIME_WAIT.
             socket("10.0.0.10:8583", 0x06, 0),
         ];
-        let seen = sight(&sockets, &targets, &mut waiting, false, start);
+        let seen = sight(&sockets, false, start);
         assert!(seen[4].working && !seen[4].connected, "{seen:?}");
         assert!(seen[0].connected);
         assert!(seen[0].working && seen[0].trigger.is_none(), "{seen:?}");
         assert_eq!(seen[1], Sighting::default(), "a connect just begun");
         assert!(!seen[2].working && seen[2].trigger.is_some());
         assert_eq!(seen[3], Sighting::default());
-        // A second later the connect still waits: a trigger.
+        // A second later the connect still waits: a trigger. The connection still
+        // retransmitting triggered already: not again (a stuck flow lasts many minutes).
         let later = start + Duration::from_secs(1);
-        let seen = sight(&sockets, &targets, &mut waiting, false, later);
+        let seen = sight(&sockets, false, later);
         assert!(seen[1].trigger.is_some(), "{seen:?}");
-        assert_eq!(waiting.len(), 1, "only connects to targets are remembered");
-        // Once it is gone, it is forgotten.
-        let seen = sight(&sockets[..1], &targets, &mut waiting, false, later);
-        assert!(seen[1].trigger.is_none() && waiting.is_empty());
-        // Failed connects on the host: every target not seen working.
-        let seen = sight(&sockets[..1], &targets, &mut waiting, true, later);
+        assert_eq!(seen[2].trigger, None, "{seen:?}");
+        let seen = sight(&sockets, false, later + Duration::from_secs(1));
+        assert_eq!(seen[1].trigger, None, "{seen:?}");
+        // Once they are gone, they are forgotten: a new connect in trouble is news again.
+        let seen = sight(&sockets[..1], false, later);
+        assert!(seen[1].trigger.is_none());
+        let seen = sight(&sockets[3..4], false, later);
+        assert!(seen[2].trigger.is_some(), "{seen:?}");
+        // Failed connects on the host: every target not connected, even one with a
+        // connection in TIME_WAIT (a good payment's, from before a refused one).
+        let seen = sight(&sockets[..1], true, later);
         assert!(seen[0].trigger.is_none());
         assert_eq!(seen[1].trigger, Some(Trigger::Counters));
         assert_eq!(seen[3].trigger, Some(Trigger::Counters));
+        let seen = sight(&sockets[4..], true, later);
+        assert_eq!(seen[4].trigger, Some(Trigger::Counters), "{seen:?}");
+        assert_eq!(waiting.len(), 0);
     }
 
     #[test]
@@ -435,5 +490,23 @@ Udp: InDatagrams NoPorts\nUdp: 10 0\n";
         );
         let third = watch.observe(&targets, Instant::now());
         assert!(third[1].trigger.is_none(), "a rise counts once");
+        // A rise while every target is connected stays news until one is not.
+        let connected = vec![vec![address("10.0.0.7:443")]];
+        std::fs::write(
+            tree.root().path("proc/net/snmp"),
+            risen.replace(" 42 17 ", " 43 17 "),
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(watch.observe(&connected, Instant::now())[0].trigger, None);
+        std::fs::write(
+            tree.root().path("proc/net/tcp"),
+            TCP.replace(" 01 00000000:", " 06 00000000:"),
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            watch.observe(&connected, Instant::now())[0].trigger,
+            Some(Trigger::Counters),
+            "its connection is gone (TIME_WAIT): the rise is still seen"
+        );
     }
 }

@@ -533,6 +533,10 @@ async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
     );
     assert_eq!(over_https.lock().unwrap().batches, vec![vec![1, 2, 3, 4]]);
     assert!(by_datagram.lock().unwrap().is_empty());
+    assert!(
+        !deliverer.takes_heartbeats(),
+        "an acknowledgement from before heartbeats"
+    );
     let https_traffic = deliverer.take_traffic();
     assert!(
         https_traffic > 500,
@@ -551,6 +555,7 @@ async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
         Outcome::Drained
     );
     assert_eq!(*by_datagram.lock().unwrap(), vec![5, 6]);
+    assert!(deliverer.takes_heartbeats(), "a datagram's acknowledgement");
     // Silence: sent twice, then HTTPS, and HTTPS for a while after.
     append(&mut spool, 1);
     let started = Instant::now();
@@ -568,6 +573,10 @@ async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
     assert_eq!(by_datagram.lock().unwrap().len(), 4);
     assert_eq!(over_https.lock().unwrap().batches[2..], [vec![7], vec![8]]);
     assert_eq!(over_https.lock().unwrap().held, 8);
+    assert!(
+        !deliverer.takes_heartbeats(),
+        "the latest acknowledgement rules"
+    );
     assert_eq!(spool.pending_count(), 0);
 }
 
@@ -578,4 +587,46 @@ fn append(spool: &mut Spool, count: u64) {
             format!(r#"{{"schema_version":1,"terminal_id":"T-1","sequence":{sequence}}}"#);
         spool.append(1000, payload.as_bytes(), 0, 1000).unwrap();
     }
+}
+
+/// An answer lost after the collector took reports 1 to 3 over HTTPS: the datagram of report 1
+/// is answered with 3. That covers 2 and 3 (nothing is sent twice, nothing dropped); only an
+/// acknowledgement above every report issued starts the sequences anew.
+#[tokio::test]
+async fn a_datagram_acknowledgement_of_later_reports_covers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, over_https) = scripted_collector(vec![]);
+    let mut spool = spool_with(dir.path(), 3);
+    let instance = spool.instance().to_string();
+    let first = spool.instance().to_string();
+    let by_datagram = datagram_collector(port_of(&url), instance, |sequence| match sequence {
+        1 => Some(Answer::Ack {
+            sequence: 3,
+            collector_time_unix_ms: 0,
+        }),
+        _ => Some(Answer::Ack {
+            sequence: 9,
+            collector_time_unix_ms: 0,
+        }),
+    });
+    let mut deliverer = datagram_deliverer(&url, dir.path());
+    assert_eq!(
+        deliverer.deliver(&mut spool).await.unwrap(),
+        Outcome::Drained
+    );
+    assert_eq!(*by_datagram.lock().unwrap(), vec![1]);
+    assert_eq!(
+        (spool.pending_count(), spool.dropped(), spool.instance()),
+        (0, 0, first.as_str()),
+        "acknowledged, not dropped; the same instance"
+    );
+    assert!(over_https.lock().unwrap().batches.is_empty());
+    // Report 4's datagram is answered with 9: above anything issued, the sequences start anew.
+    append(&mut spool, 1);
+    assert_eq!(
+        deliverer.deliver(&mut spool).await.unwrap(),
+        Outcome::RetryAfter(Duration::ZERO)
+    );
+    assert_ne!(spool.instance(), first);
+    assert_eq!(spool.dropped(), 1);
 }

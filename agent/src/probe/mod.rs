@@ -106,6 +106,8 @@ pub struct Ladder {
     /// did not reach since: what a climb that stops short of it carries once the target works
     /// again (the TLS rung after a cheap probe sees a failed connect recover).
     memory: Vec<Vec<StageResult>>,
+    /// When each target's TLS or HTTP rung was last climbed (a full ladder that reached it).
+    above_tcp_at: Vec<Option<Instant>>,
     dns_cache: DnsCache,
     traffic: Traffic,
 }
@@ -145,6 +147,7 @@ impl Ladder {
             echoing_gateway: Mutex::new(None),
             last: vec![None; targets.len()],
             memory: vec![Vec::new(); targets.len()],
+            above_tcp_at: vec![None; targets.len()],
             targets,
             dns_cache: Arc::new(Mutex::new(BTreeMap::new())),
             traffic: Traffic::default(),
@@ -184,6 +187,15 @@ impl Ladder {
                     .map(|address| SocketAddr::new(address, target.endpoint.port))
                     .collect()
             })
+            .collect()
+    }
+
+    /// How long ago each target's TLS or HTTP rung was last climbed, in the configured order
+    /// (`None`: never, it has none): a climb that stops below them carries them from memory.
+    pub fn above_tcp_ages(&self) -> Vec<Option<Duration>> {
+        self.above_tcp_at
+            .iter()
+            .map(|at| at.map(|at| at.elapsed()))
             .collect()
     }
 
@@ -308,6 +320,12 @@ impl Ladder {
                 continue;
             }
             if let Some(stages) = fresh.take() {
+                if stages
+                    .iter()
+                    .any(|rung| matches!(rung.stage, Stage::Tls | Stage::Http))
+                {
+                    self.above_tcp_at[index] = Some(Instant::now());
+                }
                 let shown = carry(&self.memory[index], &stages);
                 self.memory[index] = remember(&self.memory[index], stages);
                 self.last[index] = Some(shown);
@@ -433,8 +451,10 @@ impl Climber {
                     started.elapsed(),
                     format!("{} ({detail})", listed.join(" ")),
                 );
-                if let (Some(ttl), Ok(mut cache)) = (ttl, self.dns_cache.lock()) {
-                    let until = Instant::now() + ttl.min(DNS_CACHE_MAX);
+                // A name from /etc/hosts (no TTL) is kept as long as any: the watch knows a
+                // target only by the addresses cached for it.
+                if let Ok(mut cache) = self.dns_cache.lock() {
+                    let until = Instant::now() + ttl.unwrap_or(DNS_CACHE_MAX).min(DNS_CACHE_MAX);
                     cache.insert(name.clone(), (addresses.clone(), until));
                 }
                 Some(addresses)
@@ -742,6 +762,62 @@ pub(crate) fn rung_on_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A target named in /etc/hosts: the watch is given its address (it knows a target only by
+    /// the addresses cached for it).
+    #[tokio::test]
+    async fn a_name_from_the_hosts_file_is_watched() {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|error| panic!("{error}"))
+            .port();
+        let tree = crate::system::tests::FakeTree::new(&[
+            ("etc/hosts", "127.0.0.1 pay.example\n"),
+            ("sys/class/net/eth0/carrier", "1\n"),
+            ("sys/class/net/eth0/operstate", "up\n"),
+            (
+                "proc/net/route",
+                "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+                 eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
+            ),
+            (
+                "proc/net/arp",
+                "IP address       HW type     Flags       HW address            Mask     Device\n\
+                 192.168.1.1      0x1         0x2         aa:bb:cc:dd:ee:ff     *        eth0\n",
+            ),
+        ]);
+        let mut config = AgentConfig::example();
+        config.system_root = tree.root().path("");
+        config.icmp = false;
+        config.attempts = 1;
+        config.probe_timeout_seconds = 1;
+        config.targets = vec![crate::config::TargetConfig {
+            name: "pay".into(),
+            address: format!("pay.example:{port}"),
+            tls: false,
+            attempts: None,
+            ca_file: None,
+        }];
+        let mut ladder = Ladder::new(&config).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(ladder.addresses(), vec![vec![]], "not resolved yet");
+        let measured = ladder.probe_all().await;
+        assert!(
+            measured.probes[0]
+                .stages
+                .iter()
+                .all(|stage| stage.status == StageStatus::Ok),
+            "{:?}",
+            measured.probes
+        );
+        assert_eq!(
+            ladder.addresses(),
+            vec![vec![SocketAddr::from(([127, 0, 0, 1], port))]]
+        );
+        assert_eq!(ladder.above_tcp_ages(), vec![None], "no TLS, no HTTP");
+    }
 
     #[test]
     fn rungs_not_climbed_are_carried_unless_the_ladder_stops_short_of_them() {
