@@ -25,10 +25,12 @@
 //! printed apart: what the agent's start costs) the counters are reset and the window runs
 //! `--minutes`; bytes per 30-day month are extrapolated from it. Events rarer than the window
 //! are missing from it (or, caught once, over-weighted): the window should be as long as the
-//! agent's longest regular period, or such events added from their measured cost. When
-//! the collector's API shows the agent's own `data_usage`, its count is printed beside nft's,
-//! extrapolated the same way from the span between the agent's last report before the window
-//! and its last one in it (old agents report none: the column shows a dash).
+//! agent's longest regular period, or such events added from their measured cost. The
+//! agent's own count (its budget's account file in `state_dir`, written with each report,
+//! read at the window's start and end, extrapolated over the span between the two writes: a
+//! window needs two reports in it, ten minutes at today's 300 s report interval) is printed beside nft's, and the
+//! month so far as the collector shows it (`data_usage` in `/api/v1/terminals/<id>`: it rides
+//! with full reports, so it lags); old agents keep neither: the columns show a dash.
 //!
 //! Run: `bench/dataplan.sh [--minutes N] [--agent PATH] [--collector PATH]` (builds what it
 //! needs; 10 minutes per condition by default, the conditions at once). Needs root, `ip`, `nft`,
@@ -476,23 +478,36 @@ fn find_data_usage(value: &Value) -> Option<&Value> {
     }
 }
 
-/// The agent's own count (reports, probes, other bytes) as the collector last heard it, and
-/// when it heard it (the terminal's `last_seen`).
-fn agent_usage(terminal: &Value) -> Option<([u64; 3], time::OffsetDateTime)> {
+/// The month so far as the collector last heard it from the agent (`data_usage.total_bytes`,
+/// or the sum of its kinds): reports carry it with their full sections (hourly) and when the
+/// agent's schedule moves, so it lags.
+fn collector_usage(terminal: &Value) -> Option<u64> {
     let usage = find_data_usage(terminal)?;
-    let field = |key: &str| usage[key].as_u64();
-    let seen = time::OffsetDateTime::parse(
-        terminal["last_seen"].as_str()?,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .ok()?;
+    usage["total_bytes"].as_u64().or_else(|| {
+        ["report_bytes", "probe_bytes", "other_bytes"]
+            .iter()
+            .map(|key| usage[key].as_u64())
+            .sum()
+    })
+}
+
+/// The agent's own account (reports, probes, other bytes this month) and when it wrote it
+/// (unix seconds), from its budget's state file in `state_dir` (`data-usage`, key=value lines);
+/// `None` for agents without one.
+fn agent_account(state_dir: &Path) -> Option<([u64; 3], u64)> {
+    let text = std::fs::read_to_string(state_dir.join("data-usage")).ok()?;
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
     Some((
         [
-            field("report_bytes")?,
-            field("probe_bytes")?,
-            field("other_bytes").unwrap_or(0),
+            value("report_bytes")?,
+            value("probe_bytes")?,
+            value("other_bytes")?,
         ],
-        seen,
+        value("updated_at")?,
     ))
 }
 
@@ -500,9 +515,11 @@ struct Measured {
     condition: Condition,
     window: Duration,
     counters: Counters,
-    /// The agent's own count between its last report before the window and its last one in
-    /// it, and how long apart they came, when its reports carry a count.
+    /// The agent's own count (its account file) from the window's start to its end, and how
+    /// long apart the two writes were, when it keeps one.
     agent: Option<([u64; 3], Duration)>,
+    /// The month so far as the collector shows it from the agent's `data_usage`, at the end.
+    collector_usage: Option<u64>,
     /// Reports the collector acknowledged in the window (the terminal's sequence numbers).
     reports: Option<u64>,
     /// The agent's bytes from its start to the window (its first full probes and reports,
@@ -637,6 +654,8 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
     std::thread::sleep(WARM_UP);
 
     let before = api(&uplink, pki, &path);
+    let state_dir = dir.join("agent-state");
+    let account_before = agent_account(&state_dir);
     let warm_up = (agent_bytes(&read_counters(&uplink)), started.elapsed());
     uplink.terminal.run(
         "nft",
@@ -672,19 +691,15 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
     }
     let counters = read_counters(&uplink);
     let window = start.elapsed();
-    // The agent's last report of the window tells its count up to then.
-    std::thread::sleep(Duration::from_secs(2));
     let after = api(&uplink, pki, &path);
-    let agent_count = match (
-        before.as_ref().and_then(agent_usage),
-        after.as_ref().and_then(agent_usage),
-    ) {
+    let agent_count = match (account_before, agent_account(&state_dir)) {
         (Some((before, first)), Some((after, last))) if last > first => Some((
             [0, 1, 2].map(|i| after[i].saturating_sub(before[i])),
-            Duration::try_from(last - first).unwrap_or_default(),
+            Duration::from_secs(last - first),
         )),
         _ => None,
     };
+    let collector_usage = after.as_ref().and_then(collector_usage);
     let reports = sequence(after.as_ref())
         .zip(sequence(before.as_ref()))
         .map(|(after, before)| after.saturating_sub(before));
@@ -698,6 +713,7 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
         window,
         counters,
         agent: agent_count,
+        collector_usage,
         reports,
         warm_up,
     }
@@ -709,7 +725,7 @@ fn per_month(bytes: u64, window: Duration) -> f64 {
 
 fn print_tables(results: &[Measured], options: &Options) {
     println!(
-        "| condition | kind | packets | bytes in the window | MiB per 30-day month | the agent's own count, MiB/month |"
+        "| condition | kind | packets | bytes in the window | MiB per 30-day month | the agent's own count (its account file), MiB/month |"
     );
     println!("| --- | --- | ---: | ---: | ---: | ---: |");
     for measured in results {
@@ -756,13 +772,13 @@ fn print_tables(results: &[Measured], options: &Options) {
     }
     println!();
     println!(
-        "| condition | window | reports acknowledged | the agent's total, MiB per 30-day month | the agent's start: bytes before the window |"
+        "| condition | window | reports acknowledged | the agent's total, MiB per 30-day month | the agent's start: bytes before the window | the month so far at the collector (data_usage), bytes |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for measured in results {
         let (warm_up_bytes, warm_up_time) = measured.warm_up;
         println!(
-            "| {} ({}) | {:.0} s | {} | {:.2} | {warm_up_bytes} in {:.0} s |",
+            "| {} ({}) | {:.0} s | {} | {:.2} | {warm_up_bytes} in {:.0} s | {} |",
             measured.condition.name(),
             measured.condition.describe(options),
             measured.window.as_secs_f64(),
@@ -771,6 +787,9 @@ fn print_tables(results: &[Measured], options: &Options) {
                 .map_or("—".to_string(), |reports| reports.to_string()),
             per_month(agent_bytes(&measured.counters), measured.window),
             warm_up_time.as_secs_f64(),
+            measured
+                .collector_usage
+                .map_or("—".to_string(), |bytes| bytes.to_string()),
         );
     }
 }

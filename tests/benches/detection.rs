@@ -5,7 +5,8 @@
 //!   receiver on a sink the benchmark owns), and by posmon with tuned intervals beside it;
 //! - posmon with its default settings on a shop of its own (issue 17): the agent, a payment host
 //!   (a TCP listener) and a POS application stand-in in a network namespace the benchmark
-//!   creates, the agent watching the namespace's kernel socket table and TCP counters; the POS
+//!   creates, the agent watching the namespace's kernel socket table and TCP counters (the
+//!   system root links them to `/proc/self/net`); the POS
 //!   app pays (connect, request, reply, the connection held 1.5 s, close) every
 //!   [`PAYMENT_SECONDS`] s, or is idle. Its fault is the host refusing connections (an nftables
 //!   reset in the namespace, at the same instant the loopback listener closes); the paying
@@ -231,19 +232,6 @@ impl ShopNamespace {
     }
 }
 
-/// A system root whose socket tables and TCP counters are the kernel's, as the agent's watch
-/// of the POS app's connections needs (the rest as [`healthy_system_root`] writes it).
-fn watching_system_root(dir: &Path) -> PathBuf {
-    let root = healthy_system_root(dir);
-    for table in ["tcp", "tcp6", "snmp"] {
-        let link = root.join("proc/net").join(table);
-        if link.symlink_metadata().is_err() {
-            std::os::unix::fs::symlink(Path::new("/proc/self/net").join(table), &link).unwrap();
-        }
-    }
-    root
-}
-
 /// Seconds from the fault (or the repair) to each measure, `None` when the cap passed.
 type Times = [Option<f64>; 2];
 
@@ -304,26 +292,20 @@ fn posmon(dir: &Path, variant: &Variant, target: &TargetServer) -> System {
             secret.display().to_string()
         ),
     );
-    let (shop, address, collector_url, system_root) = match variant.shop {
-        Shop::Loopback => (
-            None,
-            target.address.to_string(),
-            collector.url.clone(),
-            healthy_system_root(dir),
-        ),
+    let (shop, address, collector_url) = match variant.shop {
+        Shop::Loopback => (None, target.address.to_string(), collector.url.clone()),
         Shop::Namespace(pays) => {
             let (shop, host) = ShopNamespace::create(dir, pays);
             processes.push(host);
-            let (port, forwarder) = shop.namespace.forward_to(
-                dir,
-                collector.url.trim_start_matches("http://").parse().unwrap(),
-            );
+            let collector_address = collector.url.trim_start_matches("http://").parse().unwrap();
+            let (port, forwarder) = shop.namespace.forward_to(dir, collector_address);
             processes.push(forwarder);
+            // The agent's report datagrams go to the same port number.
+            processes.push(shop.namespace.forward_udp_to(dir, port, collector_address));
             (
                 Some(shop),
                 format!("127.0.0.1:{SHOP_PORT}"),
                 format!("http://127.0.0.1:{port}"),
-                watching_system_root(dir),
             )
         }
     };
@@ -331,7 +313,7 @@ fn posmon(dir: &Path, variant: &Variant, target: &TargetServer) -> System {
         "terminal_id = \"{TERMINAL}\"\ncollector_url = \"{collector_url}\"\ntoken = \"{}\"\nstate_dir = {:?}\nsystem_root = {:?}\n{}\n[labels]\nregion = \"cn-east-sh\"\n\n[[targets]]\nname = \"payment-host\"\naddress = \"{address}\"\n",
         collector.token(TERMINAL),
         dir.join("agent-state").display().to_string(),
-        system_root.display().to_string(),
+        healthy_system_root(dir).display().to_string(),
         variant.agent,
     );
     let agent = match &shop {

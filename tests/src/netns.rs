@@ -10,7 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -228,6 +228,48 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    /// UDP port `port` on the namespace's loopback forwarded to `target` on the host's loopback
+    /// (datagrams both ways through two Unix datagram sockets in `dir`): how an agent in the
+    /// namespace sends report datagrams to a collector on the host, on the port number of
+    /// [`Namespace::forward_to`]'s TCP forward. Returns the forwarder's process.
+    pub fn forward_udp_to(&self, dir: &Path, port: u16, target: SocketAddr) -> Process {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let next = NEXT.fetch_add(1, Ordering::Relaxed);
+        let host_path = dir.join(format!("udp-{next}-host.sock"));
+        let inside_path = dir.join(format!("udp-{next}-inside.sock"));
+        let host = UnixDatagram::bind(&host_path).unwrap_or_else(|error| panic!("{error}"));
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
+        upstream
+            .connect(target)
+            .unwrap_or_else(|error| panic!("{error}"));
+        let (host_reader, upstream_reader) = (
+            host.try_clone().unwrap_or_else(|error| panic!("{error}")),
+            upstream
+                .try_clone()
+                .unwrap_or_else(|error| panic!("{error}")),
+        );
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 65_536];
+            while let Ok(length) = host_reader.recv(&mut buffer) {
+                let _ = upstream.send(&buffer[..length]);
+            }
+        });
+        let inside_for_replies = inside_path.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 65_536];
+            while let Ok(length) = upstream_reader.recv(&mut buffer) {
+                let _ = host.send_to(&buffer[..length], &inside_for_replies);
+            }
+        });
+        self.serve(
+            dir,
+            &format!("udp-forwarder-{next}"),
+            &[Serve::ForwardUdp(port, inside_path, host_path)],
+        )
+    }
+}
+
 /// Where `ip netns exec` finds the files it shows a namespace's programs in `/etc`.
 const ETC_NETNS: &str = "/etc/netns";
 
@@ -424,6 +466,10 @@ pub enum Serve {
     /// A TCP port on the namespace's loopback forwarded to a Unix socket; it writes its port
     /// into the ready file.
     Forward(PathBuf),
+    /// UDP `port` on the namespace's loopback relayed through the Unix datagram socket it binds
+    /// (the first path) to the one the host side bound (the second), replies back to the last
+    /// sender.
+    ForwardUdp(u16, PathBuf, PathBuf),
     /// A DNS server on `address`:53 answering each name of the list with its IPv4 address
     /// (other names: NXDOMAIN).
     Names(&'static str, Vec<(String, String)>),
@@ -474,6 +520,9 @@ impl Serve {
             }
             Serve::TlsAlert(address) => format!("alert,{address}"),
             Serve::Forward(socket) => format!("forward,{}", socket.display()),
+            Serve::ForwardUdp(port, inside, host) => {
+                format!("udpforward,{port},{},{}", inside.display(), host.display())
+            }
             Serve::Names(address, names) => {
                 let names: Vec<String> = names
                     .iter()
@@ -506,6 +555,7 @@ pub fn serve_if_asked() -> bool {
             ["tls", address, certificate, key] => tls(address, certificate, key),
             ["alert", address] => alert(address),
             ["forward", socket] => ready_text = forward(PathBuf::from(socket)).to_string(),
+            ["udpforward", port, inside, host] => forward_udp(port, inside, host),
             ["names", address, names @ ..] => names_dns(address, names),
             ["https", address, chain, key] => https(address, chain, key),
             ["switch", address, port] => switch(address, port),
@@ -735,6 +785,43 @@ fn pay(target: SocketAddr, port: u16) -> std::io::Result<()> {
     stream.read_exact(&mut reply)?;
     std::thread::sleep(PAYMENT_HOLD);
     stream.shutdown(Shutdown::Both)
+}
+
+/// Relays datagrams between UDP `port` on the namespace's loopback and the host side's Unix
+/// datagram socket `host`, through the one it binds at `inside`.
+fn forward_udp(port: &str, inside: &str, host: &str) {
+    let port: u16 = port
+        .parse()
+        .unwrap_or_else(|error| panic!("{port}: {error}"));
+    let udp =
+        UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).unwrap_or_else(|error| panic!("{error}"));
+    let unix = UnixDatagram::bind(inside).unwrap_or_else(|error| panic!("{inside}: {error}"));
+    unix.connect(host)
+        .unwrap_or_else(|error| panic!("{host}: {error}"));
+    let (udp_reader, unix_reader) = (
+        udp.try_clone().unwrap_or_else(|error| panic!("{error}")),
+        unix.try_clone().unwrap_or_else(|error| panic!("{error}")),
+    );
+    let peer: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+    let last_peer = Arc::clone(&peer);
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 65_536];
+        while let Ok((length, from)) = udp_reader.recv_from(&mut buffer) {
+            if let Ok(mut peer) = last_peer.lock() {
+                *peer = Some(from);
+            }
+            let _ = unix.send(&buffer[..length]);
+        }
+    });
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 65_536];
+        while let Ok(length) = unix_reader.recv(&mut buffer) {
+            let to = peer.lock().ok().and_then(|peer| *peer);
+            if let Some(to) = to {
+                let _ = udp.send_to(&buffer[..length], to);
+            }
+        }
+    });
 }
 
 /// Forwards connections to the namespace's loopback port it returns to `socket`.
