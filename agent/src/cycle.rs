@@ -30,11 +30,15 @@ use crate::watch::{Trigger, Watch};
 /// payment's connect a few seconds after a scheduled probe is probed at once.
 const TRIGGER_HOLDOFF: Duration = Duration::from_secs(10);
 /// The host's failure counters run a cheap probe at once, but not within this long of the last
-/// probe they ran: another application's failures move them too (at worst a cheap probe a
-/// minute, about 9 MB a month, where nothing but the counters shows the POS application's
-/// refused connects). Not stretched by the budget: the first refused payment after a quiet
-/// minute is probed at once, so that it is reported within seconds.
-const COUNTERS_HOLDOFF: Duration = Duration::from_secs(60);
+/// probe they ran, doubled for every such probe in a row that found the target working (another
+/// application's failures move the counters too), up to `COUNTERS_HOLDOFF_MAX`. Counters quiet
+/// for `COUNTERS_QUIET` make their next rise news again (the holdoff starts over), so the first
+/// refused payment after a quiet minute is probed at once. Not stretched by the budget: the
+/// holdoff's own doubling bounds the cost (at worst a cheap probe every 10 minutes on a host
+/// whose other applications fail connects all the time, about 1 MB a month).
+const COUNTERS_HOLDOFF: Duration = Duration::from_secs(5);
+const COUNTERS_HOLDOFF_MAX: Duration = Duration::from_secs(600);
+const COUNTERS_QUIET: Duration = Duration::from_secs(60);
 
 /// What the schedule knows of one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,6 +60,10 @@ pub struct TargetState {
     /// The last probe a connection's trigger ran, and the last the host's counters ran.
     last_connection: Option<Instant>,
     last_counters: Option<Instant>,
+    /// Probes the counters ran in a row that found the target working: their holdoff's
+    /// doubling. And when the counters last rose (for any target).
+    counters_misses: u32,
+    last_rise: Option<Instant>,
     /// Why the watch asks for a probe, until one runs.
     trigger: Option<Trigger>,
 }
@@ -83,7 +91,7 @@ pub fn plan(state: &TargetState, schedule: &Schedule, now: Instant) -> Option<Mo
             return Some(state.failure.as_deref().map_or(Mode::Full, recheck_mode));
         }
         Some(Trigger::Counters)
-            if since(state.last_counters).is_none_or(|since| since >= COUNTERS_HOLDOFF) =>
+            if since(state.last_counters).is_none_or(|since| since >= state.counters_holdoff()) =>
         {
             return Some(Mode::Cheap)
         }
@@ -123,6 +131,13 @@ fn recheck_mode(failure: &str) -> Mode {
 }
 
 impl TargetState {
+    /// How long after the last probe the counters ran they may run another.
+    fn counters_holdoff(&self) -> Duration {
+        COUNTERS_HOLDOFF
+            .saturating_mul(2u32.saturating_pow(self.counters_misses.min(16)))
+            .min(COUNTERS_HOLDOFF_MAX)
+    }
+
     /// How a change found on this target is confirmed: a failure with the full ladder (to name
     /// its cause over the attempts), a recovery as its failure was re-probed (a working
     /// connection after a failed connect needs no TLS handshake to show it) unless the target's
@@ -144,7 +159,14 @@ impl TargetState {
         self.last_probe = Some(now);
         match self.trigger {
             Some(Trigger::Connection(_)) => self.last_connection = Some(now),
-            Some(Trigger::Counters) => self.last_counters = Some(now),
+            Some(Trigger::Counters) => {
+                self.last_counters = Some(now);
+                self.counters_misses = if failure.is_none() {
+                    self.counters_misses.saturating_add(1)
+                } else {
+                    0
+                };
+            }
             None => {}
         }
         if failure != self.failure {
@@ -190,6 +212,15 @@ impl TargetState {
         // A failing target is re-probed on its own schedule: its trouble is known. A
         // connection in trouble is news even beside one that works (a full accept queue, a
         // lost SYN); the host's counters are not, and a connection's trigger outranks theirs.
+        if trigger == Some(Trigger::Counters) {
+            let quiet = self
+                .last_rise
+                .is_none_or(|at| now.saturating_duration_since(at) >= COUNTERS_QUIET);
+            if quiet {
+                self.counters_misses = 0;
+            }
+            self.last_rise = Some(now);
+        }
         match trigger {
             Some(Trigger::Connection(why)) if self.failure.is_none() => {
                 self.trigger = Some(Trigger::Connection(why));
@@ -397,18 +428,33 @@ mod tests {
             "the trigger is spent"
         );
         // The host's counters ask for a cheap probe at once (a refused payment, seconds after
-        // the last probe), then at most once a minute.
+        // the last probe); each that finds the target working doubles their holdoff (5 s,
+        // 10 s, 20 s, …): another application's failures.
         state.sighted(false, false, Some(Trigger::Counters), at(start, 12));
         assert_eq!(plan(&state, &SCHEDULE, at(start, 12)), Some(Mode::Cheap));
         state.probed(Mode::Cheap, None, at(start, 12));
+        state.sighted(false, false, Some(Trigger::Counters), at(start, 13));
+        assert_eq!(
+            plan(&state, &SCHEDULE, at(start, 21)),
+            None,
+            "10 s after one miss"
+        );
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 22)), Some(Mode::Cheap));
+        state.probed(Mode::Cheap, None, at(start, 22));
         state.sighted(false, false, Some(Trigger::Counters), at(start, 30));
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 71)), None);
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 72)), Some(Mode::Cheap));
+        assert_eq!(
+            plan(&state, &SCHEDULE, at(start, 41)),
+            None,
+            "20 s after two"
+        );
+        // Counters quiet for a minute: their next rise is news at once.
+        state.sighted(false, false, Some(Trigger::Counters), at(start, 91));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 91)), Some(Mode::Cheap));
         // A connection's trouble outranks them.
-        state.sighted(false, false, waits(), at(start, 72));
-        state.sighted(false, false, Some(Trigger::Counters), at(start, 72));
-        assert_eq!(plan(&state, &SCHEDULE, at(start, 72)), Some(Mode::Full));
-        state.probed(Mode::Full, None, at(start, 72));
+        state.sighted(false, false, waits(), at(start, 92));
+        state.sighted(false, false, Some(Trigger::Counters), at(start, 92));
+        assert_eq!(plan(&state, &SCHEDULE, at(start, 92)), Some(Mode::Full));
+        state.probed(Mode::Full, None, at(start, 92));
         // Only an established connection shows connects are taken: one closing (a good
         // payment's TIME_WAIT) does not hide the counters' rise.
         state.sighted(true, false, Some(Trigger::Counters), at(start, 140));
@@ -522,21 +568,7 @@ mod tests {
     #[tokio::test]
     async fn the_watch_sees_the_applications_own_connections() {
         use socket2::{Domain, Socket, Type};
-        let tree = crate::system::tests::FakeTree::new(&[
-            ("sys/class/net/eth0/carrier", "1\n"),
-            ("sys/class/net/eth0/operstate", "up\n"),
-            (
-                "proc/net/route",
-                "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                 eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-                 eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
-            ),
-            (
-                "proc/net/arp",
-                "IP address       HW type     Flags       HW address            Mask     Device\n\
-                 192.168.1.1      0x1         0x2         aa:bb:cc:dd:ee:ff     *        eth0\n",
-            ),
-        ]);
+        let tree = crate::system::tests::FakeTree::new(&crate::system::tests::HEALTHY_NETWORK);
         let root = tree.root();
         for table in ["tcp", "tcp6", "snmp"] {
             std::os::unix::fs::symlink(

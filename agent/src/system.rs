@@ -65,6 +65,24 @@ impl SystemRoot {
 pub(crate) mod tests {
     use super::SystemRoot;
 
+    /// A healthy network under a fake root: eth0 up, a default route via 192.168.1.1 and its
+    /// neighbour entry.
+    pub const HEALTHY_NETWORK: [(&str, &str); 4] = [
+        ("sys/class/net/eth0/carrier", "1\n"),
+        ("sys/class/net/eth0/operstate", "up\n"),
+        (
+            "proc/net/route",
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+             eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+             eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
+        ),
+        (
+            "proc/net/arp",
+            "IP address       HW type     Flags       HW address            Mask     Device\n\
+             192.168.1.1      0x1         0x2         aa:bb:cc:dd:ee:ff     *        eth0\n",
+        ),
+    ];
+
     /// A temporary directory holding the given files, as a fake `/sys` and `/proc` tree.
     pub struct FakeTree {
         dir: tempfile::TempDir,

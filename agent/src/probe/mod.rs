@@ -773,22 +773,9 @@ mod tests {
             .local_addr()
             .unwrap_or_else(|error| panic!("{error}"))
             .port();
-        let tree = crate::system::tests::FakeTree::new(&[
-            ("etc/hosts", "127.0.0.1 pay.example\n"),
-            ("sys/class/net/eth0/carrier", "1\n"),
-            ("sys/class/net/eth0/operstate", "up\n"),
-            (
-                "proc/net/route",
-                "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
-                 eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
-                 eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n",
-            ),
-            (
-                "proc/net/arp",
-                "IP address       HW type     Flags       HW address            Mask     Device\n\
-                 192.168.1.1      0x1         0x2         aa:bb:cc:dd:ee:ff     *        eth0\n",
-            ),
-        ]);
+        let mut files = crate::system::tests::HEALTHY_NETWORK.to_vec();
+        files.push(("etc/hosts", "127.0.0.1 pay.example\n"));
+        let tree = crate::system::tests::FakeTree::new(&files);
         let mut config = AgentConfig::example();
         config.system_root = tree.root().path("");
         config.icmp = false;
