@@ -119,6 +119,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         token_file: None,
         state_dir: data_dir.join("agent"),
         report_interval_seconds: 5,
+        // The demo is on loopback, not a metered SIM card: the flapping payment host is probed
+        // every 5 s (the defaults probe every 10 minutes and watch the POS app's connections).
+        probe_interval_seconds: 5,
+        failing_probe_interval_seconds: 5,
         probe_timeout_seconds: 2,
         labels: LabelsConfig {
             merchant: Some("Demo Coffee 示范咖啡".into()),
