@@ -597,16 +597,37 @@ fn dns_answer(query: &[u8], servfail: bool) -> Option<Vec<u8>> {
 fn tls(address: &str, certificate: &str, key: &str) {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let read = |path: &str| std::fs::read(path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    let certificates = vec![CertificateDer::from(read(certificate))];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read(key)));
+    serve_tls(
+        address,
+        certificates,
+        key,
+        Duration::from_secs(5),
+        |mut tls| {
+            // Completes the handshake, then reads until the client goes away.
+            let mut buffer = [0u8; 1024];
+            while matches!(tls.read(&mut buffer), Ok(read) if read > 0) {}
+        },
+    );
+}
+
+/// A TLS server on `address`:443 with `certificates` and `key`: each connection on a thread of
+/// its own, read with `timeout`, handed to `handle` (which drives the handshake by reading).
+fn serve_tls(
+    address: &str,
+    certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+    timeout: Duration,
+    handle: fn(rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>),
+) {
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap_or_else(|error| panic!("{error}"))
     .with_no_client_auth()
-    .with_single_cert(
-        vec![CertificateDer::from(read(certificate))],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(read(key))),
-    )
+    .with_single_cert(certificates, key)
     .unwrap_or_else(|error| panic!("{error}"));
     let config = Arc::new(config);
     let listener =
@@ -615,14 +636,11 @@ fn tls(address: &str, certificate: &str, key: &str) {
         for stream in listener.incoming().map_while(Result::ok) {
             let config = Arc::clone(&config);
             std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = stream.set_read_timeout(Some(timeout));
                 let Ok(connection) = rustls::ServerConnection::new(config) else {
                     return;
                 };
-                let mut tls = rustls::StreamOwned::new(connection, stream);
-                // Completes the handshake, then reads until the client goes away.
-                let mut buffer = [0u8; 1024];
-                while matches!(tls.read(&mut buffer), Ok(read) if read > 0) {}
+                handle(rustls::StreamOwned::new(connection, stream));
             });
         }
     });
@@ -678,48 +696,33 @@ fn https(address: &str, chain: &str, key: &str) {
         .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
         .unwrap_or_else(|error| panic!("{chain}: {error}"));
     let key = PrivateKeyDer::from_pem_file(key).unwrap_or_else(|error| panic!("{key}: {error}"));
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap_or_else(|error| panic!("{error}"))
-    .with_no_client_auth()
-    .with_single_cert(certificates, key)
-    .unwrap_or_else(|error| panic!("{error}"));
-    let config = Arc::new(config);
-    let listener =
-        TcpListener::bind((parse(address), 443)).unwrap_or_else(|error| panic!("{error}"));
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            let config = Arc::clone(&config);
-            std::thread::spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                let Ok(connection) = rustls::ServerConnection::new(config) else {
-                    return;
-                };
-                let mut tls = rustls::StreamOwned::new(connection, stream);
-                // Reads the request head (the handshake happens on the way), answers, closes.
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 1024];
-                while !request.windows(4).any(|window| window == b"\r\n\r\n") {
-                    match tls.read(&mut buffer) {
-                        Ok(read) if read > 0 && request.len() < 16 * 1024 => {
-                            request.extend_from_slice(&buffer[..read]);
-                        }
-                        _ => return,
+    serve_tls(
+        address,
+        certificates,
+        key,
+        Duration::from_secs(10),
+        |mut tls| {
+            // Reads the request head (the handshake happens on the way), answers, closes.
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                match tls.read(&mut buffer) {
+                    Ok(read) if read > 0 && request.len() < 16 * 1024 => {
+                        request.extend_from_slice(&buffer[..read]);
                     }
+                    _ => return,
                 }
-                let body = "{\"status\":\"up\"}";
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 02 Dec 2026 12:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nStrict-Transport-Security: max-age=31536000\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = tls.write_all(answer.as_bytes());
-                tls.conn.send_close_notify();
-                let _ = tls.flush();
-            });
-        }
-    });
+            }
+            let body = "{\"status\":\"up\"}";
+            let answer = format!(
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Wed, 02 Dec 2026 12:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nStrict-Transport-Security: max-age=31536000\r\n\r\n{body}",
+            body.len()
+        );
+            let _ = tls.write_all(answer.as_bytes());
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        },
+    );
 }
 
 fn switch(address: &str, port: &str) {
