@@ -33,11 +33,28 @@ cargo deb --version >/dev/null 2>&1 || fail "cargo-deb is not installed: cargo i
 work="$(mktemp -d "${TMPDIR:-/tmp}/posmon-packaging.XXXXXX")"
 root="$work/root"
 out="$work/debs"
-if $keep; then
-    trap 'echo "kept $work"' EXIT
-else
-    trap 'rm -rf "$work"' EXIT
-fi
+# The programs started from the root, stopped on the way out whatever happens.
+collector_pid=""
+agent_pid=""
+stop_programs() {
+    for pid in $agent_pid $collector_pid; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    agent_pid=""
+    collector_pid=""
+}
+cleanup() {
+    stop_programs
+    if $keep; then
+        echo "kept $work"
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT
+# A command failing where no check expected it ends the run too, loudly.
+trap 'echo "packaging/check.sh: FAILED: line $LINENO: $BASH_COMMAND" >&2' ERR
 
 step "build the binaries (one release build: both crates' features unified) and the packages"
 cargo build --release --locked -p posmon-agent -p posmon-collector
@@ -185,14 +202,48 @@ if refused="$(as_user posmon-collector /usr/bin/posmon-agent check-config /etc/p
     fail "posmon-collector can read the agent's token"
 fi
 [[ "$refused" == *agent-token* ]] || fail "check-config as posmon-collector failed, but not on the token: $refused"
-# The collector as its user for a moment, on a port the kernel picks: it creates its database in
-# the data directory.
-timeout --preserve-status 3 chroot --userspec="$(uid_of posmon-collector):$(gid_of posmon-collector)" \
-    "$root" /usr/bin/posmon-collector serve --config /etc/posmon/collector.toml --listen 127.0.0.1:0 \
-    >"$work/collector.log" 2>&1 || true
-grep -q 'posmon-collector listening on' "$work/collector.log" || fail "the collector did not start as posmon-collector: $(cat "$work/collector.log")"
-[[ -n "$(find "$root/var/lib/posmon-collector" -mindepth 1 -user "$(uid_of posmon-collector)" -print -quit)" ]] ||
-    fail "the collector wrote nothing in /var/lib/posmon-collector as posmon-collector: $(cat "$work/collector.log")"
+
+step "the installed programs as their users: the agent reports to the collector"
+# The collector on a port the kernel picks (loopback), the agent with a copy of its installed
+# config pointing there; the agent's report must show in the collector's API (read with the
+# generated viewer token), and each must have written its state directory as its own user.
+: >"$work/collector.log"
+chroot --userspec="$(uid_of posmon-collector):$(gid_of posmon-collector)" "$root" \
+    /usr/bin/posmon-collector serve --config /etc/posmon/collector.toml --listen 127.0.0.1:0 \
+    >"$work/collector.log" 2>&1 &
+collector_pid=$!
+port=""
+for _ in $(seq 100); do
+    port="$(sed -n 's|^posmon-collector listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/collector.log")"
+    [[ -n "$port" ]] && break
+    kill -0 "$collector_pid" 2>/dev/null || break
+    sleep 0.1
+done
+[[ -n "$port" ]] || fail "the collector did not start as posmon-collector: $(cat "$work/collector.log")"
+mkdir -p "$root/run/posmon-check"
+sed "s|^collector_url = .*|collector_url = \"http://127.0.0.1:$port\"|" "$root/etc/posmon/agent.toml" \
+    >"$root/run/posmon-check/agent.toml"
+chroot --userspec="$(uid_of posmon-agent):$(gid_of posmon-agent)" "$root" \
+    /usr/bin/posmon-agent run --config /run/posmon-check/agent.toml >"$work/agent.log" 2>&1 &
+agent_pid=$!
+viewer_token="$(cat "$root/etc/posmon/collector-viewer-token")"
+terminals=""
+for _ in $(seq 60); do
+    terminals="$(exec 3<>"/dev/tcp/127.0.0.1/$port" &&
+        printf 'GET /api/v1/terminals HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n' \
+            "$viewer_token" >&3 && timeout 5 cat <&3)" || true
+    [[ "$terminals" == *'"CHANGE-ME"'* ]] && break
+    kill -0 "$agent_pid" 2>/dev/null || break
+    sleep 0.5
+done
+[[ "$terminals" == *'"CHANGE-ME"'* ]] ||
+    fail "the collector's API does not show the agent's terminal: ${terminals:0:300}; agent: $(cat "$work/agent.log"); collector: $(cat "$work/collector.log")"
+stop_programs
+rm -r "$root/run/posmon-check"
+for user in posmon-agent posmon-collector; do
+    [[ -n "$(find "$root/var/lib/$user" -mindepth 1 -user "$(uid_of "$user")" -print -quit)" ]] ||
+        fail "$user wrote nothing in /var/lib/$user"
+done
 
 step "upgrade (the same packages again): secrets, tokens and config edits kept"
 secret_before="$(cat "$root/etc/posmon/collector-fleet-secret")"
@@ -217,7 +268,10 @@ for user in posmon-agent posmon-collector; do
     ! grep -q "^$user:" "$root/etc/passwd" "$root/etc/group" "$root/etc/shadow" "$root/etc/gshadow" ||
         fail "the purge left the user or group $user"
 done
-[[ -z "$(dpkg_root --list 'posmon-*' 2>/dev/null | grep '^[a-z][a-z] ' | grep -v '^un ')" ]] ||
-    fail "the root's dpkg database still lists a posmon package"
+for package in posmon-agent posmon-collector; do
+    if dpkg_root --status "$package" >/dev/null 2>&1; then
+        fail "the root's dpkg database still knows $package"
+    fi
+done
 
 echo "packaging/check.sh: ok ($(basename "$agent_deb"), $(basename "$collector_deb"))"
