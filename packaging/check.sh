@@ -4,8 +4,8 @@
 # the maintainer scripts run with this machine's tools on that root through $DPKG_ROOT), and
 # checks what they install: files, owners and modes, the system users, the units enabled and
 # accepted by `systemd-analyze verify`, the installed default configs accepted by the programs
-# running as the service users, an upgrade that keeps the secrets, and a purge that removes
-# everything. Any problem ends it with a message naming it and exit status 1.
+# running as the service users (the agent reporting to the collector), an upgrade and a remove
+# and reinstall that keep the secrets, and a purge that removes everything. Any problem ends it with a message naming it and exit status 1.
 #
 # Needs root (dpkg, chown, chroot), cargo-deb (`cargo install cargo-deb --locked`), dpkg,
 # passwd (useradd/groupadd with --prefix), systemd (systemctl, systemd-analyze) and coreutils.
@@ -264,6 +264,22 @@ grep -qx '# edited' "$root/etc/posmon/agent.toml" || fail "the upgrade dropped a
 expect /etc/posmon root posmon-agent 755
 expect /etc/posmon/agent-token root posmon-agent 640
 expect /etc/posmon/collector.toml root posmon-collector 640
+
+step "remove, then install again: configs, secrets, token, state, users and enablement kept"
+dpkg_root --remove posmon-agent posmon-collector || fail "dpkg could not remove the packages"
+absent /usr/bin/posmon-agent
+absent /usr/bin/posmon-collector
+for path in /etc/posmon/agent.toml /etc/posmon/agent-token /etc/posmon/collector.toml \
+    /etc/posmon/collector-fleet-secret /var/lib/posmon-agent /var/lib/posmon-collector; do
+    [[ -e "$root$path" ]] || fail "removing (not purging) the packages deleted $path"
+done
+dpkg_root --install "$agent_deb" "$collector_deb" || fail "dpkg could not install the removed packages again"
+[[ "$(cat "$root/etc/posmon/collector-fleet-secret")" == "$secret_before" ]] || fail "the reinstall replaced the fleet secret"
+for unit in posmon-agent posmon-collector; do
+    [[ "$(readlink "$root/etc/systemd/system/multi-user.target.wants/$unit.service")" == "/lib/systemd/system/$unit.service" ]] ||
+        fail "$unit.service is no longer enabled after remove and reinstall"
+done
+grep -q "^posmon-agent:" "$root/etc/passwd" || fail "the user posmon-agent is gone after remove and reinstall"
 
 step "purge: nothing of either package is left"
 dpkg_root --purge posmon-agent posmon-collector || fail "dpkg could not purge the packages"
