@@ -519,6 +519,91 @@ mod tests {
         }
     }
 
+    /// Every rung × every error kind: the finding's party is the one the party table gives,
+    /// and the readable form (in each language) carries its plain error, the raw one, whom to
+    /// call and what to do.
+    #[test]
+    fn every_rung_and_error_kind_renders_its_party_and_remediation() {
+        use crate::render::{render_verdict, Lang};
+        const ERRORS: [ErrorKind; 18] = [
+            ErrorKind::NoCarrier,
+            ErrorKind::NoAddress,
+            ErrorKind::NoDefaultRoute,
+            ErrorKind::Refused,
+            ErrorKind::Timeout,
+            ErrorKind::Unreachable,
+            ErrorKind::Reset,
+            ErrorKind::Nxdomain,
+            ErrorKind::Servfail,
+            ErrorKind::NoResolver,
+            ErrorKind::CertificateExpired,
+            ErrorKind::CertificateNotYetValid,
+            ErrorKind::UnknownCa,
+            ErrorKind::NameMismatch,
+            ErrorKind::HandshakeFailed,
+            ErrorKind::HttpStatus,
+            ErrorKind::ProtocolError,
+            ErrorKind::Other,
+        ];
+        // The party table (README, "Who must act") for a payment host whose resolver is not
+        // the shop's router and whose terminal clock is right.
+        let party = |stage: Stage, error: ErrorKind| match (stage, error) {
+            (Stage::Link | Stage::Gateway, _) => Party::Merchant,
+            (Stage::Dns, _) => Party::NetworkProvider,
+            (Stage::Tcp, ErrorKind::Refused | ErrorKind::Reset) => Party::Acquirer,
+            (Stage::Tcp, _) => Party::NetworkProvider,
+            _ => Party::Acquirer,
+        };
+        let contacts = Contacts::default();
+        for stage in [
+            Stage::Link,
+            Stage::Gateway,
+            Stage::Dns,
+            Stage::Tcp,
+            Stage::Tls,
+            Stage::Http,
+        ] {
+            for error in ERRORS {
+                let name = format!("{stage:?} {error:?}");
+                let mut stages: Vec<StageResult> = [
+                    Stage::Link,
+                    Stage::Gateway,
+                    Stage::Dns,
+                    Stage::Tcp,
+                    Stage::Tls,
+                ]
+                .into_iter()
+                .take_while(|rung| *rung != stage)
+                .map(ok)
+                .collect();
+                stages.push(failed(stage, error, "raw-error-text"));
+                let verdict = verdict_of(&report(stages), &contacts);
+                assert_eq!(verdict.readiness, Readiness::CannotPay, "{name}");
+                let finding = verdict
+                    .findings
+                    .iter()
+                    .find(|finding| finding.rung.is_some())
+                    .unwrap_or_else(|| panic!("{name}: no rung finding in {verdict:#?}"));
+                assert_eq!(finding.party, party(stage, error), "{name}");
+                let plain = rung_error(stage, error);
+                assert_eq!(finding.rung.as_ref().map(|rung| rung.plain), Some(plain));
+                let label = finding.party.label();
+                for (lang, parts) in [
+                    (Lang::En, [plain.en, label.en, finding.remediation.en]),
+                    (
+                        Lang::ZhCn,
+                        [plain.zh_cn, label.zh_cn, finding.remediation.zh_cn],
+                    ),
+                ] {
+                    let text = render_verdict(&verdict, lang);
+                    for part in parts.into_iter().chain(["raw-error-text"]) {
+                        assert!(text.contains(part), "{name} {lang:?}: {part:?} in\n{text}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_failing_target_payments_do_not_need_is_a_risk() {
         let mut report = report(vec![
