@@ -184,6 +184,7 @@ impl Agent {
         };
         let (status_bytes, _) =
             tokio::sync::watch::channel(std::sync::Arc::<[u8]>::from(Vec::new()));
+        let last_acknowledged = crate::status::previous_acknowledgement(&config.state_dir);
         Ok(Agent {
             config,
             measurer,
@@ -198,7 +199,7 @@ impl Agent {
             announced: None,
             thresholds: Thresholds::default(),
             status: None,
-            last_acknowledged: None,
+            last_acknowledged,
             status_bytes,
             status_listener,
         })

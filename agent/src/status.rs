@@ -187,7 +187,8 @@ pub struct Status {
 /// What the POS application needs to say "reporting to the collector: ok / not since …".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CollectorStatus {
-    /// When the collector last acknowledged a report (since the agent started); null before.
+    /// When the collector last acknowledged a report (kept across restarts through the
+    /// previous status file); null before the first.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_acknowledged_at: Option<OffsetDateTime>,
     /// Reports waiting in the spool for the collector.
@@ -217,6 +218,25 @@ pub fn write_status(dir: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
         let _ = directory.sync_all();
     }
     Ok(path)
+}
+
+/// The largest previous status file read back at start.
+const PREVIOUS_STATUS_MAX_BYTES: u64 = 1024 * 1024;
+
+/// When the collector last acknowledged a report, as the status file the previous run left in
+/// `dir` says, so that "not since …" survives a restart (a power cut during an outage, say).
+/// Lenient: a missing, oversized or unreadable file, or a field that does not parse, is none.
+pub fn previous_acknowledgement(dir: &Path) -> Option<OffsetDateTime> {
+    let path = dir.join(STATUS_FILE);
+    if std::fs::metadata(&path).ok()?.len() > PREVIOUS_STATUS_MAX_BYTES {
+        return None;
+    }
+    let status: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    let text = status
+        .get("collector")?
+        .get("last_acknowledged_at")?
+        .as_str()?;
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()
 }
 
 /// Connections the status endpoint serves at once; more are closed unanswered.
@@ -676,6 +696,37 @@ mod tests {
             .map(|entry| entry.file_name())
             .collect();
         assert_eq!(leftovers, [std::ffi::OsString::from(STATUS_FILE)]);
+    }
+
+    #[test]
+    fn the_last_acknowledgement_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(previous_acknowledgement(dir.path()), None);
+        let when = time::macros::datetime!(2026-12-02 09:02:44 UTC);
+        let status = Status {
+            schema_version: STATUS_SCHEMA_VERSION,
+            terminal_id: "T-1".into(),
+            observed_at: when,
+            verdict: verdict_of(
+                &report(vec![ok(Stage::Link), ok(Stage::Gateway), ok(Stage::Tcp)]),
+                &Contacts::default(),
+            ),
+            collector: CollectorStatus {
+                last_acknowledged_at: Some(when),
+                pending_reports: 0,
+            },
+        };
+        write_status(dir.path(), &serde_json::to_vec(&status).unwrap()).unwrap();
+        assert_eq!(previous_acknowledgement(dir.path()), Some(when));
+        for broken in [
+            &b"{\"collector\":{\"last_acknowledged_at\":null}}"[..],
+            b"{\"collector\":{\"last_acknowledged_at\":\"yesterday\"}}",
+            b"{\"collector\":",
+            b"[]",
+        ] {
+            write_status(dir.path(), broken).unwrap();
+            assert_eq!(previous_acknowledgement(dir.path()), None);
+        }
     }
 
     #[tokio::test]

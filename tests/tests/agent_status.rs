@@ -406,7 +406,7 @@ fn the_exit_status_is_the_verdict() {
 
 /// The running agent's status: the file (0644, always whole while it is rewritten every second)
 /// and the loopback endpoint serve the same verdict, which follows the payment host breaking,
-/// and say when the collector last acknowledged a report.
+/// and say when the collector last acknowledged a report, across a restart.
 #[test]
 fn the_running_agent_keeps_a_status_the_pos_app_can_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -537,4 +537,18 @@ fn the_running_agent_keeps_a_status_the_pos_app_can_read() {
     .unwrap_or_else(|| panic!("the status never recovered; log:\n{}", agent.log()));
     agent.terminate();
     assert!(!agent.log().contains("panicked"), "{}", agent.log());
+
+    // Restarted while the collector is gone: the status still says when it last acknowledged.
+    let last = read(&file).unwrap();
+    let acknowledged = last["collector"]["last_acknowledged_at"].clone();
+    assert!(acknowledged.is_string(), "{last:#}");
+    let mut collector = collector;
+    collector.process.kill();
+    let mut again = start_agent(dir.path(), "agent-again", &config);
+    let restarted = wait_for(Duration::from_secs(20), || {
+        read(&file).filter(|status| status["observed_at"] != last["observed_at"])
+    })
+    .unwrap_or_else(|| panic!("no status after the restart; log:\n{}", again.log()));
+    assert_eq!(restarted["collector"]["last_acknowledged_at"], acknowledged);
+    again.terminate();
 }
