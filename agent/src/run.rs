@@ -205,13 +205,6 @@ impl Agent {
         })
     }
 
-    /// Where the status endpoint listens, if it does.
-    pub fn status_address(&self) -> Option<std::net::SocketAddr> {
-        self.status_listener
-            .as_ref()
-            .and_then(|listener| listener.local_addr().ok())
-    }
-
     /// Runs until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let _serving = self.status_listener.take().map(|listener| {
