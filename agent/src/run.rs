@@ -7,10 +7,9 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use anyhow::Context;
 use posmon_diagnosis::thresholds::Thresholds;
 use posmon_diagnosis::{diagnose, Policy, Signal};
 use posmon_protocol::limits::INTERVAL_SECONDS_MAX;
