@@ -8,9 +8,12 @@ use clap::{Parser, Subcommand};
 use crate::config::{AgentConfig, DEFAULT_CONFIG, TOKEN_ENV};
 use crate::cycle::Measurer;
 use crate::probe::Ladder;
-use crate::render::render;
+use crate::render::{render, render_verdict, Lang};
 use crate::report::build;
 use crate::run::Agent;
+use crate::status::{exit_code, verdict, Verdict};
+use posmon_diagnosis::thresholds::Thresholds;
+use posmon_diagnosis::{diagnose, Policy};
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +36,9 @@ enum Command {
         config: PathBuf,
     },
     /// Measure now and print the report: the path ladder per target, versions, device and
-    /// peripherals. Sends nothing to the collector and needs no token.
+    /// peripherals, then the diagnosis: each problem, whom to call and what to do. Sends
+    /// nothing to the collector and needs no token. Exit status: 0 can take payments, 1 at
+    /// risk, 2 cannot take payments, 3 the probe could not run (bad arguments or config).
     Probe {
         /// Configuration file (TOML).
         #[arg(long, env = "POSMON_AGENT_CONFIG", value_name = "FILE")]
@@ -41,9 +46,13 @@ enum Command {
         /// One cycle, then exit (without it, one cycle every report interval until Ctrl-C).
         #[arg(long)]
         once: bool,
-        /// Print the raw report as JSON (as it would be sent) instead of the readable form.
+        /// Print the raw report as JSON (as it would be sent), with the local verdict under
+        /// "verdict", instead of the readable form.
         #[arg(long)]
         json: bool,
+        /// The language of the diagnosis: en, zh-CN, or both (English then Chinese).
+        #[arg(long, value_enum, default_value = "both", value_name = "LANG")]
+        lang: Lang,
     },
     /// Print an example configuration, every option with a comment and its default.
     PrintDefaultConfig,
@@ -55,12 +64,47 @@ enum Command {
     },
 }
 
-/// Runs the command line; the binary maps the error to an exit code.
-pub fn run() -> anyhow::Result<()> {
-    match Cli::parse().command {
+/// The exit status of a command that could not run: bad arguments (for every command) or,
+/// for `probe`, a bad config or a failure of the probe itself. 1 and 2 are `probe`'s verdicts.
+pub const EXIT_COULD_NOT_RUN: u8 = 3;
+
+/// Runs the command line and returns the process's exit status: 0 done, 1 failed (for
+/// `probe`: 0 can pay, 1 at risk, 2 cannot pay), 3 could not run. Errors are printed with their
+/// chain.
+pub fn run() -> u8 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // --help and --version print to stdout and succeed; a usage error is 3, not
+            // clap's 2, which `probe` uses for "cannot take payments".
+            return if error.use_stderr() {
+                EXIT_COULD_NOT_RUN
+            } else {
+                0
+            };
+        }
+    };
+    let probing = matches!(cli.command, Command::Probe { .. });
+    match command(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("posmon-agent: error: {error:#}");
+            if probing {
+                EXIT_COULD_NOT_RUN
+            } else {
+                1
+            }
+        }
+    }
+}
+
+/// Runs one command; its exit status when it ran.
+fn command(command: Command) -> anyhow::Result<u8> {
+    match command {
         Command::PrintDefaultConfig => {
             print!("{DEFAULT_CONFIG}");
-            Ok(())
+            Ok(0)
         }
         Command::CheckConfig { config } => {
             let loaded = AgentConfig::from_file(&config)?;
@@ -78,11 +122,16 @@ pub fn run() -> anyhow::Result<()> {
                 loaded.collector_url,
                 loaded.report_interval_seconds
             );
-            Ok(())
+            Ok(0)
         }
-        Command::Probe { config, once, json } => {
+        Command::Probe {
+            config,
+            once,
+            json,
+            lang,
+        } => {
             let config = AgentConfig::from_file(&config)?;
-            probe(&config, once, json)
+            probe(&config, once, json, lang)
         }
         Command::Run { config } => {
             let config = AgentConfig::from_file(&config)?;
@@ -100,7 +149,7 @@ pub fn run() -> anyhow::Result<()> {
                 );
                 agent.run(shutdown_signal()).await;
                 tracing::info!("Stopped.");
-                Ok(())
+                Ok(0)
             })
         }
     }
@@ -114,8 +163,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// `posmon-agent probe`: measure, build the report as it would be sent, print it.
-fn probe(config: &AgentConfig, once: bool, json: bool) -> anyhow::Result<()> {
+/// `posmon-agent probe`: measure, build the report as it would be sent, apply the shared rules
+/// to it, print both; with `once`, return the verdict's exit status.
+fn probe(config: &AgentConfig, once: bool, json: bool, lang: Lang) -> anyhow::Result<u8> {
+    let thresholds = Thresholds::default();
+    let policy = Policy {
+        versions: &[],
+        thresholds: &thresholds,
+        roles: &config.readiness,
+    };
     runtime()?.block_on(async {
         let mut measurer = Measurer::new(config)?;
         let mut ticker = tokio::time::interval(config.report_interval());
@@ -125,16 +181,31 @@ fn probe(config: &AgentConfig, once: bool, json: bool) -> anyhow::Result<()> {
             let cycle = measurer.measure(None).await;
             // Sequence 0: this report is never sent, so it takes no number from the agent's.
             let report = build(config, 0, cycle);
+            let signals = diagnose(&report, &policy);
+            let verdict = verdict(&report, &signals, &config.readiness, &config.contacts);
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let output = ProbeOutput {
+                    report: &report,
+                    verdict: &verdict,
+                };
+                println!("{}", serde_json::to_string_pretty(&output)?);
             } else {
                 println!("{}", render(&report));
+                println!("{}", render_verdict(&verdict, lang));
             }
             if once {
-                return Ok(());
+                return Ok(exit_code(verdict.readiness));
             }
         }
     })
+}
+
+/// What `probe --json` prints: the report's fields as sent, and the verdict beside them.
+#[derive(serde::Serialize)]
+struct ProbeOutput<'a> {
+    #[serde(flatten)]
+    report: &'a posmon_protocol::Report,
+    verdict: &'a Verdict,
 }
 
 /// The token from the environment, the config, or the token file, in that order.

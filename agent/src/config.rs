@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use posmon_diagnosis::readiness::PaymentRoles;
+use posmon_diagnosis::Party;
 use posmon_protocol::{limits, Labels};
 use serde::Deserialize;
 
@@ -118,7 +120,83 @@ pub struct AgentConfig {
     /// The collector's UDP port for report datagrams; absent: the port of `collector_url`.
     #[serde(default)]
     pub datagram_port: Option<u16>,
+
+    // --- The local verdict (`status.rs`, `posmon-agent probe`) ---
+    /// What a payment needs: the targets, peripherals and processes whose failure means the
+    /// terminal cannot take payments. The same section, with the same defaults, as the
+    /// collector's.
+    #[serde(default)]
+    pub readiness: PaymentRoles,
+    /// Whom to call, per party (`merchant`, `pos_vendor`, `network_provider`,
+    /// `software_vendor`, `acquirer`, `operations`).
+    #[serde(default)]
+    pub contacts: Contacts,
+    /// A loopback address on which `GET /status` serves the status file's JSON; off when
+    /// absent.
+    #[serde(default)]
+    pub status_listen: Option<SocketAddr>,
 }
+
+/// Whom to call for each party; a party without one is named by its label.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contacts {
+    #[serde(default)]
+    pub merchant: Option<Contact>,
+    #[serde(default)]
+    pub pos_vendor: Option<Contact>,
+    #[serde(default)]
+    pub network_provider: Option<Contact>,
+    #[serde(default)]
+    pub software_vendor: Option<Contact>,
+    #[serde(default)]
+    pub acquirer: Option<Contact>,
+    #[serde(default)]
+    pub operations: Option<Contact>,
+}
+
+impl Contacts {
+    pub fn of(&self, party: Party) -> Option<&Contact> {
+        match party {
+            Party::Merchant => self.merchant.as_ref(),
+            Party::PosVendor => self.pos_vendor.as_ref(),
+            Party::NetworkProvider => self.network_provider.as_ref(),
+            Party::SoftwareVendor => self.software_vendor.as_ref(),
+            Party::Acquirer => self.acquirer.as_ref(),
+            Party::Operations => self.operations.as_ref(),
+        }
+    }
+
+    fn all(&self) -> [(&'static str, Option<&Contact>); 6] {
+        [
+            Party::Merchant,
+            Party::PosVendor,
+            Party::NetworkProvider,
+            Party::SoftwareVendor,
+            Party::Acquirer,
+            Party::Operations,
+        ]
+        .map(|party| (party.as_str(), self.of(party)))
+    }
+}
+
+/// One party's contact: who, and the number to call.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contact {
+    /// The name in English (or the only one), e.g. `China Mobile`.
+    pub name: String,
+    /// The name in Simplified Chinese, e.g. `中国移动`; `name` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_zh_cn: Option<String>,
+    /// The number to call, e.g. `400-100-8611`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// The longest contact name, in characters, and the longest phone number.
+const CONTACT_NAME_MAX_CHARS: usize = 64;
+const CONTACT_PHONE_MAX_CHARS: usize = 32;
 
 /// How reports travel to the collector.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -487,6 +565,9 @@ impl AgentConfig {
             data_budget_max_stretch_percent: default_data_budget_max_stretch_percent(),
             transport: Transport::default(),
             datagram_port: None,
+            readiness: PaymentRoles::default(),
+            contacts: Contacts::default(),
+            status_listen: None,
         }
     }
 
@@ -763,7 +844,43 @@ impl AgentConfig {
                 })?;
             }
         }
-        self.validate_data_budget()
+        self.validate_data_budget()?;
+        self.validate_local_verdict()
+    }
+
+    /// The payment roles, the contacts and the status endpoint: bounded names, and an
+    /// endpoint only on loopback (the status is for the POS application on this terminal).
+    fn validate_local_verdict(&self) -> Result<(), ConfigError> {
+        self.readiness
+            .validate()
+            .map_err(|error| invalid(format!("readiness.{}", error.key), error.problem))?;
+        for (party, contact) in self.contacts.all() {
+            let Some(contact) = contact else {
+                continue;
+            };
+            let key = |field: &str| format!("contacts.{party}.{field}");
+            let names = [
+                ("name", Some(&contact.name)),
+                ("name_zh_cn", contact.name_zh_cn.as_ref()),
+            ];
+            for (field, name) in names {
+                if let Some(name) = name {
+                    check_text(name, CONTACT_NAME_MAX_CHARS, &key(field))?;
+                }
+            }
+            if let Some(phone) = &contact.phone {
+                check_text(phone, CONTACT_PHONE_MAX_CHARS, &key("phone"))?;
+            }
+        }
+        if let Some(address) = self.status_listen {
+            if !address.ip().is_loopback() {
+                return Err(invalid(
+                    "status_listen",
+                    format!("{address} is not a loopback address (127.0.0.0/8 or ::1): the status is only for this terminal's POS application"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The data budget's keys: a budget of 0 (none) or at least 64 KiB, at most the protocol's
@@ -801,6 +918,20 @@ fn check_name(name: &str, key: &str) -> Result<(), ConfigError> {
                 "must be 1 to {} printable characters",
                 limits::NAME_MAX_CHARS
             ),
+        ));
+    }
+    Ok(())
+}
+
+/// Text shown to a person: 1 to `max_chars` characters, no control characters.
+fn check_text(text: &str, max_chars: usize, key: &str) -> Result<(), ConfigError> {
+    if text.trim().is_empty()
+        || text.chars().count() > max_chars
+        || text.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            key,
+            format!("must be 1 to {max_chars} printable characters"),
         ));
     }
     Ok(())
@@ -1050,6 +1181,61 @@ mod tests {
         assert_eq!(
             error.as_deref(),
             Some("config key terminal_id: character ' ' not allowed (use A-Z a-z 0-9 . _ : -)")
+        );
+    }
+
+    #[test]
+    fn the_local_verdict_keys_are_checked() {
+        let config = parse(&format!(
+            "{BASE}status_listen = \"[::1]:8787\"\n[readiness]\ntargets = [\"pay\"]\n\
+             [contacts.network_provider]\nname = \"China Mobile\"\nname_zh_cn = \"中国移动\"\nphone = \"400-100-8611\"\n"
+        ))
+        .unwrap();
+        assert_eq!(config.readiness.targets, ["pay"]);
+        assert_eq!(
+            config.readiness.peripherals,
+            PaymentRoles::default().peripherals
+        );
+        let contact = config.contacts.of(Party::NetworkProvider).unwrap();
+        assert_eq!(contact.name_zh_cn.as_deref(), Some("中国移动"));
+        assert!(config.contacts.of(Party::Acquirer).is_none());
+        check(
+            "status_listen = \"0.0.0.0:8787\"",
+            "config key status_listen: 0.0.0.0:8787 is not a loopback address",
+        );
+        check(
+            "status_listen = \"192.168.1.5:8787\"",
+            "config key status_listen: 192.168.1.5:8787 is not a loopback address",
+        );
+        check("status_listen = \"localhost\"", "status_listen");
+        check(
+            "[readiness]\ntargets = [\"\"]",
+            "config key readiness.targets: \"\": a name is 1 to 128 bytes",
+        );
+        check("[readiness]\ntarget = []", "unknown field `target`");
+        check(
+            "[contacts.carrier]\nname = \"x\"",
+            "unknown field `carrier`",
+        );
+        check(
+            "[contacts.acquirer]\nname = \"\"",
+            "config key contacts.acquirer.name: must be 1 to 64 printable characters",
+        );
+        check(
+            &format!("[contacts.merchant]\nname = \"{}\"", "x".repeat(65)),
+            "config key contacts.merchant.name: must be 1 to 64",
+        );
+        check(
+            "[contacts.operations]\nname = \"Ops\"\nphone = \"1\\n2\"",
+            "config key contacts.operations.phone: must be 1 to 32 printable characters",
+        );
+        check(
+            "[contacts.pos_vendor]\nname = \"PAX\"\nname_zh_cn = \"\\u0007\"",
+            "config key contacts.pos_vendor.name_zh_cn",
+        );
+        check(
+            "[contacts.pos_vendor]\nphone = \"1\"",
+            "missing field `name`",
         );
     }
 

@@ -3,7 +3,8 @@
 //! to the collector.
 //!
 //! Data flows one way: `config` → `run` (schedule) → `cycle` (`probe`, `device`, `software`,
-//! `clock`) → `report` → `push`, or → `render` for `posmon-agent probe`. Probes never return
+//! `clock`) → `report` → `push`, and → `status` (the local verdict: `status.json`, `GET /status`),
+//! or → `status` → `render` for `posmon-agent probe`. Probes never return
 //! errors: a failure is a measurement in the report.
 
 pub mod backoff;
@@ -22,5 +23,6 @@ pub mod report;
 pub mod run;
 pub mod software;
 pub mod spool;
+pub mod status;
 pub mod system;
 pub mod watch;

@@ -1,10 +1,136 @@
 //! The readable form of a report that `posmon-agent probe` prints for a field engineer: the
 //! ladder rung by rung per target with the first failing rung marked, then versions, device and
-//! peripherals. Headings are in English and Simplified Chinese. Pure: text in, text out.
+//! peripherals; then the local verdict: each finding with its effect on payments, whom to call
+//! and what to do, and the overall verdict line. Headings are in English and Simplified
+//! Chinese; the verdict's texts in the language asked for (`--lang`), both by default. Pure:
+//! data in, text out.
 
 use std::fmt::Write;
 
+use posmon_diagnosis::readiness::Readiness;
+use posmon_diagnosis::Text;
 use posmon_protocol::{DeviceStatus, ProbeResult, Report, StageResult, StageStatus};
+
+use crate::status::Verdict;
+
+/// The language of the verdict's texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    #[value(name = "en")]
+    En,
+    #[value(name = "zh-CN")]
+    ZhCn,
+    /// English, then Simplified Chinese.
+    #[value(name = "both")]
+    Both,
+}
+
+impl Lang {
+    /// The text's lines in this language.
+    fn lines(self, en: &str, zh_cn: &str) -> Vec<String> {
+        match self {
+            Lang::En => vec![en.to_string()],
+            Lang::ZhCn => vec![zh_cn.to_string()],
+            Lang::Both => vec![en.to_string(), zh_cn.to_string()],
+        }
+    }
+
+    fn text(self, text: Text) -> Vec<String> {
+        self.lines(text.en, text.zh_cn)
+    }
+
+    /// One line: one language, or "English / 中文".
+    fn inline(self, en: &str, zh_cn: &str) -> String {
+        match self {
+            Lang::En => en.to_string(),
+            Lang::ZhCn => zh_cn.to_string(),
+            Lang::Both => format!("{en} / {zh_cn}"),
+        }
+    }
+}
+
+/// The local verdict as text: each finding (most urgent first) with its effect on payments,
+/// the plain meaning of its failed rung and the raw error, whom to call and what to do; then
+/// the verdict line.
+pub fn render_verdict(verdict: &Verdict, lang: Lang) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", lang.inline("Diagnosis", "诊断"));
+    if verdict.findings.is_empty() {
+        let _ = writeln!(out, "  {}", lang.inline("no problem found", "未发现问题"));
+    }
+    for finding in &verdict.findings {
+        let mark = if finding.effect == Readiness::CannotPay {
+            "✗"
+        } else {
+            "!"
+        };
+        let subject = if finding.subject.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", finding.subject)
+        };
+        let effect = finding.effect.label();
+        let _ = writeln!(
+            out,
+            "  {mark} {}{subject} [{}] ({})",
+            lang.inline(finding.title.en, finding.title.zh_cn),
+            lang.inline(effect.en, effect.zh_cn),
+            finding.code
+        );
+        if let Some(rung) = &finding.rung {
+            for line in lang.text(rung.plain) {
+                let _ = writeln!(out, "      {}: {line}", rung.stage);
+            }
+            if let Some(detail) = &rung.detail {
+                let _ = writeln!(
+                    out,
+                    "      {}: {detail}",
+                    lang.inline("raw error", "原始错误")
+                );
+            }
+        }
+        let contact = finding.contact.as_ref();
+        let name_en = contact.map_or(finding.party_label.en, |contact| contact.name.as_str());
+        let name_zh_cn = contact.map_or(finding.party_label.zh_cn, |contact| {
+            contact.name_zh_cn.as_deref().unwrap_or(&contact.name)
+        });
+        let phone = contact
+            .and_then(|contact| contact.phone.as_deref())
+            .map(|phone| format!(", {phone}"))
+            .unwrap_or_default();
+        let who = |name: &str, label: &str| {
+            if contact.is_some() {
+                format!("{name} ({label}){phone}")
+            } else {
+                name.to_string()
+            }
+        };
+        for line in lang.lines(
+            &format!("Call: {}", who(name_en, finding.party_label.en)),
+            &format!("联系: {}", who(name_zh_cn, finding.party_label.zh_cn)),
+        ) {
+            let _ = writeln!(out, "      {line}");
+        }
+        for line in lang.lines(
+            &format!("What to do: {}", finding.remediation.en),
+            &format!("处理办法: {}", finding.remediation.zh_cn),
+        ) {
+            let _ = writeln!(out, "      {line}");
+        }
+    }
+    let label = verdict.readiness_label;
+    for line in lang.lines(
+        &format!(
+            "Verdict: {} — {}",
+            label.en.to_uppercase(),
+            verdict.headline.en
+        ),
+        &format!("结论: {} — {}", label.zh_cn, verdict.headline.zh_cn),
+    ) {
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
 
 /// The report as text, one fact per line.
 pub fn render(report: &Report) -> String {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use posmon_diagnosis::readiness::PaymentRoles;
+use anyhow::Context;
 use posmon_diagnosis::thresholds::Thresholds;
-use posmon_diagnosis::{diagnose, Policy};
+use posmon_diagnosis::{diagnose, Policy, Signal};
 use posmon_protocol::limits::INTERVAL_SECONDS_MAX;
 use posmon_protocol::{
     ClockStatus, ComponentVersion, DeviceStatus, Intervals, Labels, ProbeResult, Report, Section,
@@ -26,6 +26,7 @@ use crate::cycle::{Measurer, Schedule};
 use crate::deliver::{Deliverer, DeliveryConfig, Outcome};
 use crate::report::{build, compact};
 use crate::spool::{Spool, SpoolLimits};
+use crate::status::{serve_status, verdict, write_status, CollectorStatus, Status};
 
 /// What must be reported at once when it changes: each target's first failing rung, and which
 /// peripherals and processes are present.
@@ -76,21 +77,15 @@ impl Outcomes {
     }
 }
 
-/// The findings the shared rules (`posmon-diagnosis`, default thresholds and payment roles)
-/// see in a report, by code and subject: when they change, the report is no heartbeat.
+/// The findings the shared rules (`posmon-diagnosis`, default thresholds, the configured
+/// payment roles) see in a report, by code and subject: when they change, the report is no
+/// heartbeat.
 type Signals = BTreeSet<(&'static str, String)>;
 
-fn signals_of(report: &Report) -> Signals {
-    let thresholds = Thresholds::default();
-    let roles = PaymentRoles::default();
-    let policy = Policy {
-        versions: &[],
-        thresholds: &thresholds,
-        roles: &roles,
-    };
-    diagnose(report, &policy)
-        .into_iter()
-        .map(|signal| (signal.kind.code, signal.subject))
+fn signals_of(signals: &[Signal]) -> Signals {
+    signals
+        .iter()
+        .map(|signal| (signal.kind.code, signal.subject.clone()))
         .collect()
 }
 
@@ -128,6 +123,15 @@ pub struct Agent {
     confirm_at: Option<(Instant, Vec<String>)>,
     /// The schedule and the stretch the collector was last told.
     announced: Option<(Intervals, u32)>,
+    /// The rules' thresholds, built once (the payment roles are the config's).
+    thresholds: Thresholds,
+    /// The latest local verdict, as in the status file, and when the collector last
+    /// acknowledged a report.
+    status: Option<Status>,
+    last_acknowledged: Option<OffsetDateTime>,
+    /// The status bytes the endpoint serves, and its listener until `run` starts serving.
+    status_bytes: tokio::sync::watch::Sender<std::sync::Arc<[u8]>>,
+    status_listener: Option<tokio::net::TcpListener>,
 }
 
 type Identity = (Labels, BTreeMap<String, ComponentVersion>);
@@ -164,6 +168,22 @@ impl Agent {
             BudgetSettings::from_config(&config),
             unix_now(),
         );
+        let status_listener = match config.status_listen {
+            Some(address) => Some(
+                std::net::TcpListener::bind(address)
+                    .and_then(|listener| {
+                        listener.set_nonblocking(true)?;
+                        tokio::net::TcpListener::from_std(listener)
+                    })
+                    .with_context(|| {
+                        format!("config key status_listen: cannot listen on {address}")
+                    })?,
+            ),
+            None => None,
+        };
+        let (status_bytes, _) =
+            tokio::sync::watch::channel(std::sync::Arc::<[u8]>::from(Vec::new()));
+        let last_acknowledged = crate::status::previous_acknowledgement(&config.state_dir);
         Ok(Agent {
             config,
             measurer,
@@ -176,11 +196,23 @@ impl Agent {
             baseline: None,
             confirm_at: None,
             announced: None,
+            thresholds: Thresholds::default(),
+            status: None,
+            last_acknowledged,
+            status_bytes,
+            status_listener,
         })
     }
 
     /// Runs until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let _serving = self.status_listener.take().map(|listener| {
+            tracing::info!(address = ?listener.local_addr().ok(), "Serving GET /status.");
+            AbortOnDrop(tokio::spawn(serve_status(
+                listener,
+                self.status_bytes.subscribe(),
+            )))
+        });
         let mut checks = tokio::time::interval(self.config.check_interval());
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let watching = self.config.watch_interval();
@@ -295,7 +327,26 @@ impl Agent {
         report.agent_instance = Some(self.spool.instance().to_string());
         compact(&mut report);
         let outcomes = Outcomes::of(&report);
-        let signals = signals_of(&report);
+        let policy = Policy {
+            versions: &[],
+            thresholds: &self.thresholds,
+            roles: &self.config.readiness,
+        };
+        let diagnosed = diagnose(&report, &policy);
+        let signals = signals_of(&diagnosed);
+        self.status = Some(Status {
+            schema_version: crate::status::STATUS_SCHEMA_VERSION,
+            terminal_id: self.config.terminal_id.clone(),
+            observed_at: report.observed_at,
+            verdict: verdict(
+                &report,
+                &diagnosed,
+                &self.config.readiness,
+                &self.config.contacts,
+            ),
+            collector: self.collector_status(),
+        });
+        self.publish_status();
         let now = Instant::now();
         // Half a check interval of slack: a tick that comes a little early still reports on
         // time.
@@ -425,9 +476,48 @@ impl Agent {
         }
     }
 
+    /// What the status says of the collector now.
+    fn collector_status(&self) -> CollectorStatus {
+        CollectorStatus {
+            last_acknowledged_at: self.last_acknowledged,
+            pending_reports: self.spool.pending_count(),
+        }
+    }
+
+    /// Writes the latest status to the status file and hands it to the endpoint.
+    fn publish_status(&mut self) {
+        let Some(status) = &self.status else {
+            return;
+        };
+        let bytes = match serde_json::to_vec_pretty(status) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "Cannot encode the status.");
+                return;
+            }
+        };
+        if let Err(error) = write_status(&self.config.state_dir, &bytes) {
+            tracing::warn!(%error, dir = %self.config.state_dir.display(), "Cannot write the status file.");
+        }
+        self.status_bytes.send_replace(std::sync::Arc::from(bytes));
+    }
+
     /// Delivers the spool; on failure, schedules the retry.
     async fn deliver(&mut self) {
+        let acknowledged = self.spool.acknowledged();
         let delivered = self.deliverer.deliver(&mut self.spool).await;
+        if self.spool.acknowledged() > acknowledged {
+            self.last_acknowledged = Some(OffsetDateTime::now_utc());
+        }
+        let collector = self.collector_status();
+        if let Some(status) = self
+            .status
+            .as_mut()
+            .filter(|status| status.collector != collector)
+        {
+            status.collector = collector;
+            self.publish_status();
+        }
         self.record_traffic();
         self.measurer.rebaseline_watch();
         match delivered {
@@ -438,6 +528,15 @@ impl Agent {
                 self.retry_at = Some(Instant::now() + self.config.report_interval());
             }
         }
+    }
+}
+
+/// Aborts the task when dropped: the status endpoint stops with the loop.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -7,6 +7,7 @@
 //! findings that open and close over time (hysteresis) is `findings.rs`'s job. A new per-report
 //! rule is one file in `rules/` plus one line in `RULES` and one in `all_kinds`.
 
+pub mod explain;
 pub mod findings;
 pub mod localize;
 pub mod readiness;

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::findings::Finding;
-use crate::{Category, FindingKind, Severity, Text};
+use crate::{Category, FindingKind, Severity, Signal, Text};
 
 /// Whether a terminal can take payments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -215,6 +215,23 @@ pub fn readiness<'a>(
             Readiness::CannotPay => worst = Readiness::CannotPay,
             Readiness::AtRisk if worst == Readiness::CanPay => worst = Readiness::AtRisk,
             Readiness::AtRisk | Readiness::CanPay => {}
+        }
+    }
+    worst
+}
+
+/// The readiness one report shows on its own, from the rules' signals over it (no hysteresis:
+/// what the terminal sees now, as `posmon-agent probe` and the status file tell it): the worst
+/// effect of a signal, else `can_pay`.
+pub fn readiness_of_signals<'a>(
+    signals: impl IntoIterator<Item = &'a Signal>,
+    roles: &PaymentRoles,
+) -> Readiness {
+    let mut worst = Readiness::CanPay;
+    for signal in signals {
+        let effect = effect(signal.kind, &signal.subject, signal.severity, roles);
+        if effect.urgency() < worst.urgency() {
+            worst = effect;
         }
     }
     worst
@@ -561,6 +578,27 @@ mod tests {
         assert_eq!(readiness([&down], &roles), Readiness::CannotPay);
         assert_eq!(readiness([&down, &silent], &roles), Readiness::Unknown);
         assert_eq!(readiness([&silent, &outdated], &roles), Readiness::Unknown);
+    }
+
+    #[test]
+    fn one_report_is_as_ready_as_its_worst_signal() {
+        let roles = roles();
+        let signal = |code: &str, subject: &str| Signal {
+            kind: kind_by_code(code).unwrap(),
+            severity: Severity::Warning,
+            subject: subject.into(),
+            evidence: Vec::new(),
+        };
+        let outdated = signal("outdated.pos_app", "pos_app");
+        let down = signal("env.network.host_unreachable", "payment-host");
+        let other = signal("env.network.host_unreachable", "tms");
+        assert_eq!(readiness_of_signals([], &roles), Readiness::CanPay);
+        assert_eq!(readiness_of_signals([&outdated], &roles), Readiness::AtRisk);
+        assert_eq!(readiness_of_signals([&other], &roles), Readiness::AtRisk);
+        assert_eq!(
+            readiness_of_signals([&outdated, &down, &other], &roles),
+            Readiness::CannotPay
+        );
     }
 
     #[test]

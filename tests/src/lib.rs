@@ -391,7 +391,8 @@ impl Drop for TargetServer {
 }
 
 /// Runs `posmon-agent probe --once --json` with `config_toml` written to `dir/<name>.toml`
-/// (through `wrapper`, e.g. `ip netns exec NS`, when given) and parses the report it prints.
+/// (through `wrapper`, e.g. `ip netns exec NS`, when given) and parses the report it prints
+/// (with the local verdict under `verdict`), whatever the verdict's exit status.
 pub fn probe_once(
     dir: &Path,
     name: &str,
@@ -415,8 +416,9 @@ pub fn probe_once(
         .env_remove("POSMON_AGENT_TOKEN")
         .output()
         .unwrap_or_else(|error| panic!("cannot run posmon-agent probe: {error}"));
+    // 0, 1, 2: can pay, at risk, cannot pay (the probe ran); 3: it could not run.
     assert!(
-        output.status.success(),
+        matches!(output.status.code(), Some(0..=2)),
         "posmon-agent probe failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );

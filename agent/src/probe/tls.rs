@@ -190,6 +190,9 @@ fn classify(error: &std::io::Error) -> (ErrorKind, String) {
             }
             _ => ErrorKind::HandshakeFailed,
         },
+        // The peer's bytes are no TLS records at all (rustls: "received corrupt message of
+        // type InvalidContentType"): another protocol (HTTP, SSH, a banner) on this port.
+        rustls::Error::InvalidMessage(_) => ErrorKind::ProtocolError,
         _ => ErrorKind::HandshakeFailed,
     };
     (kind, detail)
@@ -347,6 +350,28 @@ mod tests {
         check(datetime!(2051-06-30 23:59:59 UTC));
         assert_eq!(super::not_after(&[0x30, 0x82, 0xff]), None);
         assert_eq!(super::not_after(&[]), None);
+    }
+
+    #[test]
+    fn a_peer_that_speaks_no_tls_is_a_protocol_error() {
+        let check = |error: rustls::Error, expected: ErrorKind| {
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, error);
+            assert_eq!(classify(&io).0, expected, "{io}");
+        };
+        check(
+            rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType),
+            ErrorKind::ProtocolError,
+        );
+        check(
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+            ErrorKind::UnknownCa,
+        );
+        check(
+            rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure),
+            ErrorKind::HandshakeFailed,
+        );
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(classify(&eof).0, ErrorKind::Reset);
     }
 
     #[test]

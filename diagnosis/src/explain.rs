@@ -1,0 +1,370 @@
+//! Plain language for the person standing at the terminal: what a failed rung means ("the host
+//! does not speak TLS on this port" rather than the TLS library's "received corrupt message of
+//! type InvalidContentType"), who each party is, what kind of problem a finding is, and the
+//! one-line headline a POS application shows ("Network problem — call China Mobile: 400-…").
+//! English and Simplified Chinese; the raw error stays beside the text as detail.
+//!
+//! Pure, like the rest of the crate: the agent renders it, the collector may show it too.
+
+use posmon_protocol::{ErrorKind, Stage};
+
+use crate::readiness::Readiness;
+use crate::{FindingKind, Party, Text};
+
+const fn text(en: &'static str, zh_cn: &'static str) -> Text {
+    Text { en, zh_cn }
+}
+
+/// What a failed `stage` with `error` means, in plain words. Every combination has a text:
+/// the pairs the agent produces have their own, any other falls back to the error kind alone,
+/// then to the rung.
+pub fn rung_error(stage: Stage, error: ErrorKind) -> Text {
+    use ErrorKind as E;
+    match (stage, error) {
+        // The terminal's own link.
+        (Stage::Link, E::NoCarrier) => text(
+            "no network connection: no cable plugged in, or no Wi-Fi or mobile signal",
+            "没有网络连接：未插网线，或没有 Wi-Fi 或移动信号",
+        ),
+        (Stage::Link, E::NoAddress) => text(
+            "the terminal got no IP address from the network (DHCP)",
+            "终端未从网络获得 IP 地址（DHCP）",
+        ),
+        (Stage::Link, E::NoDefaultRoute) => text(
+            "the terminal has no default route: it does not know where to send traffic",
+            "终端没有默认路由：不知道把数据发往何处",
+        ),
+        (Stage::Link, _) => text(
+            "the terminal's network connection does not work",
+            "终端的网络连接不可用",
+        ),
+        // The shop's router.
+        (Stage::Gateway, E::NoDefaultRoute) => text(
+            "the terminal has no default route: it does not know where to send traffic",
+            "终端没有默认路由：不知道把数据发往何处",
+        ),
+        (Stage::Gateway, _) => text("the shop's router does not answer", "门店的路由器没有响应"),
+        // Name resolution.
+        (Stage::Dns, E::Nxdomain) => text(
+            "the host name does not exist (the DNS server says so)",
+            "主机名不存在（DNS 服务器如此答复）",
+        ),
+        (Stage::Dns, E::Servfail) => text(
+            "the DNS server failed to look up the host name",
+            "DNS 服务器查询主机名失败",
+        ),
+        (Stage::Dns, E::Timeout) => text(
+            "the DNS server did not answer in time",
+            "DNS 服务器未及时响应",
+        ),
+        (Stage::Dns, E::NoResolver) => text(
+            "no DNS server is configured on the terminal",
+            "终端未配置 DNS 服务器",
+        ),
+        (Stage::Dns, E::Refused) => text("the DNS server refused to answer", "DNS 服务器拒绝应答"),
+        (Stage::Dns, E::Unreachable) => {
+            text("the DNS server cannot be reached", "无法连接 DNS 服务器")
+        }
+        (Stage::Dns, _) => text("the host name could not be looked up", "无法解析主机名"),
+        // The connection.
+        (Stage::Tcp, E::Refused) => text(
+            "the host refused the connection: nothing accepts connections on this port",
+            "主机拒绝连接：该端口上没有服务在接受连接",
+        ),
+        (Stage::Tcp, E::Timeout) => text(
+            "the host did not answer in time: packets are lost on the way or at the host",
+            "主机未及时响应：数据包在途中或在主机处丢失",
+        ),
+        (Stage::Tcp, E::Unreachable) => text("there is no route to the host", "没有通往主机的路由"),
+        (Stage::Tcp, E::Reset) => text("the host reset the connection", "主机重置了连接"),
+        (Stage::Tcp, _) => text("the connection to the host failed", "与主机的连接失败"),
+        // TLS.
+        (Stage::Tls, E::ProtocolError) => text(
+            "the host does not speak TLS on this port",
+            "主机在该端口上不支持 TLS（不是加密服务）",
+        ),
+        (Stage::Tls, E::CertificateExpired) => text(
+            "the host's certificate has expired (or the terminal's clock is wrong)",
+            "主机的证书已过期（或终端时钟不正确）",
+        ),
+        (Stage::Tls, E::CertificateNotYetValid) => text(
+            "the host's certificate is not valid yet (or the terminal's clock is wrong)",
+            "主机的证书尚未生效（或终端时钟不正确）",
+        ),
+        (Stage::Tls, E::UnknownCa) => text(
+            "the host's certificate is not signed by an authority the terminal trusts",
+            "主机的证书不是由终端信任的机构签发的",
+        ),
+        (Stage::Tls, E::NameMismatch) => text(
+            "the host's certificate is for another name",
+            "主机的证书属于另一个域名",
+        ),
+        (Stage::Tls, E::Timeout) => text(
+            "the host did not complete the secure (TLS) handshake in time",
+            "主机未及时完成安全（TLS）握手",
+        ),
+        (Stage::Tls, E::Reset) => text(
+            "the host closed the connection during the secure (TLS) handshake",
+            "主机在安全（TLS）握手期间关闭了连接",
+        ),
+        (Stage::Tls, _) => text(
+            "the secure (TLS) handshake with the host failed",
+            "与主机的安全（TLS）握手失败",
+        ),
+        // The request.
+        (Stage::Http, E::HttpStatus) => text(
+            "the host answered with an error status: its service is failing",
+            "主机返回错误状态码：其服务异常",
+        ),
+        (Stage::Http, E::ProtocolError) => text(
+            "the host's answer is not valid HTTP",
+            "主机的应答不是有效的 HTTP",
+        ),
+        (Stage::Http, E::Timeout) => text(
+            "the host did not answer the request in time",
+            "主机未及时应答请求",
+        ),
+        (Stage::Http, E::Reset) => text(
+            "the host closed the connection before answering",
+            "主机在应答前关闭了连接",
+        ),
+        (Stage::Http, _) => text(
+            "the host's service did not answer the request properly",
+            "主机的服务未能正常应答请求",
+        ),
+        (Stage::Icmp, _) => text(
+            "the host does not answer ping (many networks drop it; not a fault by itself)",
+            "主机不响应 ping（许多网络会丢弃 ping，本身不算故障）",
+        ),
+        (Stage::Other, _) => text("a network check failed", "一项网络检查失败"),
+    }
+}
+
+impl Party {
+    /// Who the party is, for a person: "the network provider".
+    pub fn label(self) -> Text {
+        match self {
+            Party::Merchant => text("the shop (merchant)", "商户"),
+            Party::PosVendor => text("the terminal's maker", "终端厂商"),
+            Party::NetworkProvider => text("the network provider", "网络运营商"),
+            Party::SoftwareVendor => text("the POS software vendor", "收银软件厂商"),
+            Party::Acquirer => text("the acquirer (payment host operator)", "收单机构"),
+            Party::Operations => text("the terminal operations team", "终端运维团队"),
+        }
+    }
+}
+
+/// What kind of problem a finding is, for a headline: "Network problem".
+pub fn problem(kind: &FindingKind) -> Text {
+    let code = kind.code;
+    if code.starts_with("env.network.") {
+        text("Network problem", "网络故障")
+    } else if code.starts_with("env.hardware.") {
+        text("Device problem", "设备故障")
+    } else if code.starts_with("env.software.") || code.starts_with("outdated.") {
+        text("Software problem", "软件问题")
+    } else if code.starts_with("env.clock") {
+        text("Clock problem", "时钟问题")
+    } else {
+        text("Problem", "故障")
+    }
+}
+
+/// Whom to call, as configured for a party: a name in each language and a phone number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller<'a> {
+    pub name_en: &'a str,
+    pub name_zh_cn: &'a str,
+    pub phone: Option<&'a str>,
+}
+
+/// A headline in both languages: "Can take payments", or the problem and whom to call —
+/// "Network problem — call China Mobile: 400-…" / "网络故障 — 请联系 中国移动: 400-…". At risk,
+/// it says payments still work. `worst` is the finding that decides and its party's contact
+/// (the party's label when none is configured).
+pub fn headline(
+    readiness: Readiness,
+    worst: Option<(&FindingKind, Option<Caller<'_>>)>,
+) -> (String, String) {
+    let Some((kind, caller)) = worst.filter(|_| readiness != Readiness::CanPay) else {
+        return match readiness {
+            Readiness::Unknown => ("Status unknown".into(), "状态未知".into()),
+            _ => ("Can take payments".into(), "可以收款".into()),
+        };
+    };
+    let label = kind.party.label();
+    let caller = caller.unwrap_or(Caller {
+        name_en: label.en,
+        name_zh_cn: label.zh_cn,
+        phone: None,
+    });
+    let phone = caller
+        .phone
+        .map(|phone| format!(": {phone}"))
+        .unwrap_or_default();
+    let problem = problem(kind);
+    let (still_en, still_zh) = if readiness == Readiness::AtRisk {
+        (" (payments still work)", "（仍可收款）")
+    } else {
+        ("", "")
+    };
+    (
+        format!("{}{still_en} — call {}{phone}", problem.en, caller.name_en),
+        format!(
+            "{}{still_zh} — 请联系 {}{phone}",
+            problem.zh_cn, caller.name_zh_cn
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{all_kinds, kind_by_code};
+
+    const STAGES: [Stage; 8] = [
+        Stage::Link,
+        Stage::Gateway,
+        Stage::Dns,
+        Stage::Tcp,
+        Stage::Tls,
+        Stage::Http,
+        Stage::Icmp,
+        Stage::Other,
+    ];
+    const ERRORS: [ErrorKind; 18] = [
+        ErrorKind::NoCarrier,
+        ErrorKind::NoAddress,
+        ErrorKind::NoDefaultRoute,
+        ErrorKind::Refused,
+        ErrorKind::Timeout,
+        ErrorKind::Unreachable,
+        ErrorKind::Reset,
+        ErrorKind::Nxdomain,
+        ErrorKind::Servfail,
+        ErrorKind::NoResolver,
+        ErrorKind::CertificateExpired,
+        ErrorKind::CertificateNotYetValid,
+        ErrorKind::UnknownCa,
+        ErrorKind::NameMismatch,
+        ErrorKind::HandshakeFailed,
+        ErrorKind::HttpStatus,
+        ErrorKind::ProtocolError,
+        ErrorKind::Other,
+    ];
+
+    fn check(stage: Stage, error: ErrorKind, en: &str, zh_cn: &str) {
+        let text = rung_error(stage, error);
+        assert_eq!((text.en, text.zh_cn), (en, zh_cn), "{stage:?} {error:?}");
+    }
+
+    #[test]
+    fn every_rung_and_error_has_a_text_in_both_languages() {
+        for stage in STAGES {
+            for error in ERRORS {
+                let text = rung_error(stage, error);
+                assert!(
+                    !text.en.is_empty() && !text.zh_cn.is_empty(),
+                    "{stage:?} {error:?}"
+                );
+                // Plain words: no library wording leaks into them.
+                assert!(!text.en.contains("InvalidContentType"));
+                assert!(!text.en.contains('_'), "{}", text.en);
+            }
+        }
+    }
+
+    #[test]
+    fn the_errors_the_agent_reports_read_plainly() {
+        check(
+            Stage::Tls,
+            ErrorKind::ProtocolError,
+            "the host does not speak TLS on this port",
+            "主机在该端口上不支持 TLS（不是加密服务）",
+        );
+        check(
+            Stage::Tcp,
+            ErrorKind::Refused,
+            "the host refused the connection: nothing accepts connections on this port",
+            "主机拒绝连接：该端口上没有服务在接受连接",
+        );
+        check(
+            Stage::Dns,
+            ErrorKind::Nxdomain,
+            "the host name does not exist (the DNS server says so)",
+            "主机名不存在（DNS 服务器如此答复）",
+        );
+        check(
+            Stage::Dns,
+            ErrorKind::Servfail,
+            "the DNS server failed to look up the host name",
+            "DNS 服务器查询主机名失败",
+        );
+        check(
+            Stage::Link,
+            ErrorKind::NoCarrier,
+            "no network connection: no cable plugged in, or no Wi-Fi or mobile signal",
+            "没有网络连接：未插网线，或没有 Wi-Fi 或移动信号",
+        );
+        check(
+            Stage::Tls,
+            ErrorKind::CertificateExpired,
+            "the host's certificate has expired (or the terminal's clock is wrong)",
+            "主机的证书已过期（或终端时钟不正确）",
+        );
+        // Distinct errors of one rung read differently.
+        for stage in [Stage::Dns, Stage::Tcp, Stage::Tls] {
+            let texts: std::collections::HashSet<&str> = [
+                ErrorKind::Timeout,
+                ErrorKind::Refused,
+                ErrorKind::Nxdomain,
+                ErrorKind::UnknownCa,
+                ErrorKind::NameMismatch,
+            ]
+            .into_iter()
+            .map(|error| rung_error(stage, error).en)
+            .collect();
+            assert!(texts.len() >= 3, "{stage:?}: {texts:?}");
+        }
+    }
+
+    #[test]
+    fn every_kind_has_a_problem_and_every_party_a_label() {
+        for kind in all_kinds() {
+            let problem = problem(kind);
+            assert!(!problem.en.is_empty() && !problem.zh_cn.is_empty());
+            let label = kind.party.label();
+            assert!(!label.en.is_empty() && !label.zh_cn.is_empty());
+        }
+        let host = kind_by_code("env.network.host_unreachable").unwrap();
+        assert_eq!(problem(host).en, "Network problem");
+    }
+
+    #[test]
+    fn headlines_name_whom_to_call() {
+        let host = kind_by_code("env.network.host_unreachable").unwrap();
+        let mobile = Caller {
+            name_en: "China Mobile",
+            name_zh_cn: "中国移动",
+            phone: Some("400-100-8611"),
+        };
+        assert_eq!(
+            headline(Readiness::CannotPay, Some((host, Some(mobile)))),
+            (
+                "Network problem — call China Mobile: 400-100-8611".to_string(),
+                "网络故障 — 请联系 中国移动: 400-100-8611".to_string()
+            )
+        );
+        assert_eq!(
+            headline(Readiness::AtRisk, Some((host, None))),
+            (
+                "Network problem (payments still work) — call the network provider".to_string(),
+                "网络故障（仍可收款） — 请联系 网络运营商".to_string()
+            )
+        );
+        assert_eq!(
+            headline(Readiness::CanPay, None),
+            ("Can take payments".to_string(), "可以收款".to_string())
+        );
+    }
+}
