@@ -247,6 +247,14 @@ for _ in $(seq 60); do
 done
 [[ "$terminals" == *'"CHANGE-ME"'* ]] ||
     fail "the collector's API does not show the agent's terminal: ${terminals:0:300}; agent: $(cat "$work/agent.log"); collector: $(cat "$work/collector.log")"
+# The status the POS application reads (docs/pos-app-status.md): world-readable in a
+# world-readable directory, written by the agent as its own user.
+for _ in $(seq 20); do
+    [[ -e "$root/var/lib/posmon-agent/status.json" ]] && break
+    sleep 0.5
+done
+expect /var/lib/posmon-agent/status.json posmon-agent posmon-agent 644
+grep -q '"CHANGE-ME"' "$root/var/lib/posmon-agent/status.json" || fail "status.json does not name the terminal"
 stop_programs
 rm -r "$root/run/posmon-check"
 for user in posmon-agent posmon-collector; do
