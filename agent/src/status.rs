@@ -460,7 +460,7 @@ mod tests {
                 "env.network.host_refused",
                 Party::Acquirer,
                 "refused the connection",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Tls,
@@ -469,7 +469,7 @@ mod tests {
                 "env.network.tls_failure",
                 Party::Acquirer,
                 "does not speak TLS on this port",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Tls,
@@ -478,7 +478,7 @@ mod tests {
                 "env.network.tls_failure",
                 Party::Acquirer,
                 "not signed by an authority",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Tls,
@@ -487,7 +487,7 @@ mod tests {
                 "env.network.tls_failure",
                 Party::Acquirer,
                 "has expired",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Tls,
@@ -496,7 +496,7 @@ mod tests {
                 "env.network.tls_failure",
                 Party::Acquirer,
                 "for another name",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Http,
@@ -505,7 +505,7 @@ mod tests {
                 "env.network.host_refused",
                 Party::Acquirer,
                 "error status",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
         ];
         for (stage, error, detail, code, party, plain, headline) in cases {
