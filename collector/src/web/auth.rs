@@ -171,7 +171,7 @@ pub fn needs_viewer(method: &Method, path: &str, protect_metrics: bool) -> bool 
     if path == "/healthz" || path == posmon_protocol::REPORTS_PATH {
         return false;
     }
-    if path.starts_with("/api/v1/policy/") {
+    if path.starts_with("/api/v1/policy/") || path.starts_with("/api/v1/enrollments") {
         // The admin token guards it.
         return false;
     }
@@ -269,6 +269,8 @@ mod tests {
         check(Method::POST, "/api/v1/reports", false, false);
         check(Method::GET, "/api/v1/policy/versions", false, false);
         check(Method::PUT, "/api/v1/policy/versions", false, false);
+        check(Method::GET, "/api/v1/enrollments", false, false);
+        check(Method::POST, "/api/v1/enroll", false, false);
         check(Method::GET, "/healthz", false, false);
         check(Method::GET, "/metrics", false, false);
         check(Method::GET, "/metrics", true, true);
