@@ -30,8 +30,9 @@ pub const OUTSTANDING_PER_TERMINAL_MAX: usize = 3;
 /// Outstanding codes in total at most: a large rollout's worth.
 pub const OUTSTANDING_MAX: usize = 100_000;
 /// Wrong codes all senders together may try: a burst, then one every two seconds. At that rate
-/// the expected time to guess one of the at most [`OUTSTANDING_PER_TERMINAL_MAX`] codes of a
-/// chosen terminal (80 bits each) is about 10^17 years.
+/// the chance of guessing one of the at most [`OUTSTANDING_PER_TERMINAL_MAX`] codes of a chosen
+/// terminal (80 bits each) within the longest life of a code (30 days: about 1.3 million
+/// guesses) is below 10^-17.
 pub const FAILED_REDEMPTIONS_BURST: u32 = 10;
 pub const FAILED_REDEMPTIONS_PER_MINUTE: u32 = 30;
 

@@ -230,12 +230,22 @@ fn refuse_for(error: ApiError, seconds: u64) -> Response {
     response
 }
 
+/// Counts a redemption's result (`posmon_enroll_redemptions_total`).
+fn count(state: &AppState, result: &str) {
+    state
+        .metrics
+        .enroll_redemptions
+        .with_label_values(&[result])
+        .inc();
+}
+
 pub async fn redeem(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let Ok(_permit) = Arc::clone(&state.redemption_permits).try_acquire_owned() else {
+        count(&state, "busy");
         return refuse_for(
             ApiError::new(
                 Reason::Overloaded,
@@ -245,6 +255,7 @@ pub async fn redeem(
         );
     };
     if let Err(wait) = state.failed_redemptions.room(Instant::now()) {
+        count(&state, "rate_limited");
         return refuse_for(
             ApiError::new(
                 Reason::RateLimited,
@@ -254,10 +265,16 @@ pub async fn redeem(
         );
     }
     match redeem_checked(&state, &headers, body).await {
-        Ok(enrolled) => Json(enrolled).into_response(),
+        Ok(enrolled) => {
+            count(&state, "enrolled");
+            Json(enrolled).into_response()
+        }
         Err(error) => {
             // Every failure counts, a malformed request's too: the work before it is bounded.
-            if error.reason != Reason::Internal {
+            if error.reason == Reason::Internal {
+                count(&state, "failed");
+            } else {
+                count(&state, "refused");
                 state.failed_redemptions.charge(Instant::now());
             }
             error.into_response()

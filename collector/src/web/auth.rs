@@ -1,6 +1,6 @@
 //! Viewer authentication: when a viewer token or a basic-auth user is configured, the
-//! dashboard, its assets and the read API (every `GET /api/v1/...` but the policy, which keeps
-//! the admin token) require one of them. Report ingest keeps the terminal tokens, `/healthz`
+//! dashboard, its assets and the read API (every `GET /api/v1/...` but the policy and the
+//! enrollment codes, which keep the admin token) require one of them. Report ingest keeps the terminal tokens, `/healthz`
 //! stays open, and `/metrics` is open unless `web.protect_metrics` is set.
 //!
 //! A browser either answers the basic-auth prompt or opens `/?token=<token>` once: the token
