@@ -3,7 +3,8 @@
 //! `posmon-agent run` reports with it and the collector accepts; the code works once; a wrong,
 //! an expired or a cancelled code is refused; only the admin creates and lists codes (never
 //! shown again); outstanding codes are bounded; a flood of wrong codes is rate-limited while
-//! report ingest of another terminal goes on.
+//! report ingest of another terminal goes on. Over HTTPS, the agent uses its config's CA file and
+//! client certificate, and a collector its CA did not sign gets nothing (the code is not spent).
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers as well as tests: a failed unwrap is the test failing"
@@ -15,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use posmon_e2e_tests::{
-    binary, quick_agent_config, recent_day, start_agent, wait_for, Collector, TargetServer,
+    binary, quick_agent_config, recent_day, start_agent, wait_for, Collector, Pki, TargetServer,
 };
 use serde_json::{json, Value};
 
@@ -338,5 +339,92 @@ fn an_agent_enrolls_once_with_a_code_and_reports_with_its_token() {
         refilled["token"],
         collector.token("T-ENROLL-6"),
         "{refilled}"
+    );
+}
+
+#[test]
+fn enrollment_over_https_uses_the_configs_ca_and_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let server_pki = Pki::new("posmon enrollment test server CA");
+    let client_pki = Pki::new("posmon enrollment test terminal CA");
+    let wrong_pki = Pki::new("somebody else's CA");
+    let (server_cert, server_key) = server_pki.leaf_pem(&["127.0.0.1", "localhost"]);
+    let (client_cert, client_key) = client_pki.leaf_pem(&[TERMINAL]);
+    let write = |name: &str, text: &str| {
+        let file = path.join(name);
+        std::fs::write(&file, text).unwrap();
+        file.display().to_string()
+    };
+    let server_cert = write("server.crt", &server_cert);
+    let server_key = write("server.key", &server_key);
+    let client_cert_file = write("client.crt", &client_cert);
+    let client_key_file = write("client.key", &client_key);
+    server_pki.write_ca(&path.join("server-ca.crt"));
+    client_pki.write_ca(&path.join("client-ca.crt"));
+    wrong_pki.write_ca(&path.join("wrong-ca.crt"));
+    std::fs::write(path.join("admin-token"), ADMIN_TOKEN).unwrap();
+    let collector = Collector::start(
+        path,
+        &format!(
+            "[auth]\nadmin_token_file = {:?}\n[tls]\ncert_file = {server_cert:?}\nkey_file = {server_key:?}\nclient_ca_file = {:?}\n",
+            path.join("admin-token").display().to_string(),
+            path.join("client-ca.crt").display().to_string()
+        ),
+    );
+    assert!(collector.url.starts_with("https://"), "{}", collector.url);
+
+    // The administrator's client, with the terminal CA's certificate the collector requires.
+    let admin = reqwest::blocking::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(path.join("server-ca.crt")).unwrap())
+                .unwrap(),
+        )
+        .identity(
+            reqwest::Identity::from_pem(format!("{client_cert}\n{client_key}").as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let created: Value = admin
+        .post(format!("{}/api/v1/enrollments", collector.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "terminal_id": TERMINAL }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let code = created["code"].as_str().unwrap().to_string();
+
+    let target = TargetServer::start();
+    let token_file = path.join("agent-token");
+    let config_for = |ca: &str| {
+        let tls = format!(
+            "collector_ca_file = {:?}\nclient_cert_file = {client_cert_file:?}\nclient_key_file = {client_key_file:?}",
+            path.join(ca).display().to_string()
+        );
+        quick_agent_config(&collector.url, "UNUSED", path, TERMINAL, &target, 1, &tls).replace(
+            "token = \"UNUSED\"",
+            &format!("token_file = {:?}", token_file.display().to_string()),
+        )
+    };
+    let wrong_config = path.join("wrong-ca.toml");
+    std::fs::write(&wrong_config, config_for("wrong-ca.crt")).unwrap();
+    let good_config = path.join("agent.toml");
+    std::fs::write(&good_config, config_for("server-ca.crt")).unwrap();
+
+    // A collector the config's CA did not sign gets nothing, and the code is not spent.
+    let refused = agent_enroll(&wrong_config, &code, false, false);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("cannot reach the collector"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!token_file.exists());
+    let enrolled = agent_enroll(&good_config, &code, false, false);
+    assert!(enrolled.status.success(), "{}", text(&enrolled.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&token_file).unwrap(),
+        format!("{}\n", collector.token(TERMINAL))
     );
 }
