@@ -55,7 +55,12 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = error.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                ApiError::field(Reason::InvalidField, path, inner.to_string())
+                // serde_json's " at line L column C" is noise beside the field's path.
+                let message = inner.to_string();
+                let message = message
+                    .rfind(" at line ")
+                    .map_or(message.as_str(), |position| &message[..position]);
+                ApiError::field(Reason::InvalidField, path, message)
             }
             _ => ApiError::new(Reason::MalformedJson, format!("malformed JSON: {inner}")),
         }
