@@ -144,6 +144,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_random_bytes_make_a_code_that_normalizes_back(random: [u8; CODE_BYTES]) {
+            let code = format_code(&random);
+            proptest::prop_assert_eq!(code.len(), CODE_CHARS + 3);
+            let canonical = normalize_code(&code);
+            let undashed = code.replace('-', "");
+            proptest::prop_assert_eq!(canonical.as_deref().ok(), Some(undashed.as_str()));
+            proptest::prop_assert_eq!(normalize_code(&code.to_lowercase()), canonical);
+        }
+
+        #[test]
+        fn any_text_is_a_code_or_a_reason_never_a_panic(typed in "\\PC{0,80}") {
+            if let Ok(canonical) = normalize_code(&typed) {
+                proptest::prop_assert_eq!(canonical.len(), CODE_CHARS);
+                proptest::prop_assert!(canonical.bytes().all(|byte| ALPHABET.contains(&byte)));
+            }
+        }
+    }
+
     #[test]
     fn the_hash_binds_the_terminal() {
         let hash = code_hash("T-1", "041061050R3GG28A");
