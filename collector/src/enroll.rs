@@ -52,6 +52,8 @@ pub enum EnrollError {
     Invalid,
     #[error("cannot draw a random code: {0}")]
     Random(String),
+    #[error("expires_in_seconds: the expiry is beyond the calendar")]
+    Expiry,
 }
 
 /// A code just created: the only time it exists in clear.
@@ -125,11 +127,9 @@ impl Enrollments {
         expires_in: time::Duration,
     ) -> Result<Created, EnrollError> {
         let code = format_code(random);
-        let canonical = normalize_code(&code).map_err(|_| EnrollError::Invalid)?;
-        let hash = code_hash(terminal_id, &canonical);
-        let expires_at = now
-            .checked_add(expires_in)
-            .ok_or_else(|| EnrollError::Random("the expiry is beyond the calendar".into()))?;
+        // The canonical form of a formatted code: its characters without the dashes.
+        let hash = code_hash(terminal_id, &code.replace('-', ""));
+        let expires_at = now.checked_add(expires_in).ok_or(EnrollError::Expiry)?;
         let mut connection = self.connection();
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Expired codes count for nothing: forget them first.
@@ -347,6 +347,17 @@ mod tests {
         assert_eq!(listed[0].created_at, at(0));
         assert!(codes.list(at(3600)).map(|l| l.is_empty()).unwrap_or(false));
         assert!(codes.redeem("T-2", &other.code, at(2)).is_ok());
+    }
+
+    #[test]
+    fn an_expiry_beyond_the_calendar_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let codes = enrollments(dir.path());
+        let end = time::PrimitiveDateTime::MAX.assume_utc();
+        assert!(matches!(
+            codes.create("T-1", end, HOUR),
+            Err(EnrollError::Expiry)
+        ));
     }
 
     #[test]

@@ -100,6 +100,11 @@ fn stored_error(context: &str, error: EnrollError) -> ApiError {
         }
         EnrollError::Full => ApiError::new(Reason::Conflict, error.to_string()),
         EnrollError::Invalid => ApiError::field(Reason::InvalidCode, "code", error.to_string()),
+        EnrollError::Expiry => ApiError::field(
+            Reason::InvalidField,
+            "expires_in_seconds",
+            error.to_string(),
+        ),
         other => ApiError::internal(context, other),
     }
 }
