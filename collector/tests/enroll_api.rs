@@ -244,3 +244,36 @@ async fn the_admin_endpoints_need_the_admin_token() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_terminal_enrolls_with_its_current_generation() {
+    let (router, _dir) = new_router(Some(ADMIN));
+    let revoke = request(
+        "POST",
+        "/api/v1/terminals/T-1/revoke",
+        Body::empty(),
+        Some(ADMIN),
+    );
+    let (status, revoked, _) = send(&router, revoke).await;
+    assert_eq!(
+        (status, revoked["generation"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let create = request(
+        "POST",
+        "/api/v1/enrollments",
+        json!({ "terminal_id": "T-1" }).to_string(),
+        Some(ADMIN),
+    );
+    let (_, created, _) = send(&router, create).await;
+    let code = created["code"].as_str().unwrap();
+    let (status, enrolled, _) = send(
+        &router,
+        redeem(json!({ "terminal_id": "T-1", "code": code }).to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{enrolled}");
+    assert_eq!(enrolled["generation"], 1, "{enrolled}");
+    let current = posmon_protocol::terminal_token_at(keyring().current(), "T-1", 1);
+    assert_eq!(enrolled["token"].as_str(), Some(current.as_str()));
+}
