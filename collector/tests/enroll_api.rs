@@ -1,7 +1,8 @@
 //! The enrollment endpoints exercised in-process: hostile redemptions (oversized, slow,
 //! malformed, unknown fields, bad terminal ids, wrong codes) get their status and a field, each
 //! spends the failures' budget until everyone waits; a handful in flight at most; the admin
-//! endpoints refused without the admin token or with none configured.
+//! endpoints refused without the admin token or with none configured; a revoked terminal gets
+//! the token of its current generation.
 
 #![allow(
     clippy::unwrap_used,
