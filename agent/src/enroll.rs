@@ -15,11 +15,13 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use posmon_protocol::enroll::{normalize_code, CodeError, EnrollRequest, Enrolled, ENROLL_PATH};
 use posmon_protocol::ErrorBody;
 use reqwest::StatusCode;
 
+use crate::backoff::retry_after;
 use crate::config::{AgentConfig, TOKEN_ENV};
 use crate::deliver::{error_chain, https_client_builder, read_answer, DeliveryError};
 
@@ -133,35 +135,40 @@ async fn ask(config: &AgentConfig, code: String) -> Result<Enrolled, EnrollError
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
+        .and_then(|value| retry_after(value, SystemTime::now()));
     let body = read_answer(response, ANSWER_MAX_BYTES)
         .await
         .map_err(unreachable)?;
     interpret(status, retry_after, &body)
 }
 
+/// How long to wait when the collector asks to come back later without saying when.
+const TRY_LATER_DEFAULT: Duration = Duration::from_secs(60);
+
 /// The enrollment in an answer, or the error it says.
 fn interpret(
     status: StatusCode,
-    retry_after: Option<u64>,
+    retry_after: Option<Duration>,
     body: &[u8],
 ) -> Result<Enrolled, EnrollError> {
     if status == StatusCode::OK {
         return serde_json::from_slice(body)
             .map_err(|error| EnrollError::Answer(error.to_string()));
     }
-    // The collector's message, bounded and printable; else the status alone.
-    let message = serde_json::from_slice::<ErrorBody>(body)
-        .map(|error| error.error.message)
-        .unwrap_or_else(|_| "no error message".to_string())
+    // The collector's reason and message, bounded and printable; else the status alone.
+    let (reason, message) = serde_json::from_slice::<ErrorBody>(body)
+        .map(|error| (error.error.reason, error.error.message))
+        .unwrap_or_else(|_| (String::new(), "no error message".to_string()));
+    let message = message
         .chars()
         .filter(|c| !c.is_control())
         .take(300)
         .collect::<String>();
     Err(match status {
-        StatusCode::FORBIDDEN if message.contains("code") => EnrollError::InvalidCode(message),
+        StatusCode::FORBIDDEN if reason == "invalid_code" => EnrollError::InvalidCode(message),
         StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-            EnrollError::TryLater(retry_after.unwrap_or(60).clamp(1, 24 * 3600))
+            let wait = retry_after.unwrap_or(TRY_LATER_DEFAULT);
+            EnrollError::TryLater(wait.as_secs().max(1))
         }
         _ => EnrollError::Refused {
             status: status.as_u16(),
@@ -372,13 +379,31 @@ mod tests {
             interpret(StatusCode::FORBIDDEN, None, invalid.as_bytes()),
             Err(EnrollError::InvalidCode(message)) if message == "invalid or expired code"
         ));
+        let seconds = |value: &str| retry_after(value, SystemTime::now());
         assert!(matches!(
-            interpret(StatusCode::TOO_MANY_REQUESTS, Some(7), b""),
+            interpret(StatusCode::TOO_MANY_REQUESTS, seconds("7"), b""),
             Err(EnrollError::TryLater(7))
         ));
         assert!(matches!(
-            interpret(StatusCode::SERVICE_UNAVAILABLE, Some(u64::MAX), b""),
-            Err(EnrollError::TryLater(86400))
+            interpret(
+                StatusCode::SERVICE_UNAVAILABLE,
+                seconds("99999999999999999999"),
+                b""
+            ),
+            Err(EnrollError::TryLater(600))
+        ));
+        assert!(matches!(
+            interpret(StatusCode::SERVICE_UNAVAILABLE, None, b""),
+            Err(EnrollError::TryLater(60))
+        ));
+        // Another 403 (a proxy's, say) is not taken for a refused code.
+        assert!(matches!(
+            interpret(
+                StatusCode::FORBIDDEN,
+                None,
+                error("admin_disabled", "code").as_bytes()
+            ),
+            Err(EnrollError::Refused { status: 403, .. })
         ));
         let hostile = error("x", "a\\u001b[31mred");
         assert!(matches!(
