@@ -340,6 +340,39 @@ fn an_agent_enrolls_once_with_a_code_and_reports_with_its_token() {
         collector.token("T-ENROLL-6"),
         "{refilled}"
     );
+    let metrics = collector.metrics();
+    for (result, at_least) in [("enrolled", 3), ("refused", 5), ("rate_limited", 25)] {
+        let counted = metrics
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!(
+                    "posmon_enroll_redemptions_total{{result=\"{result}\"}} "
+                ))
+            })
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(
+            counted >= f64::from(at_least),
+            "{result}: {counted}\n{metrics}"
+        );
+    }
+
+    // After the flood the collector starts again healthy, its outstanding codes kept.
+    let collector = collector.restart_healthy(path);
+    let outstanding = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/enrollments", collector.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    let kept = outstanding["enrollments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|code| code["terminal_id"] == "T-ENROLL-5")
+        .count();
+    assert_eq!(kept, 3, "{outstanding}");
 }
 
 #[test]
