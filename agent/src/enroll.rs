@@ -34,7 +34,8 @@ const ANSWER_MAX_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnrollError {
-    #[error("the enrollment code {0}")]
+    // The cause follows in the error chain the binary prints.
+    #[error("the enrollment code")]
     Code(#[from] CodeError),
     #[error("config key token_file: not set; enroll writes the token there")]
     NoTokenFile,
@@ -42,7 +43,7 @@ pub enum EnrollError {
     InlineToken,
     #[error("{0} exists already: pass --force to replace it")]
     Exists(PathBuf),
-    #[error("config key token_file: cannot write {path}: {source}")]
+    #[error("config key token_file: cannot write {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
