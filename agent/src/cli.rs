@@ -54,6 +54,20 @@ enum Command {
         #[arg(long, value_enum, default_value = "both", value_name = "LANG")]
         lang: Lang,
     },
+    /// Fetch this terminal's token from the collector with a one-time enrollment code (an
+    /// administrator creates it: POST /api/v1/enrollments) and write it to the config's
+    /// token_file (mode 0640; as root, the group of its directory).
+    Enroll {
+        /// Configuration file (TOML): terminal_id, collector_url, TLS settings, token_file.
+        #[arg(long, env = "POSMON_AGENT_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// The enrollment code, e.g. 7K3Q-M2XD-9RTB-04HF (case and dashes do not matter).
+        #[arg(long, env = crate::enroll::CODE_ENV, value_name = "CODE", hide_env_values = true)]
+        code: String,
+        /// Replace an existing token file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print an example configuration, every option with a comment and its default.
     PrintDefaultConfig,
     /// Check a configuration file and report the first problem, naming its key.
@@ -132,6 +146,19 @@ fn command(command: Command) -> anyhow::Result<u8> {
         } => {
             let config = AgentConfig::from_file(&config)?;
             probe(&config, once, json, lang)
+        }
+        Command::Enroll {
+            config,
+            code,
+            force,
+        } => {
+            let loaded = AgentConfig::from_file(&config)?;
+            let enrollment = runtime()?.block_on(crate::enroll::enroll(&loaded, &code, force))?;
+            println!(
+                "{}",
+                crate::enroll::describe(&enrollment, &loaded.collector_url)
+            );
+            Ok(0)
         }
         Command::Run { config } => {
             let config = AgentConfig::from_file(&config)?;

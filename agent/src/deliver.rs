@@ -145,49 +145,67 @@ fn read(path: &Path) -> Result<Vec<u8>, DeliveryError> {
     })
 }
 
+/// The HTTP client for the collector, as delivery and `posmon-agent enroll` use it: timeouts,
+/// the configured CA bundle (exactly those CAs) or the built-in web roots, the client
+/// certificate when given, and no redirects (a request goes to the configured collector only,
+/// never where an answer points).
+pub fn https_client_builder(
+    request_timeout: Duration,
+    ca_file: Option<&Path>,
+    client_certificate: Option<(&Path, &Path)>,
+) -> Result<reqwest::ClientBuilder, DeliveryError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(request_timeout)
+        .connect_timeout(request_timeout)
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_file {
+        let bundle = read(path)?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&bundle).map_err(|source| {
+            DeliveryError::Pem {
+                path: path.to_path_buf(),
+                what: "CA bundle",
+                source,
+            }
+        })?;
+        // A private PKI: trust exactly the configured CAs.
+        builder = builder.tls_built_in_root_certs(false);
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    if let Some((certificate, key)) = client_certificate {
+        let mut pem = read(certificate)?;
+        pem.push(b'\n');
+        pem.extend(read(key)?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|source| DeliveryError::Pem {
+            path: certificate.to_path_buf(),
+            what: "client certificate and key",
+            source,
+        })?;
+        builder = builder.identity(identity);
+    }
+    Ok(builder)
+}
+
 impl Deliverer {
     pub fn new(config: DeliveryConfig) -> Result<Self, DeliveryError> {
         let url = reqwest::Url::parse(&config.collector_url)
             .and_then(|base| base.join(posmon_protocol::REPORTS_PATH))
             .map_err(|error| DeliveryError::Url(error.to_string()))?;
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            // One connection, kept: a new TLS handshake costs more bytes than many reports.
-            .pool_max_idle_per_host(1)
-            .pool_idle_timeout(POOL_IDLE)
-            .tcp_keepalive(TCP_KEEPALIVE)
-            // A report goes to the configured collector only: never where an answer points.
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(path) = &config.ca_file {
-            let bundle = read(path)?;
-            let certificates =
-                reqwest::Certificate::from_pem_bundle(&bundle).map_err(|source| {
-                    DeliveryError::Pem {
-                        path: path.clone(),
-                        what: "CA bundle",
-                        source,
-                    }
-                })?;
-            // A private PKI: trust exactly the configured CAs.
-            builder = builder.tls_built_in_root_certs(false);
-            for certificate in certificates {
-                builder = builder.add_root_certificate(certificate);
-            }
-        }
-        if let Some((certificate, key)) = &config.client_certificate {
-            let mut pem = read(certificate)?;
-            pem.push(b'\n');
-            pem.extend(read(key)?);
-            let identity =
-                reqwest::Identity::from_pem(&pem).map_err(|source| DeliveryError::Pem {
-                    path: certificate.clone(),
-                    what: "client certificate and key",
-                    source,
-                })?;
-            builder = builder.identity(identity);
-        }
-        let client = builder.build().map_err(DeliveryError::Client)?;
+        let client = https_client_builder(
+            config.request_timeout,
+            config.ca_file.as_deref(),
+            config
+                .client_certificate
+                .as_ref()
+                .map(|(certificate, key)| (certificate.as_path(), key.as_path())),
+        )?
+        // One connection, kept: a new TLS handshake costs more bytes than many reports.
+        .pool_max_idle_per_host(1)
+        .pool_idle_timeout(POOL_IDLE)
+        .tcp_keepalive(TCP_KEEPALIVE)
+        .build()
+        .map_err(DeliveryError::Client)?;
         let authorization = format!("Bearer {}", config.token);
         let datagrams = match config.transport {
             Transport::Https => None,
@@ -572,7 +590,10 @@ impl Deliverer {
 
 /// Reads an answer's body, at most `limit` bytes: a larger one is an error, never an
 /// allocation of whatever size the collector announces or sends.
-async fn read_answer(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_answer(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
     let too_large = || format!("the answer is larger than {limit} bytes");
     if response
         .content_length()
@@ -614,7 +635,7 @@ fn prune(dir: &Path, keep: usize) {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

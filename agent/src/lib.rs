@@ -17,6 +17,7 @@ pub mod cycle;
 pub mod datagram;
 pub mod deliver;
 pub mod device;
+pub mod enroll;
 pub mod probe;
 pub mod render;
 pub mod report;

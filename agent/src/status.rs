@@ -11,14 +11,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use posmon_diagnosis::explain::{headline, rung_error, Caller};
 use posmon_diagnosis::readiness::{effect, readiness_of_signals, PaymentRoles, Readiness};
 use posmon_diagnosis::{Evidence, Party, Severity, Signal, Text};
 use posmon_protocol::{Report, Stage, StageResult, StageStatus};
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::{Contact, Contacts};
@@ -241,13 +245,16 @@ pub fn previous_acknowledgement(dir: &Path) -> Option<OffsetDateTime> {
 
 /// Connections the status endpoint serves at once; more are closed unanswered.
 const STATUS_CONNECTIONS_MAX: usize = 4;
-/// The most of a request read: the request line and headers, never a body.
-const STATUS_REQUEST_MAX_BYTES: usize = 2048;
+/// The most of a request buffered: hyper's smallest read buffer (the request line and headers;
+/// a body is never read).
+const STATUS_REQUEST_MAX_BYTES: usize = 8192;
 /// How long a connection may take to send its request and read the answer.
 const STATUS_CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves `GET /status` on `listener` with the latest status bytes (503 before the first
-/// cycle), 404 for anything else. Runs until the task is dropped.
+/// cycle), 404 for anything else: hyper parses the HTTP, one request per connection, at most
+/// `STATUS_CONNECTIONS_MAX` connections at once, each closed after
+/// `STATUS_CONNECTION_TIMEOUT`. Runs until the task is dropped.
 pub async fn serve_status(listener: TcpListener, latest: watch::Receiver<Arc<[u8]>>) {
     let permits = Arc::new(Semaphore::new(STATUS_CONNECTIONS_MAX));
     loop {
@@ -262,44 +269,45 @@ pub async fn serve_status(listener: TcpListener, latest: watch::Receiver<Arc<[u8
         };
         let body = Arc::clone(&latest.borrow());
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(STATUS_CONNECTION_TIMEOUT, answer(stream, &body)).await;
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let answer = respond(request.method(), request.uri().path(), &body);
+                async move { Ok::<_, std::convert::Infallible>(answer) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .max_buf_size(STATUS_REQUEST_MAX_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(STATUS_CONNECTION_TIMEOUT, connection).await;
             drop(permit);
         });
     }
 }
 
-/// Reads the request head (at most `STATUS_REQUEST_MAX_BYTES`) and answers it.
-async fn answer(mut stream: TcpStream, body: &[u8]) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(256);
-    let mut buffer = [0u8; 512];
-    while !head.windows(4).any(|window| window == b"\r\n\r\n")
-        && head.len() < STATUS_REQUEST_MAX_BYTES
-    {
-        let read = stream.read(&mut buffer).await?;
-        if read == 0 {
-            break;
-        }
-        head.extend_from_slice(&buffer[..read]);
-    }
-    let line = head.split(|byte| *byte == b'\r').next().unwrap_or_default();
-    let mut words = line.split(|byte| *byte == b' ');
-    let (method, target) = (words.next(), words.next());
-    let (status, content_type, body): (&str, &str, &[u8]) = match (method, target) {
-        (Some(b"GET"), Some(b"/status")) if body.is_empty() => (
-            "503 Service Unavailable",
+/// The answer to one request: the status for `GET /status`, else 404.
+fn respond(method: &Method, path: &str, body: &Arc<[u8]>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (method, path) {
+        (&Method::GET, "/status") if body.is_empty() => (
+            StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",
-            b"no measurement yet\n",
+            Bytes::from_static(b"no measurement yet\n"),
         ),
-        (Some(b"GET"), Some(b"/status")) => ("200 OK", "application/json", body),
-        _ => ("404 Not Found", "text/plain; charset=utf-8", b"not found\n"),
+        (&Method::GET, "/status") => (
+            StatusCode::OK,
+            "application/json",
+            Bytes::copy_from_slice(body),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            Bytes::from_static(b"not found\n"),
+        ),
     };
-    let header = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(header.as_bytes()).await?;
-    stream.write_all(body).await?;
-    stream.shutdown().await
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 #[cfg(test)]
@@ -308,6 +316,8 @@ mod tests {
     use posmon_diagnosis::thresholds::Thresholds;
     use posmon_diagnosis::{diagnose, Policy};
     use posmon_protocol::{ErrorKind, ProbeResult};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     fn report(stages: Vec<StageResult>) -> Report {
         let mut report = crate::report::tests::minimal_report();
@@ -450,7 +460,7 @@ mod tests {
                 "env.network.host_refused",
                 Party::Acquirer,
                 "refused the connection",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Tls,
@@ -459,7 +469,7 @@ mod tests {
                 "env.network.tls_failure",
                 Party::Acquirer,
                 "does not speak TLS on this port",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Tls,
@@ -468,7 +478,7 @@ mod tests {
                 "env.network.tls_failure",
                 Party::Acquirer,
                 "not signed by an authority",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Tls,
@@ -477,7 +487,7 @@ mod tests {
                 "env.network.tls_failure",
                 Party::Acquirer,
                 "has expired",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Tls,
@@ -486,7 +496,7 @@ mod tests {
                 "env.network.tls_failure",
                 Party::Acquirer,
                 "for another name",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
             (
                 Stage::Http,
@@ -495,7 +505,7 @@ mod tests {
                 "env.network.host_refused",
                 Party::Acquirer,
                 "error status",
-                "Network problem — call the acquirer (payment host operator)",
+                "Payment host problem — call the acquirer, who runs the payment host",
             ),
         ];
         for (stage, error, detail, code, party, plain, headline) in cases {
@@ -756,10 +766,11 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
             "POST /status HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
             "GET /status/x HTTP/1.1\r\n\r\n",
-            "nonsense\r\n\r\n",
         ] {
             assert!(ask(other).await.starts_with("HTTP/1.1 404"), "{other}");
         }
+        let answer = ask("nonsense\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         server.abort();
     }
 }

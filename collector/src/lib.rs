@@ -13,6 +13,7 @@ pub mod config;
 pub mod data_usage;
 pub mod datagram;
 pub mod device;
+pub mod enroll;
 pub mod fleet;
 pub mod http;
 pub mod ingest_guard;

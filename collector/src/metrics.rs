@@ -125,6 +125,8 @@ pub struct Metrics {
     pub sequence_resets: IntCounter,
     /// Stored rows skipped at start (or on reload) because they cannot be used, by table.
     pub unreadable_rows: IntCounterVec,
+    /// Enrollment code redemptions by result (`enroll.rs`: a closed set).
+    pub enroll_redemptions: IntCounterVec,
     /// Delivery attempts of alert notifications, by receiver (from the config, so bounded)
     /// and result (delivered, retried, failed, expired).
     pub alert_notifications: IntCounterVec,
@@ -316,6 +318,16 @@ impl Metrics {
                     "Stored rows the collector skipped because it cannot use them, by table.",
                 ),
                 &["table"],
+            ),
+        )?;
+        let enroll_redemptions = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "posmon_enroll_redemptions_total",
+                    "Enrollment code redemptions by result: enrolled, refused (an invalid, used or expired code, or a malformed request), rate_limited (the failures of all senders over their rate), busy (too many at once), failed (the collector's fault).",
+                ),
+                &["result"],
             ),
         )?;
         let history_findings = register(
@@ -540,6 +552,7 @@ impl Metrics {
             persist_failures,
             sequence_resets,
             unreadable_rows,
+            enroll_redemptions,
             history_findings,
             history_quota_dropped,
             capped_signals,

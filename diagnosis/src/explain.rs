@@ -148,7 +148,7 @@ impl Party {
             Party::PosVendor => text("the terminal's maker", "终端厂商"),
             Party::NetworkProvider => text("the network provider", "网络运营商"),
             Party::SoftwareVendor => text("the POS software vendor", "收银软件厂商"),
-            Party::Acquirer => text("the acquirer (payment host operator)", "收单机构"),
+            Party::Acquirer => text("the acquirer, who runs the payment host", "收单机构"),
             Party::Operations => text("the terminal operations team", "终端运维团队"),
         }
     }
@@ -157,7 +157,10 @@ impl Party {
 /// What kind of problem a finding is, for a headline: "Network problem".
 pub fn problem(kind: &FindingKind) -> Text {
     let code = kind.code;
-    if code.starts_with("env.network.") {
+    if code.starts_with("env.network.") && kind.party == Party::Acquirer {
+        // The path works and the host does not: not the shop's or the carrier's network.
+        text("Payment host problem", "支付主机故障")
+    } else if code.starts_with("env.network.") {
         text("Network problem", "网络故障")
     } else if code.starts_with("env.hardware.") {
         text("Device problem", "设备故障")

@@ -8,6 +8,7 @@
 
 pub mod credential;
 pub mod datagram;
+pub mod enroll;
 pub mod limits;
 pub mod report;
 #[cfg(any(test, feature = "proptest"))]

@@ -182,8 +182,8 @@ fn every_broken_rung_names_whom_to_call() {
                 "acquirer",
                 "tcp: the host refused the connection",
                 "refused",
-                "Call: Acme Pay (the acquirer (payment host operator)), 95516",
-                "Network problem — call Acme Pay: 95516",
+                "Call: Acme Pay (the acquirer, who runs the payment host), 95516",
+                "Payment host problem — call Acme Pay: 95516",
             ],
         ),
         (
@@ -195,8 +195,8 @@ fn every_broken_rung_names_whom_to_call() {
                 "acquirer",
                 "tls: the host does not speak TLS on this port",
                 "InvalidContentType",
-                "Call: Acme Pay (the acquirer (payment host operator)), 95516",
-                "Network problem — call Acme Pay: 95516",
+                "Call: Acme Pay (the acquirer, who runs the payment host), 95516",
+                "Payment host problem — call Acme Pay: 95516",
             ],
         ),
     ];
@@ -226,8 +226,13 @@ fn every_broken_rung_names_whom_to_call() {
         );
 
         let chinese = text(&probe(dir.path(), name, &config, &["--lang", "zh-CN"]).stdout);
+        let problem = if headline.starts_with("Payment host") {
+            "支付主机故障"
+        } else {
+            "网络故障"
+        };
         assert!(
-            chinese.contains("结论: 无法收款 — 网络故障 — 请联系 "),
+            chinese.contains(&format!("结论: 无法收款 — {problem} — 请联系 ")),
             "{name}\n{chinese}"
         );
         assert!(chinese.contains("处理办法: "), "{name}\n{chinese}");
@@ -332,7 +337,7 @@ fn the_exit_status_is_the_verdict() {
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(
         stdout.contains(
-            "Verdict: AT RISK — Network problem (payments still work) — call Acme Pay: 95516"
+            "Verdict: AT RISK — Payment host problem (payments still work) — call Acme Pay: 95516"
         ),
         "{stdout}"
     );
@@ -480,11 +485,11 @@ fn the_running_agent_keeps_a_status_the_pos_app_can_read() {
     .unwrap_or_else(|| panic!("the status never said cannot_pay; log:\n{}", agent.log()));
     assert_eq!(
         broken["headline"]["en"],
-        "Network problem — call Acme Pay: 95516"
+        "Payment host problem — call Acme Pay: 95516"
     );
     assert_eq!(
         broken["headline"]["zh-CN"],
-        "网络故障 — 请联系 艾克米支付: 95516"
+        "支付主机故障 — 请联系 艾克米支付: 95516"
     );
     let finding = &broken["findings"][0];
     assert_eq!(finding["code"], "env.network.host_refused", "{broken:#}");

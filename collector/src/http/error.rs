@@ -35,6 +35,10 @@ pub enum Reason {
     RateLimited,
     /// The request body did not arrive within `limits.body_read_timeout_seconds`.
     BodyTimeout,
+    /// The request would go over a bound of what is stored (outstanding enrollment codes).
+    Conflict,
+    /// An enrollment code that is unknown, used, expired or not for this terminal.
+    InvalidCode,
 }
 
 impl Reason {
@@ -77,6 +81,8 @@ impl Reason {
             Reason::TerminalBusy => "terminal_busy",
             Reason::RateLimited => "rate_limited",
             Reason::BodyTimeout => "body_timeout",
+            Reason::Conflict => "conflict",
+            Reason::InvalidCode => "invalid_code",
         }
     }
 
@@ -88,7 +94,10 @@ impl Reason {
             | Reason::BadQuery
             | Reason::BadEncoding => StatusCode::BAD_REQUEST,
             Reason::MissingToken | Reason::InvalidToken => StatusCode::UNAUTHORIZED,
-            Reason::WrongTerminal | Reason::AdminDisabled => StatusCode::FORBIDDEN,
+            Reason::WrongTerminal | Reason::AdminDisabled | Reason::InvalidCode => {
+                StatusCode::FORBIDDEN
+            }
+            Reason::Conflict => StatusCode::CONFLICT,
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reason::NotFound => StatusCode::NOT_FOUND,

@@ -7,6 +7,7 @@ pub(crate) mod admission;
 mod alerts;
 mod credentials;
 mod encoding;
+mod enroll;
 pub mod error;
 pub mod listener;
 mod policy;
@@ -52,6 +53,8 @@ pub enum StartError {
     Alerts(#[from] AlertError),
     #[error(transparent)]
     Revocations(#[from] crate::revocation::RevocationError),
+    #[error(transparent)]
+    Enrollments(#[from] crate::enroll::EnrollError),
 }
 
 /// Everything a request handler can reach.
@@ -78,6 +81,12 @@ pub struct AppState {
     /// The same limits for each terminal's report datagrams, counted apart: datagrams (a
     /// replayed capture among them) never spend the terminal's HTTPS share.
     pub(crate) datagram_fairness: Arc<admission::Fairness>,
+    /// The one-time enrollment codes (`enroll.rs`).
+    enrollments: crate::enroll::Enrollments,
+    /// Enrollment redemptions in flight (`http/enroll.rs`).
+    redemption_permits: Arc<tokio::sync::Semaphore>,
+    /// The failed redemptions of all senders (`enroll.rs`).
+    failed_redemptions: crate::enroll::FailedRedemptions,
     /// Tickets for durable acknowledgements (`state.durable_acknowledgements`).
     durability: Arc<Durability>,
     /// Receivers, routes, the notification outbox and the silences.
@@ -105,6 +114,7 @@ impl AppState {
         )?;
         let store = Store::open(&config.data_dir)?;
         let revocations = crate::revocation::Revocations::open(&config.data_dir)?;
+        let enrollments = crate::enroll::Enrollments::open(&config.data_dir)?;
         let (restored, stored_policy) = store.load(config.limits.max_history_findings)?;
         let previous_listening = store.last_listening();
         for (table, _) in &restored.unreadable {
@@ -146,6 +156,15 @@ impl AppState {
             unidentified_permits,
             fairness,
             datagram_fairness,
+            enrollments,
+            redemption_permits: Arc::new(tokio::sync::Semaphore::new(
+                enroll::REDEMPTIONS_IN_FLIGHT_MAX,
+            )),
+            failed_redemptions: crate::enroll::FailedRedemptions::new(
+                crate::enroll::FAILED_REDEMPTIONS_BURST,
+                crate::enroll::FAILED_REDEMPTIONS_PER_MINUTE,
+                std::time::Instant::now(),
+            ),
             durability: Arc::new(Durability::default()),
             config,
             keyring: crate::revocation::Credentials::new(keyring, revocations),
@@ -239,6 +258,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/findings", get(queries::list_findings))
         .route("/api/v1/fleet", get(queries::fleet))
         .merge(credentials::router())
+        .merge(enroll::router())
         .route(
             "/api/v1/policy/versions",
             get(policy::get_versions).put(policy::put_versions),

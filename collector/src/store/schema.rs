@@ -65,6 +65,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE terminals ADD COLUMN agent_instance TEXT;",
     // 4: the lowest token generation accepted per terminal (revocations).
     REVOCATIONS_MIGRATION,
+    // 5: one-time enrollment codes (enroll.rs).
+    ENROLLMENTS_MIGRATION,
 ];
 
 /// The schema version this collector writes.
@@ -96,6 +98,17 @@ const REVOCATIONS_MIGRATION: &str = "CREATE TABLE terminal_credentials (
          min_generation INTEGER NOT NULL,
          revoked_at INTEGER NOT NULL
      );";
+
+/// Enrollment codes (`enroll.rs`): only the SHA-256 of each code, bound to its terminal
+/// (`posmon_protocol::enroll::code_hash`), with when it was created and expires (Unix seconds).
+const ENROLLMENTS_MIGRATION: &str = "CREATE TABLE enrollment_codes (
+         id INTEGER PRIMARY KEY NOT NULL,
+         terminal_id TEXT NOT NULL,
+         code_hash BLOB NOT NULL,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL
+     );
+     CREATE INDEX enrollment_codes_by_terminal ON enrollment_codes (terminal_id, expires_at);";
 
 #[cfg(test)]
 mod tests {

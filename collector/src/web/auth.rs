@@ -1,6 +1,6 @@
 //! Viewer authentication: when a viewer token or a basic-auth user is configured, the
-//! dashboard, its assets and the read API (every `GET /api/v1/...` but the policy, which keeps
-//! the admin token) require one of them. Report ingest keeps the terminal tokens, `/healthz`
+//! dashboard, its assets and the read API (every `GET /api/v1/...` but the policy and the
+//! enrollment codes, which keep the admin token) require one of them. Report ingest keeps the terminal tokens, `/healthz`
 //! stays open, and `/metrics` is open unless `web.protect_metrics` is set.
 //!
 //! A browser either answers the basic-auth prompt or opens `/?token=<token>` once: the token
@@ -171,7 +171,7 @@ pub fn needs_viewer(method: &Method, path: &str, protect_metrics: bool) -> bool 
     if path == "/healthz" || path == posmon_protocol::REPORTS_PATH {
         return false;
     }
-    if path.starts_with("/api/v1/policy/") {
+    if path.starts_with("/api/v1/policy/") || path.starts_with("/api/v1/enrollments") {
         // The admin token guards it.
         return false;
     }
@@ -269,6 +269,8 @@ mod tests {
         check(Method::POST, "/api/v1/reports", false, false);
         check(Method::GET, "/api/v1/policy/versions", false, false);
         check(Method::PUT, "/api/v1/policy/versions", false, false);
+        check(Method::GET, "/api/v1/enrollments", false, false);
+        check(Method::POST, "/api/v1/enroll", false, false);
         check(Method::GET, "/healthz", false, false);
         check(Method::GET, "/metrics", false, false);
         check(Method::GET, "/metrics", true, true);
