@@ -2,14 +2,15 @@
 # The packages under a running systemd: boots systemd as PID 1 of private namespaces (PID,
 # mount, network, UTS, IPC, cgroup) on a throwaway overlay of this machine's root, installs the
 # .deb packages there with dpkg, and checks that both services run inside their sandbox and do
-# their job: the collector starts at once, the agent only once its token exists; the agent
-# reports to the collector (by datagram), writes status.json for the POS app, reads the process
-# table, device nodes and /sys and runs check commands; its ICMP echo works as the unit runs it
+# their job: the collector starts at once, the agent only once enrolled (a one-time code from
+# the admin API with the generated admin token, then `posmon-agent enroll`); the agent reports
+# to the collector (by datagram), writes status.json for the POS app, reads the process table,
+# device nodes and /sys and runs check commands; its ICMP echo works as the unit runs it
 # (CAP_NET_RAW, with the fresh network namespace's ping_group_range "1 0", as on Debian 12); a
 # purge stops both and leaves nothing. Nothing leaves the private network namespace (a veth pair
 # to a namespace of its own stands for the shop's router), and nothing is written to this
-# machine's files (the overlay's upper layer and /run, /tmp are memory that ends with the mount
-# namespace).
+# machine's files (the overlay's upper layer, /dev, /run and /tmp are memory that ends with the
+# mount namespace).
 #
 # Needs root on a machine NOT booted with systemd (a container, as under CI): on a systemd host
 # the nested systemd would share the host's cgroup tree, so it refuses; check there with
@@ -185,16 +186,13 @@ inside systemctl is-active --quiet posmon-collector ||
     fail "posmon-agent started without a token: $(inside systemctl status posmon-agent --no-pager)"
 [[ "$(inside systemctl is-enabled posmon-agent)" == enabled ]] || fail "posmon-agent is not enabled"
 
-step "enroll by hand and start the agent: it reports, by datagram, and writes status.json"
-# shellcheck disable=SC2016 # ${Version} is dpkg-query's, in the config's TOML.
+step "enroll with a one-time code and start the agent: it reports, by datagram, and writes status.json"
 # The payment host is the collector's own /healthz on the shop's address: the ladder climbs the
 # link (shop), the router (10.99.0.2, by ARP and ICMP) and TCP and HTTP to it.
+# shellcheck disable=SC2016 # ${Version} is dpkg-query's, in the config's TOML.
 inside sh -ec '
     sed -i "s|^listen = .*|listen = \"0.0.0.0:8080\"|" /etc/posmon/collector.toml
     systemctl restart posmon-collector
-    posmon-collector token --config /etc/posmon/collector.toml T-LIVE-1 2>/dev/null >/run/token
-    install -m 0640 -g posmon-agent /run/token /etc/posmon/agent-token
-    rm /run/token
     sed -i "s|^terminal_id = .*|terminal_id = \"T-LIVE-1\"|; s|^collector_url = .*|collector_url = \"http://127.0.0.1:8080\"|" /etc/posmon/agent.toml
     sed -i "s|^state_dir = .*|&\nprocesses = [\"systemd\", \"posmon-collecto\"]|" /etc/posmon/agent.toml
     cat >>/etc/posmon/agent.toml <<TOML
@@ -215,13 +213,35 @@ device = "/dev/ttyPOS0"
 name = "pin_pad"
 command = ["/bin/sh", "-c", "test -r /sys/class/net/shop/operstate"]
 TOML
-    posmon-agent check-config /etc/posmon/agent.toml >/dev/null
-    systemctl start posmon-agent
 '
-viewer_token="$(inside cat /etc/posmon/collector-viewer-token)"
+for _ in $(seq 40); do
+    inside systemctl is-active --quiet posmon-collector && break
+    sleep 0.25
+done
+# The code, from the admin API with the generated admin token (README "Enrollment").
+request() { # method path token-file [body]: the collector's answer, headers and body
+    # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments.
+    inside bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 &&
+        printf "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %s\r\nConnection: close\r\n\r\n%s" \
+            "$1" "$2" "$(cat "$3")" "${#4}" "$4" >&3 && timeout 5 cat <&3' request "$@"
+}
+code=""
+for _ in $(seq 20); do
+    answer="$(request POST /api/v1/enrollments /etc/posmon/collector-admin-token '{"terminal_id": "T-LIVE-1"}' 2>/dev/null)" || true
+    code="$(sed -n 's/.*"code":"\([^"]*\)".*/\1/p' <<<"$answer")"
+    [[ -n "$code" ]] && break
+    sleep 0.25
+done
+[[ -n "$code" ]] || fail "no enrollment code from POST /api/v1/enrollments with the generated admin token: $answer"
+inside posmon-agent enroll --config /etc/posmon/agent.toml --code "$code" >"$work/enroll.log" 2>&1 ||
+    fail "posmon-agent enroll: $(cat "$work/enroll.log")"
+[[ "$(inside stat -c '%U:%G %a' /etc/posmon/agent-token)" == "root:posmon-agent 640" ]] ||
+    fail "enroll wrote /etc/posmon/agent-token as $(inside stat -c '%U:%G %a' /etc/posmon/agent-token), not root:posmon-agent 640"
+inside posmon-agent check-config /etc/posmon/agent.toml >/dev/null || fail "check-config refuses the enrolled config"
+inside systemctl start posmon-agent
 terminal=""
 for _ in $(seq 60); do
-    terminal="$(inside bash -c "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /api/v1/terminals/T-LIVE-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $viewer_token\r\nConnection: close\r\n\r\n' >&3 && timeout 5 cat <&3" 2>/dev/null)" || true
+    terminal="$(request GET /api/v1/terminals/T-LIVE-1 /etc/posmon/collector-viewer-token 2>/dev/null)" || true
     [[ "$terminal" == *'"readiness":"can_pay"'* ]] && break
     sleep 0.5
 done
