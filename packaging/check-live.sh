@@ -262,6 +262,26 @@ done
     fail "status.json is not posmon-agent's, 0644"
 inside grep -q '"can_pay"' /var/lib/posmon-agent/status.json || fail "status.json does not say can_pay"
 
+step "the running services' credentials: their users, capabilities, no new privileges, seccomp"
+# Capability masks: CAP_NET_RAW is bit 13.
+for expected in "posmon-agent 0000000000002000" "posmon-collector 0000000000000000"; do
+    unit="${expected% *}"
+    mask="${expected#* }"
+    pid="$(inside systemctl show -P MainPID "$unit")"
+    [[ "$pid" != 0 ]] || fail "$unit has no main process"
+    status="$(inside cat "/proc/$pid/status")"
+    uid="$(inside id -u "$unit")"
+    grep -Eq "^Uid:[[:space:]]+${uid}[[:space:]]+${uid}[[:space:]]+${uid}[[:space:]]+${uid}\$" <<<"$status" ||
+        fail "$unit does not run as $unit: $(grep '^Uid:' <<<"$status")"
+    for field in CapEff CapPrm CapBnd CapAmb; do
+        [[ "$unit" == posmon-collector && "$field" == CapAmb ]] && continue
+        grep -Eq "^$field:[[:space:]]+$mask\$" <<<"$status" ||
+            fail "$unit's $field is not $mask: $(grep "^$field:" <<<"$status")"
+    done
+    grep -Eq '^NoNewPrivs:[[:space:]]+1$' <<<"$status" || fail "$unit may gain privileges"
+    grep -Eq '^Seccomp:[[:space:]]+2$' <<<"$status" || fail "$unit has no system call filter"
+done
+
 step "one probe as the unit runs the agent: ICMP (raw socket, CAP_NET_RAW), processes, devices, commands"
 inside sh -ec '
     mkdir -p /run/systemd/system/posmon-agent.service.d
