@@ -251,6 +251,10 @@ mod tests {
     const ACK: Answer = Answer::Ack {
         sequence: 5,
         collector_time_unix_ms: 1_796_000_000_000,
+        control: posmon_protocol::datagram::AckControl {
+            config: None,
+            probe_request: None,
+        },
     };
 
     fn client(address: SocketAddr) -> DatagramClient {
@@ -303,6 +307,7 @@ mod tests {
                         &Answer::Ack {
                             sequence: 1 << 40,
                             collector_time_unix_ms: 0,
+                            control: posmon_protocol::datagram::AckControl::default(),
                         },
                         [4; NONCE_BYTES],
                     );

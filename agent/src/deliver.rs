@@ -325,6 +325,7 @@ impl Deliverer {
                 DatagramAnswer::Ack {
                     sequence,
                     collector_time_unix_ms,
+                    ..
                 } => {
                     self.heartbeats = true;
                     let collector_time = OffsetDateTime::from_unix_timestamp_nanos(
@@ -858,6 +859,8 @@ mod tests {
             acknowledged_sequence: 9,
             collector_time: datetime!(2026-11-26 02:00 UTC),
             heartbeats: true,
+            config: None,
+            probe_request: None,
         };
         check(
             200,

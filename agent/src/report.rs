@@ -37,6 +37,8 @@ pub fn build(config: &AgentConfig, sequence: u64, cycle: Cycle) -> Report {
         agent_instance: None,
         intervals: None,
         data_usage: None,
+        config: None,
+        probe_request: None,
     }
 }
 

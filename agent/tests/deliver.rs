@@ -489,6 +489,7 @@ async fn a_short_spool_goes_by_datagram_and_its_clock_comes_from_the_ack() {
             sequence,
             // The collector's clock is a minute behind.
             collector_time_unix_ms: now_ms - 60_000,
+            control: posmon_protocol::datagram::AckControl::default(),
         })
     });
     let mut deliverer = datagram_deliverer(&url, dir.path());
@@ -523,6 +524,7 @@ async fn batches_refusals_and_silence_go_by_https_and_nothing_is_lost() {
         _ => Some(Answer::Ack {
             sequence,
             collector_time_unix_ms: 0,
+            control: posmon_protocol::datagram::AckControl::default(),
         }),
     });
     let mut deliverer = datagram_deliverer(&url, dir.path());
@@ -603,10 +605,12 @@ async fn a_datagram_acknowledgement_of_later_reports_covers_them() {
         1 => Some(Answer::Ack {
             sequence: 3,
             collector_time_unix_ms: 0,
+            control: posmon_protocol::datagram::AckControl::default(),
         }),
         _ => Some(Answer::Ack {
             sequence: 9,
             collector_time_unix_ms: 0,
+            control: posmon_protocol::datagram::AckControl::default(),
         }),
     });
     let mut deliverer = datagram_deliverer(&url, dir.path());

@@ -514,6 +514,7 @@ async fn answer(
             Answer::Ack {
                 sequence: ack.acknowledged_sequence,
                 collector_time_unix_ms: i64::try_from(milliseconds).unwrap_or(i64::MAX),
+                control: posmon_protocol::datagram::AckControl::default(),
             }
         }
         Err(refusal) => Answer::Refusal(refusal),
@@ -698,6 +699,7 @@ mod tests {
             let Answer::Ack {
                 sequence,
                 collector_time_unix_ms,
+                ..
             } = answer_to(&request, &token, &answer)
             else {
                 panic!("not an ack");

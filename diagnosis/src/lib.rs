@@ -320,6 +320,8 @@ pub mod test_support {
             agent_instance: None,
             intervals: None,
             data_usage: None,
+            config: None,
+            probe_request: None,
         }
     }
 

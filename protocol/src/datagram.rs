@@ -77,7 +77,8 @@ const HEADER_FIXED_BYTES: usize = 4;
 
 /// The largest answer: the fixed header, the nonce, a 10-byte sequence and an 8-byte time, the
 /// tag.
-pub const ANSWER_MAX_BYTES: usize = HEADER_FIXED_BYTES + NONCE_BYTES + 10 + 8 + TAG_BYTES;
+pub const ANSWER_MAX_BYTES: usize =
+    HEADER_FIXED_BYTES + NONCE_BYTES + 10 + 8 + (1 + 8) + (1 + 10) + TAG_BYTES;
 
 /// What a datagram is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,11 +309,41 @@ pub enum Answer {
     Ack {
         sequence: u64,
         collector_time_unix_ms: i64,
+        /// What the collector asks of the terminal (`BatchAck::config`, `probe_request`): only
+        /// for an agent that reports its settings state, which reads these fields.
+        control: AckControl,
     },
     /// Not taken by datagram: send it by HTTPS (which says why in full, and where a bad
     /// report is set aside).
     Refusal(Refusal),
 }
+
+/// The fleet control fields of an acknowledgement, each after the ack's time as a tag byte and
+/// its value: `0x01` the settings version (8 bytes, big-endian: its hex digits in order),
+/// `0x02` a probe request (leb128). A reader stops at a tag it does not know.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AckControl {
+    pub config: Option<u64>,
+    pub probe_request: Option<u64>,
+}
+
+impl AckControl {
+    /// A settings version ([`crate::control::Settings::version`]) as the datagram carries it.
+    pub fn version_bits(version: &str) -> Option<u64> {
+        if version.len() != crate::control::VERSION_CHARS {
+            return None;
+        }
+        u64::from_str_radix(version, 16).ok()
+    }
+
+    /// The settings version of `bits`, in its hex form.
+    pub fn version_text(bits: u64) -> String {
+        format!("{bits:016x}")
+    }
+}
+
+const TAG_CONFIG: u8 = 1;
+const TAG_PROBE_REQUEST: u8 = 2;
 
 /// Why a datagram was refused. Every reason means the same to the agent: use HTTPS for this
 /// report; the reason is for logs and metrics.
@@ -392,9 +423,18 @@ pub fn seal_answer(
         Answer::Ack {
             sequence,
             collector_time_unix_ms,
+            control,
         } => {
             put_varint(&mut plain, *sequence);
             plain.extend_from_slice(&collector_time_unix_ms.to_le_bytes());
+            if let Some(config) = control.config {
+                plain.push(TAG_CONFIG);
+                plain.extend_from_slice(&config.to_be_bytes());
+            }
+            if let Some(id) = control.probe_request {
+                plain.push(TAG_PROBE_REQUEST);
+                put_varint(&mut plain, id);
+            }
         }
         Answer::Refusal(refusal) => plain.push(refusal.code()),
     }
@@ -426,10 +466,25 @@ pub fn open_answer(
             let sequence = body.varint("acknowledged_sequence")?;
             let time = body.take(8, "collector_time")?;
             let collector_time_unix_ms = i64::from_le_bytes(time.try_into().unwrap_or([0; 8]));
-            body.end()?;
+            let mut control = AckControl::default();
+            while let Ok(tag) = body.take(1, "control") {
+                match tag[0] {
+                    TAG_CONFIG => {
+                        let bits = body.take(8, "config")?;
+                        control.config =
+                            Some(u64::from_be_bytes(bits.try_into().unwrap_or([0; 8])));
+                    }
+                    TAG_PROBE_REQUEST => {
+                        control.probe_request = Some(body.varint("probe_request")?);
+                    }
+                    // A field of a newer collector: the rest is its.
+                    _ => break,
+                }
+            }
             Ok(Answer::Ack {
                 sequence,
                 collector_time_unix_ms,
+                control,
             })
         }
         Kind::Refusal => {
@@ -811,6 +866,8 @@ mod tests {
                 budget_bytes: Some(10 * 1024 * 1024),
                 stretch_percent: 100,
             }),
+            config: None,
+            probe_request: None,
         }
     }
 
@@ -973,6 +1030,7 @@ mod tests {
             &Answer::Ack {
                 sequence: 87_607,
                 collector_time_unix_ms: 1_796_000_000_000,
+                control: AckControl::default(),
             },
             [9; NONCE_BYTES],
         );
@@ -984,6 +1042,42 @@ mod tests {
         assert!(sizes[0] < 120, "a heartbeat datagram is {} bytes", sizes[0]);
         assert!(sizes[2] < DATAGRAM_MAX_BYTES, "a full report does not fit");
         assert!(ack.len() <= ANSWER_MAX_BYTES && ack.len() < sizes[0]);
+    }
+
+    #[test]
+    fn an_ack_reader_stops_at_a_field_it_does_not_know() {
+        let key = DatagramKey::from_token(TOKEN);
+        let request = seal_report(&key, &header("T-1"), None, b"{}").unwrap_or_default();
+        let parsed = parse_report(&request).unwrap_or_else(|error| panic!("{error}"));
+        let mut plain = Vec::new();
+        put_varint(&mut plain, 5);
+        plain.extend_from_slice(&9_i64.to_le_bytes());
+        plain.extend_from_slice(&[TAG_PROBE_REQUEST, 3, 0x7f, 1, 2, 3]);
+        let nonce = [4; NONCE_BYTES];
+        let mut datagram = MAGIC.to_vec();
+        datagram.extend_from_slice(&[DATAGRAM_VERSION, Kind::Ack as u8]);
+        let mut aad = datagram.clone();
+        aad.extend_from_slice(parsed.header_bytes);
+        datagram.extend_from_slice(&nonce);
+        datagram.extend_from_slice(&key.seal(&nonce, &aad, &plain));
+        assert_eq!(
+            open_answer(&key, parsed.header_bytes, &datagram),
+            Ok(Answer::Ack {
+                sequence: 5,
+                collector_time_unix_ms: 9,
+                control: AckControl {
+                    config: None,
+                    probe_request: Some(3),
+                },
+            })
+        );
+        assert_eq!(
+            AckControl::version_bits("0123456789abcdef")
+                .map(AckControl::version_text)
+                .as_deref(),
+            Some("0123456789abcdef")
+        );
+        assert_eq!(AckControl::version_bits("0123"), None);
     }
 
     #[test]
@@ -999,10 +1093,23 @@ mod tests {
             Answer::Ack {
                 sequence: crate::limits::SEQUENCE_MAX,
                 collector_time_unix_ms: -1,
+                control: AckControl::default(),
             },
             Answer::Ack {
                 sequence: u64::MAX,
                 collector_time_unix_ms: i64::MAX,
+                control: AckControl {
+                    config: Some(u64::MAX),
+                    probe_request: Some(u64::MAX),
+                },
+            },
+            Answer::Ack {
+                sequence: 7,
+                collector_time_unix_ms: 0,
+                control: AckControl {
+                    config: AckControl::version_bits("00ff00ff00ff00ff"),
+                    probe_request: None,
+                },
             },
             Answer::Refusal(Refusal::NewInstance),
             Answer::Refusal(Refusal::Invalid),

@@ -6,6 +6,7 @@
 //! no IO at all. The field-by-field documentation, with units and limits, is `README.md` beside
 //! this file; golden fixtures under `fixtures/` must keep parsing for as long as v1 is accepted.
 
+pub mod control;
 pub mod credential;
 pub mod datagram;
 pub mod enroll;

@@ -63,6 +63,15 @@ pub struct Report {
     /// absent means "as before". Absent from agents before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_usage: Option<DataUsage>,
+    /// The central settings the agent runs or refused (`control.rs`): sent with the full
+    /// sections, whenever it changed, and after an acknowledgement named a version the agent
+    /// already runs or refused. Absent means "as before"; absent from agents before it, which
+    /// are never told of settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::control::ConfigState>,
+    /// The probe request this report answers: its cycle probed every target at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_request: Option<u64>,
 }
 
 /// The agent's data use in the current calendar month (UTC), in IP bytes both ways: what a
@@ -456,6 +465,13 @@ pub struct BatchAck {
     /// This collector takes heartbeats (Section::Measurements); absent from collectors before them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub heartbeats: bool,
+    /// The settings version the terminal should run, when the collector does not know it runs
+    /// or refused it: fetch it (`control.rs`). Only to agents that report a `config` state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// A probe request waiting for the terminal: probe every target at once and report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_request: Option<u64>,
 }
 
 /// The body of every 4xx and 5xx answer from the collector's API.

@@ -494,6 +494,8 @@ pub fn any_report_of(terminal_id: String, hostile: bool) -> BoxedStrategy<Report
                     agent_instance,
                     intervals,
                     data_usage,
+                    config: None,
+                    probe_request: None,
                 }
             },
         )

@@ -20,7 +20,7 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
         ValidationError {
             field: field.into(),
             problem: problem.into(),
@@ -113,6 +113,18 @@ pub fn validate_report(report: &Report, path: &str) -> Checked {
     }
     if let Some(usage) = &report.data_usage {
         check_data_usage(usage, &format!("{path}.data_usage"))?;
+    }
+    if let Some(config) = &report.config {
+        config.validate(&format!("{path}.config"))?;
+    }
+    if report
+        .probe_request
+        .is_some_and(|id| id == 0 || id > crate::control::PROBE_REQUEST_MAX)
+    {
+        return Err(ValidationError::new(
+            format!("{path}.probe_request"),
+            "must be between 1 and 2^53 - 1",
+        ));
     }
     if let Some(clock) = &report.clock {
         check_non_negative(
@@ -260,7 +272,7 @@ fn check_length(value: &str, max_chars: usize, field: &str) -> Checked {
 }
 
 /// Non-empty, bounded, and free of control characters.
-fn check_text(value: &str, max_chars: usize, field: &str) -> Checked {
+pub(crate) fn check_text(value: &str, max_chars: usize, field: &str) -> Checked {
     if value.is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }
@@ -268,7 +280,7 @@ fn check_text(value: &str, max_chars: usize, field: &str) -> Checked {
 }
 
 /// Bounded and free of control characters; may be empty.
-fn check_optional_text(value: &str, max_chars: usize, field: &str) -> Checked {
+pub(crate) fn check_optional_text(value: &str, max_chars: usize, field: &str) -> Checked {
     check_length(value, max_chars, field)?;
     if value.chars().any(char::is_control) {
         return Err(ValidationError::new(
@@ -279,11 +291,11 @@ fn check_optional_text(value: &str, max_chars: usize, field: &str) -> Checked {
     Ok(())
 }
 
-fn check_name(value: &str, field: &str) -> Checked {
+pub(crate) fn check_name(value: &str, field: &str) -> Checked {
     check_text(value, NAME_MAX_CHARS, field)
 }
 
-fn check_label_key(key: &str, field: &str) -> Checked {
+pub(crate) fn check_label_key(key: &str, field: &str) -> Checked {
     check_name(key, field)?;
     let mut chars = key.chars();
     let starts_well = chars.next().is_some_and(|c| c.is_ascii_lowercase());

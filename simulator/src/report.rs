@@ -281,6 +281,8 @@ impl Moment<'_> {
             agent_instance: None,
             intervals: None,
             data_usage: None,
+            config: None,
+            probe_request: None,
         }
     }
 }

@@ -473,6 +473,8 @@ pub(crate) async fn ingest_json(
         acknowledged_sequence,
         collector_time,
         heartbeats: true,
+        config: None,
+        probe_request: None,
     })
 }
 
