@@ -144,7 +144,8 @@ fn command(command: Command) -> anyhow::Result<u8> {
             json,
             lang,
         } => {
-            let config = AgentConfig::from_file(&config)?;
+            // What the running agent probes: the file with the collector's settings kept.
+            let (_, config) = crate::control::Central::open(AgentConfig::from_file(&config)?);
             probe(&config, once, json, lang)
         }
         Command::Enroll {
@@ -165,7 +166,8 @@ fn command(command: Command) -> anyhow::Result<u8> {
             let token = read_token(&config)?;
             init_logging();
             runtime()?.block_on(async {
-                let agent = Agent::new(config.clone(), &token)?;
+                let agent = Agent::new(config, &token)?;
+                let config = agent.config();
                 tracing::info!(
                     terminal = %config.terminal_id,
                     collector = %config.collector_url,

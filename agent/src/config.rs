@@ -135,6 +135,19 @@ pub struct AgentConfig {
     /// absent.
     #[serde(default)]
     pub status_listen: Option<SocketAddr>,
+
+    // --- Fleet control (`control.rs`) ---
+    /// Keys the collector's settings may not change here: `targets`, `report_interval_seconds`,
+    /// … (`posmon_protocol::control::SETTING_KEYS`), `labels.<key>`, `labels.extra.<key>`.
+    #[serde(default)]
+    pub pinned: Vec<String>,
+    /// How long the control long-poll waits at the collector for a settings change or a probe
+    /// request; 0: no long-poll (they come with acknowledgements only).
+    #[serde(default = "default_control_hold")]
+    pub control_hold_seconds: u64,
+    /// TCP keepalive of the long-poll's connection: often enough that a carrier's NAT keeps it.
+    #[serde(default = "default_control_keepalive")]
+    pub control_keepalive_seconds: u64,
 }
 
 /// Whom to call for each party; a party without one is named by its label.
@@ -242,6 +255,13 @@ fn default_spool_max_age() -> u64 {
 fn default_batch_max_reports() -> usize {
     50
 }
+// The control channel's defaults: see "Data plan" in ARCHITECTURE.md.
+fn default_control_hold() -> u64 {
+    1800
+}
+fn default_control_keepalive() -> u64 {
+    300
+}
 fn default_retry_max() -> u64 {
     300
 }
@@ -260,7 +280,7 @@ fn default_icmp() -> bool {
 fn default_system_root() -> PathBuf {
     PathBuf::from("/")
 }
-fn default_command_timeout() -> u64 {
+pub(crate) fn default_command_timeout() -> u64 {
     5
 }
 fn default_data_budget_bytes_per_month() -> u64 {
@@ -568,6 +588,9 @@ impl AgentConfig {
             readiness: PaymentRoles::default(),
             contacts: Contacts::default(),
             status_listen: None,
+            pinned: Vec::new(),
+            control_hold_seconds: default_control_hold(),
+            control_keepalive_seconds: default_control_keepalive(),
         }
     }
 
@@ -845,7 +868,42 @@ impl AgentConfig {
             }
         }
         self.validate_data_budget()?;
+        self.validate_control()?;
         self.validate_local_verdict()
+    }
+
+    /// The pins name settings keys; the long-poll's hold and keepalive are bounded.
+    fn validate_control(&self) -> Result<(), ConfigError> {
+        check_count(self.pinned.len(), "pinned")?;
+        for (index, key) in self.pinned.iter().enumerate() {
+            if !posmon_protocol::control::is_setting_key(key) {
+                return Err(invalid(
+                    format!("pinned[{index}]"),
+                    format!(
+                        "{key:?} is not a key the collector can set (one of {}, labels.<key>, labels.extra.<key>)",
+                        posmon_protocol::control::SETTING_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if self.control_hold_seconds > 3600 {
+            return Err(invalid(
+                "control_hold_seconds",
+                "must be between 0 (no long-poll) and 3600",
+            ));
+        }
+        if !(10..=3600).contains(&self.control_keepalive_seconds) {
+            return Err(invalid(
+                "control_keepalive_seconds",
+                "must be between 10 and 3600",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The long-poll's hold; `None` when it is off.
+    pub fn control_hold(&self) -> Option<Duration> {
+        (self.control_hold_seconds > 0).then(|| Duration::from_secs(self.control_hold_seconds))
     }
 
     /// The payment roles, the contacts and the status endpoint: bounded names, and an

@@ -19,7 +19,7 @@ use posmon_protocol::{BatchAck, ClockStatus, ErrorBody};
 use reqwest::StatusCode;
 use time::OffsetDateTime;
 
-use posmon_protocol::datagram::{Answer as DatagramAnswer, Refusal};
+use posmon_protocol::datagram::{AckControl, Answer as DatagramAnswer, Refusal};
 
 use crate::backoff::{full_jitter, retry_after, Jitter};
 use crate::config::Transport;
@@ -136,6 +136,28 @@ pub struct Deliverer {
     last_https: Option<Instant>,
     /// Whether the collector's latest acknowledgement said it takes heartbeats.
     heartbeats: bool,
+    /// What acknowledgements asked of the terminal since the loop last took it.
+    asked: Asked,
+}
+
+/// What an acknowledgement asks of the terminal (fleet control).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asked {
+    /// The settings version to run.
+    pub config: Option<String>,
+    /// A probe request to answer.
+    pub probe_request: Option<u64>,
+}
+
+impl Asked {
+    fn note(&mut self, config: Option<String>, probe_request: Option<u64>) {
+        if config.is_some() {
+            self.config = config;
+        }
+        if probe_request.is_some() {
+            self.probe_request = probe_request;
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, DeliveryError> {
@@ -226,6 +248,7 @@ impl Deliverer {
             https_traffic: 0,
             last_https: None,
             heartbeats: false,
+            asked: Asked::default(),
         })
     }
 
@@ -238,6 +261,11 @@ impl Deliverer {
             .as_mut()
             .map_or(0, DatagramClient::take_traffic);
         datagrams.saturating_add(std::mem::take(&mut self.https_traffic))
+    }
+
+    /// What acknowledgements asked of the terminal since the last call.
+    pub fn take_asked(&mut self) -> Asked {
+        std::mem::take(&mut self.asked)
     }
 
     /// The clock offset from the latest acknowledgement, for the next report.
@@ -325,9 +353,13 @@ impl Deliverer {
                 DatagramAnswer::Ack {
                     sequence,
                     collector_time_unix_ms,
-                    ..
+                    control,
                 } => {
                     self.heartbeats = true;
+                    self.asked.note(
+                        control.config.map(AckControl::version_text),
+                        control.probe_request,
+                    );
                     let collector_time = OffsetDateTime::from_unix_timestamp_nanos(
                         i128::from(collector_time_unix_ms) * 1_000_000,
                     )
@@ -435,6 +467,7 @@ impl Deliverer {
                 Answer::Acknowledged(ack, round_trip) => {
                     max_reports = self.config.max_batch_reports.max(1);
                     self.heartbeats = ack.heartbeats;
+                    self.asked.note(ack.config.clone(), ack.probe_request);
                     let round_trip_time =
                         time::Duration::try_from(round_trip).unwrap_or(time::Duration::MAX);
                     let sent_at = OffsetDateTime::now_utc().saturating_sub(round_trip_time);
@@ -578,12 +611,7 @@ impl Deliverer {
             Some(at) if now.duration_since(at) < POOL_IDLE => keepalives(now.duration_since(at)),
             previous => {
                 let closed = previous.map_or(0, |_| TCP_CLOSE_BYTES + keepalives(POOL_IDLE));
-                let tls = if self.url.scheme() == "https" {
-                    TLS_HANDSHAKE_BYTES
-                } else {
-                    0
-                };
-                closed + LOOKUP_BYTES + TCP_HANDSHAKE_BYTES + tls
+                closed + https_connection_setup_bytes(self.url.scheme() == "https")
             }
         }
     }
@@ -661,12 +689,19 @@ const TCP_CLOSE_BYTES: u64 = 4 * 52;
 /// A TLS 1.3 handshake with a chain of two certificates (no resumption).
 const TLS_HANDSHAKE_BYTES: u64 = 5_000;
 /// A keepalive probe and its ACK.
-const TCP_KEEPALIVE_BYTES: u64 = 2 * 52;
+pub(crate) const TCP_KEEPALIVE_BYTES: u64 = 2 * 52;
 /// The request line and headers (bearer token, terminal, encoding) and the response's.
 const HTTP_HEADER_BYTES: u64 = 450;
 /// Payload per TCP segment, and each packet's IP, TCP (with timestamps) and TLS record bytes.
 const SEGMENT_PAYLOAD_BYTES: u64 = 1_400;
 const PACKET_OVERHEAD_BYTES: u64 = 52 + 22;
+
+/// The estimated IP bytes of opening a connection to the collector: its name looked up, the TCP
+/// handshake and, over TLS, the TLS handshake.
+pub(crate) fn https_connection_setup_bytes(tls: bool) -> u64 {
+    let handshake = if tls { TLS_HANDSHAKE_BYTES } else { 0 };
+    LOOKUP_BYTES + TCP_HANDSHAKE_BYTES + handshake
+}
 
 /// The estimated IP bytes of one HTTPS request and its answer over an open connection: the
 /// bodies and headers, each direction's packets with their headers, and one ACK each way.

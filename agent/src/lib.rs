@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod cycle;
 pub mod datagram;
 pub mod deliver;

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::budget::{Budget, BudgetSettings};
 use crate::config::AgentConfig;
+use crate::control::{self, Central};
 use crate::cycle::{Measurer, Schedule};
 use crate::deliver::{Deliverer, DeliveryConfig, Outcome};
 use crate::report::{build, compact};
@@ -132,6 +133,18 @@ pub struct Agent {
     /// The status bytes the endpoint serves, and its listener until `run` starts serving.
     status_bytes: tokio::sync::watch::Sender<std::sync::Arc<[u8]>>,
     status_listener: Option<tokio::net::TcpListener>,
+    /// The local file and the collector's settings laid over it (`control.rs`).
+    central: Central,
+    /// The control task: the long-poll and the fetches of settings.
+    control: Option<control::Link>,
+    /// The next report says what runs (`Report::config`): it changed, or the collector asked
+    /// for a version it runs or refused already.
+    send_config_state: bool,
+    /// The probe request the next report answers, and the last one answered.
+    probe_request: Option<u64>,
+    answered_probe: Option<u64>,
+    /// The settings changed: the loop's check timer follows them.
+    reschedule: bool,
 }
 
 type Identity = (Labels, BTreeMap<String, ComponentVersion>);
@@ -148,7 +161,10 @@ fn unix_now() -> i64 {
 }
 
 impl Agent {
+    /// The agent of the local file `config`, running the collector's settings kept from
+    /// before over it. Starts the control task: call it within the runtime.
     pub fn new(config: AgentConfig, token: &str) -> anyhow::Result<Self> {
+        let (central, config) = Central::open(config);
         let measurer = Measurer::new(&config)?;
         let limits = SpoolLimits {
             max_bytes: config.spool_max_bytes,
@@ -184,6 +200,7 @@ impl Agent {
         let (status_bytes, _) =
             tokio::sync::watch::channel(std::sync::Arc::<[u8]>::from(Vec::new()));
         let last_acknowledged = crate::status::previous_acknowledgement(&config.state_dir);
+        let control = Some(control::start(&config, token, central.state())?);
         Ok(Agent {
             config,
             measurer,
@@ -201,7 +218,18 @@ impl Agent {
             last_acknowledged,
             status_bytes,
             status_listener,
+            central,
+            control,
+            send_config_state: false,
+            probe_request: None,
+            answered_probe: None,
+            reschedule: false,
         })
+    }
+
+    /// The configuration that runs: the local file with the collector's settings laid over it.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
     }
 
     /// Runs until `shutdown` completes.
@@ -220,6 +248,10 @@ impl Agent {
         watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
+            if std::mem::take(&mut self.reschedule) {
+                checks = tokio::time::interval(self.config.check_interval());
+                checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
             let retry_at = self.retry_at;
             let confirm_at = self.confirm_at.as_ref().map(|(at, _)| *at);
             // A deadline that passed during a long cycle goes first: a timer polled for the
@@ -257,7 +289,81 @@ impl Agent {
                     self.retry_at = None;
                     self.deliver().await;
                 }
+                event = next_event(self.control.as_mut()), if self.control.is_some() => {
+                    match event {
+                        Some(event) => self.on_control(event).await,
+                        None => self.control = None,
+                    }
+                }
             }
+        }
+    }
+
+    /// Settings from the collector, or a probe request.
+    async fn on_control(&mut self, event: control::Event) {
+        match event {
+            control::Event::Settings(offered) => {
+                if self.central.state().knows(&offered.version) {
+                    return;
+                }
+                let version = offered.version.clone();
+                match self.central.offer(offered) {
+                    Ok((config, measurer)) => {
+                        tracing::info!(%version, targets = config.targets.len(), "Running the collector's settings.");
+                        self.config = config;
+                        self.measurer = measurer;
+                        // As at a start: everything measured and reported in full, confirmed.
+                        self.last_reported = None;
+                        self.identity = None;
+                        self.baseline = None;
+                        self.confirm_at = None;
+                        self.reschedule = true;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%version, %reason, "Refused the collector's settings; the configuration that ran runs on.");
+                    }
+                }
+                self.send_config_state = true;
+                if let Some(link) = &self.control {
+                    link.state.send_replace(self.central.state());
+                }
+                self.cycle(false).await;
+                self.deliver_unless_waiting().await;
+            }
+            control::Event::Probe(id) => self.request_probe(id),
+        }
+    }
+
+    /// Probes every target's full ladder at once and reports, naming the request.
+    fn request_probe(&mut self, id: u64) {
+        if self.answered_probe == Some(id) || self.probe_request == Some(id) {
+            return;
+        }
+        tracing::info!(request = id, "The collector asks for a probe now.");
+        self.probe_request = Some(id);
+        let targets = self
+            .config
+            .targets
+            .iter()
+            .map(|target| target.name.clone())
+            .collect();
+        self.confirm_at = Some((Instant::now(), targets));
+    }
+
+    /// What the acknowledgements asked: a settings version (fetched unless it runs or was
+    /// refused — then the collector lost what runs, and the next report says it again) or a
+    /// probe request.
+    fn take_asked(&mut self) {
+        let asked = self.deliverer.take_asked();
+        if let Some(version) = asked.config {
+            if self.central.state().knows(&version) {
+                self.send_config_state = true;
+            } else if let Some(link) = &self.control {
+                let _ = link.fetch.try_send(version);
+            }
+        }
+        if let Some(id) = asked.probe_request {
+            self.request_probe(id);
         }
     }
 
@@ -285,6 +391,8 @@ impl Agent {
     /// Feeds the budget what the measurer and the deliverer spent since they were last asked.
     fn record_traffic(&mut self) {
         let (probe_bytes, other_bytes) = self.measurer.take_traffic();
+        let other_bytes = other_bytes
+            .saturating_add(self.control.as_ref().map_or(0, control::Link::take_traffic));
         let report_bytes = self.deliverer.take_traffic();
         if probe_bytes > 0 || other_bytes > 0 || report_bytes > 0 {
             self.budget
@@ -360,6 +468,8 @@ impl Agent {
         // A confirming cycle on its way reports within seconds: no periodic report before it.
         let due = confirming
             || changed
+            || self.send_config_state
+            || self.probe_request.is_some()
             || (self.confirm_at.is_none()
                 && self.last_reported.as_ref().is_none_or(|previous| {
                     now.duration_since(previous.at) + slack
@@ -407,6 +517,10 @@ impl Agent {
             report.intervals = Some(announce.0);
             report.data_usage = Some(self.budget.usage(unix));
         }
+        if full || self.send_config_state {
+            report.config = Some(self.central.state());
+        }
+        report.probe_request = self.probe_request;
         let baseline = Baseline {
             probes: report.probes.clone(),
             device: report.device.clone(),
@@ -458,6 +572,12 @@ impl Agent {
                 }
                 if report.intervals.is_some() {
                     self.announced = Some(announce);
+                }
+                if report.config.is_some() {
+                    self.send_config_state = false;
+                }
+                if report.probe_request.is_some() {
+                    self.answered_probe = self.probe_request.take();
                 }
                 if let Err(error) = self.spool.forget_dropped(dropped) {
                     tracing::warn!(%error, "Cannot record that the dropped count was reported.");
@@ -520,6 +640,7 @@ impl Agent {
         }
         self.record_traffic();
         self.measurer.rebaseline_watch();
+        self.take_asked();
         match delivered {
             Ok(Outcome::Drained) => {}
             Ok(Outcome::RetryAfter(delay)) => self.retry_at = Some(Instant::now() + delay),
@@ -532,7 +653,7 @@ impl Agent {
 }
 
 /// Aborts the task when dropped: the status endpoint stops with the loop.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -716,6 +837,13 @@ fn report_due_after(stretched: Duration, announced: Option<&(Intervals, u32)>) -
     announced.map_or(stretched, |(intervals, _)| {
         stretched.min(Duration::from_secs(u64::from(intervals.report_seconds)))
     })
+}
+
+async fn next_event(link: Option<&mut control::Link>) -> Option<control::Event> {
+    match link {
+        Some(link) => link.events.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(when: Option<Instant>) {
