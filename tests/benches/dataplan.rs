@@ -19,7 +19,11 @@
 //!   a 320-byte request, a 240-byte reply, the connection held 1.5 s, close) every
 //!   `--payment-interval` seconds (60 by default);
 //! - `flap-payments`: the switch flapping like `flap`'s host while the POS app pays through
-//!   it (its failed payments are what a passive watch sees).
+//!   it (its failed payments are what a passive watch sees);
+//! - `control`: the quiet terminal with the control long-poll held 60 s and TCP keepalives
+//!   every 20 s instead of the defaults' 1 800 s and 300 s: a window holds enough polls and
+//!   keepalives to price each (the collector's TCP bytes are counted apart from its UDP ones:
+//!   with datagram delivery, after the start, TCP to the collector is the long-poll).
 //!
 //! After a warm-up (the collector has the terminal's first report, then 20 s; its bytes are
 //! printed apart: what the agent's start costs) the counters are reset and the window runs
@@ -71,9 +75,13 @@ const MIB: f64 = 1_048_576.0;
 
 /// The kinds of traffic, each an nft counter of both directions, in the order they are matched.
 /// `payments` is the POS stand-in's, not the agent's.
-const KINDS: [(&str, &str); 6] = [
+const KINDS: [(&str, &str); 7] = [
     ("payments", "payments (the POS app's, not counted)"),
-    ("reports", "reports (collector, TCP and UDP)"),
+    ("reports", "reports (collector, UDP datagrams)"),
+    (
+        "collector_tcp",
+        "collector over TCP (the control long-poll; reports by HTTPS)",
+    ),
     ("targets", "probes: payment hosts (TCP, TLS, HTTP, ICMP)"),
     ("dns", "probes: DNS (the resolver)"),
     ("gateway", "probes: gateway echo"),
@@ -87,15 +95,21 @@ enum Condition {
     Flap,
     Payments,
     FlapPayments,
+    Control,
 }
 
-const ALL_CONDITIONS: [Condition; 5] = [
+const ALL_CONDITIONS: [Condition; 6] = [
     Condition::Quiet,
     Condition::Nat,
     Condition::Flap,
     Condition::Payments,
     Condition::FlapPayments,
+    Condition::Control,
 ];
+
+/// The `control` condition's long-poll hold and keepalive, seconds.
+const CONTROL_HOLD: u64 = 60;
+const CONTROL_KEEPALIVE: u64 = 20;
 
 impl Condition {
     fn name(self) -> &'static str {
@@ -105,6 +119,7 @@ impl Condition {
             Condition::Flap => "flap",
             Condition::Payments => "payments",
             Condition::FlapPayments => "flap-payments",
+            Condition::Control => "control",
         }
     }
 
@@ -113,7 +128,9 @@ impl Condition {
             .into_iter()
             .find(|condition| condition.name() == name)
             .unwrap_or_else(|| {
-                panic!("unknown condition {name:?}: quiet, nat, flap, payments or flap-payments")
+                panic!(
+                    "unknown condition {name:?}: quiet, nat, flap, payments, flap-payments or control"
+                )
             })
     }
 
@@ -136,6 +153,19 @@ impl Condition {
                 FLAP_PERIOD.as_secs(),
                 options.payment_seconds
             ),
+            Condition::Control => format!(
+                "quiet, the control long-poll held {CONTROL_HOLD} s, TCP keepalives every {CONTROL_KEEPALIVE} s"
+            ),
+        }
+    }
+
+    /// Keys this condition adds to the agent's config.
+    fn agent_keys(self) -> String {
+        match self {
+            Condition::Control => format!(
+                "control_hold_seconds = {CONTROL_HOLD}\ncontrol_keepalive_seconds = {CONTROL_KEEPALIVE}\n"
+            ),
+            _ => String::new(),
         }
     }
 
@@ -144,7 +174,7 @@ impl Condition {
         match self {
             Condition::Flap => Some(PAYMENT_HOST),
             Condition::FlapPayments => Some(SWITCH_HOST),
-            Condition::Quiet | Condition::Nat | Condition::Payments => None,
+            Condition::Quiet | Condition::Nat | Condition::Payments | Condition::Control => None,
         }
     }
 
@@ -190,7 +220,7 @@ fn options() -> Options {
             "--payment-interval" => options.payment_seconds = value().parse().unwrap(),
             other => panic!(
                 "unknown argument {other}: --minutes N --agent PATH --collector PATH \
-                 --conditions quiet,nat,flap,payments,flap-payments --payment-interval SECONDS"
+                 --conditions quiet,nat,flap,payments,flap-payments,control --payment-interval SECONDS"
             ),
         }
     }
@@ -409,6 +439,7 @@ fn counters_script() -> String {
             "add chain inet dataplan {chain} {{ type filter hook {hook} priority -300; }}; \
              add rule inet dataplan {chain} {interface} != \"t0\" return; \
              add rule inet dataplan {chain} tcp {local} {first}-{last} counter name \"payments\" return; \
+             add rule inet dataplan {chain} ip {remote} {COLLECTOR_HOST} meta l4proto tcp counter name \"collector_tcp\" return; \
              add rule inet dataplan {chain} ip {remote} {COLLECTOR_HOST} counter name \"reports\" return; \
              add rule inet dataplan {chain} ip {remote} {{ {PAYMENT_HOST}, {SWITCH_HOST} }} counter name \"targets\" return; \
              add rule inet dataplan {chain} ip {remote} {CARRIER_RESOLVER} counter name \"dns\" return; \
@@ -617,9 +648,10 @@ fn measure(condition: Condition, options: &Options, pki: &Pki, dir: &Path) -> Me
     std::fs::write(
         &agent_config,
         format!(
-            "terminal_id = \"{TERMINAL_ID}\"\ncollector_url = \"https://{COLLECTOR_NAME}:{COLLECTOR_PORT}\"\ntoken = \"{token}\"\nstate_dir = {:?}\ncollector_ca_file = {:?}\n\n[[targets]]\nname = \"payment-host\"\naddress = \"https://{PAYMENT_NAME}/health\"\nca_file = {:?}\n\n[[targets]]\nname = \"payment-switch\"\naddress = \"{SWITCH_NAME}:{SWITCH_PORT}\"\n",
+            "terminal_id = \"{TERMINAL_ID}\"\ncollector_url = \"https://{COLLECTOR_NAME}:{COLLECTOR_PORT}\"\ntoken = \"{token}\"\nstate_dir = {:?}\ncollector_ca_file = {:?}\n{}\n[[targets]]\nname = \"payment-host\"\naddress = \"https://{PAYMENT_NAME}/health\"\nca_file = {:?}\n\n[[targets]]\nname = \"payment-switch\"\naddress = \"{SWITCH_NAME}:{SWITCH_PORT}\"\n",
             dir.join("agent-state").display().to_string(),
             pki.root.display().to_string(),
+            condition.agent_keys(),
             pki.root.display().to_string(),
         ),
     )
