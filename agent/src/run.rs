@@ -26,7 +26,7 @@ use crate::cycle::{Measurer, Schedule};
 use crate::deliver::{Deliverer, DeliveryConfig, Outcome};
 use crate::report::{build, compact};
 use crate::spool::{Spool, SpoolLimits};
-use crate::status::{serve_status, verdict, write_status, CollectorStatus, Status};
+use crate::status::{serve_status, verdict, CollectorStatus, Status};
 
 /// What must be reported at once when it changes: each target's first failing rung, and which
 /// peripherals and processes are present.
@@ -132,6 +132,8 @@ pub struct Agent {
     /// The status bytes the endpoint serves, and its listener until `run` starts serving.
     status_bytes: tokio::sync::watch::Sender<std::sync::Arc<[u8]>>,
     status_listener: Option<tokio::net::TcpListener>,
+    /// Writes the status file, logging only when writing starts or stops failing.
+    status_writer: crate::status::StatusWriter,
 }
 
 type Identity = (Labels, BTreeMap<String, ComponentVersion>);
@@ -154,6 +156,13 @@ impl Agent {
             max_bytes: config.spool_max_bytes,
             max_age_seconds: i64::try_from(config.spool_max_age_seconds).unwrap_or(i64::MAX),
         };
+        // Before the spool creates it: 0755, for the POS application to read the status file.
+        crate::status::create_state_dir(&config.state_dir).with_context(|| {
+            format!(
+                "cannot create the state directory {}",
+                config.state_dir.display()
+            )
+        })?;
         let (spool, recovery) = Spool::open(&config.state_dir.join("spool"), limits, unix_now())?;
         if recovery.pending > 0 || recovery.truncated_bytes > 0 {
             tracing::info!(
@@ -201,6 +210,7 @@ impl Agent {
             last_acknowledged,
             status_bytes,
             status_listener,
+            status_writer: crate::status::StatusWriter::default(),
         })
     }
 
@@ -343,6 +353,7 @@ impl Agent {
                 &diagnosed,
                 &self.config.readiness,
                 &self.config.contacts,
+                &self.config.targets,
             ),
             collector: self.collector_status(),
         });
@@ -496,9 +507,7 @@ impl Agent {
                 return;
             }
         };
-        if let Err(error) = write_status(&self.config.state_dir, &bytes) {
-            tracing::warn!(%error, dir = %self.config.state_dir.display(), "Cannot write the status file.");
-        }
+        self.status_writer.write(&self.config.state_dir, &bytes);
         self.status_bytes.send_replace(std::sync::Arc::from(bytes));
     }
 
