@@ -211,7 +211,13 @@ fn probe(config: &AgentConfig, once: bool, json: bool, lang: Lang) -> anyhow::Re
             // Sequence 0: this report is never sent, so it takes no number from the agent's.
             let report = build(config, 0, cycle);
             let signals = diagnose(&report, &policy);
-            let verdict = verdict(&report, &signals, &config.readiness, &config.contacts);
+            let verdict = verdict(
+                &report,
+                &signals,
+                &config.readiness,
+                &config.contacts,
+                &config.targets,
+            );
             if json {
                 let output = ProbeOutput {
                     report: &report,

@@ -210,6 +210,9 @@ pub struct Contact {
 /// The longest contact name, in characters, and the longest phone number.
 const CONTACT_NAME_MAX_CHARS: usize = 64;
 const CONTACT_PHONE_MAX_CHARS: usize = 32;
+/// The longest contact of a target, in characters: a name and a number (the collector's
+/// settings are held to it too).
+pub use posmon_protocol::control::TARGET_CONTACT_MAX_CHARS;
 
 /// How reports travel to the collector.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -344,6 +347,12 @@ pub struct TargetConfig {
     /// web roots.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Whom to call about this target's host (up to `TARGET_CONTACT_MAX_CHARS` characters,
+    /// e.g. `TMS helpdesk 400-800-1234`): in its findings it stands for the host's operator,
+    /// the party `acquirer` for the payment host. A TMS or an update server is run by someone
+    /// else.
+    #[serde(default)]
+    pub contact: Option<String>,
 }
 
 /// Where a target is and what is spoken there.
@@ -912,6 +921,31 @@ impl AgentConfig {
         self.readiness
             .validate()
             .map_err(|error| invalid(format!("readiness.{}", error.key), error.problem))?;
+        // A payment target the operator named must be probed, or the verdict could never say
+        // "cannot pay" for it. The built-in default (`payment-host`) is not refused: a config
+        // without such a target has no payment target, and its verdict is "unknown".
+        if self.readiness.targets != PaymentRoles::default().targets {
+            if let Some(name) = self
+                .readiness
+                .targets
+                .iter()
+                .find(|name| !self.targets.iter().any(|target| &target.name == *name))
+            {
+                return Err(invalid(
+                    "readiness.targets",
+                    format!("{name:?} names no [[targets]] entry"),
+                ));
+            }
+        }
+        for (index, target) in self.targets.iter().enumerate() {
+            if let Some(contact) = &target.contact {
+                check_text(
+                    contact,
+                    TARGET_CONTACT_MAX_CHARS,
+                    &format!("targets[{index}].contact"),
+                )?;
+            }
+        }
         for (party, contact) in self.contacts.all() {
             let Some(contact) = contact else {
                 continue;
@@ -1076,6 +1110,7 @@ mod tests {
             tls,
             attempts: None,
             ca_file: None,
+            contact: None,
         }
         .endpoint()
     }
@@ -1245,11 +1280,16 @@ mod tests {
     #[test]
     fn the_local_verdict_keys_are_checked() {
         let config = parse(&format!(
-            "{BASE}status_listen = \"[::1]:8787\"\n[readiness]\ntargets = [\"pay\"]\n\
+            "{BASE}status_listen = \"[::1]:8787\"\n[[targets]]\nname = \"pay\"\naddress = \"a:1\"\n\
+             contact = \"TMS helpdesk 400-800-1234\"\n[readiness]\ntargets = [\"pay\"]\n\
              [contacts.network_provider]\nname = \"China Mobile\"\nname_zh_cn = \"中国移动\"\nphone = \"400-100-8611\"\n"
         ))
         .unwrap();
         assert_eq!(config.readiness.targets, ["pay"]);
+        assert_eq!(
+            config.targets[0].contact.as_deref(),
+            Some("TMS helpdesk 400-800-1234")
+        );
         assert_eq!(
             config.readiness.peripherals,
             PaymentRoles::default().peripherals
@@ -1269,6 +1309,25 @@ mod tests {
         check(
             "[readiness]\ntargets = [\"\"]",
             "config key readiness.targets: \"\": a name is 1 to 128 bytes",
+        );
+        check(
+            "[[targets]]\nname = \"pay\"\naddress = \"a:1\"\n[readiness]\ntargets = [\"pay\", \"tms\"]",
+            "config key readiness.targets: \"tms\" names no [[targets]] entry",
+        );
+        check(
+            "[readiness]\ntargets = [\"pay\"]",
+            "config key readiness.targets: \"pay\" names no [[targets]] entry",
+        );
+        check(
+            &format!(
+                "[[targets]]\nname = \"tms\"\naddress = \"a:1\"\ncontact = \"{}\"",
+                "x".repeat(97)
+            ),
+            "config key targets[0].contact: must be 1 to 96 printable characters",
+        );
+        check(
+            "[[targets]]\nname = \"tms\"\naddress = \"a:1\"\ncontact = \"a\\nb\"",
+            "config key targets[0].contact",
         );
         check("[readiness]\ntarget = []", "unknown field `target`");
         check(

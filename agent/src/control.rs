@@ -189,6 +189,7 @@ pub fn lay_over(local: &AgentConfig, settings: &Settings) -> Result<AgentConfig,
                 tls: target.tls,
                 attempts: target.attempts,
                 ca_file: target.ca_file.as_ref().map(PathBuf::from),
+                contact: target.contact.clone(),
             })
             .collect();
     }
@@ -599,6 +600,7 @@ mod tests {
             tls: false,
             attempts: None,
             ca_file: None,
+            contact: None,
         }];
         config.labels.region = Some("east".into());
         config
@@ -612,6 +614,7 @@ mod tests {
                 tls: false,
                 attempts: None,
                 ca_file: None,
+                contact: None,
             }]),
             report_interval_seconds: Some(60),
             labels: posmon_protocol::control::LabelSettings {

@@ -600,6 +600,7 @@ mod tests {
             tls: false,
             attempts: None,
             ca_file: None,
+            contact: None,
         }];
         let mut measurer = Measurer::new(&config).unwrap_or_else(|error| panic!("{error}"));
         let start = Instant::now();

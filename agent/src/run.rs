@@ -27,7 +27,7 @@ use crate::cycle::{Measurer, Schedule};
 use crate::deliver::{Deliverer, DeliveryConfig, Outcome};
 use crate::report::{build, compact};
 use crate::spool::{Spool, SpoolLimits};
-use crate::status::{serve_status, verdict, write_status, CollectorStatus, Status};
+use crate::status::{serve_status, verdict, CollectorStatus, Status};
 
 /// What must be reported at once when it changes: each target's first failing rung, and which
 /// peripherals and processes are present.
@@ -145,6 +145,8 @@ pub struct Agent {
     answered_probe: Option<u64>,
     /// The settings changed: the loop's check timer follows them.
     reschedule: bool,
+    /// Writes the status file, logging only when writing starts or stops failing.
+    status_writer: crate::status::StatusWriter,
 }
 
 type Identity = (Labels, BTreeMap<String, ComponentVersion>);
@@ -170,6 +172,13 @@ impl Agent {
             max_bytes: config.spool_max_bytes,
             max_age_seconds: i64::try_from(config.spool_max_age_seconds).unwrap_or(i64::MAX),
         };
+        // Before the spool creates it: 0755, for the POS application to read the status file.
+        crate::status::create_state_dir(&config.state_dir).with_context(|| {
+            format!(
+                "cannot create the state directory {}",
+                config.state_dir.display()
+            )
+        })?;
         let (spool, recovery) = Spool::open(&config.state_dir.join("spool"), limits, unix_now())?;
         if recovery.pending > 0 || recovery.truncated_bytes > 0 {
             tracing::info!(
@@ -224,6 +233,7 @@ impl Agent {
             probe_request: None,
             answered_probe: None,
             reschedule: false,
+            status_writer: crate::status::StatusWriter::default(),
         })
     }
 
@@ -451,6 +461,7 @@ impl Agent {
                 &diagnosed,
                 &self.config.readiness,
                 &self.config.contacts,
+                &self.config.targets,
             ),
             collector: self.collector_status(),
         });
@@ -616,9 +627,7 @@ impl Agent {
                 return;
             }
         };
-        if let Err(error) = write_status(&self.config.state_dir, &bytes) {
-            tracing::warn!(%error, dir = %self.config.state_dir.display(), "Cannot write the status file.");
-        }
+        self.status_writer.write(&self.config.state_dir, &bytes);
         self.status_bytes.send_replace(std::sync::Arc::from(bytes));
     }
 

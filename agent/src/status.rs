@@ -16,16 +16,19 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use posmon_diagnosis::explain::{headline, rung_error, Caller};
+use posmon_diagnosis::explain::{
+    headline, rung_error, rung_remediation, Caller, CERTIFICATE_DATES_UNCERTAIN,
+};
 use posmon_diagnosis::readiness::{effect, readiness_of_signals, PaymentRoles, Readiness};
-use posmon_diagnosis::{Evidence, Party, Severity, Signal, Text};
-use posmon_protocol::{Report, Stage, StageResult, StageStatus};
+use posmon_diagnosis::rules::network_path::{is_path_kind, TLS_FAILURE};
+use posmon_diagnosis::{Evidence, FindingKind, Party, Severity, Signal, Text};
+use posmon_protocol::{ErrorKind, Report, Stage};
 use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::{Contact, Contacts};
+use crate::config::{Contact, Contacts, TargetConfig};
 
 /// The version of the status file's schema: a POS application checks it, and a change that
 /// removes or renames a field raises it.
@@ -92,18 +95,53 @@ pub struct RungFailure {
     pub detail: Option<String>,
 }
 
-/// The verdict on `report` given the rules' `signals` over it.
+/// The verdict on `report` given the rules' `signals` over it, the payment roles, whom to call
+/// per party and the configured targets (a target's own `contact` stands for its host's
+/// operator). Without a configured payment target (none of `roles.targets` is probed), the
+/// verdict cannot say payments work: `unknown`, unless something already stops them.
 pub fn verdict(
     report: &Report,
     signals: &[Signal],
     roles: &PaymentRoles,
     contacts: &Contacts,
+    targets: &[TargetConfig],
 ) -> Verdict {
-    let readiness = readiness_of_signals(signals, roles);
+    let payment_target =
+        |subject: &str| subject.is_empty() || roles.targets.iter().any(|target| target == subject);
+    let payment_configured = roles
+        .targets
+        .iter()
+        .any(|name| targets.iter().any(|target| &target.name == name));
+    // The host's operator: the target's own contact, else the acquirer's for the payment host
+    // (a TMS is not the acquirer's). Any other party: its configured contact.
+    let contact_of = |signal: &Signal| -> Option<Contact> {
+        if signal.kind.party != Party::Acquirer || signal.subject.is_empty() {
+            return contacts.of(signal.kind.party).cloned();
+        }
+        let own = targets
+            .iter()
+            .find(|target| target.name == signal.subject)
+            .and_then(|target| target.contact.as_ref());
+        match own {
+            Some(text) => Some(Contact {
+                name: text.clone(),
+                name_zh_cn: None,
+                phone: None,
+            }),
+            None if payment_target(&signal.subject) => contacts.of(Party::Acquirer).cloned(),
+            None => None,
+        }
+    };
+    let mut readiness = readiness_of_signals(signals, roles);
+    let unconfigured = !payment_configured && readiness != Readiness::CannotPay;
+    if unconfigured {
+        readiness = Readiness::Unknown;
+    }
     let mut findings: Vec<LocalFinding> = signals
         .iter()
         .map(|signal| {
             let kind = signal.kind;
+            let rung = rung_of(signal);
             LocalFinding {
                 code: kind.code,
                 title: kind.title,
@@ -111,11 +149,11 @@ pub fn verdict(
                 subject: signal.subject.clone(),
                 effect: effect(kind, &signal.subject, signal.severity, roles),
                 party: kind.party,
-                party_label: kind.party.label(),
-                contact: contacts.of(kind.party).cloned(),
-                remediation: kind.remediation,
+                party_label: kind.party.label_for_target(payment_target(&signal.subject)),
+                contact: contact_of(signal),
+                remediation: remediation(report, kind, rung.as_ref()),
                 evidence: signal.evidence.clone(),
-                rung: rung_of(report, signal),
+                rung: rung.map(|(rung, _)| rung),
             }
         })
         .collect();
@@ -123,17 +161,26 @@ pub fn verdict(
     findings.sort_by_key(|finding| finding.effect.urgency());
     let worst = signals
         .iter()
-        .filter(|signal| effect(signal.kind, &signal.subject, signal.severity, roles) == readiness)
-        .map(|signal| {
-            let caller = contacts.of(signal.kind.party).map(|contact| Caller {
-                name_en: &contact.name,
-                name_zh_cn: contact.name_zh_cn.as_deref().unwrap_or(&contact.name),
-                phone: contact.phone.as_deref(),
-            });
-            (signal.kind, caller)
-        })
-        .next();
-    let (en, zh_cn) = headline(readiness, worst);
+        .find(|signal| effect(signal.kind, &signal.subject, signal.severity, roles) == readiness)
+        .map(|signal| (signal, contact_of(signal)));
+    let (en, zh_cn) = if unconfigured {
+        (
+            "Cannot tell whether payments work: no payment target is configured ([readiness] targets)".to_string(),
+            "无法判断能否收款：未配置支付目标（[readiness] targets）".to_string(),
+        )
+    } else {
+        headline(
+            readiness,
+            worst.as_ref().map(|(signal, contact)| {
+                let caller = contact.as_ref().map(|contact| Caller {
+                    name_en: &contact.name,
+                    name_zh_cn: contact.name_zh_cn.as_deref().unwrap_or(&contact.name),
+                    phone: contact.phone.as_deref(),
+                });
+                (signal.kind, caller, payment_target(&signal.subject))
+            }),
+        )
+    };
     Verdict {
         readiness,
         readiness_label: readiness.label(),
@@ -142,37 +189,58 @@ pub fn verdict(
     }
 }
 
-/// The failed rung behind a signal about the path: the first failed rung (ICMP aside) of the
-/// subject's probe, or for a terminal-wide one (link, gateway) of the first probe it broke.
-fn rung_of(report: &Report, signal: &Signal) -> Option<RungFailure> {
-    if !signal
-        .evidence
-        .iter()
-        .any(|evidence| evidence.name == "stage")
-    {
+/// What to do about a finding: the kind's remediation, unless the failed rung says it is wrong
+/// here (`rung_remediation`), or a certificate is rejected for its dates while nothing
+/// measured the clock (then both the clock and the certificate are possible).
+fn remediation(
+    report: &Report,
+    kind: &FindingKind,
+    rung: Option<&(RungFailure, (Stage, ErrorKind))>,
+) -> Text {
+    let Some((_, (stage, error))) = rung else {
+        return kind.remediation;
+    };
+    if let Some(text) = rung_remediation(*stage, *error) {
+        return text;
+    }
+    let dates = matches!(
+        error,
+        ErrorKind::CertificateExpired | ErrorKind::CertificateNotYetValid
+    );
+    if kind.code == TLS_FAILURE.code && dates && report.clock.is_none() {
+        return CERTIFICATE_DATES_UNCERTAIN;
+    }
+    kind.remediation
+}
+
+/// The failed rung behind a finding of the path ladder, as its evidence names it (the rule
+/// records the failed stage, its error and the raw detail): none for any other kind.
+fn rung_of(signal: &Signal) -> Option<(RungFailure, (Stage, ErrorKind))> {
+    if !is_path_kind(signal.kind) {
         return None;
     }
-    let first_failed = |stages: &[StageResult]| {
-        stages
+    let value = |name: &str| {
+        signal
+            .evidence
             .iter()
-            .find(|stage| stage.status == StageStatus::Failed && stage.stage != Stage::Icmp)
-            .cloned()
+            .find(|evidence| evidence.name == name)
+            .map(|evidence| evidence.value.as_str())
     };
-    let failed = report
-        .probes
-        .iter()
-        .filter(|probe| signal.subject.is_empty() || probe.target == signal.subject)
-        .filter_map(|probe| first_failed(&probe.stages))
-        .find(|stage| {
-            !signal.subject.is_empty() || matches!(stage.stage, Stage::Link | Stage::Gateway)
-        })?;
-    let error = failed.error.unwrap_or(posmon_protocol::ErrorKind::Other);
-    Some(RungFailure {
-        stage: failed.stage.as_str(),
-        error: error.as_str(),
-        plain: rung_error(failed.stage, error),
-        detail: failed.detail,
-    })
+    // The wire names; an unknown one reads as `other`, as on the wire.
+    let parse = |text: &str| serde_json::Value::String(text.to_string());
+    let stage: Stage = serde_json::from_value(parse(value("stage")?)).ok()?;
+    let error: ErrorKind = value("error")
+        .and_then(|text| serde_json::from_value(parse(text)).ok())
+        .unwrap_or(ErrorKind::Other);
+    Some((
+        RungFailure {
+            stage: stage.as_str(),
+            error: error.as_str(),
+            plain: rung_error(stage, error),
+            detail: value("detail").map(str::to_string),
+        },
+        (stage, error),
+    ))
 }
 
 /// The status file's content: the verdict on the latest cycle, whose it is and when, and when
@@ -200,42 +268,128 @@ pub struct CollectorStatus {
 }
 
 /// Writes `bytes` to `dir/status.json` so that a reader only ever sees a whole file, the old
-/// or the new: a temporary file in the same directory, written, made world-readable (0644: the
-/// POS application is another user), synced, then renamed over the old one.
+/// or the new: a new temporary file in the same directory (created afresh and never through a
+/// symbolic link: a leftover is removed first), written, made world-readable (0644: the POS
+/// application is another user), then renamed over the old one. No fsync: the atomic rename is
+/// what keeps it whole, and the file is rewritten every cycle, so a power cut costs at most the
+/// latest cycle's verdict. The temporary file is removed if any step fails.
 pub fn write_status(dir: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
     let path = dir.join(STATUS_FILE);
     let temporary = dir.join(format!(".{STATUS_FILE}.tmp"));
+    // A crash's leftover, or a link planted there: removed (a link itself, not its target).
+    match std::fs::remove_file(&temporary) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+        _ => {}
+    }
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o644);
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o644).custom_flags(libc::O_NOFOLLOW);
+    }
     let mut file = options.open(&temporary)?;
-    // The mode above is masked by the umask; the POS application must be able to read it.
-    #[cfg(unix)]
-    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, &path)?;
-    // The rename itself survives a power cut once the directory is synced.
-    if let Ok(directory) = std::fs::File::open(dir) {
-        let _ = directory.sync_all();
+    let written = (|| {
+        // The mode above is masked by the umask; the POS application must be able to read it.
+        #[cfg(unix)]
+        file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+        file.write_all(bytes)?;
+        drop(file);
+        std::fs::rename(&temporary, &path)
+    })();
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
     }
     Ok(path)
 }
 
+/// Writes the status file every cycle and says so in the log only when that changes: the first
+/// failure (and a different one after it), and the first success after failures, not one line
+/// per cycle.
+#[derive(Debug, Default)]
+pub struct StatusWriter {
+    failing: Option<String>,
+}
+
+impl StatusWriter {
+    /// Writes `bytes` as the status file in `dir`; true when that was logged.
+    pub fn write(&mut self, dir: &Path, bytes: &[u8]) -> bool {
+        match write_status(dir, bytes) {
+            Ok(_) => {
+                let recovered = self.failing.take().is_some();
+                if recovered {
+                    tracing::info!(dir = %dir.display(), "The status file is written again.");
+                }
+                recovered
+            }
+            Err(error) => {
+                let text = error.to_string();
+                let changed = self.failing.as_deref() != Some(text.as_str());
+                if changed {
+                    tracing::warn!(%error, dir = %dir.display(), "Cannot write the status file; the POS application reads an old one until this is fixed.");
+                    self.failing = Some(text);
+                }
+                changed
+            }
+        }
+    }
+
+    /// Whether the latest write failed.
+    pub fn failing(&self) -> bool {
+        self.failing.is_some()
+    }
+}
+
+/// Creates the state directory if it is missing, 0755 whatever the umask: the POS application
+/// runs as another user and must reach `status.json` in it. An existing directory is left as
+/// its owner (or the package) made it.
+pub fn create_state_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o755);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    Ok(())
+}
+
 /// The largest previous status file read back at start.
-const PREVIOUS_STATUS_MAX_BYTES: u64 = 1024 * 1024;
+const PREVIOUS_STATUS_MAX_BYTES: u64 = 64 * 1024;
 
 /// When the collector last acknowledged a report, as the status file the previous run left in
 /// `dir` says, so that "not since …" survives a restart (a power cut during an outage, say).
-/// Lenient: a missing, oversized or unreadable file, or a field that does not parse, is none.
+/// Lenient: a missing, oversized or unreadable file, anything but a regular file (a link is not
+/// followed), or a field that does not parse, is none. At most `PREVIOUS_STATUS_MAX_BYTES` are
+/// read, whatever the file's size says.
 pub fn previous_acknowledgement(dir: &Path) -> Option<OffsetDateTime> {
+    use std::io::Read;
     let path = dir.join(STATUS_FILE);
-    if std::fs::metadata(&path).ok()?.len() > PREVIOUS_STATUS_MAX_BYTES {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Not a FIFO's open that blocks, not a link's target.
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(&path).ok()?;
+    let metadata = file.metadata().ok()?;
+    if !metadata.is_file() || metadata.len() > PREVIOUS_STATUS_MAX_BYTES {
         return None;
     }
-    let status: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    let mut bytes = Vec::new();
+    file.take(PREVIOUS_STATUS_MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    if bytes.len() as u64 > PREVIOUS_STATUS_MAX_BYTES {
+        return None;
+    }
+    let status: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let text = status
         .get("collector")?
         .get("last_acknowledged_at")?
@@ -315,7 +469,7 @@ mod tests {
     use super::*;
     use posmon_diagnosis::thresholds::Thresholds;
     use posmon_diagnosis::{diagnose, Policy};
-    use posmon_protocol::{ErrorKind, ProbeResult};
+    use posmon_protocol::{ProbeResult, StageResult, StageStatus};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
@@ -341,7 +495,31 @@ mod tests {
         crate::probe::stage(stage, StageStatus::Ok)
     }
 
+    fn target(name: &str, contact: Option<&str>) -> TargetConfig {
+        TargetConfig {
+            name: name.into(),
+            address: "127.0.0.1:9".into(),
+            tls: false,
+            attempts: None,
+            ca_file: None,
+            contact: contact.map(str::to_string),
+        }
+    }
+
+    /// The verdict with the default roles, the report's targets and `payment-host` configured.
     fn verdict_of(report: &Report, contacts: &Contacts) -> Verdict {
+        let mut targets = vec![target("payment-host", None)];
+        targets.extend(
+            report
+                .probes
+                .iter()
+                .filter(|probe| probe.target != "payment-host")
+                .map(|probe| target(&probe.target, None)),
+        );
+        verdict_with(report, contacts, &targets)
+    }
+
+    fn verdict_with(report: &Report, contacts: &Contacts, targets: &[TargetConfig]) -> Verdict {
         let roles = PaymentRoles::default();
         let thresholds = Thresholds::default();
         let policy = Policy {
@@ -350,7 +528,7 @@ mod tests {
             roles: &roles,
         };
         let signals = diagnose(report, &policy);
-        verdict(report, &signals, &roles, contacts)
+        verdict(report, &signals, &roles, contacts, targets)
     }
 
     /// Every rung's failure, offline: the finding, the party, its contact, the plain error and
@@ -555,7 +733,7 @@ mod tests {
     #[test]
     fn every_rung_and_error_kind_renders_its_party_and_remediation() {
         use crate::render::{render_verdict, Lang};
-        const ERRORS: [ErrorKind; 18] = [
+        const ERRORS: [ErrorKind; 19] = [
             ErrorKind::NoCarrier,
             ErrorKind::NoAddress,
             ErrorKind::NoDefaultRoute,
@@ -564,6 +742,7 @@ mod tests {
             ErrorKind::Unreachable,
             ErrorKind::Reset,
             ErrorKind::Nxdomain,
+            ErrorKind::NoData,
             ErrorKind::Servfail,
             ErrorKind::NoResolver,
             ErrorKind::CertificateExpired,
@@ -632,6 +811,280 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A certificate rejected for its dates, offline (no clock measurement): a clock before the
+    /// floor is the clock's fault; a plausible clock leaves both the clock and the certificate
+    /// possible; a measured, right clock leaves the certificate.
+    #[test]
+    fn a_rejected_certificate_date_names_the_clock_or_both() {
+        let rejected = |error: ErrorKind| {
+            report(vec![
+                ok(Stage::Link),
+                ok(Stage::Gateway),
+                ok(Stage::Dns),
+                ok(Stage::Tcp),
+                failed(Stage::Tls, error, "invalid peer certificate"),
+            ])
+        };
+        // The RTC battery is flat: 1970.
+        let mut reset = rejected(ErrorKind::CertificateNotYetValid);
+        reset.observed_at = time::macros::datetime!(1970-01-01 00:01:00 UTC);
+        let verdict = verdict_of(&reset, &Contacts::default());
+        assert_eq!(verdict.readiness, Readiness::CannotPay);
+        let finding = &verdict.findings[0];
+        assert_eq!(finding.code, "env.clock_breaks_tls", "{verdict:#?}");
+        assert_eq!(finding.party, Party::Operations);
+        assert!(finding.remediation.en.contains("NTP"));
+        assert_eq!(
+            verdict.headline.en,
+            "Clock problem — call the terminal operations team"
+        );
+        assert_eq!(finding.rung.as_ref().map(|rung| rung.stage), Some("tls"));
+        // Today's date and no measurement: either.
+        for error in [
+            ErrorKind::CertificateExpired,
+            ErrorKind::CertificateNotYetValid,
+        ] {
+            let verdict = verdict_of(&rejected(error), &Contacts::default());
+            let finding = &verdict.findings[0];
+            assert_eq!(finding.code, "env.network.tls_failure", "{error:?}");
+            assert_eq!(
+                finding.remediation, CERTIFICATE_DATES_UNCERTAIN,
+                "{error:?}"
+            );
+            let text = crate::render::render_verdict(&verdict, crate::render::Lang::Both);
+            assert!(
+                text.contains("either the terminal's clock is wrong"),
+                "{text}"
+            );
+            assert!(text.contains("可能是终端时钟错误"), "{text}");
+        }
+        // The clock measured right: the certificate.
+        let mut measured = rejected(ErrorKind::CertificateExpired);
+        measured.clock = Some(posmon_protocol::ClockStatus {
+            offset_ms: 200.0,
+            uncertainty_ms: 50.0,
+            ntp_synchronized: Some(true),
+        });
+        let verdict = verdict_of(&measured, &Contacts::default());
+        assert_eq!(verdict.findings[0].code, "env.network.tls_failure");
+        assert_eq!(
+            verdict.findings[0].remediation, TLS_FAILURE.remediation,
+            "{verdict:#?}"
+        );
+    }
+
+    /// Where the generic remediation is wrong for the rung: a port that does not speak TLS, a
+    /// name without an address record.
+    #[test]
+    fn rungs_with_their_own_remediation() {
+        let before_tls = [Stage::Link, Stage::Gateway, Stage::Dns, Stage::Tcp].map(ok);
+        let mut stages = before_tls.to_vec();
+        stages.push(failed(
+            Stage::Tls,
+            ErrorKind::ProtocolError,
+            "received corrupt message of type InvalidContentType",
+        ));
+        let verdict = verdict_of(&report(stages), &Contacts::default());
+        let finding = &verdict.findings[0];
+        assert_eq!(finding.code, "env.network.tls_failure");
+        assert!(
+            finding.remediation.en.contains("check the host and port")
+                && finding.remediation.en.contains("captive portal"),
+            "{}",
+            finding.remediation.en
+        );
+        assert!(finding.remediation.zh_cn.contains("强制门户"));
+        let verdict = verdict_of(
+            &report(vec![
+                ok(Stage::Link),
+                ok(Stage::Gateway),
+                failed(
+                    Stage::Dns,
+                    ErrorKind::NoData,
+                    "pay.test has no address records",
+                ),
+            ]),
+            &Contacts::default(),
+        );
+        let finding = &verdict.findings[0];
+        assert_eq!(finding.code, "env.network.dns_failure");
+        assert!(
+            finding.remediation.en.contains("no address record")
+                && finding.remediation.en.contains("check the host name"),
+            "{}",
+            finding.remediation.en
+        );
+        assert_eq!(
+            finding.rung.as_ref().map(|rung| rung.error),
+            Some("no_data")
+        );
+        // Any other rung keeps its kind's remediation.
+        let verdict = verdict_of(
+            &report(vec![
+                ok(Stage::Link),
+                ok(Stage::Gateway),
+                failed(Stage::Dns, ErrorKind::Nxdomain, "pay.test: NXDOMAIN"),
+            ]),
+            &Contacts::default(),
+        );
+        assert_eq!(
+            verdict.findings[0].remediation,
+            posmon_diagnosis::rules::network_path::DNS_FAILURE.remediation
+        );
+    }
+
+    /// The rung comes from the finding's evidence (its target's failed stage), and only for
+    /// the kinds of the path ladder.
+    #[test]
+    fn the_rung_is_the_findings_own_evidence() {
+        let mut two = report(vec![
+            ok(Stage::Link),
+            ok(Stage::Gateway),
+            failed(Stage::Tcp, ErrorKind::Refused, "refused"),
+        ]);
+        two.probes.push(ProbeResult {
+            target: "tms".into(),
+            address: "127.0.0.1:10".into(),
+            stages: vec![
+                ok(Stage::Link),
+                ok(Stage::Gateway),
+                ok(Stage::Dns),
+                ok(Stage::Tcp),
+                failed(Stage::Tls, ErrorKind::UnknownCa, "UnknownIssuer"),
+            ],
+        });
+        let verdict = verdict_of(&two, &Contacts::default());
+        let rungs: Vec<_> = verdict
+            .findings
+            .iter()
+            .map(|finding| {
+                let rung = finding.rung.as_ref().unwrap();
+                (
+                    finding.subject.as_str(),
+                    rung.stage,
+                    rung.error,
+                    rung.detail.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rungs,
+            [
+                ("payment-host", "tcp", "refused", Some("refused")),
+                ("tms", "tls", "unknown_ca", Some("UnknownIssuer")),
+            ]
+        );
+        // A kind outside the ladder has no rung, whatever its evidence says.
+        let disk = Signal {
+            kind: &posmon_diagnosis::rules::disk_full::DISK_FULL,
+            severity: Severity::Warning,
+            subject: "/".into(),
+            evidence: vec![
+                Evidence::new("stage", "tcp"),
+                Evidence::new("error", "refused"),
+            ],
+        };
+        assert!(rung_of(&disk).is_none());
+        // A path kind without a stage in its evidence has none either; an unknown stage or
+        // error reads as `other`.
+        let mut link = disk.clone();
+        link.kind = &posmon_diagnosis::rules::network_path::LINK_DOWN;
+        link.evidence.clear();
+        assert!(rung_of(&link).is_none());
+        link.evidence = vec![Evidence::new("stage", "warp"), Evidence::new("error", "?")];
+        let (rung, _) = rung_of(&link).unwrap();
+        assert_eq!((rung.stage, rung.error), ("other", "other"));
+    }
+
+    /// A target payments do not need is a "server", called through its own contact; with no
+    /// payment target configured at all, the verdict cannot say payments work.
+    #[test]
+    fn servers_and_an_unconfigured_payment_target() {
+        let mut tms = report(vec![
+            ok(Stage::Link),
+            ok(Stage::Gateway),
+            ok(Stage::Dns),
+            failed(Stage::Tcp, ErrorKind::Refused, "refused"),
+        ]);
+        tms.probes[0].target = "tms".into();
+        let acquirer = Contacts {
+            acquirer: Some(Contact {
+                name: "Acme Pay".into(),
+                name_zh_cn: None,
+                phone: Some("95516".into()),
+            }),
+            ..Contacts::default()
+        };
+        let targets = [
+            target("payment-host", None),
+            target("tms", Some("TMS helpdesk 400-800-1234")),
+        ];
+        let verdict = verdict_with(&tms, &acquirer, &targets);
+        assert_eq!(verdict.readiness, Readiness::AtRisk);
+        assert_eq!(
+            verdict.headline.en,
+            "Server problem (payments still work) — call TMS helpdesk 400-800-1234"
+        );
+        assert_eq!(
+            verdict.headline.zh_cn,
+            "服务器故障（仍可收款） — 请联系 TMS helpdesk 400-800-1234"
+        );
+        let finding = &verdict.findings[0];
+        assert_eq!(
+            finding
+                .contact
+                .as_ref()
+                .map(|contact| contact.name.as_str()),
+            Some("TMS helpdesk 400-800-1234")
+        );
+        assert_eq!(finding.party_label.en, "the server's operator");
+        // Without its own contact: the server's operator, not the acquirer.
+        let verdict = verdict_with(
+            &tms,
+            &acquirer,
+            &[target("payment-host", None), target("tms", None)],
+        );
+        assert_eq!(
+            verdict.headline.en,
+            "Server problem (payments still work) — call the server's operator"
+        );
+        assert_eq!(verdict.findings[0].contact, None);
+        // The payment host itself is still the acquirer's.
+        tms.probes[0].target = "payment-host".into();
+        let verdict = verdict_with(&tms, &acquirer, &targets);
+        assert_eq!(
+            verdict.headline.en,
+            "Payment host problem — call Acme Pay: 95516"
+        );
+
+        // No payment target among the configured ones: healthy is unknown (exit 1).
+        let healthy = report(vec![ok(Stage::Link), ok(Stage::Gateway), ok(Stage::Tcp)]);
+        let mut only_tms = healthy.clone();
+        only_tms.probes[0].target = "tms".into();
+        for targets in [&[target("tms", None)][..], &[]] {
+            let verdict = verdict_with(&only_tms, &Contacts::default(), targets);
+            assert_eq!(verdict.readiness, Readiness::Unknown);
+            assert_eq!(exit_code(verdict.readiness), 1);
+            assert!(
+                verdict
+                    .headline
+                    .en
+                    .contains("no payment target is configured"),
+                "{}",
+                verdict.headline.en
+            );
+            assert!(verdict.headline.zh_cn.contains("未配置支付目标"));
+        }
+        // What stops every payment still says so.
+        let unplugged = report(vec![failed(
+            Stage::Link,
+            ErrorKind::NoCarrier,
+            "no carrier",
+        )]);
+        let verdict = verdict_with(&unplugged, &Contacts::default(), &[target("tms", None)]);
+        assert_eq!(verdict.readiness, Readiness::CannotPay);
     }
 
     #[test]
@@ -706,6 +1159,94 @@ mod tests {
             .map(|entry| entry.file_name())
             .collect();
         assert_eq!(leftovers, [std::ffi::OsString::from(STATUS_FILE)]);
+    }
+
+    /// The temporary file is made afresh, never through a link planted in its place, and
+    /// removed when a step fails.
+    #[cfg(unix)]
+    #[test]
+    fn the_status_write_follows_no_link_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "precious").unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let temporary = state.join(format!(".{STATUS_FILE}.tmp"));
+        std::os::unix::fs::symlink(&elsewhere, &temporary).unwrap();
+        write_status(&state, b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "precious");
+        assert_eq!(std::fs::read(state.join(STATUS_FILE)).unwrap(), b"{}");
+        assert!(std::fs::symlink_metadata(&temporary).is_err());
+        // The rename fails (a directory is in the file's place): no temporary file is left.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir_all(blocked.join(STATUS_FILE).join("inside")).unwrap();
+        assert!(write_status(&blocked, b"{}").is_err());
+        let names: Vec<_> = std::fs::read_dir(&blocked)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(STATUS_FILE)]);
+        // Logged when writing starts failing, changes, or recovers; not every cycle.
+        let mut writer = StatusWriter::default();
+        assert!(writer.write(&blocked, b"{}"));
+        assert!(!writer.write(&blocked, b"{}"));
+        assert!(writer.failing());
+        assert!(writer.write(&dir.path().join("missing"), b"{}"));
+        assert!(writer.write(&state, b"{}"));
+        assert!(!writer.write(&state, b"{}"));
+        assert!(!writer.failing());
+    }
+
+    /// The agent creates a missing state directory 0755 (the POS application reads the status
+    /// file in it) and leaves an existing one as it is.
+    #[cfg(unix)]
+    #[test]
+    fn the_state_directory_is_created_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("var/lib/posmon-agent");
+        create_state_dir(&state).unwrap();
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o755);
+        let private = dir.path().join("private");
+        std::fs::create_dir(&private).unwrap();
+        std::fs::set_permissions(&private, PermissionsExt::from_mode(0o700)).unwrap();
+        create_state_dir(&private).unwrap();
+        assert_eq!(mode(&private), 0o700);
+    }
+
+    /// The previous status is read back only from a regular file of at most 64 KiB, never
+    /// through a link, never blocking on a FIFO.
+    #[cfg(unix)]
+    #[test]
+    fn the_previous_status_is_read_back_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = b"{\"collector\":{\"last_acknowledged_at\":\"2026-12-02T09:02:44Z\"}}";
+        std::fs::write(dir.path().join(STATUS_FILE), good).unwrap();
+        assert!(previous_acknowledgement(dir.path()).is_some());
+        // Padded past the bound: none.
+        let mut padded = good.to_vec();
+        padded.extend(std::iter::repeat_n(b' ', 64 * 1024));
+        std::fs::write(dir.path().join(STATUS_FILE), &padded).unwrap();
+        assert_eq!(previous_acknowledgement(dir.path()), None);
+        // A link to a good file: not followed.
+        let linked = tempfile::tempdir().unwrap();
+        let target = dir.path().join("good.json");
+        std::fs::write(&target, good).unwrap();
+        std::os::unix::fs::symlink(&target, linked.path().join(STATUS_FILE)).unwrap();
+        assert_eq!(previous_acknowledgement(linked.path()), None);
+        // A directory, a FIFO: none, at once.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::create_dir(other.path().join(STATUS_FILE)).unwrap();
+        assert_eq!(previous_acknowledgement(other.path()), None);
+        let fifo = tempfile::tempdir().unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(fifo.path().join(STATUS_FILE))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert_eq!(previous_acknowledgement(fifo.path()), None);
     }
 
     #[test]

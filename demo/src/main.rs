@@ -138,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls: false,
                 attempts: None,
                 ca_file: None,
+                contact: None,
             },
             TargetConfig {
                 name: "collector".into(),
@@ -145,6 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tls: false,
                 attempts: None,
                 ca_file: None,
+                contact: None,
             },
         ],
         components: vec![ComponentConfig {

@@ -49,6 +49,10 @@ pub fn rung_error(stage: Stage, error: ErrorKind) -> Text {
             "the host name does not exist (the DNS server says so)",
             "主机名不存在（DNS 服务器如此答复）",
         ),
+        (Stage::Dns, E::NoData) => text(
+            "the host name exists but has no address record",
+            "主机名存在，但没有地址记录",
+        ),
         (Stage::Dns, E::Servfail) => text(
             "the DNS server failed to look up the host name",
             "DNS 服务器查询主机名失败",
@@ -154,12 +158,29 @@ impl Party {
     }
 }
 
-/// What kind of problem a finding is, for a headline: "Network problem".
-pub fn problem(kind: &FindingKind) -> Text {
+impl Party {
+    /// Who the party is for a finding about a target: the acquirer runs the payment host, but a
+    /// target payments do not need (a TMS, an update server) is run by its own operator.
+    pub fn label_for_target(self, payment_target: bool) -> Text {
+        match self {
+            Party::Acquirer if !payment_target => text("the server's operator", "服务器运营方"),
+            party => party.label(),
+        }
+    }
+}
+
+/// What kind of problem a finding is, for a headline: "Network problem". `payment_target`:
+/// whether its subject is a target payments need (a TMS or an update server is a "server", not
+/// the payment host).
+pub fn problem(kind: &FindingKind, payment_target: bool) -> Text {
     let code = kind.code;
     if code.starts_with("env.network.") && kind.party == Party::Acquirer {
         // The path works and the host does not: not the shop's or the carrier's network.
-        text("Payment host problem", "支付主机故障")
+        if payment_target {
+            text("Payment host problem", "支付主机故障")
+        } else {
+            text("Server problem", "服务器故障")
+        }
     } else if code.starts_with("env.network.") {
         text("Network problem", "网络故障")
     } else if code.starts_with("env.hardware.") {
@@ -173,6 +194,32 @@ pub fn problem(kind: &FindingKind) -> Text {
     }
 }
 
+/// What to do about a finding of the path ladder where the kind's generic remediation would
+/// be wrong for the rung's error: a host that does not speak TLS is most often a wrong port or
+/// a captive portal, not the acquirer's TLS setup; a name without an address record is a wrong
+/// name in the configuration, not the carrier's resolver. `None`: the kind's own remediation.
+pub fn rung_remediation(stage: Stage, error: ErrorKind) -> Option<Text> {
+    match (stage, error) {
+        (Stage::Tls, ErrorKind::ProtocolError) => Some(text(
+            "Something on this port does not speak TLS: check the host and port in the terminal's configuration. A captive portal (a Wi-Fi sign-in page) or a proxy may be answering in the host's place.",
+            "该端口上的服务不使用 TLS：请检查终端配置中的主机和端口。也可能是强制门户（Wi-Fi 登录页）或代理在代替主机应答。",
+        )),
+        (Stage::Dns, ErrorKind::NoData) => Some(text(
+            "The name exists but has no address record: check the host name in the terminal's configuration.",
+            "该名称存在，但没有地址记录：请检查终端配置中的主机名。",
+        )),
+        _ => None,
+    }
+}
+
+/// What to do when the terminal rejects a certificate for its dates and nothing measured its
+/// clock (offline): either the clock is wrong or the certificate expired, and only a person
+/// can tell which.
+pub const CERTIFICATE_DATES_UNCERTAIN: Text = text(
+    "The host's certificate is rejected for its dates: either the terminal's clock is wrong, or the host's certificate has expired (or is not valid yet). First compare the terminal's clock with a phone's and check its time synchronisation (NTP); if the clock is right, the host's operator (the acquirer) must renew its certificate.",
+    "主机证书因有效期被拒绝：可能是终端时钟错误，也可能是主机证书已过期（或尚未生效）。请先将终端时钟与手机时间对照，并检查时间同步（NTP）；如时钟正确，需由主机运营方（收单机构）更新证书。",
+);
+
 /// Whom to call, as configured for a party: a name in each language and a phone number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller<'a> {
@@ -184,18 +231,20 @@ pub struct Caller<'a> {
 /// A headline in both languages: "Can take payments", or the problem and whom to call —
 /// "Network problem — call China Mobile: 400-…" / "网络故障 — 请联系 中国移动: 400-…". At risk,
 /// it says payments still work. `worst` is the finding that decides and its party's contact
-/// (the party's label when none is configured).
+/// (the party's label when none is configured), and whether its subject is a target payments
+/// need.
 pub fn headline(
     readiness: Readiness,
-    worst: Option<(&FindingKind, Option<Caller<'_>>)>,
+    worst: Option<(&FindingKind, Option<Caller<'_>>, bool)>,
 ) -> (String, String) {
-    let Some((kind, caller)) = worst.filter(|_| readiness != Readiness::CanPay) else {
+    let Some((kind, caller, payment_target)) = worst.filter(|_| readiness != Readiness::CanPay)
+    else {
         return match readiness {
             Readiness::Unknown => ("Status unknown".into(), "状态未知".into()),
             _ => ("Can take payments".into(), "可以收款".into()),
         };
     };
-    let label = kind.party.label();
+    let label = kind.party.label_for_target(payment_target);
     let caller = caller.unwrap_or(Caller {
         name_en: label.en,
         name_zh_cn: label.zh_cn,
@@ -205,7 +254,7 @@ pub fn headline(
         .phone
         .map(|phone| format!(": {phone}"))
         .unwrap_or_default();
-    let problem = problem(kind);
+    let problem = problem(kind, payment_target);
     let (still_en, still_zh) = if readiness == Readiness::AtRisk {
         (" (payments still work)", "（仍可收款）")
     } else {
@@ -235,7 +284,7 @@ mod tests {
         Stage::Icmp,
         Stage::Other,
     ];
-    const ERRORS: [ErrorKind; 18] = [
+    const ERRORS: [ErrorKind; 19] = [
         ErrorKind::NoCarrier,
         ErrorKind::NoAddress,
         ErrorKind::NoDefaultRoute,
@@ -244,6 +293,7 @@ mod tests {
         ErrorKind::Unreachable,
         ErrorKind::Reset,
         ErrorKind::Nxdomain,
+        ErrorKind::NoData,
         ErrorKind::Servfail,
         ErrorKind::NoResolver,
         ErrorKind::CertificateExpired,
@@ -332,15 +382,57 @@ mod tests {
     }
 
     #[test]
+    fn remediation_overrides_exist_only_where_the_generic_text_is_wrong() {
+        for stage in STAGES {
+            for error in ERRORS {
+                let expected = matches!(
+                    (stage, error),
+                    (Stage::Tls, ErrorKind::ProtocolError) | (Stage::Dns, ErrorKind::NoData)
+                );
+                let text = rung_remediation(stage, error);
+                assert_eq!(text.is_some(), expected, "{stage:?} {error:?}");
+                if let Some(text) = text {
+                    assert!(!text.en.is_empty() && !text.zh_cn.is_empty());
+                }
+            }
+        }
+        let portal = rung_remediation(Stage::Tls, ErrorKind::ProtocolError).unwrap();
+        assert!(
+            portal.en.contains("check the host and port"),
+            "{}",
+            portal.en
+        );
+        assert!(portal.en.contains("captive portal"), "{}", portal.en);
+        assert!(portal.zh_cn.contains("强制门户"), "{}", portal.zh_cn);
+        let nodata = rung_remediation(Stage::Dns, ErrorKind::NoData).unwrap();
+        assert!(nodata.en.contains("no address record"), "{}", nodata.en);
+        assert!(nodata.en.contains("check the host name"), "{}", nodata.en);
+        assert!(nodata.zh_cn.contains("主机名"), "{}", nodata.zh_cn);
+        // Both possibilities, in both languages.
+        let dates = CERTIFICATE_DATES_UNCERTAIN;
+        assert!(dates.en.contains("clock is wrong") && dates.en.contains("has expired"));
+        assert!(dates.zh_cn.contains("时钟错误") && dates.zh_cn.contains("已过期"));
+    }
+
+    #[test]
     fn every_kind_has_a_problem_and_every_party_a_label() {
         for kind in all_kinds() {
-            let problem = problem(kind);
-            assert!(!problem.en.is_empty() && !problem.zh_cn.is_empty());
+            for payment_target in [true, false] {
+                let problem = problem(kind, payment_target);
+                assert!(!problem.en.is_empty() && !problem.zh_cn.is_empty());
+            }
             let label = kind.party.label();
             assert!(!label.en.is_empty() && !label.zh_cn.is_empty());
         }
         let host = kind_by_code("env.network.host_unreachable").unwrap();
-        assert_eq!(problem(host).en, "Network problem");
+        assert_eq!(problem(host, true).en, "Network problem");
+        assert_eq!(problem(host, false).en, "Network problem");
+        let refused = kind_by_code("env.network.host_refused").unwrap();
+        assert_eq!(problem(refused, true).en, "Payment host problem");
+        assert_eq!(
+            (problem(refused, false).en, problem(refused, false).zh_cn),
+            ("Server problem", "服务器故障")
+        );
     }
 
     #[test]
@@ -352,14 +444,14 @@ mod tests {
             phone: Some("400-100-8611"),
         };
         assert_eq!(
-            headline(Readiness::CannotPay, Some((host, Some(mobile)))),
+            headline(Readiness::CannotPay, Some((host, Some(mobile), true))),
             (
                 "Network problem — call China Mobile: 400-100-8611".to_string(),
                 "网络故障 — 请联系 中国移动: 400-100-8611".to_string()
             )
         );
         assert_eq!(
-            headline(Readiness::AtRisk, Some((host, None))),
+            headline(Readiness::AtRisk, Some((host, None, true))),
             (
                 "Network problem (payments still work) — call the network provider".to_string(),
                 "网络故障（仍可收款） — 请联系 网络运营商".to_string()
@@ -368,6 +460,15 @@ mod tests {
         assert_eq!(
             headline(Readiness::CanPay, None),
             ("Can take payments".to_string(), "可以收款".to_string())
+        );
+        // A server payments do not need, run by its own operator.
+        let refused = kind_by_code("env.network.host_refused").unwrap();
+        assert_eq!(
+            headline(Readiness::AtRisk, Some((refused, None, false))),
+            (
+                "Server problem (payments still work) — call the server's operator".to_string(),
+                "服务器故障（仍可收款） — 请联系 服务器运营方".to_string()
+            )
         );
     }
 }

@@ -86,7 +86,13 @@ pub struct TargetSetting {
     /// A CA bundle on the terminal: the agent refuses settings naming one it cannot read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// Whom to call about this host (a server's operator), shown at the terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
 }
+
+/// The longest contact of a target, in characters (the agent's own bound).
+pub const TARGET_CONTACT_MAX_CHARS: usize = 96;
 
 /// A peripheral, as in the agent's `[[peripherals]]`, without `command`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,6 +331,9 @@ impl Settings {
                 check_address(&target.address, &format!("{at}.address"))?;
                 if let Some(attempts) = target.attempts {
                     check_attempts(attempts, &format!("{at}.attempts"))?;
+                }
+                if let Some(contact) = &target.contact {
+                    check_text(contact, TARGET_CONTACT_MAX_CHARS, &format!("{at}.contact"))?;
                 }
                 if let Some(ca_file) = &target.ca_file {
                     check_path(ca_file, &format!("{at}.ca_file"))?;
@@ -595,6 +604,7 @@ mod tests {
             tls: false,
             attempts: None,
             ca_file: None,
+            contact: None,
         }
     }
 

@@ -236,6 +236,9 @@ pub enum ErrorKind {
     Unreachable,
     Reset,
     Nxdomain,
+    /// The name exists but has no address record (NOERROR with an empty answer, "NODATA").
+    /// Older collectors read it as `other`.
+    NoData,
     Servfail,
     NoResolver,
     CertificateExpired,
@@ -260,6 +263,7 @@ impl ErrorKind {
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::Reset => "reset",
             ErrorKind::Nxdomain => "nxdomain",
+            ErrorKind::NoData => "no_data",
             ErrorKind::Servfail => "servfail",
             ErrorKind::NoResolver => "no_resolver",
             ErrorKind::CertificateExpired => "certificate_expired",

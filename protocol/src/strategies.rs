@@ -138,6 +138,7 @@ fn any_error_kind() -> BoxedStrategy<ErrorKind> {
         Just(ErrorKind::Unreachable),
         Just(ErrorKind::Reset),
         Just(ErrorKind::Nxdomain),
+        Just(ErrorKind::NoData),
         Just(ErrorKind::Servfail),
         Just(ErrorKind::NoResolver),
         Just(ErrorKind::CertificateExpired),

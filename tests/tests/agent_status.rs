@@ -37,19 +37,27 @@ name_zh_cn = "店主"
 phone = "138-0000-0000"
 "#;
 
-/// A stub resolver on loopback: `pay.test` is 127.0.0.1, every other name does not exist.
+/// A stub resolver on loopback: `pay.test` is 127.0.0.1, `fail.test` fails (SERVFAIL),
+/// `nodata.test` has no address record (NODATA), `slow.test` is never answered, every other
+/// name does not exist.
 fn dns_stub() -> std::net::SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let address = socket.local_addr().unwrap();
     std::thread::spawn(move || {
         let mut buffer = [0u8; 512];
         while let Ok((length, peer)) = socket.recv_from(&mut buffer) {
-            let answer = dns_answer(&buffer[..length], |name, record_type| {
-                match (name, record_type) {
-                    ("pay.test", 1) => (0, vec![[127, 0, 0, 1]]),
-                    ("pay.test", _) => (0, vec![]),
-                    _ => (3, vec![]),
-                }
+            let query = &buffer[..length];
+            if query
+                .windows(11)
+                .any(|window| window == b"\x04slow\x04test\x00")
+            {
+                continue;
+            }
+            let answer = dns_answer(query, |name, record_type| match (name, record_type) {
+                ("pay.test", 1) => (0, vec![[127, 0, 0, 1]]),
+                ("pay.test" | "nodata.test", _) => (0, vec![]),
+                ("fail.test", _) => (2, vec![]),
+                _ => (3, vec![]),
             });
             if let Some(answer) = answer {
                 let _ = socket.send_to(&answer, peer);
@@ -71,6 +79,23 @@ fn plain_http_server() -> u16 {
             let _ = stream.read(&mut buffer);
             let _ = stream.write_all(
                 b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    port
+}
+
+/// An HTTP server whose service is failing: every request is answered 503. Returns its port.
+fn failing_http_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buffer = [0u8; 1024];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             );
         }
     });
@@ -127,13 +152,28 @@ fn unplugged_system_root(dir: &Path) -> PathBuf {
     root
 }
 
+/// A system root whose router does not answer (its neighbour entry is incomplete).
+fn silent_router_system_root(dir: &Path) -> PathBuf {
+    let silent = dir.join("silent-router");
+    std::fs::create_dir_all(&silent).unwrap();
+    let root = healthy_system_root(&silent);
+    std::fs::write(
+        root.join("proc/net/arp"),
+        "IP address       HW type     Flags       HW address            Mask     Device\n\
+         192.168.1.1      0x1         0x0         00:00:00:00:00:00     *        eth0\n",
+    )
+    .unwrap();
+    root
+}
+
 /// One broken payment host: its name, system root, (address, extra target keys), then the
-/// expected code, party, plain words, raw error, whom to call and headline.
+/// expected code, party, plain words, raw error, whom to call, headline and (part of) what to
+/// do.
 type Case = (
     &'static str,
     PathBuf,
     (String, &'static str),
-    [&'static str; 6],
+    [&'static str; 7],
 );
 
 /// Each rung's failure of the payment host, offline, through the real binary: the finding's
@@ -146,6 +186,11 @@ fn every_broken_rung_names_whom_to_call() {
     let resolver = dns_stub();
     let plain = plain_http_server();
     let refused = closed_port();
+    let failing = failing_http_server();
+    let provider = "Call: China Mobile (the network provider), 400-100-8611";
+    let provider_headline = "Network problem — call China Mobile: 400-100-8611";
+    let acquirer = "Call: Acme Pay (the acquirer, who runs the payment host), 95516";
+    let acquirer_headline = "Payment host problem — call Acme Pay: 95516";
     let cases: Vec<Case> = vec![
         (
             "no-carrier",
@@ -158,6 +203,21 @@ fn every_broken_rung_names_whom_to_call() {
                 "",
                 "Call: Shop owner (the shop (merchant)), 138-0000-0000",
                 "Network problem — call Shop owner: 138-0000-0000",
+                "The merchant checks the cable",
+            ],
+        ),
+        (
+            "gateway-unreachable",
+            silent_router_system_root(dir.path()),
+            (format!("pay.test:{refused}"), ""),
+            [
+                "env.network.gateway_unreachable",
+                "merchant",
+                "gateway: the shop's router does not answer",
+                "192.168.1.1",
+                "Call: Shop owner (the shop (merchant)), 138-0000-0000",
+                "Network problem — call Shop owner: 138-0000-0000",
+                "restarts it",
             ],
         ),
         (
@@ -169,8 +229,51 @@ fn every_broken_rung_names_whom_to_call() {
                 "network_provider",
                 "dns: the host name does not exist",
                 "nx.test",
-                "Call: China Mobile (the network provider), 400-100-8611",
-                "Network problem — call China Mobile: 400-100-8611",
+                provider,
+                provider_headline,
+                "Contact the network provider",
+            ],
+        ),
+        (
+            "servfail",
+            root.clone(),
+            ("fail.test:443".to_string(), ""),
+            [
+                "env.network.dns_failure",
+                "network_provider",
+                "dns: the DNS server failed to look up the host name",
+                "SERVFAIL",
+                provider,
+                provider_headline,
+                "Contact the network provider",
+            ],
+        ),
+        (
+            "dns-timeout",
+            root.clone(),
+            ("slow.test:443".to_string(), ""),
+            [
+                "env.network.dns_failure",
+                "network_provider",
+                "dns: the DNS server did not answer in time",
+                "did not answer within",
+                provider,
+                provider_headline,
+                "Contact the network provider",
+            ],
+        ),
+        (
+            "nodata",
+            root.clone(),
+            ("nodata.test:443".to_string(), ""),
+            [
+                "env.network.dns_failure",
+                "network_provider",
+                "dns: the host name exists but has no address record",
+                "no address records",
+                provider,
+                provider_headline,
+                "check the host name in the terminal's configuration",
             ],
         ),
         (
@@ -182,8 +285,23 @@ fn every_broken_rung_names_whom_to_call() {
                 "acquirer",
                 "tcp: the host refused the connection",
                 "refused",
-                "Call: Acme Pay (the acquirer, who runs the payment host), 95516",
-                "Payment host problem — call Acme Pay: 95516",
+                acquirer,
+                acquirer_headline,
+                "must fix the service",
+            ],
+        ),
+        (
+            "http-503",
+            root.clone(),
+            (format!("http://pay.test:{failing}/health"), ""),
+            [
+                "env.network.host_refused",
+                "acquirer",
+                "http: the host answered with an error status",
+                "503",
+                acquirer,
+                acquirer_headline,
+                "must fix the service",
             ],
         ),
         (
@@ -195,12 +313,15 @@ fn every_broken_rung_names_whom_to_call() {
                 "acquirer",
                 "tls: the host does not speak TLS on this port",
                 "InvalidContentType",
-                "Call: Acme Pay (the acquirer, who runs the payment host), 95516",
-                "Payment host problem — call Acme Pay: 95516",
+                acquirer,
+                acquirer_headline,
+                "check the host and port in the terminal's configuration",
             ],
         ),
     ];
-    for (name, root, (address, extra), [code, party, plain_words, raw, call, headline]) in cases {
+    for (name, root, (address, extra), [code, party, plain_words, raw, call, headline, todo]) in
+        cases
+    {
         let config = config(&root, resolver, &[("payment-host", address, extra)]);
         let output = probe(dir.path(), name, &config, &["--lang", "en"]);
         let stdout = text(&output.stdout);
@@ -210,7 +331,7 @@ fn every_broken_rung_names_whom_to_call() {
             "{name}: cannot pay\n{stdout}\n{}",
             text(&output.stderr)
         );
-        for expected in [plain_words, raw, call, code, "What to do: "] {
+        for expected in [plain_words, raw, call, code, "What to do: ", todo] {
             assert!(
                 stdout.contains(expected),
                 "{name}: {expected:?} in\n{stdout}"
@@ -328,7 +449,11 @@ fn the_exit_status_is_the_verdict() {
             resolver,
             &[
                 ("payment-host", good.clone(), ""),
-                ("tms", refused.clone(), ""),
+                (
+                    "tms",
+                    refused.clone(),
+                    "contact = \"TMS helpdesk 400-800-1234\"",
+                ),
             ],
         ),
         &["--lang", "en"],
@@ -337,9 +462,58 @@ fn the_exit_status_is_the_verdict() {
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(
         stdout.contains(
-            "Verdict: AT RISK — Payment host problem (payments still work) — call Acme Pay: 95516"
+            "Verdict: AT RISK — Server problem (payments still work) — call TMS helpdesk 400-800-1234"
         ),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("Call: TMS helpdesk 400-800-1234 (the server's operator)"),
+        "{stdout}"
+    );
+    // Without its own contact: the server's operator, not the acquirer.
+    let output = probe(
+        dir.path(),
+        "at-risk-no-contact",
+        &config(
+            &root,
+            resolver,
+            &[
+                ("payment-host", good.clone(), ""),
+                ("tms", refused.clone(), ""),
+            ],
+        ),
+        &["--lang", "zh-CN"],
+    );
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("结论: 存在风险 — 服务器故障（仍可收款） — 请联系 服务器运营方"),
+        "{stdout}"
+    );
+
+    // No payment target configured (only the TMS, healthy): cannot tell, exit 1.
+    let output = probe(
+        dir.path(),
+        "no-payment-target",
+        &config(&root, resolver, &[("tms", good.clone(), "")]),
+        &["--json"],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", report["verdict"]);
+    assert_eq!(report["verdict"]["readiness"], "unknown");
+    assert!(report["verdict"]["headline"]["en"]
+        .as_str()
+        .is_some_and(|headline| headline.contains("no payment target is configured")));
+    // A payment target the config names but does not probe: refused.
+    let mut unprobed = config(&root, resolver, &[("tms", good.clone(), "")]);
+    unprobed.push_str("\n[readiness]\ntargets = [\"pay\"]\n");
+    let output = probe(dir.path(), "unprobed", &unprobed, &[]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        text(&output.stderr)
+            .contains("config key readiness.targets: \"pay\" names no [[targets]] entry"),
+        "{}",
+        text(&output.stderr)
     );
 
     // The same target declared payment-critical in [readiness]: cannot pay.

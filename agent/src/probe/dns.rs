@@ -75,7 +75,7 @@ impl Resolver {
             ));
         }
         let share = timeout / u32::try_from(self.servers.len()).unwrap_or(1);
-        // Worst first: a definite answer (NXDOMAIN) wins over a broken server's, which wins over
+        // Worst first: a definite answer (NXDOMAIN, NODATA) wins over a broken server's, which wins over
         // silence.
         let mut worst: Option<(ErrorKind, String)> = None;
         for server in &self.servers {
@@ -83,7 +83,9 @@ impl Resolver {
                 Ok((addresses, ttl)) => {
                     return Ok((addresses, Some(ttl), format!("answered by {server}")));
                 }
-                Err((ErrorKind::Nxdomain, detail)) => return Err((ErrorKind::Nxdomain, detail)),
+                Err((kind @ (ErrorKind::Nxdomain | ErrorKind::NoData), detail)) => {
+                    return Err((kind, detail))
+                }
                 Err(error) => {
                     let rank = |kind: ErrorKind| usize::from(kind == ErrorKind::Servfail);
                     if worst
@@ -143,7 +145,7 @@ async fn ask_server(
         }
     }
     Err((
-        ErrorKind::Nxdomain,
+        ErrorKind::NoData,
         format!("{name} has no address records (answered by {server})"),
     ))
 }

@@ -787,6 +787,7 @@ mod tests {
             tls: false,
             attempts: None,
             ca_file: None,
+            contact: None,
         }];
         let mut ladder = Ladder::new(&config).unwrap_or_else(|error| panic!("{error}"));
         assert_eq!(ladder.addresses(), vec![vec![]], "not resolved yet");

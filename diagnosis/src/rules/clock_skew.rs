@@ -35,6 +35,25 @@ pub static CLOCK_BREAKS_TLS: FindingKind = FindingKind {
     hysteresis: Hysteresis::new(2, 2),
 };
 
+/// A time before which a terminal's clock is certainly wrong: no posmon agent ran before it.
+/// A clock reset to 1970 (a flat RTC battery) or to a firmware's build date lands before it, and
+/// then every certificate looks "not valid yet" or is judged against the wrong day. Raise it
+/// only to a date already past when the release ships.
+pub const CLOCK_FLOOR: time::OffsetDateTime = time::macros::datetime!(2026-01-01 00:00:00 UTC);
+
+/// Whether the report's own time (the terminal's clock) is before [`CLOCK_FLOOR`].
+pub fn clock_before_floor(report: &Report) -> bool {
+    report.observed_at < CLOCK_FLOOR
+}
+
+/// Whether a rung failed for a certificate's validity dates.
+pub fn validity_error(failed: &StageResult) -> bool {
+    matches!(
+        failed.error,
+        Some(ErrorKind::CertificateExpired | ErrorKind::CertificateNotYetValid)
+    )
+}
+
 /// A day: the agent reports a certificate's days left rounded down.
 const DAY_SECONDS: f64 = 86_400.0;
 
@@ -43,9 +62,12 @@ const DAY_SECONDS: f64 = 86_400.0;
 /// uncertainty) in the direction that explains the rejection (ahead: "expired"; behind: "not
 /// yet valid"), and, for "expired", the certificate is still valid by the collector's clock
 /// (its days left, corrected by the offset, with a day of rounding).
+///
+/// Without a measurement of the clock (the agent offline, `posmon-agent probe`), a clock before
+/// [`CLOCK_FLOOR`] explains a rejection for validity dates on its own.
 pub fn breaks_tls(report: &Report, failed: &StageResult, policy: &Policy<'_>) -> bool {
     let Some(clock) = &report.clock else {
-        return false;
+        return clock_before_floor(report) && validity_error(failed);
     };
     let allowed_ms = policy.thresholds.clock_skew_seconds * 1000.0;
     if clock.offset_ms.abs() - clock.uncertainty_ms <= allowed_ms {

@@ -116,6 +116,25 @@ pub static TLS_FAILURE: FindingKind = FindingKind {
     hysteresis: PATH_HYSTERESIS,
 };
 
+/// The kinds this rule opens, one per failed rung of the path ladder (the clock's among them:
+/// the ladder opens it for a TLS rung its wrong clock broke). Their evidence names the failed
+/// rung (`stage`, `error`, `detail`).
+pub static PATH_KINDS: [&FindingKind; 8] = [
+    &LINK_DOWN,
+    &GATEWAY_UNREACHABLE,
+    &DNS_FAILURE,
+    &DNS_ROUTER_FAILURE,
+    &HOST_UNREACHABLE,
+    &HOST_REFUSED,
+    &TLS_FAILURE,
+    &clock_skew::CLOCK_BREAKS_TLS,
+];
+
+/// Whether `kind` is one this rule opens for a failed rung.
+pub fn is_path_kind(kind: &FindingKind) -> bool {
+    PATH_KINDS.iter().any(|path| path.code == kind.code)
+}
+
 /// The finding kind for a probe's first failed rung, and whether it concerns the whole terminal
 /// (link and gateway) rather than one target. The party follows the evidence: who answered
 /// (the host refusing, the router's resolver), and whether the terminal's own clock explains a
@@ -149,7 +168,10 @@ fn kind_of(
 
 /// Errors of the resolver itself (rather than an answer about the name).
 fn resolver_broken(error: ErrorKind) -> bool {
-    !matches!(error, ErrorKind::Nxdomain | ErrorKind::NoResolver)
+    !matches!(
+        error,
+        ErrorKind::Nxdomain | ErrorKind::NoData | ErrorKind::NoResolver
+    )
 }
 
 /// Whether the resolver the terminal asks is the shop's router: the gateway itself or an
@@ -220,11 +242,27 @@ fn evidence(
         }
     }
     if std::ptr::eq(kind, &clock_skew::CLOCK_BREAKS_TLS) {
-        if let Some(clock) = &report.clock {
-            evidence.push(Evidence::new(
+        match &report.clock {
+            Some(clock) => evidence.push(Evidence::new(
                 "clock_offset_seconds",
                 format!("{:.1}", clock.offset_ms / 1000.0),
-            ));
+            )),
+            // Not measured: the clock itself is before any date it could rightly show.
+            None => evidence.push(
+                Evidence::new(
+                    "terminal_clock",
+                    report
+                        .observed_at
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap_or_default(),
+                )
+                .with_threshold(
+                    clock_skew::CLOCK_FLOOR
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .map(|floor| format!(">= {floor}"))
+                        .unwrap_or_default(),
+                ),
+            ),
         }
     }
     evidence
@@ -438,6 +476,69 @@ mod party_table {
         }
     }
 
+    /// Without a clock measurement (offline), a clock before the floor explains a rejection for
+    /// validity dates; a plausible one does not (the certificate may have expired).
+    #[test]
+    fn an_unmeasured_clock_before_the_floor_breaks_tls() {
+        let thresholds = crate::thresholds::Thresholds::default();
+        let policy = Policy {
+            versions: &[],
+            thresholds: &thresholds,
+            roles: &crate::readiness::PaymentRoles::default(),
+        };
+        let cases = [
+            (
+                time::macros::datetime!(1970-01-01 00:00:05 UTC),
+                CertificateNotYetValid,
+                "env.clock_breaks_tls",
+            ),
+            (
+                time::macros::datetime!(2025-12-31 23:59:59 UTC),
+                CertificateExpired,
+                "env.clock_breaks_tls",
+            ),
+            (
+                time::macros::datetime!(2026-01-01 00:00:00 UTC),
+                CertificateExpired,
+                "env.network.tls_failure",
+            ),
+            (
+                time::macros::datetime!(2026-12-02 09:00:00 UTC),
+                CertificateNotYetValid,
+                "env.network.tls_failure",
+            ),
+            (
+                time::macros::datetime!(1970-01-01 00:00:05 UTC),
+                UnknownCa,
+                "env.network.tls_failure",
+            ),
+        ];
+        for (observed_at, error, code) in cases {
+            let mut report = healthy_report();
+            report.clock = None;
+            report.observed_at = observed_at;
+            report.probes = vec![ProbeResult {
+                target: "pay".into(),
+                address: "pay.example:443".into(),
+                stages: vec![ok(Link), ok(Gateway), ok(Dns), ok(Tcp), failed(Tls, error)],
+            }];
+            let mut signals = Vec::new();
+            evaluate(&report, &policy, &mut signals);
+            assert_eq!(signals.len(), 1, "{observed_at} {error:?}");
+            assert_eq!(signals[0].kind.code, code, "{observed_at} {error:?}");
+            let clock = signals[0]
+                .evidence
+                .iter()
+                .find(|evidence| evidence.name == "terminal_clock");
+            assert_eq!(
+                clock.is_some(),
+                code == "env.clock_breaks_tls",
+                "{:?}",
+                signals[0].evidence
+            );
+        }
+    }
+
     /// Every row of the party table in README ("Who must act"), and the evidence that moves a
     /// failure from one party to another.
     #[test]
@@ -577,6 +678,12 @@ mod party_table {
                 "the carrier's resolver fails",
                 &CARRIER_DNS,
                 rung(vec![failed(Dns, Servfail)]),
+                ("env.network.dns_failure", "network_provider"),
+            ),
+            (
+                "the router, as resolver, says the name has no address record",
+                &ROUTER_DNS,
+                rung(vec![failed(Dns, NoData)]),
                 ("env.network.dns_failure", "network_provider"),
             ),
             (
