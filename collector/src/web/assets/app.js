@@ -657,7 +657,7 @@ async function viewConfig(main) {
   const profileRows = listOf(profiles, "profiles").map(p => `<tr data-profile="${esc(p.name)}"><td><strong>${esc(p.name)}</strong></td><td>${esc(selectorText(p.selector))}</td>
     <td class="num">${esc(p.revision)}</td><td>${esc(rolloutText(p.rollout))}</td><td>${esc(fmtTime(p.updated_at))}</td><td>${esc(p.updated_by)}</td><td>${esc(p.comment || "")}</td>
     <td><details data-settings="${esc(p.name)}"${unfoldedProfiles.has(p.name) ? " open" : ""}><summary>${esc(t("config.settings"))}</summary><pre>${esc(JSON.stringify(p.settings, null, 2))}</pre></details></td></tr>`).join("");
-  const historyRows = listOf(history, "entries").map(h => `<tr><td>${esc(fmtTime(h.at))}</td><td>${esc(h.profile)}</td><td class="num">${esc(h.revision)}</td><td>${esc(h.action)}</td><td>${esc(h.by)}</td><td>${esc(h.comment || "")}</td></tr>`).join("");
+  const historyRows = listOf(history, "history").map(h => `<tr><td>${esc(fmtTime(h.at))}</td><td>${esc(h.profile)}</td><td class="num">${esc(h.revision)}</td><td>${esc(h.action)}</td><td>${esc(h.by)}</td><td>${esc(h.comment || "")}</td></tr>`).join("");
   const tile = (id, label, value, kind) => `<div class="panel tile ${kind}" id="${id}"><div class="label">${esc(label)}</div><div class="value">${fmtNumber(value)}</div></div>`;
   main.innerHTML = `
     <h1>${esc(t("config.title"))}</h1>
