@@ -651,7 +651,7 @@ fn fleet_control_in_a_real_browser() {
     browser.wait_until(
         "the version with its one terminal, the profile and its history",
         &format!(
-            "return document.querySelector('#config-versions tr[data-version=\"{version}\"] td:nth-child(2)')?.textContent === '1' \
+            "return document.querySelector('#config-versions tr[data-version=\"{version}\"] td:nth-child(3)')?.textContent === '1' \
              && document.querySelector('#config-profiles tr[data-profile=\"payment\"]') !== null \
              && document.querySelector('#config-history')?.textContent.includes('the payment host moved') === true"
         ),
@@ -696,7 +696,8 @@ fn fleet_control_in_a_real_browser() {
     browser.wait_until(
         "the Chinese texts",
         "return document.querySelector('#probe-now')?.textContent === '立即探测' \
-         && document.querySelector('#control h2')?.textContent === '配置与即时探测'",
+         && document.querySelector('#control h2')?.textContent === '配置与即时探测' \
+         && document.querySelector('#probe-message')?.textContent.includes('已请求探测') === true",
     );
     browser.screenshot("9-terminal-probe-zh-CN");
     browser.assert_no_csp_violation("fleet control");

@@ -70,7 +70,7 @@ const STRINGS = {
     "probe.none": "No probe requested.", "admin.prompt": "Admin token (kept for this browser tab only):",
     "admin.refused": "The admin token was refused.",
     "config.title": "Fleet configuration", "config.versions": "Settings versions", "config.pending": "Pending",
-    "config.unknown": "Not reporting settings", "col.running": "Running", "col.rejected": "Refused",
+    "config.unknown": "Not reporting settings", "col.assigned": "Assigned", "col.running": "Running", "col.rejected": "Refused",
     "config.profiles": "Profiles", "config.no_profiles": "No profile: every agent runs its local file.",
     "col.profile": "Profile", "col.selector": "Applies to", "col.revision": "Revision", "col.rollout": "Rollout",
     "col.updated": "Changed", "col.by": "By", "col.comment": "Comment", "col.action": "Change", "config.settings": "settings",
@@ -143,7 +143,7 @@ const STRINGS = {
     "probe.none": "尚未请求探测。", "admin.prompt": "管理员令牌（仅保存在当前浏览器标签页）：",
     "admin.refused": "管理员令牌被拒绝。",
     "config.title": "集中配置", "config.versions": "配置版本", "config.pending": "待生效",
-    "config.unknown": "未上报配置状态", "col.running": "运行中", "col.rejected": "已拒绝",
+    "config.unknown": "未上报配置状态", "col.assigned": "应运行", "col.running": "运行中", "col.rejected": "已拒绝",
     "config.profiles": "配置档案", "config.no_profiles": "没有配置档案：所有代理使用本地配置文件。",
     "col.profile": "档案", "col.selector": "适用范围", "col.revision": "修订号", "col.rollout": "灰度发布",
     "col.updated": "修改时间", "col.by": "修改人", "col.comment": "说明", "col.action": "变更", "config.settings": "配置内容",
@@ -552,7 +552,8 @@ async function viewTerminal(main, current) {
     <p><a href="#/problems">${esc(t("terminal.back"))}</a></p>
     <h1 id="terminal-title">${esc(t("terminal.title", { id: terminal.terminal_id }))} ${badge(terminal.readiness, t("readiness." + terminal.readiness))}</h1>
     ${headline}
-    <div class="grid cols3">
+    ${controlPanel(terminal)}
+    <div class="grid cols3 mt">
       <section class="panel"><h2>${esc(t("terminal.identity"))}</h2><dl class="kv">
         <dt>${esc(t("terminal.agent"))}</dt><dd>${esc(terminal.agent_version)}</dd>
         <dt>${esc(t("terminal.first_seen"))}</dt><dd>${esc(fmtTime(terminal.first_seen))}</dd>
@@ -567,7 +568,6 @@ async function viewTerminal(main, current) {
       <section class="panel"><h2>${esc(t("terminal.device"))}</h2>${deviceView(terminal.device)}</section>
     </div>
     <section class="panel mt" id="path"><h2>${esc(t("terminal.path"))}</h2><div class="grid cols2">${targets}</div></section>
-    ${controlPanel(terminal)}
     <section class="panel mt"><h2>${esc(t("terminal.findings"))}</h2>
       <ul class="timeline" id="timeline">${open.map(f => findingItem(f, true)).join("")}${history.map(f => findingItem(f, false)).join("")}</ul>
       ${open.length + history.length ? "" : `<p class="muted">${esc(t("no.findings"))}</p>`}
@@ -576,8 +576,9 @@ async function viewTerminal(main, current) {
 }
 
 // ---------- fleet control ----------
-// The message under the probe button, kept across refreshes until the next request.
-let probeMessage = "";
+// The message under the probe button (a string key and its values), kept across refreshes
+// until the next request.
+let probeMessage = null;
 // Profiles whose settings are unfolded on the config page: kept across refreshes.
 const unfoldedProfiles = new Set();
 
@@ -602,7 +603,7 @@ function controlPanel(terminal) {
   return `<section class="panel mt" id="control"><h2>${esc(t("control.title"))}</h2>
     ${config ? `<dl class="kv">${rows}</dl>` : `<p class="muted">${esc(t("control.unknown"))}</p>`}
     <p id="probe-state" data-answered="${probe?.answered_at ? "true" : "false"}">${probeText}</p>
-    <p><button type="button" id="probe-now">${esc(t("probe.now"))}</button> <span id="probe-message" class="muted">${esc(probeMessage)}</span></p>
+    <p><button type="button" id="probe-now">${esc(t("probe.now"))}</button> <span id="probe-message" class="muted">${probeMessage ? esc(t(probeMessage.key, probeMessage.values)) : ""}</span></p>
   </section>`;
 }
 
@@ -623,7 +624,7 @@ async function adminRequest(method, path, body) {
     });
     if (response.status !== 401 && response.status !== 403) return response;
     sessionStorage.removeItem("posmon.admin");
-    probeMessage = t("admin.refused");
+    probeMessage = { key: "admin.refused" };
   }
   return null;
 }
@@ -631,7 +632,7 @@ async function adminRequest(method, path, body) {
 async function probeNow(terminalId) {
   const response = await adminRequest("POST", `/api/v1/terminals/${encodeURIComponent(terminalId)}/probe`);
   if (response) {
-    probeMessage = response.ok ? t("probe.sent") : t("error", { error: `${response.status} ${response.statusText}` });
+    probeMessage = response.ok ? { key: "probe.sent" } : { key: "error", values: { error: `${response.status} ${response.statusText}` } };
   }
   refresh();
 }
@@ -653,7 +654,7 @@ async function viewConfig(main) {
   const [versions, profiles, history] = await Promise.all([
     api("/api/v1/config/versions"), api("/api/v1/config/profiles"), api("/api/v1/config/history?limit=50"),
   ]);
-  const versionRows = listOf(versions, "versions").map(v => `<tr data-version="${esc(v.version)}"><td><code>${esc(v.version)}</code></td><td class="num">${fmtNumber(v.running)}</td><td class="num">${v.rejected ? badge("critical", fmtNumber(v.rejected)) : "0"}</td></tr>`).join("");
+  const versionRows = listOf(versions, "versions").map(v => `<tr data-version="${esc(v.version)}"><td><code>${esc(v.version)}</code></td><td class="num">${fmtNumber(v.assigned)}</td><td class="num">${fmtNumber(v.running)}</td><td class="num">${v.rejected ? badge("critical", fmtNumber(v.rejected)) : "0"}</td></tr>`).join("");
   const profileRows = listOf(profiles, "profiles").map(p => `<tr data-profile="${esc(p.name)}"><td><strong>${esc(p.name)}</strong></td><td>${esc(selectorText(p.selector))}</td>
     <td class="num">${esc(p.revision)}</td><td>${esc(rolloutText(p.rollout))}</td><td>${esc(fmtTime(p.updated_at))}</td><td>${esc(p.updated_by)}</td><td>${esc(p.comment || "")}</td>
     <td><details data-settings="${esc(p.name)}"${unfoldedProfiles.has(p.name) ? " open" : ""}><summary>${esc(t("config.settings"))}</summary><pre>${esc(JSON.stringify(p.settings, null, 2))}</pre></details></td></tr>`).join("");
@@ -662,7 +663,7 @@ async function viewConfig(main) {
   main.innerHTML = `
     <h1>${esc(t("config.title"))}</h1>
     <div class="grid tiles">${tile("config-pending", t("config.pending"), versions.pending || 0, versions.pending ? "warning" : "ok")}${tile("config-unknown", t("config.unknown"), versions.unknown || 0, "total")}</div>
-    <section class="panel mt"><h2>${esc(t("config.versions"))}</h2><table id="config-versions"><thead><tr><th>${esc(t("col.version"))}</th><th class="num">${esc(t("col.running"))}</th><th class="num">${esc(t("col.rejected"))}</th></tr></thead><tbody>${versionRows}</tbody></table></section>
+    <section class="panel mt"><h2>${esc(t("config.versions"))}</h2><table id="config-versions"><thead><tr><th>${esc(t("col.version"))}</th><th class="num">${esc(t("col.assigned"))}</th><th class="num">${esc(t("col.running"))}</th><th class="num">${esc(t("col.rejected"))}</th></tr></thead><tbody>${versionRows}</tbody></table></section>
     <section class="panel mt"><h2>${esc(t("config.profiles"))}</h2>${profileRows ? `<table id="config-profiles"><thead><tr><th>${esc(t("col.profile"))}</th><th>${esc(t("col.selector"))}</th><th class="num">${esc(t("col.revision"))}</th><th>${esc(t("col.rollout"))}</th><th>${esc(t("col.updated"))}</th><th>${esc(t("col.by"))}</th><th>${esc(t("col.comment"))}</th><th></th></tr></thead><tbody>${profileRows}</tbody></table>` : `<p class="muted">${esc(t("config.no_profiles"))}</p>`}</section>
     <section class="panel mt"><h2>${esc(t("config.history"))}</h2>${historyRows ? `<table id="config-history"><thead><tr><th>${esc(t("col.time"))}</th><th>${esc(t("col.profile"))}</th><th class="num">${esc(t("col.revision"))}</th><th>${esc(t("col.action"))}</th><th>${esc(t("col.by"))}</th><th>${esc(t("col.comment"))}</th></tr></thead><tbody>${historyRows}</tbody></table>` : `<p class="muted">${esc(t("config.no_history"))}</p>`}</section>`;
   main.querySelectorAll("details[data-settings]").forEach(node => node.addEventListener("toggle", () => {
