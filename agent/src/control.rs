@@ -301,7 +301,7 @@ fn lay_labels(labels: &mut LabelsConfig, settings: &Settings, pinned: &dyn Fn(&s
 #[derive(Debug)]
 pub enum Event {
     /// Settings the collector says this terminal should run.
-    Settings(AgentSettings),
+    Settings(Box<AgentSettings>),
     /// Probe every target at once and report, naming this request.
     Probe(u64),
 }
@@ -514,7 +514,7 @@ impl Poller {
         match self.get(url, self.request_timeout).await {
             Ok(body) => match serde_json::from_slice::<AgentSettings>(&body) {
                 Ok(settings) => {
-                    let _ = events.send(Event::Settings(settings)).await;
+                    let _ = events.send(Event::Settings(Box::new(settings))).await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "The collector's settings do not decode; keeping the configuration that runs.");
