@@ -5,7 +5,8 @@
 # the rest; the POS app stand-in's payments apart), extrapolated to a 30-day month. Conditions
 # run at once, each in its own namespaces: quiet, nat (idle flows forgotten after 30 s), flap
 # (the HTTPS payment host down 60 s / up 60 s), payments (a POS app paying every 60 s),
-# flap-payments (the switch flapping while the POS app pays through it).
+# flap-payments (the switch flapping while the POS app pays through it), control (the control
+# long-poll held 60 s with keepalives every 20 s, to price each).
 # See tests/benches/dataplan.rs.
 #
 # Usage: bench/dataplan.sh                        (10 minutes per condition; builds release)

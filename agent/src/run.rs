@@ -143,6 +143,13 @@ pub struct Agent {
     /// The probe request the next report answers, and the last one answered.
     probe_request: Option<u64>,
     answered_probe: Option<u64>,
+    /// When the latest requested probe ran (or is to run): requests closer than
+    /// `PROBE_NOW_GAP` wait, so that a flood of them cannot spend the data plan.
+    probe_now_at: Option<Instant>,
+    /// When the pending probe request's cycle runs.
+    probe_at: Option<Instant>,
+    /// The cycle running is the probe request's.
+    probing: bool,
     /// The settings changed: the loop's check timer follows them.
     reschedule: bool,
     /// Writes the status file, logging only when writing starts or stops failing.
@@ -154,6 +161,10 @@ type Identity = (Labels, BTreeMap<String, ComponentVersion>);
 /// A report carries its labels, software and measurements at least this often even when they
 /// do not change, so that a collector that lost its state learns them again.
 const FULL_REPORT_AFTER: Duration = Duration::from_secs(3600);
+
+/// The least time between two requested probes (each climbs every full ladder: about 18 KB a
+/// TLS target).
+const PROBE_NOW_GAP: Duration = Duration::from_secs(10);
 
 /// How long after a changed outcome the confirming cycle runs.
 const CONFIRM_AFTER: Duration = Duration::from_secs(3);
@@ -232,6 +243,9 @@ impl Agent {
             send_config_state: false,
             probe_request: None,
             answered_probe: None,
+            probe_now_at: None,
+            probe_at: None,
+            probing: false,
             reschedule: false,
             status_writer: crate::status::StatusWriter::default(),
         })
@@ -263,11 +277,16 @@ impl Agent {
                 checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             let retry_at = self.retry_at;
+            let probe_at = self.probe_at;
             let confirm_at = self.confirm_at.as_ref().map(|(at, _)| *at);
             // A deadline that passed during a long cycle goes first: a timer polled for the
             // first time after its deadline is not ready before the next turn of the timer,
             // and a check tick that is would win every time.
             let now = Instant::now();
+            if probe_at.is_some_and(|at| at <= now) {
+                self.probe_now().await;
+                continue;
+            }
             if confirm_at.is_some_and(|at| at <= now) {
                 self.cycle(true).await;
                 self.deliver_unless_waiting().await;
@@ -299,6 +318,7 @@ impl Agent {
                     self.retry_at = None;
                     self.deliver().await;
                 }
+                () = sleep_until(probe_at), if probe_at.is_some() => self.probe_now().await,
                 event = next_event(self.control.as_mut()), if self.control.is_some() => {
                     match event {
                         Some(event) => self.on_control(event).await,
@@ -351,13 +371,21 @@ impl Agent {
         }
         tracing::info!(request = id, "The collector asks for a probe now.");
         self.probe_request = Some(id);
-        let targets = self
-            .config
-            .targets
-            .iter()
-            .map(|target| target.name.clone())
-            .collect();
-        self.confirm_at = Some((Instant::now(), targets));
+        let now = Instant::now();
+        let at = self
+            .probe_now_at
+            .map_or(now, |last| now.max(last + PROBE_NOW_GAP));
+        self.probe_now_at = Some(at);
+        self.probe_at = Some(at);
+    }
+
+    /// The probe request's cycle: every target's full ladder, reported at once, naming it.
+    async fn probe_now(&mut self) {
+        self.probe_at = None;
+        self.probing = true;
+        self.cycle(false).await;
+        self.probing = false;
+        self.deliver_unless_waiting().await;
     }
 
     /// What the acknowledgements asked: a settings version (fetched unless it runs or was
@@ -428,7 +456,16 @@ impl Agent {
         } else {
             None
         };
-        let confirm = confirm.unwrap_or_default();
+        let mut confirm = confirm.unwrap_or_default();
+        let answering = self.probe_request.filter(|_| self.probing);
+        if answering.is_some() {
+            confirm = self
+                .config
+                .targets
+                .iter()
+                .map(|target| target.name.clone())
+                .collect();
+        }
         // Planned half a check interval ahead: a target due a little after this tick is probed
         // now rather than a whole check interval late.
         let planned_at = Instant::now() + self.config.check_interval() / 2;
@@ -480,7 +517,7 @@ impl Agent {
         let due = confirming
             || changed
             || self.send_config_state
-            || self.probe_request.is_some()
+            || answering.is_some()
             || (self.confirm_at.is_none()
                 && self.last_reported.as_ref().is_none_or(|previous| {
                     now.duration_since(previous.at) + slack
@@ -506,6 +543,7 @@ impl Agent {
         // one as a report without probes.
         let heartbeat = !full
             && !confirming
+            && answering.is_none()
             && !changed
             && self.deliverer.takes_heartbeats()
             && self.baseline.as_ref().is_some_and(|baseline| {
@@ -531,7 +569,7 @@ impl Agent {
         if full || self.send_config_state {
             report.config = Some(self.central.state());
         }
-        report.probe_request = self.probe_request;
+        report.probe_request = answering;
         let baseline = Baseline {
             probes: report.probes.clone(),
             device: report.device.clone(),
