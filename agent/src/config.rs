@@ -1307,6 +1307,18 @@ mod tests {
         );
         check("status_listen = \"localhost\"", "status_listen");
         check(
+            "pinned = [\"targets\", \"collector_url\"]",
+            "config key pinned[1]: \"collector_url\" is not a key the collector can set",
+        );
+        check(
+            "control_hold_seconds = 3601",
+            "config key control_hold_seconds",
+        );
+        check(
+            "control_keepalive_seconds = 5",
+            "config key control_keepalive_seconds",
+        );
+        check(
             "[readiness]\ntargets = [\"\"]",
             "config key readiness.targets: \"\": a name is 1 to 128 bytes",
         );

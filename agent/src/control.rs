@@ -301,7 +301,7 @@ fn lay_labels(labels: &mut LabelsConfig, settings: &Settings, pinned: &dyn Fn(&s
 #[derive(Debug)]
 pub enum Event {
     /// Settings the collector says this terminal should run.
-    Settings(AgentSettings),
+    Settings(Box<AgentSettings>),
     /// Probe every target at once and report, naming this request.
     Probe(u64),
 }
@@ -388,7 +388,7 @@ struct Poller {
     jitter: Jitter,
 }
 
-/// After a collector without fleet control (404): try again this much later.
+/// After a collector without fleet control for this terminal: try again this much later.
 const NOT_SUPPORTED_WAIT: Duration = Duration::from_secs(3600);
 /// The longest wait a collector's `retry_after_seconds` can ask for.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
@@ -514,7 +514,7 @@ impl Poller {
         match self.get(url, self.request_timeout).await {
             Ok(body) => match serde_json::from_slice::<AgentSettings>(&body) {
                 Ok(settings) => {
-                    let _ = events.send(Event::Settings(settings)).await;
+                    let _ = events.send(Event::Settings(Box::new(settings))).await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "The collector's settings do not decode; keeping the configuration that runs.");
@@ -559,7 +559,8 @@ impl Poller {
             Ordering::Relaxed,
         );
         let body = body.map_err(Polled::Failed)?;
-        if status == reqwest::StatusCode::NOT_FOUND {
+        // A collector without fleet control, or one that does not let this terminal use it.
+        if matches!(status.as_u16(), 401 | 403 | 404 | 405) {
             return Err(Polled::NotSupported);
         }
         if !status.is_success() {
@@ -574,7 +575,7 @@ impl Poller {
 
 /// Why a control request brought nothing.
 enum Polled {
-    /// The collector has no fleet control (404).
+    /// The collector has no fleet control for this terminal (401, 403, 404, 405).
     NotSupported,
     Failed(String),
 }

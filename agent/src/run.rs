@@ -317,7 +317,7 @@ impl Agent {
                     return;
                 }
                 let version = offered.version.clone();
-                match self.central.offer(offered) {
+                match self.central.offer(*offered) {
                     Ok((config, measurer)) => {
                         tracing::info!(%version, targets = config.targets.len(), "Running the collector's settings.");
                         self.config = config;

@@ -39,6 +39,8 @@ pub struct Config {
     /// Receivers, routes and delivery of alert notifications.
     pub alerts: crate::alert::config::AlertsConfig,
     pub web: WebConfig,
+    /// Fleet control: the agents' long-poll and probe requests (`control/`).
+    pub control: ControlConfig,
 }
 
 impl Default for Config {
@@ -57,7 +59,52 @@ impl Default for Config {
             tls: TlsConfig::default(),
             alerts: crate::alert::config::AlertsConfig::default(),
             web: WebConfig::default(),
+            control: ControlConfig::default(),
         }
+    }
+}
+
+/// Fleet control (`[control]`): the agents' control long-poll and probe requests.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// The longest a control long-poll is held before it is answered empty.
+    pub max_hold_seconds: u64,
+    /// Long-polls held at once over all terminals; beyond, a poll is answered at once with
+    /// `retry_after_seconds`.
+    pub max_waiting: u64,
+    /// The `retry_after_seconds` of a poll answered at once because `max_waiting` are held.
+    pub poll_retry_seconds: u32,
+    /// The most terminals one `POST /api/v1/probe` may ask.
+    pub max_probe_batch: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            max_hold_seconds: 1800,
+            max_waiting: 10_000,
+            poll_retry_seconds: 300,
+            max_probe_batch: 500,
+        }
+    }
+}
+
+impl ControlConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=86_400).contains(&self.max_hold_seconds) {
+            return invalid("control.max_hold_seconds", "must be between 1 and 86400");
+        }
+        if !(1..=10_000_000).contains(&self.max_waiting) {
+            return invalid("control.max_waiting", "must be between 1 and 10000000");
+        }
+        if !(1..=86_400).contains(&self.poll_retry_seconds) {
+            return invalid("control.poll_retry_seconds", "must be between 1 and 86400");
+        }
+        if !(1..=100_000).contains(&self.max_probe_batch) {
+            return invalid("control.max_probe_batch", "must be between 1 and 100000");
+        }
+        Ok(())
     }
 }
 
@@ -388,6 +435,7 @@ impl Config {
             return invalid("metrics.max_label_values", "must be at least 1");
         }
         self.validate_per_terminal_bounds()?;
+        self.control.validate()?;
         if let Err((key, problem)) = self.datagram.validate() {
             return invalid(&format!("datagram.{key}"), problem);
         }
@@ -575,6 +623,26 @@ mod tests {
             "[web]\nviewer_user = \"ops\"",
             "config key web.viewer_user: viewer_user and viewer_password_file must be set together",
         );
+        for (text, expected) in [
+            (
+                "[control]\nmax_hold_seconds = 0",
+                "config key control.max_hold_seconds: must be between 1 and 86400",
+            ),
+            (
+                "[control]\nmax_waiting = 0",
+                "config key control.max_waiting: must be between 1 and 10000000",
+            ),
+            (
+                "[control]\npoll_retry_seconds = 100000",
+                "config key control.poll_retry_seconds: must be between 1 and 86400",
+            ),
+            (
+                "[control]\nmax_probe_batch = 0",
+                "config key control.max_probe_batch: must be between 1 and 100000",
+            ),
+        ] {
+            check(text, expected);
+        }
         check(
             "[web]\ntrend_points = 0",
             "config key web.trend_points: must be between 1 and 100000",

@@ -514,7 +514,13 @@ async fn answer(
             Answer::Ack {
                 sequence: ack.acknowledged_sequence,
                 collector_time_unix_ms: i64::try_from(milliseconds).unwrap_or(i64::MAX),
-                control: posmon_protocol::datagram::AckControl::default(),
+                control: posmon_protocol::datagram::AckControl {
+                    config: ack
+                        .config
+                        .as_deref()
+                        .and_then(posmon_protocol::datagram::AckControl::version_bits),
+                    probe_request: ack.probe_request,
+                },
             }
         }
         Err(refusal) => Answer::Refusal(refusal),

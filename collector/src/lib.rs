@@ -10,6 +10,7 @@ pub mod alert;
 pub mod cli;
 pub mod compliance;
 pub mod config;
+pub mod control;
 pub mod data_usage;
 pub mod datagram;
 pub mod device;

@@ -161,6 +161,10 @@ pub struct Metrics {
     per_terminal: Option<PerTerminal>,
     /// Report datagrams (`datagram.rs`).
     pub datagrams: crate::datagram::DatagramMetrics,
+    /// Fleet control (`control/`): polls held, probe requests made.
+    pub control: crate::control::ControlMetrics,
+    /// Terminals by their settings state (running, rejected, pending), set at each scrape.
+    config_terminals: IntGaugeVec,
 }
 
 struct PerTerminal {
@@ -530,7 +534,31 @@ impl Metrics {
             connections_closed.with_label_values(&[reason.as_str()]);
         }
         let datagrams = crate::datagram::DatagramMetrics::register(&registry)?;
+        let control = crate::control::ControlMetrics {
+            waiting: register(
+                &registry,
+                IntGauge::new(
+                    "posmon_control_waiting",
+                    "Control long-polls of agents held now.",
+                ),
+            )?,
+            probe_requests: register(
+                &registry,
+                IntCounter::new(
+                    "posmon_probe_requests_total",
+                    "Probe requests made (one per terminal asked).",
+                ),
+            )?,
+        };
+        let config_terminals = gauges(
+            &registry,
+            "posmon_config_terminals",
+            "Terminals that report their settings state, by state: running (their effective settings version), rejected (refused it), pending (neither yet).",
+            &["state"],
+        )?;
         Ok(Metrics {
+            control,
+            config_terminals,
             datagrams,
             connections_open,
             connections_refused,
@@ -592,6 +620,20 @@ impl Metrics {
         let mut buffer = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
         String::from_utf8(buffer).map_err(|error| prometheus::Error::Msg(error.to_string()))
+    }
+
+    /// Sets `posmon_config_terminals{state}` from a tally of the fleet's settings states.
+    pub fn set_config_terminals(&self, tally: &crate::control::Tally) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        for (state, count) in [
+            ("running", tally.running),
+            ("rejected", tally.rejected),
+            ("pending", tally.pending),
+        ] {
+            self.config_terminals
+                .with_label_values(&[state])
+                .set(gauge(count));
+        }
     }
 
     /// Every series of the data usage gauges, at 0 when nothing is counted.

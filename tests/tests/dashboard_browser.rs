@@ -21,11 +21,18 @@ use serde_json::{json, Value};
 const CHROMIUM: [&str; 2] = ["chromium", "chromium-browser"];
 
 fn main() -> ExitCode {
-    trials::run(vec![trial!(
-        the_dashboard_in_a_real_browser,
-        Need::Program("chromedriver"),
-        Need::AnyProgram(&CHROMIUM)
-    )])
+    trials::run(vec![
+        trial!(
+            the_dashboard_in_a_real_browser,
+            Need::Program("chromedriver"),
+            Need::AnyProgram(&CHROMIUM)
+        ),
+        trial!(
+            fleet_control_in_a_real_browser,
+            Need::Program("chromedriver"),
+            Need::AnyProgram(&CHROMIUM)
+        ),
+    ])
 }
 
 const VIEWER_TOKEN: &str = "viewer-token-for-the-browser-test";
@@ -153,6 +160,22 @@ impl Browser {
             response["value"][ELEMENT].as_str().map(str::to_string)
         });
         found.unwrap_or_else(|| panic!("no element {selector} on the page"))
+    }
+
+    /// Answers the page's `prompt()` with `text`.
+    fn answer_prompt(&self, text: &str) {
+        let open = wait_for(Duration::from_secs(20), || {
+            let url = format!("{}/session/{}/alert/text", self.base, self.session);
+            let response: Value = self.client.get(&url).send().ok()?.json().ok()?;
+            response["value"].is_string().then_some(())
+        });
+        assert!(open.is_some(), "no prompt opened");
+        self.call(
+            reqwest::Method::POST,
+            "/alert/text",
+            Some(json!({ "text": text })),
+        );
+        self.call(reqwest::Method::POST, "/alert/accept", Some(json!({})));
     }
 
     fn click(&self, selector: &str) {
@@ -551,4 +574,131 @@ latest = "3.2.1"
     );
     browser.screenshot("7-overview-data-plan-zh-CN");
     browser.assert_no_csp_violation("the whole walk");
+}
+
+const ADMIN_TOKEN: &str = "admin-token-for-the-browser-test";
+
+/// A report of a terminal whose agent reads fleet control: it tells what it runs.
+fn control_report(
+    terminal_id: &str,
+    sequence: u64,
+    config: Value,
+    probe_request: Option<u64>,
+) -> Value {
+    let mut report = failing_report(terminal_id, sequence);
+    report["reports"][0]["config"] = config;
+    if let Some(id) = probe_request {
+        report["reports"][0]["probe_request"] = json!(id);
+    }
+    report
+}
+
+/// The config page and the terminal page's settings and "probe now", in a real browser: a
+/// profile's version with the terminals running it, the history; the button asking the admin
+/// token, the request shown as requested by the admin, then answered once the terminal's
+/// report names it.
+fn fleet_control_in_a_real_browser() {
+    let (chromedriver, chromium) = programs();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("collector-data")).unwrap();
+    std::fs::write(dir.path().join("collector-data/viewer-token"), VIEWER_TOKEN).unwrap();
+    std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
+    let collector = Collector::start(
+        dir.path(),
+        &format!(
+            "[auth]\nadmin_token_file = {:?}\n\n[web]\nviewer_token_file = \"viewer-token\"\nrefresh_interval_seconds = 1\n",
+            dir.path().join("admin-token").display().to_string()
+        ),
+    );
+    let client = reqwest::blocking::Client::new();
+    let put = client
+        .put(format!("{}/api/v1/config/profiles/payment", collector.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"selector": {"region": "cn-test-live"},
+                      "settings": {"targets": [{"name": "live-host", "address": "pay2.live.test:443"}]},
+                      "comment": "the payment host moved"}))
+        .send()
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200, "{:?}", put.text());
+    let terminal = "CTL-0001";
+    let token = collector.token(terminal);
+    let send = |report: Value| {
+        let response = client
+            .post(format!("{}/api/v1/reports", collector.url))
+            .bearer_auth(&token)
+            .json(&report)
+            .send()
+            .unwrap();
+        assert!(response.status().is_success(), "{:?}", response.text());
+        response.json::<Value>().unwrap()
+    };
+    // A new agent: its acknowledgement names the version to run; then it runs it.
+    let ack = send(control_report(terminal, 1, json!({}), None));
+    let version = ack["config"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no version in {ack}"))
+        .to_string();
+    let ack = send(control_report(
+        terminal,
+        2,
+        json!({ "applied": version }),
+        None,
+    ));
+    assert!(ack.get("config").is_none(), "{ack}");
+
+    let browser = Browser::start(&chromedriver, &chromium);
+    browser.open(&format!("{}/?token={VIEWER_TOKEN}#/config", collector.url));
+    browser.wait_until(
+        "the version with its one terminal, the profile and its history",
+        &format!(
+            "return document.querySelector('#config-versions tr[data-version=\"{version}\"] td:nth-child(3)')?.textContent === '1' \
+             && document.querySelector('#config-profiles tr[data-profile=\"payment\"]') !== null \
+             && document.querySelector('#config-history')?.textContent.includes('the payment host moved') === true"
+        ),
+    );
+    browser.assert_no_csp_violation("the config page");
+    browser.screenshot("8-config");
+
+    browser.open(&format!("{}/#/terminal/{terminal}", collector.url));
+    browser.wait_until(
+        "the settings the terminal runs",
+        &format!("return document.querySelector('#config-applied')?.textContent.includes('{version}') === true"),
+    );
+    browser.click("#probe-now");
+    browser.answer_prompt(ADMIN_TOKEN);
+    browser.wait_until(
+        "the request, by the admin, waiting",
+        "const state = document.querySelector('#probe-state'); \
+         return state?.textContent.includes('requested by admin') === true && state.dataset.answered === 'false'",
+    );
+    let view: Value = client
+        .get(format!("{}/api/v1/terminals/{terminal}", collector.url))
+        .bearer_auth(VIEWER_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = view["probe"]["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no probe in {view:#}"));
+    let ack = send(control_report(
+        terminal,
+        3,
+        json!({ "applied": version }),
+        Some(id),
+    ));
+    assert!(ack.get("probe_request").is_none(), "answered: {ack}");
+    browser.wait_until(
+        "the request answered",
+        "return document.querySelector('#probe-state')?.dataset.answered === 'true'",
+    );
+    browser.click("#lang-toggle");
+    browser.wait_until(
+        "the Chinese texts",
+        "return document.querySelector('#probe-now')?.textContent === '立即探测' \
+         && document.querySelector('#control h2')?.textContent === '配置与即时探测' \
+         && document.querySelector('#probe-message')?.textContent.includes('已请求探测') === true",
+    );
+    browser.screenshot("9-terminal-probe-zh-CN");
+    browser.assert_no_csp_violation("fleet control");
 }

@@ -236,7 +236,7 @@ fn fifty_agents_follow_a_profile_and_one_refuses_what_it_cannot_use() {
         .unwrap_or_default();
     assert_eq!(running, AGENTS as u64, "{versions:#}");
     let history = collector.get_json("/api/v1/config/history?profile=payment");
-    assert_eq!(history["entries"][0]["by"], "admin", "{history:#}");
+    assert_eq!(history["history"][0]["by"], "admin", "{history:#}");
 
     // One terminal gets settings naming a CA bundle it does not have.
     let lacking = ids[AGENTS - 1].as_str();
@@ -366,7 +366,7 @@ fn probe_now_shows_a_fault_on_the_terminal_page_within_seconds() {
         .unwrap_or_else(|| panic!("no id: {body}"));
     let shown = wait_for(Duration::from_secs(15), || {
         let view = terminal();
-        (status_of(&view).as_deref() == Some("failing")).then(|| (requested.elapsed(), view))
+        (status_of(&view).as_deref() == Some("failed")).then(|| (requested.elapsed(), view))
     });
     let (took, view) = shown.unwrap_or_else(|| {
         panic!(

@@ -5,6 +5,7 @@
 
 pub(crate) mod admission;
 mod alerts;
+mod control;
 mod credentials;
 mod encoding;
 mod enroll;
@@ -98,6 +99,12 @@ pub struct AppState {
     /// When the collector last listened on this data before this run (since, until), as the
     /// store recorded it.
     previous_listening: Option<(OffsetDateTime, OffsetDateTime)>,
+    /// Fleet control: configuration profiles, the agents' settings states, probe requests and
+    /// the held long-polls (`control/`).
+    pub control: Arc<crate::control::Control>,
+    /// The per-terminal limits of the agents' control requests (long-poll, settings fetch),
+    /// counted apart from their reports.
+    pub(crate) control_fairness: Arc<admission::Fairness>,
 }
 
 impl AppState {
@@ -115,6 +122,14 @@ impl AppState {
         let store = Store::open(&config.data_dir)?;
         let revocations = crate::revocation::Revocations::open(&config.data_dir)?;
         let enrollments = crate::enroll::Enrollments::open(&config.data_dir)?;
+        let (control, unreadable_profiles) = crate::control::Control::open(
+            &config.data_dir,
+            config.control.clone(),
+            metrics.control.clone(),
+        )?;
+        for (table, _) in &unreadable_profiles {
+            metrics.unreadable_rows.with_label_values(&[table]).inc();
+        }
         let (restored, stored_policy) = store.load(config.limits.max_history_findings)?;
         let previous_listening = store.last_listening();
         for (table, _) in &restored.unreadable {
@@ -144,6 +159,11 @@ impl AppState {
             config.limits.terminal_request_burst,
         ));
         let datagram_fairness = Arc::new(admission::Fairness::new(
+            config.limits.max_concurrent_ingest_per_terminal,
+            config.limits.terminal_requests_per_minute,
+            config.limits.terminal_request_burst,
+        ));
+        let control_fairness = Arc::new(admission::Fairness::new(
             config.limits.max_concurrent_ingest_per_terminal,
             config.limits.terminal_requests_per_minute,
             config.limits.terminal_request_burst,
@@ -178,6 +198,8 @@ impl AppState {
             alerts: Arc::new(alerts),
             viewer: None,
             previous_listening,
+            control: Arc::new(control),
+            control_fairness,
         })
     }
 
@@ -248,6 +270,13 @@ const ALERT_STOP_GRACE: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn app(state: Arc<AppState>) -> Router {
+    // The agents' long-poll is held for up to `control.max_hold_seconds`: outside the request
+    // timeout; and outside the security headers, which mean nothing to an agent and would
+    // cost a SIM card's plan some 350 bytes an answer. Authenticated by the terminal's token.
+    let long_poll = Router::new().route(
+        posmon_protocol::control::CONTROL_PATH,
+        get(control::agent_poll),
+    );
     Router::new()
         .route(posmon_protocol::REPORTS_PATH, post(reports::post_reports))
         .route("/api/v1/terminals", get(queries::list_terminals))
@@ -275,6 +304,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/api/v1/alerts/silences/{id}",
             axum::routing::delete(alerts::expire_silence),
         )
+        .merge(control::router())
         .route("/metrics", get(queries::metrics))
         .route("/healthz", get(queries::healthz))
         .merge(web::router())
@@ -289,6 +319,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         ))
         // Outermost, so that every answer carries them, a timeout's 408 included.
         .layer(middleware::from_fn(web::headers::security_headers))
+        .merge(long_poll)
         .with_state(state)
 }
 
@@ -327,6 +358,13 @@ pub async fn serve(
     let trend = tokio::spawn(web::trend::sample_periodically(Arc::clone(&state)));
     let limits = listener::ConnectionLimits::from_config(&state.config.limits);
     let metrics = Arc::clone(&state.metrics);
+    // Held long-polls end (answered empty) as the shutdown begins: the graceful wait is for
+    // requests at work, not for agents waiting on news.
+    let control = Arc::clone(&state.control);
+    let shutdown = async move {
+        shutdown.await;
+        control.close();
+    };
     let router = app(state);
     let served = listener::accept_loop(listener, router, tls, limits, metrics, shutdown).await;
     evaluator.abort();

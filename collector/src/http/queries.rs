@@ -169,13 +169,23 @@ pub async fn get_terminal(
 ) -> Result<impl IntoResponse, ApiError> {
     let terminal = terminal_or_not_found(&state, &terminal_id)?;
     let history = state.fleet.history_of(&terminal.id, HISTORY_MAX);
-    let body = serde_json::to_value(TerminalDetail::new(
+    let mut body = serde_json::to_value(TerminalDetail::new(
         &terminal,
         &history,
         &state.config.readiness,
         OffsetDateTime::now_utc(),
     ))
     .map_err(|error| ApiError::internal("encoding a terminal", error))?;
+    // Fleet control, when known: the settings it runs, refused and should run; the probe request.
+    let (config, probe) = super::control::terminal_members(&state, &terminal.id);
+    if let Some(object) = body.as_object_mut() {
+        if let Some(config) = config {
+            object.insert("config".into(), config);
+        }
+        if let Some(probe) = probe {
+            object.insert("probe".into(), probe);
+        }
+    }
     Ok(Json(body))
 }
 
@@ -343,6 +353,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
         let state = Arc::clone(&state);
         // A pass over every terminal: off the async workers.
         tokio::task::spawn_blocking(move || {
+            state
+                .metrics
+                .set_config_terminals(&state.control.tally(state.fleet.len()));
             state.metrics.render(&state.fleet, &state.config.readiness)
         })
         .await

@@ -73,7 +73,7 @@ impl From<ApiError> for Refusal {
 }
 
 impl Refusal {
-    fn respond(self, state: &AppState) -> Response {
+    pub(super) fn respond(self, state: &AppState) -> Response {
         // Every overload says when to come back, whichever step found it.
         let overloaded = matches!(
             self.error.reason,
@@ -145,7 +145,7 @@ fn enter(state: &Arc<AppState>, terminal_id: &str) -> Result<InFlight, Refusal> 
 }
 
 /// Counts a request against its authenticated terminal's limits in `fairness`.
-fn enter_in(
+pub(super) fn enter_in(
     fairness: &Arc<admission::Fairness>,
     state: &AppState,
     terminal_id: &str,
@@ -181,7 +181,7 @@ fn enter_in(
         })
 }
 
-fn verify(state: &AppState, token: &str, terminal_id: &str) -> Result<(), ApiError> {
+pub(super) fn verify(state: &AppState, token: &str, terminal_id: &str) -> Result<(), ApiError> {
     state
         .keyring
         .verify(token, terminal_id)
@@ -392,6 +392,31 @@ pub(crate) async fn ingest_json(
     }
     require_instance(&state.fleet, &terminal_id, &batch.reports)?;
     fill_unchanged(&state.fleet, &terminal_id, &mut batch.reports);
+    // Fleet control, before the reports are consumed: the newest report's labels, the newest
+    // settings state a report carries, the probe requests the reports answer.
+    let reads_control = {
+        let newest = batch.reports.iter().max_by_key(|report| report.sequence);
+        let config = batch
+            .reports
+            .iter()
+            .filter(|report| report.config.is_some())
+            .max_by_key(|report| report.sequence)
+            .and_then(|report| report.config.clone());
+        let answered: Vec<(u64, u64)> = batch
+            .reports
+            .iter()
+            .filter_map(|report| report.probe_request.map(|id| (id, report.sequence)))
+            .collect();
+        newest.is_some_and(|newest| {
+            state.control.observe(
+                &terminal_id,
+                &newest.labels,
+                config,
+                &answered,
+                OffsetDateTime::now_utc(),
+            )
+        })
+    };
     for probe in batch.reports.iter().flat_map(|report| &report.probes) {
         if let Some(milliseconds) = connect_latency(probe) {
             state
@@ -465,6 +490,13 @@ pub(crate) async fn ingest_json(
             });
         }
     }
+    // What the acknowledgement asks of an agent that reads it: the settings version to fetch,
+    // the probe request waiting for it.
+    let control = if reads_control {
+        state.control.answer(&terminal_id)
+    } else {
+        posmon_protocol::control::ControlAnswer::default()
+    };
     // Milliseconds: finer than any clock offset a terminal can estimate, and shorter on the wire.
     let now = OffsetDateTime::now_utc();
     let collector_time = now - time::Duration::nanoseconds(i64::from(now.nanosecond() % 1_000_000));
@@ -473,8 +505,8 @@ pub(crate) async fn ingest_json(
         acknowledged_sequence,
         collector_time,
         heartbeats: true,
-        config: None,
-        probe_request: None,
+        config: control.config,
+        probe_request: control.probe_request,
     })
 }
 

@@ -67,6 +67,8 @@ const MIGRATIONS: &[&str] = &[
     REVOCATIONS_MIGRATION,
     // 5: one-time enrollment codes (enroll.rs).
     ENROLLMENTS_MIGRATION,
+    // 6: fleet control: configuration profiles and their history (control/store.rs).
+    CONTROL_MIGRATION,
 ];
 
 /// The schema version this collector writes.
@@ -109,6 +111,34 @@ const ENROLLMENTS_MIGRATION: &str = "CREATE TABLE enrollment_codes (
          expires_at INTEGER NOT NULL
      );
      CREATE INDEX enrollment_codes_by_terminal ON enrollment_codes (terminal_id, expires_at);";
+
+/// Fleet control (`control/store.rs`): the configuration profiles in force (selector, settings,
+/// rollout and previous settings as their API's JSON; times in Unix seconds), and the history of
+/// every change (bounded by the writer: the oldest rows dropped).
+const CONTROL_MIGRATION: &str = "CREATE TABLE config_profiles (
+         name TEXT PRIMARY KEY NOT NULL,
+         revision INTEGER NOT NULL,
+         selector TEXT NOT NULL,
+         settings TEXT NOT NULL,
+         rollout TEXT NOT NULL,
+         previous TEXT,
+         updated_at INTEGER NOT NULL,
+         updated_by TEXT NOT NULL,
+         comment TEXT
+     );
+     CREATE TABLE config_history (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         profile TEXT NOT NULL,
+         revision INTEGER NOT NULL,
+         action TEXT NOT NULL,
+         selector TEXT,
+         settings TEXT,
+         rollout TEXT,
+         changed_by TEXT NOT NULL,
+         changed_at INTEGER NOT NULL,
+         comment TEXT
+     );
+     CREATE INDEX config_history_by_profile ON config_history (profile, id);";
 
 #[cfg(test)]
 mod tests {

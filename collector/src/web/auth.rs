@@ -175,6 +175,10 @@ pub fn needs_viewer(method: &Method, path: &str, protect_metrics: bool) -> bool 
         // The admin token guards it.
         return false;
     }
+    if path.starts_with("/api/v1/agent/") {
+        // The agents' control endpoints: the terminal tokens guard them.
+        return false;
+    }
     if path == "/metrics" {
         return protect_metrics;
     }
@@ -272,6 +276,12 @@ mod tests {
         check(Method::GET, "/api/v1/enrollments", false, false);
         check(Method::POST, "/api/v1/enroll", false, false);
         check(Method::GET, "/healthz", false, false);
+        check(Method::GET, "/api/v1/agent/control", false, false);
+        check(Method::GET, "/api/v1/agent/config", false, false);
+        check(Method::GET, "/api/v1/config/profiles", false, true);
+        check(Method::GET, "/api/v1/config/versions", false, true);
+        check(Method::PUT, "/api/v1/config/profiles/east", false, false);
+        check(Method::POST, "/api/v1/probe", false, false);
         check(Method::GET, "/metrics", false, false);
         check(Method::GET, "/metrics", true, true);
     }

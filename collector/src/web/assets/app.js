@@ -1,5 +1,5 @@
 // posmon dashboard: plain JavaScript, no build step, no external asset. Hash routes:
-// #/ overview, #/problems?filters, #/terminal/<id>, #/versions, #/alerts. Every view polls
+// #/ overview, #/problems?filters, #/terminal/<id>, #/versions, #/config, #/alerts. Every view polls
 // the API every refresh interval, so new findings appear without a reload.
 "use strict";
 
@@ -62,6 +62,20 @@ const STRINGS = {
     "usage.no_budget": "{total}, no budget", "usage.projected": "month projected at {bytes} ({percent} %)",
     "usage.stretched": "intervals stretched ×{factor}", "usage.near_badge": "near budget", "usage.old": "figures of {month}",
     "usage.near.list": "The terminals nearest their budget", "usage.near.none": "No terminal is near its budget now.",
+    "nav.config": "Config", "control.title": "Configuration and probe", "control.applied": "Settings running",
+    "control.local": "its local file only", "control.effective": "Settings due", "control.pending": "not taken yet",
+    "control.rejected": "Refused", "control.unknown": "This agent does not report its settings (before fleet control).",
+    "probe.now": "Probe now", "probe.requested": "Probe requested by {by} at {time}", "probe.answered": "answered at {time}",
+    "probe.waiting": "waiting for the terminal…", "probe.sent": "Probe requested; the terminal answers within seconds.",
+    "probe.none": "No probe requested.", "admin.prompt": "Admin token (kept for this browser tab only):",
+    "admin.refused": "The admin token was refused.",
+    "config.title": "Fleet configuration", "config.versions": "Settings versions", "config.pending": "Pending",
+    "config.unknown": "Not reporting settings", "col.assigned": "Assigned", "col.running": "Running", "col.rejected": "Refused",
+    "config.profiles": "Profiles", "config.no_profiles": "No profile: every agent runs its local file.",
+    "col.profile": "Profile", "col.selector": "Applies to", "col.revision": "Revision", "col.rollout": "Rollout",
+    "col.updated": "Changed", "col.by": "By", "col.comment": "Comment", "col.action": "Change", "config.settings": "settings",
+    "config.history": "History", "config.no_history": "No change yet.", "selector.all": "every terminal",
+    "rollout.all": "all", "rollout.percent": "{percent} %", "rollout.label": "label {key}={value}",
   },
   "zh-CN": {
     "nav.overview": "总览", "nav.problems": "问题列表", "nav.versions": "版本合规", "nav.alerts": "告警",
@@ -121,6 +135,20 @@ const STRINGS = {
     "usage.no_budget": "{total}，未设预算", "usage.projected": "预计全月 {bytes}（{percent} %）",
     "usage.stretched": "间隔已延长 ×{factor}", "usage.near_badge": "接近预算", "usage.old": "{month} 的数据",
     "usage.near.list": "最接近预算的终端", "usage.near.none": "当前没有接近预算的终端。",
+    "nav.config": "配置", "control.title": "配置与即时探测", "control.applied": "运行中的配置",
+    "control.local": "仅本地配置文件", "control.effective": "应运行的配置", "control.pending": "尚未生效",
+    "control.rejected": "已拒绝", "control.unknown": "该代理不上报配置状态（早于集中配置的版本）。",
+    "probe.now": "立即探测", "probe.requested": "{by} 于 {time} 请求探测", "probe.answered": "已于 {time} 响应",
+    "probe.waiting": "等待终端响应…", "probe.sent": "已请求探测，终端将在数秒内响应。",
+    "probe.none": "尚未请求探测。", "admin.prompt": "管理员令牌（仅保存在当前浏览器标签页）：",
+    "admin.refused": "管理员令牌被拒绝。",
+    "config.title": "集中配置", "config.versions": "配置版本", "config.pending": "待生效",
+    "config.unknown": "未上报配置状态", "col.assigned": "应运行", "col.running": "运行中", "col.rejected": "已拒绝",
+    "config.profiles": "配置档案", "config.no_profiles": "没有配置档案：所有代理使用本地配置文件。",
+    "col.profile": "档案", "col.selector": "适用范围", "col.revision": "修订号", "col.rollout": "灰度发布",
+    "col.updated": "修改时间", "col.by": "修改人", "col.comment": "说明", "col.action": "变更", "config.settings": "配置内容",
+    "config.history": "变更历史", "config.no_history": "尚无变更。", "selector.all": "全部终端",
+    "rollout.all": "全部", "rollout.percent": "{percent} %", "rollout.label": "标签 {key}={value}",
   },
 };
 
@@ -229,6 +257,7 @@ function route() {
   if (parts[0] === "terminal" && parts[1]) return { view: "terminal", id: decodeURIComponent(parts.slice(1).join("/")), params };
   if (parts[0] === "versions") return { view: "versions", params };
   if (parts[0] === "alerts") return { view: "alerts", params };
+  if (parts[0] === "config") return { view: "config", params };
   return { view: "overview", params };
 }
 
@@ -246,7 +275,7 @@ async function refresh() {
   const key = location.hash + "|" + lang;
   if (renderedRoute !== key) main.innerHTML = `<p class="muted">${esc(t("loading"))}</p>`;
   try {
-    const views = { overview: viewOverview, problems: viewProblems, terminal: viewTerminal, versions: viewVersions, alerts: viewAlerts };
+    const views = { overview: viewOverview, problems: viewProblems, terminal: viewTerminal, versions: viewVersions, config: viewConfig, alerts: viewAlerts };
     await views[current.view](main, current, renderedRoute !== key);
     renderedRoute = key;
     document.getElementById("updated").textContent = t("updated", { time: new Date().toLocaleTimeString(lang) });
@@ -523,7 +552,8 @@ async function viewTerminal(main, current) {
     <p><a href="#/problems">${esc(t("terminal.back"))}</a></p>
     <h1 id="terminal-title">${esc(t("terminal.title", { id: terminal.terminal_id }))} ${badge(terminal.readiness, t("readiness." + terminal.readiness))}</h1>
     ${headline}
-    <div class="grid cols3">
+    ${controlPanel(terminal)}
+    <div class="grid cols3 mt">
       <section class="panel"><h2>${esc(t("terminal.identity"))}</h2><dl class="kv">
         <dt>${esc(t("terminal.agent"))}</dt><dd>${esc(terminal.agent_version)}</dd>
         <dt>${esc(t("terminal.first_seen"))}</dt><dd>${esc(fmtTime(terminal.first_seen))}</dd>
@@ -542,6 +572,103 @@ async function viewTerminal(main, current) {
       <ul class="timeline" id="timeline">${open.map(f => findingItem(f, true)).join("")}${history.map(f => findingItem(f, false)).join("")}</ul>
       ${open.length + history.length ? "" : `<p class="muted">${esc(t("no.findings"))}</p>`}
     </section>`;
+  main.querySelector("#probe-now")?.addEventListener("click", () => probeNow(terminal.terminal_id));
+}
+
+// ---------- fleet control ----------
+// The message under the probe button (a string key and its values), kept across refreshes
+// until the next request.
+let probeMessage = null;
+// Profiles whose settings are unfolded on the config page: kept across refreshes.
+const unfoldedProfiles = new Set();
+
+// A terminal's settings (running, due, refused) and its latest probe request, with the button.
+function controlPanel(terminal) {
+  const config = terminal.config;
+  const probe = terminal.probe;
+  let rows = "";
+  if (config) {
+    rows += `<dt>${esc(t("control.applied"))}</dt><dd id="config-applied">${config.applied ? `<code>${esc(config.applied)}</code>` : esc(t("control.local"))}</dd>`;
+    const refused = config.rejected;
+    if (config.effective && config.effective !== config.applied && refused?.version !== config.effective) {
+      rows += `<dt>${esc(t("control.effective"))}</dt><dd id="config-effective"><code>${esc(config.effective)}</code> ${badge("warning", t("control.pending"))}</dd>`;
+    }
+    if (refused) {
+      rows += `<dt>${esc(t("control.rejected"))}</dt><dd id="config-rejected" class="error"><code>${esc(refused.version)}</code>: ${esc(refused.reason)}</dd>`;
+    }
+  }
+  const probeText = probe
+    ? `${esc(t("probe.requested", { by: probe.requested_by, time: fmtTime(probe.requested_at) }))} — ${esc(probe.answered_at ? t("probe.answered", { time: fmtTime(probe.answered_at) }) : t("probe.waiting"))}`
+    : esc(t("probe.none"));
+  return `<section class="panel mt" id="control"><h2>${esc(t("control.title"))}</h2>
+    ${config ? `<dl class="kv">${rows}</dl>` : `<p class="muted">${esc(t("control.unknown"))}</p>`}
+    <p id="probe-state" data-answered="${probe?.answered_at ? "true" : "false"}">${probeText}</p>
+    <p><button type="button" id="probe-now">${esc(t("probe.now"))}</button> <span id="probe-message" class="muted">${probeMessage ? esc(t(probeMessage.key, probeMessage.values)) : ""}</span></p>
+  </section>`;
+}
+
+// An admin request: the admin token is asked once per tab (sessionStorage) and asked again if
+// refused. Returns the response, or null when no token was given.
+async function adminRequest(method, path, body) {
+  for (let attempt = 0; attempt < 2; attempt += 1) {
+    let token = sessionStorage.getItem("posmon.admin");
+    if (!token) {
+      token = window.prompt(t("admin.prompt")) || "";
+      if (!token) return null;
+      sessionStorage.setItem("posmon.admin", token);
+    }
+    const response = await fetch(path, {
+      method, credentials: "same-origin",
+      headers: { "Accept": "application/json", "Content-Type": "application/json", "Authorization": `Bearer ${token}` },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (response.status !== 401 && response.status !== 403) return response;
+    sessionStorage.removeItem("posmon.admin");
+    probeMessage = { key: "admin.refused" };
+  }
+  return null;
+}
+
+async function probeNow(terminalId) {
+  const response = await adminRequest("POST", `/api/v1/terminals/${encodeURIComponent(terminalId)}/probe`);
+  if (response) {
+    probeMessage = response.ok ? { key: "probe.sent" } : { key: "error", values: { error: `${response.status} ${response.statusText}` } };
+  }
+  refresh();
+}
+
+function selectorText(selector) {
+  const parts = ["region", "carrier", "model", "merchant", "terminal"].filter(k => selector?.[k]).map(k => `${k}=${selector[k]}`);
+  for (const [key, value] of Object.entries(selector?.labels || {})) parts.push(`${key}=${value}`);
+  return parts.length ? parts.join(" · ") : t("selector.all");
+}
+function rolloutText(rollout) {
+  if (!rollout) return t("rollout.all");
+  const parts = [rollout.percent == null || rollout.percent >= 100 ? t("rollout.all") : t("rollout.percent", { percent: rollout.percent })];
+  if (rollout.label) parts.push(t("rollout.label", { key: rollout.label.key, value: rollout.label.value }));
+  return parts.join(" + ");
+}
+function listOf(data, key) { return Array.isArray(data) ? data : (data?.[key] || []); }
+
+async function viewConfig(main) {
+  const [versions, profiles, history] = await Promise.all([
+    api("/api/v1/config/versions"), api("/api/v1/config/profiles"), api("/api/v1/config/history?limit=50"),
+  ]);
+  const versionRows = listOf(versions, "versions").map(v => `<tr data-version="${esc(v.version)}"><td><code>${esc(v.version)}</code></td><td class="num">${fmtNumber(v.assigned)}</td><td class="num">${fmtNumber(v.running)}</td><td class="num">${v.rejected ? badge("critical", fmtNumber(v.rejected)) : "0"}</td></tr>`).join("");
+  const profileRows = listOf(profiles, "profiles").map(p => `<tr data-profile="${esc(p.name)}"><td><strong>${esc(p.name)}</strong></td><td>${esc(selectorText(p.selector))}</td>
+    <td class="num">${esc(p.revision)}</td><td>${esc(rolloutText(p.rollout))}</td><td>${esc(fmtTime(p.updated_at))}</td><td>${esc(p.updated_by)}</td><td>${esc(p.comment || "")}</td>
+    <td><details data-settings="${esc(p.name)}"${unfoldedProfiles.has(p.name) ? " open" : ""}><summary>${esc(t("config.settings"))}</summary><pre>${esc(JSON.stringify(p.settings, null, 2))}</pre></details></td></tr>`).join("");
+  const historyRows = listOf(history, "history").map(h => `<tr><td>${esc(fmtTime(h.at))}</td><td>${esc(h.profile)}</td><td class="num">${esc(h.revision)}</td><td>${esc(h.action)}</td><td>${esc(h.by)}</td><td>${esc(h.comment || "")}</td></tr>`).join("");
+  const tile = (id, label, value, kind) => `<div class="panel tile ${kind}" id="${id}"><div class="label">${esc(label)}</div><div class="value">${fmtNumber(value)}</div></div>`;
+  main.innerHTML = `
+    <h1>${esc(t("config.title"))}</h1>
+    <div class="grid tiles">${tile("config-pending", t("config.pending"), versions.pending || 0, versions.pending ? "warning" : "ok")}${tile("config-unknown", t("config.unknown"), versions.unknown || 0, "total")}</div>
+    <section class="panel mt"><h2>${esc(t("config.versions"))}</h2><table id="config-versions"><thead><tr><th>${esc(t("col.version"))}</th><th class="num">${esc(t("col.assigned"))}</th><th class="num">${esc(t("col.running"))}</th><th class="num">${esc(t("col.rejected"))}</th></tr></thead><tbody>${versionRows}</tbody></table></section>
+    <section class="panel mt"><h2>${esc(t("config.profiles"))}</h2>${profileRows ? `<table id="config-profiles"><thead><tr><th>${esc(t("col.profile"))}</th><th>${esc(t("col.selector"))}</th><th class="num">${esc(t("col.revision"))}</th><th>${esc(t("col.rollout"))}</th><th>${esc(t("col.updated"))}</th><th>${esc(t("col.by"))}</th><th>${esc(t("col.comment"))}</th><th></th></tr></thead><tbody>${profileRows}</tbody></table>` : `<p class="muted">${esc(t("config.no_profiles"))}</p>`}</section>
+    <section class="panel mt"><h2>${esc(t("config.history"))}</h2>${historyRows ? `<table id="config-history"><thead><tr><th>${esc(t("col.time"))}</th><th>${esc(t("col.profile"))}</th><th class="num">${esc(t("col.revision"))}</th><th>${esc(t("col.action"))}</th><th>${esc(t("col.by"))}</th><th>${esc(t("col.comment"))}</th></tr></thead><tbody>${historyRows}</tbody></table>` : `<p class="muted">${esc(t("config.no_history"))}</p>`}</section>`;
+  main.querySelectorAll("details[data-settings]").forEach(node => node.addEventListener("toggle", () => {
+    if (node.open) unfoldedProfiles.add(node.dataset.settings); else unfoldedProfiles.delete(node.dataset.settings);
+  }));
 }
 
 // ---------- versions ----------
