@@ -233,7 +233,8 @@ for _ in $(seq 20); do
     sleep 0.25
 done
 [[ -n "$code" ]] || fail "no enrollment code from POST /api/v1/enrollments with the generated admin token: $answer"
-inside posmon-agent enroll --config /etc/posmon/agent.toml --code "$code" >"$work/enroll.log" 2>&1 ||
+# The code on standard input: never on a command line, which ps shows.
+inside posmon-agent enroll --config /etc/posmon/agent.toml <<<"$code" >"$work/enroll.log" 2>&1 ||
     fail "posmon-agent enroll: $(cat "$work/enroll.log")"
 [[ "$(inside stat -c '%U:%G %a' /etc/posmon/agent-token)" == "root:posmon-agent 640" ]] ||
     fail "enroll wrote /etc/posmon/agent-token as $(inside stat -c '%U:%G %a' /etc/posmon/agent-token), not root:posmon-agent 640"

@@ -56,14 +56,14 @@ enum Command {
     },
     /// Fetch this terminal's token from the collector with a one-time enrollment code (an
     /// administrator creates it: POST /api/v1/enrollments) and write it to the config's
-    /// token_file (mode 0640; as root, the group of its directory).
+    /// token_file (mode 0640; as root, the group of its directory). The code, e.g.
+    /// 7K3Q-M2XD-9RTB-04HF (case and dashes do not matter), comes from the environment
+    /// variable POSMON_ENROLL_CODE or else one line of standard input — never the command
+    /// line, which `ps` and the shell's history show.
     Enroll {
         /// Configuration file (TOML): terminal_id, collector_url, TLS settings, token_file.
         #[arg(long, env = "POSMON_AGENT_CONFIG", value_name = "FILE")]
         config: PathBuf,
-        /// The enrollment code, e.g. 7K3Q-M2XD-9RTB-04HF (case and dashes do not matter).
-        #[arg(long, env = crate::enroll::CODE_ENV, value_name = "CODE", hide_env_values = true)]
-        code: String,
         /// Replace an existing token file.
         #[arg(long)]
         force: bool,
@@ -148,17 +148,28 @@ fn command(command: Command) -> anyhow::Result<u8> {
             let (_, config) = crate::control::Central::open(AgentConfig::from_file(&config)?);
             probe(&config, once, json, lang)
         }
-        Command::Enroll {
-            config,
-            code,
-            force,
-        } => {
+        Command::Enroll { config, force } => {
             let loaded = AgentConfig::from_file(&config)?;
+            let code = {
+                use std::io::IsTerminal;
+                let stdin = std::io::stdin();
+                // A prompt only for a person at a terminal: piped input gets none.
+                let interactive = stdin.is_terminal();
+                crate::enroll::read_code(
+                    std::env::var_os(crate::enroll::CODE_ENV),
+                    &mut stdin.lock(),
+                    interactive,
+                    &mut std::io::stderr(),
+                )?
+            };
             let enrollment = runtime()?.block_on(crate::enroll::enroll(&loaded, &code, force))?;
             println!(
                 "{}",
                 crate::enroll::describe(&enrollment, &loaded.collector_url)
             );
+            if let Some(warning) = &enrollment.warning {
+                eprintln!("{warning}");
+            }
             Ok(0)
         }
         Command::Run { config } => {

@@ -2,17 +2,22 @@
 //! the collector for this terminal, for the terminal's token, and writes it to the config's
 //! `token_file`.
 //!
-//! The token file is written atomically (a temporary file in the same directory, fsynced, then
-//! renamed over the target, then the directory fsynced), mode 0640; when run as root, its group
-//! is the directory's (`/etc/posmon` owned `root:posmon-agent` makes the token readable by the
-//! service and nobody else). The temporary file is created before the collector is asked, so a
-//! directory that cannot be written does not waste the code; an existing token file is kept
-//! unless `force`.
+//! The code comes from [`CODE_ENV`] or one line of standard input ([`read_code`]), never the
+//! command line: `ps` and shell histories show command lines.
+//!
+//! The token file is written atomically (a temporary file in the same directory, given its mode
+//! 0640 and, when run as root, its group — the directory's: `/etc/posmon` owned
+//! `root:posmon-agent` makes the token readable by the service and nobody else — through its
+//! open descriptor before the token is in it, fsynced, renamed over the target, then the
+//! directory fsynced; that last step failing is only a warning, the token being in place). The
+//! temporary file is created before the collector is asked, so a directory that cannot be
+//! written does not waste the code; an existing token file is kept unless `force`.
 //!
 //! What this module must never do: print or log the code or the token.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -25,8 +30,13 @@ use crate::backoff::retry_after;
 use crate::config::{AgentConfig, TOKEN_ENV};
 use crate::deliver::{error_chain, https_client_builder, read_answer, DeliveryError};
 
-/// The environment variable the code may come from instead of `--code`.
+/// The environment variable the code comes from; without it, standard input.
 pub const CODE_ENV: &str = "POSMON_ENROLL_CODE";
+/// The longest line of standard input taken for a code: a code is 19 characters, and a person
+/// may type spaces around it.
+const CODE_LINE_MAX_BYTES: u64 = 256;
+/// The prompt on standard error when standard input is a terminal.
+pub const CODE_PROMPT: &str = "Enrollment code / 注册码: ";
 /// The token file's mode: the service's group reads it, nobody else.
 pub const TOKEN_FILE_MODE: u32 = 0o640;
 /// The largest answer read: an enrollment or an error is a few hundred bytes.
@@ -37,6 +47,10 @@ pub enum EnrollError {
     // The cause follows in the error chain the binary prints.
     #[error("the enrollment code")]
     Code(#[from] CodeError),
+    #[error("no enrollment code: set {CODE_ENV} or give the code on standard input")]
+    NoCode,
+    #[error("the enrollment code on standard input: {0}")]
+    CodeInput(String),
     #[error("config key token_file: not set; enroll writes the token there")]
     NoTokenFile,
     #[error("config key token: the token is set inline and would be used instead of token_file: remove it first")]
@@ -73,6 +87,45 @@ pub struct Enrollment {
     pub replaced: bool,
     /// The group the file was given (run as root), by id.
     pub group: Option<u32>,
+    /// Something to tell although the token was written (its directory not synced to disk).
+    pub warning: Option<String>,
+}
+
+/// The code: [`CODE_ENV`] when set and not empty (`from_env`), else one line of `input`, a
+/// prompt first written to `prompt_to` when `interactive` (a person at a terminal). Not yet
+/// checked as a code: [`enroll`] does that.
+pub fn read_code(
+    from_env: Option<OsString>,
+    input: &mut impl BufRead,
+    interactive: bool,
+    prompt_to: &mut impl Write,
+) -> Result<String, EnrollError> {
+    if let Some(value) = from_env.filter(|value| !value.is_empty()) {
+        return value
+            .into_string()
+            .map_err(|_| EnrollError::CodeInput(format!("{CODE_ENV} is not text")));
+    }
+    if interactive {
+        // A prompt that cannot be written is no reason not to read the answer.
+        let _ = write!(prompt_to, "{CODE_PROMPT}").and_then(|()| prompt_to.flush());
+    }
+    let mut line = Vec::new();
+    input
+        .take(CODE_LINE_MAX_BYTES + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|error| EnrollError::CodeInput(error.to_string()))?;
+    if u64::try_from(line.len()).map_or(true, |length| length > CODE_LINE_MAX_BYTES) {
+        return Err(EnrollError::CodeInput(format!(
+            "the line is longer than {CODE_LINE_MAX_BYTES} bytes"
+        )));
+    }
+    let line = String::from_utf8(line)
+        .map_err(|_| EnrollError::CodeInput("the line is not text".to_string()))?;
+    let code = line.trim();
+    if code.is_empty() {
+        return Err(EnrollError::NoCode);
+    }
+    Ok(code.to_string())
 }
 
 /// Enrolls `config`'s terminal with `typed_code`: asks the collector for the token and writes
@@ -91,14 +144,15 @@ pub async fn enroll(
     let prepared = PreparedTokenFile::create(&path, force)?;
     let enrolled = ask(config, code).await?;
     check_answer(&enrolled, &config.terminal_id)?;
-    let group = prepared.commit(&enrolled.token)?;
+    let committed = prepared.commit(&enrolled.token)?;
     Ok(Enrollment {
         terminal_id: enrolled.terminal_id,
         token_file: path,
         key_id: enrolled.key_id,
         generation: enrolled.generation,
         replaced,
-        group,
+        group: committed.group,
+        warning: committed.warning,
     })
 }
 
@@ -247,9 +301,18 @@ impl PreparedTokenFile {
         })
     }
 
-    /// Writes `token`, gives the file its mode (and, as root, the directory's group), renames
-    /// it into place and makes that durable. Returns the group given, if any.
-    fn commit(mut self, token: &str) -> Result<Option<u32>, EnrollError> {
+    /// Gives the file its mode (and, as root, the directory's group), writes `token`, renames
+    /// it into place and makes that durable.
+    fn commit(self, token: &str) -> Result<Committed, EnrollError> {
+        self.commit_with(token, sync_directory)
+    }
+
+    /// [`PreparedTokenFile::commit`] with the directory synced by `sync_directory`.
+    fn commit_with(
+        mut self,
+        token: &str,
+        sync_directory: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Result<Committed, EnrollError> {
         let path = self.path.clone();
         let write_error = |source| EnrollError::Write {
             path: path.clone(),
@@ -259,32 +322,56 @@ impl PreparedTokenFile {
             .file
             .take()
             .ok_or_else(|| write_error(std::io::Error::other("already written")))?;
-        file.write_all(format!("{token}\n").as_bytes())
-            .map_err(write_error)?;
-        // Exactly 0640 whatever the umask.
-        file.set_permissions(std::fs::Permissions::from_mode(TOKEN_FILE_MODE))
-            .map_err(write_error)?;
         let directory = match self.path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        // Mode and group first, through the open file (whatever its path names by now), so
+        // the token is never in a file that others may read: exactly 0640 whatever the umask.
+        file.set_permissions(std::fs::Permissions::from_mode(TOKEN_FILE_MODE))
+            .map_err(write_error)?;
         let metadata = file.metadata().map_err(write_error)?;
         // The file was created by this process: its owner is who we run as.
         let group = if metadata.uid() == 0 {
             let group = directory.metadata().map_err(write_error)?.gid();
-            std::os::unix::fs::chown(&self.temporary, None, Some(group)).map_err(write_error)?;
+            std::os::unix::fs::fchown(&file, None, Some(group)).map_err(write_error)?;
             Some(group)
         } else {
             None
         };
+        file.write_all(format!("{token}\n").as_bytes())
+            .map_err(write_error)?;
         file.sync_all().map_err(write_error)?;
         drop(file);
         std::fs::rename(&self.temporary, &self.path).map_err(write_error)?;
-        File::open(&directory)
-            .and_then(|directory| directory.sync_all())
-            .map_err(write_error)?;
-        Ok(group)
+        // The token is in place and readable: a directory that cannot be synced only means a
+        // power loss might undo the rename. Told, not failed: failing would leave the terminal
+        // with a token file but the code spent and an error saying it is not enrolled.
+        let warning = sync_directory(&directory).err().map(|error| {
+            format!(
+                "Warning: the token is written to {}, but its directory {} could not be synced to disk ({error}): after a power loss, check that the file is there.\n\
+                 警告：令牌已写入 {}，但目录 {} 未能同步到磁盘（{error}）：断电后请检查该文件是否还在。",
+                self.path.display(),
+                directory.display(),
+                self.path.display(),
+                directory.display(),
+            )
+        });
+        Ok(Committed { group, warning })
     }
+}
+
+/// What writing the token file did.
+struct Committed {
+    /// The group the file was given (run as root), by id.
+    group: Option<u32>,
+    /// Why the write may not survive a power loss, if it may not.
+    warning: Option<String>,
+}
+
+/// Makes a rename in `directory` durable.
+fn sync_directory(directory: &Path) -> std::io::Result<()> {
+    File::open(directory)?.sync_all()
 }
 
 impl Drop for PreparedTokenFile {
@@ -413,6 +500,65 @@ mod tests {
         ));
     }
 
+    /// Checks what [`read_code`] makes of `from_env` and `input`: `expected` the code or the
+    /// error's text, `prompt` what it wrote to standard error.
+    fn check(
+        from_env: Option<&str>,
+        input: &[u8],
+        interactive: bool,
+        expected: &str,
+        prompt: &str,
+    ) {
+        let mut written = Vec::new();
+        let code = read_code(
+            from_env.map(OsString::from),
+            &mut &input[..],
+            interactive,
+            &mut written,
+        )
+        .unwrap_or_else(|error| format!("error: {error}"));
+        assert_eq!(
+            (code.as_str(), String::from_utf8_lossy(&written).as_ref()),
+            (expected, prompt),
+            "{from_env:?} {:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+
+    #[test]
+    fn the_code_comes_from_the_environment_or_one_line_of_standard_input() {
+        let none =
+            "error: no enrollment code: set POSMON_ENROLL_CODE or give the code on standard input";
+        // The environment first; then input is not read and nothing is asked.
+        check(Some("7K3Q-M2XD"), b"other\n", true, "7K3Q-M2XD", "");
+        // Empty is not set.
+        check(Some(""), b" 7k3q-m2xd \n", false, "7k3q-m2xd", "");
+        check(
+            None,
+            b"7K3Q-M2XD-9RTB-04HF\r\nmore\n",
+            false,
+            "7K3Q-M2XD-9RTB-04HF",
+            "",
+        );
+        // Asked only when a person is at a terminal.
+        check(None, b"7K3Q", true, "7K3Q", CODE_PROMPT);
+        check(None, b"", false, none, "");
+        check(None, b"   \n", true, none, CODE_PROMPT);
+        let too_long =
+            "error: the enrollment code on standard input: the line is longer than 256 bytes";
+        check(
+            None,
+            format!("{}\n", "7".repeat(300)).as_bytes(),
+            false,
+            too_long,
+            "",
+        );
+        let not_text = "error: the enrollment code on standard input: the line is not text";
+        check(None, b"\xff\xfe\n", false, not_text, "");
+        // Exactly the bound is still a line.
+        check(None, &[b'7'; 256], false, &"7".repeat(256), "");
+    }
+
     #[test]
     fn the_token_file_is_written_whole_with_its_mode_and_kept_unless_forced() {
         let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
@@ -426,9 +572,11 @@ mod tests {
         let prepared =
             PreparedTokenFile::create(&path, false).unwrap_or_else(|error| panic!("{error}"));
         assert!(!path.exists(), "nothing in place before the token is there");
-        let group = prepared
+        let committed = prepared
             .commit("k1.secret")
             .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(committed.warning, None);
+        let group = committed.group;
         assert_eq!(
             std::fs::read_to_string(&path).ok().as_deref(),
             Some("k1.secret\n")
@@ -465,6 +613,26 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).ok().as_deref(),
             Some("k1.other\n")
+        );
+        assert_eq!(names(), 1);
+        // A directory that cannot be synced after the rename: the token is written all the
+        // same, with a warning naming the directory.
+        let unsynced =
+            PreparedTokenFile::create(&path, true).unwrap_or_else(|error| panic!("{error}"));
+        let committed = unsynced
+            .commit_with("k1.third", |_| Err(std::io::Error::other("sync refused")))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            std::fs::read_to_string(&path).ok().as_deref(),
+            Some("k1.third\n")
+        );
+        let warning = committed.warning.unwrap_or_default();
+        assert!(
+            warning.contains("sync refused")
+                && warning.contains(&dir.path().display().to_string())
+                && warning.contains("警告")
+                && !warning.contains("k1.third"),
+            "{warning}"
         );
         assert_eq!(names(), 1);
         // A directory that is not there fails before the collector is asked.

@@ -6,7 +6,8 @@
 //! `posmon_protocol::enroll::code_hash`), with when it expires; redeeming checks and deletes it
 //! in one transaction, so a code works once. Outstanding codes are bounded per terminal and in
 //! total. Redemption is unauthenticated: [`FailedRedemptions`] bounds how many wrong codes all
-//! senders together may try, so guessing 80 bits is hopeless.
+//! senders together may try (a token taken before a redemption is read, given back when it
+//! succeeds), so guessing 80 bits is hopeless.
 //!
 //! What this module must never do: store or log a code or a token.
 
@@ -54,6 +55,9 @@ pub enum EnrollError {
     Random(String),
     #[error("expires_in_seconds: the expiry is beyond the calendar")]
     Expiry,
+    /// The token for a matching code could not be made: the code is kept.
+    #[error("deriving the terminal's token: {0}")]
+    Token(#[from] posmon_protocol::CredentialError),
 }
 
 /// A code just created: the only time it exists in clear.
@@ -207,14 +211,16 @@ impl Enrollments {
     }
 
     /// Checks `typed` against the codes of `terminal_id` not expired at `now` and, when one
-    /// matches, deletes it in the same transaction. Any failure is [`EnrollError::Invalid`]
-    /// (or a database fault). Blocking (SQLite).
-    pub fn redeem(
+    /// matches, calls `issue` (which makes the token) and only then deletes the code, in the
+    /// same transaction: an error of `issue` or of the database leaves the code unspent. A code
+    /// that does not match is [`EnrollError::Invalid`]. Blocking (SQLite).
+    pub fn redeem<T>(
         &self,
         terminal_id: &str,
         typed: &str,
         now: OffsetDateTime,
-    ) -> Result<(), EnrollError> {
+        issue: impl FnOnce() -> Result<T, EnrollError>,
+    ) -> Result<T, EnrollError> {
         let canonical = normalize_code(typed).map_err(|_| EnrollError::Invalid)?;
         let hash = code_hash(terminal_id, &canonical);
         let mut connection = self.connection();
@@ -242,15 +248,20 @@ impl Enrollments {
         let Some(id) = matched else {
             return Err(EnrollError::Invalid);
         };
+        // Dropped on an error, the transaction rolls back: nothing is spent.
+        let issued = issue()?;
         transaction.execute("DELETE FROM enrollment_codes WHERE id = ?1", [id])?;
         transaction.commit()?;
-        Ok(())
+        Ok(issued)
     }
 }
 
-/// The wrong codes all senders together may still try: a token bucket charged only by failed
-/// redemptions, checked before any is tried. When it is empty every redemption waits — an
-/// attacker can delay enrollments, never guess a code or touch report ingest.
+/// The wrong codes all senders together may still try: a token bucket from which every
+/// redemption takes a token before anything of it is read, and which gets it back when the
+/// redemption succeeds (or fails on the collector's side). So concurrent redemptions cannot all
+/// pass a check made before any of them failed: at most as many reach a code as there are
+/// tokens. When it is empty every redemption waits — an attacker can delay enrollments, never
+/// guess a code or touch report ingest.
 pub struct FailedRedemptions {
     bucket: Mutex<TokenBucket>,
     per_second: f64,
@@ -271,17 +282,15 @@ impl FailedRedemptions {
         self.bucket.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Whether a redemption may be tried at `now`, or how long until one may.
-    pub fn room(&self, now: Instant) -> Result<(), Duration> {
-        // A copy: trying is not yet failing.
-        let mut trial = *self.bucket();
-        trial.take(now, self.per_second, self.burst)
+    /// Takes the token a redemption starting at `now` may fail with, or says how long until
+    /// one is there. Taken up front: a failure is known only later.
+    pub fn take(&self, now: Instant) -> Result<(), Duration> {
+        self.bucket().take(now, self.per_second, self.burst)
     }
 
-    /// Counts a failed redemption at `now`.
-    pub fn charge(&self, now: Instant) {
-        // Empty already: nothing more to take.
-        let _ = self.bucket().take(now, self.per_second, self.burst);
+    /// Gives back at `now` the token of a redemption that did not fail by the sender's doing.
+    pub fn refund(&self, now: Instant) {
+        self.bucket().give_back(now, self.per_second, self.burst);
     }
 }
 
@@ -299,6 +308,39 @@ mod tests {
     }
 
     const HOUR: time::Duration = time::Duration::hours(1);
+
+    /// What a redemption hands out in these tests: nothing.
+    fn issued() -> Result<(), EnrollError> {
+        Ok(())
+    }
+
+    #[test]
+    fn a_code_is_spent_only_once_its_token_is_made() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let codes = enrollments(dir.path());
+        let created = codes
+            .create_from("T-1", &[7; CODE_BYTES], at(0), HOUR)
+            .unwrap_or_else(|error| panic!("{error}"));
+        // Making the token fails: the code stays, and the token is not asked for a wrong code.
+        let failing = || -> Result<String, EnrollError> {
+            Err(posmon_protocol::CredentialError::UnknownKey("k9".into()).into())
+        };
+        assert!(matches!(
+            codes.redeem("T-1", &created.code, at(1), failing),
+            Err(EnrollError::Token(_))
+        ));
+        assert_eq!(codes.list(at(1)).map(|l| l.len()).ok(), Some(1));
+        let mut asked = false;
+        let wrong = codes.redeem("T-1", "0000-0000-0000-0000", at(1), || {
+            asked = true;
+            Ok("token".to_string())
+        });
+        assert!(matches!(wrong, Err(EnrollError::Invalid)) && !asked);
+        // The next try gets the token and spends the code.
+        let token = codes.redeem("T-1", &created.code, at(2), || Ok("token".to_string()));
+        assert_eq!(token.ok().as_deref(), Some("token"));
+        assert!(codes.list(at(2)).map(|l| l.is_empty()).unwrap_or(false));
+    }
 
     #[test]
     fn a_code_works_once_for_its_terminal_until_it_expires() {
@@ -325,7 +367,10 @@ mod tests {
         assert!(!String::from_utf8_lossy(&stored).contains(&created.code[..4]));
 
         let refused = |terminal: &str, code: &str, now| {
-            matches!(codes.redeem(terminal, code, now), Err(EnrollError::Invalid))
+            matches!(
+                codes.redeem(terminal, code, now, issued),
+                Err(EnrollError::Invalid)
+            )
         };
         assert!(refused("T-2", &created.code, at(1)), "another terminal's");
         assert!(refused("T-1", "not a code", at(1)));
@@ -333,7 +378,7 @@ mod tests {
         assert!(refused("T-1", &created.code, at(3600)), "expired");
         // Typed loosely, within its time: accepted once.
         let typed = created.code.to_lowercase().replace('-', " ");
-        assert!(codes.redeem("T-1", &typed, at(3599)).is_ok());
+        assert!(codes.redeem("T-1", &typed, at(3599), issued).is_ok());
         assert!(refused("T-1", &created.code, at(3599)), "used");
         // The other terminal's code is untouched, and survives a reopening.
         drop(codes);
@@ -346,7 +391,7 @@ mod tests {
         );
         assert_eq!(listed[0].created_at, at(0));
         assert!(codes.list(at(3600)).map(|l| l.is_empty()).unwrap_or(false));
-        assert!(codes.redeem("T-2", &other.code, at(2)).is_ok());
+        assert!(codes.redeem("T-2", &other.code, at(2), issued).is_ok());
     }
 
     #[test]
@@ -407,21 +452,35 @@ mod tests {
         ));
         // A damaged row (a hash that is not a blob) never matches and never panics.
         assert!(matches!(
-            codes.redeem("T-5", "0000-0000-0000-0000", at(0)),
+            codes.redeem("T-5", "0000-0000-0000-0000", at(0), issued),
             Err(EnrollError::Invalid)
         ));
     }
 
     #[test]
-    fn failed_redemptions_run_out_and_refill() {
+    fn failed_redemptions_are_taken_up_front_refunded_on_success_and_refill() {
         let start = Instant::now();
         let limiter = FailedRedemptions::new(3, 60, start);
+        // Three redemptions in flight at once take the three tokens; a fourth waits, though
+        // none of them has failed yet.
         for _ in 0..3 {
-            assert!(limiter.room(start).is_ok(), "trying alone costs nothing");
-            limiter.charge(start);
+            assert!(limiter.take(start).is_ok());
         }
-        let wait = limiter.room(start).err();
+        let wait = limiter.take(start).err();
         assert!(wait.is_some_and(|wait| wait <= Duration::from_secs(1)));
-        assert!(limiter.room(start + Duration::from_secs(1)).is_ok());
+        // One succeeded: its token is back, for one more.
+        limiter.refund(start);
+        assert!(limiter.take(start).is_ok());
+        assert!(limiter.take(start).is_err());
+        assert!(limiter.take(start + Duration::from_secs(1)).is_ok());
+        // Refunds never raise the bucket above its burst.
+        let later = start + Duration::from_secs(3600);
+        for _ in 0..10 {
+            limiter.refund(later);
+        }
+        for _ in 0..3 {
+            assert!(limiter.take(later).is_ok());
+        }
+        assert!(limiter.take(later).is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! The enrollment endpoints exercised in-process: hostile redemptions (oversized, slow,
 //! malformed, unknown fields, bad terminal ids, wrong codes) get their status and a field, each
-//! spends the failures' budget until everyone waits; a handful in flight at most; the admin
-//! endpoints refused without the admin token or with none configured; a revoked terminal gets
-//! the token of its current generation.
+//! spends the failures' budget until everyone waits; redemptions in flight together reach a
+//! code no more often than the budget allows; a handful in flight at most; one code redeemed by
+//! several requests at once gives exactly one token; the admin endpoints refused without the
+//! admin token or with none configured; a revoked terminal gets the token of its current
+//! generation.
 
 #![allow(
     clippy::unwrap_used,
@@ -159,6 +161,140 @@ async fn hostile_redemptions_are_refused_and_spend_the_failure_budget() {
         (answer["key_id"].as_str(), answer["generation"].as_u64()),
         (Some("k1"), Some(0))
     );
+}
+
+/// A redemption whose body is held back: the first bytes are sent, the rest when `release`
+/// is called with them.
+struct HeldRedemption {
+    sender: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    answer: tokio::task::JoinHandle<(StatusCode, Value, Option<String>)>,
+}
+
+impl HeldRedemption {
+    fn start(router: &Router, first: &str) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        sender.try_send(Ok(first.as_bytes().to_vec())).unwrap();
+        let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+        let router = router.clone();
+        let answer = tokio::spawn(async move { send(&router, redeem(body)).await });
+        HeldRedemption { sender, answer }
+    }
+
+    /// Sends the rest of the body (unless the answer came already) and waits for the answer.
+    async fn release(self, rest: &str) -> (StatusCode, Value, Option<String>) {
+        let _ = self.sender.send(Ok(rest.as_bytes().to_vec())).await;
+        drop(self.sender);
+        self.answer.await.unwrap()
+    }
+}
+
+/// A new code for `terminal_id`.
+async fn create_code(router: &Router, terminal_id: &str) -> String {
+    let created = request(
+        "POST",
+        "/api/v1/enrollments",
+        json!({ "terminal_id": terminal_id }).to_string(),
+        Some(ADMIN),
+    );
+    let (status, created, _) = send(router, created).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    created["code"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redemptions_in_flight_together_reach_a_code_no_more_often_than_the_budget_allows() {
+    let (router, _dir) = new_router(Some(ADMIN));
+    let code = create_code(&router, "T-1").await;
+    // Eight failures of ten: two tokens left (and a fraction, refilled meanwhile).
+    for _ in 0..8 {
+        assert_eq!(send(&router, redeem("{")).await.0, StatusCode::BAD_REQUEST);
+    }
+    // Four slow wrong redemptions at once, none failed yet when the others start: only two
+    // may go on to a code; the others wait at once, before their bodies are read.
+    let held: Vec<HeldRedemption> = (0..4)
+        .map(|_| HeldRedemption::start(&router, "{\"terminal_id\": \"T-1\", "))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut answers = Vec::new();
+    for (index, redemption) in held.into_iter().enumerate() {
+        let rest = format!("\"code\": \"0000-0000-0000-{index:04}\"}}");
+        answers.push(redemption.release(&rest).await);
+    }
+    let checked = answers
+        .iter()
+        .filter(|(status, answer, _)| {
+            *status == StatusCode::FORBIDDEN && answer["error"]["reason"] == "invalid_code"
+        })
+        .count();
+    let waited = answers
+        .iter()
+        .filter(|(status, _, retry_after)| {
+            *status == StatusCode::TOO_MANY_REQUESTS && retry_after.is_some()
+        })
+        .count();
+    assert_eq!((checked, waited), (2, 2), "{answers:?}");
+    // The right code waits too, until a token is back; then it works and costs nothing.
+    let right = json!({ "terminal_id": "T-1", "code": code }).to_string();
+    let (got, _, retry_after) = send(&router, redeem(right.clone())).await;
+    assert_eq!(got, StatusCode::TOO_MANY_REQUESTS);
+    let seconds: u64 = retry_after.unwrap().parse().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+    let (got, answer, _) = send(&router, redeem(right)).await;
+    assert_eq!(got, StatusCode::OK, "{answer}");
+    let (got, answer, _) = send(&router, redeem("{")).await;
+    assert_eq!(
+        got,
+        StatusCode::BAD_REQUEST,
+        "the success gave its token back: {answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_code_redeemed_by_several_requests_at_once_gives_exactly_one_token() {
+    let (router, _dir) = new_router(Some(ADMIN));
+    let code = create_code(&router, "T-1").await;
+    // REDEMPTIONS_IN_FLIGHT_MAX: as many as are let in at once.
+    let in_flight = 4;
+    // All of them admitted and waiting for the rest of their bodies, then released together.
+    let held: Vec<HeldRedemption> = (0..in_flight)
+        .map(|_| HeldRedemption::start(&router, "{\"terminal_id\": \"T-1\", "))
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let rest = format!("\"code\": \"{code}\"}}");
+    let answers = join_all(held.into_iter().map(|redemption| {
+        let rest = rest.clone();
+        tokio::spawn(async move { redemption.release(&rest).await })
+    }))
+    .await;
+    let tokens: Vec<&str> = answers
+        .iter()
+        .filter(|(status, _, _)| *status == StatusCode::OK)
+        .filter_map(|(_, answer, _)| answer["token"].as_str())
+        .collect();
+    assert_eq!(
+        tokens,
+        vec![terminal_token(keyring().current(), "T-1").as_str()],
+        "{answers:?}"
+    );
+    let refused = answers
+        .iter()
+        .filter(|(status, answer, _)| {
+            *status == StatusCode::FORBIDDEN && answer["error"]["reason"] == "invalid_code"
+        })
+        .count();
+    assert_eq!(refused, in_flight - 1, "{answers:?}");
+}
+
+/// Waits for every task, in order.
+async fn join_all<T: Send + 'static>(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<T> {
+    let tasks: Vec<_> = tasks.collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! Enrollment with the real collector and agent binaries: an administrator creates a one-time
-//! code, `posmon-agent enroll` trades it for the terminal's token and writes the token file,
-//! `posmon-agent run` reports with it and the collector accepts; the code works once; a wrong,
-//! an expired or a cancelled code is refused; only the admin creates and lists codes (never
+//! code, `posmon-agent enroll` trades it (from standard input or the environment, never the
+//! command line) for the terminal's token and writes the token file, `posmon-agent run` reports
+//! with it and the collector accepts; the code works once, also for several requests at once; a
+//! wrong, an expired or a cancelled code is refused; only the admin creates and lists codes (never
 //! shown again); outstanding codes are bounded; a flood of wrong codes is rate-limited while
 //! report ingest of another terminal goes on. Over HTTPS, the agent uses its config's CA file and
 //! client certificate, and a collector its CA did not sign gets nothing (the code is not spent).
@@ -10,9 +11,11 @@
     reason = "test helpers as well as tests: a failed unwrap is the test failing"
 )]
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use posmon_e2e_tests::{
@@ -84,23 +87,31 @@ fn redeem(collector: &Collector, terminal_id: &str, code: &str) -> (u16, Value, 
     (status, body, retry_after)
 }
 
-/// `posmon-agent enroll` with the config at `config`, the code in `--code` or the environment.
+/// `posmon-agent enroll` with the config at `config`, the code on standard input or in the
+/// environment.
 fn agent_enroll(config: &Path, code: &str, from_env: bool, force: bool) -> Output {
     let mut command = Command::new(binary("posmon-agent"));
     command
         .args(["enroll", "--config"])
         .arg(config)
         .env_remove("POSMON_AGENT_TOKEN")
-        .env_remove("POSMON_ENROLL_CODE");
+        .env_remove("POSMON_ENROLL_CODE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if from_env {
-        command.env("POSMON_ENROLL_CODE", code);
+        // Nothing on standard input: the environment's code is the one used.
+        command.env("POSMON_ENROLL_CODE", code).stdin(Stdio::null());
     } else {
-        command.args(["--code", code]);
+        command.stdin(Stdio::piped());
     }
     if force {
         command.arg("--force");
     }
-    command.output().unwrap()
+    let mut child = command.spawn().unwrap();
+    if let Some(mut stdin) = child.stdin.take() {
+        writeln!(stdin, "{code}").unwrap();
+    }
+    child.wait_with_output().unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -181,8 +192,50 @@ fn an_agent_enrolls_once_with_a_code_and_reports_with_its_token() {
     let config = path.join("agent.toml");
     std::fs::write(&config, &config_text).unwrap();
 
+    // The code on the command line is a usage error (exit status 3) and is not sent; no code
+    // at all is an error naming where it comes from.
+    let on_command_line = Command::new(binary("posmon-agent"))
+        .args(["enroll", "--config"])
+        .arg(&config)
+        .args(["--code", &code])
+        .env_remove("POSMON_ENROLL_CODE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        on_command_line.status.code(),
+        Some(3),
+        "{}",
+        text(&on_command_line.stderr)
+    );
+    assert!(
+        text(&on_command_line.stderr).contains("--code"),
+        "{}",
+        text(&on_command_line.stderr)
+    );
+    let without = Command::new(binary("posmon-agent"))
+        .args(["enroll", "--config"])
+        .arg(&config)
+        .env_remove("POSMON_ENROLL_CODE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(1));
+    assert!(
+        text(&without.stderr).contains("POSMON_ENROLL_CODE"),
+        "{}",
+        text(&without.stderr)
+    );
+    assert!(!token_file.exists());
+
+    // From standard input (not a terminal: no prompt), typed loosely: the code still works.
     let enrolled = agent_enroll(&config, &code.to_lowercase(), false, false);
     assert!(enrolled.status.success(), "{}", text(&enrolled.stderr));
+    assert!(
+        !text(&enrolled.stderr).contains("Enrollment code"),
+        "no prompt for piped input: {}",
+        text(&enrolled.stderr)
+    );
     let said = text(&enrolled.stdout);
     assert!(said.contains("Enrolled terminal T-ENROLL-1"), "{said}");
     assert!(!said.contains(&code), "the code is never printed: {said}");
@@ -294,6 +347,41 @@ fn an_agent_enrolls_once_with_a_code_and_reports_with_its_token() {
         "{body}"
     );
 
+    // One code redeemed by four requests at once (as many as are let in together): exactly
+    // one gets the token, the others are refused like any used code.
+    let contested = code_for(&collector, "T-ENROLL-7", None);
+    let start = Arc::new(Barrier::new(4));
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let start = Arc::clone(&start);
+            let url = collector.url.clone();
+            let code = contested.clone();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                start.wait();
+                answer(
+                    client
+                        .post(format!("{url}/api/v1/enroll"))
+                        .json(&json!({ "terminal_id": "T-ENROLL-7", "code": code }))
+                        .send()
+                        .unwrap(),
+                )
+            })
+        })
+        .collect();
+    let mut statuses: Vec<u16> = Vec::new();
+    let mut tokens = Vec::new();
+    for racer in racers {
+        let (status, body) = racer.join().unwrap();
+        statuses.push(status);
+        if let Some(token) = body["token"].as_str() {
+            tokens.push(token.to_string());
+        }
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, vec![200, 403, 403, 403], "{tokens:?}");
+    assert_eq!(tokens, vec![collector.token("T-ENROLL-7")]);
+
     // A flood of wrong codes runs out of tries; ingest of another terminal goes on, and a
     // right code waits as well until the failures' budget refills.
     let waiting = code_for(&collector, "T-ENROLL-6", None);
@@ -341,7 +429,7 @@ fn an_agent_enrolls_once_with_a_code_and_reports_with_its_token() {
         "{refilled}"
     );
     let metrics = collector.metrics();
-    for (result, at_least) in [("enrolled", 3), ("refused", 5), ("rate_limited", 25)] {
+    for (result, at_least) in [("enrolled", 4), ("refused", 8), ("rate_limited", 25)] {
         let counted = metrics
             .lines()
             .find_map(|line| {

@@ -50,6 +50,13 @@ impl TokenBucket {
         Err(Duration::try_from_secs_f64(seconds).unwrap_or(Duration::from_secs(3600)))
     }
 
+    /// Puts back, at `now`, a token taken for something that turned out not to cost one; never
+    /// beyond `burst`.
+    pub fn give_back(&mut self, now: Instant, per_second: f64, burst: f64) {
+        self.refill(now, per_second, burst);
+        self.tokens = (self.tokens + 1.0).min(burst);
+    }
+
     /// Whether a token is there at `now`, without taking it.
     pub fn has_token(&mut self, now: Instant, per_second: f64, burst: f64) -> bool {
         self.refill(now, per_second, burst);

@@ -264,7 +264,9 @@ pub async fn redeem(
             1,
         );
     };
-    if let Err(wait) = state.failed_redemptions.room(Instant::now()) {
+    // A token taken before anything is read: redemptions in flight together cannot all pass
+    // a check made before any of them failed. Given back below if this one does not fail.
+    if let Err(wait) = state.failed_redemptions.take(Instant::now()) {
         count(&state, "rate_limited");
         return refuse_for(
             ApiError::new(
@@ -277,15 +279,17 @@ pub async fn redeem(
     match redeem_checked(&state, &headers, body).await {
         Ok(enrolled) => {
             count(&state, "enrolled");
+            state.failed_redemptions.refund(Instant::now());
             Json(enrolled).into_response()
         }
         Err(error) => {
-            // Every failure counts, a malformed request's too: the work before it is bounded.
+            // Every failure of the sender's keeps its token, a malformed request's too; the
+            // collector's own fault is not the sender's.
             if error.reason == Reason::Internal {
                 count(&state, "failed");
+                state.failed_redemptions.refund(Instant::now());
             } else {
                 count(&state, "refused");
-                state.failed_redemptions.charge(Instant::now());
             }
             error.into_response()
         }
@@ -302,21 +306,26 @@ async fn redeem_checked(
     check_terminal_id(&request.terminal_id)?;
     let stored = Arc::clone(state);
     let terminal_id = request.terminal_id.clone();
-    tokio::task::spawn_blocking(move || {
-        stored
-            .enrollments
-            .redeem(&terminal_id, &request.code, OffsetDateTime::now_utc())
+    // The token is made once the code matched and before it is spent: a fault making it
+    // leaves the code for another try.
+    let (token, key_id, generation) = tokio::task::spawn_blocking(move || {
+        let keyring = &stored.keyring;
+        stored.enrollments.redeem(
+            &terminal_id,
+            &request.code,
+            OffsetDateTime::now_utc(),
+            || {
+                let generation = keyring.revocations().minimum(&terminal_id);
+                let key_id = keyring.current().id().to_string();
+                let (token, _) = keyring.token_at(&key_id, &terminal_id, generation)?;
+                Ok((token, key_id, generation))
+            },
+        )
     })
     .await
     .map_err(|error| ApiError::internal("redeeming an enrollment code", error))?
     .map_err(|error| stored_error("redeeming an enrollment code", error))?;
     let terminal_id = request.terminal_id;
-    let generation = state.keyring.revocations().minimum(&terminal_id);
-    let key_id = state.keyring.current().id().to_string();
-    let (token, _) = state
-        .keyring
-        .token_at(&key_id, &terminal_id, generation)
-        .map_err(|error| ApiError::internal("deriving an enrolled terminal's token", error))?;
     tracing::info!(
         %terminal_id,
         generation,
