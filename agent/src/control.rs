@@ -26,7 +26,7 @@ use crate::config::{AgentConfig, ComponentConfig, LabelsConfig, PeripheralConfig
 use crate::cycle::Measurer;
 use crate::deliver::{
     https_client_builder, https_connection_setup_bytes, https_exchange_bytes, read_answer,
-    TCP_KEEPALIVE_BYTES,
+    ANSWER_TOO_LARGE, TCP_KEEPALIVE_BYTES,
 };
 
 /// The file in `state_dir` that keeps the applied settings and the last refusal.
@@ -49,16 +49,24 @@ pub struct Central {
     local: AgentConfig,
     applied: Option<AgentSettings>,
     rejected: Option<Rejection>,
+    /// When the refusal was made (or found at start): it is forgotten after `REFUSAL_KEPT`,
+    /// so that settings refused for want of a file are tried again once it is there.
+    rejected_at: Option<Instant>,
 }
+
+/// How long a refusal stands before the settings are fetched and tried again.
+pub const REFUSAL_KEPT: Duration = Duration::from_secs(3600);
 
 impl Central {
     /// The local file with what `central.json` kept: the configuration to run. Saved settings
-    /// that no longer apply (a pin added, a CA bundle gone) are refused now, with the reason.
+    /// that do not apply now (a pin added, a CA bundle not mounted yet) leave the local file
+    /// running, and are not refused: the collector names them again and they are tried anew.
     pub fn open(local: AgentConfig) -> (Central, AgentConfig) {
         let saved = read_saved(&local.state_dir.join(CENTRAL_FILE));
         let mut central = Central {
             local: local.clone(),
             applied: None,
+            rejected_at: saved.rejected.as_ref().map(|_| Instant::now()),
             rejected: saved.rejected,
         };
         let Some(applied) = saved.applied else {
@@ -70,15 +78,37 @@ impl Central {
                 (central, config)
             }
             Err(reason) => {
-                tracing::warn!(version = %applied.version, %reason, "The collector's saved settings no longer apply; running the local file.");
-                central.rejected = Some(Rejection {
-                    version: applied.version,
-                    reason: bounded(reason),
-                });
-                central.save();
+                tracing::warn!(version = %applied.version, %reason, "The collector's saved settings do not apply now; running the local file until they are offered again.");
                 (central, local)
             }
         }
+    }
+
+    /// Forgets a refusal older than `REFUSAL_KEPT`; whether it did (what runs changed).
+    pub fn forget_stale_refusal(&mut self, now: Instant) -> bool {
+        let stale = self
+            .rejected_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= REFUSAL_KEPT);
+        if stale {
+            tracing::info!(
+                "Forgetting an old refusal of the collector's settings: they will be tried again."
+            );
+            self.rejected = None;
+            self.rejected_at = None;
+            self.save();
+        }
+        stale
+    }
+
+    /// Records that settings `version` could not be read (too large, not decodable): refused
+    /// like settings that do not apply, so that the collector stops naming them.
+    pub fn refuse(&mut self, version: String, reason: String) {
+        self.rejected = Some(Rejection {
+            version,
+            reason: bounded(reason),
+        });
+        self.rejected_at = Some(Instant::now());
+        self.save();
     }
 
     /// What the agent runs, as a report says it.
@@ -107,6 +137,7 @@ impl Central {
                     version: offered.version,
                     reason: bounded(reason.clone()),
                 });
+                self.rejected_at = Some(Instant::now());
             }
         }
         self.save();
@@ -304,6 +335,8 @@ pub enum Event {
     Settings(Box<AgentSettings>),
     /// Probe every target at once and report, naming this request.
     Probe(u64),
+    /// The settings named `version` could not be read: refuse them.
+    Unreadable { version: String, reason: String },
 }
 
 /// The agent loop's end of the control task: its events, where to ask for settings an
@@ -358,6 +391,7 @@ pub fn start(config: &AgentConfig, token: &str, state: ConfigState) -> anyhow::R
         connected: false,
         failures: 0,
         jitter: Jitter::new(),
+        last_probe_request: None,
     };
     let task = tokio::spawn(poller.run(state_rx, fetch_rx, events));
     Ok(Link {
@@ -386,11 +420,14 @@ struct Poller {
     connected: bool,
     failures: u32,
     jitter: Jitter,
+    /// The latest probe request the long-poll brought: a repeat of it is no news.
+    last_probe_request: Option<u64>,
 }
 
 /// After a collector without fleet control for this terminal: try again this much later.
 const NOT_SUPPORTED_WAIT: Duration = Duration::from_secs(3600);
-/// The longest wait a collector's `retry_after_seconds` can ask for.
+/// The shortest and longest wait a collector's `retry_after_seconds` can ask for.
+const RETRY_AFTER_MIN: Duration = Duration::from_secs(30);
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 
 impl Poller {
@@ -408,7 +445,7 @@ impl Poller {
                 version = fetches.recv() => {
                     let Some(version) = version else { return };
                     if !state.borrow().knows(&version) {
-                        self.fetch(&events).await;
+                        self.fetch(version, &events).await;
                     }
                 }
                 changed = state.changed() => {
@@ -434,19 +471,23 @@ impl Poller {
         let hold = self.hold.unwrap_or_default();
         match polled {
             Ok((answer, took)) => {
-                let news = answer.config.is_some() || answer.probe_request.is_some();
-                if let Some(id) = answer.probe_request {
+                // News is what the agent did not know: a collector repeating itself at once is
+                // backed off like one answering empty.
+                let new_probe = answer
+                    .probe_request
+                    .filter(|id| self.last_probe_request != Some(*id));
+                let new_version = answer.config.filter(|version| !current.knows(version));
+                let news = new_probe.is_some() || new_version.is_some();
+                if let Some(id) = new_probe {
+                    self.last_probe_request = Some(id);
                     let _ = events.send(Event::Probe(id)).await;
                 }
-                if answer
-                    .config
-                    .as_ref()
-                    .is_some_and(|version| !current.knows(version))
-                {
-                    self.fetch(events).await;
+                if let Some(version) = new_version {
+                    self.fetch(version, events).await;
                 }
                 if let Some(seconds) = answer.retry_after_seconds {
-                    let wait = Duration::from_secs(u64::from(seconds)).min(RETRY_AFTER_MAX);
+                    let wait = Duration::from_secs(u64::from(seconds))
+                        .clamp(RETRY_AFTER_MIN, RETRY_AFTER_MAX);
                     return Some(Instant::now() + wait);
                 }
                 if news || took >= hold / 2 {
@@ -459,7 +500,7 @@ impl Poller {
                 }
             }
             Err(Polled::NotSupported) => Some(Instant::now() + NOT_SUPPORTED_WAIT),
-            Err(Polled::Failed(problem)) => {
+            Err(Polled::Failed(problem) | Polled::TooLarge(problem)) => {
                 let wait = self.backoff();
                 tracing::debug!(%problem, wait_seconds = wait.as_secs(), "The control long-poll failed.");
                 Some(Instant::now() + wait)
@@ -508,23 +549,34 @@ impl Poller {
         Ok((answer, took))
     }
 
-    /// Fetches the terminal's settings and hands them to the loop.
-    async fn fetch(&mut self, events: &mpsc::Sender<Event>) {
+    /// Fetches the terminal's settings, named `version`, and hands them to the loop; settings
+    /// that cannot be read (too large, not decodable: a newer collector's key) are refused, so
+    /// that the collector stops naming them. A failed request is only logged: they are named
+    /// again.
+    async fn fetch(&mut self, version: String, events: &mpsc::Sender<Event>) {
         let url = self.config_url.clone();
-        match self.get(url, self.request_timeout).await {
+        let unreadable = match self.get(url, self.request_timeout).await {
             Ok(body) => match serde_json::from_slice::<AgentSettings>(&body) {
                 Ok(settings) => {
                     let _ = events.send(Event::Settings(Box::new(settings))).await;
+                    return;
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "The collector's settings do not decode; keeping the configuration that runs.");
-                }
+                Err(error) => format!("the settings do not decode: {error}"),
             },
-            Err(Polled::NotSupported) => {}
+            Err(Polled::TooLarge(problem)) => problem,
+            Err(Polled::NotSupported) => return,
             Err(Polled::Failed(problem)) => {
                 tracing::warn!(%problem, "Cannot fetch the collector's settings; keeping the configuration that runs.");
+                return;
             }
-        }
+        };
+        tracing::warn!(%version, reason = %unreadable, "Refusing the collector's settings: they cannot be read.");
+        let _ = events
+            .send(Event::Unreadable {
+                version,
+                reason: unreadable,
+            })
+            .await;
     }
 
     /// A GET with the terminal's credentials; the body, bounded.
@@ -558,7 +610,13 @@ impl Poller {
             setup.saturating_add(https_exchange_bytes(0, length)),
             Ordering::Relaxed,
         );
-        let body = body.map_err(Polled::Failed)?;
+        let body = body.map_err(|problem| {
+            if problem.starts_with(ANSWER_TOO_LARGE) {
+                Polled::TooLarge(problem)
+            } else {
+                Polled::Failed(problem)
+            }
+        })?;
         // A collector without fleet control, or one that does not let this terminal use it.
         if matches!(status.as_u16(), 401 | 403 | 404 | 405) {
             return Err(Polled::NotSupported);
@@ -577,6 +635,8 @@ impl Poller {
 enum Polled {
     /// The collector has no fleet control for this terminal (401, 403, 404, 405).
     NotSupported,
+    /// The answer is larger than an agent reads.
+    TooLarge(String),
     Failed(String),
 }
 
@@ -696,6 +756,105 @@ mod tests {
             .err()
             .unwrap_or_else(|| panic!("taken"));
         assert!(reason.starts_with("probe_timeout_seconds"), "{reason}");
+    }
+
+    #[test]
+    fn saved_settings_that_do_not_apply_now_are_not_refused_and_old_refusals_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+        let ca = dir.path().join("ca.pem");
+        let pki = rcgen::generate_simple_self_signed(vec!["pay.test".to_string()])
+            .unwrap_or_else(|error| panic!("{error}"));
+        std::fs::write(&ca, pki.cert.pem()).unwrap_or_else(|error| panic!("{error}"));
+        let (mut central, _) = Central::open(local(dir.path()));
+        let mut with_ca = settings("pay.test:443");
+        if let Some(targets) = with_ca.targets.as_mut() {
+            targets[0].tls = true;
+            targets[0].ca_file = Some(ca.display().to_string());
+        }
+        let with_ca = offered(with_ca);
+        assert!(central.offer(with_ca.clone()).is_ok());
+        // The bundle is not there at the next start (a late mount): the file runs, nothing is
+        // refused, and the collector's naming the version again brings them back.
+        std::fs::remove_file(&ca).unwrap_or_else(|error| panic!("{error}"));
+        let (mut reopened, running) = Central::open(local(dir.path()));
+        assert_eq!(running.targets[0].address, "127.0.0.1:9");
+        assert_eq!(reopened.state(), ConfigState::default());
+        assert!(reopened.offer(with_ca.clone()).is_err());
+        assert!(reopened.state().knows(&with_ca.version));
+        // An hour later the refusal is forgotten, and the settings are tried again.
+        assert!(!reopened.forget_stale_refusal(Instant::now()));
+        assert!(reopened.forget_stale_refusal(Instant::now() + REFUSAL_KEPT));
+        assert!(!reopened.state().knows(&with_ca.version));
+    }
+
+    /// A collector that answers every long-poll at once — asking to come back at once, or
+    /// repeating a probe request — gets a few polls, not a loop that spends the data plan.
+    #[tokio::test]
+    async fn a_collector_answering_at_once_is_not_polled_in_a_loop() {
+        for answer in [
+            r#"{"retry_after_seconds":0}"#,
+            r#"{"probe_request":5}"#,
+            "{}",
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap_or_else(|error| panic!("{error}"));
+            let port = listener
+                .local_addr()
+                .unwrap_or_else(|error| panic!("{error}"))
+                .port();
+            let polls = Arc::new(AtomicU64::new(0));
+            let counted = Arc::clone(&polls);
+            let body = answer.to_string();
+            let server = tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                loop {
+                    let Ok((mut stream, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let counted = Arc::clone(&counted);
+                    let body = body.clone();
+                    tokio::spawn(async move {
+                        let mut buffer = vec![0u8; 4096];
+                        while let Ok(read) = stream.read(&mut buffer).await {
+                            if read == 0 {
+                                return;
+                            }
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            let response = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if stream.write_all(response.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+            let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+            let mut config = local(dir.path());
+            config.collector_url = format!("http://127.0.0.1:{port}");
+            config.control_hold_seconds = 60;
+            let mut link = start(&config, "k1.x", ConfigState::default())
+                .unwrap_or_else(|error| panic!("{error}"));
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let mut probes = 0;
+            while let Ok(event) = link.events.try_recv() {
+                if matches!(event, Event::Probe(5)) {
+                    probes += 1;
+                }
+            }
+            drop(link);
+            server.abort();
+            let polls = polls.load(Ordering::Relaxed);
+            // The backoff starts at a second and doubles: a handful, where a loop made a hundred.
+            assert!(polls <= 6, "{answer}: {polls} polls in 3 s");
+            assert!(
+                probes <= 1,
+                "{answer}: the same probe request {probes} times"
+            );
+        }
     }
 
     #[test]

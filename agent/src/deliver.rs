@@ -617,13 +617,16 @@ impl Deliverer {
     }
 }
 
+/// How [`read_answer`]'s error for an answer above its limit begins.
+pub(crate) const ANSWER_TOO_LARGE: &str = "the answer is larger than";
+
 /// Reads an answer's body, at most `limit` bytes: a larger one is an error, never an
 /// allocation of whatever size the collector announces or sends.
 pub(crate) async fn read_answer(
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, String> {
-    let too_large = || format!("the answer is larger than {limit} bytes");
+    let too_large = || format!("{ANSWER_TOO_LARGE} {limit} bytes");
     if response
         .content_length()
         .is_some_and(|length| length > limit as u64)

@@ -353,14 +353,24 @@ impl Agent {
                         tracing::warn!(%version, %reason, "Refused the collector's settings; the configuration that ran runs on.");
                     }
                 }
-                self.send_config_state = true;
-                if let Some(link) = &self.control {
-                    link.state.send_replace(self.central.state());
-                }
+                self.config_state_changed();
                 self.cycle(false).await;
                 self.deliver_unless_waiting().await;
             }
             control::Event::Probe(id) => self.request_probe(id),
+            control::Event::Unreadable { version, reason } => {
+                self.central.refuse(version, reason);
+                self.config_state_changed();
+            }
+        }
+    }
+
+    /// What runs changed (settings taken, refused, or a refusal forgotten): the next report
+    /// says it, and the long-poll tells the collector at once.
+    fn config_state_changed(&mut self) {
+        self.send_config_state = true;
+        if let Some(link) = &self.control {
+            link.state.send_replace(self.central.state());
         }
     }
 
@@ -449,6 +459,9 @@ impl Agent {
     /// them out (`unchanged: measurements`). Labels, software and measurements are sent in full
     /// at least every `FULL_REPORT_AFTER`.
     pub async fn cycle(&mut self, confirming: bool) {
+        if self.central.forget_stale_refusal(std::time::Instant::now()) {
+            self.config_state_changed();
+        }
         let unix = unix_now();
         let schedule = self.schedule(unix);
         let confirm = if confirming {

@@ -42,6 +42,10 @@ pub const REASON_MAX_CHARS: usize = 512;
 /// The largest settings document either side reads, JSON.
 pub const SETTINGS_MAX_BYTES: usize = 64 * 1024;
 
+/// The most bytes the layered settings of a terminal may take, by [`Settings::key_bytes`]: an
+/// agent reads them, with their version, within [`SETTINGS_MAX_BYTES`].
+pub const LAYERED_SETTINGS_MAX_BYTES: usize = SETTINGS_MAX_BYTES - 1024;
+
 /// What a profile may set, in the agent's config file's own keys and shapes. Every key is
 /// optional: a layer sets what it names and leaves the rest to the layers below it. Lists
 /// replace the list below them whole; labels are laid key by key.
@@ -257,6 +261,38 @@ impl Settings {
             .collect();
         keys.extend(self.labels.keys());
         keys
+    }
+
+    /// The JSON bytes each key this sets takes (labels key by key, as they are laid): the
+    /// layered settings of several profiles take at most the sum of each key's largest.
+    pub fn key_bytes(&self) -> BTreeMap<String, usize> {
+        let mut sizes = BTreeMap::new();
+        let serde_json::Value::Object(map) = serde_json::to_value(self).unwrap_or_default() else {
+            return sizes;
+        };
+        let bytes = |value: &serde_json::Value| serde_json::to_vec(value).map_or(0, |v| v.len());
+        for (key, value) in &map {
+            if key != "labels" {
+                sizes.insert(key.clone(), key.len() + 4 + bytes(value));
+                continue;
+            }
+            let serde_json::Value::Object(labels) = value else {
+                continue;
+            };
+            for (name, value) in labels {
+                if let serde_json::Value::Object(extra) = value {
+                    for (name, value) in extra {
+                        sizes.insert(
+                            format!("labels.extra.{name}"),
+                            name.len() + 4 + bytes(value),
+                        );
+                    }
+                } else {
+                    sizes.insert(format!("labels.{name}"), name.len() + 4 + bytes(value));
+                }
+            }
+        }
+        sizes
     }
 
     /// The version of these settings: the first 64 bits of SHA-256 over their JSON, in hex.
@@ -649,6 +685,31 @@ mod tests {
             .into_iter()
             .filter(|key| *key != "labels")
             .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn key_bytes_bound_the_document() {
+        let settings: Settings = serde_json::from_str(
+            r#"{"targets":[{"name":"a","address":"h:1"}],"attempts":3,
+                "labels":{"region":"east","extra":{"lane":"3","shop":"7"}}}"#,
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        let sizes = settings.key_bytes();
+        assert_eq!(
+            sizes.keys().cloned().collect::<Vec<_>>(),
+            vec![
+                "attempts",
+                "labels.extra.lane",
+                "labels.extra.shop",
+                "labels.region",
+                "targets"
+            ]
+        );
+        let document = serde_json::to_vec(&settings).map_or(0, |v| v.len());
+        assert!(
+            sizes.values().sum::<usize>() + 32 >= document,
+            "{sizes:?} vs {document}"
         );
     }
 

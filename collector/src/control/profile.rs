@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use posmon_protocol::control::Settings;
+use posmon_protocol::control::{Settings, LAYERED_SETTINGS_MAX_BYTES};
 use posmon_protocol::limits::LABEL_VALUE_MAX_CHARS;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -177,17 +177,35 @@ pub struct RolloutLabel {
 }
 
 /// Which selected terminals run a profile's current settings; the others run its `previous`.
+/// Without `percent`: all of them, or only those carrying the label when one is given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, from = "RolloutWire")]
 pub struct Rollout {
-    #[serde(default = "full_percent")]
     pub percent: u8,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<RolloutLabel>,
 }
 
-fn full_percent() -> u8 {
-    100
+/// A rollout as written: its percent is optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutWire {
+    #[serde(default)]
+    percent: Option<u8>,
+    #[serde(default)]
+    label: Option<RolloutLabel>,
+}
+
+impl From<RolloutWire> for Rollout {
+    fn from(wire: RolloutWire) -> Self {
+        let percent = wire
+            .percent
+            .unwrap_or(if wire.label.is_some() { 0 } else { 100 });
+        Rollout {
+            percent,
+            label: wire.label,
+        }
+    }
 }
 
 impl Default for Rollout {
@@ -290,8 +308,8 @@ impl Profile {
     }
 
     /// The next revision of this profile (`None`: a new one) after a PUT: the revision counts
-    /// up; the settings it replaces become `previous` when they were fully rolled out (or
-    /// there was no previous), else `previous` stays.
+    /// up; the settings it replaces become `previous` when they were fully rolled out, else
+    /// `previous` stays (a revision that never passed its canary is nobody's default).
     pub fn next(
         old: Option<&Profile>,
         request: ProfileRequest,
@@ -302,7 +320,7 @@ impl Profile {
         let (revision, previous) = match old {
             None => (1, None),
             Some(old) => {
-                let previous = if old.rollout.is_full() || old.previous.is_none() {
+                let previous = if old.rollout.is_full() {
                     Some(old.settings.clone())
                 } else {
                     old.previous.clone()
@@ -434,8 +452,14 @@ impl ProfileRequest {
             .validate("settings")
             .map_err(|error| Invalid::new(error.field, error.problem))?;
         if let Some(rollout) = &self.rollout {
-            if !(1..=100).contains(&rollout.percent) {
-                return Err(Invalid::new("rollout.percent", "must be between 1 and 100"));
+            if rollout.percent > 100 {
+                return Err(Invalid::new("rollout.percent", "must be between 0 and 100"));
+            }
+            if rollout.percent == 0 && rollout.label.is_none() {
+                return Err(Invalid::new(
+                    "rollout.percent",
+                    "0 % without a label reaches no terminal: give a label, or 1 to 100",
+                ));
             }
             if let Some(label) = &rollout.label {
                 check_label_key(&label.key, "rollout.label.key")?;
@@ -460,11 +484,40 @@ impl ProfileRequest {
     }
 }
 
+/// The settings of every profile, current and previous, laid together must stay within what an
+/// agent reads ([`LAYERED_SETTINGS_MAX_BYTES`]): bounded by the sum, over the keys, of each
+/// key's largest value in any of them.
+fn check_layered_size<'a>(
+    candidate: &'a Profile,
+    others: impl Iterator<Item = &'a Profile>,
+) -> Result<(), Invalid> {
+    let mut largest: std::collections::BTreeMap<String, usize> = Default::default();
+    let all = std::iter::once(candidate).chain(others);
+    for settings in
+        all.flat_map(|profile| std::iter::once(&profile.settings).chain(&profile.previous))
+    {
+        for (key, bytes) in settings.key_bytes() {
+            let entry = largest.entry(key).or_default();
+            *entry = (*entry).max(bytes);
+        }
+    }
+    let total: usize = largest.values().sum();
+    if total > LAYERED_SETTINGS_MAX_BYTES {
+        return Err(Invalid::new(
+            "settings",
+            format!(
+                "the profiles' settings laid together could take {total} bytes, more than an agent reads ({LAYERED_SETTINGS_MAX_BYTES}): shorten the lists"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks `candidate` against the other profiles (`others`, without the one it replaces): the
 /// count, and that no profile's settings set a label that a profile's selector or rollout reads
 /// (it would flip which profiles match the terminals it runs on).
 pub fn check_set<'a>(
-    candidate: &Profile,
+    candidate: &'a Profile,
     others: impl Iterator<Item = &'a Profile> + Clone,
 ) -> Result<(), Invalid> {
     if others.clone().count() >= PROFILES_MAX {
@@ -473,6 +526,7 @@ pub fn check_set<'a>(
             format!("at most {PROFILES_MAX} profiles: delete one first"),
         ));
     }
+    check_layered_size(candidate, others.clone())?;
     let writes = candidate.writes();
     for (key, field) in candidate.reads() {
         if writes.contains(&key) {
@@ -695,7 +749,8 @@ mod tests {
             at,
         );
         assert_eq!(after.previous.as_ref().and_then(|s| s.attempts), Some(3));
-        // A partial first revision: the next one takes its settings as previous.
+        // A partial first revision never becomes the default of the terminals outside the
+        // next canary: they run nothing of the profile until one is fully rolled out.
         let mut first = profile("q", r#"{"settings":{"attempts":5}}"#);
         first.rollout.percent = 5;
         let second = Profile::next(
@@ -705,7 +760,7 @@ mod tests {
             "admin",
             at,
         );
-        assert_eq!(second.previous.as_ref().and_then(|s| s.attempts), Some(5));
+        assert_eq!(second.previous, None);
     }
 
     #[test]

@@ -39,8 +39,8 @@ use crate::control::{ProbeRequest, WriteError};
 
 /// Who made a change or a request: the admin token (an operator role does not exist yet).
 const ADMIN: &str = "admin";
-/// History rows one answer lists at most, and by default.
-const HISTORY_PAGE_MAX: usize = crate::control::store::HISTORY_MAX;
+/// History rows one answer lists at most (each may hold 64 KiB of settings), and by default.
+const HISTORY_PAGE_MAX: usize = 200;
 const HISTORY_PAGE_DEFAULT: usize = 100;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -161,7 +161,9 @@ pub async fn agent_poll(
         Ok(parsed) => parsed,
         Err(error) => return error.into_response(),
     };
-    let terminal_id = agent.terminal_id.clone();
+    // The held poll leaves the terminal's share of requests in flight to its fetches (one
+    // poll per terminal is held at most, and polls count against the terminal's rate).
+    let Agent { terminal_id, .. } = agent;
     state
         .control
         .prime(&terminal_id, || fleet_labels(&state, &terminal_id));
@@ -169,7 +171,6 @@ pub async fn agent_poll(
         .control
         .poll(&terminal_id, applied, rejected, Duration::from_secs(wait))
         .await;
-    drop(agent);
     Json(answer).into_response()
 }
 
@@ -590,6 +591,9 @@ pub async fn probe_many(
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     let filter: ProbeFilter =
         serde_path_to_error::deserialize(&mut deserializer).map_err(decode_error)?;
+    deserializer.end().map_err(|error| {
+        ApiError::new(Reason::MalformedJson, format!("malformed JSON: {error}"))
+    })?;
     let max = state.config.control.max_probe_batch;
     let readiness = match filter.readiness.as_deref() {
         None => None,
