@@ -6,7 +6,7 @@
 # run at once, each in its own namespaces: quiet, nat (idle flows forgotten after 30 s), flap
 # (the HTTPS payment host down 60 s / up 60 s), payments (a POS app paying every 60 s),
 # flap-payments (the switch flapping while the POS app pays through it), control (the control
-# long-poll held 60 s with keepalives every 20 s, to price each).
+# long-poll held 60 s with keepalives every 20 s, to price each), no-control (quiet without it).
 # See tests/benches/dataplan.rs.
 #
 # Usage: bench/dataplan.sh                        (10 minutes per condition; builds release)

@@ -23,7 +23,8 @@
 //! - `control`: the quiet terminal with the control long-poll held 60 s and TCP keepalives
 //!   every 20 s instead of the defaults' 1 800 s and 300 s: a window holds enough polls and
 //!   keepalives to price each (the collector's TCP bytes are counted apart from its UDP ones:
-//!   with datagram delivery, after the start, TCP to the collector is the long-poll).
+//!   with datagram delivery, after the start, TCP to the collector is the long-poll);
+//! - `no-control`: the quiet terminal without the long-poll (`control_hold_seconds = 0`).
 //!
 //! After a warm-up (the collector has the terminal's first report, then 20 s; its bytes are
 //! printed apart: what the agent's start costs) the counters are reset and the window runs
@@ -96,15 +97,17 @@ enum Condition {
     Payments,
     FlapPayments,
     Control,
+    NoControl,
 }
 
-const ALL_CONDITIONS: [Condition; 6] = [
+const ALL_CONDITIONS: [Condition; 7] = [
     Condition::Quiet,
     Condition::Nat,
     Condition::Flap,
     Condition::Payments,
     Condition::FlapPayments,
     Condition::Control,
+    Condition::NoControl,
 ];
 
 /// The `control` condition's long-poll hold and keepalive, seconds.
@@ -120,6 +123,7 @@ impl Condition {
             Condition::Payments => "payments",
             Condition::FlapPayments => "flap-payments",
             Condition::Control => "control",
+            Condition::NoControl => "no-control",
         }
     }
 
@@ -129,7 +133,7 @@ impl Condition {
             .find(|condition| condition.name() == name)
             .unwrap_or_else(|| {
                 panic!(
-                    "unknown condition {name:?}: quiet, nat, flap, payments, flap-payments or control"
+                    "unknown condition {name:?}: quiet, nat, flap, payments, flap-payments, control or no-control"
                 )
             })
     }
@@ -156,6 +160,7 @@ impl Condition {
             Condition::Control => format!(
                 "quiet, the control long-poll held {CONTROL_HOLD} s, TCP keepalives every {CONTROL_KEEPALIVE} s"
             ),
+            Condition::NoControl => "quiet, without the control long-poll".to_string(),
         }
     }
 
@@ -165,6 +170,7 @@ impl Condition {
             Condition::Control => format!(
                 "control_hold_seconds = {CONTROL_HOLD}\ncontrol_keepalive_seconds = {CONTROL_KEEPALIVE}\n"
             ),
+            Condition::NoControl => "control_hold_seconds = 0\n".to_string(),
             _ => String::new(),
         }
     }
@@ -174,7 +180,11 @@ impl Condition {
         match self {
             Condition::Flap => Some(PAYMENT_HOST),
             Condition::FlapPayments => Some(SWITCH_HOST),
-            Condition::Quiet | Condition::Nat | Condition::Payments | Condition::Control => None,
+            Condition::Quiet
+            | Condition::Nat
+            | Condition::Payments
+            | Condition::Control
+            | Condition::NoControl => None,
         }
     }
 
@@ -220,7 +230,7 @@ fn options() -> Options {
             "--payment-interval" => options.payment_seconds = value().parse().unwrap(),
             other => panic!(
                 "unknown argument {other}: --minutes N --agent PATH --collector PATH \
-                 --conditions quiet,nat,flap,payments,flap-payments,control --payment-interval SECONDS"
+                 --conditions quiet,nat,flap,payments,flap-payments,control,no-control --payment-interval SECONDS"
             ),
         }
     }
