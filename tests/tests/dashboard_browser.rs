@@ -692,6 +692,27 @@ fn fleet_control_in_a_real_browser() {
         "the request answered",
         "return document.querySelector('#probe-state')?.dataset.answered === 'true'",
     );
+    // The problem list probes the terminals of its page at once (the token is kept for the tab).
+    browser.open(&format!("{}/#/problems?q=CTL-", collector.url));
+    browser.element("tr.problem-row[data-terminal=\"CTL-0001\"]");
+    browser.click("#probe-page");
+    browser.wait_until(
+        "the page's terminals asked to probe",
+        "return document.querySelector('#probe-page-message')?.textContent === 'Probe requested for 1 terminals.'",
+    );
+    let view: Value = client
+        .get(format!("{}/api/v1/terminals/{terminal}", collector.url))
+        .bearer_auth(VIEWER_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        view["probe"]["id"].as_u64() > Some(id),
+        "a new request: {view:#}"
+    );
+    assert!(view["probe"]["answered_at"].is_null(), "{view:#}");
+    browser.open(&format!("{}/#/terminal/{terminal}", collector.url));
     browser.click("#lang-toggle");
     browser.wait_until(
         "the Chinese texts",

@@ -67,7 +67,7 @@ const STRINGS = {
     "control.rejected": "Refused", "control.unknown": "This agent does not report its settings (before fleet control).",
     "probe.now": "Probe now", "probe.requested": "Probe requested by {by} at {time}", "probe.answered": "answered at {time}",
     "probe.waiting": "waiting for the terminal…", "probe.sent": "Probe requested; the terminal answers within seconds.",
-    "probe.none": "No probe requested.", "admin.prompt": "Admin token (kept for this browser tab only):",
+    "probe.none": "No probe requested.", "probe.page": "Probe these now", "probe.page.sent": "Probe requested for {count} terminals.", "admin.prompt": "Admin token (kept for this browser tab only):",
     "admin.refused": "The admin token was refused.",
     "config.title": "Fleet configuration", "config.versions": "Settings versions", "config.pending": "Pending",
     "config.unknown": "Not reporting settings", "col.assigned": "Assigned", "col.running": "Running", "col.rejected": "Refused",
@@ -140,7 +140,7 @@ const STRINGS = {
     "control.rejected": "已拒绝", "control.unknown": "该代理不上报配置状态（早于集中配置的版本）。",
     "probe.now": "立即探测", "probe.requested": "{by} 于 {time} 请求探测", "probe.answered": "已于 {time} 响应",
     "probe.waiting": "等待终端响应…", "probe.sent": "已请求探测，终端将在数秒内响应。",
-    "probe.none": "尚未请求探测。", "admin.prompt": "管理员令牌（仅保存在当前浏览器标签页）：",
+    "probe.none": "尚未请求探测。", "probe.page": "立即探测本页终端", "probe.page.sent": "已请求 {count} 台终端立即探测。", "admin.prompt": "管理员令牌（仅保存在当前浏览器标签页）：",
     "admin.refused": "管理员令牌被拒绝。",
     "config.title": "集中配置", "config.versions": "配置版本", "config.pending": "待生效",
     "config.unknown": "未上报配置状态", "col.assigned": "应运行", "col.running": "运行中", "col.rejected": "已拒绝",
@@ -436,6 +436,8 @@ async function viewProblems(main, current, fresh) {
       <label>${esc(t("filter.q"))}<input id="filter-q" data-filter="q" value="${esc(params.get("q") || "")}" maxlength="64" size="14"></label>
       <label>${esc(t("filter.sort"))}<select id="filter-sort" data-filter="sort">${["readiness", "since", "findings", "terminal"].map(s => `<option value="${s}" ${s === sort ? "selected" : ""}>${esc(t("sort." + s))}</option>`).join("")}</select></label>
       <button type="button" id="filter-clear">${esc(t("filter.clear"))}</button>
+      <button type="button" id="probe-page" ${rows ? "" : "disabled"}>${esc(t("probe.page"))}</button>
+      <span id="probe-page-message" class="muted">${probePageMessage ? esc(t(probePageMessage.key, probePageMessage.values)) : ""}</span>
     </div>
     <section class="panel">
       <table id="problems"><thead><tr>
@@ -457,6 +459,7 @@ async function viewProblems(main, current, fresh) {
   search.addEventListener("change", () => go({ q: search.value.trim() }));
   if (focused === "filter-q") { search.focus(); search.setSelectionRange(search.value.length, search.value.length); }
   main.querySelector("#filter-clear").addEventListener("click", () => { location.hash = "#/problems"; });
+  main.querySelector("#probe-page").addEventListener("click", () => probePage((page.rows || []).map(row => row.terminal_id)));
   main.querySelector("#page-prev").addEventListener("click", () => go({ offset: Math.max(0, offset - PAGE_SIZE) }));
   main.querySelector("#page-next").addEventListener("click", () => go({ offset: offset + PAGE_SIZE }));
   main.querySelectorAll("tr.problem-row").forEach(row => row.addEventListener("click", event => {
@@ -627,6 +630,20 @@ async function adminRequest(method, path, body) {
     probeMessage = { key: "admin.refused" };
   }
   return null;
+}
+
+// The message beside the problem list's probe button, kept across refreshes.
+let probePageMessage = null;
+
+// Probe now, for the terminals of the problem list's page (at most a page: the API bounds a
+// request to control.max_probe_batch).
+async function probePage(terminals) {
+  const response = await adminRequest("POST", "/api/v1/probe", { terminals });
+  if (response) {
+    const answer = response.ok ? await response.json() : null;
+    probePageMessage = answer ? { key: "probe.page.sent", values: { count: answer.requested } } : { key: "error", values: { error: `${response.status} ${response.statusText}` } };
+  }
+  refresh();
 }
 
 async function probeNow(terminalId) {
