@@ -675,29 +675,19 @@ impl AgentConfig {
             return Err(invalid("datagram_port", "must be 1 to 65535"));
         }
         // The token is checked where it is needed (`run`, `check-config`): `probe` needs none.
-        for (key, value, max) in [
-            (
-                "report_interval_seconds",
-                self.report_interval_seconds,
-                86_400,
-            ),
-            (
-                "probe_interval_seconds",
-                self.probe_interval_seconds,
-                86_400,
-            ),
-            (
-                "full_probe_interval_seconds",
-                self.full_probe_interval_seconds,
-                7 * 86_400,
-            ),
-            (
-                "failing_probe_interval_seconds",
-                self.failing_probe_interval_seconds,
-                86_400,
-            ),
+        let settable = [
+            self.probe_interval_seconds,
+            self.full_probe_interval_seconds,
+            self.failing_probe_interval_seconds,
+            self.report_interval_seconds,
+            self.probe_timeout_seconds,
+        ];
+        let settable = posmon_protocol::control::INTERVAL_MAX_SECONDS
+            .into_iter()
+            .zip(settable)
+            .map(|((key, max), value)| (key, value, max));
+        for (key, value, max) in settable.chain([
             ("check_interval_seconds", self.check_interval_seconds, 3600),
-            ("probe_timeout_seconds", self.probe_timeout_seconds, 300),
             ("request_timeout_seconds", self.request_timeout_seconds, 300),
             (
                 "spool_max_age_seconds",
@@ -710,7 +700,7 @@ impl AgentConfig {
                 limits::REPORTS_PER_BATCH_MAX as u64,
             ),
             ("retry_max_seconds", self.retry_max_seconds, 3600),
-        ] {
+        ]) {
             if value == 0 || value > max {
                 return Err(invalid(key, format!("must be between 1 and {max}")));
             }

@@ -733,27 +733,7 @@ mod tests {
     #[test]
     fn every_rung_and_error_kind_renders_its_party_and_remediation() {
         use crate::render::{render_verdict, Lang};
-        const ERRORS: [ErrorKind; 19] = [
-            ErrorKind::NoCarrier,
-            ErrorKind::NoAddress,
-            ErrorKind::NoDefaultRoute,
-            ErrorKind::Refused,
-            ErrorKind::Timeout,
-            ErrorKind::Unreachable,
-            ErrorKind::Reset,
-            ErrorKind::Nxdomain,
-            ErrorKind::NoData,
-            ErrorKind::Servfail,
-            ErrorKind::NoResolver,
-            ErrorKind::CertificateExpired,
-            ErrorKind::CertificateNotYetValid,
-            ErrorKind::UnknownCa,
-            ErrorKind::NameMismatch,
-            ErrorKind::HandshakeFailed,
-            ErrorKind::HttpStatus,
-            ErrorKind::ProtocolError,
-            ErrorKind::Other,
-        ];
+        const ERRORS: [ErrorKind; 19] = ErrorKind::ALL;
         // The party table (README, "Who must act") for a payment host whose resolver is not
         // the shop's router and whose terminal clock is right.
         let party = |stage: Stage, error: ErrorKind| match (stage, error) {

@@ -284,27 +284,7 @@ mod tests {
         Stage::Icmp,
         Stage::Other,
     ];
-    const ERRORS: [ErrorKind; 19] = [
-        ErrorKind::NoCarrier,
-        ErrorKind::NoAddress,
-        ErrorKind::NoDefaultRoute,
-        ErrorKind::Refused,
-        ErrorKind::Timeout,
-        ErrorKind::Unreachable,
-        ErrorKind::Reset,
-        ErrorKind::Nxdomain,
-        ErrorKind::NoData,
-        ErrorKind::Servfail,
-        ErrorKind::NoResolver,
-        ErrorKind::CertificateExpired,
-        ErrorKind::CertificateNotYetValid,
-        ErrorKind::UnknownCa,
-        ErrorKind::NameMismatch,
-        ErrorKind::HandshakeFailed,
-        ErrorKind::HttpStatus,
-        ErrorKind::ProtocolError,
-        ErrorKind::Other,
-    ];
+    const ERRORS: [ErrorKind; 19] = ErrorKind::ALL;
 
     fn check(stage: Stage, error: ErrorKind, en: &str, zh_cn: &str) {
         let text = rung_error(stage, error);

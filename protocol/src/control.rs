@@ -166,6 +166,16 @@ impl LabelSettings {
     }
 }
 
+/// The most seconds each interval setting may be (each is at least 1); the agent holds its own
+/// file to the same bounds.
+pub const INTERVAL_MAX_SECONDS: [(&str, u64); 5] = [
+    ("probe_interval_seconds", 86_400),
+    ("full_probe_interval_seconds", 7 * 86_400),
+    ("failing_probe_interval_seconds", 86_400),
+    ("report_interval_seconds", 86_400),
+    ("probe_timeout_seconds", 300),
+];
+
 /// The top-level keys [`Settings`] has, in the agent's config file's spelling: what a `pinned`
 /// entry may name (besides `labels.<key>` and `labels.extra.<key>`).
 pub const SETTING_KEYS: [&str; 11] = [
@@ -316,29 +326,14 @@ impl Settings {
                 format!("{path}.{name}")
             }
         };
-        for (name, value, max) in [
-            (
-                "probe_interval_seconds",
-                self.probe_interval_seconds,
-                86_400,
-            ),
-            (
-                "full_probe_interval_seconds",
-                self.full_probe_interval_seconds,
-                7 * 86_400,
-            ),
-            (
-                "failing_probe_interval_seconds",
-                self.failing_probe_interval_seconds,
-                86_400,
-            ),
-            (
-                "report_interval_seconds",
-                self.report_interval_seconds,
-                86_400,
-            ),
-            ("probe_timeout_seconds", self.probe_timeout_seconds, 300),
-        ] {
+        let values = [
+            self.probe_interval_seconds,
+            self.full_probe_interval_seconds,
+            self.failing_probe_interval_seconds,
+            self.report_interval_seconds,
+            self.probe_timeout_seconds,
+        ];
+        for ((name, max), value) in INTERVAL_MAX_SECONDS.into_iter().zip(values) {
             if value.is_some_and(|value| value == 0 || value > max) {
                 return Err(ValidationError::new(
                     key(name),

@@ -253,6 +253,29 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind this version knows, `Other` last: for tables over all of them.
+    pub const ALL: [ErrorKind; 19] = [
+        ErrorKind::NoCarrier,
+        ErrorKind::NoAddress,
+        ErrorKind::NoDefaultRoute,
+        ErrorKind::Refused,
+        ErrorKind::Timeout,
+        ErrorKind::Unreachable,
+        ErrorKind::Reset,
+        ErrorKind::Nxdomain,
+        ErrorKind::NoData,
+        ErrorKind::Servfail,
+        ErrorKind::NoResolver,
+        ErrorKind::CertificateExpired,
+        ErrorKind::CertificateNotYetValid,
+        ErrorKind::UnknownCa,
+        ErrorKind::NameMismatch,
+        ErrorKind::HandshakeFailed,
+        ErrorKind::HttpStatus,
+        ErrorKind::ProtocolError,
+        ErrorKind::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::NoCarrier => "no_carrier",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -27,11 +27,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::admission::{self, Claim, InFlight};
+use super::admission::{Claim, InFlight};
 use super::error::{ApiError, Reason};
 use super::policy::authorize;
 use super::queries::{check_parameters, number, terminal_or_not_found};
-use super::reports::{bearer_token, check_content_type, enter_in, read_body, verify, Refusal};
+use super::reports::{
+    bearer_token, check_content_type, enter_in, read_body, terminal_claim, verify, Refusal,
+};
 use super::AppState;
 use crate::control::layers::Effective;
 use crate::control::profile::{Invalid, Profile, ProfileRequest};
@@ -74,19 +76,7 @@ struct Agent {
 /// Authenticates an agent's control request exactly like a report: the terminal header and
 /// the bearer token of that terminal; then the terminal's share of control requests.
 fn admit_agent(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Agent, Refusal> {
-    let claim = admission::claim(
-        headers
-            .get(posmon_protocol::TERMINAL_HEADER)
-            .map(header::HeaderValue::as_bytes),
-    )
-    .map_err(|problem| {
-        ApiError::field(
-            Reason::InvalidField,
-            posmon_protocol::TERMINAL_HEADER,
-            problem,
-        )
-    })?;
-    let Claim::Terminal(terminal_id) = claim else {
+    let Claim::Terminal(terminal_id) = terminal_claim(headers)? else {
         return Err(ApiError::field(
             Reason::InvalidField,
             posmon_protocol::TERMINAL_HEADER,

@@ -97,19 +97,7 @@ impl Refusal {
 /// a slot of the main pool; one without the header takes a slot of the small pool of its own
 /// (its token is checked once the body says which terminal it is).
 fn admit(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Admitted, Refusal> {
-    let claim = admission::claim(
-        headers
-            .get(posmon_protocol::TERMINAL_HEADER)
-            .map(header::HeaderValue::as_bytes),
-    )
-    .map_err(|problem| {
-        ApiError::field(
-            Reason::InvalidField,
-            posmon_protocol::TERMINAL_HEADER,
-            problem,
-        )
-    })?;
-    match claim {
+    match terminal_claim(headers)? {
         Claim::Unidentified => {
             let Ok(permit) = Arc::clone(&state.unidentified_permits).try_acquire_owned() else {
                 return Err(overloaded(state, Reason::OverloadedUnidentified));
@@ -137,6 +125,22 @@ fn admit(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Admitted, Refusal
             })
         }
     }
+}
+
+/// The terminal a request names in its header, if any (a malformed header is a 400).
+pub(crate) fn terminal_claim(headers: &HeaderMap) -> Result<Claim, ApiError> {
+    admission::claim(
+        headers
+            .get(posmon_protocol::TERMINAL_HEADER)
+            .map(header::HeaderValue::as_bytes),
+    )
+    .map_err(|problem| {
+        ApiError::field(
+            Reason::InvalidField,
+            posmon_protocol::TERMINAL_HEADER,
+            problem,
+        )
+    })
 }
 
 /// Counts a request against its authenticated terminal's limits.
