@@ -297,6 +297,25 @@ latest = "3.2.1"
         assert!(status.is_client_error(), "{status}");
     }
 
+    // A terminal refusing the settings its (empty) profiles give it, for the refusal alert.
+    let refusing = "PROMQL-REFUSES";
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let version = posmon_protocol::control::Settings::default().version();
+    let status = client
+        .post(format!("{}/api/v1/reports", collector.url))
+        .bearer_auth(collector.token(refusing))
+        .json(&serde_json::json!({ "reports": [ {
+            "schema_version": 1, "terminal_id": refusing, "sequence": 1, "observed_at": now,
+            "agent_version": "0.1.0",
+            "config": { "rejected": { "version": version, "reason": "targets[0].ca_file: not found" } }
+        } ] }))
+        .send()
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+
     let pending = |list: &[(String, String)]| -> Vec<(String, String, String)> {
         list.iter()
             .filter_map(|(file, expr)| match query(&prometheus, expr) {
