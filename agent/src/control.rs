@@ -25,8 +25,8 @@ use crate::backoff::{full_jitter, Jitter};
 use crate::config::{AgentConfig, ComponentConfig, LabelsConfig, PeripheralConfig, TargetConfig};
 use crate::cycle::Measurer;
 use crate::deliver::{
-    https_client_builder, https_connection_setup_bytes, https_exchange_bytes, read_answer,
-    ANSWER_TOO_LARGE, TCP_KEEPALIVE_BYTES,
+    https_connection_setup_bytes, https_exchange_bytes, read_answer, ANSWER_TOO_LARGE,
+    TCP_KEEPALIVE_BYTES,
 };
 
 /// The file in `state_dir` that keeps the applied settings and the last refusal.
@@ -359,18 +359,11 @@ impl Link {
 /// Starts the control task: the long-poll (unless `control_hold_seconds` is 0) and the
 /// fetches of settings.
 pub fn start(config: &AgentConfig, token: &str, state: ConfigState) -> anyhow::Result<Link> {
-    let client = https_client_builder(
-        config.request_timeout(),
-        config.collector_ca_file.as_deref(),
-        config
-            .client_cert_file
-            .as_deref()
-            .zip(config.client_key_file.as_deref()),
-    )?
-    // Its own connection, kept: a held request would block the deliveries' connection.
-    .pool_max_idle_per_host(1)
-    .tcp_keepalive(Duration::from_secs(config.control_keepalive_seconds))
-    .build()?;
+    let client = crate::deliver::collector_client_builder(config)?
+        // Its own connection, kept: a held request would block the deliveries' connection.
+        .pool_max_idle_per_host(1)
+        .tcp_keepalive(Duration::from_secs(config.control_keepalive_seconds))
+        .build()?;
     let base = reqwest::Url::parse(&config.collector_url)?;
     let (events, events_rx) = mpsc::channel(8);
     let (fetch, fetch_rx) = mpsc::channel(4);

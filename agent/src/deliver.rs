@@ -209,6 +209,21 @@ pub fn https_client_builder(
     Ok(builder)
 }
 
+/// [`https_client_builder`] with the agent config's timeout, CA bundle and client certificate:
+/// the client of every request to the collector besides the deliveries.
+pub fn collector_client_builder(
+    config: &crate::config::AgentConfig,
+) -> Result<reqwest::ClientBuilder, DeliveryError> {
+    https_client_builder(
+        config.request_timeout(),
+        config.collector_ca_file.as_deref(),
+        config
+            .client_cert_file
+            .as_deref()
+            .zip(config.client_key_file.as_deref()),
+    )
+}
+
 impl Deliverer {
     pub fn new(config: DeliveryConfig) -> Result<Self, DeliveryError> {
         let url = reqwest::Url::parse(&config.collector_url)

@@ -28,7 +28,7 @@ use reqwest::StatusCode;
 
 use crate::backoff::retry_after;
 use crate::config::{AgentConfig, TOKEN_ENV};
-use crate::deliver::{error_chain, https_client_builder, read_answer, DeliveryError};
+use crate::deliver::{error_chain, read_answer, DeliveryError};
 
 /// The environment variable the code comes from; without it, standard input.
 pub const CODE_ENV: &str = "POSMON_ENROLL_CODE";
@@ -161,16 +161,9 @@ async fn ask(config: &AgentConfig, code: String) -> Result<Enrolled, EnrollError
     let url = reqwest::Url::parse(&config.collector_url)
         .and_then(|base| base.join(ENROLL_PATH))
         .map_err(|error| DeliveryError::Url(error.to_string()))?;
-    let client = https_client_builder(
-        config.request_timeout(),
-        config.collector_ca_file.as_deref(),
-        config
-            .client_cert_file
-            .as_deref()
-            .zip(config.client_key_file.as_deref()),
-    )?
-    .build()
-    .map_err(DeliveryError::Client)?;
+    let client = crate::deliver::collector_client_builder(config)?
+        .build()
+        .map_err(DeliveryError::Client)?;
     let request = EnrollRequest {
         terminal_id: config.terminal_id.clone(),
         code,
