@@ -248,16 +248,22 @@ async function api(path) {
   return response.json();
 }
 
+// The views by route name: `#/<name>` renders `render(main, route, fresh)` and marks the nav
+// link whose data-view is `nav`. Other scripts (loaded after this one, before the page's
+// DOMContentLoaded) add theirs with registerView and their texts with addStrings.
+const VIEWS = {};
+function registerView(name, render, nav) { VIEWS[name] = { render, nav: nav || name }; }
+function addStrings(table) {
+  for (const [language, strings] of Object.entries(table)) Object.assign(STRINGS[language], strings);
+}
+
 function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean);
-  if (parts[0] === "problems") return { view: "problems", params };
   if (parts[0] === "terminal" && parts[1]) return { view: "terminal", id: decodeURIComponent(parts.slice(1).join("/")), params };
-  if (parts[0] === "versions") return { view: "versions", params };
-  if (parts[0] === "alerts") return { view: "alerts", params };
-  if (parts[0] === "config") return { view: "config", params };
+  if (parts[0] && parts[0] !== "terminal" && VIEWS[parts[0]]) return { view: parts[0], params };
   return { view: "overview", params };
 }
 
@@ -270,13 +276,12 @@ function applyStaticText() {
 async function refresh() {
   clearTimeout(timer);
   const current = route();
-  document.querySelectorAll("#nav a").forEach(a => a.classList.toggle("active", a.dataset.view === (current.view === "terminal" ? "problems" : current.view)));
+  document.querySelectorAll("#nav a").forEach(a => a.classList.toggle("active", a.dataset.view === VIEWS[current.view].nav));
   const main = document.getElementById("main");
   const key = location.hash + "|" + lang;
   if (renderedRoute !== key) main.innerHTML = `<p class="muted">${esc(t("loading"))}</p>`;
   try {
-    const views = { overview: viewOverview, problems: viewProblems, terminal: viewTerminal, versions: viewVersions, config: viewConfig, alerts: viewAlerts };
-    await views[current.view](main, current, renderedRoute !== key);
+    await VIEWS[current.view].render(main, current, renderedRoute !== key);
     renderedRoute = key;
     document.getElementById("updated").textContent = t("updated", { time: new Date().toLocaleTimeString(lang) });
   } catch (error) {
@@ -749,5 +754,11 @@ function applyWidths(root) {
 }
 const mainNode = document.getElementById("main");
 new MutationObserver(() => applyWidths(mainNode)).observe(mainNode, { childList: true, subtree: true });
-applyStaticText();
-refresh();
+registerView("overview", viewOverview);
+registerView("problems", viewProblems);
+registerView("terminal", viewTerminal, "problems");
+registerView("versions", viewVersions);
+registerView("config", viewConfig);
+registerView("alerts", viewAlerts);
+// Every script of the page has run by DOMContentLoaded: their views and texts are in.
+document.addEventListener("DOMContentLoaded", () => { applyStaticText(); refresh(); });
