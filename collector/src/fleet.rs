@@ -29,6 +29,7 @@ use posmon_diagnosis::readiness::{self, PaymentRoles, Readiness};
 use posmon_diagnosis::rules::silent::SILENT;
 use posmon_diagnosis::Signal;
 
+mod by_hand;
 mod shared_cause;
 use shared_cause::{Failing, Membership, Suppressions, Tallies};
 
@@ -1166,7 +1167,7 @@ mod tests {
 
     const T0: OffsetDateTime = datetime!(2026-11-26 02:00 UTC);
 
-    fn report(sequence: u64, minute: i64, host_down: bool) -> Report {
+    pub(super) fn report(sequence: u64, minute: i64, host_down: bool) -> Report {
         let mut report = healthy_report();
         report.sequence = sequence;
         report.observed_at = T0 + time::Duration::minutes(minute);
@@ -1201,7 +1202,7 @@ mod tests {
             .collect()
     }
 
-    fn apply(fleet: &Fleet, reports: Vec<Report>, minute: i64) -> BatchOutcome {
+    pub(super) fn apply(fleet: &Fleet, reports: Vec<Report>, minute: i64) -> BatchOutcome {
         fleet.apply_batch(
             "T-1",
             diagnosed(reports),

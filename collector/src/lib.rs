@@ -27,3 +27,4 @@ pub mod silence;
 pub mod store;
 pub mod tls;
 pub mod web;
+pub mod workflow;

@@ -150,6 +150,21 @@ impl Tracker {
         self.open.iter_mut().map(|open| &mut open.finding)
     }
 
+    /// Closes the open finding `id` by hand at `at` (an operator's decision, not an
+    /// observation): it leaves the open findings at once; if the problem persists, the next
+    /// observations open a new finding through the usual bad streak. `None` when no open
+    /// finding has that id.
+    pub fn close_by_hand(&mut self, id: u64, at: OffsetDateTime) -> Option<FindingEvent> {
+        let position = self.open.iter().position(|open| open.finding.id == id)?;
+        let mut finding = self.open.remove(position).finding;
+        finding.closed_at = Some(at.max(finding.since));
+        Some(FindingEvent {
+            change: Change::Closed,
+            finding,
+            replayed: false,
+        })
+    }
+
     /// Takes in one observation at `at` of every code of the signals' scope: the codes of
     /// the categories the signals come from (per report, or fleet-wide). A signal extends its
     /// bad streak or refreshes its open finding; an open finding of that scope without a
@@ -378,6 +393,39 @@ mod tests {
                 (2, Opened, "env.network.host_unreachable"),
             ],
         );
+    }
+
+    #[test]
+    fn a_finding_closed_by_hand_leaves_at_once_and_a_persisting_problem_opens_a_new_one() {
+        let mut tracker = Tracker::default();
+        let mut next_id = 0;
+        let thresholds = Thresholds::default();
+        let minute = |m: i64| datetime!(2026-11-26 02:00 UTC) + time::Duration::minutes(m);
+        let mut observe = |tracker: &mut Tracker, signals: Vec<Signal>, m: i64| {
+            tracker.observe("T-1", signals, minute(m), &thresholds, &mut || {
+                next_id += 1;
+                next_id
+            })
+        };
+        observe(&mut tracker, vec![signal(&HOST_UNREACHABLE, "pay")], 0);
+        let opened = observe(&mut tracker, vec![signal(&HOST_UNREACHABLE, "pay")], 1);
+        let id = opened[0].finding.id;
+        assert_eq!(tracker.close_by_hand(id + 1, minute(2)), None);
+        let closed = tracker.close_by_hand(id, minute(2)).unwrap();
+        assert_eq!(closed.change, Change::Closed);
+        assert_eq!(closed.finding.closed_at, Some(minute(2)));
+        assert!(tracker.is_empty());
+        assert_eq!(tracker.close_by_hand(id, minute(2)), None);
+        // Still failing: a new finding, after the usual bad streak, with a new id.
+        assert!(observe(&mut tracker, vec![signal(&HOST_UNREACHABLE, "pay")], 3).is_empty());
+        let again = observe(&mut tracker, vec![signal(&HOST_UNREACHABLE, "pay")], 4);
+        assert_eq!(again[0].change, Change::Opened);
+        assert_ne!(again[0].finding.id, id);
+        // A clock before the finding began never closes it before it opened.
+        let early = tracker
+            .close_by_hand(again[0].finding.id, minute(-60))
+            .unwrap();
+        assert_eq!(early.finding.closed_at, Some(minute(3)));
     }
 
     #[test]

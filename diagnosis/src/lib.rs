@@ -66,7 +66,7 @@ impl Category {
 /// party (the host refusing rather than the path losing packets, the router's resolver rather
 /// than the carrier's, the terminal's clock rather than the certificate) the rules pick another
 /// kind: the party table in README ("Who must act").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Party {
     /// The shop: its link, its router (and the router's resolver).
@@ -84,6 +84,15 @@ pub enum Party {
 }
 
 impl Party {
+    pub const ALL: [Party; 6] = [
+        Party::Merchant,
+        Party::PosVendor,
+        Party::NetworkProvider,
+        Party::SoftwareVendor,
+        Party::Acquirer,
+        Party::Operations,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Party::Merchant => "merchant",

@@ -70,6 +70,17 @@ pub fn alert(item: &AlertItem, resolved: bool) -> Value {
         },
         "generatorURL": item.link,
     });
+    if let Some(annotations) = alert["annotations"].as_object_mut() {
+        // Who took it (the problem workflow), for templates and silences alike.
+        for (name, value) in [
+            ("acknowledged_by", &item.acknowledged_by),
+            ("assignee", &item.assignee),
+        ] {
+            if let Some(value) = value {
+                annotations.insert(name.into(), Value::String(alertmanager_annotation(value)));
+            }
+        }
+    }
     if let Some(object) = alert.as_object_mut() {
         if let Some(starts) = rfc3339_checked(item.since) {
             object.insert("startsAt".into(), Value::String(starts));

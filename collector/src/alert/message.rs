@@ -59,6 +59,13 @@ pub struct AlertItem {
     pub explains: u32,
     /// The terminal's dashboard page (the findings page for a fleet-wide finding).
     pub link: String,
+    /// Who acknowledged it (the problem workflow): the receiver hears who took it, and an
+    /// acknowledged alert is not repeated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    /// Who it is assigned to: a person's name or a party.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
 }
 
 /// A time as RFC 3339 when it can be (years 0 to 9999), else as Unix seconds: a terminal's
@@ -177,6 +184,8 @@ struct Words {
     dashboard: &'static str,
     open_for: &'static str,
     unknown: &'static str,
+    acknowledged: &'static str,
+    assigned: &'static str,
 }
 
 const EN: Words = Words {
@@ -198,6 +207,8 @@ const EN: Words = Words {
     dashboard: "dashboard",
     open_for: "for",
     unknown: "unknown",
+    acknowledged: "acknowledged by",
+    assigned: "assigned to",
 };
 
 const ZH_CN: Words = Words {
@@ -219,6 +230,8 @@ const ZH_CN: Words = Words {
     dashboard: "控制台",
     open_for: "已持续",
     unknown: "未知",
+    acknowledged: "确认人",
+    assigned: "处理人",
 };
 
 fn words(language: Language) -> &'static Words {
@@ -465,6 +478,14 @@ fn item_line(item: &AlertItem, style: Style, resolved: bool, now: OffsetDateTime
             .collect();
         let _ = write!(line, " · `{}`", evidence.join(", "));
     }
+    if !resolved {
+        if let Some(by) = &item.acknowledged_by {
+            let _ = write!(line, " · {} {}", words.acknowledged, format.value(by));
+        }
+        if let Some(assignee) = &item.assignee {
+            let _ = write!(line, " · {} {}", words.assigned, format.value(assignee));
+        }
+    }
     let _ = write!(line, " · [{}]({})", words.dashboard, item.link);
     line
 }
@@ -629,6 +650,8 @@ pub(crate) mod tests {
             closed_at: None,
             explains: 0,
             link: format!("http://dash/#/terminal/{terminal}"),
+            acknowledged_by: None,
+            assignee: None,
         }
     }
 
@@ -778,6 +801,8 @@ pub(crate) mod tests {
                 Evidence::new("error", payload),
                 Evidence::new(payload, "1").with_threshold(payload),
             ],
+            acknowledged_by: Some(payload.into()),
+            assignee: Some(payload.into()),
             ..item("x", "env.network.host_unreachable", "r")
         }
     }

@@ -46,6 +46,7 @@ use self::silences::{NewSilence, Silence};
 use crate::fleet::{Fleet, TerminalLabels};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
+use crate::workflow::{Assignee, ProblemState, Workflow};
 use posmon_diagnosis::findings::{Change, Finding, FindingEvent};
 use posmon_diagnosis::localize::{parse_subject, Dimension};
 
@@ -182,6 +183,43 @@ impl Alerts {
         Ok(added)
     }
 
+    /// The open findings (as alerts, explained ones left out) each silence not yet over
+    /// matches: what it hides while it holds. By silence id, at most `limit` alerts each,
+    /// with the count of all.
+    pub fn matched_by_silences(
+        &self,
+        fleet: &Fleet,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> HashMap<u64, (usize, Vec<AlertItem>)> {
+        let silences: Vec<Silence> = self
+            .silences()
+            .iter()
+            .filter(|silence| silence.state(now) != "expired")
+            .cloned()
+            .collect();
+        let mut matched: HashMap<u64, (usize, Vec<AlertItem>)> = HashMap::new();
+        if silences.is_empty() {
+            return matched;
+        }
+        for alert in active_alerts(fleet, &HashMap::new(), &self.config.dashboard_url) {
+            if alert.suppressed {
+                continue;
+            }
+            let facts = routing::facts(&alert.item);
+            for silence in &silences {
+                if silence.matchers.matches(&facts) {
+                    let (count, items) = matched.entry(silence.id).or_default();
+                    *count += 1;
+                    if items.len() < limit {
+                        items.push(alert.item.clone());
+                    }
+                }
+            }
+        }
+        matched
+    }
+
     /// Ends a silence now; `None` when there is none with this id.
     pub fn expire_silence(
         &self,
@@ -211,6 +249,7 @@ impl Alerts {
     pub fn start(
         self: &Arc<Self>,
         fleet: Arc<Fleet>,
+        workflow: Arc<Workflow>,
         events: broadcast::Receiver<FindingEvent>,
     ) -> Result<Running, StoreError> {
         let state = self.outbox.load_state()?;
@@ -218,6 +257,7 @@ impl Alerts {
         let mut tasks = vec![tokio::spawn(notify(
             Arc::clone(self),
             fleet,
+            workflow,
             events,
             state,
             stopped.clone(),
@@ -237,11 +277,12 @@ impl Alerts {
     fn reconcile(
         &self,
         fleet: &Fleet,
+        problems: &HashMap<u64, ProblemState>,
         mut state: State,
         closed_at: &HashMap<u64, OffsetDateTime>,
         now: OffsetDateTime,
     ) -> State {
-        let active = active_alerts(fleet, &self.config.dashboard_url);
+        let active = active_alerts(fleet, problems, &self.config.dashboard_url);
         let silences = self.silences();
         for planned in plan(&active, &self.routes, &silences, &mut state, closed_at, now) {
             match self.outbox.enqueue(&planned) {
@@ -305,6 +346,7 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 async fn notify(
     alerts: Arc<Alerts>,
     fleet: Arc<Fleet>,
+    workflow: Arc<Workflow>,
     mut events: broadcast::Receiver<FindingEvent>,
     mut state: State,
     mut stop: watch::Receiver<bool>,
@@ -350,13 +392,14 @@ async fn notify(
         }
         let worker = Arc::clone(&alerts);
         let fleet_ref = Arc::clone(&fleet);
+        let problems = workflow.states();
         let closed = closed_at.clone();
         let now = OffsetDateTime::now_utc();
         let trim = ticks_since_trim >= TRIM_EVERY_TICKS;
         ticks_since_trim = if trim { 0 } else { ticks_since_trim + 1 };
         let kept = std::mem::take(&mut state);
         match tokio::task::spawn_blocking(move || {
-            let mut state = worker.reconcile(&fleet_ref, kept, &closed, now);
+            let mut state = worker.reconcile(&fleet_ref, &problems, kept, &closed, now);
             if trim {
                 if let Err(error) = worker.outbox.trim(worker.config.keep_notifications) {
                     tracing::warn!(%error, "Cannot drop old notifications.");
@@ -388,14 +431,29 @@ async fn notify(
     }
 }
 
-/// Every open finding, terminal and fleet-wide, as alerts.
-fn active_alerts(fleet: &Fleet, dashboard_url: &str) -> Vec<Active> {
+/// Every open finding, terminal and fleet-wide, as alerts, with what the operations team did
+/// about it (`problems`, by finding id).
+fn active_alerts(
+    fleet: &Fleet,
+    problems: &HashMap<u64, ProblemState>,
+    dashboard_url: &str,
+) -> Vec<Active> {
     let dashboard = dashboard_url.trim_end_matches('/');
     let mut active = Vec::new();
+    let with_workflow = |mut item: AlertItem| {
+        if let Some(problem) = problems.get(&item.finding_id) {
+            item.acknowledged_by = problem.acknowledged_by.clone();
+            item.assignee = problem.assignee.as_ref().map(|assignee| match assignee {
+                Assignee::Person(name) => name.clone(),
+                Assignee::Party(party) => party.as_str().to_string(),
+            });
+        }
+        item
+    };
     fleet.for_each_terminal(|terminal| {
         for finding in terminal.findings.findings() {
             active.push(Active {
-                item: item_of(finding, &terminal.labels, dashboard),
+                item: with_workflow(item_of(finding, &terminal.labels, dashboard)),
                 suppressed: finding.suppressed_by.is_some(),
             });
         }
@@ -419,7 +477,7 @@ fn active_alerts(fleet: &Fleet, dashboard_url: &str) -> Vec<Active> {
             }
         }
         active.push(Active {
-            item: item_of(&finding, &labels, dashboard),
+            item: with_workflow(item_of(&finding, &labels, dashboard)),
             suppressed: false,
         });
     }
@@ -468,5 +526,7 @@ pub(crate) fn item_of(finding: &Finding, labels: &TerminalLabels, dashboard: &st
         closed_at: None,
         explains: finding.explains,
         link,
+        acknowledged_by: None,
+        assignee: None,
     }
 }

@@ -189,8 +189,16 @@ pub fn plan(
                 .notified
                 .contains_key(&(receiver.clone(), key.clone()))
         });
+        // Alerts acknowledged (or no longer) since they were sent: news, so that the
+        // receiver hears who took the problem.
+        let (taken, old): (Vec<_>, Vec<_>) = old.into_iter().partition(|(key, item)| {
+            state
+                .notified
+                .get(&(receiver.clone(), key.clone()))
+                .is_some_and(|(_, sent)| sent.acknowledged_by != item.acknowledged_by)
+        });
         let last_sent = state.last_sent.get(&id).copied();
-        let repeat = if !new.is_empty() || !gone.is_empty() {
+        let repeat = if !new.is_empty() || !gone.is_empty() || !taken.is_empty() {
             let since = *state.news_since.entry(id.clone()).or_insert(now);
             let due = match last_sent {
                 None => later(since, timing.group_wait),
@@ -206,7 +214,9 @@ pub fn plan(
             state.news_since.remove(&id);
             let repeat_due =
                 last_sent.is_some_and(|sent| now >= later(sent, timing.repeat_interval));
-            if old.is_empty() || !repeat_due {
+            // An acknowledged alert is not repeated: someone took it.
+            let unacknowledged = old.iter().any(|(_, item)| item.acknowledged_by.is_none());
+            if !unacknowledged || !repeat_due {
                 continue;
             }
             true
@@ -217,7 +227,14 @@ pub fn plan(
             group.labels
         };
         planned.push(build(
-            receiver, group_key, labels, repeat, old, new, gone, last_sent, now,
+            receiver,
+            group_key,
+            labels,
+            repeat,
+            old,
+            Changed { new, taken, gone },
+            last_sent,
+            now,
         ));
     }
     planned
@@ -238,6 +255,14 @@ fn parse_group_key(group_key: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What changed in one group since its last message: alerts new to the receiver, alerts
+/// acknowledged or unacknowledged since they were sent, alerts resolved.
+struct Changed {
+    new: Vec<(String, AlertItem)>,
+    taken: Vec<(String, AlertItem)>,
+    gone: Vec<(String, AlertItem)>,
+}
+
 #[allow(clippy::too_many_arguments)] // reason: the parts of one notification, named
 fn build(
     receiver: &str,
@@ -245,17 +270,31 @@ fn build(
     group_labels: BTreeMap<String, String>,
     repeat: bool,
     old: Vec<(String, AlertItem)>,
-    new: Vec<(String, AlertItem)>,
-    gone: Vec<(String, AlertItem)>,
+    changed: Changed,
     last_sent: Option<OffsetDateTime>,
     now: OffsetDateTime,
 ) -> Planned {
+    let Changed {
+        mut new,
+        taken,
+        gone,
+    } = changed;
     let mut hasher = Sha256::new();
     for part in [receiver, "\n", group_key, "\n"] {
         hasher.update(part.as_bytes());
     }
     for (key, _) in &new {
         hasher.update(format!("{key} opened\n").as_bytes());
+    }
+    for (key, item) in &taken {
+        let after = last_sent.map_or(0, |sent| sent.unix_timestamp_nanos());
+        hasher.update(
+            format!(
+                "{key} acknowledged by {:?} after {after}\n",
+                item.acknowledged_by
+            )
+            .as_bytes(),
+        );
     }
     for (key, _) in &gone {
         hasher.update(format!("{key} closed\n").as_bytes());
@@ -277,6 +316,8 @@ fn build(
         items.truncate(ALERTS_PER_NOTIFICATION_MAX);
         (items, more)
     };
+    // Told again, to be recorded as told with the acknowledgement.
+    new.extend(taken);
     let mut firing_all = old;
     firing_all.extend(new.iter().cloned());
     let (firing, more_firing) = sorted(&firing_all);
@@ -424,6 +465,70 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledged_alert_tells_who_took_it_once_and_is_not_repeated() {
+        let a = || alert("T-1", 1, "cn-east");
+        let taken = || {
+            let mut alert = alert("T-1", 1, "cn-east");
+            alert.item.acknowledged_by = Some("wang".into());
+            alert
+        };
+        check(
+            &[
+                (0, vec![a()]),
+                (10, vec![a()]),
+                // Acknowledged: news, after the group interval.
+                (20, vec![taken()]),
+                (70, vec![taken()]),
+                (80, vec![taken()]),
+                // No reminder while acknowledged…
+                (700, vec![taken()]),
+                (1300, vec![taken()]),
+                // … until nobody holds it any more: told, then reminded again.
+                (1310, vec![a()]),
+                (1320, vec![a()]),
+                (1920, vec![a()]),
+                (1930, vec![]),
+                (1980, vec![]),
+            ],
+            &[],
+            &[
+                (10, vec!["T-1"], vec![], false),
+                (70, vec!["T-1"], vec![], false),
+                (1320, vec!["T-1"], vec![], false),
+                (1920, vec!["T-1"], vec![], true),
+                (1980, vec![], vec!["T-1"], false),
+            ],
+        );
+        // What the receiver got at 70 s names who took it.
+        let start = datetime!(2026-11-26 02:00 UTC);
+        let mut state = State::default();
+        for planned in plan(
+            &[a()],
+            &routes(),
+            &[],
+            &mut state,
+            &HashMap::new(),
+            start + Duration::seconds(10),
+        ) {
+            state.apply(&planned);
+        }
+        let told = plan(
+            &[taken()],
+            &routes(),
+            &[],
+            &mut state,
+            &HashMap::new(),
+            start + Duration::seconds(70),
+        );
+        assert_eq!(told.len(), 1);
+        assert_eq!(
+            told[0].notification.firing[0].acknowledged_by.as_deref(),
+            Some("wang")
+        );
+        assert_eq!(told[0].added.len(), 1);
+    }
+
+    #[test]
     fn suppressed_and_silenced_alerts_are_not_sent_and_not_resolved() {
         let mut suppressed = alert("T-1", 1, "cn-east");
         suppressed.suppressed = true;
@@ -438,6 +543,7 @@ mod tests {
             created_by: "ops".into(),
             comment: String::new(),
             created_at: datetime!(2026-11-26 02:00 UTC),
+            recurrence: None,
         };
         let west = || alert("T-3", 3, "cn-west");
         check(

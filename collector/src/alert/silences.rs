@@ -28,17 +28,167 @@ pub struct Silence {
     pub comment: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// A recurring maintenance window: the silence holds only within its windows, from
+    /// `starts_at` (the first window's start) until `ends_at` (the end of the series).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrence: Option<Recurrence>,
+}
+
+/// How a maintenance window recurs: every day or on some weekdays, at the time of day of the
+/// silence's `starts_at` in a fixed UTC offset (so "02:00 Beijing time" is `+480`), for
+/// `duration_seconds` each time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recurrence {
+    pub every: Every,
+    /// For `weekly`: the days (`mon` … `sun`); none: the weekday of `starts_at`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weekdays: Vec<Day>,
+    pub duration_seconds: u64,
+    /// The offset of the local time the windows follow, in minutes east of UTC.
+    #[serde(default)]
+    pub utc_offset_minutes: i16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Every {
+    Daily,
+    Weekly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Day {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Day {
+    fn of(weekday: time::Weekday) -> Day {
+        match weekday {
+            time::Weekday::Monday => Day::Mon,
+            time::Weekday::Tuesday => Day::Tue,
+            time::Weekday::Wednesday => Day::Wed,
+            time::Weekday::Thursday => Day::Thu,
+            time::Weekday::Friday => Day::Fri,
+            time::Weekday::Saturday => Day::Sat,
+            time::Weekday::Sunday => Day::Sun,
+        }
+    }
+}
+
+/// The longest one window of a recurring silence lasts.
+pub const WINDOW_MAX: Duration = Duration::days(7);
+/// The widest UTC offset a recurrence may follow (±14 h, the calendar's widest).
+pub const UTC_OFFSET_MAX_MINUTES: i16 = 14 * 60;
+
+impl Recurrence {
+    fn window(&self) -> Duration {
+        Duration::seconds(i64::try_from(self.duration_seconds).unwrap_or(i64::MAX))
+    }
+
+    fn offset(&self) -> Duration {
+        Duration::minutes(i64::from(self.utc_offset_minutes))
+    }
+
+    /// Whether a window starts on `date` (local), given the series' first day.
+    fn on(&self, date: time::Date, first: time::Date) -> bool {
+        match self.every {
+            Every::Daily => true,
+            Every::Weekly if self.weekdays.is_empty() => date.weekday() == first.weekday(),
+            Every::Weekly => self.weekdays.contains(&Day::of(date.weekday())),
+        }
+    }
+
+    /// The starts (UTC) of the windows of the series `[starts_at, ends_at)` that begin on the
+    /// local days from `from` to `to` (inclusive), in order. Checked arithmetic: nothing
+    /// beyond the calendar.
+    fn starts(
+        &self,
+        starts_at: OffsetDateTime,
+        ends_at: OffsetDateTime,
+        from: time::Date,
+        to: time::Date,
+    ) -> Vec<OffsetDateTime> {
+        let Some(local_first) = starts_at.checked_add(self.offset()) else {
+            return Vec::new();
+        };
+        let time_of_day = local_first.time();
+        let mut starts = Vec::new();
+        let mut day = from.max(local_first.date());
+        while day <= to {
+            if self.on(day, local_first.date()) {
+                let start = day
+                    .with_time(time_of_day)
+                    .assume_utc()
+                    .checked_sub(self.offset());
+                if let Some(start) = start.filter(|start| *start >= starts_at && *start < ends_at) {
+                    starts.push(start);
+                }
+            }
+            match day.next_day() {
+                Some(next) => day = next,
+                None => break,
+            }
+        }
+        starts
+    }
 }
 
 impl Silence {
+    /// `expired` after the end (of the series), `pending` before the start, `active` while
+    /// it holds; a recurring one between windows is `scheduled`.
     pub fn state(&self, now: OffsetDateTime) -> &'static str {
         if now >= self.ends_at {
             "expired"
         } else if now < self.starts_at {
             "pending"
+        } else if self.recurrence.is_some() && self.current_window(now).is_none() {
+            "scheduled"
         } else {
             "active"
         }
+    }
+
+    /// For a recurring silence, the window holding `now`: (start, end).
+    pub fn current_window(&self, now: OffsetDateTime) -> Option<(OffsetDateTime, OffsetDateTime)> {
+        let recurrence = self.recurrence.as_ref()?;
+        let local = now.checked_add(recurrence.offset())?.date();
+        // Windows that began up to the longest window ago may still hold.
+        let from = local.checked_sub(WINDOW_MAX + Duration::days(1))?;
+        recurrence
+            .starts(self.starts_at, self.ends_at, from, local)
+            .into_iter()
+            .rev()
+            .map(|start| {
+                (
+                    start,
+                    start
+                        .checked_add(recurrence.window())
+                        .unwrap_or(self.ends_at),
+                )
+            })
+            .find(|(start, end)| *start <= now && now < *end)
+    }
+
+    /// The next window to begin after `now` (within two weeks), for a recurring silence; the
+    /// silence's start for a one-off one not begun yet.
+    pub fn next_start(&self, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        let Some(recurrence) = &self.recurrence else {
+            return (now < self.starts_at).then_some(self.starts_at);
+        };
+        let local = now.checked_add(recurrence.offset())?.date();
+        let to = local.checked_add(Duration::days(14))?;
+        recurrence
+            .starts(self.starts_at, self.ends_at, local, to)
+            .into_iter()
+            .find(|start| *start > now)
     }
 
     pub fn silences(&self, facts: &Facts<'_>, now: OffsetDateTime) -> bool {
@@ -60,6 +210,9 @@ pub struct NewSilence {
     pub created_by: String,
     #[serde(default)]
     pub comment: String,
+    /// A recurring maintenance window (`ends_at` or `duration_seconds` then end the series).
+    #[serde(default)]
+    pub recurrence: Option<Recurrence>,
 }
 
 impl NewSilence {
@@ -89,7 +242,11 @@ impl NewSilence {
                 &format!("at most {COMMENT_MAX_CHARS} characters"),
             );
         }
-        let starts_at = self.starts_at.unwrap_or(now).max(now);
+        // A recurring window keeps its first start, past or not: it sets the time of day.
+        let starts_at = match self.recurrence {
+            Some(_) => self.starts_at.unwrap_or(now),
+            None => self.starts_at.unwrap_or(now).max(now),
+        };
         // A silence starts within the longest one from now, so every time it holds stays
         // far inside the calendar.
         if now
@@ -127,6 +284,27 @@ impl NewSilence {
         if ends_at - starts_at > DURATION_MAX {
             return fail("ends_at", "a silence lasts at most 366 days");
         }
+        if let Some(recurrence) = &self.recurrence {
+            let window = i64::try_from(recurrence.duration_seconds)
+                .ok()
+                .map(Duration::seconds)
+                .filter(|window| !window.is_zero() && *window <= WINDOW_MAX);
+            if window.is_none() {
+                return fail(
+                    "recurrence.duration_seconds",
+                    "a window lasts from 1 second to 7 days",
+                );
+            }
+            if recurrence.utc_offset_minutes.abs() > UTC_OFFSET_MAX_MINUTES {
+                return fail(
+                    "recurrence.utc_offset_minutes",
+                    "must be from -840 to 840 minutes",
+                );
+            }
+            if recurrence.every == Every::Daily && !recurrence.weekdays.is_empty() {
+                return fail("recurrence.weekdays", "only a weekly window names weekdays");
+            }
+        }
         Ok(Silence {
             id,
             matchers: self.matchers,
@@ -135,6 +313,7 @@ impl NewSilence {
             created_by: self.created_by.trim().to_string(),
             comment: self.comment,
             created_at: now,
+            recurrence: self.recurrence,
         })
     }
 }
@@ -155,6 +334,108 @@ mod tests {
             (Err((field, _)), Err(expected_field)) => assert_eq!(field, expected_field),
             (got, expected) => panic!("{got:?} but expected {expected:?}"),
         }
+    }
+
+    #[test]
+    fn a_recurring_window_holds_at_its_time_of_day_in_its_offset() {
+        use serde_json::json;
+        // Every night 02:00-04:00 Beijing time (18:00-20:00 UTC), for 30 days, made at 10:00
+        // UTC from a first window in the past.
+        let now = datetime!(2026-11-26 10:00 UTC);
+        let new: NewSilence = serde_json::from_value(json!({
+            "matchers": { "region": ["cn-east"] },
+            "starts_at": "2026-11-25T18:00:00Z",
+            "duration_seconds": 30 * 86400,
+            "created_by": "ops",
+            "recurrence": { "every": "daily", "duration_seconds": 7200, "utc_offset_minutes": 480 }
+        }))
+        .unwrap();
+        let silence = new.into_silence(1, now).unwrap();
+        let at = |text: &str| {
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        for (time, state) in [
+            ("2026-11-26T10:00:00Z", "scheduled"),
+            ("2026-11-26T17:59:59Z", "scheduled"),
+            ("2026-11-26T18:00:00Z", "active"),
+            ("2026-11-26T19:59:59Z", "active"),
+            ("2026-11-26T20:00:00Z", "scheduled"),
+            ("2026-12-24T18:30:00Z", "active"),
+            ("2026-12-25T18:30:00Z", "expired"),
+        ] {
+            assert_eq!(silence.state(at(time)), state, "{time}");
+        }
+        assert_eq!(
+            silence.next_start(at("2026-11-26T10:00:00Z")),
+            Some(at("2026-11-26T18:00:00Z"))
+        );
+        assert_eq!(
+            silence.current_window(at("2026-11-26T19:00:00Z")),
+            Some((at("2026-11-26T18:00:00Z"), at("2026-11-26T20:00:00Z")))
+        );
+        // Weekly on Saturdays and Sundays, a window across midnight UTC.
+        let weekly = Silence {
+            recurrence: Some(Recurrence {
+                every: Every::Weekly,
+                weekdays: vec![Day::Sat, Day::Sun],
+                duration_seconds: 4 * 3600,
+                utc_offset_minutes: 0,
+            }),
+            starts_at: at("2026-11-01T22:00:00Z"),
+            ends_at: at("2027-01-01T00:00:00Z"),
+            ..silence.clone()
+        };
+        // 2026-11-28 is a Saturday.
+        for (time, state) in [
+            ("2026-11-27T23:00:00Z", "scheduled"),
+            ("2026-11-28T23:00:00Z", "active"),
+            ("2026-11-29T01:59:59Z", "active"),
+            ("2026-11-29T02:00:00Z", "scheduled"),
+            ("2026-11-30T01:00:00Z", "active"),
+            ("2026-11-30T23:00:00Z", "scheduled"),
+        ] {
+            assert_eq!(weekly.state(at(time)), state, "{time}");
+        }
+        // Bad recurrences name their field.
+        for (recurrence, field) in [
+            (
+                json!({ "every": "daily", "duration_seconds": 0 }),
+                "recurrence.duration_seconds",
+            ),
+            (
+                json!({ "every": "daily", "duration_seconds": 700_000 }),
+                "recurrence.duration_seconds",
+            ),
+            (
+                json!({ "every": "daily", "duration_seconds": 60, "utc_offset_minutes": 900 }),
+                "recurrence.utc_offset_minutes",
+            ),
+            (
+                json!({ "every": "daily", "weekdays": ["mon"], "duration_seconds": 60 }),
+                "recurrence.weekdays",
+            ),
+        ] {
+            let new: NewSilence = serde_json::from_value(json!({
+                "matchers": { "region": ["cn-east"] }, "duration_seconds": 86400,
+                "created_by": "ops", "recurrence": recurrence
+            }))
+            .unwrap();
+            assert_eq!(new.into_silence(1, now).unwrap_err().0, field);
+        }
+        // The edges of the calendar: no panic, nothing active.
+        let edge = Silence {
+            starts_at: datetime!(9999-12-31 00:00 UTC),
+            ends_at: datetime!(9999-12-31 23:59 UTC),
+            ..weekly.clone()
+        };
+        assert_eq!(edge.state(datetime!(9999-12-31 12:00 UTC)), "scheduled");
+        assert_eq!(edge.next_start(datetime!(9999-12-31 12:00 UTC)), None);
+        let early = Silence {
+            starts_at: datetime!(-9999-01-01 00:00 UTC),
+            ends_at: datetime!(-9999-01-02 00:00 UTC),
+            ..silence
+        };
+        assert_eq!(early.state(datetime!(-9999-01-01 12:00 UTC)), "scheduled");
     }
 
     #[test]
@@ -259,6 +540,7 @@ mod tests {
             duration_seconds: Some(600),
             created_by: "ops".into(),
             comment: String::new(),
+            recurrence: None,
         }
         .into_silence(1, now)
         .unwrap();

@@ -379,6 +379,17 @@ impl Fleet {
             events.extend(changes);
             Suppressions::from_open(fleet_wide.tracker.findings())
         };
+        self.enforce_suppressions(suppressions, events);
+    }
+
+    /// Puts `suppressions` (those of the open fleet-wide findings) in force: marks the terminal
+    /// findings they explain or no longer explain (as events), and counts what each fleet-wide
+    /// finding explains.
+    pub(super) fn enforce_suppressions(
+        &self,
+        suppressions: Suppressions,
+        events: &mut Vec<FindingEvent>,
+    ) {
         self.set_suppressions(suppressions);
         let explains = self.apply_suppressions(events);
         let mut fleet_wide = lock(&self.fleet_wide);

@@ -20,6 +20,7 @@ use super::AppState;
 use crate::alert::message::rfc3339;
 use crate::alert::outbox::{Filter, Row, Status};
 use crate::alert::silences::{NewSilence, Silence};
+use crate::workflow::AuditEntry;
 
 /// The most notifications one page lists.
 const PAGE_MAX: usize = 1000;
@@ -103,8 +104,11 @@ pub async fn list_notifications(
     })))
 }
 
+/// The open findings a silence's view lists at most (the count is of all).
+const MATCHED_LIST_MAX: usize = 100;
+
 fn silence_view(silence: &Silence, now: OffsetDateTime) -> Value {
-    json!({
+    let mut view = json!({
         "id": silence.id,
         "state": silence.state(now),
         "matchers": silence.matchers,
@@ -113,20 +117,108 @@ fn silence_view(silence: &Silence, now: OffsetDateTime) -> Value {
         "created_by": silence.created_by,
         "comment": silence.comment,
         "created_at": rfc3339(silence.created_at),
-    })
+    });
+    if let Some(object) = view.as_object_mut() {
+        if let Some(recurrence) = &silence.recurrence {
+            object.insert("recurrence".into(), json!(recurrence));
+        }
+        if let Some((_, end)) = silence.current_window(now) {
+            object.insert("window_ends_at".into(), json!(rfc3339(end)));
+        }
+        if let Some(next) = silence.next_start(now) {
+            object.insert("next_start".into(), json!(rfc3339(next)));
+        }
+    }
+    view
 }
 
-/// `GET /api/v1/alerts/silences`: every silence, newest first, with its state.
-pub async fn list_silences(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// `GET /api/v1/alerts/silences`: every silence (maintenance window), newest first, with its
+/// state and, for those not over, how many open findings it matches (`matching`: what it
+/// hides while it holds).
+pub async fn list_silences(
+    State(state): State<Arc<AppState>>,
+) -> Result<impl IntoResponse, ApiError> {
     let now = OffsetDateTime::now_utc();
+    let worker = Arc::clone(&state);
+    // A pass over the open findings: off the async workers.
+    let matched = tokio::task::spawn_blocking(move || {
+        worker.alerts.matched_by_silences(&worker.fleet, now, 0)
+    })
+    .await
+    .map_err(|error| ApiError::internal("matching silences", error))?;
     let silences: Vec<Value> = state
         .alerts
         .silences()
         .iter()
         .rev()
-        .map(|silence| silence_view(silence, now))
+        .map(|silence| {
+            let mut view = silence_view(silence, now);
+            if silence.state(now) != "expired" {
+                view["matching"] = json!(matched.get(&silence.id).map_or(0, |(count, _)| *count));
+            }
+            view
+        })
         .collect();
-    Json(json!({ "silences": silences }))
+    Ok(Json(json!({ "silences": silences })))
+}
+
+/// `GET /api/v1/alerts/silences/{id}`: one silence with the open findings it matches (at
+/// most [`MATCHED_LIST_MAX`], and their count).
+pub async fn get_silence(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = silence_id(&id)?;
+    let now = OffsetDateTime::now_utc();
+    let Some(silence) = state.alerts.silences().iter().find(|s| s.id == id).cloned() else {
+        return Err(ApiError::field(Reason::NotFound, "id", "no such silence"));
+    };
+    let worker = Arc::clone(&state);
+    let mut matched = tokio::task::spawn_blocking(move || {
+        worker
+            .alerts
+            .matched_by_silences(&worker.fleet, now, MATCHED_LIST_MAX)
+    })
+    .await
+    .map_err(|error| ApiError::internal("matching silences", error))?;
+    let (count, items) = matched.remove(&id).unwrap_or_default();
+    let mut view = silence_view(&silence, now);
+    view["matching"] = json!(count);
+    view["matched"] = json!(items
+        .iter()
+        .map(|item| json!({
+            "finding_id": item.finding_id,
+            "terminal_id": item.terminal_id,
+            "code": item.code,
+            "subject": item.subject,
+            "severity": item.severity,
+            "party": item.party,
+            "region": item.region,
+            "since": crate::alert::message::rfc3339_checked(item.since),
+        }))
+        .collect::<Vec<_>>());
+    Ok(Json(view))
+}
+
+fn silence_id(text: &str) -> Result<u64, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::field(Reason::BadQuery, "id", "must be a silence id"))
+}
+
+/// The audit entry of a maintenance window's creation or end.
+fn audit_entry(action: &str, actor: &str, silence: &Silence, now: OffsetDateTime) -> AuditEntry {
+    AuditEntry {
+        id: 0,
+        at: now,
+        actor: actor.to_string(),
+        action: action.to_string(),
+        finding_id: None,
+        terminal_id: None,
+        code: None,
+        subject: None,
+        detail: Some(json!({ "silence": silence.id, "matchers": silence.matchers })),
+        comment: (!silence.comment.is_empty()).then(|| silence.comment.clone()),
+    }
 }
 
 /// `POST /api/v1/alerts/silences` (admin token): `{"matchers": {...}, "duration_seconds":
@@ -137,6 +229,7 @@ pub async fn create_silence(
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers)?;
+    let actor = "admin";
     check_content_type(&headers)?;
     let bytes = read_body(&headers, body, SILENCE_BODY_MAX_BYTES).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
@@ -152,6 +245,11 @@ pub async fn create_silence(
         .map_err(|error| ApiError::internal("storing a silence", error))?
         .map_err(|(field, problem)| ApiError::field(Reason::InvalidField, field, problem))?;
     tracing::info!(id = silence.id, created_by = %silence.created_by, "A silence was created.");
+    record(
+        &state,
+        audit_entry("maintenance.create", actor, &silence, now),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(silence_view(&silence, now))))
 }
 
@@ -162,9 +260,8 @@ pub async fn expire_silence(
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&state, &headers)?;
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::field(Reason::BadQuery, "id", "must be a silence id"))?;
+    let actor = "admin";
+    let id = silence_id(&id)?;
     let now = OffsetDateTime::now_utc();
     let alerts = Arc::clone(&state.alerts);
     let expired = tokio::task::spawn_blocking(move || alerts.expire_silence(id, now))
@@ -174,8 +271,19 @@ pub async fn expire_silence(
     match expired {
         Some(silence) => {
             tracing::info!(id, "A silence was expired.");
+            record(&state, audit_entry("maintenance.end", actor, &silence, now)).await;
             Ok(Json(silence_view(&silence, now)))
         }
         None => Err(ApiError::field(Reason::NotFound, "id", "no such silence")),
+    }
+}
+
+/// Records an audit entry; a failure to is logged, not the request's (the action is done).
+async fn record(state: &Arc<AppState>, entry: AuditEntry) {
+    let workflow = Arc::clone(&state.workflow);
+    match tokio::task::spawn_blocking(move || workflow.record(entry)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::error!(%error, "Cannot record an audit entry."),
+        Err(error) => tracing::error!(%error, "Recording an audit entry failed."),
     }
 }

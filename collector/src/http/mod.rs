@@ -15,6 +15,7 @@ mod policy;
 pub(crate) mod queries;
 pub(crate) mod reports;
 pub(crate) mod views;
+mod workflow;
 
 use std::future::Future;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -105,6 +106,9 @@ pub struct AppState {
     /// The per-terminal limits of the agents' control requests (long-poll, settings fetch),
     /// counted apart from their reports.
     pub(crate) control_fairness: Arc<admission::Fairness>,
+    /// The problem workflow: acknowledgements, assignees, comments, the audit log
+    /// (`workflow/`).
+    pub workflow: Arc<crate::workflow::Workflow>,
 }
 
 impl AppState {
@@ -171,6 +175,7 @@ impl AppState {
         let metrics = Arc::new(metrics);
         let alerts = Alerts::open(&config.alerts, &config.data_dir, Arc::clone(&metrics))?;
         let config_trend_points = config.web.trend_points;
+        let workflow = crate::workflow::Workflow::open(&config.data_dir)?;
         Ok(AppState {
             ingest_permits,
             unidentified_permits,
@@ -200,6 +205,7 @@ impl AppState {
             previous_listening,
             control: Arc::new(control),
             control_fairness,
+            workflow: Arc::new(workflow),
         })
     }
 
@@ -302,9 +308,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route(
             "/api/v1/alerts/silences/{id}",
-            axum::routing::delete(alerts::expire_silence),
+            get(alerts::get_silence).delete(alerts::expire_silence),
         )
         .merge(control::router())
+        .merge(workflow::router())
         .route("/metrics", get(queries::metrics))
         .route("/healthz", get(queries::healthz))
         .merge(web::router())
@@ -353,9 +360,14 @@ pub async fn serve(
     let evaluator = tokio::spawn(evaluate_periodically(Arc::clone(&state)));
     let notifier = state
         .alerts
-        .start(Arc::clone(&state.fleet), state.subscribe())
+        .start(
+            Arc::clone(&state.fleet),
+            Arc::clone(&state.workflow),
+            state.subscribe(),
+        )
         .map_err(std::io::Error::other)?;
     let trend = tokio::spawn(web::trend::sample_periodically(Arc::clone(&state)));
+    let workflow = tokio::spawn(forget_closed_problems(Arc::clone(&state)));
     let limits = listener::ConnectionLimits::from_config(&state.config.limits);
     let metrics = Arc::clone(&state.metrics);
     // Held long-polls end (answered empty) as the shutdown begins: the graceful wait is for
@@ -369,6 +381,7 @@ pub async fn serve(
     let served = listener::accept_loop(listener, router, tls, limits, metrics, shutdown).await;
     evaluator.abort();
     trend.abort();
+    workflow.abort();
     notifier.stop(ALERT_STOP_GRACE).await;
     if tokio::task::spawn_blocking(move || writer.stop())
         .await
@@ -391,6 +404,33 @@ async fn evaluate_periodically(state: Arc<AppState>) {
             tokio::task::spawn_blocking(move || state.evaluate(OffsetDateTime::now_utc())).await;
         if let Err(error) = evaluated {
             tracing::error!(%error, "The fleet evaluation failed.");
+        }
+    }
+}
+
+/// How often the workflow states of findings that closed are dropped.
+const WORKFLOW_PRUNE_PERIOD: Duration = Duration::from_secs(60);
+
+async fn forget_closed_problems(state: Arc<AppState>) {
+    let mut ticks = tokio::time::interval(WORKFLOW_PRUNE_PERIOD);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let state = Arc::clone(&state);
+        let pruned = tokio::task::spawn_blocking(move || {
+            state
+                .workflow
+                .retain_open(|terminal_id, id| state.fleet.is_open(terminal_id, id))
+        })
+        .await;
+        match pruned {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "Cannot drop the workflow states of closed findings.")
+            }
+            Err(error) => {
+                tracing::error!(%error, "Dropping the workflow states of closed findings failed.")
+            }
         }
     }
 }

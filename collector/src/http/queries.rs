@@ -173,6 +173,7 @@ pub async fn get_terminal(
         &terminal,
         &history,
         &state.config.readiness,
+        &state.workflow.states(),
         OffsetDateTime::now_utc(),
     ))
     .map_err(|error| ApiError::internal("encoding a terminal", error))?;
@@ -268,11 +269,12 @@ pub async fn list_findings(
         );
     }
     findings.sort_unstable_by_key(|finding| finding.id);
+    let problems = state.workflow.states();
     let page: Vec<FindingView<'_>> = findings
         .iter()
         .skip(offset)
         .take(limit)
-        .map(FindingView::from)
+        .map(|finding| FindingView::from(finding).with_workflow(&problems))
         .collect();
     Ok(Json(json!({
         "total": findings.len(),

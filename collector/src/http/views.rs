@@ -1,6 +1,6 @@
 //! The JSON shapes of the read API, converted from the domain types at the edge.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use crate::data_usage::UsageView;
 use crate::device::DeviceSummary;
 use crate::fleet::{TargetState, Terminal, TerminalLabels, LADDER};
+use crate::workflow::ProblemState;
 use posmon_diagnosis::findings::Finding;
 use posmon_diagnosis::readiness::{PaymentRoles, Readiness};
 use posmon_diagnosis::{Category, Evidence, Party, Severity, Text};
@@ -36,6 +37,19 @@ pub struct FindingView<'a> {
     /// Fleet-wide findings: the terminal findings it explains.
     #[serde(skip_serializing_if = "Option::is_none")]
     explains: Option<u32>,
+    /// What the operations team did about it (the problem workflow), while open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<ProblemState>,
+}
+
+impl FindingView<'_> {
+    /// With the workflow state `states` hold for it, if it is open.
+    pub fn with_workflow(mut self, states: &HashMap<u64, ProblemState>) -> Self {
+        if self.closed_at.is_none() {
+            self.workflow = states.get(&self.id).cloned();
+        }
+        self
+    }
 }
 
 impl<'a> From<&'a Finding> for FindingView<'a> {
@@ -56,6 +70,7 @@ impl<'a> From<&'a Finding> for FindingView<'a> {
             closed_at: finding.closed_at,
             suppressed_by: finding.suppressed_by,
             explains: (finding.kind.category == Category::Upstream).then_some(finding.explains),
+            workflow: None,
         }
     }
 }
@@ -247,6 +262,7 @@ impl<'a> TerminalDetail<'a> {
         terminal: &'a Terminal,
         history: &'a [Finding],
         roles: &PaymentRoles,
+        problems: &HashMap<u64, ProblemState>,
         now: OffsetDateTime,
     ) -> Self {
         TerminalDetail {
@@ -254,7 +270,7 @@ impl<'a> TerminalDetail<'a> {
             open_findings: terminal
                 .findings
                 .findings()
-                .map(FindingView::from)
+                .map(|finding| FindingView::from(finding).with_workflow(problems))
                 .collect(),
             findings_history: history.iter().map(FindingView::from).collect(),
             versions: terminal

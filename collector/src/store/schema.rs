@@ -69,6 +69,8 @@ const MIGRATIONS: &[&str] = &[
     ENROLLMENTS_MIGRATION,
     // 6: fleet control: configuration profiles and their history (control/store.rs).
     CONTROL_MIGRATION,
+    // 7: the problem workflow (workflow/store.rs): each open finding's state and the audit log.
+    WORKFLOW_MIGRATION,
 ];
 
 /// The schema version this collector writes.
@@ -139,6 +141,28 @@ const CONTROL_MIGRATION: &str = "CREATE TABLE config_profiles (
          comment TEXT
      );
      CREATE INDEX config_history_by_profile ON config_history (profile, id);";
+
+/// The problem workflow (`workflow/store.rs`): the state of each open finding an operator acted
+/// on (its API's JSON), and the audit log of every action (times in Unix seconds; bounded by the
+/// writer: the oldest rows dropped).
+const WORKFLOW_MIGRATION: &str = "CREATE TABLE problem_states (
+         finding_id INTEGER PRIMARY KEY NOT NULL,
+         state TEXT NOT NULL
+     );
+     CREATE TABLE audit_log (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         at INTEGER NOT NULL,
+         actor TEXT NOT NULL,
+         action TEXT NOT NULL,
+         finding_id INTEGER,
+         terminal_id TEXT,
+         code TEXT,
+         subject TEXT,
+         detail TEXT,
+         comment TEXT
+     );
+     CREATE INDEX audit_log_by_finding ON audit_log (finding_id, id);
+     CREATE INDEX audit_log_by_terminal ON audit_log (terminal_id, id);";
 
 #[cfg(test)]
 mod tests {

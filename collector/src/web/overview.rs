@@ -68,7 +68,11 @@ fn overview_of(state: &AppState) -> serde_json::Value {
         .filter(|finding| finding.kind.category == Category::Upstream)
         .collect();
     outages.sort_by_key(|finding| std::cmp::Reverse(finding.explains));
-    let outages: Vec<FindingView<'_>> = outages.into_iter().map(FindingView::from).collect();
+    let problems = state.workflow.states();
+    let outages: Vec<FindingView<'_>> = outages
+        .into_iter()
+        .map(|finding| FindingView::from(finding).with_workflow(&problems))
+        .collect();
     json!({
         "generated_at": now.unix_timestamp(),
         "terminals": fleet.len(),

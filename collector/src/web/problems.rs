@@ -22,6 +22,7 @@ use crate::http::error::{ApiError, Reason};
 use crate::http::queries::{check_parameters, number, readiness_filter};
 use crate::http::views::LabelsView;
 use crate::http::AppState;
+use crate::workflow::ProblemState;
 use posmon_diagnosis::findings::Finding;
 use posmon_diagnosis::readiness::{PaymentRoles, Readiness};
 use posmon_diagnosis::Severity;
@@ -241,13 +242,14 @@ pub async fn problems(
                 .collect(),
         );
         let roles = &state.config.readiness;
+        let problems = state.workflow.states();
         let rows = rows(&state.fleet, roles, &filter, key, descending);
         let page: Vec<serde_json::Value> = rows
             .iter()
             .skip(offset)
             .take(limit)
             .filter_map(|row| state.fleet.terminal(&row.terminal_id))
-            .map(|terminal| row_view(&terminal, roles, &filter))
+            .map(|terminal| row_view(&terminal, roles, &filter, &problems))
             .collect();
         Json(json!({
             "total": rows.len(),
@@ -260,7 +262,12 @@ pub async fn problems(
     .map_err(|error| ApiError::internal("listing problems", error))
 }
 
-fn row_view(terminal: &Terminal, roles: &PaymentRoles, filter: &Filter<'_>) -> serde_json::Value {
+fn row_view(
+    terminal: &Terminal,
+    roles: &PaymentRoles,
+    filter: &Filter<'_>,
+    problems: &HashMap<u64, ProblemState>,
+) -> serde_json::Value {
     let findings: Vec<serde_json::Value> = filter
         .matching(terminal)
         .map(|finding| {
@@ -274,6 +281,7 @@ fn row_view(terminal: &Terminal, roles: &PaymentRoles, filter: &Filter<'_>) -> s
                 "title": finding.kind.title,
                 "since": finding.since.unix_timestamp(),
                 "suppressed_by": finding.suppressed_by,
+                "workflow": problems.get(&finding.id),
             })
         })
         .collect();
@@ -361,7 +369,7 @@ mod tests {
         let listed = rows(&fleet, &roles, &cannot_pay, SortKey::Readiness, false);
         assert_eq!(listed.len(), 6, "{listed:?}");
         let terminal = fleet.terminal("T-0").expect("known");
-        let view = row_view(&terminal, &roles, &cannot_pay);
+        let view = row_view(&terminal, &roles, &cannot_pay, &HashMap::new());
         assert_eq!(view["findings"][0]["suppressed_by"], outage[0].id, "{view}");
         // Without the filter, the outage's terminals are folded under its banner.
         assert!(rows(&fleet, &roles, &filter(&[]), SortKey::Readiness, false).is_empty());
