@@ -1,5 +1,6 @@
 //! The dashboard's read endpoints at fleet scale: the overview, the first page of problems
-//! (default sort and filtered), the trend, version compliance and the page itself, served
+//! (default sort and filtered), the trend, the terminal search (a page of the whole fleet, a
+//! page after a cursor, free text, filters), version compliance and the page itself, served
 //! through the real router (viewer auth layer included) over N terminals.
 //!
 //! `cargo bench -p posmon-collector --bench dashboard -- 100000`
@@ -30,6 +31,11 @@ const ENDPOINTS: &[&str] = &[
     "/api/v1/problems?region=cn-region-3&party=network_provider&sort=since&limit=50",
     "/api/v1/problems?limit=50&offset=5000&sort=terminal",
     "/api/v1/trend?hours=24",
+    "/api/v1/terminals?limit=50",
+    "/api/v1/terminals?limit=50&after=T-0050000",
+    "/api/v1/terminals?limit=50&q=m-01234",
+    "/api/v1/terminals?limit=50&q=t-00999",
+    "/api/v1/terminals?limit=50&region=cn-region-3&readiness=cannot_pay",
     "/api/v1/versions",
     "/",
 ];

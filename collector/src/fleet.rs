@@ -30,7 +30,9 @@ use posmon_diagnosis::rules::silent::SILENT;
 use posmon_diagnosis::Signal;
 
 mod by_hand;
+mod search;
 mod shared_cause;
+pub use search::{Page, TerminalQuery};
 use shared_cause::{Failing, Membership, Suppressions, Tallies};
 
 /// Shards of the terminal map: enough that two cores rarely wait on each other.
@@ -628,6 +630,9 @@ pub struct Restored {
 pub struct Fleet {
     shards: Box<[Mutex<Shard>]>,
     terminal_count: AtomicUsize,
+    /// Every terminal id, sorted: the terminal search's pages without a filter
+    /// (`fleet/search.rs`).
+    ids: RwLock<std::collections::BTreeSet<Arc<str>>>,
     next_finding_id: AtomicU64,
     history: Mutex<History>,
     history_limit: usize,
@@ -659,6 +664,7 @@ impl Fleet {
         Fleet {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             terminal_count: AtomicUsize::new(0),
+            ids: RwLock::new(std::collections::BTreeSet::new()),
             next_finding_id: AtomicU64::new(0),
             history: Mutex::new(History::default()),
             history_limit: limits.history_findings,
@@ -689,6 +695,11 @@ impl Fleet {
         for mut terminal in restored.terminals {
             let mut shard = lock(fleet.shard_of(&terminal.id));
             terminal.intern_with(&mut shard.interner);
+            fleet
+                .ids
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(Arc::clone(&terminal.id));
             // Looked at in the first evaluation.
             shard.silence.watch(&mut terminal, i64::MIN);
             fleet.tallies.update(None, Some(&Membership::of(&terminal)));
@@ -753,6 +764,10 @@ impl Fleet {
             None => {
                 let id = shard.interner.intern(terminal_id);
                 self.terminal_count.fetch_add(1, Ordering::Relaxed);
+                self.ids
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(Arc::clone(&id));
                 let terminal = shard
                     .terminals
                     .entry(Arc::clone(&id))

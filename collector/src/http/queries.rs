@@ -14,7 +14,7 @@ use super::error::{ApiError, Reason};
 use super::views::{FindingView, TerminalDetail, TerminalSummary};
 use super::AppState;
 use crate::data_usage::{FleetUsage, MonthAt, Standing};
-use crate::fleet::Terminal;
+use crate::fleet::{Terminal, TerminalQuery};
 use posmon_diagnosis::findings::Finding;
 use posmon_diagnosis::readiness::Readiness;
 
@@ -60,18 +60,76 @@ pub(crate) fn number(
     }
 }
 
-/// Terminals, ordered by id, or with `sort=data_usage` by their projected month in percent of
-/// their data budget (highest first; those without a budget or usage last). `readiness` keeps
-/// one readiness; `budget=near` keeps the terminals near their data budget
-/// ([`crate::data_usage::NEAR_BUDGET_PERCENT`], or stretching their intervals).
+/// The longest free text a terminal search takes.
+const SEARCH_MAX_CHARS: usize = 64;
+
+/// The terminal search's filters from the query string: `q` (free text over the id and every
+/// label value), `region`, `carrier`, `model`, `merchant`, `label=<key>:<value>` (an extra
+/// label, such as `serial:SN-1234`) and `readiness`.
+fn terminal_query(query: &HashMap<String, String>) -> Result<TerminalQuery, ApiError> {
+    let too_long = |name: &str| {
+        ApiError::field(
+            Reason::BadQuery,
+            name,
+            format!("too long (at most {SEARCH_MAX_CHARS} characters)"),
+        )
+    };
+    let mut search = TerminalQuery::default();
+    for (name, slot) in [
+        ("region", &mut search.region),
+        ("carrier", &mut search.carrier),
+        ("model", &mut search.model),
+        ("merchant", &mut search.merchant),
+    ] {
+        if let Some(value) = query.get(name).filter(|value| !value.is_empty()) {
+            if value.chars().count() > SEARCH_MAX_CHARS {
+                return Err(too_long(name));
+            }
+            *slot = Some(value.clone());
+        }
+    }
+    if let Some(label) = query.get("label").filter(|value| !value.is_empty()) {
+        if label.chars().count() > 2 * SEARCH_MAX_CHARS {
+            return Err(too_long("label"));
+        }
+        let Some((key, value)) = label.split_once(':') else {
+            return Err(ApiError::field(
+                Reason::BadQuery,
+                "label",
+                "must be <key>:<value>",
+            ));
+        };
+        search.label = Some((key.to_string(), value.to_string()));
+    }
+    search.readiness = readiness_filter(query)?;
+    match query.get("q") {
+        Some(text) if text.chars().count() > SEARCH_MAX_CHARS => Err(too_long("q")),
+        Some(text) => Ok(search.with_text(text)),
+        None => Ok(search),
+    }
+}
+
+/// Terminals, the whole fleet (not only those with problems): ordered by id, found by
+/// [`terminal_query`]'s filters, paged by `offset` or by `after` (the last id of the previous
+/// page; the answer's `next`). With `sort=data_usage`, by their projected month in percent of
+/// their data budget (highest first; those without a budget or usage last); `budget=near`
+/// keeps the terminals near their data budget ([`crate::data_usage::NEAR_BUDGET_PERCENT`], or
+/// stretching their intervals).
 pub async fn list_terminals(
     State(state): State<Arc<AppState>>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<impl IntoResponse, ApiError> {
-    check_parameters(&query, &["limit", "offset", "readiness", "budget", "sort"])?;
+    check_parameters(
+        &query,
+        &[
+            "limit", "offset", "after", "readiness", "budget", "sort", "q", "region", "carrier",
+            "model", "merchant", "label",
+        ],
+    )?;
     let limit = number(&query, "limit", 1000, PAGE_MAX)?;
     let offset = number(&query, "offset", 0, usize::MAX)?;
-    let wanted = readiness_filter(&query)?;
+    let search = terminal_query(&query)?;
+    let after = query.get("after").filter(|after| !after.is_empty()).cloned();
     let near_only = match query.get("budget").map(String::as_str) {
         None | Some("") => false,
         Some("near") => true,
@@ -90,18 +148,78 @@ pub async fn list_terminals(
             ));
         }
     };
-    let now = OffsetDateTime::now_utc();
+    // A pass over the fleet when filtered: off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let now = OffsetDateTime::now_utc();
+        let roles = &state.config.readiness;
+        let (total, ids) = if near_only || by_usage {
+            by_data_usage(&state, &search, near_only, by_usage, now)
+        } else {
+            let page = state
+                .fleet
+                .search(&search, roles, after.as_deref(), offset, limit);
+            (page.total, page.ids)
+        };
+        let skip = if near_only || by_usage { offset } else { 0 };
+        let page: Vec<Terminal> = ids
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .filter_map(|id| state.fleet.terminal(id))
+            .collect();
+        let problems = state.workflow.states();
+        let terminals: Vec<serde_json::Value> = page
+            .iter()
+            .map(|terminal| {
+                let mut view = serde_json::to_value(TerminalSummary::new(terminal, roles, now))
+                    .unwrap_or_default();
+                view["versions"] = json!(terminal
+                    .versions
+                    .iter()
+                    .map(|(component, version)| (&**component, &**version))
+                    .collect::<BTreeMap<_, _>>());
+                view["acknowledged_findings"] = json!(terminal
+                    .visible_findings()
+                    .filter(|finding| problems
+                        .get(&finding.id)
+                        .is_some_and(|problem| problem.acknowledged_by.is_some()))
+                    .count());
+                view
+            })
+            .collect();
+        let next = (page.len() == limit && !(near_only || by_usage))
+            .then(|| page.last().map(|terminal| terminal.id.to_string()))
+            .flatten();
+        Json(json!({
+            "total": total,
+            "offset": offset,
+            "terminals": terminals,
+            "next": next,
+        }))
+    })
+    .await
+    .map_err(|error| ApiError::internal("listing terminals", error))
+}
+
+/// The terminals `search` keeps (near their budget only, when asked), by id or (`by_usage`)
+/// by their projected month in percent of their data budget, highest first.
+fn by_data_usage(
+    state: &AppState,
+    search: &TerminalQuery,
+    near_only: bool,
+    by_usage: bool,
+    now: OffsetDateTime,
+) -> (usize, Vec<Arc<str>>) {
     let month = MonthAt::new(now);
     let roles = &state.config.readiness;
-    // (projected percent of the budget, id): the sort key either way.
+    // (projected percent of the budget, id): the sort key.
     let mut ids: Vec<(Option<u64>, Arc<str>)> = Vec::with_capacity(state.fleet.len());
     state.fleet.for_each_terminal(|terminal| {
         let standing = terminal
             .data_usage
             .as_ref()
-            .filter(|_| near_only || by_usage)
             .map(|usage| Standing::at(usage, &month));
-        if wanted.is_some_and(|wanted| terminal.readiness(roles) != wanted)
+        if !search.matches(terminal, roles)
             || (near_only && !standing.is_some_and(|standing| standing.near_budget))
         {
             return;
@@ -116,21 +234,7 @@ pub async fn list_terminals(
     } else {
         ids.sort_unstable_by(|a, b| a.1.cmp(&b.1));
     }
-    let page: Vec<Terminal> = ids
-        .iter()
-        .skip(offset)
-        .take(limit)
-        .filter_map(|(_, id)| state.fleet.terminal(id))
-        .collect();
-    let terminals: Vec<TerminalSummary<'_>> = page
-        .iter()
-        .map(|terminal| TerminalSummary::new(terminal, roles, now))
-        .collect();
-    Ok(Json(json!({
-        "total": ids.len(),
-        "offset": offset,
-        "terminals": terminals,
-    })))
+    (ids.len(), ids.into_iter().map(|(_, id)| id).collect())
 }
 
 /// The `readiness` parameter: one of `cannot_pay`, `at_risk`, `can_pay`, `unknown`.
