@@ -17,6 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod netns;
 pub mod trials;
 

@@ -119,7 +119,10 @@ impl Fleet {
         offset: usize,
         limit: usize,
     ) -> Page {
-        let ids = self.ids.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ids = self
+            .ids
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if query.is_empty() {
             let range = match after {
                 Some(after) => ids.range::<str, _>((
@@ -190,7 +193,13 @@ mod tests {
         fleet
     }
 
-    fn check(query: TerminalQuery, after: Option<&str>, offset: usize, limit: usize, expected: (usize, &[&str])) {
+    fn check(
+        query: TerminalQuery,
+        after: Option<&str>,
+        offset: usize,
+        limit: usize,
+        expected: (usize, &[&str]),
+    ) {
         let page = fleet().search(&query, &PaymentRoles::default(), after, offset, limit);
         let ids: Vec<&str> = page.ids.iter().map(|id| &**id).collect();
         assert_eq!((page.total, ids.as_slice()), expected, "{query:?}");
@@ -199,13 +208,31 @@ mod tests {
     #[test]
     fn searches_find_terminals_by_id_label_and_serial_in_id_order() {
         let all = TerminalQuery::default;
-        check(all(), None, 0, 10, (4, &["T-0001", "T-0002", "T-0003", "X-0004"]));
+        check(
+            all(),
+            None,
+            0,
+            10,
+            (4, &["T-0001", "T-0002", "T-0003", "X-0004"]),
+        );
         check(all(), None, 1, 2, (4, &["T-0002", "T-0003"]));
         check(all(), Some("T-0002"), 0, 10, (4, &["T-0003", "X-0004"]));
         check(all(), Some("Z"), 0, 10, (4, &[]));
         // Free text: id, merchant (any case, any script), serial.
-        check(all().with_text("t-000"), None, 0, 10, (3, &["T-0001", "T-0002", "T-0003"]));
-        check(all().with_text("BAKERY"), None, 0, 10, (2, &["T-0002", "X-0004"]));
+        check(
+            all().with_text("t-000"),
+            None,
+            0,
+            10,
+            (3, &["T-0001", "T-0002", "T-0003"]),
+        );
+        check(
+            all().with_text("BAKERY"),
+            None,
+            0,
+            10,
+            (2, &["T-0002", "X-0004"]),
+        );
         check(all().with_text("面馆"), None, 0, 10, (1, &["T-0001"]));
         check(all().with_text("café"), None, 0, 10, (1, &["T-0003"]));
         check(all().with_text("sn-5678"), None, 0, 10, (1, &["T-0002"]));
@@ -227,6 +254,12 @@ mod tests {
             readiness: Some(Readiness::CanPay),
             ..all()
         };
-        check(ready, None, 0, 10, (4, &["T-0001", "T-0002", "T-0003", "X-0004"]));
+        check(
+            ready,
+            None,
+            0,
+            10,
+            (4, &["T-0001", "T-0002", "T-0003", "X-0004"]),
+        );
     }
 }

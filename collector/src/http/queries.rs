@@ -122,14 +122,27 @@ pub async fn list_terminals(
     check_parameters(
         &query,
         &[
-            "limit", "offset", "after", "readiness", "budget", "sort", "q", "region", "carrier",
-            "model", "merchant", "label",
+            "limit",
+            "offset",
+            "after",
+            "readiness",
+            "budget",
+            "sort",
+            "q",
+            "region",
+            "carrier",
+            "model",
+            "merchant",
+            "label",
         ],
     )?;
     let limit = number(&query, "limit", 1000, PAGE_MAX)?;
     let offset = number(&query, "offset", 0, usize::MAX)?;
     let search = terminal_query(&query)?;
-    let after = query.get("after").filter(|after| !after.is_empty()).cloned();
+    let after = query
+        .get("after")
+        .filter(|after| !after.is_empty())
+        .cloned();
     let near_only = match query.get("budget").map(String::as_str) {
         None | Some("") => false,
         Some("near") => true,

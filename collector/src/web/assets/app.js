@@ -1,5 +1,6 @@
 // posmon dashboard: plain JavaScript, no build step, no external asset. Hash routes:
-// #/ overview, #/problems?filters, #/terminal/<id>, #/versions, #/config, #/alerts. Every view polls
+// #/ overview, #/problems?filters, #/terminal/<id>, #/versions, #/config, #/alerts (and
+// operations.js's #/terminals, #/maintenance, #/activity). Every view polls
 // the API every refresh interval, so new findings appear without a reload.
 "use strict";
 
@@ -279,6 +280,12 @@ async function refresh() {
   document.querySelectorAll("#nav a").forEach(a => a.classList.toggle("active", a.dataset.view === VIEWS[current.view].nav));
   const main = document.getElementById("main");
   const key = location.hash + "|" + lang;
+  // Someone typing in a form of this page: not redrawn under them, looked at again later.
+  const typing = document.activeElement;
+  if (renderedRoute === key && main.contains(typing) && ["INPUT", "TEXTAREA", "SELECT"].includes(typing.tagName)) {
+    timer = setTimeout(refresh, REFRESH_MS);
+    return;
+  }
   if (renderedRoute !== key) main.innerHTML = `<p class="muted">${esc(t("loading"))}</p>`;
   try {
     await VIEWS[current.view].render(main, current, renderedRoute !== key);
@@ -428,7 +435,7 @@ async function viewProblems(main, current, fresh) {
       <td><a href="#/terminal/${encodeURIComponent(row.terminal_id)}">${esc(row.terminal_id)}</a><div class="muted">${esc(row.labels?.merchant || "")}</div></td>
       <td>${badge(row.readiness, t("readiness." + row.readiness))}</td>
       <td>${esc(row.labels?.region || "")}</td><td>${esc(row.labels?.model || "")}</td><td>${esc(row.labels?.carrier || "")}</td>
-      <td>${(row.findings || []).map(f => `<div class="finding" data-code="${esc(f.code)}">${badge(f.severity, t("severity." + f.severity))} ${esc(text(f.title))}${f.subject ? ` <span class="muted">(${esc(f.subject)})</span>` : ""} ${partyBadge(f.party)}${f.suppressed_by ? ` <span class="muted">${esc(t("terminal.suppressed"))}</span>` : ""}</div>`).join("")}</td>
+      <td>${(row.findings || []).map(f => `<div class="finding" data-code="${esc(f.code)}">${badge(f.severity, t("severity." + f.severity))} ${esc(text(f.title))}${f.subject ? ` <span class="muted">(${esc(f.subject)})</span>` : ""} ${partyBadge(f.party)}${f.suppressed_by ? ` <span class="muted">${esc(t("terminal.suppressed"))}</span>` : ""} ${workflowBadges(f.workflow)}</div>`).join("")}</td>
       <td>${esc(ago(Math.min(...(row.findings || []).map(f => f.since))))}</td>
       <td>${esc(ago(row.last_seen))}</td>
     </tr>`).join("");
