@@ -18,12 +18,17 @@ use serde_json::{json, Value};
 const ADMIN: &str = "an-admin-token-for-the-workflow-test";
 
 fn start(dir: &Path, sink: &HttpSink) -> Collector {
+    start_with(dir, sink, 100_000)
+}
+
+/// With `upstream_min_terminals` failing terminals a shared cause (an outage) can open.
+fn start_with(dir: &Path, sink: &HttpSink, upstream_min_terminals: u32) -> Collector {
     std::fs::write(dir.join("admin-token"), ADMIN).unwrap();
     std::fs::write(dir.join("webhook-secret"), "webhook signing secret").unwrap();
     Collector::start(
         dir,
         &format!(
-            "[auth]\nadmin_token_file = {:?}\n\n[diagnosis]\nupstream_min_terminals = 100000\n\n\
+            "[auth]\nadmin_token_file = {:?}\n\n[diagnosis]\nevaluation_interval_seconds = 1\nupstream_min_terminals = {upstream_min_terminals}\n\n\
              [alerts]\ndashboard_url = \"http://dash.test\"\ndefault_receiver = \"hook\"\ngroup_by = [\"code\"]\n\
              group_wait_seconds = 0\ngroup_interval_seconds = 1\nrepeat_interval_seconds = 2\n\
              retry_initial_seconds = 1\nretry_max_seconds = 1\nrequest_timeout_seconds = 2\n\n\
@@ -340,4 +345,80 @@ fn a_maintenance_window_holds_notifications_and_what_it_held_goes_out_when_it_en
         ["maintenance.end", "maintenance.create"],
         "{audit}"
     );
+}
+
+#[test]
+fn a_localized_cause_is_owned_and_closed_by_hand_like_a_terminal_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = HttpSink::start();
+    let collector = start_with(dir.path(), &sink, 5);
+    let terminals: Vec<String> = (1..=8).map(|n| format!("HOST-{n}")).collect();
+    for sequence in 1..=2 {
+        for terminal in &terminals {
+            send(&collector, terminal, sequence, true);
+        }
+    }
+    let outage = wait_for(Duration::from_secs(20), || {
+        let findings = collector.get_json("/api/v1/findings?category=upstream");
+        findings["findings"].as_array()?.first().cloned()
+    })
+    .unwrap_or_else(|| panic!("no outage: {}", collector.get_json("/api/v1/findings")));
+    let id = outage["id"].as_u64().unwrap();
+    // Its terminals' findings are explained by it.
+    let visible = collector.get_json("/api/v1/findings?category=environment");
+    assert_eq!(visible["total"], 0, "{visible}");
+    let (status, answer) = act(
+        &collector,
+        Some(ADMIN),
+        &format!("/api/v1/findings/{id}/acknowledge"),
+        json!({}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let overview = collector.get_json("/api/v1/overview");
+    assert_eq!(
+        overview["outages"][0]["workflow"]["acknowledged_by"], "admin",
+        "{overview}"
+    );
+    let taken = wait_for(Duration::from_secs(10), || {
+        told(&sink).into_iter().find(|body| {
+            body["firing"][0]["code"] == "upstream.host_outage"
+                && body["firing"][0]["acknowledged_by"] == "admin"
+        })
+    });
+    assert!(
+        taken.is_some(),
+        "no acknowledgement told: {:#?}",
+        told(&sink)
+    );
+    // Closed by hand: its terminals' findings are no longer explained by it (the failures
+    // persist, so a new outage may open and explain them: never the closed one).
+    let (status, answer) = act(
+        &collector,
+        Some(ADMIN),
+        &format!("/api/v1/findings/{id}/close"),
+        json!({ "comment": "the acquirer restored the host" }),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let own = collector.get_json("/api/v1/findings?category=environment&suppressed=include");
+    assert_eq!(own["total"], 8, "{own}");
+    assert!(
+        own["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|finding| finding["suppressed_by"].as_u64() != Some(id)),
+        "still explained by a closed outage: {own}"
+    );
+    let reopened = collector.get_json("/api/v1/findings?category=upstream");
+    assert!(
+        reopened["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|finding| finding["id"].as_u64() != Some(id)),
+        "{reopened}"
+    );
+    let history = collector.get_json("/api/v1/audit?limit=1");
+    assert_eq!(history["entries"][0]["action"], "close", "{history}");
+    assert_eq!(history["entries"][0]["terminal_id"], "", "{history}");
 }

@@ -200,52 +200,64 @@ function activityList(entries) {
     ${entry.comment ? `<div class="comment">${esc(entry.comment)}</div>` : ""}</li>`).join("")}</ul>`;
 }
 
+// The workflow of one open finding (`id`) appended to `node`: its state and the buttons, the
+// open form if any, wired.
+function attachWorkflow(node, id, workflow) {
+  const acked = Boolean(workflow?.acknowledged_by);
+  const form = workflowForm?.finding === id ? workflowFormHtml(id, workflowForm.kind) : "";
+  node.insertAdjacentHTML("beforeend", `<div class="workflow" data-workflow="${esc(id)}">
+    ${workflowBadges(workflow)}${workflow?.comments ? ` <span class="muted">${esc(t("workflow.comments", { count: workflow.comments }))}</span>` : ""}
+    <div class="actions">
+      <button type="button" data-act="${acked ? "unacknowledge" : "acknowledge"}">${esc(t(acked ? "workflow.unacknowledge" : "workflow.acknowledge"))}</button>
+      <button type="button" data-open="assign">${esc(t("workflow.assign"))}</button>
+      <button type="button" data-open="comment">${esc(t("workflow.comment"))}</button>
+      <button type="button" data-open="close">${esc(t("workflow.close"))}</button>
+    </div>${form}</div>`);
+  const controls = node.querySelector(`.workflow[data-workflow="${CSS.escape(id)}"]`);
+  controls.querySelector("[data-act]").addEventListener("click", event => workflowAct(id, event.target.dataset.act));
+  controls.querySelectorAll("[data-open]").forEach(button => button.addEventListener("click", () => {
+    workflowForm = { finding: id, kind: button.dataset.open }; workflowDraft = {}; refresh();
+  }));
+  controls.querySelector("[data-cancel]")?.addEventListener("click", () => { workflowForm = null; workflowDraft = {}; refresh(); });
+  controls.querySelectorAll("input, textarea, select").forEach(input => input.addEventListener("input", () => {
+    workflowDraft = { person: controls.querySelector("#workflow-person")?.value, party: controls.querySelector("#workflow-party")?.value, text: controls.querySelector("#workflow-text")?.value };
+  }));
+  controls.querySelector("[data-save]")?.addEventListener("click", event => {
+    const kind = event.target.dataset.save;
+    if (kind === "assign") {
+      const person = controls.querySelector("#workflow-person").value.trim(), party = controls.querySelector("#workflow-party").value;
+      workflowAct(id, "assign", person ? { person } : party ? { party } : {});
+    } else {
+      const comment = controls.querySelector("#workflow-text").value.trim();
+      workflowAct(id, kind, comment ? { comment } : {});
+    }
+  });
+}
+
 async function decorateTerminal(main, terminalId) {
   const [findings, audit] = await Promise.all([
     api(`/api/v1/findings?terminal=${encodeURIComponent(terminalId)}&suppressed=include&limit=1000`),
     api(`/api/v1/audit?terminal=${encodeURIComponent(terminalId)}&limit=50`),
   ]);
   const byId = new Map((findings.findings || []).map(f => [String(f.id), f]));
-  main.querySelectorAll("#timeline li.open[data-finding]").forEach(node => {
-    const id = node.dataset.finding;
-    const workflow = byId.get(id)?.workflow;
-    const acked = Boolean(workflow?.acknowledged_by);
-    const form = workflowForm?.finding === id ? workflowFormHtml(id, workflowForm.kind) : "";
-    node.insertAdjacentHTML("beforeend", `<div class="workflow" data-workflow="${esc(id)}">
-      ${workflowBadges(workflow)}${workflow?.comments ? ` <span class="muted">${esc(t("workflow.comments", { count: workflow.comments }))}</span>` : ""}
-      <div class="actions">
-        <button type="button" data-act="${acked ? "unacknowledge" : "acknowledge"}">${esc(t(acked ? "workflow.unacknowledge" : "workflow.acknowledge"))}</button>
-        <button type="button" data-open="assign">${esc(t("workflow.assign"))}</button>
-        <button type="button" data-open="comment">${esc(t("workflow.comment"))}</button>
-        <button type="button" data-open="close">${esc(t("workflow.close"))}</button>
-      </div>${form}</div>`);
-  });
+  main.querySelectorAll("#timeline li.open[data-finding]").forEach(node => attachWorkflow(node, node.dataset.finding, byId.get(node.dataset.finding)?.workflow));
   main.querySelector("#timeline")?.closest("section")?.insertAdjacentHTML("afterend", `
     <section class="panel mt" id="activity"><h2>${esc(t("activity.terminal"))}</h2>
       ${workflowMessage ? `<p id="workflow-message" class="notice">${esc(workflowMessage)}</p>` : ""}
       ${activityList(audit.entries || [])}</section>`);
-  main.querySelectorAll(".workflow").forEach(node => {
-    const id = node.dataset.workflow;
-    node.querySelector("[data-act]")?.addEventListener("click", event => workflowAct(id, event.target.dataset.act));
-    node.querySelectorAll("[data-open]").forEach(button => button.addEventListener("click", () => {
-      workflowForm = { finding: id, kind: button.dataset.open }; workflowDraft = {}; refresh();
-    }));
-    node.querySelector("[data-cancel]")?.addEventListener("click", () => { workflowForm = null; workflowDraft = {}; refresh(); });
-    node.querySelectorAll("input, textarea, select").forEach(input => input.addEventListener("input", () => {
-      workflowDraft = { person: node.querySelector("#workflow-person")?.value, party: node.querySelector("#workflow-party")?.value, text: node.querySelector("#workflow-text")?.value };
-    }));
-    node.querySelector("[data-save]")?.addEventListener("click", event => {
-      const kind = event.target.dataset.save;
-      if (kind === "assign") {
-        const person = node.querySelector("#workflow-person").value.trim(), party = node.querySelector("#workflow-party").value;
-        workflowAct(id, "assign", person ? { person } : party ? { party } : {});
-      } else {
-        const comment = node.querySelector("#workflow-text").value.trim();
-        workflowAct(id, kind, comment ? { comment } : {});
-      }
-    });
-  });
 }
+
+// A localized cause (an outage banner on the overview) is owned like a terminal's finding.
+const baseOverviewView = VIEWS.overview.render;
+registerView("overview", async (main, current, fresh) => {
+  if (fresh) { workflowForm = null; workflowDraft = {}; workflowMessage = null; }
+  await baseOverviewView(main, current, fresh);
+  for (const outage of overviewCache?.outages || []) {
+    const node = main.querySelector(`.outage details[data-outage="${CSS.escape(String(outage.id))}"]`)?.parentElement;
+    if (node) attachWorkflow(node, String(outage.id), outage.workflow);
+  }
+  if (workflowMessage) main.querySelector(".outage")?.insertAdjacentHTML("beforebegin", `<p id="workflow-message" class="notice">${esc(workflowMessage)}</p>`);
+});
 
 const baseTerminalView = VIEWS.terminal.render;
 registerView("terminal", async (main, current, fresh) => {
