@@ -362,6 +362,11 @@ pub fn start(config: &AgentConfig, token: &str, state: ConfigState) -> anyhow::R
     let client = crate::deliver::collector_client_builder(config)?
         // Its own connection, kept: a held request would block the deliveries' connection.
         .pool_max_idle_per_host(1)
+        // Never reaped as idle: the pool counts an HTTP/2 connection idle from its last
+        // checkout, so a poll held longer than the idle timeout (reqwest's default 90 s) had
+        // it evicted meanwhile, and it closed when the hold ended — a TCP and TLS handshake
+        // (about 2 KB) every hold. The collector closes a connection left without a request.
+        .pool_idle_timeout(None)
         .tcp_keepalive(Duration::from_secs(config.control_keepalive_seconds))
         .build()?;
     let base = reqwest::Url::parse(&config.collector_url)?;

@@ -6,58 +6,12 @@
 //! Run: `cargo build --release --workspace && cargo bench -p posmon-e2e-tests --bench wire`
 //! (loopback only; about a minute).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use posmon_e2e_tests::{healthy_system_root, start_agent, wait_for, Collector, Pki, TargetServer};
-
-/// Forwards every connection to `upstream`, counting bytes in each direction.
-fn counting_proxy(upstream: String) -> (String, Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
-    let address = listener
-        .local_addr()
-        .unwrap_or_else(|error| panic!("{error}"));
-    let (sent, received, connections) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let counters = (
-        Arc::clone(&sent),
-        Arc::clone(&received),
-        Arc::clone(&connections),
-    );
-    std::thread::spawn(move || {
-        for client in listener.incoming().map_while(Result::ok) {
-            counters.2.fetch_add(1, Ordering::Relaxed);
-            let Ok(server) = TcpStream::connect(&upstream) else {
-                continue;
-            };
-            let pipe = |mut from: TcpStream, mut to: TcpStream, counter: Arc<AtomicU64>| {
-                std::thread::spawn(move || {
-                    let mut buffer = [0u8; 16384];
-                    while let Ok(read) = from.read(&mut buffer) {
-                        if read == 0 || to.write_all(&buffer[..read]).is_err() {
-                            break;
-                        }
-                        counter.fetch_add(read as u64, Ordering::Relaxed);
-                    }
-                    let _ = to.shutdown(std::net::Shutdown::Write);
-                });
-            };
-            let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone())
-            else {
-                continue;
-            };
-            pipe(client, server, Arc::clone(&counters.0));
-            pipe(server_copy, client_copy, Arc::clone(&counters.1));
-        }
-    });
-    (address.to_string(), sent, received, connections)
-}
+use posmon_e2e_tests::{
+    counting_proxy, healthy_system_root, start_agent, wait_for, Collector, Pki, TargetServer,
+};
 
 struct Measured {
     reports: u64,

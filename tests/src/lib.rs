@@ -5,14 +5,14 @@
 //! The binaries are found next to the test executable's directory (`target/<profile>/`), so run
 //! `cargo build --workspace` before `cargo test --workspace` (the README's test command does).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -1049,4 +1049,54 @@ pub fn dns_answer(
         message.extend_from_slice(&address);
     }
     Some(message)
+}
+
+/// Forwards every connection to `upstream`, counting bytes in each direction.
+/// Returns its address and the counters: bytes up (client to upstream), bytes down, connections.
+pub fn counting_proxy(
+    upstream: String,
+) -> (String, Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|error| panic!("{error}"));
+    let address = listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("{error}"));
+    let (sent, received, connections) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let counters = (
+        Arc::clone(&sent),
+        Arc::clone(&received),
+        Arc::clone(&connections),
+    );
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            counters.2.fetch_add(1, Ordering::Relaxed);
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let pipe = |mut from: std::net::TcpStream,
+                        mut to: std::net::TcpStream,
+                        counter: Arc<AtomicU64>| {
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 16384];
+                    while let Ok(read) = from.read(&mut buffer) {
+                        if read == 0 || to.write_all(&buffer[..read]).is_err() {
+                            break;
+                        }
+                        counter.fetch_add(read as u64, Ordering::Relaxed);
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            let (Ok(client_copy), Ok(server_copy)) = (client.try_clone(), server.try_clone())
+            else {
+                continue;
+            };
+            pipe(client, server, Arc::clone(&counters.0));
+            pipe(server_copy, client_copy, Arc::clone(&counters.1));
+        }
+    });
+    (address.to_string(), sent, received, connections)
 }
