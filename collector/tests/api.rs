@@ -539,6 +539,32 @@ async fn health_and_unknown_paths() {
 }
 
 #[tokio::test]
+async fn every_kind_of_finding_is_named_by_its_code() {
+    let (router, _dir) = router();
+    let (status, body, text) = send(&router, get("/api/v1/kinds")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let kinds = body["kinds"].as_array().cloned().unwrap_or_default();
+    assert_eq!(kinds.len(), posmon_diagnosis::all_kinds().count(), "{text}");
+    let outdated = kinds
+        .iter()
+        .find(|kind| kind["code"] == "outdated.pos_app")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(outdated["title"]["en"], "POS application outdated");
+    assert_eq!(outdated["title"]["zh-CN"], "POS 应用版本过旧");
+    assert_eq!(outdated["party"], "software_vendor");
+    assert_eq!(outdated["category"], "outdated");
+    check(
+        &router,
+        get("/api/v1/kinds?lang=en"),
+        StatusCode::BAD_REQUEST,
+        "bad_query",
+        Some("lang"),
+        "unknown query parameter",
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn the_version_policy_is_read_and_replaced_with_the_admin_token_only() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {

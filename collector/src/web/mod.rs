@@ -1,6 +1,6 @@
 //! The built-in dashboard: its page and assets (embedded in the binary: no CDN, no file on
 //! disk, so it works on an offline network), the read endpoints it needs beyond the general
-//! API (overview, problem list, trend, version compliance), the viewer authentication that
+//! API (overview, problem list, trend, version compliance, the kinds of finding by code), the viewer authentication that
 //! guards the dashboard and the read API, and the fleet trend it draws.
 //!
 //! Like `http/`, this is the HTTP edge: it reads the fleet state and never changes it.
@@ -8,6 +8,7 @@
 mod assets;
 pub mod auth;
 pub mod headers;
+mod kinds;
 mod overview;
 mod problems;
 pub mod trend;
@@ -26,6 +27,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/", get(assets::index))
         .route("/assets/{file}", get(assets::asset))
         .route("/api/v1/overview", get(overview::overview))
+        .route("/api/v1/kinds", get(kinds::kinds))
         .route("/api/v1/trend", get(overview::trend))
         .route("/api/v1/problems", get(problems::problems))
         .route("/api/v1/versions", get(versions::compliance))

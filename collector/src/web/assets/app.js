@@ -212,6 +212,22 @@ function ago(seconds) {
   if (s < 172800) return t("ago.h", { n: Math.round(s / 3600) });
   return t("ago.d", { n: Math.round(s / 86400) });
 }
+// The kinds of finding by code (`/api/v1/kinds`), fetched once: a page that holds only a code
+// names it.
+let kinds = null;
+let kindsLoading = null;
+function loadKinds() {
+  if (kinds) return Promise.resolve(kinds);
+  kindsLoading ??= api("/api/v1/kinds").then(answer => {
+    kinds = Object.fromEntries((answer.kinds || []).map(kind => [kind.code, kind]));
+    return kinds;
+  }).finally(() => { kindsLoading = null; });
+  return kindsLoading;
+}
+// A finding's name from its code (the code itself for one the collector does not know).
+function codeName(code) { return text(kinds?.[code]?.title) || code; }
+// The name, with the raw code as its tooltip for engineers.
+function codeLabel(code) { return `<span class="code-name" data-code="${esc(code)}" title="${esc(code)}">${esc(codeName(code))}</span>`; }
 function badge(kind, label) { return `<span class="badge ${esc(kind)}">${esc(label)}</span>`; }
 // A shared cause's scope (`region=cn-south,target=payment-host`) in words.
 function scopeText(subject) {
@@ -288,6 +304,7 @@ async function refresh() {
   }
   if (renderedRoute !== key) main.innerHTML = `<p class="muted">${esc(t("loading"))}</p>`;
   try {
+    await loadKinds();
     await VIEWS[current.view].render(main, current, renderedRoute !== key);
     renderedRoute = key;
     document.getElementById("updated").textContent = t("updated", { time: new Date().toLocaleTimeString(lang) });
@@ -365,7 +382,7 @@ async function viewOverview(main) {
     </div>
     <section class="panel mt"><h2>${esc(t("trend", { hours: 24 }))}</h2>${trendChart(trend.points || [], trend.interval_seconds)}</section>
     <div class="grid cols2 mt">
-      <section class="panel" id="by-code"><h2>${esc(t("by.code"))}</h2>${barList(findings.code, total, () => "", n => n, "data-code")}</section>
+      <section class="panel" id="by-code"><h2>${esc(t("by.code"))}</h2>${barList(findings.code, total, () => "", codeName, "data-code")}</section>
       <section class="panel"><h2>${esc(t("by.severity"))}</h2>${barList(findings.severity, total, n => n, n => t("severity." + n), "data-severity")}</section>
     </div>`;
   main.querySelectorAll("#readiness [data-readiness]").forEach(node => {
@@ -406,7 +423,7 @@ function options(name, overview) {
   const facets = overview?.facets || {};
   switch (name) {
     case "region": case "model": case "carrier": return Object.keys(facets[name] || {}).sort().map(v => [v, v]);
-    case "code": return Object.keys(overview?.findings?.code || {}).sort().map(v => [v, v]);
+    case "code": return Object.keys(overview?.findings?.code || {}).map(v => [v, codeName(v)]).sort((a, b) => a[1].localeCompare(b[1], lang));
     case "party": return PARTIES.map(v => [v, t("party." + v)]);
     case "severity": return ["critical", "warning"].map(v => [v, t("severity." + v)]);
     case "readiness": return READINESS.filter(v => v !== "can_pay").map(v => [v, t("readiness." + v)]);
@@ -427,7 +444,7 @@ async function viewProblems(main, current, fresh) {
     const value = params.get(name) || "";
     const known = options(name, overview);
     if (value && !known.some(([v]) => v === value)) known.unshift([value, value]);
-    return `<label>${esc(t("filter." + name))}<select id="filter-${name}" data-filter="${name}"><option value="">${esc(t("filter.all"))}</option>${known.map(([v, label]) => `<option value="${esc(v)}" ${v === value ? "selected" : ""}>${esc(label)}</option>`).join("")}</select></label>`;
+    return `<label>${esc(t("filter." + name))}<select id="filter-${name}" data-filter="${name}"><option value="">${esc(t("filter.all"))}</option>${known.map(([v, label]) => `<option value="${esc(v)}" title="${esc(v)}" ${v === value ? "selected" : ""}>${esc(label)}</option>`).join("")}</select></label>`;
   };
   const sort = params.get("sort") || "readiness";
   const rows = (page.rows || []).map(row => `
@@ -435,7 +452,7 @@ async function viewProblems(main, current, fresh) {
       <td><a href="#/terminal/${encodeURIComponent(row.terminal_id)}">${esc(row.terminal_id)}</a><div class="muted">${esc(row.labels?.merchant || "")}</div></td>
       <td>${badge(row.readiness, t("readiness." + row.readiness))}</td>
       <td>${esc(row.labels?.region || "")}</td><td>${esc(row.labels?.model || "")}</td><td>${esc(row.labels?.carrier || "")}</td>
-      <td>${(row.findings || []).map(f => `<div class="finding" data-code="${esc(f.code)}">${badge(f.severity, t("severity." + f.severity))} ${esc(text(f.title))}${f.subject ? ` <span class="muted">(${esc(f.subject)})</span>` : ""} ${partyBadge(f.party)}${f.suppressed_by ? ` <span class="muted">${esc(t("terminal.suppressed"))}</span>` : ""} ${workflowBadges(f.workflow)}</div>`).join("")}</td>
+      <td>${(row.findings || []).map(f => `<div class="finding" data-code="${esc(f.code)}" title="${esc(f.code)}">${badge(f.severity, t("severity." + f.severity))} ${esc(text(f.title))}${f.subject ? ` <span class="muted">(${esc(f.subject)})</span>` : ""} ${partyBadge(f.party)}${f.suppressed_by ? ` <span class="muted">${esc(t("terminal.suppressed"))}</span>` : ""} ${workflowBadges(f.workflow)}</div>`).join("")}</td>
       <td>${esc(ago(Math.min(...(row.findings || []).map(f => f.since))))}</td>
       <td>${esc(ago(row.last_seen))}</td>
     </tr>`).join("");
@@ -735,9 +752,9 @@ async function viewAlerts(main) {
   const rows = list.map(n => {
     const status = String(pick(n, "status", "state") ?? "");
     const kind = /deliver|sent|ok|success/i.test(status) ? "ok" : /fail|error|dead/i.test(status) ? "critical" : "warning";
-    const finding = n.finding || {};
+    const terminals = (n.terminals || []).join(", ");
     return `<tr><td>${esc(fmtTime(pick(n, "updated_at", "last_attempt_at", "created_at", "at")))}</td><td>${esc(pick(n, "receiver", "receiver_name"))}</td>
-      <td>${esc(text(finding.title) || pick(n, "code", "finding_code") || finding.code || "")} <span class="muted">${esc(pick(n, "terminal_id") || finding.terminal_id || "")}</span></td>
+      <td>${(n.codes || []).map(codeLabel).join(", ")} <span class="muted">${esc(terminals)}</span></td>
       <td>${badge(kind, status)}</td><td class="num">${esc(pick(n, "attempts") ?? "")}</td><td class="error">${esc(pick(n, "last_error", "error") ?? "")}</td></tr>`;
   }).join("");
   main.innerHTML = `<h1>${esc(t("alerts.title"))}</h1><section class="panel">${rows ? `<table id="notifications"><thead><tr><th>${esc(t("col.time"))}</th><th>${esc(t("col.receiver"))}</th><th>${esc(t("col.finding"))}</th><th>${esc(t("col.delivery"))}</th><th class="num">${esc(t("col.attempts"))}</th><th>${esc(t("col.last_error"))}</th></tr></thead><tbody>${rows}</tbody></table>` : `<p class="muted">${esc(t("alerts.empty"))}</p>`}</section>`;
