@@ -7,7 +7,7 @@
 const STRINGS = {
   "en": {
     "nav.overview": "Overview", "nav.problems": "Problems", "nav.versions": "Versions", "nav.alerts": "Alerts",
-    "lang.other": "中文", "updated": "Updated {time}", "loading": "Loading…", "error": "Cannot load: {error}",
+    "lang.other": "中文", "updated": "Updated {time}", "times.zone": "Every time on this page is in {zone}, 24-hour.", "loading": "Loading…", "error": "Cannot load: {error}",
     "readiness.cannot_pay": "Cannot take payments", "readiness.at_risk": "At risk", "readiness.can_pay": "Can pay",
     "readiness.unknown": "Unknown", "readiness.why": "Why", "readiness.stops": "Stops payments", "terminals": "Terminals",
     "of.fleet": "{share} of the fleet", "outage.title": "Upstream outage", "outage.explains": "{count} terminal findings explained",
@@ -80,7 +80,7 @@ const STRINGS = {
   },
   "zh-CN": {
     "nav.overview": "总览", "nav.problems": "问题列表", "nav.versions": "版本合规", "nav.alerts": "告警",
-    "lang.other": "English", "updated": "更新于 {time}", "loading": "加载中…", "error": "无法加载：{error}",
+    "lang.other": "English", "updated": "更新于 {time}", "times.zone": "本页所有时间均为 {zone}，24 小时制。", "loading": "加载中…", "error": "无法加载：{error}",
     "readiness.cannot_pay": "无法收款", "readiness.at_risk": "存在风险", "readiness.can_pay": "可以收款",
     "readiness.unknown": "未知", "readiness.why": "原因", "readiness.stops": "导致无法收款", "terminals": "终端总数",
     "of.fleet": "占全部终端 {share}", "outage.title": "上游故障", "outage.explains": "解释了 {count} 个终端问题",
@@ -199,10 +199,25 @@ function usageLine(usage) {
   if (usage.stretch_percent > 100) parts.push(t("usage.stretched", { factor: (usage.stretch_percent / 100).toLocaleString(lang, { maximumFractionDigits: 2 }) }));
   return esc(parts.join(" · ")) + (usage.near_budget ? " " + badge("warning", t("usage.near_badge")) : "");
 }
+// Times as `YYYY-MM-DD HH:MM:SS`, 24-hour, in the browser's time zone, the same in every
+// language; the zone is named once, in the header (zoneText).
+const pad2 = n => String(n).padStart(2, "0");
+function fmtClock(date, seconds = true) {
+  return `${pad2(date.getHours())}:${pad2(date.getMinutes())}${seconds ? ":" + pad2(date.getSeconds()) : ""}`;
+}
 function fmtTime(seconds) {
   if (seconds === null || seconds === undefined) return "";
   const date = typeof seconds === "number" ? new Date(seconds * 1000) : new Date(seconds);
-  return date.toLocaleString(lang, { dateStyle: "short", timeStyle: "medium" });
+  if (Number.isNaN(date.getTime())) return "";
+  return `${String(date.getFullYear()).padStart(4, "0")}-${pad2(date.getMonth() + 1)}-${pad2(date.getDate())} ${fmtClock(date)}`;
+}
+// The browser's time zone: its UTC offset now, and its name (Asia/Shanghai) when known.
+function zoneText() {
+  const offset = -new Date().getTimezoneOffset();
+  const sign = offset < 0 ? "-" : "+";
+  const utc = `UTC${sign}${pad2(Math.floor(Math.abs(offset) / 60))}:${pad2(Math.abs(offset) % 60)}`;
+  const name = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  return name && !/^(Etc\/)?(UTC|GMT)$/.test(name) ? `${utc} ${name}` : utc;
 }
 function ago(seconds) {
   const at = typeof seconds === "number" ? seconds * 1000 : Date.parse(seconds);
@@ -307,7 +322,9 @@ async function refresh() {
     await loadKinds();
     await VIEWS[current.view].render(main, current, renderedRoute !== key);
     renderedRoute = key;
-    document.getElementById("updated").textContent = t("updated", { time: new Date().toLocaleTimeString(lang) });
+    const updated = document.getElementById("updated");
+    updated.textContent = t("updated", { time: `${fmtTime(Date.now() / 1000)} (${zoneText()})` });
+    updated.title = t("times.zone", { zone: zoneText() });
   } catch (error) {
     main.innerHTML = `<p class="error">${esc(t("error", { error: error.message }))}</p>`;
     renderedRoute = null;
@@ -336,7 +353,7 @@ function trendChart(points, intervalSeconds) {
   const y = v => top + (height - top - bottom) * (1 - v / max);
   const lines = series.map(([name, colour]) => `<polyline fill="none" stroke="${colour}" stroke-width="3" points="${points.map(p => `${x(p.at).toFixed(1)},${y(p[name] || 0).toFixed(1)}`).join(" ")}"/>`).join("");
   const ticks = [0, 0.5, 1].map(f => `<text x="${left - 6}" y="${y(max * f) + 4}" text-anchor="end">${fmtNumber(Math.round(max * f))}</text><line class="axis" x1="${left}" x2="${width}" y1="${y(max * f)}" y2="${y(max * f)}"/>`).join("");
-  const times = [first, (first + last) / 2, last].map((at, i) => `<text x="${x(at)}" y="${height - 4}" text-anchor="${["start", "middle", "end"][i]}">${esc(new Date(at * 1000).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" }))}</text>`).join("");
+  const times = [first, (first + last) / 2, last].map((at, i) => `<text x="${x(at)}" y="${height - 4}" text-anchor="${["start", "middle", "end"][i]}">${esc(fmtClock(new Date(at * 1000), false))}</text>`).join("");
   const legend = series.map(([name]) => `<span><i class="swatch-${name}"></i>${esc(t("readiness." + name))}</span>`).join("");
   return `<svg class="chart" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none" role="img">${ticks}${lines}${times}</svg><div class="legend">${legend}</div>`;
 }
@@ -510,7 +527,7 @@ function latencyChart(points) {
   const grid = [0, 0.5, 1].map(f => `<text x="${left - 6}" y="${y(max * f) + 4}" text-anchor="end">${tick(max * f)}</text><line class="axis" x1="${left}" x2="${width}" y1="${y(max * f)}" y2="${y(max * f)}"/>`).join("");
   const line = `<polyline fill="none" stroke="var(--accent)" stroke-width="2.5" points="${points.map(p => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ")}"/>`;
   const dots = points.map(p => `<circle cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="3" fill="var(--accent)"><title>${esc(fmtTime(p[0]))}: ${p[1].toFixed(1)} ms</title></circle>`).join("");
-  const times = [[first, "start"], [last, "end"]].map(([at, anchor]) => `<text x="${x(at)}" y="${height - 3}" text-anchor="${anchor}">${esc(new Date(at * 1000).toLocaleTimeString(lang))}</text>`).join("");
+  const times = [[first, "start"], [last, "end"]].map(([at, anchor]) => `<text x="${x(at)}" y="${height - 3}" text-anchor="${anchor}">${esc(fmtClock(new Date(at * 1000)))}</text>`).join("");
   return `<svg class="chart chart-small" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none">${grid}${line}${dots}${times}</svg>`;
 }
 
