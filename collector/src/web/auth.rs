@@ -208,7 +208,8 @@ pub async fn require_viewer(
     if let Some(token) = query.get("token") {
         if viewer.token_matches(token) {
             // Always to the page itself: the path is the client's and could name another host.
-            let mut response = Redirect::to("/").into_response();
+            // A wall screen's language and kiosk mode stay, when they are ones the page knows.
+            let mut response = Redirect::to(&page_after_token(&query)).into_response();
             let secure = request
                 .headers()
                 .get("x-forwarded-proto")
@@ -224,6 +225,23 @@ pub async fn require_viewer(
         }
     }
     refuse(viewer, path)
+}
+
+/// Where `/?token=…` leads: the page, keeping its `lang` and `kiosk` parameters when they are
+/// ones the page knows (nothing else from the client is written into the address).
+fn page_after_token(query: &HashMap<String, String>) -> String {
+    let mut kept = Vec::new();
+    if let Some(lang @ ("en" | "zh-CN")) = query.get("lang").map(String::as_str) {
+        kept.push(format!("lang={lang}"));
+    }
+    if let Some(kiosk @ ("0" | "1")) = query.get("kiosk").map(String::as_str) {
+        kept.push(format!("kiosk={kiosk}"));
+    }
+    if kept.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/?{}", kept.join("&"))
+    }
 }
 
 fn refuse(viewer: &ViewerAuth, path: &str) -> Response {
@@ -255,6 +273,25 @@ fn refuse(viewer: &ViewerAuth, path: &str) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_link_keeps_only_known_page_parameters() {
+        let query = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect()
+        };
+        assert_eq!(page_after_token(&query(&[("token", "t")])), "/");
+        assert_eq!(
+            page_after_token(&query(&[("token", "t"), ("lang", "zh-CN"), ("kiosk", "1")])),
+            "/?lang=zh-CN&kiosk=1"
+        );
+        assert_eq!(
+            page_after_token(&query(&[("lang", "//evil.example"), ("kiosk", "yes")])),
+            "/"
+        );
+    }
 
     fn check(method: Method, path: &str, protect_metrics: bool, expected: bool) {
         assert_eq!(

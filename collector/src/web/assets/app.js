@@ -162,6 +162,32 @@ const PAGE_SIZE = 50;
 
 let lang = localStorage.getItem("posmon.lang") || ((navigator.language || "").startsWith("zh") ? "zh-CN" : "en");
 if (!STRINGS[lang]) lang = "en";
+// A page parameter from the query string (`/?lang=zh-CN&kiosk=1`) or, when `fromHash`, from the
+// hash's (`#/problems?lang=zh-CN`): a wall screen's URL chooses its language and kiosk mode.
+function pageParam(name, fromHash = true) {
+  const hash = location.hash.split("?")[1];
+  const inHash = fromHash && hash ? new URLSearchParams(hash).get(name) : null;
+  return inHash ?? new URLSearchParams(location.search).get(name);
+}
+// `lang=en|zh-CN` (`zh`, any case, too) chooses the language and keeps it, as the toggle does.
+function langFromUrl(fromHash) {
+  const wanted = (pageParam("lang", fromHash) || "").toLowerCase();
+  const chosen = Object.keys(STRINGS).find(name => name.toLowerCase() === wanted || name.toLowerCase().split("-")[0] === wanted);
+  if (!chosen || chosen === lang) return false;
+  lang = chosen;
+  localStorage.setItem("posmon.lang", lang);
+  return true;
+}
+langFromUrl(true);
+// Kiosk mode (`kiosk=1`, off with `kiosk=0`) for a wall screen: no navigation or buttons,
+// larger type, always refreshing; kept for the tab, so that following a link keeps it.
+function kioskFromUrl() {
+  const wanted = pageParam("kiosk");
+  if (wanted === "1" || wanted === "true") sessionStorage.setItem("posmon.kiosk", "1");
+  else if (wanted === "0" || wanted === "false") sessionStorage.removeItem("posmon.kiosk");
+  document.documentElement.classList.toggle("kiosk", sessionStorage.getItem("posmon.kiosk") === "1");
+}
+kioskFromUrl();
 let timer = null;
 let renderedRoute = null;
 let overviewCache = null;
@@ -783,7 +809,12 @@ document.getElementById("lang-toggle").addEventListener("click", () => {
   applyStaticText();
   refresh();
 });
-window.addEventListener("hashchange", refresh);
+window.addEventListener("hashchange", () => {
+  kioskFromUrl();
+  // Only a language named in the new hash: the toggle's choice outlives the page's query string.
+  if (new URLSearchParams(location.hash.split("?")[1] || "").has("lang") && langFromUrl(true)) applyStaticText();
+  refresh();
+});
 // Bar widths come as data-width (a percentage) and are set through the CSSOM: the page's
 // Content-Security-Policy refuses inline style attributes.
 function applyWidths(root) {
