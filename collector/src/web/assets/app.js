@@ -38,7 +38,9 @@ const STRINGS = {
     "terminal.instance": "Agent instance", "terminal.resets": "Restarted from sequence 1: {count}×, last {time}",
     "terminal.no_resets": "sequence {sequence}, never restarted",
     "terminal.latency": "Latency (ms)", "terminal.versions": "Software versions", "terminal.device": "Device",
-    "terminal.findings": "Findings", "terminal.open": "open", "terminal.closed": "closed {time}",
+    "terminal.findings": "Findings", "terminal.open": "open", "terminal.closed": "closed at {time}",
+    "terminal.closed_after": "closed at {time} after {duration}", "terminal.closed_badge": "Closed",
+    "duration.d": "{n} d", "duration.h": "{n} h", "duration.m": "{n} min", "duration.s": "{n} s",
     "terminal.suppressed": "explained by an upstream outage", "terminal.remediation": "What to do",
     "terminal.no_device": "This terminal reports no device data.", "terminal.unknown": "No terminal {id} has reported.",
     "terminal.back": "‹ Problems", "terminal.no_latency": "No latency measured yet.",
@@ -112,6 +114,8 @@ const STRINGS = {
     "terminal.no_resets": "序号 {sequence}，未重新开始",
     "terminal.latency": "延迟（毫秒）", "terminal.versions": "软件版本", "terminal.device": "设备状态",
     "terminal.findings": "问题记录", "terminal.open": "未关闭", "terminal.closed": "已于 {time} 关闭",
+    "terminal.closed_after": "已于 {time} 关闭，持续 {duration}", "terminal.closed_badge": "已关闭",
+    "duration.d": "{n} 天", "duration.h": "{n} 小时", "duration.m": "{n} 分钟", "duration.s": "{n} 秒",
     "terminal.suppressed": "已由上游故障解释", "terminal.remediation": "处理建议",
     "terminal.no_device": "该终端未上报设备数据。", "terminal.unknown": "没有编号为 {id} 的终端上报过数据。",
     "terminal.back": "‹ 问题列表", "terminal.no_latency": "尚无延迟数据。",
@@ -557,12 +561,29 @@ function latencyChart(points) {
   return `<svg class="chart chart-small" viewBox="0 0 ${width} ${height}" preserveAspectRatio="none">${grid}${line}${dots}${times}</svg>`;
 }
 
+// A span of time in its two largest units: `2 h 5 min`.
+function fmtDuration(seconds) {
+  let rest = Math.max(0, Math.round(Number(seconds) || 0));
+  const parts = [];
+  for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]]) {
+    const count = Math.floor(rest / size);
+    rest -= count * size;
+    if (count || (unit === "s" && !parts.length)) parts.push(t("duration." + unit, { n: count }));
+    if (parts.length === 2) break;
+  }
+  return parts.join(" ");
+}
+
+// A finding on the terminal's timeline: an open one in its severity's colour, a closed one
+// muted, its title struck through, with when it closed and how long it lasted.
 function findingItem(f, open) {
-  const classes = [f.severity, open ? "open" : "closed"].join(" ");
-  const state = open ? (f.suppressed_by ? t("terminal.suppressed") : t("terminal.open")) : t("terminal.closed", { time: fmtTime(f.closed_at) });
+  const classes = open ? [f.severity, "open"].join(" ") : "closed";
+  const lasted = (Date.parse(f.closed_at) - Date.parse(f.since)) / 1000;
+  const state = open ? (f.suppressed_by ? t("terminal.suppressed") : t("terminal.open"))
+    : t(Number.isFinite(lasted) ? "terminal.closed_after" : "terminal.closed", { time: fmtTime(f.closed_at), duration: fmtDuration(lasted) });
   const evidence = (f.evidence || []).map(e => `${esc(e.name)} = ${esc(e.value)}${e.threshold ? ` (${esc(e.threshold)})` : ""}`).join(" · ");
   return `<li class="${esc(classes)}" data-code="${esc(f.code)}" data-finding="${esc(f.id)}">
-    <div class="head">${badge(f.severity, t("severity." + f.severity))}<span class="title">${esc(text(f.title))}</span>
+    <div class="head">${open ? badge(f.severity, t("severity." + f.severity)) : badge("closed", t("terminal.closed_badge"))}<span class="title">${esc(text(f.title))}</span>
       ${f.subject ? `<span class="muted">${esc(f.subject)}</span>` : ""}${partyBadge(f.party)}<code class="muted">${esc(f.code)}</code></div>
     <div class="muted">${esc(fmtTime(f.since))} → ${esc(state)}${evidence ? " · " + evidence : ""}</div>
     <div class="remedy"><strong>${esc(t("terminal.remediation"))}:</strong> ${esc(text(f.remediation))}</div>
