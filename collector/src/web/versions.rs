@@ -1,6 +1,7 @@
 //! Version compliance: per model and component, how many terminals run it and how many are
-//! outdated (below the policy's minimum) or behind (below its latest after the grace period);
-//! and one terminal's versions against the rules that apply to it.
+//! outdated (below the policy's minimum) or behind (below its latest after the grace period),
+//! and how many no rule applies to; and one terminal's versions against the rules that apply to
+//! it (`no_rule` when none does).
 //!
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,7 +13,7 @@ use axum::Json;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::compliance::Compliance;
+use crate::compliance::{rules_for, Compliance};
 use crate::config::VersionRule;
 use crate::http::error::ApiError;
 use crate::http::queries::{check_parameters, terminal_or_not_found};
@@ -25,6 +26,8 @@ const MODELS_MAX: usize = 1000;
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 struct Tally {
     terminals: u64,
+    /// Terminals no rule applies to (no verdict).
+    no_rule: u64,
     behind: u64,
     outdated: u64,
 }
@@ -37,6 +40,7 @@ pub async fn compliance(
     let state = Arc::clone(&state);
     // A pass over every terminal: off the async workers.
     tokio::task::spawn_blocking(move || {
+        let policy = state.version_policy();
         let mut tallies: BTreeMap<(String, &'static str), Tally> = BTreeMap::new();
         let mut models: HashSet<String> = HashSet::new();
         state.fleet.for_each_terminal(|terminal| {
@@ -54,7 +58,8 @@ pub async fn compliance(
                 };
                 let tally = tallies.entry((model.to_string(), component)).or_default();
                 tally.terminals += 1;
-                match Compliance::of(terminal, component) {
+                match Compliance::against(terminal, component, &policy) {
+                    Compliance::NoRule => tally.no_rule += 1,
                     Compliance::Current => {}
                     Compliance::Behind => tally.behind += 1,
                     Compliance::Outdated => tally.outdated += 1,
@@ -68,6 +73,7 @@ pub async fn compliance(
                     "model": model,
                     "component": component,
                     "terminals": tally.terminals,
+                    "no_rule": tally.no_rule,
                     "behind": tally.behind,
                     "outdated": tally.outdated,
                 })
@@ -75,22 +81,11 @@ pub async fn compliance(
             .collect();
         Json(json!({
             "rows": rows,
-            "policy": *state.version_policy(),
+            "policy": *policy,
         }))
     })
     .await
     .map_err(|error| ApiError::internal("counting versions", error))
-}
-
-/// The rules of the policy that apply to a terminal of `model` for `component`.
-fn rules_for<'a>(
-    policy: &'a [VersionRule],
-    model: Option<&'a str>,
-    component: &'a str,
-) -> impl Iterator<Item = &'a VersionRule> {
-    policy.iter().filter(move |rule| {
-        rule.component == component && (rule.model.is_none() || rule.model.as_deref() == model)
-    })
 }
 
 pub async fn terminal_versions(
@@ -108,7 +103,7 @@ pub async fn terminal_versions(
             json!({
                 "component": &**component,
                 "version": &**version,
-                "compliance": Compliance::of(&terminal, component),
+                "compliance": Compliance::against(&terminal, component, &policy),
                 "rules": rules,
             })
         })

@@ -46,7 +46,7 @@ const STRINGS = {
     "terminal.back": "‹ Problems", "terminal.no_latency": "No latency measured yet.",
     "rung.ok": "works", "rung.failed": "fails", "rung.not_reached": "not reached",
     "col.component": "Component", "col.version": "Version", "col.policy": "Policy", "col.compliance": "Compliance",
-    "compliance.current": "current", "compliance.behind": "behind", "compliance.outdated": "outdated",
+    "compliance.current": "current", "compliance.behind": "behind", "compliance.outdated": "outdated", "compliance.no_rule": "no rule",
     "policy.none": "no rule", "policy.minimum": "minimum {v}", "policy.latest": "latest {v}",
     "device.cpu": "CPU", "device.memory": "Memory available", "device.disk": "Fullest disk free",
     "device.temperature": "Hottest sensor", "device.battery": "Battery", "device.charging": "charging",
@@ -121,7 +121,7 @@ const STRINGS = {
     "terminal.back": "‹ 问题列表", "terminal.no_latency": "尚无延迟数据。",
     "rung.ok": "正常", "rung.failed": "失败", "rung.not_reached": "未到达",
     "col.component": "组件", "col.version": "版本", "col.policy": "策略", "col.compliance": "合规",
-    "compliance.current": "最新", "compliance.behind": "落后", "compliance.outdated": "过旧",
+    "compliance.current": "最新", "compliance.behind": "落后", "compliance.outdated": "过旧", "compliance.no_rule": "无规则",
     "policy.none": "无规则", "policy.minimum": "最低 {v}", "policy.latest": "最新 {v}",
     "device.cpu": "CPU", "device.memory": "可用内存", "device.disk": "最满磁盘剩余",
     "device.temperature": "最高温度", "device.battery": "电池", "device.charging": "充电中",
@@ -790,7 +790,7 @@ async function viewVersions(main) {
     return `<tr data-model="${esc(r.model)}" data-component="${esc(r.component)}"><td>${esc(r.model)}</td><td>${esc(r.component)}</td>
       <td class="num">${fmtNumber(r.terminals)}</td><td class="num">${fmtNumber(r.behind)}</td><td class="num">${fmtNumber(r.outdated)}</td>
       <td><div class="share-bar" title="${out.toFixed(1)} % / ${behind.toFixed(1)} %"><span class="critical" data-width="${out}"></span><span class="warning" data-width="${behind}"></span></div></td>
-      <td class="num"><strong>${out.toFixed(1)} %</strong></td></tr>`;
+      <td class="num">${r.no_rule && r.no_rule >= r.terminals ? badge("no_rule", t("compliance.no_rule")) : `<strong>${out.toFixed(1)} %</strong>`}</td></tr>`;
   }).join("");
   const policy = (data.policy || []).map(r => `<tr><td>${esc(r.component)}</td><td>${esc(r.model || t("filter.all"))}</td><td><code>${esc(r.minimum)}</code></td><td><code>${esc(r.latest || "")}</code></td></tr>`).join("");
   main.innerHTML = `
