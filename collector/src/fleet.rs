@@ -26,8 +26,9 @@ use crate::device::DeviceSummary;
 use crate::silence::{self, Reported, SilenceQueue};
 use posmon_diagnosis::findings::{Change, Finding, FindingEvent, Tracker};
 use posmon_diagnosis::readiness::{self, PaymentRoles, Readiness};
+use posmon_diagnosis::rules::outdated::judge_versions;
 use posmon_diagnosis::rules::silent::SILENT;
-use posmon_diagnosis::Signal;
+use posmon_diagnosis::{Category, FindingKind, Policy, Signal};
 
 mod by_hand;
 mod search;
@@ -1013,6 +1014,85 @@ impl Fleet {
         }
         events
     }
+    /// Judges every terminal's versions (those it last reported) against a new version
+    /// `policy` at `now` (collector time): its `outdated.*` findings open and close at once,
+    /// without waiting for its next report. A heartbeat repeats the new judgement from then
+    /// on. Returns what opened and closed.
+    pub fn rejudge_versions(
+        &self,
+        policy: &Policy<'_>,
+        now: OffsetDateTime,
+        thresholds: &Thresholds,
+    ) -> Vec<FindingEvent> {
+        let suppressions = self.suppressions();
+        let mut next_id = || self.next_id();
+        let mut all = Vec::new();
+        let in_scope = |kind: &FindingKind| kind.category == Category::Outdated;
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let shard = &mut *shard;
+            for terminal in shard.terminals.values_mut() {
+                let mut signals = Vec::new();
+                let version_of = |component: &str| {
+                    terminal
+                        .versions
+                        .iter()
+                        .find(|(name, _)| **name == *component)
+                        .map(|(_, version)| &**version)
+                };
+                judge_versions(
+                    terminal.labels.model.as_deref(),
+                    version_of,
+                    terminal.observed_at.date(),
+                    policy,
+                    &mut signals,
+                );
+                let signals = self.cap_new_findings(&terminal.findings, signals);
+                if let Some(last) = &terminal.last_signals.0 {
+                    let kept = last.iter().filter(|signal| !in_scope(signal.kind)).cloned();
+                    let repeated: Vec<Signal> = kept.chain(signals.iter().cloned()).collect();
+                    terminal.last_signals = LastSignals(Some(repeated.into_boxed_slice()));
+                }
+                let mut events = terminal.findings.observe_scope(
+                    &terminal.id,
+                    signals,
+                    now,
+                    thresholds,
+                    &mut next_id,
+                    in_scope,
+                );
+                if events.is_empty() {
+                    continue;
+                }
+                let attributes =
+                    (!suppressions.is_empty()).then(|| shared_cause::attributes(terminal));
+                for event in events
+                    .iter_mut()
+                    .filter(|event| event.change == Change::Opened)
+                {
+                    let Some(attributes) = &attributes else {
+                        break;
+                    };
+                    if let Some(outage) = suppressions.explaining(attributes, &event.finding) {
+                        event.finding.suppressed_by = Some(outage);
+                        if let Some(open) = terminal
+                            .findings
+                            .findings_mut()
+                            .find(|finding| finding.id == event.finding.id)
+                        {
+                            open.suppressed_by = Some(outage);
+                        }
+                    }
+                }
+                shard.failing.follow(&terminal.id, &events);
+                shard.dirty.insert(Arc::clone(&terminal.id));
+                all.extend(events);
+            }
+        }
+        self.record_closed(&all, None);
+        all
+    }
+
     /// A copy of one terminal's state.
     pub fn terminal(&self, terminal_id: &str) -> Option<Terminal> {
         lock(self.shard_of(terminal_id))

@@ -667,6 +667,126 @@ async fn the_version_policy_is_read_and_replaced_with_the_admin_token_only() {
     assert_eq!(read["rules"][0]["minimum"], "3.0");
 }
 
+/// A new version policy re-judges every terminal at once: its outdated findings open and close
+/// without a new report, and its versions' compliance follows (`no_rule` where no rule
+/// applies).
+#[tokio::test]
+async fn a_new_version_policy_applies_to_every_terminal_without_a_report() {
+    let (router, _dir) = router_with_admin();
+    let mut first = report("T-1", 1);
+    first["software"]["firmware"] = json!({ "version": "1.0" });
+    let (status, _, text) = send(&router, post(batch(vec![first]), Some(&token("T-1")))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let compliance = |router: Router| async move {
+        let (_, versions, text) = send(&router, get("/api/v1/terminals/T-1/versions")).await;
+        let of = |component: &str| {
+            versions["components"]
+                .as_array()
+                .and_then(|components| {
+                    components
+                        .iter()
+                        .find(|c| c["component"] == component)
+                        .map(|c| c["compliance"].as_str().unwrap_or_default().to_string())
+                })
+                .unwrap_or_else(|| panic!("no {component} in {text}"))
+        };
+        (of("pos_app"), of("firmware"))
+    };
+    let open_codes = |router: Router| async move {
+        let (_, findings, _) = send(&router, get("/api/v1/findings?terminal=T-1")).await;
+        let mut codes: Vec<String> = findings["findings"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|f| f["code"].as_str())
+                    .filter(|code| code.starts_with("outdated."))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        codes.sort();
+        codes
+    };
+    assert_eq!(open_codes(router.clone()).await, ["outdated.pos_app"]);
+    assert_eq!(
+        compliance(router.clone()).await,
+        ("outdated".into(), "no_rule".into())
+    );
+
+    let put = |rules: Value| {
+        Request::put("/api/v1/policy/versions")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN}"))
+            .body(Body::from(json!({ "rules": rules }).to_string()))
+            .unwrap_or_else(|error| panic!("{error}"))
+    };
+    // The minimum drops below the terminal's 2.9.1: the finding closes, no report needed.
+    let (status, _, text) = send(
+        &router,
+        put(json!([{ "component": "pos_app", "minimum": "2.0" }])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(open_codes(router.clone()).await.is_empty());
+    assert_eq!(
+        compliance(router.clone()).await,
+        ("current".into(), "no_rule".into())
+    );
+    let (_, detail, text) = send(&router, get("/api/v1/terminals/T-1")).await;
+    assert!(
+        detail["findings_history"]
+            .as_array()
+            .is_some_and(|history| history
+                .iter()
+                .any(|f| f["code"] == "outdated.pos_app" && f["closed_at"].is_string())),
+        "{text}"
+    );
+
+    // A firmware rule above its 1.0: the firmware finding opens, and the pos_app rule is gone.
+    let (status, _, text) = send(
+        &router,
+        put(json!([{ "component": "firmware", "minimum": "2.0" }])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(open_codes(router.clone()).await, ["outdated.firmware"]);
+    assert_eq!(
+        compliance(router.clone()).await,
+        ("no_rule".into(), "outdated".into())
+    );
+
+    // A heartbeat repeats the judgement under the new policy, not the old one.
+    let mut heartbeat = report("T-1", 2);
+    heartbeat["software"]["firmware"] = json!({ "version": "1.0" });
+    heartbeat["unchanged"] = json!(["measurements"]);
+    heartbeat["probes"] = json!([]);
+    let (status, _, text) = send(&router, post(batch(vec![heartbeat]), Some(&token("T-1")))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(open_codes(router.clone()).await, ["outdated.firmware"]);
+}
+
+const ADMIN: &str = "an admin token for tests";
+
+/// [`router`] with the admin token [`ADMIN`].
+fn router_with_admin() -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.version_policy.push(VersionRule {
+        component: "pos_app".into(),
+        model: None,
+        minimum: "2.10".into(),
+        latest: None,
+        latest_released_on: None,
+        update_within_days: 0,
+    });
+    let state = AppState::open(config, keyring(), Some(ADMIN.to_string()))
+        .unwrap_or_else(|error| panic!("{error}"));
+    (app(Arc::new(state)), dir)
+}
+
 fn compressed_post(body: Vec<u8>, encoding: &str, terminal_id: &str) -> Request<Body> {
     Request::post("/api/v1/reports")
         .header(header::CONTENT_TYPE, "application/json")

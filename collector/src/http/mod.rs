@@ -239,10 +239,24 @@ impl AppState {
         Arc::clone(&self.policy.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn set_version_policy(&self, rules: Vec<VersionRule>) -> Result<(), StoreError> {
+    /// Stores and applies a new version policy, and re-judges every terminal's versions under
+    /// it at once: its outdated findings follow the policy, not each terminal's next report.
+    /// Returns how many findings opened and closed.
+    fn set_version_policy(&self, rules: Vec<VersionRule>) -> Result<usize, StoreError> {
         self.store.save_policy(&rules)?;
-        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
-        Ok(())
+        let rules = Arc::new(rules);
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&rules);
+        let policy = posmon_diagnosis::Policy {
+            versions: &rules,
+            thresholds: &self.config.diagnosis,
+            roles: &self.config.readiness,
+        };
+        let events =
+            self.fleet
+                .rejudge_versions(&policy, OffsetDateTime::now_utc(), &self.config.diagnosis);
+        let changed = events.len();
+        self.publish(events);
+        Ok(changed)
     }
 
     /// One evaluation of the fleet at `now`: silence and upstream outages. The server runs it

@@ -1,5 +1,7 @@
 //! `GET` and `PUT /api/v1/policy/versions`: the version policy, behind the admin token. A new
-//! policy is validated, stored in the database, and applies from each terminal's next report.
+//! policy is validated, stored in the database, and applies at once: every terminal's last
+//! reported versions are judged again under it (`Fleet::rejudge_versions`), so its outdated
+//! findings open and close without waiting for its next report.
 
 use std::sync::Arc;
 
@@ -122,13 +124,15 @@ pub async fn put_versions(
         })?;
     let stored = Arc::clone(&state);
     let rules = policy.rules.clone();
-    tokio::task::spawn_blocking(move || stored.set_version_policy(rules))
+    // A pass over every terminal: off the async workers.
+    let changed = tokio::task::spawn_blocking(move || stored.set_version_policy(rules))
         .await
         .map_err(|error| ApiError::internal("storing the version policy", error))?
         .map_err(|error| ApiError::internal("storing the version policy", error))?;
     tracing::info!(
         rules = policy.rules.len(),
-        "The version policy was replaced."
+        findings_changed = changed,
+        "The version policy was replaced; every terminal's versions were judged again under it."
     );
     Ok(Json(policy))
 }

@@ -69,7 +69,31 @@ fn kind_of(component: &str) -> Option<&'static FindingKind> {
 }
 
 pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>) {
-    let model = report.labels.model.as_deref();
+    let version_of = |component: &str| {
+        report
+            .software
+            .get(component)
+            .and_then(|component| component.version.as_deref())
+    };
+    judge_versions(
+        report.labels.model.as_deref(),
+        version_of,
+        report.observed_at.date(),
+        policy,
+        signals,
+    );
+}
+
+/// The signals of a terminal of `model` whose components have the versions `version_of`
+/// gives, on `today`: what [`evaluate`] finds in a report, for a terminal known by its model and
+/// versions — so that a new policy re-judges every terminal without waiting for its reports.
+pub fn judge_versions<'v>(
+    model: Option<&str>,
+    version_of: impl Fn(&str) -> Option<&'v str>,
+    today: time::Date,
+    policy: &Policy<'_>,
+    signals: &mut Vec<Signal>,
+) {
     for rule in policy.versions {
         if rule.model.is_some() && rule.model.as_deref() != model {
             continue;
@@ -78,14 +102,10 @@ pub fn evaluate(report: &Report, policy: &Policy<'_>, signals: &mut Vec<Signal>)
             continue;
         };
         // An unknown version is not evidence of an old one.
-        let Some(version) = report
-            .software
-            .get(&rule.component)
-            .and_then(|component| component.version.as_deref())
-        else {
+        let Some(version) = version_of(&rule.component) else {
             continue;
         };
-        if let Some((below, threshold)) = judge(version, rule, report.observed_at.date()) {
+        if let Some((below, threshold)) = judge(version, rule, today) {
             signals.push(Signal {
                 kind,
                 // Old software threatens payments; it does not stop them.
