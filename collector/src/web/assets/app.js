@@ -14,7 +14,8 @@ const STRINGS = {
     "outage.since": "since {time}", "outage.evidence": "{inside} of {total} failing; elsewhere {outside} %", "outage.evidence.all": "{inside} of {total} failing",
     "outage.loading": "Loading the terminal findings…", "outage.none": "No terminal finding explained now.",
     "dim.target": "host", "dim.region": "region", "dim.carrier": "carrier", "dim.model": "model", "dim.firmware": "firmware",
-    "dim.pos_app": "POS app", "dim.merchant": "merchant", "dim.gateway": "gateway", "dim.resolver": "resolver", "by.category": "Open findings by category", "by.party": "Who must act",
+    "dim.pos_app": "POS app", "dim.merchant": "merchant", "dim.gateway": "gateway", "dim.resolver": "resolver", "by.category": "Open findings by category", "by.party": "Who must act (terminals)",
+    "by.party.cause": "{party}: {count} fleet-wide cause(s), terminals not known",
     "by.code": "Open findings by code", "by.severity": "Open findings by severity", "trend": "Trend, last {hours} h",
     "trend.empty": "The trend fills in as the collector takes a point every {seconds} s.",
     "no.findings": "No open findings.",
@@ -89,7 +90,8 @@ const STRINGS = {
     "outage.since": "开始于 {time}", "outage.evidence": "{total} 台中 {inside} 台故障；其他范围 {outside} %", "outage.evidence.all": "{total} 台中 {inside} 台故障",
     "outage.loading": "正在加载终端问题…", "outage.none": "当前没有被解释的终端问题。",
     "dim.target": "主机", "dim.region": "地区", "dim.carrier": "运营商", "dim.model": "型号", "dim.firmware": "固件",
-    "dim.pos_app": "收银应用", "dim.merchant": "商户", "dim.gateway": "网关", "dim.resolver": "DNS 服务器", "by.category": "未关闭问题（按类别）", "by.party": "责任方",
+    "dim.pos_app": "收银应用", "dim.merchant": "商户", "dim.gateway": "网关", "dim.resolver": "DNS 服务器", "by.category": "未关闭问题（按类别）", "by.party": "责任方（终端数）",
+    "by.party.cause": "{party}：{count} 个全网性原因，受影响终端未知",
     "by.code": "未关闭问题（按代码）", "by.severity": "未关闭问题（按严重程度）", "trend": "趋势（最近 {hours} 小时）",
     "trend.empty": "采集器每 {seconds} 秒记录一个点，趋势图将逐渐填满。",
     "no.findings": "没有未关闭的问题。",
@@ -411,6 +413,8 @@ async function viewOverview(main) {
   const tile = (kind, label, value, extra) => `<div class="panel tile ${kind}" id="readiness-${kind}" data-readiness="${kind}"><div class="label">${esc(label)}</div><div class="value">${fmtNumber(value)}</div><div class="share">${esc(extra)}</div></div>`;
   const findings = overview.findings || {};
   const usage = overview.data_usage || {};
+  // Who must act, in terminals (a terminal with two network findings counts once).
+  const act = overview.who_must_act || {};
   main.innerHTML = `
     <h1>${esc(t("nav.overview"))}</h1>
     <div id="outages">${outages}</div>
@@ -425,7 +429,8 @@ async function viewOverview(main) {
     </div>
     <div class="grid cols2 mt">
       <section class="panel"><h2>${esc(t("by.category"))}</h2>${barList(findings.category, total, n => n, n => t("category." + n), "data-category")}</section>
-      <section class="panel"><h2>${esc(t("by.party"))}</h2>${barList(findings.party, total, () => "", n => t("party." + n), "data-party")}</section>
+      <section class="panel" id="by-party"><h2>${esc(t("by.party"))}</h2>${barList(act.terminals, total, () => "", n => t("party." + n), "data-party")}
+        ${Object.entries(act.fleet_wide_causes || {}).map(([party, count]) => `<p class="muted" data-cause="${esc(party)}">${esc(t("by.party.cause", { party: t("party." + party), count: fmtNumber(count) }))}</p>`).join("")}</section>
     </div>
     <section class="panel mt"><h2>${esc(t("trend", { hours: 24 }))}</h2>${trendChart(trend.points || [], trend.interval_seconds)}</section>
     <div class="grid cols2 mt">
