@@ -76,6 +76,9 @@ pub(crate) struct ReceiverSlot {
 }
 
 /// The alerting side of the collector: config, routes, receivers, the outbox and the silences.
+/// What the collector says at start when no alert receiver is configured.
+pub const NO_RECEIVER: &str = "No alert receiver is configured: findings open and close, but no notification will be sent. Add one under [[alerts.receivers]] in the collector's config (kind = webhook, dingtalk, wecom, feishu, email or alertmanager) and send findings to it with alerts.default_receiver or [[alerts.routes]] (see the README's Alerts section and `posmon-collector print-default-config`).";
+
 pub struct Alerts {
     config: AlertsConfig,
     outbox: Outbox,
@@ -134,6 +137,9 @@ impl Alerts {
                 abandoned,
                 "Gave up pending notifications of receivers no longer configured."
             );
+        }
+        if receivers.is_empty() {
+            tracing::warn!("{NO_RECEIVER}");
         }
         let silences = outbox.silences()?;
         metrics.alert_outbox_pending.set(outbox.pending_count()?);

@@ -57,7 +57,9 @@ const STRINGS = {
     "col.behind": "Behind", "col.outdated": "Outdated", "versions.empty": "No terminal has reported versions yet.",
     "versions.policy": "Version policy", "versions.no_policy": "No version policy is set.",
     "alerts.title": "Alert notifications", "alerts.unavailable": "Alert routing is not configured or not available on this collector.",
-    "alerts.empty": "No notifications sent yet.", "col.receiver": "Receiver", "col.delivery": "Delivery",
+    "alerts.empty": "No notifications sent yet.",
+    "alerts.no_receiver": "No alert receiver is configured: no notification will be sent, to anybody.",
+    "alerts.no_receiver.how": "Findings still open and close here. To be notified, add a receiver under [[alerts.receivers]] in the collector's config file (kind = webhook, dingtalk, wecom, feishu, email or alertmanager), send findings to it with alerts.default_receiver or [[alerts.routes]] (see the README's Alerts section and posmon-collector print-default-config), and restart the collector.", "col.receiver": "Receiver", "col.delivery": "Delivery",
     "col.attempts": "Attempts", "col.last_error": "Last error", "col.time": "Time", "col.finding": "Finding",
     "ago.s": "{n} s ago", "ago.m": "{n} min ago", "ago.h": "{n} h ago", "ago.d": "{n} d ago",
     "usage.near": "Near data budget", "usage.near.share": "of {count} terminals reporting data usage",
@@ -133,7 +135,9 @@ const STRINGS = {
     "col.behind": "落后", "col.outdated": "过旧", "versions.empty": "尚无终端上报版本。",
     "versions.policy": "版本策略", "versions.no_policy": "尚未设置版本策略。",
     "alerts.title": "告警通知", "alerts.unavailable": "此采集器未配置告警路由或告警路由不可用。",
-    "alerts.empty": "尚未发送任何通知。", "col.receiver": "接收方", "col.delivery": "投递状态",
+    "alerts.empty": "尚未发送任何通知。",
+    "alerts.no_receiver": "未配置任何告警接收方：不会向任何人发送通知。",
+    "alerts.no_receiver.how": "问题仍会在此打开和关闭。如需接收通知，请在采集器配置文件的 [[alerts.receivers]] 下添加接收方（kind = webhook、dingtalk、wecom、feishu、email 或 alertmanager），并通过 alerts.default_receiver 或 [[alerts.routes]] 将问题发送给它（参见 README 的告警一节和 posmon-collector print-default-config），然后重启采集器。", "col.receiver": "接收方", "col.delivery": "投递状态",
     "col.attempts": "尝试次数", "col.last_error": "最近错误", "col.time": "时间", "col.finding": "问题",
     "ago.s": "{n} 秒前", "ago.m": "{n} 分钟前", "ago.h": "{n} 小时前", "ago.d": "{n} 天前",
     "usage.near": "接近流量预算", "usage.near.share": "共 {count} 台终端上报流量",
@@ -817,6 +821,16 @@ async function viewAlerts(main) {
     throw error;
   }
   const list = Array.isArray(data) ? data : (data.notifications || []);
+  // No receiver: say plainly that nothing will be sent, and where to configure one.
+  const noReceiver = Array.isArray(data.receivers) && data.receivers.length === 0
+    ? `<div class="notice warning" id="alerts-no-receiver"><strong>${esc(t("alerts.no_receiver"))}</strong><p>${esc(t("alerts.no_receiver.how"))}</p><pre>[alerts]
+default_receiver = "operations"
+
+[[alerts.receivers]]
+name = "operations"
+kind = "webhook"
+url = "https://ops.example/posmon"
+secret = { file = "ops-webhook-secret" }</pre></div>` : "";
   const pick = (n, ...names) => names.map(name => n[name]).find(v => v !== undefined && v !== null);
   const rows = list.map(n => {
     const status = String(pick(n, "status", "state") ?? "");
@@ -826,7 +840,7 @@ async function viewAlerts(main) {
       <td>${(n.codes || []).map(codeLabel).join(", ")} <span class="muted">${esc(terminals)}</span></td>
       <td>${badge(kind, status)}</td><td class="num">${esc(pick(n, "attempts") ?? "")}</td><td class="error">${esc(pick(n, "last_error", "error") ?? "")}</td></tr>`;
   }).join("");
-  main.innerHTML = `<h1>${esc(t("alerts.title"))}</h1><section class="panel">${rows ? `<table id="notifications"><thead><tr><th>${esc(t("col.time"))}</th><th>${esc(t("col.receiver"))}</th><th>${esc(t("col.finding"))}</th><th>${esc(t("col.delivery"))}</th><th class="num">${esc(t("col.attempts"))}</th><th>${esc(t("col.last_error"))}</th></tr></thead><tbody>${rows}</tbody></table>` : `<p class="muted">${esc(t("alerts.empty"))}</p>`}</section>`;
+  main.innerHTML = `<h1>${esc(t("alerts.title"))}</h1>${noReceiver}<section class="panel${noReceiver ? " mt" : ""}">${rows ? `<table id="notifications"><thead><tr><th>${esc(t("col.time"))}</th><th>${esc(t("col.receiver"))}</th><th>${esc(t("col.finding"))}</th><th>${esc(t("col.delivery"))}</th><th class="num">${esc(t("col.attempts"))}</th><th>${esc(t("col.last_error"))}</th></tr></thead><tbody>${rows}</tbody></table>` : `<p class="muted">${esc(t("alerts.empty"))}</p>`}</section>`;
 }
 
 document.getElementById("lang-toggle").addEventListener("click", () => {
