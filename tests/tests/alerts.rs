@@ -57,13 +57,22 @@ fn start_with(dir: &Path, outages: bool, auth: &str, alerts: &str) -> Collector 
     std::fs::write(dir.join("robot-secret"), ROBOT_SECRET).unwrap();
     std::fs::write(dir.join("webhook-secret"), WEBHOOK_SECRET).unwrap();
     let upstream = if outages { 5 } else { 100_000 };
-    Collector::start(
+    let collector = Collector::start(
         dir,
         &format!(
             "[auth]\nsecret_file = {:?}\n{auth}\n[diagnosis]\nevaluation_interval_seconds = 1\nupstream_min_terminals = {upstream}\n\n{alerts}",
             secret_file.display().to_string()
         ),
-    )
+    );
+    // The start-up warning that nothing will be sent is for collectors without a receiver
+    // only (the dashboard's browser test sees it on one without).
+    let log = collector.process.log();
+    assert_eq!(
+        log.contains("No alert receiver is configured"),
+        !alerts.contains("[[alerts.receivers]]"),
+        "{log}"
+    );
+    collector
 }
 
 fn file(dir: &Path, name: &str) -> String {

@@ -87,9 +87,13 @@ fn the_dashboard_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("collector-data")).unwrap();
     std::fs::write(dir.path().join("collector-data/viewer-token"), VIEWER_TOKEN).unwrap();
+    std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
     let collector = Collector::start(
         dir.path(),
-        r#"
+        &(format!(
+            "[auth]\nadmin_token_file = {:?}\n",
+            dir.path().join("admin-token").display().to_string()
+        ) + r#"
 [web]
 viewer_token_file = "viewer-token"
 trend_interval_seconds = 1
@@ -104,7 +108,16 @@ targets = ["payment-host", "live-host"]
 component = "pos_app"
 minimum = "3.0.0"
 latest = "3.2.1"
-"#,
+"#),
+    );
+    // No alert receiver is configured: the collector says at start that nothing will be sent.
+    assert!(
+        collector
+            .process
+            .log()
+            .contains("No alert receiver is configured"),
+        "{}",
+        collector.process.log()
     );
     // The read API and the page are closed without the token; health stays open.
     let client = reqwest::blocking::Client::new();
@@ -196,12 +209,41 @@ latest = "3.2.1"
         "const bars = [...document.querySelectorAll('.bars .fill')]; \
          return bars.length > 0 && bars.every(bar => bar.style.width.endsWith('%'))",
     );
+    // Findings are named, not coded (the code stays as the tooltip); who must act is counted
+    // in terminals.
+    browser.wait_until(
+        "the finding names in the counts by code",
+        "const bar = document.querySelector('#by-code [data-code=\"outdated.pos_app\"]'); \
+         return bar?.textContent === 'POS application outdated' && bar.title === 'outdated.pos_app'",
+    );
+    assert_eq!(
+        browser.text("#by-party h2").to_lowercase(),
+        "who must act (terminals)"
+    );
+    assert_eq!(
+        browser.script(
+            "const total = Number(document.querySelector('#readiness-total .value').textContent.replace(/\\D/g, '')); \
+             const counts = [...document.querySelectorAll('#by-party .bars .num')].map(n => Number(n.textContent.replace(/\\D/g, ''))); \
+             return counts.length > 0 && counts.every(count => count > 0 && count <= total)"
+        ),
+        json!(true),
+        "each party's count is a number of terminals"
+    );
+    // Times: 24-hour YYYY-MM-DD HH:MM:SS, the zone named once in the header.
+    browser.wait_until(
+        "the header's time and zone",
+        "return /^Updated \\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2} \\(UTC[+-]\\d{2}:\\d{2}/.test(document.querySelector('#updated').textContent)",
+    );
     browser.assert_no_csp_violation("the overview");
     browser.screenshot("1-overview");
 
     // The problem list, filtered by region through the select.
     browser.click("#nav a[data-view=problems]");
     browser.element("#problems tbody tr.problem-row");
+    assert_eq!(
+        browser.text("#filter-code option[value=\"outdated.pos_app\"]"),
+        "POS application outdated"
+    );
     let all: u64 = browser
         .script("return Number(document.querySelector('#problem-total').dataset.total)")
         .as_u64()
@@ -236,6 +278,13 @@ latest = "3.2.1"
     );
     browser.element("#path .ladder .rung");
     browser.element("#versions tr[data-component=pos_app]");
+    assert_eq!(
+        browser.script(
+            "return [...document.querySelectorAll('.kv dd')].filter(dd => /^\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}( |$)/.test(dd.textContent)).length >= 3"
+        ),
+        json!(true),
+        "first report, last report and measured at as YYYY-MM-DD HH:MM:SS"
+    );
     // The terminal page leads with whether it can take payments.
     let headline = browser.text("#terminal-readiness");
     assert!(
@@ -339,6 +388,81 @@ latest = "3.2.1"
         "return document.querySelector('#usage-near-details .near-list li[data-terminal=\"LIVE-0001\"] a') !== null",
     );
     browser.screenshot("7-overview-data-plan-zh-CN");
+
+    // A new version policy closes the outdated findings at once, without a report: on the
+    // terminal's page the finding is closed, styled as closed, with when and after how long.
+    let open: Value = client
+        .get(format!(
+            "{}/api/v1/findings?code=outdated.pos_app&limit=1",
+            collector.url
+        ))
+        .bearer_auth(VIEWER_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let outdated = open["findings"][0]["terminal_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no outdated terminal: {open}"))
+        .to_string();
+    let put = client
+        .put(format!("{}/api/v1/policy/versions", collector.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "rules": [ { "component": "pos_app", "minimum": "0.1" } ] }))
+        .send()
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200, "{:?}", put.text());
+    browser.open(&format!("{}/?lang=en#/terminal/{outdated}", collector.url));
+    browser.wait_until(
+        "the closed outdated finding, styled as closed",
+        "const item = document.querySelector('#timeline li.closed[data-code=\"outdated.pos_app\"]'); \
+         if (!item) return false; \
+         const style = getComputedStyle(item); \
+         return !item.classList.contains('critical') && !item.classList.contains('warning') \
+           && style.borderLeftColor !== 'rgb(248, 81, 73)' \
+           && getComputedStyle(item.querySelector('.title')).textDecorationLine === 'line-through' \
+           && /closed at \\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2} after \\d/.test(item.textContent) \
+           && item.querySelector('.badge.critical, .badge.warning') === null",
+    );
+    browser.screenshot("7b-closed-finding");
+
+    // ?lang= in the address: English before the hash, Chinese inside it.
+    browser.open(&format!("{}/?lang=en#/alerts", collector.url));
+    browser.wait_until(
+        "the alerts page saying no receiver is configured, in English",
+        "return document.querySelector('#nav a[data-view=overview]').textContent === 'Overview' \
+         && document.querySelector('#alerts-no-receiver')?.textContent.includes('no notification will be sent') === true",
+    );
+    browser.open(&format!("{}/#/alerts?lang=zh-CN", collector.url));
+    browser.wait_until(
+        "the alerts page in Chinese",
+        "return document.documentElement.lang === 'zh-CN' \
+         && document.querySelector('#nav a[data-view=overview]').textContent === '总览' \
+         && document.querySelector('#alerts-no-receiver')?.textContent.includes('不会向任何人发送通知') === true",
+    );
+    browser.screenshot("7c-alerts-no-receiver-zh-CN");
+
+    // Kiosk mode: no navigation bar, language toggle or buttons, larger type; kept when a
+    // link changes the hash.
+    browser.open(&format!("{}/?kiosk=1&lang=en#/", collector.url));
+    browser.element("#readiness-cannot_pay .value");
+    browser.wait_until(
+        "the kiosk overview",
+        "return getComputedStyle(document.querySelector('#nav')).display === 'none' \
+         && getComputedStyle(document.querySelector('#lang-toggle')).display === 'none' \
+         && parseFloat(getComputedStyle(document.documentElement).fontSize) > 17",
+    );
+    browser.screenshot("7d-kiosk");
+    browser.script("location.hash = '#/problems'; return true");
+    browser.element("#problems");
+    assert_eq!(
+        browser.script(
+            "return document.documentElement.classList.contains('kiosk') \
+             && getComputedStyle(document.querySelector('#probe-page')).display === 'none'"
+        ),
+        json!(true),
+        "kiosk mode stays, without action buttons"
+    );
     browser.assert_no_csp_violation("the whole walk");
 }
 
