@@ -1025,72 +1025,113 @@ impl Fleet {
         thresholds: &Thresholds,
     ) -> Vec<FindingEvent> {
         let suppressions = self.suppressions();
-        let mut next_id = || self.next_id();
         let mut all = Vec::new();
-        let in_scope = |kind: &FindingKind| kind.category == Category::Outdated;
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             let shard = &mut *shard;
             for terminal in shard.terminals.values_mut() {
-                let mut signals = Vec::new();
-                let version_of = |component: &str| {
-                    terminal
-                        .versions
-                        .iter()
-                        .find(|(name, _)| **name == *component)
-                        .map(|(_, version)| &**version)
-                };
-                judge_versions(
-                    terminal.labels.model.as_deref(),
-                    version_of,
-                    terminal.observed_at.date(),
-                    policy,
-                    &mut signals,
-                );
-                let signals = self.cap_new_findings(&terminal.findings, signals);
-                if let Some(last) = &terminal.last_signals.0 {
-                    let kept = last.iter().filter(|signal| !in_scope(signal.kind)).cloned();
-                    let repeated: Vec<Signal> = kept.chain(signals.iter().cloned()).collect();
-                    terminal.last_signals = LastSignals(Some(repeated.into_boxed_slice()));
+                let events =
+                    self.rejudge_terminal(terminal, &suppressions, policy, now, thresholds);
+                if !events.is_empty() {
+                    shard.failing.follow(&terminal.id, &events);
+                    shard.dirty.insert(Arc::clone(&terminal.id));
+                    all.extend(events);
                 }
-                let mut events = terminal.findings.observe_scope(
-                    &terminal.id,
-                    signals,
-                    now,
-                    thresholds,
-                    &mut next_id,
-                    in_scope,
-                );
-                if events.is_empty() {
-                    continue;
-                }
-                let attributes =
-                    (!suppressions.is_empty()).then(|| shared_cause::attributes(terminal));
-                for event in events
-                    .iter_mut()
-                    .filter(|event| event.change == Change::Opened)
-                {
-                    let Some(attributes) = &attributes else {
-                        break;
-                    };
-                    if let Some(outage) = suppressions.explaining(attributes, &event.finding) {
-                        event.finding.suppressed_by = Some(outage);
-                        if let Some(open) = terminal
-                            .findings
-                            .findings_mut()
-                            .find(|finding| finding.id == event.finding.id)
-                        {
-                            open.suppressed_by = Some(outage);
-                        }
-                    }
-                }
-                shard.failing.follow(&terminal.id, &events);
-                shard.dirty.insert(Arc::clone(&terminal.id));
-                all.extend(events);
             }
         }
         self.record_closed(&all, None);
         all
+    }
+
+    /// [`Fleet::rejudge_versions`] for one terminal: for a batch diagnosed under a policy that
+    /// was replaced before it was applied (the replacement's pass may have judged the terminal
+    /// before the batch's old judgement landed).
+    pub fn rejudge_versions_of(
+        &self,
+        terminal_id: &str,
+        policy: &Policy<'_>,
+        now: OffsetDateTime,
+        thresholds: &Thresholds,
+    ) -> Vec<FindingEvent> {
+        let suppressions = self.suppressions();
+        let events = {
+            let mut shard = lock(self.shard_of(terminal_id));
+            let shard = &mut *shard;
+            let Some(terminal) = shard.terminals.get_mut(terminal_id) else {
+                return Vec::new();
+            };
+            let events = self.rejudge_terminal(terminal, &suppressions, policy, now, thresholds);
+            if !events.is_empty() {
+                shard.failing.follow(&terminal.id, &events);
+                shard.dirty.insert(Arc::clone(&terminal.id));
+            }
+            events
+        };
+        self.record_closed(&events, None);
+        events
+    }
+
+    /// Observes one terminal's `outdated` category under `policy`, from the versions it last
+    /// reported, and puts the new judgement in what its heartbeats repeat.
+    fn rejudge_terminal(
+        &self,
+        terminal: &mut Terminal,
+        suppressions: &Suppressions,
+        policy: &Policy<'_>,
+        now: OffsetDateTime,
+        thresholds: &Thresholds,
+    ) -> Vec<FindingEvent> {
+        let in_scope = |kind: &FindingKind| kind.category == Category::Outdated;
+        let mut signals = Vec::new();
+        let version_of = |component: &str| {
+            terminal
+                .versions
+                .iter()
+                .find(|(name, _)| **name == *component)
+                .map(|(_, version)| &**version)
+        };
+        judge_versions(
+            terminal.labels.model.as_deref(),
+            version_of,
+            terminal.observed_at.date(),
+            policy,
+            &mut signals,
+        );
+        let signals = self.cap_new_findings(&terminal.findings, signals);
+        if let Some(last) = &terminal.last_signals.0 {
+            let kept = last.iter().filter(|signal| !in_scope(signal.kind)).cloned();
+            let repeated: Vec<Signal> = kept.chain(signals.iter().cloned()).collect();
+            terminal.last_signals = LastSignals(Some(repeated.into_boxed_slice()));
+        }
+        let mut next_id = || self.next_id();
+        let mut events = terminal.findings.observe_scope(
+            &terminal.id,
+            signals,
+            now,
+            thresholds,
+            &mut next_id,
+            in_scope,
+        );
+        if events.is_empty() || suppressions.is_empty() {
+            return events;
+        }
+        let attributes = shared_cause::attributes(terminal);
+        for event in events
+            .iter_mut()
+            .filter(|event| event.change == Change::Opened)
+        {
+            if let Some(outage) = suppressions.explaining(&attributes, &event.finding) {
+                event.finding.suppressed_by = Some(outage);
+                if let Some(open) = terminal
+                    .findings
+                    .findings_mut()
+                    .find(|finding| finding.id == event.finding.id)
+                {
+                    open.suppressed_by = Some(outage);
+                }
+            }
+        }
+        events
     }
 
     /// A copy of one terminal's state.
@@ -1304,6 +1345,79 @@ mod tests {
             T0 + time::Duration::minutes(minute),
             &Thresholds::default(),
         )
+    }
+
+    /// A batch diagnosed under an old policy that lands after the new policy's pass is judged
+    /// again for its terminal alone; the new judgement is what heartbeats repeat.
+    #[test]
+    fn a_batch_judged_under_a_replaced_policy_is_judged_again() {
+        let thresholds = Thresholds::default();
+        let roles = PaymentRoles::default();
+        let rule = |minimum: &str| posmon_diagnosis::version_policy::VersionRule {
+            component: "pos_app".into(),
+            model: None,
+            minimum: minimum.into(),
+            latest: None,
+            latest_released_on: None,
+            update_within_days: 0,
+        };
+        let (old, new) = ([rule("9.0")], [rule("0.1")]);
+        let policy = |versions| Policy {
+            versions,
+            thresholds: &thresholds,
+            roles: &roles,
+        };
+        let fleet = Fleet::new(100, 10);
+        let mut first = report(1, 0, false);
+        first.software.insert(
+            "pos_app".into(),
+            posmon_protocol::ComponentVersion::known("2.0"),
+        );
+        let open_outdated = |fleet: &Fleet| {
+            fleet
+                .terminal("T-1")
+                .map(|terminal| {
+                    terminal
+                        .findings
+                        .findings()
+                        .filter(|finding| finding.kind.category == Category::Outdated)
+                        .count()
+                })
+                .unwrap_or_default()
+        };
+        let signals = diagnose(&first, &policy(&old));
+        fleet.apply_batch("T-1", vec![(first, signals)], T0, &thresholds);
+        assert_eq!(open_outdated(&fleet), 1);
+        // The new policy's pass found nothing else to judge; the old judgement stands until the
+        // terminal is judged again.
+        let events = fleet.rejudge_versions_of("T-1", &policy(&new), T0, &thresholds);
+        assert_eq!(
+            events.iter().map(|event| event.change).collect::<Vec<_>>(),
+            [Change::Closed]
+        );
+        assert_eq!(open_outdated(&fleet), 0);
+        assert!(fleet
+            .history_of("T-1", 10)
+            .iter()
+            .any(|finding| finding.kind.category == Category::Outdated));
+        // What a heartbeat repeats holds no outdated signal any more.
+        let repeated = fleet
+            .shards
+            .iter()
+            .find_map(|shard| {
+                lock(shard)
+                    .terminals
+                    .get("T-1")
+                    .map(|terminal| terminal.last_signals.0.clone())
+            })
+            .flatten()
+            .unwrap_or_default();
+        assert!(repeated
+            .iter()
+            .all(|signal| signal.kind.category != Category::Outdated));
+        assert!(fleet
+            .rejudge_versions_of("nobody", &policy(&new), T0, &thresholds)
+            .is_empty());
     }
 
     fn changes(outcome: &BatchOutcome) -> Vec<(Change, bool)> {

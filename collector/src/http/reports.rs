@@ -448,12 +448,28 @@ pub(crate) async fn ingest_json(
             (report, signals)
         })
         .collect();
-    let outcome = state.fleet.apply_batch(
+    let mut outcome = state.fleet.apply_batch(
         &terminal_id,
         diagnosed,
         OffsetDateTime::now_utc(),
         &state.config.diagnosis,
     );
+    // The version policy was replaced while this batch was diagnosed under the old one: judge
+    // the terminal again under the new one, which the replacement's pass may have done before
+    // the old judgement landed.
+    let current = state.version_policy();
+    if !Arc::ptr_eq(&current, &versions) {
+        let policy = Policy {
+            versions: &current,
+            ..policy
+        };
+        outcome.events.extend(state.fleet.rejudge_versions_of(
+            &terminal_id,
+            &policy,
+            OffsetDateTime::now_utc(),
+            &state.config.diagnosis,
+        ));
+    }
     state
         .metrics
         .diagnosis_duration
