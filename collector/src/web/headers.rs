@@ -96,13 +96,18 @@ mod tests {
         for (name, text) in [
             ("index.html", include_str!("assets/index.html")),
             ("app.js", include_str!("assets/app.js")),
+            ("operations.js", include_str!("assets/operations.js")),
         ] {
             for inline in ["style=\"", "<style", "onclick", "onload=", "javascript:"] {
                 assert!(!text.contains(inline), "{name} holds {inline:?}");
             }
         }
+        // Every script is a file of its own, none inline.
         let index = include_str!("assets/index.html");
-        assert_eq!(index.matches("<script").count(), 1);
-        assert!(index.contains("<script src=\"/assets/app.js\"></script>"));
+        let scripts = ["app.js", "operations.js"];
+        assert_eq!(index.matches("<script").count(), scripts.len());
+        for script in scripts {
+            assert!(index.contains(&format!("<script src=\"/assets/{script}\"></script>")));
+        }
     }
 }
