@@ -9,11 +9,12 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG};
+use crate::http::auth::Role;
+use crate::http::auth::{ViewerAuth, VIEWER_TOKEN_ENV};
 use crate::http::{serve, AppState};
 use crate::secret::{
     load_admin_token, load_existing_keyring, load_keyring, ADMIN_TOKEN_ENV, SECRET_ENV,
 };
-use crate::web::auth::{ViewerAuth, VIEWER_TOKEN_ENV};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +51,107 @@ enum Command {
         #[arg(value_name = "TERMINAL_ID")]
         terminal_id: String,
     },
+    /// Manage the user accounts in the data directory's state database; a running collector
+    /// sees the change at its next request. A password is read from the environment variable
+    /// POSMON_PASSWORD or else from the first line of standard input — never from the command
+    /// line, where other users of the machine could see it.
+    User {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user: `user add li --role operator` (roles: viewer, operator, admin).
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// List the users, their roles and whether they are disabled.
+    List,
+    /// Change a user's role.
+    SetRole {
+        name: String,
+        #[arg(value_parser = parse_role)]
+        role: Role,
+    },
+    /// Disable a user: no sign-in, no API token of theirs works, their sessions end.
+    Disable { name: String },
+    /// Enable a disabled user again.
+    Enable { name: String },
+    /// Set a new password (ends the user's sessions).
+    Reset { name: String },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| "must be viewer, operator or admin".to_string())
+}
+
+/// The environment variable a new password may come from.
+pub const PASSWORD_ENV: &str = "POSMON_PASSWORD";
+
+/// A password from `POSMON_PASSWORD`, else the first line of standard input.
+fn read_password() -> anyhow::Result<crate::users::Password> {
+    let text = match std::env::var(PASSWORD_ENV) {
+        Ok(text) => text,
+        Err(_) => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("Password (shown as you type; or set {PASSWORD_ENV}): ");
+            }
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    Ok(crate::users::Password::new(text)?)
+}
+
+fn run_user(common: &Common, action: UserAction) -> anyhow::Result<()> {
+    let config = common.load()?;
+    let users = crate::users::Users::open(&config.data_dir).with_context(|| {
+        format!(
+            "cannot open the user accounts in the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let show = |user: &crate::users::User| {
+        println!(
+            "{}\t{}\t{}",
+            user.name,
+            user.role.as_str(),
+            if user.disabled { "disabled" } else { "enabled" }
+        );
+    };
+    match action {
+        UserAction::Add { name, role } => {
+            crate::users::check_name(&name)?;
+            let password = read_password()?;
+            let user = users.add(&name, role, &password, time::OffsetDateTime::now_utc())?;
+            eprintln!("Added {} with the {} role.", user.name, user.role.as_str());
+        }
+        UserAction::List => {
+            for user in users.list()? {
+                show(&user);
+            }
+        }
+        UserAction::SetRole { name, role } => show(&users.set_role(&name, role)?),
+        UserAction::Disable { name } => show(&users.set_disabled(&name, true)?),
+        UserAction::Enable { name } => show(&users.set_disabled(&name, false)?),
+        UserAction::Reset { name } => {
+            if users.get(&name)?.is_none() {
+                anyhow::bail!("no user named {name}");
+            }
+            let password = read_password()?;
+            show(&users.reset_password(&name, &password)?);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -113,6 +215,7 @@ pub fn run() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::User { common, action } => run_user(&common, action),
         Command::Serve { common, listen } => {
             let mut config = common.load()?;
             if let Some(listen) = listen {
@@ -199,21 +302,14 @@ async fn run_server(mut config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let admin_token = load_admin_token(&config, std::env::var(ADMIN_TOKEN_ENV).ok())?;
-    if admin_token.is_none() {
-        tracing::info!(
-            "No admin token is configured: the version policy cannot be changed over the API."
-        );
-    }
     let viewer = ViewerAuth::load(&config, std::env::var(VIEWER_TOKEN_ENV).ok())
         .context("cannot load the viewer credentials")?;
-    if viewer.is_none() {
-        tracing::info!("No viewer token or user is configured: the dashboard and the read API are open to everyone who can reach this address.");
-    }
     let state = Arc::new(
         AppState::open(config, keyring, admin_token)
             .context("cannot start the collector")?
             .with_viewer_auth(viewer),
     );
+    log_access(&state)?;
     // One line on standard output that scripts and tests read to find the port.
     let mut stdout = std::io::stdout();
     writeln!(stdout, "posmon-collector listening on {scheme}://{address}")
@@ -228,6 +324,36 @@ async fn run_server(mut config: Config) -> anyhow::Result<()> {
     }
     served.context("the HTTP server failed")?;
     tracing::info!("Stopped.");
+    Ok(())
+}
+
+/// Says at start who may read and who may change what.
+fn log_access(state: &AppState) -> anyhow::Result<()> {
+    let users = state
+        .accounts
+        .users
+        .list()
+        .context("cannot read the user accounts")?;
+    let enabled = users.iter().filter(|user| !user.disabled);
+    let admins = enabled
+        .clone()
+        .filter(|user| user.role == Role::Admin)
+        .count();
+    let admin_token = state.admin_token.is_some();
+    if users.is_empty() && state.viewer.is_none() {
+        tracing::warn!(
+            admin_token,
+            "No user account and no viewer credential exist: the dashboard and the read API are open to everyone who can reach this address, and only the admin token (if configured) can change anything. Create the first admin with `posmon-collector user add NAME --role admin` (password on standard input)."
+        );
+    } else {
+        tracing::info!(
+            users = enabled.count(),
+            admins,
+            viewer_credential = state.viewer.is_some(),
+            admin_token,
+            "Sign-in required: users sign in at /login; scripts send an API token, the viewer token or the admin token."
+        );
+    }
     Ok(())
 }
 

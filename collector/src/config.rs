@@ -297,6 +297,10 @@ pub struct WebConfig {
     pub trend_points: usize,
     /// How often the dashboard polls for fresh data.
     pub refresh_interval_seconds: u64,
+    /// How long a sign-in session lasts at most.
+    pub session_max_age_seconds: u64,
+    /// How long a session lasts without a request.
+    pub session_idle_timeout_seconds: u64,
 }
 
 impl Default for WebConfig {
@@ -309,6 +313,8 @@ impl Default for WebConfig {
             trend_interval_seconds: 60,
             trend_points: 1440,
             refresh_interval_seconds: 5,
+            session_max_age_seconds: 86_400,
+            session_idle_timeout_seconds: 7200,
         }
     }
 }
@@ -498,6 +504,18 @@ impl Config {
         }
         if !(1..=3600).contains(&web.refresh_interval_seconds) {
             return invalid("refresh_interval_seconds", "must be between 1 and 3600");
+        }
+        if !(60..=2_592_000).contains(&web.session_max_age_seconds) {
+            return invalid(
+                "session_max_age_seconds",
+                "must be between 60 and 2592000 (30 days)",
+            );
+        }
+        if !(60..=web.session_max_age_seconds).contains(&web.session_idle_timeout_seconds) {
+            return invalid(
+                "session_idle_timeout_seconds",
+                "must be between 60 and session_max_age_seconds",
+            );
         }
         Ok(())
     }

@@ -26,5 +26,6 @@ pub mod secret;
 pub mod silence;
 pub mod store;
 pub mod tls;
+pub mod users;
 pub mod web;
 pub mod workflow;

@@ -319,7 +319,7 @@ async fn profiles_reach_the_agents_that_read_them() {
         .map(|entry| entry["revision"].as_u64().unwrap())
         .collect();
     assert_eq!(revisions, [3, 2, 1]);
-    assert_eq!(history["history"][0]["by"], "admin");
+    assert_eq!(history["history"][0]["by"], "admin-token");
     assert_eq!(history["history"][0]["comment"], "move the payment host");
     collector.stop().await;
 }
@@ -340,7 +340,7 @@ async fn a_probe_request_wakes_the_held_poll_and_a_report_answers_it() {
         .admin(reqwest::Method::POST, "/api/v1/terminals/T-1/probe", None)
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{request}");
-    assert_eq!(request["requested_by"], "admin");
+    assert_eq!(request["requested_by"], "admin-token");
     let id = request["id"].as_u64().unwrap();
     let asked = Instant::now();
     let (answer, bytes, head) = tokio::time::timeout(Duration::from_secs(1), held)
@@ -367,7 +367,7 @@ async fn a_probe_request_wakes_the_held_poll_and_a_report_answers_it() {
     assert!(ack.get("probe_request").is_none(), "{ack}");
     let view = collector.get("/api/v1/terminals/T-1").await;
     assert_eq!(view["probe"]["id"], id, "{view}");
-    assert_eq!(view["probe"]["requested_by"], "admin");
+    assert_eq!(view["probe"]["requested_by"], "admin-token");
     assert!(view["probe"]["answered_at"].is_string(), "{view}");
 
     let (status, _) = collector

@@ -335,8 +335,8 @@ async fn the_admin_endpoints_need_the_admin_token() {
     };
     let (router, _dir) = new_router(None);
     let (got, answer, _) = send(&router, create(Some(ADMIN))).await;
-    assert_eq!(got, StatusCode::FORBIDDEN, "{answer}");
-    assert_eq!(answer["error"]["reason"], "admin_disabled", "{answer}");
+    assert_eq!(got, StatusCode::UNAUTHORIZED, "{answer}");
+    assert_eq!(answer["error"]["reason"], "invalid_token", "{answer}");
 
     let (router, _dir) = new_router(Some(ADMIN));
     for (method, path) in [

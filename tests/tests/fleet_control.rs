@@ -236,7 +236,7 @@ fn fifty_agents_follow_a_profile_and_one_refuses_what_it_cannot_use() {
         .unwrap_or_default();
     assert_eq!(running, AGENTS as u64, "{versions:#}");
     let history = collector.get_json("/api/v1/config/history?profile=payment");
-    assert_eq!(history["history"][0]["by"], "admin", "{history:#}");
+    assert_eq!(history["history"][0]["by"], "admin-token", "{history:#}");
 
     // One terminal gets settings naming a CA bundle it does not have.
     let lacking = ids[AGENTS - 1].as_str();
@@ -383,7 +383,7 @@ fn probe_now_shows_a_fault_on_the_terminal_page_within_seconds() {
     );
     // It was the request's probe that showed it, not a scheduled one.
     assert_eq!(view["probe"]["id"].as_u64(), Some(id), "{view:#}");
-    assert_eq!(view["probe"]["requested_by"], "admin", "{view:#}");
+    assert_eq!(view["probe"]["requested_by"], "admin-token", "{view:#}");
     assert!(view["probe"]["answered_at"].is_string(), "{view:#}");
     assert!(view["sequence"].as_u64().unwrap_or(0) > sequence);
     let error = view["targets"][0]["error"].as_str().unwrap_or_default();

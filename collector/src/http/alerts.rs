@@ -1,5 +1,5 @@
 //! The alerting endpoints: recent notifications with their delivery state, and silences
-//! (listed by anyone who can read the API; created and expired with the admin token).
+//! (listed by anyone who can read the API; created and expired by an operator).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use axum::Json;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
+use super::auth::{Actor, Role};
 use super::error::{ApiError, Reason};
-use super::policy::authorize;
 use super::queries::{check_parameters, number};
 use super::reports::{check_content_type, read_body};
 use super::AppState;
@@ -221,15 +221,15 @@ fn audit_entry(action: &str, actor: &str, silence: &Silence, now: OffsetDateTime
     }
 }
 
-/// `POST /api/v1/alerts/silences` (admin token): `{"matchers": {...}, "duration_seconds":
+/// `POST /api/v1/alerts/silences` (operator role): `{"matchers": {...}, "duration_seconds":
 /// 3600 | "ends_at": "…", "starts_at"?: "…", "created_by": "…", "comment"?: "…"}`.
 pub async fn create_silence(
     State(state): State<Arc<AppState>>,
+    actor: Actor,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&state, &headers)?;
-    let actor = "admin";
+    actor.require(Role::Operator)?;
     check_content_type(&headers)?;
     let bytes = read_body(&headers, body, SILENCE_BODY_MAX_BYTES).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
@@ -247,20 +247,19 @@ pub async fn create_silence(
     tracing::info!(id = silence.id, created_by = %silence.created_by, "A silence was created.");
     record(
         &state,
-        audit_entry("maintenance.create", actor, &silence, now),
+        audit_entry("maintenance.create", &actor.name, &silence, now),
     )
     .await;
     Ok((StatusCode::CREATED, Json(silence_view(&silence, now))))
 }
 
-/// `DELETE /api/v1/alerts/silences/{id}` (admin token): ends the silence now.
+/// `DELETE /api/v1/alerts/silences/{id}` (operator role): ends the silence now.
 pub async fn expire_silence(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&state, &headers)?;
-    let actor = "admin";
+    actor.require(Role::Operator)?;
     let id = silence_id(&id)?;
     let now = OffsetDateTime::now_utc();
     let alerts = Arc::clone(&state.alerts);
@@ -271,7 +270,7 @@ pub async fn expire_silence(
     match expired {
         Some(silence) => {
             tracing::info!(id, "A silence was expired.");
-            record(&state, audit_entry("maintenance.end", actor, &silence, now)).await;
+            record(&state, audit_entry("maintenance.end", &actor.name, &silence, now)).await;
             Ok(Json(silence_view(&silence, now)))
         }
         None => Err(ApiError::field(Reason::NotFound, "id", "no such silence")),

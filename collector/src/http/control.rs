@@ -4,8 +4,9 @@
 //!   the terminal's share of control requests, counted apart from its reports):
 //!   `GET /api/v1/agent/config` (its settings) and `GET /api/v1/agent/control` (the long-poll,
 //!   routed outside the request timeout);
-//! - the admin endpoints (admin token): `PUT`/`DELETE /api/v1/config/profiles/{name}`,
-//!   `POST /api/v1/terminals/{id}/probe`, `POST /api/v1/probe`;
+//! - the admin endpoints: `PUT`/`DELETE /api/v1/config/profiles/{name}`; the operator ones:
+//!   `POST /api/v1/terminals/{id}/probe`, `POST /api/v1/probe` (each recorded with the actor's
+//!   name);
 //! - the read endpoints (viewer credentials): `GET /api/v1/config/profiles[/{name}]`,
 //!   `/api/v1/config/history`, `/api/v1/config/versions`, `/api/v1/config/terminals/{id}`.
 
@@ -28,8 +29,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::admission::{Claim, InFlight};
+use super::auth::{Actor, Role};
 use super::error::{ApiError, Reason};
-use super::policy::authorize;
 use super::queries::{check_parameters, number, terminal_or_not_found};
 use super::reports::{
     bearer_token, check_content_type, enter_in, read_body, terminal_claim, verify, Refusal,
@@ -39,8 +40,6 @@ use crate::control::layers::Effective;
 use crate::control::profile::{Invalid, Profile, ProfileRequest};
 use crate::control::{ProbeRequest, WriteError};
 
-/// Who made a change or a request: the admin token (an operator role does not exist yet).
-const ADMIN: &str = "admin";
 /// History rows one answer lists at most (each may hold 64 KiB of settings), and by default.
 const HISTORY_PAGE_MAX: usize = 200;
 const HISTORY_PAGE_DEFAULT: usize = 100;
@@ -224,11 +223,12 @@ fn decode_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiErro
 /// `PUT /api/v1/config/profiles/{name}` `{selector, settings, rollout?, comment?}` → the profile.
 pub async fn put_profile(
     State(state): State<Arc<AppState>>,
+    actor: Actor,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Admin)?;
     check_content_type(&headers)?;
     check_profile_name(&name)?;
     let bytes = read_body(&headers, body, SETTINGS_MAX_BYTES).await?;
@@ -242,7 +242,7 @@ pub async fn put_profile(
     let profile = tokio::task::spawn_blocking(move || {
         writing
             .control
-            .put_profile(&name, request, ADMIN, OffsetDateTime::now_utc())
+            .put_profile(&name, request, &actor.name, OffsetDateTime::now_utc())
     })
     .await
     .map_err(|error| ApiError::internal("storing a configuration profile", error))?
@@ -256,17 +256,17 @@ pub async fn put_profile(
 /// `DELETE /api/v1/config/profiles/{name}` → the profile deleted, or 404.
 pub async fn delete_profile(
     State(state): State<Arc<AppState>>,
+    actor: Actor,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Admin)?;
     check_profile_name(&name)?;
     let writing = Arc::clone(&state);
     let deleting = name.clone();
     let deleted = tokio::task::spawn_blocking(move || {
         writing
             .control
-            .delete_profile(&deleting, ADMIN, OffsetDateTime::now_utc())
+            .delete_profile(&deleting, &actor.name, OffsetDateTime::now_utc())
     })
     .await
     .map_err(|error| ApiError::internal("deleting a configuration profile", error))?
@@ -528,10 +528,14 @@ impl<'a> From<&'a ProbeRequest> for Requested<'a> {
     }
 }
 
-fn request_probe(state: &AppState, terminal_id: &str) -> Result<ProbeRequest, ApiError> {
+fn request_probe(
+    state: &AppState,
+    terminal_id: &str,
+    by: &Actor,
+) -> Result<ProbeRequest, ApiError> {
     state
         .control
-        .request_probe(terminal_id, ADMIN, OffsetDateTime::now_utc(), || {
+        .request_probe(terminal_id, &by.name, OffsetDateTime::now_utc(), || {
             fleet_labels(state, terminal_id)
         })
         .map_err(|error| ApiError::internal("making a probe request", error))
@@ -540,12 +544,12 @@ fn request_probe(state: &AppState, terminal_id: &str) -> Result<ProbeRequest, Ap
 /// `POST /api/v1/terminals/{id}/probe` → 202 `{id, terminal_id, requested_by, requested_at}`.
 pub async fn probe_terminal(
     State(state): State<Arc<AppState>>,
+    actor: Actor,
     Path(terminal_id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Operator)?;
     terminal_or_not_found(&state, &terminal_id)?;
-    let request = request_probe(&state, &terminal_id)?;
+    let request = request_probe(&state, &terminal_id, &actor)?;
     tracing::info!(terminal_id, id = request.id, "A probe request was made.");
     Ok((StatusCode::ACCEPTED, Json(Requested::from(&request))).into_response())
 }
@@ -572,10 +576,11 @@ struct ProbeFilter {
 /// 202 `{requested, ids, requests}`; more than `control.max_probe_batch` matching → 400.
 pub async fn probe_many(
     State(state): State<Arc<AppState>>,
+    actor: Actor,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Operator)?;
     check_content_type(&headers)?;
     let bytes = read_body(&headers, body, state.config.limits.max_body_bytes).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
@@ -652,7 +657,7 @@ pub async fn probe_many(
     let started = Instant::now();
     let mut requests = Vec::with_capacity(ids.len());
     for terminal_id in &ids {
-        requests.push(request_probe(&state, terminal_id)?);
+        requests.push(request_probe(&state, terminal_id, &actor)?);
     }
     tracing::info!(
         terminals = requests.len(),

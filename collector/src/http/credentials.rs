@@ -1,4 +1,4 @@
-//! Terminal credentials, behind the admin token:
+//! Terminal credentials, for the admin role:
 //!
 //! - `POST /api/v1/terminals/{id}/revoke` revokes every token the terminal holds: its lowest
 //!   accepted generation goes up by one (stored before it applies) and the answer names the new
@@ -13,14 +13,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::auth::{Actor, Role};
 use super::error::{ApiError, Reason};
-use super::policy::authorize;
 use super::AppState;
 use crate::alert::message::rfc3339;
 use crate::revocation::RevocationError;
@@ -43,10 +42,10 @@ pub struct Revoked {
 
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    actor: Actor,
     Path(terminal_id): Path<String>,
 ) -> Result<Json<Revoked>, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Admin)?;
     posmon_protocol::validate::check_terminal_id(&terminal_id, "terminal_id")
         .map_err(|error| ApiError::field(Reason::InvalidField, error.field, error.problem))?;
     let stored = Arc::clone(&state);
@@ -94,9 +93,9 @@ pub struct CredentialsView {
 
 pub async fn credentials(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    actor: Actor,
 ) -> Result<Json<CredentialsView>, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Admin)?;
     let keys = state
         .keyring
         .key_usage()

@@ -1,6 +1,6 @@
 //! Enrollment over HTTP (`crate::enroll` keeps the codes):
 //!
-//! - `POST /api/v1/enrollments` `{terminal_id, expires_in_seconds?}` (admin token) creates a
+//! - `POST /api/v1/enrollments` `{terminal_id, expires_in_seconds?}` (admin role) creates a
 //!   one-time code for a terminal: `{id, code, terminal_id, expires_at}` — the only time the
 //!   code is shown. `GET /api/v1/enrollments` lists the outstanding ones (never the code);
 //!   `DELETE /api/v1/enrollments/{terminal_id}` cancels a terminal's.
@@ -25,8 +25,8 @@ use posmon_protocol::enroll::{EnrollRequest, Enrolled, ENROLL_PATH};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::auth::{Actor, Role};
 use super::error::{ApiError, Reason};
-use super::policy::authorize;
 use super::reports::{check_content_type, read_body};
 use super::AppState;
 use crate::alert::message::rfc3339;
@@ -127,10 +127,11 @@ pub struct CreatedView {
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    actor: Actor,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<CreatedView>, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Admin)?;
     let bytes = read_bounded(&state, &headers, body, CREATE_BODY_MAX_BYTES).await?;
     let request: CreateRequest = decode(&bytes)?;
     check_terminal_id(&request.terminal_id)?;
@@ -183,9 +184,9 @@ pub struct OutstandingList {
 
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    actor: Actor,
 ) -> Result<Json<OutstandingList>, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Admin)?;
     let stored = Arc::clone(&state);
     let outstanding =
         tokio::task::spawn_blocking(move || stored.enrollments.list(OffsetDateTime::now_utc()))
@@ -213,10 +214,10 @@ pub struct Cancelled {
 
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    actor: Actor,
     Path(terminal_id): Path<String>,
 ) -> Result<Json<Cancelled>, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Admin)?;
     check_terminal_id(&terminal_id)?;
     let stored = Arc::clone(&state);
     let id = terminal_id.clone();

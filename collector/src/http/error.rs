@@ -20,8 +20,6 @@ pub enum Reason {
     UnsupportedMediaType,
     BadQuery,
     NotFound,
-    /// The admin endpoints are off: no admin token is configured.
-    AdminDisabled,
     /// A compressed body that does not decompress.
     BadEncoding,
     /// Too many report requests at once: come back after `Retry-After`.
@@ -39,6 +37,12 @@ pub enum Reason {
     Conflict,
     /// An enrollment code that is unknown, used, expired or not for this terminal.
     InvalidCode,
+    /// The actor's role is below the one the request needs.
+    Forbidden,
+    /// A cookie-authenticated request without its CSRF token, or from another site.
+    Csrf,
+    /// Too many failed sign-ins for the account or from the address: locked for a while.
+    LoginLocked,
 }
 
 impl Reason {
@@ -73,7 +77,6 @@ impl Reason {
             Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::BadQuery => "bad_query",
             Reason::NotFound => "not_found",
-            Reason::AdminDisabled => "admin_disabled",
             Reason::BadEncoding => "bad_encoding",
             Reason::Overloaded => "overloaded",
             Reason::Internal => "internal",
@@ -83,6 +86,9 @@ impl Reason {
             Reason::BodyTimeout => "body_timeout",
             Reason::Conflict => "conflict",
             Reason::InvalidCode => "invalid_code",
+            Reason::Forbidden => "forbidden",
+            Reason::Csrf => "csrf",
+            Reason::LoginLocked => "login_locked",
         }
     }
 
@@ -94,7 +100,7 @@ impl Reason {
             | Reason::BadQuery
             | Reason::BadEncoding => StatusCode::BAD_REQUEST,
             Reason::MissingToken | Reason::InvalidToken => StatusCode::UNAUTHORIZED,
-            Reason::WrongTerminal | Reason::AdminDisabled | Reason::InvalidCode => {
+            Reason::WrongTerminal | Reason::InvalidCode | Reason::Forbidden | Reason::Csrf => {
                 StatusCode::FORBIDDEN
             }
             Reason::Conflict => StatusCode::CONFLICT,
@@ -102,7 +108,9 @@ impl Reason {
             Reason::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reason::NotFound => StatusCode::NOT_FOUND,
             Reason::Overloaded | Reason::OverloadedUnidentified => StatusCode::SERVICE_UNAVAILABLE,
-            Reason::TerminalBusy | Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Reason::TerminalBusy | Reason::RateLimited | Reason::LoginLocked => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Reason::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -233,8 +233,8 @@ pub async fn accept_loop(
             () = &mut shutdown => break,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(error) => {
                 // Out of file descriptors or a connection reset before it was taken: keep
                 // serving the open ones; say so at most once a second.
@@ -258,6 +258,7 @@ pub async fn accept_loop(
             limits,
             metrics: Arc::clone(&metrics),
             stopped: stopped.clone(),
+            peer,
         };
         let acceptor = acceptor.clone();
         let open = Arc::clone(&metrics);
@@ -286,6 +287,8 @@ pub async fn accept_loop(
 
 struct Connection {
     router: Router,
+    /// The client's address, given to each request (the sign-in rate limit counts by it).
+    peer: std::net::SocketAddr,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
     stopped: watch::Receiver<bool>,
@@ -331,7 +334,9 @@ impl Connection {
         let activity = Arc::new(Activity::new());
         let service_activity = Arc::clone(&activity);
         let router = TowerToHyperService::new(self.router.clone());
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let peer = axum::extract::ConnectInfo(self.peer);
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(peer);
             let guard = RequestGuard::start(&service_activity);
             let response = hyper::service::Service::call(&router, request);
             async move {

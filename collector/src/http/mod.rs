@@ -3,17 +3,21 @@
 //! with the background work (the periodic fleet evaluation and the state writer) until
 //! shutdown.
 
+pub(crate) mod accounts;
 pub(crate) mod admission;
 mod alerts;
+pub mod auth;
 mod control;
 mod credentials;
 mod encoding;
 mod enroll;
 pub mod error;
 pub mod listener;
+pub(crate) mod login;
 mod policy;
 pub(crate) mod queries;
 pub(crate) mod reports;
+pub mod sessions;
 pub(crate) mod views;
 mod workflow;
 
@@ -36,8 +40,8 @@ use crate::metrics::Metrics;
 use crate::store::writer::{write_changes, Durability, Writer};
 use crate::store::{Store, StoreError};
 use crate::web;
-use crate::web::auth::ViewerAuth;
 use crate::web::trend::Trend;
+use auth::ViewerAuth;
 use posmon_diagnosis::findings::FindingEvent;
 
 /// Finding events buffered for each subscriber; a subscriber that falls further behind
@@ -57,6 +61,8 @@ pub enum StartError {
     Revocations(#[from] crate::revocation::RevocationError),
     #[error(transparent)]
     Enrollments(#[from] crate::enroll::EnrollError),
+    #[error(transparent)]
+    Users(#[from] crate::users::UserError),
 }
 
 /// Everything a request handler can reach.
@@ -64,8 +70,10 @@ pub struct AppState {
     pub config: Config,
     /// The fleet keys and the revoked token generations (`revocation.rs`).
     pub keyring: crate::revocation::Credentials,
-    /// The bearer token of the policy endpoints; `None` turns them off.
-    admin_token: Option<String>,
+    /// The legacy admin token (an admin actor named `admin-token`); `None`: none.
+    pub(crate) admin_token: Option<String>,
+    /// The user accounts, their sessions and the sign-in rate limit (`auth.rs`).
+    pub(crate) accounts: sessions::Accounts,
     pub fleet: Arc<Fleet>,
     store: Arc<Store>,
     /// The version policy in force: the stored one, else the config's.
@@ -95,8 +103,8 @@ pub struct AppState {
     pub alerts: Arc<Alerts>,
     /// The fleet trend the dashboard draws.
     pub trend: Trend,
-    /// Who may read the dashboard and the read API; `None`: everybody.
-    viewer: Option<ViewerAuth>,
+    /// The legacy viewer credentials (token, basic-auth user); `None`: none.
+    pub(crate) viewer: Option<ViewerAuth>,
     /// When the collector last listened on this data before this run (since, until), as the
     /// store recorded it.
     previous_listening: Option<(OffsetDateTime, OffsetDateTime)>,
@@ -126,6 +134,8 @@ impl AppState {
         let store = Store::open(&config.data_dir)?;
         let revocations = crate::revocation::Revocations::open(&config.data_dir)?;
         let enrollments = crate::enroll::Enrollments::open(&config.data_dir)?;
+        let accounts =
+            sessions::Accounts::new(crate::users::Users::open(&config.data_dir)?, &config.web);
         let (control, unreadable_profiles) = crate::control::Control::open(
             &config.data_dir,
             config.control.clone(),
@@ -194,6 +204,7 @@ impl AppState {
             config,
             keyring: crate::revocation::Credentials::new(keyring, revocations),
             admin_token,
+            accounts,
             fleet: Arc::new(fleet),
             store: Arc::new(store),
             policy: RwLock::new(Arc::new(policy)),
@@ -209,7 +220,7 @@ impl AppState {
         })
     }
 
-    /// Requires `viewer` credentials for the dashboard and the read API.
+    /// Accepts the legacy `viewer` credentials (and closes the open reads).
     pub fn with_viewer_auth(mut self, viewer: Option<ViewerAuth>) -> Self {
         self.viewer = viewer;
         self
@@ -306,6 +317,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/api/v1/findings", get(queries::list_findings))
         .route("/api/v1/fleet", get(queries::fleet))
+        .merge(login::router())
+        .merge(accounts::router())
         .merge(credentials::router())
         .merge(enroll::router())
         .route(
@@ -332,7 +345,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(queries::not_found)
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
-            web::auth::require_viewer,
+            auth::require_reader,
         ))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -1,4 +1,4 @@
-//! `GET` and `PUT /api/v1/policy/versions`: the version policy, behind the admin token. A new
+//! `GET` and `PUT /api/v1/policy/versions`: the version policy, for the admin role. A new
 //! policy is validated, stored in the database, and applies at once: every terminal's last
 //! reported versions are judged again under it (`Fleet::rejudge_versions`), so its outdated
 //! findings open and close without waiting for its next report.
@@ -11,8 +11,9 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Actor, Role};
 use super::error::{ApiError, Reason};
-use super::reports::{bearer_token, check_content_type, read_body};
+use super::reports::{check_content_type, read_body};
 use super::AppState;
 use crate::config::{validate_version_policy, VersionRule};
 
@@ -65,32 +66,11 @@ pub struct VersionPolicy {
     rules: Vec<VersionRule>,
 }
 
-/// Refuses a request without the admin token (compared in constant time).
-pub(super) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &state.admin_token else {
-        return Err(ApiError::new(
-            Reason::AdminDisabled,
-            "no admin token is configured (auth.admin_token_file or POSMON_ADMIN_TOKEN)",
-        ));
-    };
-    let given = bearer_token(headers)?;
-    let same_length = given.len() == expected.len();
-    let difference = given
-        .bytes()
-        .zip(expected.bytes())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-    if same_length && difference == 0 {
-        Ok(())
-    } else {
-        Err(ApiError::new(Reason::InvalidToken, "not the admin token"))
-    }
-}
-
 pub async fn get_versions(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    actor: Actor,
 ) -> Result<Json<VersionPolicy>, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Admin)?;
     Ok(Json(VersionPolicy {
         rules: state.version_policy().as_ref().clone(),
     }))
@@ -98,10 +78,11 @@ pub async fn get_versions(
 
 pub async fn put_versions(
     State(state): State<Arc<AppState>>,
+    actor: Actor,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<VersionPolicy>, ApiError> {
-    authorize(&state, &headers)?;
+    actor.require(Role::Admin)?;
     check_content_type(&headers)?;
     let bytes = read_body(&headers, body, state.config.limits.max_body_bytes).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use super::error::{ApiError, Reason};
-use super::policy::authorize;
+use super::auth::{Actor, Role};
 use super::queries::{check_parameters, number};
 use super::reports::{check_content_type, read_body};
 use super::AppState;
@@ -33,12 +33,6 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/v1/findings/{id}/activity", get(activity))
         .route("/api/v1/findings/{id}/{action}", post(act))
         .route("/api/v1/audit", get(audit))
-}
-
-/// Who acts: the admin token's holder, until users and roles exist.
-fn actor(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
-    authorize(state, headers)?;
-    Ok("admin".to_string())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -74,11 +68,13 @@ fn refused(error: WorkflowError) -> ApiError {
 /// optional JSON body `{"comment"?, "person"?, "party"?}`.
 async fn act(
     State(state): State<Arc<AppState>>,
+    actor: Actor,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = actor(&state, &headers)?;
+    actor.require(Role::Operator)?;
+    let actor = actor.name;
     let id = finding_id(&id)?;
     check_content_type(&headers)?;
     let bytes = read_body(&headers, body, ACTION_BODY_MAX_BYTES).await?;

@@ -71,6 +71,8 @@ const MIGRATIONS: &[&str] = &[
     CONTROL_MIGRATION,
     // 7: the problem workflow (workflow/store.rs): each open finding's state and the audit log.
     WORKFLOW_MIGRATION,
+    // 8: user accounts and their API tokens (users.rs).
+    USERS_MIGRATION,
 ];
 
 /// The schema version this collector writes.
@@ -163,6 +165,30 @@ const WORKFLOW_MIGRATION: &str = "CREATE TABLE problem_states (
      );
      CREATE INDEX audit_log_by_finding ON audit_log (finding_id, id);
      CREATE INDEX audit_log_by_terminal ON audit_log (terminal_id, id);";
+
+/// User accounts (`users.rs`): name, role, the argon2id PHC string of the password (NULL for a
+/// user who signs in only through OpenID Connect), disabled, the generation a password reset
+/// raises (ending older sessions), times in Unix seconds; and each per-user API token's
+/// SHA-256, never the token.
+const USERS_MIGRATION: &str = "CREATE TABLE users (
+         name TEXT PRIMARY KEY NOT NULL,
+         role TEXT NOT NULL,
+         password_hash TEXT,
+         disabled INTEGER NOT NULL DEFAULT 0,
+         generation INTEGER NOT NULL DEFAULT 0,
+         created_at INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL
+     );
+     CREATE TABLE user_tokens (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         user_name TEXT NOT NULL,
+         token_hash BLOB NOT NULL UNIQUE,
+         role TEXT NOT NULL,
+         label TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         revoked_at INTEGER
+     );
+     CREATE INDEX user_tokens_by_user ON user_tokens (user_name, revoked_at);";
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ use axum::response::Response;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-const UNAUTHORIZED_PAGE: &str = include_str!("assets/unauthorized.html");
+const SIGN_IN_PAGE: &str = include_str!("assets/login.html");
 
 /// `'sha256-…'` of the text of the first `<style>` element in `page`, as CSP hashes it.
 fn style_hash(page: &str) -> Option<String> {
@@ -35,7 +35,7 @@ fn style_hash(page: &str) -> Option<String> {
 
 /// The policy: same origin only; inline code refused (but the sign-in page's style).
 pub static CONTENT_SECURITY_POLICY: LazyLock<String> = LazyLock::new(|| {
-    let sign_in_style = style_hash(UNAUTHORIZED_PAGE).unwrap_or_default();
+    let sign_in_style = style_hash(SIGN_IN_PAGE).unwrap_or_default();
     format!(
         "default-src 'self'; script-src 'self'; style-src 'self' {sign_in_style}; img-src 'self'; \
          connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; \
@@ -87,7 +87,7 @@ mod tests {
             hash.as_deref(),
             Some("'sha256-0cRUVYRKwNwnl1hkfkPGjkht16b039TjFdJzmXfFK2o='")
         );
-        assert!(style_hash(UNAUTHORIZED_PAGE).is_some_and(|hash| policy.contains(&hash)));
+        assert!(style_hash(SIGN_IN_PAGE).is_some_and(|hash| policy.contains(&hash)));
         assert_eq!(style_hash("no style"), None);
     }
 

@@ -1,12 +1,11 @@
 //! The built-in dashboard: its page and assets (embedded in the binary: no CDN, no file on
 //! disk, so it works on an offline network), the read endpoints it needs beyond the general
-//! API (overview, problem list, trend, version compliance, the kinds of finding by code), the viewer authentication that
-//! guards the dashboard and the read API, and the fleet trend it draws.
+//! API (overview, problem list, trend, version compliance, the kinds of finding by code) and the
+//! fleet trend it draws. Who may see them is decided in `http/auth.rs`.
 //!
 //! Like `http/`, this is the HTTP edge: it reads the fleet state and never changes it.
 
 mod assets;
-pub mod auth;
 pub mod headers;
 mod kinds;
 mod overview;
