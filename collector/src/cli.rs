@@ -157,10 +157,10 @@ fn run_user(common: &Common, action: UserAction) -> anyhow::Result<()> {
 #[derive(Args)]
 struct Common {
     /// Configuration file (TOML); defaults apply when omitted.
-    #[arg(long, env = "POSMON_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "POSMON_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Directory for the fleet secret and state [config: data_dir].
-    #[arg(long, env = "POSMON_DATA_DIR", value_name = "DIR")]
+    #[arg(long, env = "POSMON_DATA_DIR", value_name = "DIR", global = true)]
     data_dir: Option<PathBuf>,
 }
 

@@ -24,6 +24,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("assets/operations.js"),
     ),
     (
+        "session.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/session.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("assets/app.css"),

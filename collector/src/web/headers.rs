@@ -97,6 +97,7 @@ mod tests {
             ("index.html", include_str!("assets/index.html")),
             ("app.js", include_str!("assets/app.js")),
             ("operations.js", include_str!("assets/operations.js")),
+            ("session.js", include_str!("assets/session.js")),
         ] {
             for inline in ["style=\"", "<style", "onclick", "onload=", "javascript:"] {
                 assert!(!text.contains(inline), "{name} holds {inline:?}");
@@ -104,7 +105,7 @@ mod tests {
         }
         // Every script is a file of its own, none inline.
         let index = include_str!("assets/index.html");
-        let scripts = ["app.js", "operations.js"];
+        let scripts = ["app.js", "operations.js", "session.js"];
         assert_eq!(index.matches("<script").count(), scripts.len());
         for script in scripts {
             assert!(index.contains(&format!("<script src=\"/assets/{script}\"></script>")));

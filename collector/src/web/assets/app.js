@@ -521,7 +521,7 @@ async function viewProblems(main, current, fresh) {
       <label>${esc(t("filter.q"))}<input id="filter-q" data-filter="q" value="${esc(params.get("q") || "")}" maxlength="64" size="14"></label>
       <label>${esc(t("filter.sort"))}<select id="filter-sort" data-filter="sort">${["readiness", "since", "findings", "terminal"].map(s => `<option value="${s}" ${s === sort ? "selected" : ""}>${esc(t("sort." + s))}</option>`).join("")}</select></label>
       <button type="button" id="filter-clear">${esc(t("filter.clear"))}</button>
-      <button type="button" id="probe-page" ${rows ? "" : "disabled"}>${esc(t("probe.page"))}</button>
+      <button type="button" id="probe-page" data-needs-role="operator" ${rows ? "" : "disabled"}>${esc(t("probe.page"))}</button>
       <span id="probe-page-message" class="muted">${probePageMessage ? esc(t(probePageMessage.key, probePageMessage.values)) : ""}</span>
     </div>
     <section class="panel">
@@ -708,13 +708,22 @@ function controlPanel(terminal) {
   return `<section class="panel mt" id="control"><h2>${esc(t("control.title"))}</h2>
     ${config ? `<dl class="kv">${rows}</dl>` : `<p class="muted">${esc(t("control.unknown"))}</p>`}
     <p id="probe-state" data-answered="${probe?.answered_at ? "true" : "false"}">${probeText}</p>
-    <p><button type="button" id="probe-now">${esc(t("probe.now"))}</button> <span id="probe-message" class="muted">${probeMessage ? esc(t(probeMessage.key, probeMessage.values)) : ""}</span></p>
+    <p><button type="button" id="probe-now" data-needs-role="operator">${esc(t("probe.now"))}</button> <span id="probe-message" class="muted">${probeMessage ? esc(t(probeMessage.key, probeMessage.values)) : ""}</span></p>
   </section>`;
 }
 
-// An admin request: the admin token is asked once per tab (sessionStorage) and asked again if
-// refused. Returns the response, or null when no token was given.
+// A request that changes something. Signed in (session.js sets posmonSession): with the
+// session's cookie and its CSRF token. Otherwise the admin token is asked once per tab
+// (sessionStorage) and asked again if refused. Returns the response, or null when no token was
+// given.
 async function adminRequest(method, path, body) {
+  if (window.posmonSession?.signed_in) {
+    return fetch(path, {
+      method, credentials: "same-origin",
+      headers: { "Accept": "application/json", "Content-Type": "application/json", "X-CSRF-Token": window.posmonSession.csrf_token },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  }
   for (let attempt = 0; attempt < 2; attempt += 1) {
     let token = sessionStorage.getItem("posmon.admin");
     if (!token) {
