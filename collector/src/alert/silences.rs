@@ -207,6 +207,8 @@ pub struct NewSilence {
     pub ends_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub duration_seconds: Option<u64>,
+    /// Who made it: the API sets it to the actor's name, whatever the body says.
+    #[serde(default)]
     pub created_by: String,
     #[serde(default)]
     pub comment: String,

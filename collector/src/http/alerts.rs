@@ -233,10 +233,12 @@ pub async fn create_silence(
     check_content_type(&headers)?;
     let bytes = read_body(&headers, body, SILENCE_BODY_MAX_BYTES).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-    let new: NewSilence = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        ApiError::field(Reason::InvalidField, path, error.into_inner().to_string())
-    })?;
+    let mut new: NewSilence =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let path = error.path().to_string();
+            ApiError::field(Reason::InvalidField, path, error.into_inner().to_string())
+        })?;
+    new.created_by = actor.name;
     let now = OffsetDateTime::now_utc();
     let alerts = Arc::clone(&state.alerts);
     let silence = tokio::task::spawn_blocking(move || alerts.add_silence(new, now))
