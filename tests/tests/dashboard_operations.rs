@@ -140,7 +140,7 @@ fn the_operations_day_in_a_real_browser() {
     );
     // The API agrees, with who and when.
     let activity = collector.get_json(&format!("/api/v1/findings/{finding}/activity"));
-    assert_eq!(activity["state"]["acknowledged_by"], "admin", "{activity}");
+    assert_eq!(activity["state"]["acknowledged_by"], "admin-token", "{activity}");
     assert_eq!(
         activity["state"]["assignee"]["party"], "network_provider",
         "{activity}"
@@ -197,7 +197,7 @@ fn the_operations_day_in_a_real_browser() {
     browser.wait_until(
         "the workflow in Chinese",
         &format!(
-            "return document.querySelector('{workflow} .badge.acked')?.textContent.includes('已由 admin 确认') === true \
+            "return document.querySelector('{workflow} .badge.acked')?.textContent.includes('已由 admin-token 确认') === true \
              && document.querySelector('#activity h2')?.textContent === '此终端的操作记录'"
         ),
     );

@@ -166,13 +166,13 @@ fn an_acknowledged_problem_is_told_once_with_who_took_it_survives_a_restart_and_
         json!({ "comment": "on it" }),
     );
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["state"]["acknowledged_by"], "admin");
+    assert_eq!(answer["state"]["acknowledged_by"], "admin-token");
     let (status, answer) = act(&collector, Some(ADMIN), &path("acknowledge"), json!({}));
     assert_eq!(status, 409, "acknowledged twice: {answer}");
     let taken = wait_for(Duration::from_secs(10), || {
         told(&sink)
             .into_iter()
-            .find(|body| body["repeat"] == false && body["firing"][0]["acknowledged_by"] == "admin")
+            .find(|body| body["repeat"] == false && body["firing"][0]["acknowledged_by"] == "admin-token")
     })
     .unwrap_or_else(|| panic!("the receiver never heard who took it: {:#?}", told(&sink)));
     assert!(
@@ -219,14 +219,14 @@ fn an_acknowledged_problem_is_told_once_with_who_took_it_survives_a_restart_and_
         .as_array()
         .unwrap()
         .iter()
-        .all(|entry| entry["actor"] == "admin" && entry["at"].is_string()));
+        .all(|entry| entry["actor"] == "admin-token" && entry["at"].is_string()));
     assert_eq!(activity["entries"][2]["comment"], "on it");
 
     // A restart keeps what the team did.
     let collector = collector.restart_healthy(dir.path());
     let finding = open_finding(&collector, "FLOW-1").unwrap();
     assert_eq!(finding["id"].as_u64(), Some(id));
-    assert_eq!(finding["workflow"]["acknowledged_by"], "admin", "{finding}");
+    assert_eq!(finding["workflow"]["acknowledged_by"], "admin-token", "{finding}");
     assert_eq!(
         finding["workflow"]["assignee"]["person"], "李工",
         "{finding}"
@@ -376,13 +376,13 @@ fn a_localized_cause_is_owned_and_closed_by_hand_like_a_terminal_finding() {
     assert_eq!(status, 200, "{answer}");
     let overview = collector.get_json("/api/v1/overview");
     assert_eq!(
-        overview["outages"][0]["workflow"]["acknowledged_by"], "admin",
+        overview["outages"][0]["workflow"]["acknowledged_by"], "admin-token",
         "{overview}"
     );
     let taken = wait_for(Duration::from_secs(10), || {
         told(&sink).into_iter().find(|body| {
             body["firing"][0]["code"] == "upstream.host_outage"
-                && body["firing"][0]["acknowledged_by"] == "admin"
+                && body["firing"][0]["acknowledged_by"] == "admin-token"
         })
     });
     assert!(

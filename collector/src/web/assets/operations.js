@@ -207,7 +207,7 @@ function attachWorkflow(node, id, workflow) {
   const form = workflowForm?.finding === id ? workflowFormHtml(id, workflowForm.kind) : "";
   node.insertAdjacentHTML("beforeend", `<div class="workflow" data-workflow="${esc(id)}">
     ${workflowBadges(workflow)}${workflow?.comments ? ` <span class="muted">${esc(t("workflow.comments", { count: workflow.comments }))}</span>` : ""}
-    <div class="actions">
+    <div class="actions" data-needs-role="operator">
       <button type="button" data-act="${acked ? "unacknowledge" : "acknowledge"}">${esc(t(acked ? "workflow.unacknowledge" : "workflow.acknowledge"))}</button>
       <button type="button" data-open="assign">${esc(t("workflow.assign"))}</button>
       <button type="button" data-open="comment">${esc(t("workflow.comment"))}</button>
@@ -306,7 +306,7 @@ function maintenanceList(silences) {
       <td>${badge(s.state === "active" ? "ok" : s.state === "expired" ? "unknown" : "warning", t("maintenance.state." + s.state))}
         ${s.matching != null ? `<div><button type="button" class="link" data-unfold="${s.id}">${esc(t("maintenance.matches", { count: fmtNumber(s.matching) }))}</button></div><ul class="matched-list"></ul>` : ""}</td>
       <td>${esc(s.created_by)}<div class="muted">${esc(fmtTime(s.created_at))}</div></td>
-      <td>${s.state !== "expired" ? `<button type="button" data-end="${s.id}">${esc(t("maintenance.end"))}</button>` : ""}</td>
+      <td>${s.state !== "expired" ? `<button type="button" data-needs-role="operator" data-end="${s.id}">${esc(t("maintenance.end"))}</button>` : ""}</td>
     </tr>`).join("")}</tbody></table>`;
 }
 
@@ -317,7 +317,7 @@ function maintenanceForm(overview) {
   const choose = name => `<label>${esc(t("filter." + name))}<select id="mw-${name}"><option value="">${esc(t("filter.all"))}</option>${(name === "party" ? PARTIES.map(p => [p, t("party." + p)]) : Object.keys(facets[name] || {}).sort().map(v => [v, v])).map(([v, label]) => `<option value="${esc(v)}">${esc(label)}</option>`).join("")}</select></label>`;
   const now = new Date(Date.now() - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 16);
   const until = new Date(Date.now() + 30 * 86400000 - new Date().getTimezoneOffset() * 60000).toISOString().slice(0, 10);
-  return `<section class="panel" id="maintenance-new"><h2>${esc(t("maintenance.new"))}</h2>
+  return `<section class="panel" id="maintenance-new" data-needs-role="operator"><h2>${esc(t("maintenance.new"))}</h2>
     <p class="muted">${esc(t("maintenance.help"))}</p>
     <div class="filters">
       ${choose("region")}${choose("carrier")}${choose("model")}${choose("party")}
