@@ -265,7 +265,7 @@ fn dashboard_responses_carry_the_content_security_policy() {
         );
         assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
         assert_eq!(header("x-frame-options"), "DENY", "{path}");
-        assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
+        assert_eq!(header("referrer-policy"), "same-origin", "{path}");
     }
     let page = reqwest::blocking::get(format!("{}/", collector.url))
         .unwrap()

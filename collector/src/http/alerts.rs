@@ -238,7 +238,7 @@ pub async fn create_silence(
             let path = error.path().to_string();
             ApiError::field(Reason::InvalidField, path, error.into_inner().to_string())
         })?;
-    new.created_by = actor.name;
+    new.created_by = actor.name.clone();
     let now = OffsetDateTime::now_utc();
     let alerts = Arc::clone(&state.alerts);
     let silence = tokio::task::spawn_blocking(move || alerts.add_silence(new, now))

@@ -57,7 +57,7 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         ),
         (
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         (
