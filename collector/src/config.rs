@@ -117,8 +117,8 @@ pub struct AuthConfig {
     pub secret_file: PathBuf,
     /// Keys still accepted while terminals move to the current one.
     pub previous_keys: Vec<PreviousKey>,
-    /// File holding the admin token for the policy endpoints, relative to `data_dir` unless
-    /// absolute. `POSMON_ADMIN_TOKEN` overrides it. Without either, those endpoints refuse.
+    /// File holding the admin token (a service credential acting as the admin `admin-token`),
+    /// relative to `data_dir` unless absolute. `POSMON_ADMIN_TOKEN` overrides it.
     pub admin_token_file: Option<PathBuf>,
 }
 

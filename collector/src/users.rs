@@ -579,12 +579,9 @@ mod tests {
             .unwrap()
             .is_none());
         users.set_disabled("ops", false).unwrap();
-        assert!(
-            users
-                .revoke_token(token.info.id, Some("someone-else"))
-                .unwrap()
-                == false
-        );
+        assert!(!users
+            .revoke_token(token.info.id, Some("someone-else"))
+            .unwrap());
         assert!(users.revoke_token(token.info.id, Some("ops")).unwrap());
         assert_eq!(users.token_actor(&token.secret).unwrap(), None);
 

@@ -140,7 +140,10 @@ fn the_operations_day_in_a_real_browser() {
     );
     // The API agrees, with who and when.
     let activity = collector.get_json(&format!("/api/v1/findings/{finding}/activity"));
-    assert_eq!(activity["state"]["acknowledged_by"], "admin-token", "{activity}");
+    assert_eq!(
+        activity["state"]["acknowledged_by"], "admin-token",
+        "{activity}"
+    );
     assert_eq!(
         activity["state"]["assignee"]["party"], "network_provider",
         "{activity}"

@@ -103,7 +103,14 @@ fn signing_in_with_each_role_in_a_real_browser() {
             browser.open(&format!("{}/login?lang={lang}", collector.url));
             browser.element("#login-form");
             let label = browser.text("label[for=login-name]");
-            assert_eq!(label, if lang == "en" { "User name" } else { "用户名" });
+            assert_eq!(
+                label,
+                if lang == "en" {
+                    "User name"
+                } else {
+                    "用户名"
+                }
+            );
             // A wrong password first: told so, in the page's language.
             browser.type_text("#login-name", name);
             browser.type_text("#login-password", "not-the-password");
@@ -111,7 +118,11 @@ fn signing_in_with_each_role_in_a_real_browser() {
             let error = browser.text("#login-error");
             assert_eq!(
                 error,
-                if lang == "en" { "Wrong user name or password." } else { "用户名或密码错误。" }
+                if lang == "en" {
+                    "Wrong user name or password."
+                } else {
+                    "用户名或密码错误。"
+                }
             );
             browser.type_text("#login-name", name);
             browser.type_text("#login-password", password);
@@ -145,15 +156,27 @@ fn signing_in_with_each_role_in_a_real_browser() {
             assert_eq!(visible(".workflow .actions"), may_act, "{role}: workflow");
             shot("2-terminal");
             // The server decides, whatever the page shows.
-            let probe = status_from_page(&browser, "POST", &format!("/api/v1/terminals/{TERMINAL}/probe"));
+            let probe = status_from_page(
+                &browser,
+                "POST",
+                &format!("/api/v1/terminals/{TERMINAL}/probe"),
+            );
             assert_eq!(probe, if may_act { 202 } else { 403 }, "{role}: probe");
             let policy = status_from_page(&browser, "PUT", "/api/v1/policy/versions");
-            assert_eq!(policy, if role == "admin" { 400 } else { 403 }, "{role}: policy");
+            assert_eq!(
+                policy,
+                if role == "admin" { 400 } else { 403 },
+                "{role}: policy"
+            );
             // The Users page: own tokens for everyone, the users for the admin.
             browser.click("#nav-users");
             browser.element("#token-form");
             let users_table = browser.script("return document.querySelector('#users') !== null");
-            assert_eq!(users_table, Value::Bool(role == "admin"), "{role}: users table");
+            assert_eq!(
+                users_table,
+                Value::Bool(role == "admin"),
+                "{role}: users table"
+            );
             if role == "admin" {
                 browser.wait_until(
                     "the three users",

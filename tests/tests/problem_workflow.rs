@@ -170,9 +170,9 @@ fn an_acknowledged_problem_is_told_once_with_who_took_it_survives_a_restart_and_
     let (status, answer) = act(&collector, Some(ADMIN), &path("acknowledge"), json!({}));
     assert_eq!(status, 409, "acknowledged twice: {answer}");
     let taken = wait_for(Duration::from_secs(10), || {
-        told(&sink)
-            .into_iter()
-            .find(|body| body["repeat"] == false && body["firing"][0]["acknowledged_by"] == "admin-token")
+        told(&sink).into_iter().find(|body| {
+            body["repeat"] == false && body["firing"][0]["acknowledged_by"] == "admin-token"
+        })
     })
     .unwrap_or_else(|| panic!("the receiver never heard who took it: {:#?}", told(&sink)));
     assert!(
@@ -226,7 +226,10 @@ fn an_acknowledged_problem_is_told_once_with_who_took_it_survives_a_restart_and_
     let collector = collector.restart_healthy(dir.path());
     let finding = open_finding(&collector, "FLOW-1").unwrap();
     assert_eq!(finding["id"].as_u64(), Some(id));
-    assert_eq!(finding["workflow"]["acknowledged_by"], "admin-token", "{finding}");
+    assert_eq!(
+        finding["workflow"]["acknowledged_by"], "admin-token",
+        "{finding}"
+    );
     assert_eq!(
         finding["workflow"]["assignee"]["person"], "李工",
         "{finding}"

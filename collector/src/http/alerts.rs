@@ -272,7 +272,11 @@ pub async fn expire_silence(
     match expired {
         Some(silence) => {
             tracing::info!(id, "A silence was expired.");
-            record(&state, audit_entry("maintenance.end", &actor.name, &silence, now)).await;
+            record(
+                &state,
+                audit_entry("maintenance.end", &actor.name, &silence, now),
+            )
+            .await;
             Ok(Json(silence_view(&silence, now)))
         }
         None => Err(ApiError::field(Reason::NotFound, "id", "no such silence")),

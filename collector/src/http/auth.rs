@@ -753,7 +753,7 @@ mod tests {
         ] {
             assert_eq!(check_same_origin(&headers(&sent)).is_ok(), ok, "{sent:?}");
         }
-        let sent = headers(&[host.clone()]);
+        let sent = headers(std::slice::from_ref(&host));
         assert_eq!(
             check_csrf(&sent, "expected").unwrap_err().reason,
             Reason::Csrf

@@ -161,7 +161,8 @@ impl Sessions {
             .retain(|_, session| session.user.user != user);
     }
 
-    pub fn len(&self) -> usize {
+    /// Sessions held.
+    pub fn count(&self) -> usize {
         self.sessions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -350,7 +351,7 @@ mod tests {
         assert_eq!(sessions.lookup(&id, at(18)).unwrap().generation, 3);
         // Idle for ten minutes: gone.
         assert!(sessions.lookup(&id, at(28)).is_none());
-        assert_eq!(sessions.len(), 0);
+        assert_eq!(sessions.count(), 0);
 
         let (id, _) = sessions.create("ops", 0, start).unwrap();
         for minute in (5..60).step_by(5) {
@@ -377,7 +378,7 @@ mod tests {
             .collect();
         sessions.lookup(&ids[0], start + 4 * MINUTE).unwrap();
         let (newest, _) = sessions.create("ops", 0, start + 5 * MINUTE).unwrap();
-        assert_eq!(sessions.len(), 3);
+        assert_eq!(sessions.count(), 3);
         assert!(sessions.lookup(&ids[1], start + 5 * MINUTE).is_none());
         for id in [&ids[0], &ids[2], &newest] {
             assert!(sessions.lookup(id, start + 5 * MINUTE).is_some());

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::error::{ApiError, Reason};
 use super::auth::{Actor, Role};
+use super::error::{ApiError, Reason};
 use super::queries::{check_parameters, number};
 use super::reports::{check_content_type, read_body};
 use super::AppState;
