@@ -163,7 +163,7 @@ latest = "3.2.1"
     let browser = Browser::start(&chromedriver, &chromium);
     // Without credentials: the sign-in page, styled by its one inline style (allowed by hash).
     browser.open(&format!("{}/", collector.url));
-    assert!(browser.text("main").contains("viewer credentials"));
+    assert!(browser.text("main").contains("/?token=<viewer token>"));
     assert_eq!(
         browser.script("return getComputedStyle(document.body).backgroundColor"),
         json!("rgb(16, 21, 28)"),
