@@ -348,7 +348,7 @@ async function createWindow(main) {
   const start = new Date(value("#mw-start"));
   const seconds = Math.round(Number(value("#mw-hours")) * 3600);
   const kind = value("#mw-kind");
-  const body = { matchers, starts_at: start.toISOString(), created_by: "dashboard", comment: value("#mw-comment") };
+  const body = { matchers, starts_at: start.toISOString(), comment: value("#mw-comment") };
   if (kind === "once") body.duration_seconds = seconds;
   else {
     const until = new Date(`${value("#mw-until")}T23:59:59`);
