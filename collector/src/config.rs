@@ -41,6 +41,8 @@ pub struct Config {
     pub web: WebConfig,
     /// Fleet control: the agents' long-poll and probe requests (`control/`).
     pub control: ControlConfig,
+    /// History that lasts (`history/`): retention and the writer's queue.
+    pub history: crate::history::HistoryConfig,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             alerts: crate::alert::config::AlertsConfig::default(),
             web: WebConfig::default(),
             control: ControlConfig::default(),
+            history: crate::history::HistoryConfig::default(),
         }
     }
 }
@@ -442,6 +445,9 @@ impl Config {
         }
         self.validate_per_terminal_bounds()?;
         self.control.validate()?;
+        if let Err((key, problem)) = self.history.validate() {
+            return invalid(&format!("history.{key}"), problem);
+        }
         if let Err((key, problem)) = self.datagram.validate() {
             return invalid(&format!("datagram.{key}"), problem);
         }

@@ -1134,6 +1134,23 @@ impl Fleet {
         events
     }
 
+    /// One terminal's readiness now, if the fleet knows it.
+    pub fn readiness_of(&self, terminal_id: &str, roles: &PaymentRoles) -> Option<Readiness> {
+        lock(self.shard_of(terminal_id))
+            .terminals
+            .get(terminal_id)
+            .map(|terminal| terminal.readiness(roles))
+    }
+
+    /// Every terminal's readiness now, one shard locked at a time.
+    pub fn readiness_all(&self, roles: &PaymentRoles) -> Vec<(Arc<str>, Readiness)> {
+        let mut all = Vec::with_capacity(self.len());
+        self.for_each_terminal(|terminal| {
+            all.push((Arc::clone(&terminal.id), terminal.readiness(roles)));
+        });
+        all
+    }
+
     /// A copy of one terminal's state.
     pub fn terminal(&self, terminal_id: &str) -> Option<Terminal> {
         lock(self.shard_of(terminal_id))

@@ -16,6 +16,7 @@ pub mod datagram;
 pub mod device;
 pub mod enroll;
 pub mod fleet;
+pub mod history;
 pub mod http;
 pub mod ingest_guard;
 pub mod metrics;

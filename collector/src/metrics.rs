@@ -163,6 +163,8 @@ pub struct Metrics {
     pub datagrams: crate::datagram::DatagramMetrics,
     /// Fleet control (`control/`): polls held, probe requests made.
     pub control: crate::control::ControlMetrics,
+    /// History (`history/`): its queue, writes and pruning.
+    pub history: crate::history::HistoryMetrics,
     /// Terminals by their settings state (running, rejected, pending), set at each scrape.
     config_terminals: IntGaugeVec,
 }
@@ -550,6 +552,68 @@ impl Metrics {
                 ),
             )?,
         };
+        let history_points = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "posmon_history_points_total",
+                    "Report points the history writer took, by result: written, refused (a time outside the retention or more than 5 minutes ahead of the collector's clock).",
+                ),
+                &["result"],
+            ),
+        )?;
+        for result in ["written", "refused"] {
+            history_points.with_label_values(&[result]);
+        }
+        let history = crate::history::HistoryMetrics {
+            dropped: register(
+                &registry,
+                IntCounter::new(
+                    "posmon_history_dropped_messages_total",
+                    "Messages for the history writer (a report request's points, a trend point, a readiness pass) dropped because its queue was full.",
+                ),
+            )?,
+            points: history_points,
+            write_failures: register(
+                &registry,
+                IntCounter::new(
+                    "posmon_history_write_failures_total",
+                    "History batches that could not be written (and are lost).",
+                ),
+            )?,
+            write_duration: histogram(
+                &registry,
+                "posmon_history_write_duration_seconds",
+                "Time to write one batch of history.",
+                prometheus::exponential_buckets(0.0005, 4.0, 8)?,
+            )?,
+            pruned_rows: register(
+                &registry,
+                IntCounter::new(
+                    "posmon_history_pruned_rows_total",
+                    "History rows deleted as past their retention.",
+                ),
+            )?,
+            damaged_rows: register(
+                &registry,
+                IntCounter::new(
+                    "posmon_history_damaged_rows_total",
+                    "Stored history rows of the wrong shape, read as far as they went.",
+                ),
+            )?,
+            remote_write: crate::history::remote_write::RemoteWriteMetrics {
+                samples: register(
+                    &registry,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "posmon_history_remote_write_samples_total",
+                            "Samples for remote write by result: sent, failed (refused by the receiver or out of retries), dropped (queue full).",
+                        ),
+                        &["result"],
+                    ),
+                )?,
+            },
+        };
         let config_terminals = gauges(
             &registry,
             "posmon_config_terminals",
@@ -558,6 +622,7 @@ impl Metrics {
         )?;
         Ok(Metrics {
             control,
+            history,
             config_terminals,
             datagrams,
             connections_open,

@@ -12,6 +12,7 @@ mod credentials;
 mod encoding;
 mod enroll;
 pub mod error;
+mod history;
 pub mod listener;
 pub(crate) mod login;
 mod policy;
@@ -103,6 +104,8 @@ pub struct AppState {
     pub alerts: Arc<Alerts>,
     /// The fleet trend the dashboard draws.
     pub trend: Trend,
+    /// History that lasts (`history/`): series, readiness changes, the trend, on disk.
+    pub history: Arc<crate::history::History>,
     /// The legacy viewer credentials (token, basic-auth user); `None`: none.
     pub(crate) viewer: Option<ViewerAuth>,
     /// When the collector last listened on this data before this run (since, until), as the
@@ -184,8 +187,17 @@ impl AppState {
         ));
         let metrics = Arc::new(metrics);
         let alerts = Alerts::open(&config.alerts, &config.data_dir, Arc::clone(&metrics))?;
-        let config_trend_points = config.web.trend_points;
         let workflow = crate::workflow::Workflow::open(&config.data_dir)?;
+        let history = crate::history::History::open(
+            &config.data_dir,
+            &config.history,
+            metrics.history.clone(),
+        )?;
+        // The in-memory trend starts from the stored one: a restart keeps the last day.
+        let trend = Trend::new(config.web.trend_points);
+        for point in history.recent_trend(config.web.trend_points)? {
+            trend.push(point);
+        }
         Ok(AppState {
             ingest_permits,
             unidentified_permits,
@@ -208,7 +220,8 @@ impl AppState {
             fleet: Arc::new(fleet),
             store: Arc::new(store),
             policy: RwLock::new(Arc::new(policy)),
-            trend: Trend::new(config_trend_points),
+            trend,
+            history: Arc::new(history),
             metrics,
             events,
             alerts: Arc::new(alerts),
@@ -294,6 +307,9 @@ impl AppState {
     }
 }
 
+/// How long the remote writer may take to send its queue at shutdown.
+const REMOTE_WRITE_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// How long deliveries in progress may take to finish at shutdown.
 const ALERT_STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -319,6 +335,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/v1/fleet", get(queries::fleet))
         .merge(login::router())
         .merge(accounts::router())
+        .merge(history::router())
         .merge(credentials::router())
         .merge(enroll::router())
         .route(
@@ -395,6 +412,10 @@ pub async fn serve(
         .map_err(std::io::Error::other)?;
     let trend = tokio::spawn(web::trend::sample_periodically(Arc::clone(&state)));
     let workflow = tokio::spawn(forget_closed_problems(Arc::clone(&state)));
+    let remote_write = state
+        .history
+        .take_remote_sender()
+        .map(|sender| tokio::spawn(sender.run()));
     let limits = listener::ConnectionLimits::from_config(&state.config.limits);
     let metrics = Arc::clone(&state.metrics);
     // Held long-polls end (answered empty) as the shutdown begins: the graceful wait is for
@@ -404,12 +425,28 @@ pub async fn serve(
         shutdown.await;
         control.close();
     };
+    let history = Arc::clone(&state.history);
     let router = app(state);
     let served = listener::accept_loop(listener, router, tls, limits, metrics, shutdown).await;
     evaluator.abort();
     trend.abort();
     workflow.abort();
     notifier.stop(ALERT_STOP_GRACE).await;
+    if tokio::task::spawn_blocking(move || history.stop())
+        .await
+        .is_err()
+    {
+        tracing::error!("The history writer did not stop cleanly.");
+    }
+    // The writer's end closed the remote writer's queue: it sends what is left, for a while.
+    if let Some(task) = remote_write {
+        if tokio::time::timeout(REMOTE_WRITE_STOP_GRACE, task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("Stopped before the remote writer sent all of its queue.");
+        }
+    }
     if tokio::task::spawn_blocking(move || writer.stop())
         .await
         .is_err()

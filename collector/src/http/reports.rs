@@ -428,6 +428,13 @@ pub(crate) async fn ingest_json(
                 .observe_latency(&terminal_id, &probe.target, milliseconds);
         }
     }
+    // The history's points, with each report's sequence: a duplicate adds none.
+    let held_sequence = state.fleet.highest_sequence(&terminal_id);
+    let history_points: Vec<_> = batch
+        .reports
+        .iter()
+        .map(|report| (report.sequence, crate::history::ReportPoint::of(report)))
+        .collect();
     let started = Instant::now();
     let versions = state.version_policy();
     let policy = Policy {
@@ -494,6 +501,20 @@ pub(crate) async fn ingest_json(
         &outcome.sequence_resets,
         OffsetDateTime::now_utc(),
     );
+    if outcome.applied > 0 {
+        state.history.record(crate::history::Message::Reports {
+            readiness: state
+                .fleet
+                .readiness_of(&terminal_id, &state.config.readiness),
+            terminal: Arc::from(terminal_id.as_str()),
+            received_at: OffsetDateTime::now_utc().unix_timestamp(),
+            points: history_points
+                .into_iter()
+                .filter(|(sequence, _)| outcome.duplicates == 0 || *sequence > held_sequence)
+                .map(|(_, point)| point)
+                .collect(),
+        });
+    }
     let acknowledged_sequence = outcome.highest_sequence;
     state.publish(outcome.events);
     if state.config.state.durable_acknowledgements {

@@ -47,6 +47,8 @@ pub enum StoreError {
         key: &'static str,
         source: serde_json::Error,
     },
+    #[error("cannot start the history writer: {0}")]
+    Thread(String),
     #[error("the state database has schema version {found}, newer than this collector's {supported}: upgrade the collector")]
     TooNew { found: u32, supported: u32 },
 }

@@ -73,6 +73,9 @@ const MIGRATIONS: &[&str] = &[
     WORKFLOW_MIGRATION,
     // 8: user accounts and their API tokens (users.rs).
     USERS_MIGRATION,
+    // 9: history (history/store.rs): per-terminal series in downsampling tiers, readiness
+    //    changes, the fleet trend.
+    HISTORY_MIGRATION,
 ];
 
 /// The schema version this collector writes.
@@ -189,6 +192,39 @@ const USERS_MIGRATION: &str = "CREATE TABLE users (
          revoked_at INTEGER
      );
      CREATE INDEX user_tokens_by_user ON user_tokens (user_name, revoked_at);";
+
+/// History (`history/store.rs`): a key per terminal id; per (tier, period, terminal) the
+/// period's slots as one blob (`history/slots.rs`; a period is a tier's row length, counted
+/// from 1970-01-01); readiness changes; the fleet trend's points. Times in Unix seconds.
+const HISTORY_MIGRATION: &str = "CREATE TABLE history_terminals (
+         key INTEGER PRIMARY KEY NOT NULL,
+         id TEXT NOT NULL UNIQUE
+     );
+     CREATE TABLE history_slots (
+         tier INTEGER NOT NULL,
+         period INTEGER NOT NULL,
+         terminal INTEGER NOT NULL,
+         slots BLOB NOT NULL,
+         PRIMARY KEY (tier, period, terminal)
+     ) WITHOUT ROWID;
+     CREATE TABLE history_readiness (
+         terminal INTEGER NOT NULL,
+         at INTEGER NOT NULL,
+         readiness INTEGER NOT NULL,
+         PRIMARY KEY (terminal, at)
+     ) WITHOUT ROWID;
+     CREATE TABLE history_fleet (
+         at INTEGER PRIMARY KEY NOT NULL,
+         cannot_pay INTEGER NOT NULL,
+         at_risk INTEGER NOT NULL,
+         can_pay INTEGER NOT NULL,
+         unknown INTEGER NOT NULL,
+         environment INTEGER NOT NULL,
+         outdated INTEGER NOT NULL,
+         availability INTEGER NOT NULL,
+         upstream INTEGER NOT NULL,
+         critical_findings INTEGER NOT NULL
+     );";
 
 #[cfg(test)]
 mod tests {

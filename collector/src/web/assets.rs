@@ -29,6 +29,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("assets/session.js"),
     ),
     (
+        "history.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/history.js"),
+    ),
+    (
         "app.css",
         "text/css; charset=utf-8",
         include_bytes!("assets/app.css"),

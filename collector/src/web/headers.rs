@@ -98,6 +98,7 @@ mod tests {
             ("app.js", include_str!("assets/app.js")),
             ("operations.js", include_str!("assets/operations.js")),
             ("session.js", include_str!("assets/session.js")),
+            ("history.js", include_str!("assets/history.js")),
         ] {
             for inline in ["style=\"", "<style", "onclick", "onload=", "javascript:"] {
                 assert!(!text.contains(inline), "{name} holds {inline:?}");
@@ -105,7 +106,7 @@ mod tests {
         }
         // Every script is a file of its own, none inline.
         let index = include_str!("assets/index.html");
-        let scripts = ["app.js", "operations.js", "session.js"];
+        let scripts = ["app.js", "operations.js", "session.js", "history.js"];
         assert_eq!(index.matches("<script").count(), scripts.len());
         for script in scripts {
             assert!(index.contains(&format!("<script src=\"/assets/{script}\"></script>")));

@@ -1,8 +1,9 @@
 //! The fleet trend: one point every `web.trend_interval_seconds` (terminals by readiness, open
 //! findings by category), the newest `web.trend_points` kept in a ring in memory.
 //!
-//! Not persisted: after a restart the trend starts anew (the findings history in the database
-//! keeps what happened to each terminal). Sampling reads the fleet; it never changes it.
+//! Each point also goes to the history (`history/`), with every terminal's readiness (what
+//! changes without a report, silence, is recorded from there); at a start the ring is filled
+//! from the stored points. Sampling reads the fleet; it never changes it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +13,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::fleet::Fleet;
+use crate::history::Message;
 use crate::http::AppState;
 use posmon_diagnosis::readiness::{PaymentRoles, Readiness};
 use posmon_diagnosis::{Category, Severity};
@@ -133,6 +135,11 @@ pub async fn sample_periodically(state: Arc<AppState>) {
                 OffsetDateTime::now_utc(),
             );
             state.trend.push(point);
+            state.history.record(Message::Trend(point));
+            state.history.record(Message::Readiness {
+                at: point.at,
+                terminals: state.fleet.readiness_all(&state.config.readiness),
+            });
         })
         .await;
         if let Err(error) = sampled {

@@ -436,7 +436,7 @@ async function viewOverview(main) {
       <section class="panel" id="by-party"><h2>${esc(t("by.party"))}</h2>${barList(act.terminals, total, () => "", n => t("party." + n), "data-party")}
         ${Object.entries(act.fleet_wide_causes || {}).map(([party, count]) => `<p class="muted" data-cause="${esc(party)}">${esc(t("by.party.cause", { party: t("party." + party), count: fmtNumber(count) }))}</p>`).join("")}</section>
     </div>
-    <section class="panel mt"><h2>${esc(t("trend", { hours: 24 }))}</h2>${trendChart(trend.points || [], trend.interval_seconds)}</section>
+    <section class="panel mt" id="trend"><h2>${esc(t("trend", { hours: 24 }))}</h2>${trendChart(trend.points || [], trend.interval_seconds)}</section>
     <div class="grid cols2 mt">
       <section class="panel" id="by-code"><h2>${esc(t("by.code"))}</h2>${barList(findings.code, total, () => "", codeName, "data-code")}</section>
       <section class="panel"><h2>${esc(t("by.severity"))}</h2>${barList(findings.severity, total, n => n, n => t("severity." + n), "data-severity")}</section>
