@@ -153,7 +153,9 @@ fn history_survives_a_restart_with_its_gaps_and_availability() {
     let last = points
         .iter()
         .rposition(|point| !point["latency_ms"].is_null());
-    let (first, last) = (first.unwrap(), last.unwrap());
+    let (Some(first), Some(last)) = (first, last) else {
+        panic!("no latency in {day}")
+    };
     assert!(
         last - first >= 10,
         "two hours apart in 10-minute points: {day}"
@@ -184,9 +186,13 @@ fn history_survives_a_restart_with_its_gaps_and_availability() {
     let fleet_after = collector.get_json("/api/v1/history/fleet?range=24h");
     for (before, after) in fleet["series"]["points"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("no points: {fleet}"))
         .iter()
-        .zip(fleet_after["series"]["points"].as_array().unwrap())
+        .zip(
+            fleet_after["series"]["points"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no points: {fleet_after}")),
+        )
     {
         if !before["can_pay"].is_null() && before["at"] == after["at"] {
             assert!(

@@ -137,12 +137,13 @@ fn a_refused_batch_is_counted_as_failed_and_not_retried() {
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("{error}"));
     let sink = HttpSink::start();
     sink.set_reply(400, "bad");
-    std::fs::create_dir_all(dir.path().join("collector-data")).unwrap();
+    std::fs::create_dir_all(dir.path().join("collector-data"))
+        .unwrap_or_else(|error| panic!("{error}"));
     std::fs::write(
         dir.path().join("collector-data/remote-token"),
         "secret-remote-token\n",
     )
-    .unwrap();
+    .unwrap_or_else(|error| panic!("{error}"));
     let collector = Collector::start(
         dir.path(),
         &format!(

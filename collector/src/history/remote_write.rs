@@ -280,7 +280,9 @@ impl RemoteWrite {
 /// time order, protobuf, snappy (block format).
 pub fn encode(points: &[Point]) -> Vec<u8> {
     use prost::Message;
-    let mut series: std::collections::BTreeMap<(&str, Option<(&str, &str)>), Vec<proto::Sample>> =
+    /// A series: its metric name and its one label, if any.
+    type SeriesKey<'a> = (&'a str, Option<(&'a str, &'a str)>);
+    let mut series: std::collections::BTreeMap<SeriesKey<'_>, Vec<proto::Sample>> =
         std::collections::BTreeMap::new();
     for point in points {
         let key = (
