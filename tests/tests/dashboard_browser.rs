@@ -295,6 +295,20 @@ latest = "3.2.1"
     );
     assert!(browser.text("#timeline").contains("What to do"));
     browser.screenshot("3-terminal");
+    // Its history (history.js): readiness band, latency and loss, with the range switch.
+    browser.element("#history-terminal .history-band");
+    browser.click("#history-terminal .range-switch button[data-range='7d']");
+    browser.wait_until(
+        "the terminal's history over 7 days",
+        "const section = document.querySelector('#history-terminal'); \
+         return section?.dataset.range === '7d' \
+         && section.querySelector('.range-switch button.active')?.dataset.range === '7d' \
+         && section.querySelector('.history-band rect[data-readiness]') !== null \
+         && section.querySelector('#history-latency svg, #history-latency .history-empty') !== null \
+         && section.querySelector('#history-loss svg, #history-loss .history-empty') !== null",
+    );
+    browser.click("#history-terminal .range-switch button[data-range='24h']");
+    browser.element("#history-terminal[data-range='24h'] #history-latency");
 
     // Simplified Chinese, on the same page, without a reload.
     browser.script("window.notReloaded = true; return true");
@@ -441,6 +455,23 @@ latest = "3.2.1"
          && document.querySelector('#alerts-no-receiver')?.textContent.includes('不会向任何人发送通知') === true",
     );
     browser.screenshot("7c-alerts-no-receiver-zh-CN");
+
+    // Availability per region (history.js), in Chinese: the definition, a line per region, the
+    // CSV link for the same period.
+    browser.click("#nav a[data-view=availability]");
+    browser.element("#availability tbody tr[data-group=cn-east-sh]");
+    assert!(browser.text("#main").contains("可用率"));
+    let csv = browser
+        .script("return document.querySelector('#availability-csv').getAttribute('href')")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        csv.starts_with("/api/v1/availability?by=region&from=") && csv.ends_with("&format=csv"),
+        "{csv}"
+    );
+    browser.assert_no_csp_violation("the availability page");
+    browser.screenshot("7e-availability-zh-CN");
 
     // Kiosk mode: no navigation bar, language toggle or buttons, larger type; kept when a
     // link changes the hash.
