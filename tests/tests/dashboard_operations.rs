@@ -1,18 +1,19 @@
-//! The operations team's daily work in a real headless Chromium (issue 15): find any terminal
-//! by its serial number, acknowledge, assign and comment on its problem (the audit shows who and
-//! when, the problem list shows it acknowledged), plan a recurring maintenance window and see
-//! what it hides, end it early; in English and in Chinese. Screenshots go to
-//! `test-artifacts/dashboard/`.
+//! The operations team's daily work in a real headless Chromium (issue 15), signed in as an
+//! operator: find any terminal by its serial number, acknowledge, assign and comment on its
+//! problem (the audit shows who and when, the problem list shows it acknowledged), plan a
+//! recurring maintenance window and see what it hides, end it early; in English and in Chinese.
+//! Screenshots go to `test-artifacts/dashboard/`.
 #![allow(
     clippy::unwrap_used,
     reason = "tests (under the trials harness): a failed unwrap fails the test"
 )]
 
-use std::process::ExitCode;
+use std::io::Write;
+use std::process::{Command, ExitCode, Stdio};
 
 use posmon_e2e_tests::browser::{programs, Browser, CHROMIUM};
 use posmon_e2e_tests::trials::{self, Need};
-use posmon_e2e_tests::{trial, Collector};
+use posmon_e2e_tests::{binary, trial, Collector};
 use serde_json::{json, Value};
 
 fn main() -> ExitCode {
@@ -23,7 +24,20 @@ fn main() -> ExitCode {
     )])
 }
 
+/// The test's own reads of the API (reads close once an account exists).
 const ADMIN_TOKEN: &str = "admin-token-for-the-operations-browser-test";
+const OPERATOR: &str = "wang";
+const PASSWORD: &str = "an operator's long password";
+
+fn get(collector: &Collector, path: &str) -> Value {
+    reqwest::blocking::Client::new()
+        .get(format!("{}{path}", collector.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
 
 /// One report: `failing` refuses the payment host (a finding opens after two).
 fn report(terminal_id: &str, sequence: u64, serial: &str, merchant: &str, failing: bool) -> Value {
@@ -60,6 +74,15 @@ fn the_operations_day_in_a_real_browser() {
             dir.path().join("admin-token").display().to_string()
         ),
     );
+    let mut user = Command::new(binary("posmon-collector"))
+        .args(["user", "add", OPERATOR, "--role", "operator", "--config"])
+        .arg(&collector.config)
+        .env_remove("POSMON_PASSWORD")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(user.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(user.wait().unwrap().success(), "user add {OPERATOR}");
     let client = reqwest::blocking::Client::new();
     let terminals = [
         ("OPS-0001", "SN-A1001", "Harbour Café", true),
@@ -77,12 +100,20 @@ fn the_operations_day_in_a_real_browser() {
             assert!(response.status().is_success(), "{:?}", response.text());
         }
     }
-    let findings = collector.get_json("/api/v1/findings?terminal=OPS-0001");
+    let findings = get(&collector, "/api/v1/findings?terminal=OPS-0001");
     let finding = findings["findings"][0]["id"]
         .as_u64()
         .unwrap_or_else(|| panic!("no finding: {findings}"));
 
     let browser = Browser::start(&chromedriver, &chromium);
+    browser.open(&format!("{}/login", collector.url));
+    browser.type_text("#login-name", OPERATOR);
+    browser.type_text("#login-password", PASSWORD);
+    browser.click("#login-submit");
+    browser.wait_until(
+        "signed in as the operator",
+        &format!("return document.querySelector('#who-name')?.textContent === '{OPERATOR}'"),
+    );
     // Find a terminal posmon sees nothing wrong with, by its serial number.
     browser.open(&format!("{}/#/terminals", collector.url));
     browser.wait_until(
@@ -98,15 +129,14 @@ fn the_operations_day_in_a_real_browser() {
     );
     browser.screenshot("ops-1-terminal-search-en");
 
-    // Own the problem of the failing one: acknowledge (the admin token is asked once).
+    // Own the problem of the failing one: acknowledge.
     browser.open(&format!("{}/#/terminal/OPS-0001", collector.url));
     let workflow = format!(".workflow[data-workflow=\"{finding}\"]");
     browser.click(&format!("{workflow} button[data-act=acknowledge]"));
-    browser.answer_prompt(ADMIN_TOKEN);
     browser.wait_until(
         "the acknowledgement shown",
         &format!(
-            "return document.querySelector('{workflow} .badge.acked')?.textContent.includes('Acknowledged by admin') === true"
+            "return document.querySelector('{workflow} .badge.acked')?.textContent.includes('Acknowledged by wang') === true"
         ),
     );
     // Assign it to the network provider.
@@ -129,7 +159,7 @@ fn the_operations_day_in_a_real_browser() {
          return items.length === 3 && items[0].dataset.action === 'comment' \
          && items[0].textContent.includes('Carrier ticket 4711') \
          && items[1].dataset.action === 'assign' && items[2].dataset.action === 'acknowledge' \
-         && items.every(item => item.textContent.includes('admin'))",
+         && items.every(item => item.textContent.includes('wang'))",
     );
     browser.screenshot("ops-2-problem-owned-en");
     // The problem list shows it acknowledged.
@@ -139,11 +169,8 @@ fn the_operations_day_in_a_real_browser() {
         "return document.querySelector('tr.problem-row[data-terminal=\"OPS-0001\"] .badge.acked') !== null",
     );
     // The API agrees, with who and when.
-    let activity = collector.get_json(&format!("/api/v1/findings/{finding}/activity"));
-    assert_eq!(
-        activity["state"]["acknowledged_by"], "admin-token",
-        "{activity}"
-    );
+    let activity = get(&collector, &format!("/api/v1/findings/{finding}/activity"));
+    assert_eq!(activity["state"]["acknowledged_by"], OPERATOR, "{activity}");
     assert_eq!(
         activity["state"]["assignee"]["party"], "network_provider",
         "{activity}"
@@ -169,7 +196,7 @@ fn the_operations_day_in_a_real_browser() {
         "return document.querySelector('#maintenance-windows .matched-list a')?.textContent === 'OPS-0001'",
     );
     browser.screenshot("ops-3-maintenance-en");
-    let silences = collector.get_json("/api/v1/alerts/silences");
+    let silences = get(&collector, "/api/v1/alerts/silences");
     assert_eq!(
         silences["silences"][0]["recurrence"]["every"], "daily",
         "{silences}"
@@ -200,7 +227,7 @@ fn the_operations_day_in_a_real_browser() {
     browser.wait_until(
         "the workflow in Chinese",
         &format!(
-            "return document.querySelector('{workflow} .badge.acked')?.textContent.includes('已由 admin-token 确认') === true \
+            "return document.querySelector('{workflow} .badge.acked')?.textContent.includes('已由 wang 确认') === true \
              && document.querySelector('#activity h2')?.textContent === '此终端的操作记录'"
         ),
     );
