@@ -279,7 +279,11 @@ fn fifty_agents_follow_a_profile_and_one_refuses_what_it_cannot_use() {
         Some(new.as_str()),
         "{view:#}"
     );
-    assert_eq!(view["readiness"], "can_pay", "{view:#}");
+    // It can take payments (`at_risk` at most: the test machine's own disk is the agents').
+    assert!(
+        ["can_pay", "at_risk"].contains(&view["readiness"].as_str().unwrap_or_default()),
+        "{view:#}"
+    );
     let versions = collector.get_json("/api/v1/config/versions");
     let refused: u64 = versions["versions"]
         .as_array()
