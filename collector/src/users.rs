@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::http::auth::Role;
-use crate::store::{open_connection, schema, StoreError};
+use crate::store::{open_migrated, StoreError};
 
 /// Shortest password accepted.
 pub const PASSWORD_MIN_CHARS: usize = 10;
@@ -223,14 +223,8 @@ pub struct Users {
 impl Users {
     /// Opens (creating and migrating) the state database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Users, UserError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
-        let mut connection = open_connection(data_dir)?;
-        schema::migrate(&mut connection)?;
         Ok(Users {
-            connection: Mutex::new(connection),
+            connection: Mutex::new(open_migrated(data_dir)?),
         })
     }
 

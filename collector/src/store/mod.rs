@@ -68,14 +68,8 @@ pub struct Store {
 impl Store {
     /// Opens (creating and migrating) the database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
-            path: data_dir.to_path_buf(),
-            source,
-        })?;
-        let mut connection = open_connection(data_dir)?;
-        schema::migrate(&mut connection)?;
         Ok(Store {
-            connection: Mutex::new(connection),
+            connection: Mutex::new(open_migrated(data_dir)?),
         })
     }
 
@@ -331,6 +325,18 @@ impl Store {
 /// and the alert outbox writes beside the state writer. NORMAL sync: a crash of the collector
 /// loses nothing committed (an OS crash may lose the last commits, within the one-second
 /// budget's spirit).
+/// A connection to the state database in `data_dir`, the directory and the database created
+/// and migrated first if need be.
+pub fn open_migrated(data_dir: &Path) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+        path: data_dir.to_path_buf(),
+        source,
+    })?;
+    let mut connection = open_connection(data_dir)?;
+    schema::migrate(&mut connection)?;
+    Ok(connection)
+}
+
 pub fn open_connection(data_dir: &Path) -> Result<Connection, StoreError> {
     let path = data_dir.join(DATABASE_FILE);
     let open_error = |source| StoreError::Open {
