@@ -304,10 +304,12 @@ async fn run_server(mut config: Config) -> anyhow::Result<()> {
     let admin_token = load_admin_token(&config, std::env::var(ADMIN_TOKEN_ENV).ok())?;
     let viewer = ViewerAuth::load(&config, std::env::var(VIEWER_TOKEN_ENV).ok())
         .context("cannot load the viewer credentials")?;
+    let oidc = crate::oidc::Oidc::load(&config).context("cannot start OpenID Connect sign-in")?;
     let state = Arc::new(
         AppState::open(config, keyring, admin_token)
             .context("cannot start the collector")?
-            .with_viewer_auth(viewer),
+            .with_viewer_auth(viewer)
+            .with_oidc(oidc),
     );
     log_access(&state)?;
     // One line on standard output that scripts and tests read to find the port.

@@ -304,6 +304,70 @@ pub struct WebConfig {
     pub session_max_age_seconds: u64,
     /// How long a session lasts without a request.
     pub session_idle_timeout_seconds: u64,
+    /// OpenID Connect sign-in (`[web.oidc]`); absent: off.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// OpenID Connect sign-in (`[web.oidc]`, `oidc.rs`): the provider, this collector as its client,
+/// and how the ID token's claims map to a user name and a role.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (`https://`; `http://` only on 127.0.0.1, ::1 or localhost).
+    /// Its discovery document is `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// What the sign-in page's button names ("Sign in with …").
+    #[serde(default = "default_oidc_display_name")]
+    pub display_name: String,
+    pub client_id: String,
+    /// File holding the client secret, relative to `data_dir` unless absolute.
+    pub client_secret_file: PathBuf,
+    /// This collector's public `…/login/oidc/callback`, as registered at the provider.
+    pub redirect_url: String,
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim holding the user's groups or roles (a string or an array of strings); a dotted
+    /// path reaches into objects (`realm_access.roles`).
+    #[serde(default = "default_oidc_role_claim")]
+    pub role_claim: String,
+    /// Claim values and the role each gives; the highest one found wins.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, crate::http::auth::Role>,
+    /// The role of a user whose claim maps to none; absent: such a user is refused.
+    #[serde(default)]
+    pub default_role: Option<crate::http::auth::Role>,
+    /// The claim naming the user (falling back to `sub`).
+    #[serde(default = "default_oidc_username_claim")]
+    pub username_claim: String,
+}
+
+fn default_oidc_display_name() -> String {
+    "OpenID Connect".to_string()
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
+}
+
+fn default_oidc_role_claim() -> String {
+    "groups".to_string()
+}
+
+fn default_oidc_username_claim() -> String {
+    "preferred_username".to_string()
+}
+
+/// Whether `text` is a URL the collector may talk to the provider at (or send a browser to):
+/// `https://`, or `http://` on the loopback (tests, a provider on the same host).
+pub fn provider_url_allowed(text: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(text) else {
+        return false;
+    };
+    match url.scheme() {
+        "https" => url.host().is_some(),
+        "http" => matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")),
+        _ => false,
+    }
 }
 
 impl Default for WebConfig {
@@ -318,6 +382,7 @@ impl Default for WebConfig {
             refresh_interval_seconds: 5,
             session_max_age_seconds: 86_400,
             session_idle_timeout_seconds: 7200,
+            oidc: None,
         }
     }
 }
@@ -342,6 +407,71 @@ fn invalid<T>(key: &str, problem: &str) -> Result<T, ConfigError> {
         key: key.to_string(),
         problem: problem.to_string(),
     })
+}
+
+fn validate_oidc(oidc: &OidcConfig) -> Result<(), ConfigError> {
+    let invalid = |key: &str, problem: &str| {
+        Err(ConfigError::Invalid {
+            key: format!("web.oidc.{key}"),
+            problem: problem.to_string(),
+        })
+    };
+    let bad_text = |text: &str, max: usize| {
+        text.is_empty() || text.chars().count() > max || text.chars().any(char::is_control)
+    };
+    if !provider_url_allowed(&oidc.issuer) {
+        return invalid(
+            "issuer",
+            "must be an https:// URL (http:// only on 127.0.0.1, ::1 or localhost)",
+        );
+    }
+    if bad_text(&oidc.display_name, 64) {
+        return invalid("display_name", "must be 1 to 64 characters");
+    }
+    if bad_text(&oidc.client_id, 256) {
+        return invalid("client_id", "must be 1 to 256 characters");
+    }
+    let redirect_ok = reqwest::Url::parse(&oidc.redirect_url).is_ok_and(|url| {
+        matches!(url.scheme(), "https" | "http")
+            && url.host().is_some()
+            && url.path().ends_with("/login/oidc/callback")
+            && url.query().is_none()
+            && url.fragment().is_none()
+    });
+    if !redirect_ok {
+        return invalid(
+            "redirect_url",
+            "must be the collector's public http(s) URL ending in /login/oidc/callback",
+        );
+    }
+    if !oidc.scopes.iter().any(|scope| scope == "openid") {
+        return invalid("scopes", "must include openid");
+    }
+    if oidc.scopes.iter().any(|scope| {
+        scope.is_empty()
+            || scope.len() > 128
+            || !scope
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+    }) {
+        return invalid("scopes", "each must be 1 to 128 visible ASCII characters");
+    }
+    if bad_text(&oidc.role_claim, 128) {
+        return invalid("role_claim", "must be 1 to 128 characters");
+    }
+    if oidc.roles.keys().any(|value| bad_text(value, 256)) {
+        return invalid("roles", "each claim value must be 1 to 256 characters");
+    }
+    if oidc.roles.is_empty() && oidc.default_role.is_none() {
+        return invalid(
+            "roles",
+            "map at least one claim value to a role, or set web.oidc.default_role",
+        );
+    }
+    if bad_text(&oidc.username_claim, 128) {
+        return invalid("username_claim", "must be 1 to 128 characters");
+    }
+    Ok(())
 }
 
 impl Config {
@@ -523,7 +653,10 @@ impl Config {
                 "must be between 60 and session_max_age_seconds",
             );
         }
-        Ok(())
+        match &web.oidc {
+            Some(oidc) => validate_oidc(oidc),
+            None => Ok(()),
+        }
     }
 
     /// The connection, admission and fairness limits of `[limits]`.
@@ -731,6 +864,40 @@ mod tests {
         check(
             "[alerts]\ndefault_receiver = \"nobody\"",
             "config key alerts.default_receiver: no receiver is named \"nobody\"",
+        );
+        let oidc = |extra: &str| {
+            format!(
+                "[web.oidc]\nclient_id = \"posmon\"\nclient_secret_file = \"oidc-secret\"\n\
+                 redirect_url = \"https://posmon.example/login/oidc/callback\"\n{extra}"
+            )
+        };
+        let good =
+            "issuer = \"https://id.example/realms/ops\"\n[web.oidc.roles]\nops = \"operator\"";
+        let config = Config::from_toml(&oidc(good)).unwrap_or_else(|e| panic!("{e}"));
+        let parsed = config.web.oidc.unwrap_or_else(|| panic!("no [web.oidc]"));
+        assert_eq!(parsed.scopes, ["openid", "profile", "email"]);
+        assert_eq!(parsed.username_claim, "preferred_username");
+        assert_eq!(parsed.default_role, None);
+        for (extra, expected) in [
+            (
+                "issuer = \"http://id.example/\"\ndefault_role = \"viewer\"",
+                "config key web.oidc.issuer: must be an https:// URL (http:// only on 127.0.0.1, ::1 or localhost)",
+            ),
+            (
+                "issuer = \"https://id.example/\"",
+                "config key web.oidc.roles: map at least one claim value to a role, or set web.oidc.default_role",
+            ),
+            (
+                "issuer = \"https://id.example/\"\ndefault_role = \"viewer\"\nscopes = [\"profile\"]",
+                "config key web.oidc.scopes: must include openid",
+            ),
+        ] {
+            check(&oidc(extra), expected);
+        }
+        check(
+            "[web.oidc]\nissuer = \"http://127.0.0.1:1/\"\nclient_id = \"c\"\nclient_secret_file = \"s\"\n\
+             redirect_url = \"https://p.example/login\"\ndefault_role = \"viewer\"",
+            "config key web.oidc.redirect_url: must be the collector's public http(s) URL ending in /login/oidc/callback",
         );
         let unknown = Config::from_toml("listen_port = 1")
             .err()

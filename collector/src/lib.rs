@@ -20,6 +20,7 @@ pub mod history;
 pub mod http;
 pub mod ingest_guard;
 pub mod metrics;
+pub mod oidc;
 #[cfg(test)]
 mod properties;
 pub mod revocation;

@@ -6,11 +6,12 @@
 //!   viewer token (`viewer-token`, viewer) or a per-user API token (`pmu_…`: its user, with the
 //!   lower of the token's and the user's role);
 //! - `Authorization: Basic`: the configured viewer user (viewer);
-//! - the session cookie of a signed-in user (`login.rs`), whose CSRF token every request but
+//! - the session cookie of a signed-in user (`login.rs`, or `oidc_login.rs` for a user of the
+//!   OpenID Connect provider, whose role the session holds), whose CSRF token every request but
 //!   `GET`/`HEAD`/`OPTIONS` must carry in `X-CSRF-Token`, with a matching `Origin`/`Referer`
 //!   when the browser sends one;
 //! - the viewer token's cookie (after `/?token=`; viewer, reads only);
-//! - nothing: while no user account and no viewer credential exists (the first start, the demo)
+//! - nothing: while no user account, no viewer credential and no OpenID Connect provider exists (the first start, the demo)
 //!   reads are open to an `anonymous` viewer and every write is refused with 401.
 //!
 //! [`require_reader`] guards the dashboard and the read API; handlers that change anything take
@@ -218,6 +219,19 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authenticat
     }
     if let Some(id) = session_cookie(headers) {
         if let Some(session) = state.accounts.sessions.lookup(id, Instant::now()) {
+            if let Some(role) = session.external_role {
+                // Signed in with OpenID Connect: no local account; the role given at sign-in.
+                return Ok(Authenticated {
+                    actor: Actor {
+                        name: session.user,
+                        role,
+                    },
+                    via: Via::Session {
+                        id: id.to_string(),
+                        csrf: session.csrf,
+                    },
+                });
+            }
             let user = state
                 .accounts
                 .users
@@ -268,10 +282,10 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authenticat
     ))
 }
 
-/// Whether requests without credentials may read: while no viewer credential is configured and
-/// no user account exists.
+/// Whether requests without credentials may read: while no viewer credential and no OpenID
+/// Connect provider is configured and no user account exists.
 pub fn reads_open(state: &AppState) -> Result<bool, ApiError> {
-    if state.viewer.is_some() {
+    if state.viewer.is_some() || state.oidc.is_some() {
         return Ok(false);
     }
     let any = state
@@ -385,7 +399,12 @@ impl FromRequestParts<Arc<AppState>> for Actor {
 pub fn needs_reader(method: &Method, path: &str, protect_metrics: bool) -> bool {
     if matches!(
         path,
-        "/healthz" | "/login" | "/assets/app.css" | "/assets/favicon.svg"
+        "/healthz"
+            | "/login"
+            | "/login/oidc"
+            | "/login/oidc/callback"
+            | "/assets/app.css"
+            | "/assets/favicon.svg"
     ) || path == posmon_protocol::REPORTS_PATH
     {
         return false;

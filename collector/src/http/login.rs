@@ -62,7 +62,7 @@ pub enum Language {
 }
 
 impl Language {
-    fn parse(text: &str) -> Option<Language> {
+    pub(super) fn parse(text: &str) -> Option<Language> {
         match text {
             "en" => Some(Language::English),
             "zh-CN" | "zh" => Some(Language::Chinese),
@@ -70,7 +70,7 @@ impl Language {
         }
     }
 
-    fn code(self) -> &'static str {
+    pub(super) fn code(self) -> &'static str {
         match self {
             Language::English => "en",
             Language::Chinese => "zh-CN",
@@ -132,9 +132,45 @@ const TEXTS: &[(&str, &str, &str)] = &[
         "This form was sent from another site.",
         "此表单来自其他站点。",
     ),
+    (
+        "oidc_button",
+        "Sign in with {provider}",
+        "使用 {provider} 登录",
+    ),
+    ("oidc_or", "or with a local account:", "或使用本地账号："),
+    (
+        "oidc_failed",
+        "Signing in with the identity provider failed. Try again, or ask an administrator.",
+        "通过身份提供方登录失败。请重试，或联系管理员。",
+    ),
+    (
+        "oidc_expired",
+        "This sign-in has expired or was used already. Start again.",
+        "本次登录已过期或已使用，请重新开始。",
+    ),
+    (
+        "oidc_no_role",
+        "Your account has no role in posmon. Ask an administrator for one.",
+        "您的账号在 posmon 中没有角色，请联系管理员分配。",
+    ),
+    (
+        "oidc_unavailable",
+        "The identity provider cannot be reached. Try again later.",
+        "无法连接身份提供方，请稍后再试。",
+    ),
+    (
+        "oidc_refused",
+        "The identity provider refused the sign-in.",
+        "身份提供方拒绝了本次登录。",
+    ),
+    (
+        "oidc_signed_in",
+        "Signed in. Continue to the dashboard.",
+        "已登录。继续前往仪表板。",
+    ),
 ];
 
-fn text(key: &str, language: Language) -> &'static str {
+pub(super) fn text(key: &str, language: Language) -> &'static str {
     TEXTS
         .iter()
         .find(|(name, _, _)| *name == key)
@@ -145,7 +181,7 @@ fn text(key: &str, language: Language) -> &'static str {
         .unwrap_or("")
 }
 
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -155,7 +191,7 @@ fn escape(text: &str) -> String {
 
 /// The sign-in page in `language`, with an error message if any.
 pub fn sign_in_page(
-    _state: &AppState,
+    state: &AppState,
     language: Language,
     error: Option<String>,
     status: StatusCode,
@@ -167,6 +203,21 @@ pub fn sign_in_page(
     let mut page = include_str!("../web/assets/login.html")
         .replace("{{lang}}", language.code())
         .replace("{{other_lang}}", other.code())
+        .replace(
+            "{{oidc}}",
+            &state
+                .oidc
+                .as_ref()
+                .map(|oidc| {
+                    format!(
+                        "<p><a id=\"login-oidc\" class=\"button\" href=\"/login/oidc?lang={}\">{}</a></p>\n<p class=\"muted\">{}</p>",
+                        language.code(),
+                        escape(&text("oidc_button", language).replace("{provider}", oidc.display_name())),
+                        escape(text("oidc_or", language)),
+                    )
+                })
+                .unwrap_or_default(),
+        )
         .replace(
             "{{error}}",
             &error
@@ -205,7 +256,7 @@ struct LoginForm {
     lang: String,
 }
 
-fn session_cookie_header(
+pub(super) fn session_cookie_header(
     state: &AppState,
     headers: &HeaderMap,
     value: &str,
@@ -359,6 +410,12 @@ async fn me(authenticated: Authenticated) -> Json<serde_json::Value> {
 /// The signed-in user's name: API tokens belong to user accounts, made from a session.
 fn account(authenticated: &Authenticated) -> Result<&str, ApiError> {
     match authenticated.via {
+        Via::Session { .. } if authenticated.actor.name.starts_with(crate::oidc::ACTOR_PREFIX) => {
+            Err(ApiError::new(
+                Reason::Forbidden,
+                "API tokens belong to local user accounts; a user signed in with OpenID Connect has none",
+            ))
+        }
         Via::Session { .. } => Ok(&authenticated.actor.name),
         _ => Err(ApiError::new(
             Reason::Forbidden,

@@ -15,6 +15,7 @@ pub mod error;
 mod history;
 pub mod listener;
 pub(crate) mod login;
+pub(crate) mod oidc_login;
 mod policy;
 pub(crate) mod queries;
 pub(crate) mod reports;
@@ -108,6 +109,8 @@ pub struct AppState {
     pub history: Arc<crate::history::History>,
     /// The legacy viewer credentials (token, basic-auth user); `None`: none.
     pub(crate) viewer: Option<ViewerAuth>,
+    /// OpenID Connect sign-in (`[web.oidc]`); `None`: off.
+    pub(crate) oidc: Option<Arc<crate::oidc::Oidc>>,
     /// When the collector last listened on this data before this run (since, until), as the
     /// store recorded it.
     previous_listening: Option<(OffsetDateTime, OffsetDateTime)>,
@@ -226,6 +229,7 @@ impl AppState {
             events,
             alerts: Arc::new(alerts),
             viewer: None,
+            oidc: None,
             previous_listening,
             control: Arc::new(control),
             control_fairness,
@@ -236,6 +240,12 @@ impl AppState {
     /// Accepts the legacy `viewer` credentials (and closes the open reads).
     pub fn with_viewer_auth(mut self, viewer: Option<ViewerAuth>) -> Self {
         self.viewer = viewer;
+        self
+    }
+
+    /// Accepts sign-ins with the OpenID Connect provider (and closes the open reads).
+    pub fn with_oidc(mut self, oidc: Option<crate::oidc::Oidc>) -> Self {
+        self.oidc = oidc.map(Arc::new);
         self
     }
 
@@ -336,6 +346,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(login::router())
         .merge(accounts::router())
         .merge(history::router())
+        .merge(oidc_login::router())
         .merge(credentials::router())
         .merge(enroll::router())
         .route(

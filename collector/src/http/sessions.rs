@@ -63,6 +63,10 @@ pub struct SessionUser {
     pub user: String,
     pub generation: i64,
     pub csrf: String,
+    /// The role of a user signed in with OpenID Connect (`oidc.rs`), who has no local account:
+    /// the role the provider's claims gave at sign-in. `None`: a local account, whose row
+    /// gives the role.
+    pub external_role: Option<super::auth::Role>,
 }
 
 struct Session {
@@ -100,12 +104,33 @@ impl Sessions {
         generation: i64,
         now: Instant,
     ) -> Result<(String, SessionUser), UserError> {
+        self.start(user, generation, None, now)
+    }
+
+    /// A new session for a user of the OpenID Connect provider, with the role it gave.
+    pub fn create_external(
+        &self,
+        actor: &str,
+        role: super::auth::Role,
+        now: Instant,
+    ) -> Result<(String, SessionUser), UserError> {
+        self.start(actor, 0, Some(role), now)
+    }
+
+    fn start(
+        &self,
+        user: &str,
+        generation: i64,
+        external_role: Option<super::auth::Role>,
+        now: Instant,
+    ) -> Result<(String, SessionUser), UserError> {
         let id = encode(&random_bytes::<32>()?);
         let csrf = encode(&random_bytes::<32>()?);
         let session_user = SessionUser {
             user: user.to_string(),
             generation,
             csrf,
+            external_role,
         };
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         if sessions.len() >= self.capacity {
