@@ -692,6 +692,88 @@ mod tests {
         );
     }
 
+    /// A client whose discovery is already cached (no provider needed to start sign-ins).
+    fn discovered() -> Oidc {
+        let oidc = client(&[], Some(Role::Viewer));
+        *oidc.metadata.lock().unwrap_or_else(PoisonError::into_inner) = Some(Cached {
+            value: Metadata {
+                issuer: "https://id.example".to_string(),
+                authorization_endpoint: "https://id.example/authorize".to_string(),
+                token_endpoint: "https://id.example/token".to_string(),
+                jwks_uri: "https://id.example/jwks".to_string(),
+                token_endpoint_auth_methods_supported: None,
+            },
+            fetched: Instant::now(),
+        });
+        oidc
+    }
+
+    fn query(url: &str, key: &str) -> String {
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|url| {
+                url.query_pairs()
+                    .find(|(name, _)| name == key)
+                    .map(|(_, value)| value.into_owned())
+            })
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_started_sign_in_carries_pkce_state_and_nonce() {
+        let oidc = discovered();
+        let started = oidc
+            .start("zh-CN", Instant::now())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let url = &started.authorization_url;
+        assert!(url.starts_with("https://id.example/authorize?"), "{url}");
+        assert_eq!(query(url, "code_challenge_method"), "S256");
+        assert_eq!(query(url, "code_challenge").len(), 43);
+        assert_eq!(query(url, "state").len(), 43);
+        assert_eq!(query(url, "nonce").len(), 43);
+        assert_ne!(query(url, "state"), query(url, "nonce"));
+        assert_eq!(query(url, "client_id"), "posmon");
+        assert_eq!(
+            oidc.pending_language(&query(url, "state")).as_deref(),
+            Some("zh-CN")
+        );
+        // The other browser's binding: refused, and the state is gone.
+        let state = query(url, "state");
+        assert!(matches!(
+            oidc.finish(&state, "code", Some("other"), Instant::now())
+                .await,
+            Err(OidcError::OtherBrowser)
+        ));
+        assert!(matches!(
+            oidc.finish(&state, "code", Some(&started.binding), Instant::now())
+                .await,
+            Err(OidcError::UnknownState)
+        ));
+    }
+
+    #[tokio::test]
+    async fn pending_sign_ins_expire_and_are_bounded() {
+        let oidc = discovered();
+        let start = Instant::now();
+        let started = oidc
+            .start("en", start)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let state = query(&started.authorization_url, "state");
+        let late = start + PENDING_MAX_AGE;
+        assert!(matches!(
+            oidc.finish(&state, "code", Some(&started.binding), late)
+                .await,
+            Err(OidcError::UnknownState)
+        ));
+        for n in 0..PENDING_MAX + 50 {
+            let at = start + Duration::from_millis(u64::try_from(n).unwrap_or(0));
+            oidc.start("en", at).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(oidc.pending_count(), PENDING_MAX);
+    }
+
     #[tokio::test]
     async fn an_unknown_or_replayed_state_is_refused() {
         let oidc = client(&[], Some(Role::Viewer));
