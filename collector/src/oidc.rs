@@ -36,8 +36,9 @@ pub const PENDING_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 pub const PENDING_MAX: usize = 10_000;
 /// How long discovery and the JWKS are kept.
 pub const METADATA_MAX_AGE: Duration = Duration::from_secs(60 * 60);
-/// The JWKS is fetched again for an unknown key at most this often.
-pub const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(30);
+/// The JWKS is fetched again for an unknown key (the provider rotated its keys) at most this
+/// often.
+pub const JWKS_REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(5);
 /// Each request to the provider.
 pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read from the provider.

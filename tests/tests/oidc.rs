@@ -2,7 +2,7 @@
 //! loopback: discovery, a JWKS with an RSA key made here, an authorization endpoint that sends
 //! the browser back with a code, and a token endpoint that checks the client secret and the PKCE
 //! verifier and returns an ID token signed (RS256) with the nonce the authorization request
-//! carried. Driven with reqwest, no browser: the sign-in page's button in English and Chinese,
+//! carried, and a key rotation. Driven with reqwest, no browser: the sign-in page's button in English and Chinese,
 //! the session and the mapped role at /api/v1/me; and refused, with no session: a wrong or
 //! replayed state, a callback in another browser, a bad signature, a wrong audience, an expired
 //! token, a wrong nonce, and a user whose claim maps to no role.
@@ -44,6 +44,8 @@ struct Behaviour {
     expired: bool,
     wrong_nonce: bool,
     bad_signature: bool,
+    /// Sign with the second key, which the JWKS holds only once `rotated`.
+    second_key: bool,
 }
 
 impl Default for Behaviour {
@@ -55,6 +57,7 @@ impl Default for Behaviour {
             expired: false,
             wrong_nonce: false,
             bad_signature: false,
+            second_key: false,
         }
     }
 }
@@ -69,6 +72,7 @@ struct Grant {
 struct Provider {
     url: String,
     behaviour: Arc<Mutex<Behaviour>>,
+    rotated: Arc<Mutex<bool>>,
     /// Token requests answered with an ID token.
     tokens_issued: Arc<Mutex<u32>>,
 }
@@ -76,6 +80,8 @@ struct Provider {
 struct ProviderState {
     issuer: String,
     key: RsaPrivateKey,
+    second_key: RsaPrivateKey,
+    rotated: Arc<Mutex<bool>>,
     behaviour: Arc<Mutex<Behaviour>>,
     grants: Mutex<HashMap<String, Grant>>,
     next_code: Mutex<u32>,
@@ -146,14 +152,19 @@ fn answer(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body
 }
 
 impl ProviderState {
-    fn sign(&self, claims: &Value, bad_signature: bool) -> String {
-        let header = json!({"alg": "RS256", "typ": "JWT", "kid": "test-key-1"});
+    fn sign(&self, claims: &Value, bad_signature: bool, second_key: bool) -> String {
+        let (key, kid) = if second_key {
+            (&self.second_key, "test-key-2")
+        } else {
+            (&self.key, "test-key-1")
+        };
+        let header = json!({"alg": "RS256", "typ": "JWT", "kid": kid});
         let signed = format!(
             "{}.{}",
             b64(header.to_string().as_bytes()),
             b64(claims.to_string().as_bytes())
         );
-        let mut signature = SigningKey::<Sha256>::new(self.key.clone())
+        let mut signature = SigningKey::<Sha256>::new(key.clone())
             .sign(signed.as_bytes())
             .to_vec();
         if bad_signature {
@@ -189,20 +200,23 @@ impl ProviderState {
                 }),
             ),
             ("GET", "/jwks") => {
-                let public = self.key.to_public_key();
-                json_answer(
-                    &mut stream,
-                    "200 OK",
-                    json!({"keys": [
-                        // A key of a kind the collector does not use is skipped.
-                        {"kty": "oct", "kid": "ignored", "k": "c2VjcmV0"},
-                        {
-                            "kty": "RSA", "kid": "test-key-1", "use": "sig", "alg": "RS256",
-                            "n": b64(&public.n().to_bytes_be()),
-                            "e": b64(&public.e().to_bytes_be()),
-                        }
-                    ]}),
-                );
+                let jwk = |key: &RsaPrivateKey, kid: &str| {
+                    let public = key.to_public_key();
+                    json!({
+                        "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+                        "n": b64(&public.n().to_bytes_be()),
+                        "e": b64(&public.e().to_bytes_be()),
+                    })
+                };
+                // A key of a kind the collector does not use is skipped.
+                let mut keys = vec![
+                    json!({"kty": "oct", "kid": "ignored", "k": "c2VjcmV0"}),
+                    jwk(&self.key, "test-key-1"),
+                ];
+                if *self.rotated.lock().unwrap() {
+                    keys.push(jwk(&self.second_key, "test-key-2"));
+                }
+                json_answer(&mut stream, "200 OK", json!({ "keys": keys }));
             }
             ("GET", "/authorize") => {
                 let q = &request.query;
@@ -298,7 +312,7 @@ impl ProviderState {
                     "preferred_username": behaviour.username,
                     "groups": behaviour.groups,
                 });
-                let id_token = self.sign(&claims, behaviour.bad_signature);
+                let id_token = self.sign(&claims, behaviour.bad_signature, behaviour.second_key);
                 *self.tokens_issued.lock().unwrap() += 1;
                 json_answer(
                     &mut stream,
@@ -321,11 +335,15 @@ impl Provider {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let second_key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let rotated = Arc::new(Mutex::new(false));
         let behaviour = Arc::new(Mutex::new(Behaviour::default()));
         let tokens_issued = Arc::new(Mutex::new(0));
         let state = Arc::new(ProviderState {
             issuer: url.clone(),
             key,
+            second_key,
+            rotated: Arc::clone(&rotated),
             behaviour: Arc::clone(&behaviour),
             grants: Mutex::new(HashMap::new()),
             next_code: Mutex::new(0),
@@ -340,6 +358,7 @@ impl Provider {
         Provider {
             url,
             behaviour,
+            rotated,
             tokens_issued,
         }
     }
@@ -514,6 +533,22 @@ fn a_provider_user_signs_in_with_the_role_their_groups_map_to() {
     let me_again = self::me(&collector, &second);
     assert_eq!(me_again["name"], "oidc:zhang");
     assert_eq!(me_again["role"], "admin");
+
+    // The provider rotates its keys: a token signed with a key the cached JWKS lacks makes the
+    // collector fetch the JWKS again (at most every 5 seconds).
+    *provider.rotated.lock().unwrap() = true;
+    provider.behave(Behaviour {
+        second_key: true,
+        ..Behaviour::default()
+    });
+    std::thread::sleep(Duration::from_millis(5500));
+    let (url, binding) = to_callback(&collector);
+    let (status, rotated_session, page) = callback(&url, Some(&binding));
+    assert_eq!(status, 200, "after a key rotation: {page}");
+    assert_eq!(
+        self::me(&collector, &rotated_session.unwrap())["role"],
+        "operator"
+    );
 
     // Signing out ends the session.
     let out = http
