@@ -639,6 +639,9 @@ pub struct Fleet {
     history_limit: usize,
     fleet_wide: Mutex<FleetWide>,
     suppressions: RwLock<Arc<Suppressions>>,
+    /// Held from computing the suppressions of the open fleet-wide findings to enforcing them,
+    /// so that an evaluation and a close by hand never enforce each other's stale set.
+    suppressing: Mutex<()>,
     /// Terminals per population and combination of attribute values, for the shared causes.
     tallies: Tallies,
     latency_points: usize,
@@ -671,6 +674,7 @@ impl Fleet {
             history_limit: limits.history_findings,
             fleet_wide: Mutex::new(FleetWide::default()),
             suppressions: RwLock::new(Arc::new(Suppressions::default())),
+            suppressing: Mutex::new(()),
             tallies: Tallies::default(),
             latency_points: limits.latency_points,
             limits,

@@ -137,11 +137,20 @@ pub fn plan(
 ) -> Vec<Planned> {
     let mut groups: BTreeMap<GroupId, Group> = BTreeMap::new();
     let mut still_open: HashSet<String> = HashSet::with_capacity(active.len());
+    // Which silences hold now, judged once (a recurring one looks for its window).
+    let silences: Vec<&Silence> = silences
+        .iter()
+        .filter(|silence| silence.state(now) == "active")
+        .collect();
     for alert in active {
         let key = alert_key(&alert.item);
         still_open.insert(key.clone());
         let facts = facts(&alert.item);
-        if alert.suppressed || silences.iter().any(|silence| silence.silences(&facts, now)) {
+        if alert.suppressed
+            || silences
+                .iter()
+                .any(|silence| silence.matchers.matches(&facts))
+        {
             continue;
         }
         for route in routes.route(&facts) {
@@ -214,9 +223,10 @@ pub fn plan(
             state.news_since.remove(&id);
             let repeat_due =
                 last_sent.is_some_and(|sent| now >= later(sent, timing.repeat_interval));
-            // An acknowledged alert is not repeated: someone took it.
+            // An acknowledged alert is not repeated: someone took it — except to a receiver
+            // that forgets alerts not repeated (Alertmanager would resolve it).
             let unacknowledged = old.iter().any(|(_, item)| item.acknowledged_by.is_none());
-            if !unacknowledged || !repeat_due {
+            if old.is_empty() || !(unacknowledged || timing.keep_alive) || !repeat_due {
                 continue;
             }
             true
@@ -526,6 +536,39 @@ mod tests {
             Some("wang")
         );
         assert_eq!(told[0].added.len(), 1);
+        // To a receiver that forgets alerts not repeated (Alertmanager), still repeated.
+        let config = AlertsConfig {
+            default_receiver: Some("am".into()),
+            group_wait_seconds: 10,
+            group_interval_seconds: 60,
+            repeat_interval_seconds: 600,
+            ..AlertsConfig::default()
+        };
+        let capped = Routes::from_config(&config, |_| Some(60));
+        let mut state = State::default();
+        let mut repeats = 0;
+        for second in (0..=400).step_by(10) {
+            let alerts = if second < 20 {
+                vec![a()]
+            } else {
+                vec![taken()]
+            };
+            for planned in plan(
+                &alerts,
+                &capped,
+                &[],
+                &mut state,
+                &HashMap::new(),
+                start + Duration::seconds(second),
+            ) {
+                repeats += usize::from(planned.notification.repeat);
+                state.apply(&planned);
+            }
+        }
+        assert!(
+            repeats >= 4,
+            "{repeats} repeats of an acknowledged alert to Alertmanager"
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Timing {
     pub group_wait: Duration,
     pub group_interval: Duration,
     pub repeat_interval: Duration,
+    /// The receiver forgets alerts not repeated (Alertmanager's resolve timeout): firing alerts
+    /// are repeated even when acknowledged.
+    pub keep_alive: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,12 +64,14 @@ impl Routes {
             group_wait: seconds(config.group_wait_seconds),
             group_interval: seconds(config.group_interval_seconds),
             repeat_interval: seconds(config.repeat_interval_seconds),
+            keep_alive: false,
         };
         let capped = |receiver: &str, timing: Timing| Timing {
             repeat_interval: match repeat_cap(receiver) {
                 Some(cap) => timing.repeat_interval.min(seconds(cap)),
                 None => timing.repeat_interval,
             },
+            keep_alive: repeat_cap(receiver).is_some(),
             ..timing
         };
         let routes = config
@@ -93,6 +98,7 @@ impl Routes {
                         repeat_interval: route
                             .repeat_interval_seconds
                             .map_or(default_timing.repeat_interval, seconds),
+                        keep_alive: false,
                     },
                 ),
             })

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use super::matchers::{Facts, Matchers};
+use super::matchers::Matchers;
 
 pub const COMMENT_MAX_CHARS: usize = 1000;
 pub const CREATED_BY_MAX_CHARS: usize = 200;
@@ -167,12 +167,10 @@ impl Silence {
             .into_iter()
             .rev()
             .map(|start| {
-                (
-                    start,
-                    start
-                        .checked_add(recurrence.window())
-                        .unwrap_or(self.ends_at),
-                )
+                let end = start
+                    .checked_add(recurrence.window())
+                    .unwrap_or(self.ends_at);
+                (start, end.min(self.ends_at))
             })
             .find(|(start, end)| *start <= now && now < *end)
     }
@@ -184,15 +182,13 @@ impl Silence {
             return (now < self.starts_at).then_some(self.starts_at);
         };
         let local = now.checked_add(recurrence.offset())?.date();
-        let to = local.checked_add(Duration::days(14))?;
+        let first = self.starts_at.checked_add(recurrence.offset())?.date();
+        let from = local.max(first);
+        let to = from.checked_add(Duration::days(14))?;
         recurrence
-            .starts(self.starts_at, self.ends_at, local, to)
+            .starts(self.starts_at, self.ends_at, from, to)
             .into_iter()
             .find(|start| *start > now)
-    }
-
-    pub fn silences(&self, facts: &Facts<'_>, now: OffsetDateTime) -> bool {
-        self.state(now) == "active" && self.matchers.matches(facts)
     }
 }
 
@@ -306,6 +302,15 @@ impl NewSilence {
             if recurrence.every == Every::Daily && !recurrence.weekdays.is_empty() {
                 return fail("recurrence.weekdays", "only a weekly window names weekdays");
             }
+            let mut days = recurrence.weekdays.clone();
+            days.sort_unstable_by_key(|day| *day as u8);
+            days.dedup();
+            if days.len() != recurrence.weekdays.len() {
+                return fail("recurrence.weekdays", "names a day twice");
+            }
+            if ends_at <= now {
+                return fail("ends_at", "the series must end after now");
+            }
         }
         Ok(Silence {
             id,
@@ -323,6 +328,7 @@ impl NewSilence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::matchers::Facts;
     use time::macros::datetime;
 
     fn check(body: serde_json::Value, expected: Result<(&str, &str), &str>) {
@@ -424,6 +430,31 @@ mod tests {
             .unwrap();
             assert_eq!(new.into_silence(1, now).unwrap_err().0, field);
         }
+        // A series already over, a day named twice.
+        for (body, field) in [
+            (
+                json!({ "matchers": { "region": ["cn-east"] }, "starts_at": "2026-11-01T18:00:00Z",
+                     "ends_at": "2026-11-20T00:00:00Z", "created_by": "ops",
+                     "recurrence": { "every": "daily", "duration_seconds": 60 } }),
+                "ends_at",
+            ),
+            (
+                json!({ "matchers": { "region": ["cn-east"] }, "duration_seconds": 86400, "created_by": "ops",
+                     "recurrence": { "every": "weekly", "weekdays": ["mon", "mon"], "duration_seconds": 60 } }),
+                "recurrence.weekdays",
+            ),
+        ] {
+            let new: NewSilence = serde_json::from_value(body).unwrap();
+            assert_eq!(new.into_silence(1, now).unwrap_err().0, field);
+        }
+        // A series starting in a month: its first window is the next.
+        let later: NewSilence = serde_json::from_value(json!({
+            "matchers": { "region": ["cn-east"] }, "starts_at": "2026-12-26T18:00:00Z",
+            "duration_seconds": 86400 * 3, "created_by": "ops",
+            "recurrence": { "every": "daily", "duration_seconds": 7200 } }))
+        .unwrap();
+        let later = later.into_silence(1, now).unwrap();
+        assert_eq!(later.next_start(now), Some(at("2026-12-26T18:00:00Z")));
         // The edges of the calendar: no panic, nothing active.
         let edge = Silence {
             starts_at: datetime!(9999-12-31 00:00 UTC),
@@ -551,15 +582,13 @@ mod tests {
             ..Facts::default()
         };
         assert_eq!(silence.state(now), "pending");
-        assert!(!silence.silences(&facts, now));
-        assert!(silence.silences(&facts, now + Duration::minutes(15)));
-        assert!(!silence.silences(
-            &Facts {
-                region: Some("cn-west"),
-                ..facts
-            },
-            now + Duration::minutes(15)
-        ));
+        let silences = |at| silence.state(at) == "active" && silence.matchers.matches(&facts);
+        assert!(!silences(now));
+        assert!(silences(now + Duration::minutes(15)));
+        assert!(!silence.matchers.matches(&Facts {
+            region: Some("cn-west"),
+            ..facts
+        }));
         assert_eq!(silence.state(now + Duration::minutes(20)), "expired");
     }
 }

@@ -68,6 +68,7 @@ impl Fleet {
     ) -> Option<Vec<FindingEvent>> {
         let mut events = Vec::new();
         if terminal_id.is_empty() {
+            let _suppressing = lock(&self.suppressing);
             let suppressions = {
                 let mut fleet_wide = lock(&self.fleet_wide);
                 events.push(fleet_wide.tracker.close_by_hand(id, now)?);

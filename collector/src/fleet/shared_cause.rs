@@ -365,6 +365,7 @@ impl Fleet {
         let causes = localize::localize(&inputs, &mut totals, &open, thresholds);
         let signals = upstream::evaluate(&causes, thresholds.upstream_min_share_percent);
         let mut next_id = || self.next_id();
+        let _suppressing = lock(&self.suppressing);
         let suppressions = {
             let mut fleet_wide = lock(&self.fleet_wide);
             let changes = fleet_wide.tracker.observe_scope(

@@ -264,6 +264,17 @@ pub async fn expire_silence(
     actor.require(Role::Operator)?;
     let id = silence_id(&id)?;
     let now = OffsetDateTime::now_utc();
+    let over = state
+        .alerts
+        .silences()
+        .iter()
+        .any(|silence| silence.id == id && silence.state(now) == "expired");
+    if over {
+        return Err(ApiError::new(
+            Reason::Conflict,
+            "the silence is already over",
+        ));
+    }
     let alerts = Arc::clone(&state.alerts);
     let expired = tokio::task::spawn_blocking(move || alerts.expire_silence(id, now))
         .await

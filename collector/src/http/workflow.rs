@@ -60,6 +60,7 @@ fn refused(error: WorkflowError) -> ApiError {
         }
         WorkflowError::Conflict(problem) => ApiError::new(Reason::Conflict, problem),
         WorkflowError::Full => ApiError::new(Reason::Conflict, error.to_string()),
+        WorkflowError::NotOpen => ApiError::field(Reason::NotFound, "id", error.to_string()),
         WorkflowError::Store(error) => ApiError::internal("recording a workflow action", error),
     }
 }
@@ -135,19 +136,21 @@ async fn act(
                 format!("no open finding {id}"),
             ));
         };
-        if action == Action::Close {
-            let Some(events) = state.fleet.close_by_hand(&finding.terminal_id, id, now) else {
-                return Err(ApiError::field(
-                    Reason::NotFound,
-                    "id",
-                    format!("no open finding {id}"),
-                ));
-            };
-            state.publish(events);
-        }
+        let fleet = &state.fleet;
         let (problem, entry) = state
             .workflow
-            .act(&finding, &action, &actor, comment.as_deref(), now)
+            .act(&finding, &action, &actor, comment.as_deref(), now, || {
+                if action != Action::Close {
+                    return fleet.is_open(&finding.terminal_id, id);
+                }
+                match fleet.close_by_hand(&finding.terminal_id, id, now) {
+                    Some(events) => {
+                        state.publish(events);
+                        true
+                    }
+                    None => false,
+                }
+            })
             .map_err(refused)?;
         tracing::info!(finding = id, terminal = %finding.terminal_id, action = action.as_str(), actor = %actor, "A problem workflow action was recorded.");
         Ok(json!({
@@ -212,7 +215,7 @@ async fn audit(
         .transpose()?;
     let filter = AuditFilter {
         finding_id,
-        terminal_id: query.get("terminal").cloned(),
+        terminal_id: query.get("terminal").filter(|id| !id.is_empty()).cloned(),
         before,
     };
     let workflow = Arc::clone(&state.workflow);

@@ -100,6 +100,8 @@ pub enum WorkflowError {
     Conflict(String),
     #[error("too many problems have a workflow state (at most {STATES_MAX})")]
     Full,
+    #[error("the finding is no longer open")]
+    NotOpen,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -238,8 +240,10 @@ impl Workflow {
     }
 
     /// Records `action` by `actor` on the open `finding` (with `comment`), and returns the
-    /// finding's state after it. For [`Action::Close`] the caller has closed the finding: its
-    /// state is dropped and the closing recorded.
+    /// finding's state after it. `in_fleet` runs first, under the same lock as the record: it
+    /// says whether the finding is still open — and for [`Action::Close`] closes it (its state
+    /// is then dropped and the closing recorded) —, so no action lands on a finding another
+    /// one just closed.
     pub fn act(
         &self,
         finding: &Finding,
@@ -247,6 +251,7 @@ impl Workflow {
         actor: &str,
         comment: Option<&str>,
         now: OffsetDateTime,
+        in_fleet: impl FnOnce() -> bool,
     ) -> Result<(ProblemState, AuditEntry), WorkflowError> {
         let _acting = self.acting.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.states();
@@ -255,9 +260,16 @@ impl Workflow {
             return Err(WorkflowError::Full);
         }
         let after = apply(before, &finding.terminal_id, action, actor, now)?;
+        if !in_fleet() {
+            return Err(WorkflowError::NotOpen);
+        }
         let entry = AuditEntry::of_finding(finding, action, actor, comment, now);
         let kept = (*action != Action::Close).then_some(&after);
-        let entry = self.store.record(finding.id, kept, entry)?;
+        let entry = self.store.record(finding.id, kept, entry).inspect_err(|error| {
+            if *action == Action::Close {
+                tracing::error!(%error, finding = finding.id, "A finding was closed by hand but the closing could not be recorded in the audit log.");
+            }
+        })?;
         let mut states = (*current).clone();
         match kept {
             Some(state) => states.insert(finding.id, state.clone()),

@@ -34,6 +34,7 @@ addStrings({
     "maintenance.when": "When", "maintenance.by": "By", "maintenance.next": "next {time}", "maintenance.until_time": "until {time}",
     "maintenance.every_day": "every day at {time} for {hours} h", "maintenance.every_week": "every {days} at {time} for {hours} h",
     "maintenance.need_match": "Choose at least one region, carrier, model, merchant, party or terminal.",
+    "maintenance.need_start": "Give the start time.",
     "day.mon": "Mon", "day.tue": "Tue", "day.wed": "Wed", "day.thu": "Thu", "day.fri": "Fri", "day.sat": "Sat", "day.sun": "Sun",
   },
   "zh-CN": {
@@ -64,6 +65,7 @@ addStrings({
     "maintenance.when": "时间", "maintenance.by": "创建人", "maintenance.next": "下次 {time}", "maintenance.until_time": "至 {time}",
     "maintenance.every_day": "每天 {time} 起 {hours} 小时", "maintenance.every_week": "每周{days} {time} 起 {hours} 小时",
     "maintenance.need_match": "请至少选择一个地区、运营商、型号、商户、责任方或终端。",
+    "maintenance.need_start": "请填写开始时间。",
     "day.mon": "一", "day.tue": "二", "day.wed": "三", "day.thu": "四", "day.fri": "五", "day.sat": "六", "day.sun": "日",
   },
 });
@@ -292,7 +294,7 @@ function windowWhen(silence) {
 async function unfoldWindow(node) {
   const list = node.querySelector(".matched-list");
   const answer = await api(`/api/v1/alerts/silences/${node.dataset.silence}`);
-  list.innerHTML = (answer.matched || []).map(m => `<li><a href="#/terminal/${encodeURIComponent(m.terminal_id)}">${esc(m.terminal_id || m.subject)}</a> — <code>${esc(m.code)}</code>${m.subject ? ` <span class="muted">(${esc(m.subject)})</span>` : ""}</li>`).join("")
+  list.innerHTML = (answer.matched || []).map(m => `<li><a href="${m.terminal_id ? `#/terminal/${encodeURIComponent(m.terminal_id)}` : "#/"}">${esc(m.terminal_id || m.subject)}</a> — <code>${esc(m.code)}</code>${m.subject ? ` <span class="muted">(${esc(m.subject)})</span>` : ""}</li>`).join("")
     || `<li class="muted">${esc(t("no.findings"))}</li>`;
 }
 
@@ -346,6 +348,7 @@ async function createWindow(main) {
   const message = main.querySelector("#mw-message");
   if (!Object.keys(matchers).length) { message.textContent = t("maintenance.need_match"); return; }
   const start = new Date(value("#mw-start"));
+  if (Number.isNaN(start.getTime())) { message.textContent = t("maintenance.need_start"); return; }
   const seconds = Math.round(Number(value("#mw-hours")) * 3600);
   const kind = value("#mw-kind");
   const body = { matchers, starts_at: start.toISOString(), comment: value("#mw-comment") };
