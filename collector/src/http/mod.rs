@@ -150,7 +150,15 @@ impl AppState {
         for (table, _) in &unreadable_profiles {
             metrics.unreadable_rows.with_label_values(&[table]).inc();
         }
-        let (restored, stored_policy) = store.load(config.limits.max_history_findings)?;
+        let (mut restored, stored_policy) = store.load(config.limits.max_history_findings)?;
+        // Workflow states and audit rows are written at once, findings a second later: after a
+        // crash, ids the workflow saw are never given to new findings.
+        let workflow = crate::workflow::Workflow::open(&config.data_dir)?;
+        restored.next_finding_id = restored.next_finding_id.max(
+            workflow
+                .highest_finding_id()?
+                .min(crate::store::FINDING_ID_MAX),
+        );
         let previous_listening = store.last_listening();
         for (table, _) in &restored.unreadable {
             metrics.unreadable_rows.with_label_values(&[table]).inc();
@@ -190,7 +198,6 @@ impl AppState {
         ));
         let metrics = Arc::new(metrics);
         let alerts = Alerts::open(&config.alerts, &config.data_dir, Arc::clone(&metrics))?;
-        let workflow = crate::workflow::Workflow::open(&config.data_dir)?;
         let history = crate::history::History::open(
             &config.data_dir,
             &config.history,

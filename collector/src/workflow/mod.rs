@@ -230,6 +230,11 @@ impl Workflow {
         })
     }
 
+    /// The highest finding id any state or audit row names (0 without any).
+    pub fn highest_finding_id(&self) -> Result<u64, StoreError> {
+        self.store.highest_finding_id()
+    }
+
     /// Every open finding's state, by finding id: a snapshot.
     pub fn states(&self) -> Arc<HashMap<u64, ProblemState>> {
         Arc::clone(&self.states.read().unwrap_or_else(PoisonError::into_inner))
@@ -373,6 +378,64 @@ mod tests {
             }),
         );
         check(None, Action::Close, Ok(fresh));
+    }
+
+    #[test]
+    fn states_and_audit_rows_survive_a_reopen_and_name_the_highest_finding_id() {
+        use posmon_diagnosis::findings::Finding;
+        use posmon_diagnosis::rules::network_path::HOST_UNREACHABLE;
+        use posmon_diagnosis::Severity;
+        let dir = tempfile::tempdir().unwrap();
+        crate::store::Store::open(dir.path()).unwrap();
+        let workflow = Workflow::open(dir.path()).unwrap();
+        assert_eq!(workflow.highest_finding_id().unwrap(), 0);
+        let finding = Finding {
+            id: 41,
+            terminal_id: "T-1".into(),
+            kind: &HOST_UNREACHABLE,
+            severity: Severity::Critical,
+            subject: "pay".into(),
+            evidence: vec![],
+            since: NOW,
+            last_seen: NOW,
+            closed_at: None,
+            suppressed_by: None,
+            explains: 0,
+        };
+        workflow
+            .act(
+                &finding,
+                &Action::Acknowledge,
+                "wang",
+                Some("mine"),
+                NOW,
+                || true,
+            )
+            .unwrap();
+        let closed = Finding {
+            id: 42,
+            ..finding.clone()
+        };
+        workflow
+            .act(&closed, &Action::Close, "wang", None, NOW, || true)
+            .unwrap();
+        let refused = workflow.act(&finding, &Action::Comment, "li", Some("x"), NOW, || false);
+        assert!(matches!(refused, Err(WorkflowError::NotOpen)));
+        drop(workflow);
+        let reopened = Workflow::open(dir.path()).unwrap();
+        assert_eq!(reopened.highest_finding_id().unwrap(), 42);
+        assert_eq!(
+            reopened
+                .states()
+                .get(&41)
+                .and_then(|state| state.acknowledged_by.clone()),
+            Some("wang".to_string())
+        );
+        assert!(!reopened.states().contains_key(&42));
+        let entries = reopened.audit(&AuditFilter::default(), 10).unwrap();
+        let actions: Vec<&str> = entries.iter().map(|entry| entry.action.as_str()).collect();
+        assert_eq!(actions, ["close", "acknowledge"]);
+        assert_eq!(entries[1].comment.as_deref(), Some("mine"));
     }
 
     #[test]

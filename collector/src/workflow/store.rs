@@ -127,6 +127,17 @@ impl WorkflowStore {
         Ok(states)
     }
 
+    /// The highest finding id a state or an audit row names (0 without any).
+    pub fn highest_finding_id(&self) -> Result<u64, StoreError> {
+        let highest: Option<i64> = self.connection().query_row(
+            "SELECT MAX(id) FROM (SELECT MAX(finding_id) AS id FROM problem_states
+                                  UNION ALL SELECT MAX(finding_id) FROM audit_log)",
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(highest.and_then(|id| u64::try_from(id).ok()).unwrap_or(0))
+    }
+
     /// Stores the state of finding `id` after an action (`None`: drop it) and the action's
     /// audit entry, in one transaction; returns the entry with its id.
     pub fn record(
