@@ -44,7 +44,9 @@ fn user_command(collector: &Collector, args: &[&str], password: Option<&str>) ->
         .spawn()
         .unwrap();
     if let Some(password) = password {
-        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        // A command that refuses before it reads (a name already taken…) may close its input
+        // first: what it answers is checked below.
+        let _ = writeln!(child.stdin.take().unwrap(), "{password}");
     }
     drop(child.stdin.take());
     let output = child.wait_with_output().unwrap();

@@ -450,15 +450,14 @@ pub async fn require_reader(
                 // Always to the page itself: the path is the client's and could name another host.
                 // A wall screen's language and kiosk mode stay, when they are ones the page knows.
                 let mut response = Redirect::to(&page_after_token(&query)).into_response();
-                let cookie = format!(
-                    "{VIEWER_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{}",
-                    if secure_request(&state, request.headers()) {
-                        "; Secure"
-                    } else {
-                        ""
-                    }
+                let cookie = set_cookie(
+                    &state,
+                    request.headers(),
+                    VIEWER_COOKIE,
+                    token,
+                    "Path=/; SameSite=Strict",
                 );
-                if let Ok(value) = HeaderValue::from_str(&cookie) {
+                if let Some(value) = cookie {
                     response.headers_mut().insert(header::SET_COOKIE, value);
                 }
                 return response;
@@ -508,6 +507,23 @@ fn page_after_token(query: &HashMap<String, String>) -> String {
 
 /// Whether cookies set on this request's answer must be `Secure`: the collector serves TLS, or
 /// a proxy in front says the client used HTTPS.
+/// A `Set-Cookie` value: `<name>=<value>; <attributes>; HttpOnly`, and `Secure` when the
+/// request came over TLS.
+pub(crate) fn set_cookie(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+    attributes: &str,
+) -> Option<HeaderValue> {
+    let secure = if secure_request(state, headers) {
+        "; Secure"
+    } else {
+        ""
+    };
+    HeaderValue::from_str(&format!("{name}={value}; {attributes}; HttpOnly{secure}")).ok()
+}
+
 pub fn secure_request(state: &AppState, headers: &HeaderMap) -> bool {
     state.config.tls.files().is_some()
         || headers

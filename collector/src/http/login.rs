@@ -28,9 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::auth::{
-    check_same_origin, secure_request, session_cookie, Authenticated, Role, Via, SESSION_COOKIE,
-};
+use super::auth::{check_same_origin, session_cookie, Authenticated, Role, Via, SESSION_COOKIE};
 use super::error::{ApiError, Reason};
 use super::reports::{check_content_type, read_body};
 use super::sessions::Locked;
@@ -262,15 +260,13 @@ pub(super) fn session_cookie_header(
     value: &str,
     max_age: u64,
 ) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
-        if secure_request(state, headers) {
-            "; Secure"
-        } else {
-            ""
-        }
-    ))
-    .ok()
+    super::auth::set_cookie(
+        state,
+        headers,
+        SESSION_COOKIE,
+        value,
+        &format!("Path=/; Max-Age={max_age}; SameSite=Strict"),
+    )
 }
 
 /// `POST /login`.

@@ -22,7 +22,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
-use super::auth::{secure_request, session_cookie};
+use super::auth::session_cookie;
 use super::error::ApiError;
 use super::login::{escape, language, session_cookie_header, sign_in_page, text, Language};
 use super::AppState;
@@ -54,15 +54,13 @@ fn binding_cookie(
     value: &str,
     max_age: u64,
 ) -> Option<HeaderValue> {
-    HeaderValue::from_str(&format!(
-        "{BINDING_COOKIE}={value}; Path=/login/oidc; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-        if secure_request(state, headers) {
-            "; Secure"
-        } else {
-            ""
-        }
-    ))
-    .ok()
+    super::auth::set_cookie(
+        state,
+        headers,
+        BINDING_COOKIE,
+        value,
+        &format!("Path=/login/oidc; Max-Age={max_age}; SameSite=Lax"),
+    )
 }
 
 /// `GET /login/oidc`.
